@@ -1,0 +1,36 @@
+# obol: `make run` starts the demo (simulator + gateway, no external
+# service); `make test` runs every test (CI runs the same through .ci/run).
+GO ?= go
+SIM_ADDR ?= 127.0.0.1:9000
+NODE_DIR := gateway/testdata/openai-node
+
+.PHONY: run build test test-go node-deps vet fmt-check fuzz clean
+
+build:
+	$(GO) build -o bin/ ./cmd/obol ./loadtest
+
+run: build
+	@echo "obol demo: simulator on $(SIM_ADDR), gateway on 127.0.0.1:8080 (Ctrl-C stops both)"
+	@bin/loadtest sim -addr $(SIM_ADDR) -tps 40 & sim=$$!; \
+	trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
+	bin/obol serve -config configs/demo.yaml
+
+node-deps:
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the openai npm client tests will be skipped (CI fails them)"; fi
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+test: fmt-check vet node-deps
+	$(GO) test -race -count=1 -timeout 8m ./...
+
+fuzz:
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzDecodeChat -fuzztime 60s
+
+clean:
+	rm -rf bin data

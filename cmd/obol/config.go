@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/models"
+)
+
+// Config is the YAML configuration. Its field names are a public interface.
+type Config struct {
+	Listen string      `yaml:"listen"`
+	Redis  RedisConfig `yaml:"redis"`
+	// DataDir holds the embedded store's files.
+	DataDir string `yaml:"data_dir"`
+	// ShutdownGrace is how long in-flight requests and streams may run
+	// after SIGTERM before they are cut.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// MaxBodyBytes bounds a request body (413 past it).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// StreamKeepAlive is the interval of SSE comments while a stream
+	// waits for its first token.
+	StreamKeepAlive time.Duration          `yaml:"stream_keepalive"`
+	Log             LogConfig              `yaml:"log"`
+	Tiers           map[string]TierConfig  `yaml:"tiers"`
+	Models          map[string]ModelConfig `yaml:"models"`
+	Keys            []KeyConfig            `yaml:"keys"`
+}
+
+// RedisConfig locates the shared store; an empty URL selects the embedded
+// single-replica store under DataDir.
+type RedisConfig struct {
+	URL string `yaml:"url"`
+}
+
+// LogConfig sets the log's level (debug, info, warn, error) and format (json, text).
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// TierConfig is a tier's limits; 0 means unlimited.
+type TierConfig struct {
+	RPM int64 `yaml:"rpm"`
+	TPM int64 `yaml:"tpm"`
+	TPD int64 `yaml:"tpd"`
+}
+
+// ModelConfig is one public model.
+type ModelConfig struct {
+	ContextWindow   int             `yaml:"context_window"`
+	Description     string          `yaml:"description"`
+	Vision          bool            `yaml:"vision"`
+	MaxOutputTokens int             `yaml:"max_output_tokens"`
+	Timeouts        TimeoutsConfig  `yaml:"timeouts"`
+	Backends        []BackendConfig `yaml:"backends"`
+}
+
+// TimeoutsConfig bounds upstream calls; unset fields take the defaults.
+type TimeoutsConfig struct {
+	Connect    time.Duration `yaml:"connect"`
+	FirstToken time.Duration `yaml:"first_token"`
+	Idle       time.Duration `yaml:"idle"`
+	Total      time.Duration `yaml:"total"`
+}
+
+// BackendConfig is one OpenAI-compatible server.
+type BackendConfig struct {
+	Name      string `yaml:"name"`
+	URL       string `yaml:"url"`
+	Model     string `yaml:"model"`
+	APIKeyEnv string `yaml:"api_key_env"`
+}
+
+// KeyConfig is a static API key; only the SHA-256 of its secret is kept.
+type KeyConfig struct {
+	ID     string   `yaml:"id"`
+	Name   string   `yaml:"name"`
+	Tier   string   `yaml:"tier"`
+	SHA256 string   `yaml:"sha256"`
+	Models []string `yaml:"models"`
+}
+
+// defaultTiers are DESIGN.md's tiers, used where the file names none.
+var defaultTiers = map[string]TierConfig{
+	"free": {RPM: 20, TPM: 40_000, TPD: 250_000},
+	"pro":  {RPM: 500, TPM: 500_000, TPD: 10_000_000},
+	"team": {RPM: 2000, TPM: 2_000_000, TPD: 0},
+}
+
+// configError is a configuration the gateway refuses; it exits 2.
+type configError struct{ msg string }
+
+func (e *configError) Error() string { return e.msg }
+
+func invalid(field, format string, args ...any) error {
+	return &configError{msg: "config: " + field + ": " + fmt.Sprintf(format, args...)}
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+// expandEnv replaces ${VAR} and ${VAR:-default} with the environment's
+// values. An unset variable without a default becomes empty, as in a shell.
+func expandEnv(b []byte, getenv func(string) string) []byte {
+	return envRef.ReplaceAllFunc(b, func(m []byte) []byte {
+		sub := envRef.FindSubmatch(m)
+		if v := getenv(string(sub[1])); v != "" {
+			return []byte(v)
+		}
+		return sub[3]
+	})
+}
+
+// loadConfig decodes and checks a configuration; unknown keys are refused.
+func loadConfig(r io.Reader, getenv func(string) string) (*Config, error) {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(expandEnv(raw, getenv)))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &configError{msg: "config: the file is empty"}
+		}
+		return nil, &configError{msg: "config: " + err.Error()}
+	}
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+var modelName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// check fills defaults and validates, naming the field at fault.
+func (c *Config) check() error {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return invalid("listen", "want host:port, got %q", c.Listen)
+	}
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+	if c.Redis.URL != "" {
+		if u, err := url.Parse(c.Redis.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			return invalid("redis.url", "want redis://, rediss:// or unix://, got %q", c.Redis.URL)
+		}
+	}
+	if c.ShutdownGrace < 0 {
+		return invalid("shutdown_grace", "must not be negative")
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 30 * time.Second
+	}
+	if c.MaxBodyBytes < 0 {
+		return invalid("max_body_bytes", "must not be negative")
+	}
+	if c.StreamKeepAlive < 0 {
+		return invalid("stream_keepalive", "must not be negative")
+	}
+	switch c.Log.Level {
+	case "":
+		c.Log.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		return invalid("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "":
+		c.Log.Format = "json"
+	case "json", "text":
+	default:
+		return invalid("log.format", "want json or text, got %q", c.Log.Format)
+	}
+	if len(c.Tiers) == 0 {
+		c.Tiers = defaultTiers
+	}
+	for _, name := range sortedKeys(c.Tiers) {
+		t := c.Tiers[name]
+		if t.RPM < 0 || t.TPM < 0 || t.TPD < 0 {
+			return invalid("tiers."+name, "limits must be 0 (unlimited) or positive")
+		}
+	}
+	if len(c.Models) == 0 {
+		return invalid("models", "at least one model is required")
+	}
+	for _, name := range sortedKeys(c.Models) {
+		if err := c.Models[name].check("models."+name, name); err != nil {
+			return err
+		}
+	}
+	ids := map[string]bool{}
+	digests := map[string]bool{}
+	for i, k := range c.Keys {
+		f := fmt.Sprintf("keys[%d]", i)
+		if k.ID == "" {
+			return invalid(f+".id", "required")
+		}
+		f = fmt.Sprintf("keys[%d] (%s)", i, k.ID)
+		if ids[k.ID] {
+			return invalid(f+".id", "used twice")
+		}
+		ids[k.ID] = true
+		if _, ok := c.Tiers[k.Tier]; !ok {
+			return invalid(f+".tier", "unknown tier %q; tiers: %s", k.Tier, strings.Join(sortedKeys(c.Tiers), ", "))
+		}
+		d, err := hex.DecodeString(k.SHA256)
+		if err != nil || len(d) != sha256.Size {
+			return invalid(f+".sha256", "want the 64 hex digits of the secret's SHA-256 (e.g. printf %%s \"$SECRET\" | sha256sum)")
+		}
+		if digests[strings.ToLower(k.SHA256)] {
+			return invalid(f+".sha256", "the same secret as another key")
+		}
+		digests[strings.ToLower(k.SHA256)] = true
+		for j, m := range k.Models {
+			if _, ok := c.Models[m]; !ok {
+				return invalid(fmt.Sprintf("%s.models[%d]", f, j), "unknown model %q", m)
+			}
+		}
+	}
+	return nil
+}
+
+func (m ModelConfig) check(f, name string) error {
+	if !modelName.MatchString(name) {
+		return invalid(f, "a model name is lower-case letters, digits, '.', '_' or '-'")
+	}
+	if m.ContextWindow <= 0 {
+		return invalid(f+".context_window", "must be a positive number of tokens")
+	}
+	if m.MaxOutputTokens < 0 || m.MaxOutputTokens > m.ContextWindow {
+		return invalid(f+".max_output_tokens", "must be between 0 (default) and the context window")
+	}
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{{"connect", m.Timeouts.Connect}, {"first_token", m.Timeouts.FirstToken}, {"idle", m.Timeouts.Idle}, {"total", m.Timeouts.Total}} {
+		if t.d < 0 {
+			return invalid(f+".timeouts."+t.name, "must not be negative")
+		}
+	}
+	if len(m.Backends) == 0 {
+		return invalid(f+".backends", "at least one backend is required")
+	}
+	names := map[string]bool{}
+	for i, b := range m.Backends {
+		bf := fmt.Sprintf("%s.backends[%d]", f, i)
+		u, err := url.Parse(b.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return invalid(bf+".url", "want an http(s) base URL such as http://127.0.0.1:9000/v1, got %q", b.URL)
+		}
+		if b.Model == "" {
+			return invalid(bf+".model", "required: the backend's own model name")
+		}
+		n := b.backendName()
+		if names[n] {
+			return invalid(bf+".name", "%q is used twice", n)
+		}
+		names[n] = true
+	}
+	return nil
+}
+
+// backendName is the backend's name, derived from its URL when unset.
+func (b BackendConfig) backendName() string {
+	if b.Name != "" {
+		return b.Name
+	}
+	if u, err := url.Parse(b.URL); err == nil {
+		return u.Host + strings.TrimSuffix(u.Path, "/")
+	}
+	return b.URL
+}
+
+// catalog builds the model catalog, reading backend keys from the environment.
+func (c *Config) catalog(getenv func(string) string) (*models.Catalog, error) {
+	var ms []models.Model
+	for _, name := range sortedKeys(c.Models) {
+		mc := c.Models[name]
+		m := models.Model{
+			Name: name, Description: mc.Description, ContextWindow: mc.ContextWindow,
+			MaxOutputTokens: mc.MaxOutputTokens, Vision: mc.Vision,
+			Timeouts: models.Timeouts(mc.Timeouts),
+		}
+		if m.MaxOutputTokens == 0 {
+			m.MaxOutputTokens = min(4096, m.ContextWindow)
+		}
+		for i, b := range mc.Backends {
+			key := ""
+			if b.APIKeyEnv != "" {
+				if key = getenv(b.APIKeyEnv); key == "" {
+					return nil, invalid(fmt.Sprintf("models.%s.backends[%d].api_key_env", name, i), "the environment variable %s is not set", b.APIKeyEnv)
+				}
+			}
+			m.Backends = append(m.Backends, models.Backend{Name: b.backendName(), URL: b.URL, Model: b.Model, APIKey: key})
+		}
+		ms = append(ms, m)
+	}
+	return models.NewCatalog(ms)
+}
+
+// staticKeys indexes the file's keys by digest.
+func (c *Config) staticKeys() *gateway.StaticKeys {
+	keys := make(map[[sha256.Size]byte]gateway.Key, len(c.Keys))
+	for _, k := range c.Keys {
+		var d [sha256.Size]byte
+		hex.Decode(d[:], []byte(k.SHA256))
+		keys[d] = gateway.Key{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models}
+	}
+	return gateway.NewStaticKeys(keys)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,55 @@
+// Command obol is a self-hosted, OpenAI-style model API gateway with tiered
+// quotas.
+//
+//	obol serve -config FILE [-addr HOST:PORT]
+//	obol hash-key < secret        print the sha256 a config key needs
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv); err != nil {
+		fmt.Fprintln(os.Stderr, "obol:", err)
+		var ce *configError
+		var ue *usageError
+		if errors.As(err, &ce) || errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// usageError is a command line the program does not understand; it exits 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+const usage = `usage:
+  obol serve -config FILE [-addr HOST:PORT]   run the gateway
+  obol hash-key < SECRET                      print the sha256 of a secret for a config key`
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 {
+		return &usageError{msg: "no command\n" + usage}
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr, getenv)
+	case "hash-key":
+		return hashKey(stdin, stdout)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return &usageError{msg: fmt.Sprintf("unknown command %q\n%s", args[0], usage)}
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/models"
+)
+
+func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file (YAML)")
+	addr := fs.String("addr", "", "listen address, overriding the config's listen")
+	if err := fs.Parse(args); err != nil {
+		return &usageError{msg: err.Error()}
+	}
+	if *configPath == "" {
+		return &usageError{msg: "serve: -config FILE is required"}
+	}
+	f, err := os.Open(*configPath)
+	if err != nil {
+		return &configError{msg: "config: " + err.Error()}
+	}
+	cfg, err := loadConfig(f, getenv)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if *addr != "" {
+		cfg.Listen = *addr
+	}
+	log := newLogger(stderr, cfg.Log)
+
+	catalog, err := cfg.catalog(getenv)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	gw, err := gateway.New(gateway.Options{
+		Catalog:      catalog,
+		Upstream:     models.NewClient(),
+		Keys:         cfg.staticKeys(),
+		Log:          log,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		KeepAlive:    cfg.StreamKeepAlive,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           gw,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("obol listening", "addr", ln.Addr().String(), "models", len(catalog.List()), "keys", len(cfg.Keys))
+
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	// Stop accepting; let requests and streams in flight finish within the grace.
+	log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("grace period over; closing the connections left", "err", err)
+		srv.Close()
+	}
+	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, c LogConfig) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// hashKey prints the SHA-256 of the secret read from stdin (a trailing
+// newline is not part of the secret).
+func hashKey(stdin io.Reader, stdout io.Writer) error {
+	b, err := io.ReadAll(io.LimitReader(stdin, 4096))
+	if err != nil {
+		return fmt.Errorf("read secret: %w", err)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return &usageError{msg: "hash-key: no secret on standard input"}
+	}
+	d := sha256.Sum256([]byte(s))
+	fmt.Fprintln(stdout, hex.EncodeToString(d[:]))
+	return nil
+}

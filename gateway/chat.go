@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/models"
+)
+
+// maxUpstreamBody bounds a non-streaming backend answer held in memory.
+const maxUpstreamBody = 64 << 20
+
+// prepare runs what every chat route does before a backend is called:
+// authenticate, read and decode the body, find the model, check the key's
+// access and the model's limits.
+func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call) (*chatRequest, *models.Model, error) {
+	if err := s.authenticate(r, c); err != nil {
+		return nil, nil, err
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, nil, &Error{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
+				Message: fmt.Sprintf("the request body is over the limit of %d bytes", mbe.Limit)}
+		}
+		return nil, nil, badRequest("", "the request body could not be read")
+	}
+	req, err := decodeChat(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.model = req.Model
+	m := s.catalog.Get(req.Model)
+	if m == nil {
+		c.model = ""
+		return nil, nil, &Error{Status: http.StatusNotFound, Code: "not_found", Param: "model",
+			Message: fmt.Sprintf("the model %q does not exist; GET /v1/models lists the models", truncate(req.Model))}
+	}
+	if !c.key.Allows(m.Name) {
+		return nil, nil, &Error{Status: http.StatusForbidden, Code: "forbidden", Param: "model",
+			Message: "this API key may not use the model " + m.Name}
+	}
+	if err := req.check(m); err != nil {
+		return nil, nil, err
+	}
+	return req, m, nil
+}
+
+// chat is POST /v1/chat: one complete answer in the native shape.
+func (s *Server) chat(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	req, m, err := s.prepare(w, r, c)
+	if err != nil {
+		return err
+	}
+	return s.complete(w, r, c, req, m, true)
+}
+
+// chatStream is POST /v1/chat/stream: the native SSE stream.
+func (s *Server) chatStream(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	req, m, err := s.prepare(w, r, c)
+	if err != nil {
+		return err
+	}
+	return s.stream(w, r, c, req, m, true)
+}
+
+// chatCompletions is POST /v1/chat/completions, OpenAI's shape exactly;
+// the body's "stream" chooses the answer.
+func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	req, m, err := s.prepare(w, r, c)
+	if err != nil {
+		return err
+	}
+	if req.Stream {
+		return s.stream(w, r, c, req, m, false)
+	}
+	return s.complete(w, r, c, req, m, false)
+}
+
+// completion is the part of a backend's answer the gateway reads.
+type completion struct {
+	Created int64           `json:"created"`
+	Choices json.RawMessage `json:"choices"`
+	Usage   *Usage          `json:"usage"`
+}
+
+// nativeResponse is DESIGN.md's native answer.
+type nativeResponse struct {
+	ID      string          `json:"id"`
+	Object  string          `json:"object"`
+	Created int64           `json:"created"`
+	Model   string          `json:"model"`
+	Choices json.RawMessage `json:"choices"`
+	Usage   Usage           `json:"usage"`
+}
+
+// complete relays a non-streaming answer. The native shape is rebuilt; the
+// OpenAI shape keeps every field the backend sent, with the gateway's id
+// and the public model name.
+func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
+	resp, err := s.up.Send(r.Context(), m, req.upstreamBody(false), false)
+	if err != nil {
+		return err
+	}
+	defer resp.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
+	if err != nil {
+		return err
+	}
+	var comp completion
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &comp) != nil || json.Unmarshal(raw, &fields) != nil || len(comp.Choices) == 0 {
+		return &Error{Status: http.StatusBadGateway, Code: "upstream_error", Message: "the backend for " + m.Name + " sent an unreadable answer",
+			Err: fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw)}
+	}
+	c.usage = comp.Usage
+	if c.usage == nil {
+		c.usage, c.counted = countCompletion(req, comp.Choices), true
+	}
+	if comp.Created == 0 {
+		comp.Created = time.Now().Unix()
+	}
+	var out []byte
+	if native {
+		out, err = json.Marshal(nativeResponse{ID: c.id, Object: "chat.completion", Created: comp.Created,
+			Model: m.Name, Choices: comp.Choices, Usage: *c.usage})
+	} else {
+		fields["id"], _ = json.Marshal(c.id)
+		fields["model"], _ = json.Marshal(m.Name)
+		fields["object"] = json.RawMessage(`"chat.completion"`)
+		if comp.Usage == nil {
+			fields["usage"], _ = json.Marshal(c.usage)
+		}
+		out, err = json.Marshal(fields)
+	}
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(out)
+	return nil
+}
+
+// countCompletion is the gateway's own count where a backend reports no
+// usage: the prompt estimate, and the answer's characters / 4.
+func countCompletion(req *chatRequest, choices json.RawMessage) *Usage {
+	var cs []struct {
+		Message struct {
+			Content string `json:"content"`
+		} `json:"message"`
+	}
+	json.Unmarshal(choices, &cs)
+	chars := 0
+	for _, ch := range cs {
+		chars += len([]rune(ch.Message.Content))
+	}
+	u := &Usage{PromptTokens: req.PromptTokens, CompletionTokens: (chars + 3) / 4}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	return u
+}

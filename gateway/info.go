@@ -1,0 +1,136 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/models"
+)
+
+// modelInfo is an OpenAI model object plus what obol's clients need.
+type modelInfo struct {
+	ID            string `json:"id"`
+	Object        string `json:"object"`
+	Created       int64  `json:"created"`
+	OwnedBy       string `json:"owned_by"`
+	ContextWindow int    `json:"context_window"`
+	Description   string `json:"description"`
+	Vision        bool   `json:"vision"`
+}
+
+// started is the models' "created" time: they exist from the gateway's start.
+var started = time.Now().Unix()
+
+func info(m *models.Model) modelInfo {
+	return modelInfo{ID: m.Name, Object: "model", Created: started, OwnedBy: "obol",
+		ContextWindow: m.ContextWindow, Description: m.Description, Vision: m.Vision}
+}
+
+// listModels is GET /v1/models: the models this key may use.
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	if err := s.authenticate(r, c); err != nil {
+		return err
+	}
+	list := struct {
+		Object string      `json:"object"`
+		Data   []modelInfo `json:"data"`
+	}{Object: "list", Data: []modelInfo{}}
+	for _, m := range s.catalog.List() {
+		if c.key.Allows(m.Name) {
+			list.Data = append(list.Data, info(m))
+		}
+	}
+	return writeJSON(w, http.StatusOK, list)
+}
+
+// getModel is GET /v1/models/{model}.
+func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
+	if err := s.authenticate(r, c); err != nil {
+		return err
+	}
+	m := s.catalog.Get(ps.ByName("model"))
+	if m == nil || !c.key.Allows(m.Name) {
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Param: "model",
+			Message: "the model " + truncate(ps.ByName("model")) + " does not exist"}
+	}
+	return writeJSON(w, http.StatusOK, info(m))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
+	return nil
+}
+
+// healthz is liveness: the process serves HTTP.
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz is readiness: at least one backend of every model answers. The
+// result is cached briefly so that probes cannot flood the backends.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	rep := s.ready.report(r.Context())
+	status := http.StatusOK
+	if rep.Status != "ready" {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, rep)
+}
+
+type readyReport struct {
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks"`
+}
+
+type readiness struct {
+	server *Server
+	mu     sync.Mutex
+	at     time.Time
+	last   readyReport
+}
+
+const readyCacheFor = time.Second
+
+func (rd *readiness) report(ctx context.Context) readyReport {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	if time.Since(rd.at) < readyCacheFor {
+		return rd.last
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	list := rd.server.catalog.List()
+	results := make([]error, len(list))
+	var wg sync.WaitGroup
+	for i, m := range list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = rd.server.up.Probe(ctx, m)
+		}()
+	}
+	wg.Wait()
+	rep := readyReport{Status: "ready", Checks: make(map[string]string, len(list))}
+	for i, m := range list {
+		if results[i] != nil {
+			rep.Status = "not_ready"
+			rep.Checks["model:"+m.Name] = "no backend reachable"
+			rd.server.log.Warn("not ready", "model", m.Name, "err", results[i])
+		} else {
+			rep.Checks["model:"+m.Name] = "ok"
+		}
+	}
+	rd.at, rd.last = time.Now(), rep
+	return rep
+}

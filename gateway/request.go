@@ -1,0 +1,285 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/obol/obol/models"
+)
+
+// imageTokens is what one image part adds to a prompt estimate: the cost
+// of a 1024×1024 image at high detail in OpenAI's accounting. The estimate
+// only has to be close; settlement replaces it with the backend's count.
+const imageTokens = 765
+
+// chatRequest is what the gateway needs of a chat request. Every field the
+// client sent, known or not, is kept in fields and passed to the backend.
+type chatRequest struct {
+	fields map[string]json.RawMessage
+
+	Model        string
+	Stream       bool // the body's "stream" (the OpenAI route follows it)
+	IncludeUsage bool // stream_options.include_usage
+	// MaxTokens is max_completion_tokens or max_tokens; 0 when unset.
+	MaxTokens int
+	// PromptTokens is the estimate of the prompt: characters / 4, rounded
+	// up, plus imageTokens per image.
+	PromptTokens int
+	images       int
+}
+
+// roles the gateway accepts in messages.
+var roles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true, "function": true}
+
+// decodeChat parses and checks a chat request body. Its errors are
+// *Error values naming the offending field.
+func decodeChat(body []byte) (*chatRequest, error) {
+	c := &chatRequest{}
+	if err := json.Unmarshal(body, &c.fields); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, badRequest("", "the request body must be a JSON object")
+		}
+		return nil, badRequest("", "malformed JSON: "+err.Error())
+	}
+	if c.fields == nil {
+		return nil, badRequest("", "the request body must be a JSON object")
+	}
+	raw, ok := c.fields["model"]
+	if !ok || isNull(raw) {
+		return nil, badRequest("model", "missing required parameter: model")
+	}
+	if json.Unmarshal(raw, &c.Model) != nil {
+		return nil, badRequest("model", "model must be a string")
+	}
+	if c.Model == "" {
+		return nil, badRequest("model", "model must not be empty")
+	}
+	if err := c.decodeMessages(); err != nil {
+		return nil, err
+	}
+	for _, r := range []struct {
+		name     string
+		min, max float64
+	}{
+		{"temperature", 0, 2}, {"top_p", 0, 1},
+		{"presence_penalty", -2, 2}, {"frequency_penalty", -2, 2},
+	} {
+		if err := c.checkNumber(r.name, r.min, r.max); err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range []string{"max_tokens", "max_completion_tokens"} {
+		n, err := c.positiveInt(name)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 && (c.MaxTokens == 0 || name == "max_completion_tokens") {
+			c.MaxTokens = n
+		}
+	}
+	if n, err := c.positiveInt("n"); err != nil {
+		return nil, err
+	} else if n > 128 {
+		return nil, badRequest("n", "n must be at most 128")
+	}
+	if raw, ok := c.fields["stream"]; ok && !isNull(raw) {
+		if json.Unmarshal(raw, &c.Stream) != nil {
+			return nil, badRequest("stream", "stream must be a boolean")
+		}
+	}
+	if raw, ok := c.fields["stream_options"]; ok && !isNull(raw) {
+		var so struct {
+			IncludeUsage *bool `json:"include_usage"`
+		}
+		if raw[0] != '{' || json.Unmarshal(raw, &so) != nil {
+			return nil, badRequest("stream_options", "stream_options must be an object with a boolean include_usage")
+		}
+		c.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
+	}
+	if raw, ok := c.fields["tools"]; ok {
+		c.PromptTokens += (len(raw) + 3) / 4
+	}
+	return c, nil
+}
+
+type message struct {
+	Role    *string         `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+type contentPart struct {
+	Type     string          `json:"type"`
+	Text     *string         `json:"text"`
+	ImageURL json.RawMessage `json:"image_url"`
+}
+
+func (c *chatRequest) decodeMessages() error {
+	raw, ok := c.fields["messages"]
+	if !ok || isNull(raw) {
+		return badRequest("messages", "missing required parameter: messages")
+	}
+	var msgs []json.RawMessage
+	if json.Unmarshal(raw, &msgs) != nil {
+		return badRequest("messages", "messages must be an array of message objects")
+	}
+	if len(msgs) == 0 {
+		return badRequest("messages", "messages must not be empty")
+	}
+	chars := 0
+	for i, rm := range msgs {
+		param := "messages[" + strconv.Itoa(i) + "]"
+		var m message
+		if len(rm) == 0 || rm[0] != '{' || json.Unmarshal(rm, &m) != nil {
+			return badRequest(param, param+" must be an object with a string role")
+		}
+		if m.Role == nil {
+			return badRequest(param+".role", "missing required parameter: "+param+".role")
+		}
+		if !roles[*m.Role] {
+			return badRequest(param+".role", fmt.Sprintf("unknown role %q: use system, developer, user, assistant or tool", truncate(*m.Role)))
+		}
+		n, err := c.decodeContent(param+".content", *m.Role, m.Content)
+		if err != nil {
+			return err
+		}
+		chars += n
+	}
+	c.PromptTokens += (chars + 3) / 4
+	return nil
+}
+
+// decodeContent checks one message's content and returns its character count.
+func (c *chatRequest) decodeContent(param, role string, raw json.RawMessage) (int, error) {
+	if len(raw) == 0 || isNull(raw) {
+		if role == "assistant" || role == "function" {
+			return 0, nil // an assistant turn that only called tools
+		}
+		return 0, badRequest(param, "missing required parameter: "+param)
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return 0, badRequest(param, param+" is not a valid string")
+		}
+		return utf8.RuneCountInString(s), nil
+	case '[':
+		var parts []json.RawMessage
+		if json.Unmarshal(raw, &parts) != nil {
+			return 0, badRequest(param, param+" must be a string or an array of content parts")
+		}
+		chars := 0
+		for j, rp := range parts {
+			pp := param + "[" + strconv.Itoa(j) + "]"
+			var p contentPart
+			if len(rp) == 0 || rp[0] != '{' || json.Unmarshal(rp, &p) != nil {
+				return 0, badRequest(pp, pp+" must be a content part object with a type")
+			}
+			switch p.Type {
+			case "text":
+				if p.Text == nil {
+					return 0, badRequest(pp+".text", "a text part needs a string text")
+				}
+				chars += utf8.RuneCountInString(*p.Text)
+			case "image_url":
+				var img struct {
+					URL string `json:"url"`
+				}
+				if len(p.ImageURL) == 0 || p.ImageURL[0] != '{' || json.Unmarshal(p.ImageURL, &img) != nil || img.URL == "" {
+					return 0, badRequest(pp+".image_url", "an image_url part needs image_url.url")
+				}
+				c.images++
+				c.PromptTokens += imageTokens
+			case "refusal":
+			default:
+				return 0, badRequest(pp+".type", fmt.Sprintf("unsupported content part type %q: use text or image_url", truncate(p.Type)))
+			}
+		}
+		return chars, nil
+	}
+	return 0, badRequest(param, param+" must be a string or an array of content parts")
+}
+
+func (c *chatRequest) checkNumber(name string, min, max float64) error {
+	raw, ok := c.fields[name]
+	if !ok || isNull(raw) {
+		return nil
+	}
+	var f float64
+	if json.Unmarshal(raw, &f) != nil {
+		return badRequest(name, name+" must be a number")
+	}
+	if f < min || f > max {
+		return badRequest(name, fmt.Sprintf("%s must be between %g and %g, got %g", name, min, max, f))
+	}
+	return nil
+}
+
+// positiveInt returns the named integer field, 0 when absent.
+func (c *chatRequest) positiveInt(name string) (int, error) {
+	raw, ok := c.fields[name]
+	if !ok || isNull(raw) {
+		return 0, nil
+	}
+	var n int64
+	if json.Unmarshal(raw, &n) != nil {
+		return 0, badRequest(name, name+" must be an integer")
+	}
+	if n < 1 || n > 1<<31 {
+		return 0, badRequest(name, fmt.Sprintf("%s must be a positive integer, got %d", name, n))
+	}
+	return int(n), nil
+}
+
+// check applies the model's limits: vision and the context window.
+func (c *chatRequest) check(m *models.Model) error {
+	if c.images > 0 && !m.Vision {
+		return badRequest("messages", m.Name+" does not accept image input; use a model with vision")
+	}
+	if c.MaxTokens > 0 && c.PromptTokens+c.MaxTokens > m.ContextWindow || c.PromptTokens > m.ContextWindow {
+		return &Error{Status: 400, Code: "context_length_exceeded", Param: "messages",
+			Message: fmt.Sprintf("%s's maximum context length is %d tokens; this request asks for about %d (%d in the messages, %d in the completion): shorten the messages or lower max_tokens",
+				m.Name, m.ContextWindow, c.PromptTokens+c.MaxTokens, c.PromptTokens, c.MaxTokens)}
+	}
+	return nil
+}
+
+// upstreamBody is the request to send the backend, without "model" (the
+// backend's own name is added per backend). Streams always ask for usage,
+// so that every stream can be charged what the backend counted.
+func (c *chatRequest) upstreamBody(stream bool) []byte {
+	f := make(map[string]json.RawMessage, len(c.fields)+1)
+	for k, v := range c.fields {
+		f[k] = v
+	}
+	delete(f, "model")
+	if stream {
+		f["stream"] = json.RawMessage("true")
+		so := map[string]json.RawMessage{}
+		if raw, ok := c.fields["stream_options"]; ok {
+			json.Unmarshal(raw, &so) // checked in decodeChat
+		}
+		so["include_usage"] = json.RawMessage("true")
+		f["stream_options"], _ = json.Marshal(so)
+	} else {
+		f["stream"] = json.RawMessage("false")
+		delete(f, "stream_options")
+	}
+	b, _ := json.Marshal(f)
+	return b
+}
+
+func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
+
+// truncate keeps client-supplied strings in messages short.
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}

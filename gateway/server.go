@@ -1,0 +1,197 @@
+// Package gateway is obol's HTTP surface: routes, authentication, request
+// decoding, the SSE relay, errors and headers. It declares the small
+// interfaces it consumes; the packages behind them never import it.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/models"
+)
+
+// Upstream calls a model's backends.
+type Upstream interface {
+	// Send posts a chat completion body (without "model") to a backend of m.
+	Send(ctx context.Context, m *models.Model, body []byte, stream bool) (*models.Response, error)
+	// Probe reports whether at least one backend of m answers.
+	Probe(ctx context.Context, m *models.Model) error
+}
+
+// Options configure a Server. Catalog, Upstream and Keys are required.
+type Options struct {
+	Catalog  *models.Catalog
+	Upstream Upstream
+	Keys     Authenticator
+	Log      *slog.Logger
+	// MaxBodyBytes bounds a request body (413 past it); 0 means 8 MiB.
+	MaxBodyBytes int64
+	// KeepAlive is the interval of SSE comments sent while a stream waits
+	// for its first token; 0 means 10 seconds.
+	KeepAlive time.Duration
+}
+
+// DefaultMaxBodyBytes is the body limit when Options.MaxBodyBytes is 0:
+// room for a few base64 images.
+const DefaultMaxBodyBytes = 8 << 20
+
+// Server is the gateway's http.Handler.
+type Server struct {
+	catalog   *models.Catalog
+	up        Upstream
+	keys      Authenticator
+	log       *slog.Logger
+	maxBody   int64
+	keepAlive time.Duration
+	router    *httprouter.Router
+	ready     readiness
+}
+
+// New returns a Server with every route registered.
+func New(o Options) (*Server, error) {
+	if o.Catalog == nil || o.Upstream == nil || o.Keys == nil {
+		return nil, errors.New("gateway: Catalog, Upstream and Keys are required")
+	}
+	s := &Server{
+		catalog: o.Catalog, up: o.Upstream, keys: o.Keys, log: o.Log,
+		maxBody: o.MaxBodyBytes, keepAlive: o.KeepAlive,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.keepAlive <= 0 {
+		s.keepAlive = 10 * time.Second
+	}
+	s.ready.server = s
+
+	r := httprouter.New()
+	for _, p := range []string{"/v1", "/api/v1"} {
+		r.POST(p+"/chat", s.handle("chat", s.chat))
+		r.POST(p+"/chat/stream", s.handle("chat", s.chatStream))
+		r.POST(p+"/chat/completions", s.handle("chat", s.chatCompletions))
+		r.GET(p+"/models", s.handle("req", s.listModels))
+		r.GET(p+"/models/:model", s.handle("req", s.getModel))
+		r.GET(p+"/healthz", s.healthz)
+		r.GET(p+"/readyz", s.readyz)
+	}
+	r.GET("/healthz", s.healthz)
+	r.GET("/readyz", s.readyz)
+	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", newID("req"))
+		writeError(w, errNotFound)
+	})
+	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", newID("req"))
+		writeError(w, &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+			Message: r.Method + " is not allowed here; allowed: " + w.Header().Get("Allow")})
+	})
+	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
+		if v == http.ErrAbortHandler {
+			panic(v)
+		}
+		s.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
+		writeError(w, &Error{Status: http.StatusInternalServerError, Code: "server_error", Message: "internal error; it has been logged"})
+	}
+	s.router = r
+	return s, nil
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// call is one request's bookkeeping, from routing to the access log.
+type call struct {
+	id      string
+	start   time.Time
+	key     *Key
+	model   string
+	usage   *Usage
+	counted bool   // usage is the gateway's own count, not the backend's
+	outcome string // streams: completed, client_gone, upstream_error
+	started bool   // response bytes were sent; errors can no longer change the status
+}
+
+// Usage is an OpenAI usage object.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error
+
+// handle wraps a handler: request id, the one place errors are written,
+// and the access log line.
+func (s *Server) handle(idPrefix string, h handlerFunc) httprouter.Handle {
+	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		c := &call{id: newID(idPrefix), start: time.Now()}
+		w.Header().Set("X-Request-Id", c.id)
+		err := h(w, r, ps, c)
+		status := http.StatusOK
+		code := ""
+		if err != nil {
+			e := asError(err, c.model)
+			status, code = e.Status, e.Code
+			if !c.started {
+				writeError(w, e)
+			}
+			logError(s.log, c.id, e)
+		}
+		s.logAccess(r, c, status, code)
+	}
+}
+
+func (s *Server) logAccess(r *http.Request, c *call, status int, code string) {
+	attrs := []slog.Attr{
+		slog.String("request_id", c.id),
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Float64("duration_ms", float64(time.Since(c.start).Microseconds())/1000),
+	}
+	if c.key != nil {
+		attrs = append(attrs, slog.String("key_id", c.key.ID), slog.String("tier", c.key.Tier))
+	}
+	if c.model != "" {
+		attrs = append(attrs, slog.String("model", c.model))
+	}
+	if code != "" {
+		attrs = append(attrs, slog.String("error_code", code))
+	}
+	if c.usage != nil {
+		attrs = append(attrs, slog.Int("prompt_tokens", c.usage.PromptTokens),
+			slog.Int("completion_tokens", c.usage.CompletionTokens), slog.Bool("usage_counted", c.counted))
+	}
+	if c.outcome != "" {
+		attrs = append(attrs, slog.String("stream_outcome", c.outcome))
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// authenticate finds the request's key; unauthenticated requests stop here,
+// before any body is read or backend called.
+func (s *Server) authenticate(r *http.Request, c *call) error {
+	sec := secret(r)
+	if sec == "" {
+		return errNoKey
+	}
+	k, err := s.keys.Authenticate(r.Context(), sec)
+	if err != nil {
+		return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
+			Message: "keys cannot be checked right now; retry shortly", Err: fmt.Errorf("authenticate: %w", err)}
+	}
+	if k == nil {
+		return errBadKey
+	}
+	c.key = k
+	return nil
+}

@@ -1,0 +1,411 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/obol/obol/models"
+)
+
+// Stream outcomes, as the access log reports them.
+const (
+	outcomeCompleted     = "completed"
+	outcomeClientGone    = "client_gone"
+	outcomeUpstreamError = "upstream_error"
+)
+
+// sseWriter writes server-sent events, each whole and flushed at once. It
+// commits the response headers lazily: a backend that fails before it
+// answers still gets a proper status and JSON error; a slow one gets
+// keep-alive comments (which commit a 200) so that clients and proxies do
+// not time out before the first token.
+type sseWriter struct {
+	mu       sync.Mutex
+	w        http.ResponseWriter
+	rc       *http.ResponseController
+	buf      []byte
+	interval time.Duration
+	ka       *time.Timer
+	started  bool // headers committed
+	held     bool // no more keep-alives: an event was sent, or the stream ended
+	err      error
+}
+
+func newSSE(w http.ResponseWriter, keepAlive time.Duration) *sseWriter {
+	s := &sseWriter{w: w, rc: http.NewResponseController(w), interval: keepAlive}
+	s.ka = time.AfterFunc(keepAlive, s.keepAlive)
+	return s
+}
+
+func (s *sseWriter) keepAlive() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held || s.err != nil {
+		return
+	}
+	s.writeLocked([]byte(": keep-alive\n\n"))
+	s.ka.Reset(s.interval)
+}
+
+// start commits the SSE headers; mu is held.
+func (s *sseWriter) start() {
+	if s.started {
+		return
+	}
+	s.started = true
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx and kin must not buffer the stream
+	s.w.WriteHeader(http.StatusOK)
+}
+
+func (s *sseWriter) writeLocked(b []byte) error {
+	if s.err != nil {
+		return s.err
+	}
+	s.start()
+	if _, err := s.w.Write(b); err != nil {
+		s.err = err
+		return err
+	}
+	s.err = s.rc.Flush()
+	return s.err
+}
+
+// event writes one "data:" event and flushes it.
+func (s *sseWriter) event(data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.held {
+		s.held = true
+		s.ka.Stop()
+	}
+	s.buf = append(s.buf[:0], "data: "...)
+	s.buf = append(s.buf, data...)
+	s.buf = append(s.buf, "\n\n"...)
+	return s.writeLocked(s.buf)
+}
+
+// stop ends keep-alives and reports whether the headers were committed;
+// after it, an uncommitted stream can still answer with a JSON error.
+func (s *sseWriter) stop() (started bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = true
+	s.ka.Stop()
+	return s.started
+}
+
+// fail ends a started stream with an error event and [DONE].
+func (s *sseWriter) fail(e *Error) {
+	if s.event(e.body()) == nil {
+		s.event([]byte("[DONE]"))
+	}
+}
+
+// upstreamChunk is what the relay reads of a backend's stream event.
+type upstreamChunk struct {
+	Created           int64           `json:"created"`
+	SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
+	Choices           json.RawMessage `json:"choices"`
+	Usage             json.RawMessage `json:"usage"`
+	Error             json.RawMessage `json:"error"`
+}
+
+type chunkChoice struct {
+	Delta struct {
+		Content string `json:"content"`
+	} `json:"delta"`
+	FinishReason *string `json:"finish_reason"`
+}
+
+// compatChunk is an OpenAI chat.completion.chunk as clients of
+// /v1/chat/completions get it: the backend's, with the gateway's id and
+// the public model name, and usage only if the client asked for it.
+type compatChunk struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
+	Choices           json.RawMessage `json:"choices"`
+	Usage             json.RawMessage `json:"usage,omitempty"`
+}
+
+// nativeChunk is DESIGN.md's native stream event: an OpenAI chunk plus the
+// text increment as a top-level string.
+type nativeChunk struct {
+	ID      string          `json:"id"`
+	Object  string          `json:"object"`
+	Created int64           `json:"created"`
+	Model   string          `json:"model"`
+	Choices json.RawMessage `json:"choices"`
+	Delta   string          `json:"delta"`
+	Usage   *Usage          `json:"usage,omitempty"`
+}
+
+var errStreamCut = errors.New("the backend's stream ended before [DONE]")
+
+// stream relays a backend's SSE stream to the client, event by event.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
+	sse := newSSE(w, s.keepAlive)
+	defer sse.stop()
+	resp, err := s.up.Send(r.Context(), m, req.upstreamBody(true), true)
+	if err != nil {
+		if !sse.stop() {
+			return err // nothing sent yet: a proper status and JSON error
+		}
+		c.started = true
+		c.outcome = outcomeUpstreamError
+		sse.fail(asError(err, m.Name))
+		return err
+	}
+	defer resp.Close()
+
+	rl := &relay{s: s, c: c, req: req, model: m.Name, sse: sse, native: native, created: time.Now().Unix()}
+	err = rl.run(resp.Body)
+	c.started = true
+	c.usage = rl.usage
+	if c.usage == nil {
+		c.usage, c.counted = &Usage{PromptTokens: req.PromptTokens, CompletionTokens: rl.counted}, true
+		c.usage.TotalTokens = c.usage.PromptTokens + c.usage.CompletionTokens
+	}
+	switch {
+	case err == nil:
+		c.outcome = outcomeCompleted
+		return nil
+	case r.Context().Err() != nil || errors.Is(err, errClientGone):
+		c.outcome = outcomeClientGone
+		return nil
+	}
+	c.outcome = outcomeUpstreamError
+	e := asError(err, m.Name)
+	if e.Code == "server_error" || e.Code == "bad_request" {
+		// Whatever broke mid-stream was the backend's doing.
+		e = &Error{Status: http.StatusBadGateway, Code: "upstream_error", Err: err,
+			Message: "the backend for " + m.Name + " failed mid-stream"}
+	}
+	sse.fail(e)
+	return e
+}
+
+var errClientGone = errors.New("client gone")
+
+// relay turns backend events into client events.
+type relay struct {
+	s       *Server
+	c       *call
+	req     *chatRequest
+	model   string
+	sse     *sseWriter
+	native  bool
+	created int64
+
+	usage    *Usage // as the backend reported it
+	usageRaw json.RawMessage
+	counted  int          // content chunks relayed: the count where no usage comes
+	final    *nativeChunk // native: the finish_reason event, held to carry usage
+	out      []byte
+}
+
+func (rl *relay) send(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := rl.sse.event(b); err != nil {
+		return errClientGone
+	}
+	return nil
+}
+
+func (rl *relay) run(body io.Reader) error {
+	er := eventReader{r: bufio.NewReaderSize(body, 16<<10)}
+	finished := false // a finish_reason was seen
+	for {
+		data, err := er.next()
+		if err != nil {
+			if err == io.EOF && finished {
+				break // a server that closes without [DONE] after finishing
+			}
+			if err == io.EOF {
+				err = errStreamCut
+			}
+			return fmt.Errorf("read backend stream: %w", err)
+		}
+		if bytes.Equal(data, []byte("[DONE]")) {
+			break
+		}
+		var ch upstreamChunk
+		if err := json.Unmarshal(data, &ch); err != nil {
+			return fmt.Errorf("backend stream event: %w", err)
+		}
+		if len(ch.Error) > 0 && !isNull(ch.Error) {
+			return fmt.Errorf("backend error event: %.300s", ch.Error)
+		}
+		if ch.Created != 0 {
+			rl.created = ch.Created
+		}
+		if len(ch.Usage) > 0 && !isNull(ch.Usage) {
+			var u Usage
+			if json.Unmarshal(ch.Usage, &u) == nil {
+				rl.usage, rl.usageRaw = &u, ch.Usage
+			}
+		}
+		var choices []chunkChoice
+		json.Unmarshal(ch.Choices, &choices)
+		if len(choices) == 0 {
+			continue // the usage chunk: sent at the end, if wanted
+		}
+		delta := choices[0].Delta.Content
+		if delta != "" {
+			rl.counted++
+		}
+		fin := false
+		for _, cc := range choices {
+			if cc.FinishReason != nil && *cc.FinishReason != "" {
+				fin = true
+			}
+		}
+		finished = finished || fin
+		if rl.native {
+			ev := &nativeChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model, Choices: ch.Choices, Delta: delta}
+			if fin {
+				if err := rl.flushFinal(); err != nil {
+					return err
+				}
+				rl.final = ev
+				continue
+			}
+			if err := rl.send(ev); err != nil {
+				return err
+			}
+			continue
+		}
+		ev := compatChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model,
+			SystemFingerprint: ch.SystemFingerprint, Choices: ch.Choices}
+		if rl.req.IncludeUsage {
+			ev.Usage = json.RawMessage("null")
+		}
+		if err := rl.send(ev); err != nil {
+			return err
+		}
+	}
+	return rl.finish()
+}
+
+// flushFinal sends a held native finish event without usage.
+func (rl *relay) flushFinal() error {
+	if rl.final == nil {
+		return nil
+	}
+	ev := rl.final
+	rl.final = nil
+	return rl.send(ev)
+}
+
+// finish sends what ends a stream that completed: the native final event
+// with usage, or OpenAI's usage chunk if the client asked; then [DONE].
+func (rl *relay) finish() error {
+	u := rl.usage
+	if u == nil {
+		u = &Usage{PromptTokens: rl.req.PromptTokens, CompletionTokens: rl.counted}
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	}
+	if rl.native {
+		ev := rl.final
+		if ev == nil {
+			ev = &nativeChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model,
+				Choices: json.RawMessage(`[{"index":0,"delta":{},"finish_reason":"stop"}]`)}
+		}
+		rl.final = nil
+		ev.Usage = u
+		if err := rl.send(ev); err != nil {
+			return err
+		}
+	} else if rl.req.IncludeUsage {
+		raw := rl.usageRaw
+		if raw == nil {
+			raw, _ = json.Marshal(u)
+		}
+		if err := rl.send(compatChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created,
+			Model: rl.model, Choices: json.RawMessage("[]"), Usage: raw}); err != nil {
+			return err
+		}
+	}
+	if rl.sse.event([]byte("[DONE]")) != nil {
+		return errClientGone
+	}
+	return nil
+}
+
+// eventReader reads the data of server-sent events.
+type eventReader struct {
+	r    *bufio.Reader
+	data []byte
+	line []byte
+}
+
+// next returns the data of the next event with data; its bytes are valid
+// until the next call.
+func (er *eventReader) next() ([]byte, error) {
+	er.data = er.data[:0]
+	has := false
+	for {
+		line, err := er.readLine()
+		if err != nil {
+			if err == io.EOF && has {
+				return er.data, nil
+			}
+			return nil, err
+		}
+		if len(line) == 0 {
+			if has {
+				return er.data, nil
+			}
+			continue
+		}
+		if line[0] == ':' {
+			continue // a comment
+		}
+		field, value, _ := bytes.Cut(line, []byte(":"))
+		if len(value) > 0 && value[0] == ' ' {
+			value = value[1:]
+		}
+		if string(field) == "data" {
+			if has {
+				er.data = append(er.data, '\n')
+			}
+			er.data = append(er.data, value...)
+			has = true
+		}
+	}
+}
+
+// readLine returns one line without its end of line (LF or CRLF).
+func (er *eventReader) readLine() ([]byte, error) {
+	line, err := er.r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		er.line = append(er.line[:0], line...)
+		for err == bufio.ErrBufferFull {
+			line, err = er.r.ReadSlice('\n')
+			er.line = append(er.line, line...)
+		}
+		line = er.line
+	}
+	if err != nil {
+		if err == io.EOF && len(line) > 0 {
+			return bytes.TrimRight(line, "\r\n"), nil
+		}
+		return nil, err
+	}
+	return bytes.TrimRight(line, "\r\n"), nil
+}

@@ -1,0 +1,93 @@
+// Command loadtest holds obol's load tools. For now it serves the
+// OpenAI-compatible upstream simulator:
+//
+//	go run ./loadtest sim [-addr 127.0.0.1:9000] [-tokens 16] [-tps 0] [-first-token 0s] [-fault none]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/obol/obol/loadtest/sim"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "sim" {
+		return errors.New("usage: loadtest sim [flags]")
+	}
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:9000", "listen address (loopback)")
+	tokens := fs.Int("tokens", sim.DefaultReplyTokens, "tokens per reply")
+	tps := fs.Float64("tps", 0, "tokens per second per stream; 0 = as fast as possible")
+	first := fs.Duration("first-token", 0, "delay before the first token")
+	noUsage := fs.Bool("no-usage", false, "never report usage, even when asked")
+	fault := fs.String("fault", "none", "inject a fault into every request: none, status:CODE, stream-error:AFTER, disconnect:AFTER, hang:AFTER")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	f, err := parseFault(*fault)
+	if err != nil {
+		return err
+	}
+	s := sim.New(sim.Config{ReplyTokens: *tokens, TokensPerSecond: *tps, FirstTokenDelay: *first, NoUsage: *noUsage, Fault: f})
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	log.Printf("simulator listening on http://%s/v1", ln.Addr())
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func parseFault(s string) (sim.Fault, error) {
+	if s == "none" || s == "" {
+		return sim.Fault{}, nil
+	}
+	kind, num, _ := strings.Cut(s, ":")
+	n, err := strconv.Atoi(num)
+	if err != nil {
+		return sim.Fault{}, fmt.Errorf("fault %q: want KIND:N", s)
+	}
+	switch kind {
+	case "status":
+		return sim.Fault{Kind: sim.Status, Status: n}, nil
+	case "stream-error":
+		return sim.Fault{Kind: sim.StreamError, After: n}, nil
+	case "disconnect":
+		return sim.Fault{Kind: sim.Disconnect, After: n}, nil
+	case "hang":
+		return sim.Fault{Kind: sim.Hang, After: n}, nil
+	}
+	return sim.Fault{}, fmt.Errorf("fault %q: unknown kind", s)
+}

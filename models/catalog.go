@@ -1,0 +1,100 @@
+// Package models is the model catalog: the public model names the gateway
+// serves, the upstream backends behind each, and the client that calls them.
+package models
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Backend is one OpenAI-compatible server that serves a model.
+type Backend struct {
+	Name   string // unique among a model's backends; shown to operators, never to clients
+	URL    string // base URL, e.g. http://127.0.0.1:9000/v1
+	Model  string // the backend's own model name
+	APIKey string // sent as a bearer token; never logged
+}
+
+// Timeouts bound each phase of an upstream call.
+type Timeouts struct {
+	Connect    time.Duration // TCP (and TLS) connect
+	FirstToken time.Duration // from the call to the first byte of a stream's body
+	Idle       time.Duration // longest gap between two reads of a stream
+	Total      time.Duration // the whole call, body included
+}
+
+// DefaultTimeouts apply where a model sets none.
+var DefaultTimeouts = Timeouts{
+	Connect:    5 * time.Second,
+	FirstToken: 2 * time.Minute,
+	Idle:       time.Minute,
+	Total:      15 * time.Minute,
+}
+
+func (t Timeouts) withDefaults() Timeouts {
+	if t.Connect <= 0 {
+		t.Connect = DefaultTimeouts.Connect
+	}
+	if t.FirstToken <= 0 {
+		t.FirstToken = DefaultTimeouts.FirstToken
+	}
+	if t.Idle <= 0 {
+		t.Idle = DefaultTimeouts.Idle
+	}
+	if t.Total <= 0 {
+		t.Total = DefaultTimeouts.Total
+	}
+	return t
+}
+
+// Model is a public model name and what serves it.
+type Model struct {
+	Name          string
+	Description   string
+	ContextWindow int
+	// MaxOutputTokens is the output cap assumed where a request sets no
+	// max_tokens (quota reservations use it).
+	MaxOutputTokens int
+	Vision          bool
+	Timeouts        Timeouts
+	Backends        []Backend
+}
+
+// Catalog is the set of models, fixed at start.
+type Catalog struct {
+	byName map[string]*Model
+	list   []*Model
+}
+
+// NewCatalog checks the models and returns them as a catalog, listed by name.
+func NewCatalog(models []Model) (*Catalog, error) {
+	c := &Catalog{byName: make(map[string]*Model, len(models))}
+	for i := range models {
+		m := models[i]
+		if m.Name == "" {
+			return nil, fmt.Errorf("model %d: empty name", i)
+		}
+		if _, dup := c.byName[m.Name]; dup {
+			return nil, fmt.Errorf("model %s: defined twice", m.Name)
+		}
+		if len(m.Backends) == 0 {
+			return nil, fmt.Errorf("model %s: no backends", m.Name)
+		}
+		if m.ContextWindow <= 0 {
+			return nil, fmt.Errorf("model %s: context window must be positive", m.Name)
+		}
+		m.Timeouts = m.Timeouts.withDefaults()
+		m.Backends = append([]Backend(nil), m.Backends...)
+		c.byName[m.Name] = &m
+		c.list = append(c.list, &m)
+	}
+	sort.Slice(c.list, func(i, j int) bool { return c.list[i].Name < c.list[j].Name })
+	return c, nil
+}
+
+// Get returns the model with the public name, or nil.
+func (c *Catalog) Get(name string) *Model { return c.byName[name] }
+
+// List returns every model, by name.
+func (c *Catalog) List() []*Model { return c.list }
