@@ -40,7 +40,9 @@ type sseWriter struct {
 
 func newSSE(w http.ResponseWriter, keepAlive time.Duration) *sseWriter {
 	s := &sseWriter{w: w, rc: http.NewResponseController(w), interval: keepAlive}
+	s.mu.Lock() // the timer's goroutine reads s.ka under mu
 	s.ka = time.AfterFunc(keepAlive, s.keepAlive)
+	s.mu.Unlock()
 	return s
 }
 
@@ -172,6 +174,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 
 	rl := &relay{s: s, c: c, req: req, model: m.Name, sse: sse, native: native, created: time.Now().Unix()}
 	err = rl.run(resp.Body)
+	if err != nil && r.Context().Err() == nil && !errors.Is(err, errClientGone) && !sse.stop() {
+		return err // failed before the first byte: still a proper status
+	}
 	c.started = true
 	c.usage = rl.usage
 	if c.usage == nil {

@@ -1,0 +1,181 @@
+package gateway_test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/models"
+)
+
+// Test keys: secrets and what they may do.
+const (
+	keyAll    = "sk-test-all-0123456789"
+	keyHermes = "sk-test-hermes-only-0123456789"
+)
+
+// syncBuffer collects log output written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type env struct {
+	sim *sim.Server
+	gw  *httptest.Server
+	log *syncBuffer
+}
+
+type envOption func(*gateway.Options, *[]models.Model)
+
+// newEnv starts a simulator and a gateway in front of it, both on real
+// loopback sockets, with models hermes (text) and charon (vision).
+func newEnv(t *testing.T, cfg sim.Config, opts ...envOption) *env {
+	t.Helper()
+	s := sim.New(cfg)
+	s.Record(true)
+	up := httptest.NewServer(s)
+	t.Cleanup(up.Close)
+	ms := []models.Model{
+		{Name: "hermes", ContextWindow: 4096, Description: "fast", Backends: []models.Backend{{Name: "sim", URL: up.URL + "/v1", Model: "backend-hermes-8b"}}},
+		{Name: "charon", ContextWindow: 8192, Vision: true, Backends: []models.Backend{{Name: "sim", URL: up.URL + "/v1", Model: "backend-charon-vl"}}},
+	}
+	logBuf := &syncBuffer{}
+	o := gateway.Options{
+		Upstream: models.NewClient(),
+		Keys: gateway.NewStaticKeys(map[[sha256.Size]byte]gateway.Key{
+			sha256.Sum256([]byte(keyAll)):    {ID: "key_all", Tier: "pro"},
+			sha256.Sum256([]byte(keyHermes)): {ID: "key_hermes", Tier: "free", Models: []string{"hermes"}},
+		}),
+		Log:          slog.New(slog.NewJSONHandler(logBuf, nil)),
+		MaxBodyBytes: 64 << 10,
+	}
+	for _, opt := range opts {
+		opt(&o, &ms)
+	}
+	cat, err := models.NewCatalog(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Catalog = cat
+	srv, err := gateway.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := httptest.NewServer(srv)
+	t.Cleanup(gw.Close)
+	return &env{sim: s, gw: gw, log: logBuf}
+}
+
+// post sends a JSON body with the key (none when key is "").
+func (e *env) post(t *testing.T, path, key, body string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.gw.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+type apiError struct {
+	Error struct {
+		Code    string  `json:"code"`
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+	} `json:"error"`
+}
+
+// readError checks a response is DESIGN.md's JSON error and returns it.
+func readError(t *testing.T, resp *http.Response) apiError {
+	t.Helper()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q, want application/json", ct)
+	}
+	var e apiError
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" || e.Error.Type == "" {
+		t.Fatalf("not a JSON error (%v): %s", err, b)
+	}
+	return e
+}
+
+// event is one SSE data event as a client reads it.
+type event struct {
+	raw  string
+	done bool
+	m    map[string]any
+}
+
+// readEvents reads an SSE body to its end, keeping data events and
+// counting comments.
+func readEvents(t *testing.T, body io.Reader) (events []event, comments int) {
+	t.Helper()
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, ":"):
+			comments++
+		case strings.HasPrefix(line, "data: "):
+			data := strings.TrimPrefix(line, "data: ")
+			ev := event{raw: data, done: data == "[DONE]"}
+			if !ev.done {
+				if err := json.Unmarshal([]byte(data), &ev.m); err != nil {
+					t.Fatalf("event is not JSON: %q", data)
+				}
+			}
+			events = append(events, ev)
+		case line == "":
+		default:
+			t.Fatalf("unexpected SSE line %q", line)
+		}
+	}
+	return events, comments
+}
+
+// waitFor polls cond for up to five seconds; it is for state reached
+// asynchronously (a cancellation seen by the simulator), not for timing.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
