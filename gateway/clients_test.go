@@ -1,0 +1,143 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/obol/obol/loadtest/sim"
+)
+
+func goClient(baseURL, key string) *openai.Client {
+	cfg := openai.DefaultConfig(key)
+	cfg.BaseURL = baseURL + "/v1"
+	return openai.NewClientWithConfig(cfg)
+}
+
+// TestGoOpenAI drives the gateway with go-openai, unchanged but for its base URL.
+func TestGoOpenAI(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 6})
+	ctx := context.Background()
+	c := goClient(e.gw.URL, keyAll)
+	msgs := []openai.ChatCompletionMessage{{Role: openai.ChatMessageRoleUser, Content: "hi"}}
+
+	resp, err := c.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: "hermes", Messages: msgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Model != "hermes" || resp.Choices[0].Message.Content != sim.Reply(6) || resp.Usage.CompletionTokens != 6 {
+		t.Errorf("completion %+v", resp)
+	}
+
+	for _, includeUsage := range []bool{false, true} {
+		req := openai.ChatCompletionRequest{Model: "hermes", Messages: msgs, Stream: true}
+		if includeUsage {
+			req.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
+		}
+		stream, err := c.CreateChatCompletionStream(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, usage := "", 0
+		for {
+			chunk, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(chunk.Choices) > 0 {
+				text += chunk.Choices[0].Delta.Content
+			}
+			if chunk.Usage != nil {
+				usage = chunk.Usage.CompletionTokens
+			}
+		}
+		stream.Close()
+		wantUsage := 0
+		if includeUsage {
+			wantUsage = 6
+		}
+		if text != sim.Reply(6) || usage != wantUsage {
+			t.Errorf("include_usage=%v: text %q usage %d", includeUsage, text, usage)
+		}
+	}
+
+	list, err := c.ListModels(ctx)
+	if err != nil || len(list.Models) != 2 || list.Models[1].ID != "hermes" {
+		t.Errorf("models %+v, %v", list, err)
+	}
+
+	_, err = goClient(e.gw.URL, "sk-nope").CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: "hermes", Messages: msgs})
+	var apiErr *openai.APIError
+	if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != 401 || apiErr.Code != "unauthorized" {
+		t.Errorf("401: %v", err)
+	}
+	_, err = c.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: "nope", Messages: msgs})
+	if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != 404 {
+		t.Errorf("404: %v", err)
+	}
+}
+
+func TestGoOpenAIStreamError(t *testing.T) {
+	e := newEnv(t, sim.Config{Fault: sim.Fault{Kind: sim.StreamError, After: 2}})
+	stream, err := goClient(e.gw.URL, keyAll).CreateChatCompletionStream(context.Background(), openai.ChatCompletionRequest{
+		Model: "hermes", Messages: []openai.ChatCompletionMessage{{Role: "user", Content: "hi"}}, Stream: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	for {
+		_, err = stream.Recv()
+		if err != nil {
+			break
+		}
+	}
+	var apiErr *openai.APIError
+	if !errors.As(err, &apiErr) || apiErr.Code != "upstream_error" {
+		t.Errorf("want the error event as an APIError, got %v", err)
+	}
+}
+
+// TestOpenAINodeClient runs the official openai npm client against the
+// gateway (gateway/testdata/openai-node; `make test` installs it).
+func TestOpenAINodeClient(t *testing.T) {
+	dir := filepath.Join("testdata", "openai-node")
+	node, err := exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat(filepath.Join(dir, "node_modules", "openai"))
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the openai npm client is not installed (run make test, which runs npm ci in %s): %v", dir, err)
+		}
+		t.Skipf("node or the openai npm package is missing (make test installs it): %v", err)
+	}
+	e := newEnv(t, sim.Config{ReplyTokens: 8})
+	faulty := newEnv(t, sim.Config{ReplyTokens: 8, Fault: sim.Fault{Kind: sim.StreamError, After: 2}})
+	cmd := exec.Command(node, "check.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"OBOL_BASE_URL="+e.gw.URL+"/v1",
+		"OBOL_FAULT_BASE_URL="+faulty.gw.URL+"/v1",
+		"OBOL_KEY_ALL="+keyAll,
+		"OBOL_KEY_HERMES="+keyHermes,
+	)
+	out, err := cmd.CombinedOutput()
+	t.Logf("node:\n%s", out)
+	if err != nil {
+		t.Fatalf("node checks failed: %v", err)
+	}
+	if !strings.Contains(string(out), "node openai checks: 0 failed") {
+		t.Fatal("node checks did not finish")
+	}
+}

@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/obol/obol/models"
+)
+
+func TestDecodeChatEstimate(t *testing.T) {
+	tests := []struct {
+		name      string
+		body      string
+		prompt    int
+		maxTokens int
+	}{
+		{"string content", `{"model":"m","messages":[{"role":"user","content":"abcdefgh"}]}`, 2, 0},
+		{"rounded up", `{"model":"m","messages":[{"role":"user","content":"abcdefghi"}]}`, 3, 0},
+		{"runes, not bytes", `{"model":"m","messages":[{"role":"user","content":"ééééé"}]}`, 2, 0},
+		{"parts and an image", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url","image_url":{"url":"x"}}]}]}`, 1 + imageTokens, 0},
+		{"several messages", `{"model":"m","messages":[{"role":"system","content":"abcd"},{"role":"user","content":"efgh"}]}`, 2, 0},
+		{"assistant tool call", `{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[]},{"role":"tool","content":"42","tool_call_id":"a"}]}`, 1, 0},
+		{"max_tokens", `{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"x"}]}`, 1, 50},
+		{"max_completion_tokens wins", `{"model":"m","max_completion_tokens":70,"max_tokens":50,"messages":[{"role":"user","content":"x"}]}`, 1, 70},
+		{"nulls are absent", `{"model":"m","max_tokens":null,"temperature":null,"stream":null,"messages":[{"role":"user","content":"x"}]}`, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := decodeChat([]byte(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.PromptTokens != tt.prompt || c.MaxTokens != tt.maxTokens {
+				t.Errorf("prompt %d max %d, want %d %d", c.PromptTokens, c.MaxTokens, tt.prompt, tt.maxTokens)
+			}
+		})
+	}
+}
+
+func TestContextWindow(t *testing.T) {
+	m := &models.Model{Name: "m", ContextWindow: 100}
+	tests := []struct {
+		body string
+		ok   bool
+	}{
+		{`{"model":"m","max_tokens":99,"messages":[{"role":"user","content":"abcd"}]}`, true},
+		{`{"model":"m","max_tokens":100,"messages":[{"role":"user","content":"abcd"}]}`, false},
+		{`{"model":"m","messages":[{"role":"user","content":"abcd"}]}`, true},
+	}
+	for _, tt := range tests {
+		c, err := decodeChat([]byte(tt.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.check(m)
+		var e *Error
+		if tt.ok != (err == nil) || (err != nil && (!errors.As(err, &e) || e.Code != "context_length_exceeded")) {
+			t.Errorf("%s: err = %v", tt.body, err)
+		}
+	}
+}
+
+func TestUpstreamBody(t *testing.T) {
+	c, err := decodeChat([]byte(`{"model":"pub","messages":[{"role":"user","content":"x"}],"stream":false,"stream_options":{"include_usage":false,"extra":1},"seed":3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	json.Unmarshal(c.upstreamBody(true), &got)
+	so, _ := got["stream_options"].(map[string]any)
+	if _, has := got["model"]; has || got["stream"] != true || so["include_usage"] != true || so["extra"] != float64(1) || got["seed"] != float64(3) {
+		t.Errorf("stream body %v", got)
+	}
+	got = nil
+	json.Unmarshal(c.upstreamBody(false), &got)
+	if _, has := got["stream_options"]; has || got["stream"] != false {
+		t.Errorf("non-stream body %v", got)
+	}
+}
+
+// FuzzDecodeChat: no input makes the decoder panic; it either accepts a
+// request with a model and messages or answers a 400 *Error.
+func FuzzDecodeChat(f *testing.F) {
+	for _, seed := range []string{
+		`{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"charon","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:,"}}]}],"max_tokens":5,"temperature":1,"stream":true,"stream_options":{"include_usage":true}}`,
+		`{"model":"m","messages":[{"role":"assistant","content":null}],"n":2,"top_p":0.5}`,
+		`{"model":1}`, `[]`, `null`, `{"messages":{}}`, `{"model":"m","messages":[{"role":"user","content":[1]}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1e100}`, "\x00", `{"model":"m","stream_options":""}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		c, err := decodeChat(body)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Status != 400 || e.Code != "bad_request" {
+				t.Fatalf("error %v is not a 400 bad_request", err)
+			}
+			return
+		}
+		if c.Model == "" || c.PromptTokens < 0 || c.MaxTokens < 0 {
+			t.Fatalf("accepted %q as %+v", body, c)
+		}
+		var m map[string]json.RawMessage
+		if json.Unmarshal(c.upstreamBody(c.Stream), &m) != nil {
+			t.Fatal("upstream body is not a JSON object")
+		}
+		c.check(&models.Model{Name: "m", ContextWindow: 1000, Vision: false})
+	})
+}

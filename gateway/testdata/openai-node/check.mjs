@@ -1,0 +1,177 @@
+// Drives a running obol gateway with the official openai npm client, as
+// an existing OpenAI application would, unchanged but for baseURL.
+// Run by gateway/clients_test.go with OBOL_BASE_URL, OBOL_KEY_ALL,
+// OBOL_KEY_HERMES and OBOL_FAULT_BASE_URL (a gateway whose backend fails
+// mid-stream) set.
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+
+const base = process.env.OBOL_BASE_URL;
+const client = new OpenAI({ baseURL: base, apiKey: process.env.OBOL_KEY_ALL, maxRetries: 0 });
+const msgs = [{ role: 'user', content: 'Say hello' }];
+let failed = 0;
+
+async function check(name, fn) {
+  try {
+    await fn();
+    console.log(`ok   ${name}`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${name}: ${e?.stack ?? e}`);
+  }
+}
+
+await check('chat.completions.create', async () => {
+  const r = await client.chat.completions.create({ model: 'hermes', messages: msgs, max_tokens: 5 });
+  assert.equal(r.model, 'hermes');
+  assert.equal(r.object, 'chat.completion');
+  assert.equal(r.choices[0].message.role, 'assistant');
+  assert.equal(r.choices[0].message.content, 'Hello from the simulator,');
+  assert.equal(r.usage.completion_tokens, 5);
+  assert.match(r.id, /^chat_/);
+});
+
+await check('chat.completions.create with stream', async () => {
+  const stream = await client.chat.completions.create({ model: 'hermes', messages: msgs, max_tokens: 4, stream: true });
+  let text = '';
+  let chunks = 0;
+  for await (const chunk of stream) {
+    chunks++;
+    assert.equal(chunk.model, 'hermes');
+    assert.equal(chunk.usage, undefined, 'usage sent unasked');
+    text += chunk.choices[0]?.delta?.content ?? '';
+  }
+  assert.equal(text, 'Hello from the simulator');
+  assert.ok(chunks >= 5);
+});
+
+await check('stream with stream_options.include_usage', async () => {
+  const stream = await client.chat.completions.create({
+    model: 'hermes', messages: msgs, max_tokens: 3, stream: true, stream_options: { include_usage: true },
+  });
+  let last;
+  for await (const chunk of stream) last = chunk;
+  assert.deepEqual(last.choices, []);
+  assert.equal(last.usage.completion_tokens, 3);
+  assert.equal(last.usage.total_tokens, last.usage.prompt_tokens + 3);
+});
+
+await check('stream helper (chat.completions.stream)', async () => {
+  const runner = client.chat.completions.stream({ model: 'hermes', messages: msgs, max_tokens: 2 });
+  const final = await runner.finalChatCompletion();
+  assert.equal(final.choices[0].message.content, 'Hello from');
+});
+
+await check('models.list', async () => {
+  const ids = [];
+  for await (const m of client.models.list()) {
+    ids.push(m.id);
+    assert.ok(m.context_window > 0);
+  }
+  assert.deepEqual(ids, ['charon', 'hermes']);
+});
+
+await check('models.retrieve', async () => {
+  const m = await client.models.retrieve('charon');
+  assert.equal(m.id, 'charon');
+});
+
+await check('401 is AuthenticationError', async () => {
+  const bad = new OpenAI({ baseURL: base, apiKey: 'sk-not-a-key', maxRetries: 0 });
+  await assert.rejects(bad.chat.completions.create({ model: 'hermes', messages: msgs }), (e) => {
+    assert.ok(e instanceof OpenAI.AuthenticationError, e.constructor.name);
+    assert.equal(e.status, 401);
+    assert.equal(e.code, 'unauthorized');
+    assert.equal(e.type, 'authentication_error');
+    return true;
+  });
+});
+
+await check('403 is PermissionDeniedError', async () => {
+  const narrow = new OpenAI({ baseURL: base, apiKey: process.env.OBOL_KEY_HERMES, maxRetries: 0 });
+  await assert.rejects(narrow.chat.completions.create({ model: 'charon', messages: msgs }), (e) => {
+    assert.ok(e instanceof OpenAI.PermissionDeniedError, e.constructor.name);
+    assert.equal(e.code, 'forbidden');
+    return true;
+  });
+});
+
+await check('404 is NotFoundError', async () => {
+  await assert.rejects(client.chat.completions.create({ model: 'gpt-4o', messages: msgs }), (e) => {
+    assert.ok(e instanceof OpenAI.NotFoundError, e.constructor.name);
+    assert.equal(e.code, 'not_found');
+    assert.equal(e.param, 'model');
+    return true;
+  });
+});
+
+await check('400 is BadRequestError', async () => {
+  await assert.rejects(client.chat.completions.create({ model: 'hermes', messages: msgs, temperature: 9 }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, e.constructor.name);
+    assert.equal(e.code, 'bad_request');
+    assert.equal(e.param, 'temperature');
+    return true;
+  });
+  await assert.rejects(client.chat.completions.create({ model: 'hermes', messages: [] }), OpenAI.BadRequestError);
+});
+
+await check('context_length_exceeded is BadRequestError', async () => {
+  await assert.rejects(client.chat.completions.create({ model: 'hermes', messages: msgs, max_tokens: 100000 }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError);
+    assert.equal(e.code, 'context_length_exceeded');
+    return true;
+  });
+});
+
+await check('an error mid-stream throws APIError', async () => {
+  const faulty = new OpenAI({ baseURL: process.env.OBOL_FAULT_BASE_URL, apiKey: process.env.OBOL_KEY_ALL, maxRetries: 0 });
+  const stream = await faulty.chat.completions.create({ model: 'hermes', messages: msgs, stream: true });
+  let text = '';
+  await assert.rejects((async () => {
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+  })(), (e) => {
+    assert.ok(e instanceof OpenAI.APIError, e.constructor.name);
+    assert.match(e.message, /mid-stream/);
+    return true;
+  });
+  assert.equal(text, 'Hello from');
+});
+
+// The native stream, read the way the hosted API's documentation shows:
+// fetch, split on lines, print chunk.delta until [DONE].
+await check('native /v1/chat/stream reader (chunk.delta)', async () => {
+  const res = await fetch(`${base}/chat/stream`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${process.env.OBOL_KEY_ALL}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: 'hermes', messages: msgs, max_tokens: 6 }),
+  });
+  assert.equal(res.status, 200);
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  let out = '';
+  let done = false;
+  let last;
+  while (!done) {
+    const { value, done: eof } = await reader.read();
+    if (eof) break;
+    buffer += decoder.decode(value, { stream: true });
+    const lines = buffer.split('\n');
+    buffer = lines.pop();
+    for (const line of lines) {
+      if (!line.startsWith('data: ')) continue;
+      const data = line.slice(6);
+      if (data === '[DONE]') { done = true; break; }
+      const chunk = JSON.parse(data);
+      out += chunk.delta;
+      last = chunk;
+    }
+  }
+  assert.ok(done, 'no [DONE]');
+  assert.equal(out, 'Hello from the simulator, a');
+  assert.equal(last.choices[0].finish_reason, 'length');
+  assert.equal(last.usage.completion_tokens, 6);
+});
+
+console.log(`node openai checks: ${failed} failed`);
+process.exit(failed ? 1 : 0);
