@@ -130,19 +130,43 @@ func loadConfig(r io.Reader, getenv func(string) string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(expandEnv(raw, getenv)))
+	expanded := expandEnv(raw, getenv)
+	dec := yaml.NewDecoder(bytes.NewReader(expanded))
 	dec.KnownFields(true)
 	var c Config
 	if err := dec.Decode(&c); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, &configError{msg: "config: the file is empty"}
 		}
-		return nil, &configError{msg: "config: " + err.Error()}
+		return nil, &configError{msg: "config: " + withSource(err.Error(), raw)}
 	}
 	if err := c.check(); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+): `)
+
+// withSource quotes the source line each "line N:" of a YAML error points
+// at, since yaml.v3's type errors name the line but not the field.
+func withSource(msg string, src []byte) string {
+	lines := strings.Split(string(src), "\n")
+	return yamlLine.ReplaceAllStringFunc(msg, func(m string) string {
+		var n int
+		fmt.Sscanf(m, "line %d", &n)
+		if n < 1 || n > len(lines) {
+			return m
+		}
+		return fmt.Sprintf("line %d (%s): ", n, truncateLine(strings.TrimSpace(lines[n-1])))
+	})
+}
+
+func truncateLine(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
 }
 
 var modelName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envMap(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// TestBadConfigs: each fixture under testdata/bad is refused with a
+// message naming the field at fault.
+func TestBadConfigs(t *testing.T) {
+	tests := map[string]string{
+		"unknown-top-key":   "field lisen not found",
+		"unknown-model-key": "field contxt not found",
+		"no-models":         "models: at least one model",
+		"empty":             "the file is empty",
+		"bad-listen":        "listen: want host:port",
+		"no-backends":       "models.hermes.backends: at least one backend",
+		"bad-backend-url":   "models.hermes.backends[0].url",
+		"no-backend-model":  "models.hermes.backends[0].model: required",
+		"zero-context":      "models.hermes.context_window",
+		"bad-model-name":    "models.Hermes Pro: a model name",
+		"dup-backend-name":  "models.hermes.backends[1].name",
+		"negative-timeout":  "models.hermes.timeouts.idle",
+		"bad-duration":      "time.Duration",
+		"negative-tier":     "tiers.free",
+		"unknown-tier":      `keys[0] (k1).tier: unknown tier "gold"`,
+		"bad-sha":           "keys[0] (k1).sha256",
+		"dup-key-id":        "keys[1] (k1).id: used twice",
+		"missing-key-id":    "keys[0].id: required",
+		"key-unknown-model": `keys[0] (k1).models[0]: unknown model "pluto"`,
+		"bad-log-level":     "log.level",
+		"bad-redis-url":     "redis.url",
+		"wrong-type":        "max_body_bytes",
+	}
+	files, _ := filepath.Glob("testdata/bad/*.yaml")
+	if len(files) != len(tests) {
+		t.Errorf("%d fixtures, %d expectations: every fixture needs one", len(files), len(tests))
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			want, ok := tests[name]
+			if !ok {
+				t.Fatal("no expectation for this fixture")
+			}
+			r, err := os.Open(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			_, err = loadConfig(r, envMap(nil))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if _, isConfig := err.(*configError); !isConfig {
+				t.Errorf("error %T is not a configError (exit 2)", err)
+			}
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not contain %q", err, want)
+			}
+		})
+	}
+}
+
+func TestShippedConfigsLoad(t *testing.T) {
+	files, _ := filepath.Glob("../../configs/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no configs")
+	}
+	for _, f := range files {
+		r, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := loadConfig(r, envMap(map[string]string{"OBOL_BACKEND_KEY": "k", "REDIS_URL": "redis://127.0.0.1:6379/0"}))
+		r.Close()
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if _, err := cfg.catalog(envMap(map[string]string{"OBOL_BACKEND_KEY": "k", "OPENAI_API_KEY": "k"})); err != nil {
+			t.Errorf("%s: catalog: %v", f, err)
+		}
+	}
+}
+
+func TestDemoConfigHasFiveModelsAndThreeTiers(t *testing.T) {
+	r, err := os.Open("../../configs/demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cfg, err := loadConfig(r, envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(sortedKeys(cfg.Models), ","); got != "charon,hermes,minos,pluto,styx" {
+		t.Errorf("models %s", got)
+	}
+	if !cfg.Models["charon"].Vision || cfg.Models["hermes"].Vision {
+		t.Error("only charon declares vision")
+	}
+	tiers := map[string]bool{}
+	for _, k := range cfg.Keys {
+		tiers[k.Tier] = true
+	}
+	if len(tiers) != 3 {
+		t.Errorf("demo keys cover tiers %v", tiers)
+	}
+}
+
+func TestExpandEnv(t *testing.T) {
+	get := envMap(map[string]string{"A": "alpha", "EMPTY": ""})
+	tests := []struct{ in, want string }{
+		{"x: ${A}", "x: alpha"},
+		{"x: ${MISSING}", "x: "},
+		{"x: ${MISSING:-fallback}", "x: fallback"},
+		{"x: ${EMPTY:-fallback}", "x: fallback"},
+		{"x: ${A:-fallback}", "x: alpha"},
+		{"x: $A and $$", "x: $A and $$"},
+	}
+	for _, tt := range tests {
+		if got := string(expandEnv([]byte(tt.in), get)); got != tt.want {
+			t.Errorf("expandEnv(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestConfigDefaultsAndBackendKeys(t *testing.T) {
+	r, _ := os.Open("testdata/good.yaml")
+	defer r.Close()
+	cfg, err := loadConfig(r, envMap(map[string]string{"TEST_UPSTREAM": "http://127.0.0.1:9/v1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ShutdownGrace != 10*time.Second || cfg.DataDir != "./data" || cfg.Tiers["free"].RPM != 20 || cfg.Tiers["team"].TPD != 0 {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	cat, err := cfg.catalog(envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := cat.Get("hermes"); m.MaxOutputTokens != 4096 || m.Backends[0].Name != "127.0.0.1:9/v1" {
+		t.Errorf("model %+v", m)
+	}
+	cfg.Models["hermes"].Backends[0].APIKeyEnv = "NOT_SET_ANYWHERE"
+	if _, err := cfg.catalog(envMap(nil)); err == nil || !strings.Contains(err.Error(), "models.hermes.backends[0].api_key_env") {
+		t.Errorf("unset backend key env: %v", err)
+	}
+}

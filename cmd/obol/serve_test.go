@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/obol/obol/loadtest/sim"
+)
+
+// buildObol compiles the command once for the tests that run it as a process.
+var buildObol = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "obol-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "obol")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", errors.New(string(out))
+	}
+	return bin, nil
+})
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var listening = regexp.MustCompile(`"msg":"obol listening","addr":"([^"]+)"`)
+
+// startObol runs the gateway as a process on a free port and returns its
+// base URL.
+func startObol(t *testing.T, upstream string) (*exec.Cmd, string, *lockedBuffer) {
+	t.Helper()
+	bin, err := buildObol()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	cmd := exec.Command(bin, "serve", "-config", "testdata/good.yaml", "-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "TEST_UPSTREAM="+upstream, "TEST_DATA_DIR="+t.TempDir())
+	logs := &lockedBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var addr string
+	deadline := time.Now().Add(10 * time.Second)
+	for addr == "" {
+		if m := listening.FindStringSubmatch(logs.String()); m != nil {
+			addr = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("gateway did not start: %s", logs)
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return cmd, "http://" + addr, logs
+}
+
+// TestSIGTERMLetsStreamsFinish: on SIGTERM the gateway stops accepting,
+// the stream in flight runs to [DONE], and the process exits 0.
+func TestSIGTERMLetsStreamsFinish(t *testing.T) {
+	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 30, TokensPerSecond: 60}))
+	defer up.Close()
+	cmd, base, logs := startObol(t, up.URL+"/v1")
+
+	req, _ := http.NewRequest("POST", base+"/v1/chat/stream", strings.NewReader(`{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Authorization", "Bearer sk-demo-free-4f1c9a")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, logs, "shutting down")
+	// New connections are refused while the stream goes on.
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Error("a new connection was accepted after SIGTERM")
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("stream cut: %v", err)
+	}
+	if !strings.HasSuffix(string(rest), "data: [DONE]\n\n") || !strings.Contains(string(rest), `"usage"`) {
+		t.Errorf("stream did not finish: …%s", tail(string(rest)))
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit: %v\n%s", err, logs)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("gateway did not exit after its stream finished")
+	}
+	if !strings.Contains(logs.String(), `"stream_outcome":"completed"`) {
+		t.Error("the finished stream has no access log line")
+	}
+}
+
+func TestBadConfigExits2(t *testing.T) {
+	bin, err := buildObol()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	cmd := exec.Command(bin, "serve", "-config", "testdata/bad/no-backend-model.yaml")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit %v, want 2", err)
+	}
+	if !strings.Contains(stderr.String(), "models.hermes.backends[0].model") {
+		t.Errorf("stderr does not name the field: %s", stderr.String())
+	}
+}
+
+func TestRunUsage(t *testing.T) {
+	var out bytes.Buffer
+	tests := []struct {
+		args    []string
+		stdin   string
+		wantErr bool
+		want    string
+	}{
+		{nil, "", true, ""},
+		{[]string{"frobnicate"}, "", true, ""},
+		{[]string{"serve"}, "", true, ""},
+		{[]string{"hash-key"}, "sk-demo-free-4f1c9a\n", false, "bac49ce75937ef3db9b97fe5afc56953adaa1e48dd7e1dc724c7eab205da1279\n"},
+		{[]string{"hash-key"}, "", true, ""},
+	}
+	for _, tt := range tests {
+		out.Reset()
+		err := run(context.Background(), tt.args, strings.NewReader(tt.stdin), &out, io.Discard, envMap(nil))
+		if (err != nil) != tt.wantErr {
+			t.Errorf("%v: err = %v", tt.args, err)
+		}
+		var ue *usageError
+		if err != nil && !errors.As(err, &ue) {
+			t.Errorf("%v: %T is not a usage error (exit 2)", tt.args, err)
+		}
+		if out.String() != tt.want {
+			t.Errorf("%v: output %q, want %q", tt.args, out.String(), tt.want)
+		}
+	}
+}
+
+func waitLog(t *testing.T, logs *lockedBuffer, s string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log: %s", s, logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func tail(s string) string {
+	if len(s) > 300 {
+		return s[len(s)-300:]
+	}
+	return s
+}
