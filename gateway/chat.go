@@ -13,6 +13,9 @@ import (
 	"github.com/obol/obol/models"
 )
 
+// bodyReadTimeout bounds the time to receive a request body.
+const bodyReadTimeout = 30 * time.Second
+
 // maxUpstreamBody bounds a non-streaming backend answer held in memory.
 const maxUpstreamBody = 64 << 20
 
@@ -23,7 +26,12 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call) (*chat
 	if err := s.authenticate(r, c); err != nil {
 		return nil, nil, err
 	}
+	// A body trickled in slowly must not hold a handler forever; the
+	// deadline is lifted once the body is in, so streams are not cut.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
