@@ -53,7 +53,7 @@ type envOption func(*gateway.Options, *[]models.Model)
 
 // newEnv starts a simulator and a gateway in front of it, both on real
 // loopback sockets, with models hermes (text) and charon (vision).
-func newEnv(t *testing.T, cfg sim.Config, opts ...envOption) *env {
+func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 	t.Helper()
 	s := sim.New(cfg)
 	s.Record(true)

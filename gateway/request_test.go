@@ -110,3 +110,15 @@ func FuzzDecodeChat(f *testing.F) {
 		c.check(&models.Model{Name: "m", ContextWindow: 1000, Vision: false})
 	})
 }
+
+func BenchmarkDecodeChat(b *testing.B) {
+	body := []byte(`{"model":"hermes","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Summarise the plot of Hamlet in two sentences, please."}],"temperature":0.7,"max_tokens":200,"stream":true,"stream_options":{"include_usage":true}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := decodeChat(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.upstreamBody(true)
+	}
+}

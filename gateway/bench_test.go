@@ -1,0 +1,78 @@
+package gateway_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/obol/obol/loadtest/sim"
+)
+
+// BenchmarkRelay measures a whole request through the gateway and the
+// simulator over loopback: the gateway's cost plus the simulator's.
+func BenchmarkRelay(b *testing.B) {
+	for _, bc := range []struct{ name, path, body string }{
+		{"chat", "/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hello there"}],"max_tokens":20}`},
+		{"stream", "/v1/chat/stream", `{"model":"hermes","messages":[{"role":"user","content":"hello there"}],"max_tokens":20}`},
+		{"completions-stream", "/v1/chat/completions", `{"model":"hermes","stream":true,"messages":[{"role":"user","content":"hello there"}],"max_tokens":20}`},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e := newEnv(b, sim.Config{ReplyTokens: 20})
+			e.sim.Record(false)
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequest("POST", e.gw.URL+bc.path, strings.NewReader(bc.body))
+					req.Header.Set("Authorization", "Bearer "+keyAll)
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Fatalf("status %d", resp.StatusCode)
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkFloor is the same request through a bare httputil.ReverseProxy
+// (no auth, decoding or relay logic): the floor BenchmarkRelay compares to.
+func BenchmarkFloor(b *testing.B) {
+	for _, bc := range []struct{ name, body string }{
+		{"chat", `{"model":"hermes","messages":[{"role":"user","content":"hello there"}],"max_tokens":20}`},
+		{"stream", `{"model":"hermes","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello there"}],"max_tokens":20}`},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 20}))
+			defer up.Close()
+			target, _ := url.Parse(up.URL)
+			rp := httputil.NewSingleHostReverseProxy(target)
+			rp.Transport = &http.Transport{MaxIdleConnsPerHost: 512, DisableCompression: true}
+			proxy := httptest.NewServer(rp)
+			defer proxy.Close()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := client.Post(proxy.URL+"/v1/chat/completions", "application/json", strings.NewReader(bc.body))
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
