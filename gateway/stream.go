@@ -172,7 +172,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 	}
 	defer resp.Close()
 
-	rl := &relay{s: s, c: c, req: req, model: m.Name, sse: sse, native: native, created: time.Now().Unix()}
+	rl := &relay{c: c, req: req, model: m.Name, sse: sse, native: native, created: time.Now().Unix()}
 	err = rl.run(resp.Body)
 	if err != nil && r.Context().Err() == nil && !errors.Is(err, errClientGone) && !sse.stop() {
 		return err // failed before the first byte: still a proper status
@@ -206,7 +206,6 @@ var errClientGone = errors.New("client gone")
 
 // relay turns backend events into client events.
 type relay struct {
-	s       *Server
 	c       *call
 	req     *chatRequest
 	model   string
