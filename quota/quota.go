@@ -1,0 +1,77 @@
+// Package quota holds tiers and limits: admission before a backend is
+// called and settlement after it, in Redis (and, later, an embedded store).
+package quota
+
+import (
+	"time"
+)
+
+// Limits are a key's allowances; 0 means unlimited.
+type Limits struct {
+	RPM int64 // requests per rolling minute
+	TPM int64 // tokens per rolling minute
+	TPD int64 // tokens per UTC calendar day
+}
+
+// Limit names the allowance that refused a request.
+type Limit int
+
+const (
+	// None: the request was admitted.
+	None Limit = iota
+	// Requests is RPM.
+	Requests
+	// Tokens is TPM.
+	Tokens
+	// DailyTokens is TPD.
+	DailyTokens
+)
+
+func (l Limit) String() string {
+	switch l {
+	case Requests:
+		return "requests"
+	case Tokens:
+		return "tokens"
+	case DailyTokens:
+		return "daily_tokens"
+	}
+	return "none"
+}
+
+// Decision is the outcome of an admission, with what the rate-limit
+// headers need whether or not the request was admitted.
+type Decision struct {
+	Allowed bool
+	Denied  Limit
+	// RetryAfter is how long until the request would be admitted; for a
+	// request that can never be (Hopeless), it is meaningless.
+	RetryAfter time.Duration
+	// Hopeless: waiting cannot help (the request alone exceeds TPM or TPD).
+	Hopeless bool
+
+	RequestsRemaining int64
+	RequestsReset     time.Duration // until the request allowance is full again
+	TokensUsed        int64         // TPM in use before this request
+	TokensRemaining   int64
+	TokensReset       time.Duration
+	DailyUsed         int64 // TPD spent today before this request
+
+	// Reservation is what settlement needs; nil when not admitted.
+	Reservation *Reservation
+}
+
+// Reservation is an admitted request's estimate, to be settled once.
+type Reservation struct {
+	Key    string
+	Day    string // the UTC day the tokens were reserved on (YYYYMMDD)
+	Tokens int64
+	Limits Limits
+}
+
+// day returns the UTC calendar day of t as YYYYMMDD and the time until it ends.
+func day(t time.Time) (string, time.Duration) {
+	t = t.UTC()
+	end := time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, time.UTC)
+	return t.Format("20060102"), end.Sub(t)
+}

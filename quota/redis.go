@@ -1,0 +1,207 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// epoch is redis_rate's: times in the scripts are seconds since
+// 2017-01-01 UTC, so that a float64 keeps microseconds until 2048.
+const epoch = 1483228800
+
+// admitScript is redis_rate's GCRA (github.com/go-redis/redis_rate/v10,
+// lua.go: the same tat arithmetic, key per limit, burst = rate) extended to
+// decide RPM, TPM and TPD together: every limit is checked first and
+// written only if all admit, so a denied request consumes nothing. One
+// script, one round trip. redis_rate's API decides one limit per call,
+// which cannot be all-or-nothing over three.
+//
+// KEYS: rpm tat, tpm tat, tpd counter (all hash-tagged on the API key).
+// ARGV: now (seconds since epoch; "" = Redis TIME), rpm, tpm, tpd, tokens,
+// seconds until the day ends.
+var admitScript = redis.NewScript(`
+local now
+if ARGV[1] ~= "" then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call("TIME")
+  now = (t[1] - 1483228800) + (t[2] / 1000000)
+end
+local rpm, tpm, tpd = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local cost, day_left = tonumber(ARGV[5]), tonumber(ARGV[6])
+
+-- GCRA over a 60 s period with burst = rate: returns whether n fits, the
+-- new tat, the remaining allowance, the wait until it would fit, and the
+-- amount in use before this request.
+local function gcra(key, limit, n)
+  local interval = 60 / limit
+  local tat = math.max(tonumber(redis.call("GET", key) or now), now)
+  local used = (tat - now) / interval
+  local new_tat = tat + interval * n
+  local diff = now - (new_tat - 60)
+  if diff < 0 then
+    return false, tat, limit - used, -diff, used
+  end
+  return true, new_tat, diff / interval, 0, used
+end
+
+local denied, retry, hopeless = 0, 0, 0
+local r_ok, r_tat, r_rem, r_wait = true, now, -1, 0
+local t_ok, t_tat, t_rem, t_wait, t_used = true, now, -1, 0, 0
+if rpm > 0 then
+  r_ok, r_tat, r_rem, r_wait = gcra(KEYS[1], rpm, 1)
+end
+if tpm > 0 then
+  t_ok, t_tat, t_rem, t_wait, t_used = gcra(KEYS[2], tpm, cost)
+end
+local d_used = tonumber(redis.call("GET", KEYS[3]) or 0)
+
+if not r_ok then
+  denied, retry = 1, r_wait
+end
+if not t_ok and (denied == 0 or t_wait > retry or cost > tpm) then
+  denied, retry = 2, t_wait
+  if cost > tpm then hopeless = 1 end
+end
+if tpd > 0 and d_used + cost > tpd then
+  denied, retry = 3, day_left
+  if cost > tpd then hopeless = 1 end
+end
+
+if denied == 0 then
+  if rpm > 0 then
+    redis.call("SET", KEYS[1], r_tat, "EX", math.ceil(r_tat - now))
+  end
+  if tpm > 0 and t_tat > now then
+    redis.call("SET", KEYS[2], t_tat, "EX", math.ceil(t_tat - now))
+  end
+  if cost > 0 then
+    redis.call("INCRBY", KEYS[3], cost)
+    redis.call("EXPIRE", KEYS[3], math.ceil(day_left) + 3600)
+  end
+end
+local r_reset = math.max(r_tat - now, 0)
+local t_reset = math.max(t_tat - now, 0)
+return {denied, tostring(retry), hopeless, tostring(r_rem), tostring(r_reset),
+  tostring(t_used), tostring(t_rem), tostring(t_reset), d_used}
+`)
+
+// settleScript replaces an estimate by the real count: delta tokens
+// (negative refunds) move the TPM tat and the TPD counter of the day the
+// reservation was made. A refund never lifts the TPM allowance above full;
+// a charge may push it past the limit, a debt later requests wait out.
+//
+// KEYS: tpm tat, tpd counter. ARGV: now ("" = Redis TIME), tpm, delta.
+var settleScript = redis.NewScript(`
+local now
+if ARGV[1] ~= "" then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call("TIME")
+  now = (t[1] - 1483228800) + (t[2] / 1000000)
+end
+local tpm, delta = tonumber(ARGV[2]), tonumber(ARGV[3])
+if tpm > 0 then
+  local tat = math.max(tonumber(redis.call("GET", KEYS[1]) or now), now)
+  local new_tat = math.max(tat + (60 / tpm) * delta, now)
+  if new_tat > now then
+    redis.call("SET", KEYS[1], new_tat, "EX", math.ceil(new_tat - now))
+  else
+    redis.call("DEL", KEYS[1])
+  end
+end
+if redis.call("EXISTS", KEYS[2]) == 1 or delta > 0 then
+  local left = redis.call("INCRBY", KEYS[2], delta)
+  if left < 0 then redis.call("SET", KEYS[2], 0, "KEEPTTL") end
+  if redis.call("TTL", KEYS[2]) < 0 then redis.call("EXPIRE", KEYS[2], 90000) end
+end
+return 1
+`)
+
+// Redis admits and settles in a Redis shared by every replica.
+type Redis struct {
+	rdb    redis.UniversalClient
+	prefix string
+	// now, when set, replaces Redis TIME (tests); the TPD day is always
+	// taken from now or the local clock.
+	now func() time.Time
+}
+
+// NewRedis returns a limiter over rdb; every key starts with prefix.
+func NewRedis(rdb redis.UniversalClient, prefix string) *Redis {
+	return &Redis{rdb: rdb, prefix: prefix}
+}
+
+// keys returns the three keys of an API key, hash-tagged so that a Redis
+// Cluster keeps them in one slot.
+func (r *Redis) keys(key, day string) []string {
+	base := r.prefix + "{" + key + "}:"
+	return []string{base + "rpm", base + "tpm", base + "tpd:" + day}
+}
+
+func (r *Redis) clock() (time.Time, string) {
+	if r.now != nil {
+		t := r.now()
+		return t, strconv.FormatFloat(float64(t.UnixMicro())/1e6-epoch, 'f', 6, 64)
+	}
+	return time.Now(), ""
+}
+
+// Admit reserves tokens for key against lim, all or nothing.
+func (r *Redis) Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error) {
+	now, nowArg := r.clock()
+	d, left := day(now)
+	res, err := admitScript.Run(ctx, r.rdb, r.keys(key, d),
+		nowArg, lim.RPM, lim.TPM, lim.TPD, tokens, left.Seconds()).Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("admit %s: %w", key, err)
+	}
+	if len(res) != 9 {
+		return Decision{}, fmt.Errorf("admit %s: script returned %d values", key, len(res))
+	}
+	f := func(i int) float64 {
+		s, _ := res[i].(string)
+		v, _ := strconv.ParseFloat(s, 64)
+		return v
+	}
+	n := func(i int) int64 { v, _ := res[i].(int64); return v }
+	sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
+	dec := Decision{
+		Denied:            Limit(n(0)),
+		RetryAfter:        sec(f(1)),
+		Hopeless:          n(2) == 1,
+		RequestsRemaining: int64(f(3)),
+		RequestsReset:     sec(f(4)),
+		TokensUsed:        int64(f(5) + 0.5),
+		TokensRemaining:   int64(f(6)),
+		TokensReset:       sec(f(7)),
+		DailyUsed:         n(8),
+	}
+	dec.Allowed = dec.Denied == None
+	if dec.Allowed {
+		dec.Reservation = &Reservation{Key: key, Day: d, Tokens: tokens, Limits: lim}
+	}
+	return dec, nil
+}
+
+// Settle replaces a reservation's estimate by the actual token count.
+func (r *Redis) Settle(ctx context.Context, res *Reservation, actual int64) error {
+	if res == nil {
+		return errors.New("settle: no reservation")
+	}
+	delta := actual - res.Tokens
+	if delta == 0 {
+		return nil
+	}
+	_, nowArg := r.clock()
+	k := r.keys(res.Key, res.Day)
+	if err := settleScript.Run(ctx, r.rdb, k[1:], nowArg, res.Limits.TPM, delta).Err(); err != nil {
+		return fmt.Errorf("settle %s: %w", res.Key, err)
+	}
+	return nil
+}
