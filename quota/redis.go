@@ -14,6 +14,18 @@ import (
 // 2017-01-01 UTC, so that a float64 keeps microseconds until 2048.
 const epoch = 1483228800
 
+// luaNow sets now from ARGV[1] (seconds since epoch; tests inject it) or,
+// when that is empty, from Redis TIME, the one clock all replicas share.
+const luaNow = `
+local now
+if ARGV[1] ~= "" then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call("TIME")
+  now = (t[1] - 1483228800) + (t[2] / 1000000)
+end
+`
+
 // admitScript is redis_rate's GCRA (github.com/go-redis/redis_rate/v10,
 // lua.go: the same tat arithmetic, key per limit, burst = rate) extended to
 // decide RPM, TPM and TPD together: every limit is checked first and
@@ -24,14 +36,7 @@ const epoch = 1483228800
 // KEYS: rpm tat, tpm tat, tpd counter (all hash-tagged on the API key).
 // ARGV: now (seconds since epoch; "" = Redis TIME), rpm, tpm, tpd, tokens,
 // seconds until the day ends.
-var admitScript = redis.NewScript(`
-local now
-if ARGV[1] ~= "" then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call("TIME")
-  now = (t[1] - 1483228800) + (t[2] / 1000000)
-end
+var admitScript = redis.NewScript(luaNow + `
 local rpm, tpm, tpd = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local cost, day_left = tonumber(ARGV[5]), tonumber(ARGV[6])
 
@@ -97,14 +102,7 @@ return {denied, tostring(retry), hopeless, tostring(r_rem), tostring(r_reset),
 // a charge may push it past the limit, a debt later requests wait out.
 //
 // KEYS: tpm tat, tpd counter. ARGV: now ("" = Redis TIME), tpm, delta.
-var settleScript = redis.NewScript(`
-local now
-if ARGV[1] ~= "" then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call("TIME")
-  now = (t[1] - 1483228800) + (t[2] / 1000000)
-end
+var settleScript = redis.NewScript(luaNow + `
 local tpm, delta = tonumber(ARGV[2]), tonumber(ARGV[3])
 if tpm > 0 then
   local tat = math.max(tonumber(redis.call("GET", KEYS[1]) or now), now)
