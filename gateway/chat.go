@@ -124,7 +124,8 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	}
 	var comp completion
 	var fields map[string]json.RawMessage
-	if json.Unmarshal(raw, &comp) != nil || json.Unmarshal(raw, &fields) != nil || len(comp.Choices) == 0 {
+	// Only the OpenAI shape keeps every backend field; the native one is rebuilt.
+	if json.Unmarshal(raw, &comp) != nil || len(comp.Choices) == 0 || (!native && json.Unmarshal(raw, &fields) != nil) {
 		return &Error{Status: http.StatusBadGateway, Code: "upstream_error", Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw)}
 	}
