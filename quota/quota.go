@@ -1,5 +1,7 @@
 // Package quota holds tiers and limits: admission before a backend is
-// called and settlement after it, in Redis (and, later, an embedded store).
+// called and settlement after it, in Redis shared by every replica
+// (Redis, behind a Limiter that rides out outages) or in process for a
+// single replica (Embedded).
 package quota
 
 import (
@@ -67,6 +69,7 @@ type Reservation struct {
 	Day    string // the UTC day the tokens were reserved on (YYYYMMDD)
 	Tokens int64
 	Limits Limits
+	local  bool // made by a Limiter's local fallback, settled there
 }
 
 // day returns the UTC calendar day of t as YYYYMMDD and the time until it ends.

@@ -35,10 +35,14 @@ end
 //
 // KEYS: rpm tat, tpm tat, tpd counter (all hash-tagged on the API key).
 // ARGV: now (seconds since epoch; "" = Redis TIME), rpm, tpm, tpd, tokens,
-// seconds until the day ends.
+// seconds until the day ends, dry ("1": decide for no request and write
+// nothing, for the headers of answers that reserve nothing).
 var admitScript = redis.NewScript(luaNow + `
 local rpm, tpm, tpd = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local cost, day_left = tonumber(ARGV[5]), tonumber(ARGV[6])
+local dry = ARGV[7] == "1"
+local reqs = 1
+if dry then reqs, cost = 0, 0 end
 
 -- GCRA over a 60 s period with burst = rate: returns whether n fits, the
 -- new tat, the remaining allowance, the wait until it would fit, and the
@@ -59,7 +63,7 @@ local denied, retry, hopeless = 0, 0, 0
 local r_ok, r_tat, r_rem, r_wait = true, now, -1, 0
 local t_ok, t_tat, t_rem, t_wait, t_used = true, now, -1, 0, 0
 if rpm > 0 then
-  r_ok, r_tat, r_rem, r_wait = gcra(KEYS[1], rpm, 1)
+  r_ok, r_tat, r_rem, r_wait = gcra(KEYS[1], rpm, reqs)
 end
 if tpm > 0 then
   t_ok, t_tat, t_rem, t_wait, t_used = gcra(KEYS[2], tpm, cost)
@@ -78,7 +82,7 @@ if tpd > 0 and d_used + cost > tpd then
   if cost > tpd then hopeless = 1 end
 end
 
-if denied == 0 then
+if denied == 0 and not dry then
   if rpm > 0 then
     redis.call("SET", KEYS[1], r_tat, "EX", math.ceil(r_tat - now))
   end
@@ -152,10 +156,26 @@ func (r *Redis) clock() (time.Time, string) {
 
 // Admit reserves tokens for key against lim, all or nothing.
 func (r *Redis) Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error) {
+	return r.admit(ctx, key, lim, tokens, false)
+}
+
+// Peek reports key's allowances without reserving anything.
+func (r *Redis) Peek(ctx context.Context, key string, lim Limits) (Decision, error) {
+	return r.admit(ctx, key, lim, 0, true)
+}
+
+// Ping reports whether Redis answers.
+func (r *Redis) Ping(ctx context.Context) error { return r.rdb.Ping(ctx).Err() }
+
+func (r *Redis) admit(ctx context.Context, key string, lim Limits, tokens int64, dry bool) (Decision, error) {
 	now, nowArg := r.clock()
 	d, left := day(now)
+	dryArg := "0"
+	if dry {
+		dryArg = "1"
+	}
 	res, err := admitScript.Run(ctx, r.rdb, r.keys(key, d),
-		nowArg, lim.RPM, lim.TPM, lim.TPD, tokens, left.Seconds()).Slice()
+		nowArg, lim.RPM, lim.TPM, lim.TPD, tokens, left.Seconds(), dryArg).Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("admit %s: %w", key, err)
 	}
@@ -181,7 +201,7 @@ func (r *Redis) Admit(ctx context.Context, key string, lim Limits, tokens int64)
 		DailyUsed:         n(8),
 	}
 	dec.Allowed = dec.Denied == None
-	if dec.Allowed {
+	if dec.Allowed && !dry {
 		dec.Reservation = &Reservation{Key: key, Day: d, Tokens: tokens, Limits: lim}
 	}
 	return dec, nil
@@ -200,6 +220,19 @@ func (r *Redis) Settle(ctx context.Context, res *Reservation, actual int64) erro
 	k := r.keys(res.Key, res.Day)
 	if err := settleScript.Run(ctx, r.rdb, k[1:], nowArg, res.Limits.TPM, delta).Err(); err != nil {
 		return fmt.Errorf("settle %s: %w", res.Key, err)
+	}
+	return nil
+}
+
+// Load puts the scripts into Redis's script cache (on every master of a
+// Cluster), so the first requests need no fallback. A Redis that restarts
+// or flushes its cache later is served by go-redis's Script.Run, which
+// falls back from EVALSHA to EVAL on NOSCRIPT.
+func (r *Redis) Load(ctx context.Context) error {
+	for _, s := range []*redis.Script{admitScript, settleScript} {
+		if err := s.Load(ctx, r.rdb).Err(); err != nil {
+			return fmt.Errorf("load quota scripts: %w", err)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,242 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// ErrUnavailable means the shared store could not decide and the limiter
+// fails closed.
+var ErrUnavailable = errors.New("quota store unavailable")
+
+// Store is a shared store of allowances: Redis.
+type Store interface {
+	Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error)
+	Peek(ctx context.Context, key string, lim Limits) (Decision, error)
+	Settle(ctx context.Context, res *Reservation, actual int64) error
+	Ping(ctx context.Context) error
+}
+
+// FailMode is what a Limiter does while its store is unreachable.
+type FailMode int
+
+const (
+	// FailOpen admits under per-replica local limits.
+	FailOpen FailMode = iota
+	// FailClosed refuses with ErrUnavailable.
+	FailClosed
+)
+
+// Options configure a Limiter.
+type Options struct {
+	// Timeout bounds each store call; 0 means DefaultTimeout.
+	Timeout time.Duration
+	Mode    FailMode
+	// Replicas is how many gateway replicas share the store: failing
+	// open, each admits 1/Replicas of a key's limits (rounded up), so that
+	// together they stay near the limits. 0 means 1.
+	Replicas int
+	// ProbeInterval is how often an unreachable store is tried again;
+	// 0 means 500 ms.
+	ProbeInterval time.Duration
+	Log           *slog.Logger
+	// Meter records store errors and fail-open admissions; nil means the
+	// global OpenTelemetry meter provider.
+	Meter metric.Meter
+}
+
+// DefaultTimeout bounds a store call: a Redis round trip on a LAN is well
+// under a millisecond; past this the request should not wait.
+const DefaultTimeout = 250 * time.Millisecond
+
+// Limiter decides in a shared Store and rides out its outages. After a
+// failed call it stops asking the store (so requests do not each wait for
+// a timeout), probes it in the background, and goes back to it when it
+// answers. Reservations made locally are settled locally.
+type Limiter struct {
+	store    Store
+	local    *Memory
+	opt      Options
+	down     atomic.Bool
+	mu       sync.Mutex
+	since    time.Time
+	stop     chan struct{}
+	probes   sync.WaitGroup
+	closed   bool
+	errs     metric.Int64Counter
+	failOpen metric.Int64Counter
+}
+
+// NewLimiter returns a Limiter over store.
+func NewLimiter(store Store, o Options) *Limiter {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = 500 * time.Millisecond
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Meter == nil {
+		o.Meter = otel.Meter("github.com/obol/obol/quota")
+	}
+	l := &Limiter{store: store, local: NewMemory(), opt: o, stop: make(chan struct{})}
+	l.errs, _ = o.Meter.Int64Counter("obol.quota.store.errors",
+		metric.WithDescription("Quota store calls that failed or timed out"))
+	l.failOpen, _ = o.Meter.Int64Counter("obol.quota.fail_open.admissions",
+		metric.WithDescription("Requests decided by a replica's local limits while the quota store was unreachable"))
+	return l
+}
+
+// Available reports whether the store is answering (for readiness).
+func (l *Limiter) Available() bool { return !l.down.Load() }
+
+// Admit reserves tokens for key against lim, all or nothing.
+func (l *Limiter) Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error) {
+	if !l.down.Load() {
+		cctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
+		d, err := l.store.Admit(cctx, key, lim, tokens)
+		cancel()
+		if err == nil {
+			return d, nil
+		}
+		if ctx.Err() != nil {
+			return Decision{}, fmt.Errorf("admit %s: %w", key, ctx.Err())
+		}
+		l.failed(err)
+	}
+	if l.opt.Mode == FailClosed {
+		return Decision{}, fmt.Errorf("admit %s: %w", key, ErrUnavailable)
+	}
+	d, _ := l.local.Admit(ctx, key, l.share(lim), tokens)
+	if d.Reservation != nil {
+		d.Reservation.local = true
+	}
+	l.failOpen.Add(ctx, 1, metric.WithAttributes(attribute.Bool("allowed", d.Allowed)))
+	return d, nil
+}
+
+// Peek reports key's allowances without reserving anything.
+func (l *Limiter) Peek(ctx context.Context, key string, lim Limits) (Decision, error) {
+	if !l.down.Load() {
+		cctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
+		d, err := l.store.Peek(cctx, key, lim)
+		cancel()
+		if err == nil {
+			return d, nil
+		}
+		if ctx.Err() != nil {
+			return Decision{}, fmt.Errorf("peek %s: %w", key, ctx.Err())
+		}
+		l.failed(err)
+	}
+	if l.opt.Mode == FailClosed {
+		return Decision{}, fmt.Errorf("peek %s: %w", key, ErrUnavailable)
+	}
+	return l.local.Peek(ctx, key, l.share(lim))
+}
+
+// Settle replaces a reservation's estimate by the actual count, in the
+// store that made it. It runs even when ctx is cancelled (the client left;
+// the tokens were still spent). A settlement the store cannot take is
+// dropped: the key stays charged the estimate, which errs on the safe side.
+func (l *Limiter) Settle(ctx context.Context, res *Reservation, actual int64) error {
+	if res == nil {
+		return errors.New("settle: no reservation")
+	}
+	if res.local {
+		return l.local.Settle(ctx, res, actual)
+	}
+	if actual == res.Tokens {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opt.Timeout)
+	defer cancel()
+	if err := l.store.Settle(cctx, res, actual); err != nil {
+		l.failed(err)
+		return err
+	}
+	return nil
+}
+
+func (l *Limiter) share(lim Limits) Limits {
+	n := int64(l.opt.Replicas)
+	div := func(v int64) int64 {
+		if v <= 0 {
+			return v
+		}
+		return (v + n - 1) / n
+	}
+	return Limits{RPM: div(lim.RPM), TPM: div(lim.TPM), TPD: div(lim.TPD)}
+}
+
+// failed counts a store error and, on the first of an outage, logs it and
+// starts probing the store.
+func (l *Limiter) failed(err error) {
+	l.errs.Add(context.Background(), 1)
+	if !l.down.CompareAndSwap(false, true) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.since = time.Now()
+	mode := "failing open: admitting under per-replica local limits"
+	if l.opt.Mode == FailClosed {
+		mode = "failing closed: refusing requests with 503"
+	}
+	l.opt.Log.Error("quota store unavailable; "+mode, "err", err)
+	l.probes.Add(1)
+	go l.probe()
+}
+
+func (l *Limiter) probe() {
+	defer l.probes.Done()
+	t := time.NewTicker(l.opt.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), l.opt.Timeout)
+		err := l.store.Ping(ctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		l.mu.Lock()
+		since := l.since
+		l.mu.Unlock()
+		l.opt.Log.Info("quota store answering again", "outage", time.Since(since).Round(time.Millisecond).String())
+		l.down.Store(false)
+		return
+	}
+}
+
+// Close stops probing the store.
+func (l *Limiter) Close() {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.stop)
+	}
+	l.mu.Unlock()
+	l.probes.Wait()
+}
