@@ -6,6 +6,8 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"strings"
+
+	"github.com/obol/obol/quota"
 )
 
 // Key is an authenticated API key, as the gateway sees it.
@@ -14,6 +16,9 @@ type Key struct {
 	Name   string
 	Tier   string
 	Models []string // models the key may use; empty means all
+	// Limits are the key's allowances: its tier's, with the key's own
+	// overrides applied; 0 means unlimited.
+	Limits quota.Limits
 }
 
 // Allows reports whether the key may use the model.

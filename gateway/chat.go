@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -21,7 +22,7 @@ const maxUpstreamBody = 64 << 20
 
 // prepare runs what every chat route does before a backend is called:
 // authenticate, read and decode the body, find the model, check the key's
-// access and the model's limits.
+// access and the model's limits, and admit the request under the key's.
 func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call) (*chatRequest, *models.Model, error) {
 	if err := s.authenticate(r, c); err != nil {
 		return nil, nil, err
@@ -56,6 +57,9 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call) (*chat
 			Message: "this API key may not use the model " + m.Name}
 	}
 	if err := req.check(m); err != nil {
+		return nil, nil, err
+	}
+	if err := s.admit(w, r, c, req, m); err != nil {
 		return nil, nil, err
 	}
 	return req, m, nil
@@ -153,6 +157,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.Write(out)
 	return nil
 }

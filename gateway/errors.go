@@ -23,6 +23,9 @@ type Error struct {
 	// RetryAfter, when positive, is sent as Retry-After and retry-after-ms
 	// (and as retryAfter in a 429 body).
 	RetryAfter time.Duration
+	// NoRetry marks an answer that retrying cannot change (x-should-retry:
+	// false, which OpenAI's SDKs obey).
+	NoRetry bool
 	// Err is the cause, logged and never sent.
 	Err error
 }
@@ -71,6 +74,7 @@ type errorBody struct {
 		Type    string  `json:"type"`
 		Param   *string `json:"param"`
 	} `json:"error"`
+	// RetryAfter is the 429's wait in seconds; absent when no wait helps.
 	RetryAfter *int64 `json:"retryAfter,omitempty"`
 }
 
@@ -80,7 +84,7 @@ func (e *Error) body() []byte {
 	if e.Param != "" {
 		b.Error.Param = &e.Param
 	}
-	if e.Status == http.StatusTooManyRequests {
+	if e.Status == http.StatusTooManyRequests && e.RetryAfter > 0 {
 		secs := retrySeconds(e.RetryAfter)
 		b.RetryAfter = &secs
 	}
@@ -149,6 +153,9 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.FormatInt(retrySeconds(e.RetryAfter), 10))
 		h.Set("Retry-After-Ms", strconv.FormatInt(e.RetryAfter.Milliseconds(), 10))
+	}
+	if e.NoRetry {
+		h.Set("X-Should-Retry", "false")
 	}
 	status := e.Status
 	if status == 499 {

@@ -420,8 +420,8 @@ func TestUpstreamStatusBeforeStream(t *testing.T) {
 }
 
 func TestBackendDown(t *testing.T) {
-	e := newEnv(t, sim.Config{}, func(o *gateway.Options, ms *[]models.Model) {
-		(*ms)[0].Backends[0].URL = "http://127.0.0.1:1/v1" // nothing listens on port 1
+	e := newEnv(t, sim.Config{}, func(c *envConfig) {
+		c.models[0].Backends[0].URL = "http://127.0.0.1:1/v1" // nothing listens on port 1
 	})
 	for _, route := range []string{"/v1/chat", "/v1/chat/stream"} {
 		resp := e.post(t, route, keyAll, `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`)
@@ -432,7 +432,7 @@ func TestBackendDown(t *testing.T) {
 }
 
 func withTimeouts(to models.Timeouts) envOption {
-	return func(_ *gateway.Options, ms *[]models.Model) { (*ms)[0].Timeouts = to }
+	return func(c *envConfig) { c.models[0].Timeouts = to }
 }
 
 func TestTimeouts(t *testing.T) {
@@ -470,7 +470,7 @@ func TestTimeouts(t *testing.T) {
 func TestKeepAliveWhileWaiting(t *testing.T) {
 	for _, delayHeaders := range []bool{false, true} {
 		e := newEnv(t, sim.Config{ReplyTokens: 2, FirstTokenDelay: 300 * time.Millisecond, DelayHeaders: delayHeaders},
-			func(o *gateway.Options, _ *[]models.Model) { o.KeepAlive = 20 * time.Millisecond })
+			func(c *envConfig) { c.KeepAlive = 20 * time.Millisecond })
 		resp := e.post(t, "/v1/chat/stream", keyAll, `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`)
 		events, comments := readEvents(t, resp.Body)
 		if comments == 0 {
@@ -572,8 +572,8 @@ func TestHealthAndReadiness(t *testing.T) {
 			t.Errorf("%s: %d", path, resp.StatusCode)
 		}
 	}
-	down := newEnv(t, sim.Config{}, func(_ *gateway.Options, ms *[]models.Model) {
-		(*ms)[1].Backends[0].URL = "http://127.0.0.1:1/v1"
+	down := newEnv(t, sim.Config{}, func(c *envConfig) {
+		c.models[1].Backends[0].URL = "http://127.0.0.1:1/v1"
 	})
 	resp, err := http.Get(down.gw.URL + "/readyz")
 	if err != nil {
@@ -591,8 +591,8 @@ func TestHealthAndReadiness(t *testing.T) {
 }
 
 func TestBackendAPIKey(t *testing.T) {
-	e := newEnv(t, sim.Config{APIKey: "upstream-secret"}, func(_ *gateway.Options, ms *[]models.Model) {
-		(*ms)[0].Backends[0].APIKey = "upstream-secret"
+	e := newEnv(t, sim.Config{APIKey: "upstream-secret"}, func(c *envConfig) {
+		c.models[0].Backends[0].APIKey = "upstream-secret"
 	})
 	resp := e.post(t, "/v1/chat", keyAll, `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`)
 	if resp.StatusCode != 200 {

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/quota"
 )
 
 // Test keys: secrets and what they may do.
@@ -49,7 +51,37 @@ type env struct {
 	log *syncBuffer
 }
 
-type envOption func(*gateway.Options, *[]models.Model)
+// envConfig is what an envOption may change before the gateway starts.
+type envConfig struct {
+	gateway.Options
+	models []models.Model
+	keys   map[string]gateway.Key // by secret
+}
+
+type envOption func(*envConfig)
+
+// withLimits gives the key of secret its own limits.
+func withLimits(secret string, lim quota.Limits) envOption {
+	return func(c *envConfig) {
+		k := c.keys[secret]
+		k.Limits = lim
+		c.keys[secret] = k
+	}
+}
+
+// redisLimiter decides quotas in the shared test Redis, under a prefix
+// of the test's own.
+func redisLimiter(t testing.TB) *quota.Limiter {
+	rdb, prefix := redistest.Shared(t)
+	l := quota.NewLimiter(quota.NewRedis(rdb, prefix), quota.Options{Mode: quota.FailClosed})
+	t.Cleanup(l.Close)
+	return l
+}
+
+// withQuota makes q the gateway's quota store.
+func withQuota(q gateway.Quota) envOption {
+	return func(c *envConfig) { c.Quota = q }
+}
 
 // newEnv starts a simulator and a gateway in front of it, both on real
 // loopback sockets, with models hermes (text) and charon (vision).
@@ -64,24 +96,33 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 		{Name: "charon", ContextWindow: 8192, Vision: true, Backends: []models.Backend{{Name: "sim", URL: up.URL + "/v1", Model: "backend-charon-vl"}}},
 	}
 	logBuf := &syncBuffer{}
-	o := gateway.Options{
-		Upstream: models.NewClient(),
-		Keys: gateway.NewStaticKeys(map[[sha256.Size]byte]gateway.Key{
-			sha256.Sum256([]byte(keyAll)):    {ID: "key_all", Tier: "pro"},
-			sha256.Sum256([]byte(keyHermes)): {ID: "key_hermes", Tier: "free", Models: []string{"hermes"}},
-		}),
-		Log:          slog.New(slog.NewJSONHandler(logBuf, nil)),
-		MaxBodyBytes: 64 << 10,
+	c := &envConfig{
+		Options: gateway.Options{
+			Upstream:     models.NewClient(),
+			Quota:        quota.NewMemory(),
+			Log:          slog.New(slog.NewJSONHandler(logBuf, nil)),
+			MaxBodyBytes: 64 << 10,
+		},
+		models: ms,
+		keys: map[string]gateway.Key{
+			keyAll:    {ID: "key_all", Tier: "pro"},
+			keyHermes: {ID: "key_hermes", Tier: "free", Models: []string{"hermes"}},
+		},
 	}
 	for _, opt := range opts {
-		opt(&o, &ms)
+		opt(c)
 	}
-	cat, err := models.NewCatalog(ms)
+	byDigest := map[[sha256.Size]byte]gateway.Key{}
+	for secret, k := range c.keys {
+		byDigest[sha256.Sum256([]byte(secret))] = k
+	}
+	c.Keys = gateway.NewStaticKeys(byDigest)
+	cat, err := models.NewCatalog(c.models)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Catalog = cat
-	srv, err := gateway.New(o)
+	c.Catalog = cat
+	srv, err := gateway.New(c.Options)
 	if err != nil {
 		t.Fatal(err)
 	}

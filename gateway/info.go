@@ -36,6 +36,7 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ httprouter
 	if err := s.authenticate(r, c); err != nil {
 		return err
 	}
+	s.peekHeaders(w, r, c)
 	list := struct {
 		Object string      `json:"object"`
 		Data   []modelInfo `json:"data"`
@@ -53,6 +54,7 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.
 	if err := s.authenticate(r, c); err != nil {
 		return err
 	}
+	s.peekHeaders(w, r, c)
 	m := s.catalog.Get(ps.ByName("model"))
 	if m == nil || !c.key.Allows(m.Name) {
 		return &Error{Status: http.StatusNotFound, Code: "not_found", Param: "model",
@@ -77,7 +79,8 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ httprouter.Pa
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz is readiness: at least one backend of every model answers. The
+// readyz is readiness: the quota store (when shared) and at least one
+// backend of every model answer. The
 // result is cached briefly so that probes cannot flood the backends.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	rep := s.ready.report(r.Context())
@@ -87,6 +90,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ httprouter.Par
 	}
 	writeJSON(w, status, rep)
 }
+
+// pinger is a quota store shared by replicas, which can be unreachable.
+type pinger interface{ Ping(context.Context) error }
 
 type readyReport struct {
 	Status string            `json:"status"`
@@ -120,8 +126,20 @@ func (rd *readiness) report(ctx context.Context) readyReport {
 			results[i] = rd.server.up.Probe(ctx, m)
 		}()
 	}
+	var storeErr error
+	if p, ok := rd.server.quota.(pinger); ok {
+		storeErr = p.Ping(ctx)
+	}
 	wg.Wait()
-	rep := readyReport{Status: "ready", Checks: make(map[string]string, len(list))}
+	rep := readyReport{Status: "ready", Checks: make(map[string]string, len(list)+1)}
+	if _, ok := rd.server.quota.(pinger); ok {
+		rep.Checks["store"] = "ok"
+		if storeErr != nil {
+			rep.Status = "not_ready"
+			rep.Checks["store"] = "unreachable"
+			rd.server.log.Warn("not ready", "store", "quota", "err", storeErr)
+		}
+	}
 	for i, m := range list {
 		if results[i] != nil {
 			rep.Status = "not_ready"

@@ -15,6 +15,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/quota"
 )
 
 // Upstream calls a model's backends.
@@ -25,11 +26,12 @@ type Upstream interface {
 	Probe(ctx context.Context, m *models.Model) error
 }
 
-// Options configure a Server. Catalog, Upstream and Keys are required.
+// Options configure a Server. Catalog, Upstream, Keys and Quota are required.
 type Options struct {
 	Catalog  *models.Catalog
 	Upstream Upstream
 	Keys     Authenticator
+	Quota    Quota
 	Log      *slog.Logger
 	// MaxBodyBytes bounds a request body (413 past it); 0 means 8 MiB.
 	MaxBodyBytes int64
@@ -47,6 +49,7 @@ type Server struct {
 	catalog   *models.Catalog
 	up        Upstream
 	keys      Authenticator
+	quota     Quota
 	log       *slog.Logger
 	maxBody   int64
 	keepAlive time.Duration
@@ -56,11 +59,11 @@ type Server struct {
 
 // New returns a Server with every route registered.
 func New(o Options) (*Server, error) {
-	if o.Catalog == nil || o.Upstream == nil || o.Keys == nil {
-		return nil, errors.New("gateway: Catalog, Upstream and Keys are required")
+	if o.Catalog == nil || o.Upstream == nil || o.Keys == nil || o.Quota == nil {
+		return nil, errors.New("gateway: Catalog, Upstream, Keys and Quota are required")
 	}
 	s := &Server{
-		catalog: o.Catalog, up: o.Upstream, keys: o.Keys, log: o.Log,
+		catalog: o.Catalog, up: o.Upstream, keys: o.Keys, quota: o.Quota, log: o.Log,
 		maxBody: o.MaxBodyBytes, keepAlive: o.KeepAlive,
 	}
 	if s.log == nil {
@@ -118,6 +121,10 @@ type call struct {
 	counted bool   // usage is the gateway's own count, not the backend's
 	outcome string // streams: completed, client_gone, upstream_error
 	started bool   // response bytes were sent; errors can no longer change the status
+	// rated: the rate-limit headers are set.
+	rated bool
+	// reservation is the admitted estimate, settled once the answer is out.
+	reservation *quota.Reservation
 }
 
 // Usage is an OpenAI usage object.
@@ -141,10 +148,18 @@ func (s *Server) handle(idPrefix string, h handlerFunc) httprouter.Handle {
 		if err != nil {
 			e := asError(err, c.model)
 			status, code = e.Status, e.Code
+			if !c.started && e.Status != 499 {
+				s.peekHeaders(w, r, c)
+			}
 			if !c.started {
 				writeError(w, e)
 			}
 			logError(s.log, c.id, e)
+		}
+		if c.reservation != nil {
+			// The answer goes out before the settlement's round trip.
+			http.NewResponseController(w).Flush()
+			s.settle(r.Context(), c)
 		}
 		s.logAccess(r, c, status, code)
 	}

@@ -48,13 +48,17 @@ func (t Timeouts) withDefaults() Timeouts {
 	return t
 }
 
+// DefaultMaxOutputTokens is a model's assumed output cap when none is set.
+const DefaultMaxOutputTokens = 4096
+
 // Model is a public model name and what serves it.
 type Model struct {
 	Name          string
 	Description   string
 	ContextWindow int
 	// MaxOutputTokens is the output cap assumed where a request sets no
-	// max_tokens (quota reservations use it).
+	// max_tokens (quota reservations use it); 0 means
+	// DefaultMaxOutputTokens or the context window, whichever is smaller.
 	MaxOutputTokens int
 	Vision          bool
 	Timeouts        Timeouts
@@ -83,6 +87,9 @@ func NewCatalog(models []Model) (*Catalog, error) {
 		}
 		if m.ContextWindow <= 0 {
 			return nil, fmt.Errorf("model %s: context window must be positive", m.Name)
+		}
+		if m.MaxOutputTokens <= 0 {
+			m.MaxOutputTokens = min(DefaultMaxOutputTokens, m.ContextWindow)
 		}
 		m.Timeouts = m.Timeouts.withDefaults()
 		m.Backends = append([]Backend(nil), m.Backends...)

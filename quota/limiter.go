@@ -101,8 +101,25 @@ func NewLimiter(store Store, o Options) *Limiter {
 	return l
 }
 
-// Available reports whether the store is answering (for readiness).
+// Available reports whether the limiter is deciding in the store.
 func (l *Limiter) Available() bool { return !l.down.Load() }
+
+// Ping asks the store whether it answers, for readiness; a failure starts
+// an outage as a failed admission would.
+func (l *Limiter) Ping(ctx context.Context) error {
+	if l.down.Load() {
+		return ErrUnavailable
+	}
+	cctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
+	defer cancel()
+	if err := l.store.Ping(cctx); err != nil {
+		if ctx.Err() == nil {
+			l.failed(err)
+		}
+		return fmt.Errorf("ping quota store: %w", err)
+	}
+	return nil
+}
 
 // Admit reserves tokens for key against lim, all or nothing.
 func (l *Limiter) Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error) {

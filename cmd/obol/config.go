@@ -18,6 +18,7 @@ import (
 
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/quota"
 )
 
 // Config is the YAML configuration. Its field names are a public interface.
@@ -43,7 +44,23 @@ type Config struct {
 // RedisConfig locates the shared store; an empty URL selects the embedded
 // single-replica store under DataDir.
 type RedisConfig struct {
+	// URL is go-redis's: redis://[user:pass@]host:port/db (rediss:// for
+	// TLS, unix:// for a socket); Cluster and Sentinel take more nodes as
+	// ?addr=host:port and Sentinel its ?master_name=.
 	URL string `yaml:"url"`
+	// Mode is single (default), cluster or sentinel.
+	Mode string `yaml:"mode"`
+	// Prefix starts every key obol writes (default "obol:").
+	Prefix string `yaml:"prefix"`
+	// Timeout bounds each store call (default 250ms); past it the fail
+	// mode decides.
+	Timeout time.Duration `yaml:"timeout"`
+	// FailMode is open (default: admit under local per-replica limits) or
+	// closed (503) while Redis is unreachable.
+	FailMode string `yaml:"fail_mode"`
+	// Replicas is how many gateways share the Redis; failing open, each
+	// admits 1/Replicas of a key's limits (default 1).
+	Replicas int `yaml:"replicas"`
 }
 
 // LogConfig sets the log's level (debug, info, warn, error) and format (json, text).
@@ -92,6 +109,15 @@ type KeyConfig struct {
 	Tier   string   `yaml:"tier"`
 	SHA256 string   `yaml:"sha256"`
 	Models []string `yaml:"models"`
+	// Limits override the tier's, each one on its own; 0 means unlimited.
+	Limits LimitsOverride `yaml:"limits"`
+}
+
+// LimitsOverride is a key's own limits; an absent one is the tier's.
+type LimitsOverride struct {
+	RPM *int64 `yaml:"rpm"`
+	TPM *int64 `yaml:"tpm"`
+	TPD *int64 `yaml:"tpd"`
 }
 
 // defaultTiers are DESIGN.md's tiers, used where the file names none.
@@ -182,10 +208,8 @@ func (c *Config) check() error {
 	if c.DataDir == "" {
 		c.DataDir = "./data"
 	}
-	if c.Redis.URL != "" {
-		if u, err := url.Parse(c.Redis.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-			return invalid("redis.url", "want redis://, rediss:// or unix://, got %q", c.Redis.URL)
-		}
+	if err := c.Redis.check(); err != nil {
+		return err
 	}
 	if c.ShutdownGrace < 0 {
 		return invalid("shutdown_grace", "must not be negative")
@@ -258,8 +282,62 @@ func (c *Config) check() error {
 				return invalid(fmt.Sprintf("%s.models[%d]", f, j), "unknown model %q", m)
 			}
 		}
+		for name, v := range map[string]*int64{"rpm": k.Limits.RPM, "tpm": k.Limits.TPM, "tpd": k.Limits.TPD} {
+			if v != nil && *v < 0 {
+				return invalid(f+".limits."+name, "must be 0 (unlimited) or positive")
+			}
+		}
 	}
 	return nil
+}
+
+func (r *RedisConfig) check() error {
+	switch r.Mode {
+	case "":
+		r.Mode = "single"
+	case "single", "cluster", "sentinel":
+	default:
+		return invalid("redis.mode", "want single, cluster or sentinel, got %q", r.Mode)
+	}
+	switch r.FailMode {
+	case "":
+		r.FailMode = "open"
+	case "open", "closed":
+	default:
+		return invalid("redis.fail_mode", "want open or closed, got %q", r.FailMode)
+	}
+	if r.Prefix == "" {
+		r.Prefix = "obol:"
+	}
+	if r.Timeout < 0 {
+		return invalid("redis.timeout", "must not be negative")
+	}
+	if r.Timeout == 0 {
+		r.Timeout = quota.DefaultTimeout
+	}
+	if r.Replicas < 0 {
+		return invalid("redis.replicas", "must not be negative")
+	}
+	if r.URL == "" {
+		return nil
+	}
+	u, err := url.Parse(r.URL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+		return invalid("redis.url", "want redis://, rediss:// or unix://, got %q", redactURL(r.URL))
+	}
+	if _, err := r.client(); err != nil {
+		return invalid("redis.url", "%v", err)
+	}
+	return nil
+}
+
+// redactURL hides a URL's password.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparseable)"
+	}
+	return u.Redacted()
 }
 
 func (m ModelConfig) check(f, name string) error {
@@ -323,9 +401,6 @@ func (c *Config) catalog(getenv func(string) string) (*models.Catalog, error) {
 			MaxOutputTokens: mc.MaxOutputTokens, Vision: mc.Vision,
 			Timeouts: models.Timeouts(mc.Timeouts),
 		}
-		if m.MaxOutputTokens == 0 {
-			m.MaxOutputTokens = min(4096, m.ContextWindow)
-		}
 		for i, b := range mc.Backends {
 			key := ""
 			if b.APIKeyEnv != "" {
@@ -340,13 +415,29 @@ func (c *Config) catalog(getenv func(string) string) (*models.Catalog, error) {
 	return models.NewCatalog(ms)
 }
 
+// limits are a key's tier's limits with its own overrides applied.
+func (c *Config) limits(k KeyConfig) quota.Limits {
+	t := c.Tiers[k.Tier]
+	lim := quota.Limits{RPM: t.RPM, TPM: t.TPM, TPD: t.TPD}
+	if k.Limits.RPM != nil {
+		lim.RPM = *k.Limits.RPM
+	}
+	if k.Limits.TPM != nil {
+		lim.TPM = *k.Limits.TPM
+	}
+	if k.Limits.TPD != nil {
+		lim.TPD = *k.Limits.TPD
+	}
+	return lim
+}
+
 // staticKeys indexes the file's keys by digest.
 func (c *Config) staticKeys() *gateway.StaticKeys {
 	keys := make(map[[sha256.Size]byte]gateway.Key, len(c.Keys))
 	for _, k := range c.Keys {
 		var d [sha256.Size]byte
 		hex.Decode(d[:], []byte(k.SHA256))
-		keys[d] = gateway.Key{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models}
+		keys[d] = gateway.Key{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: c.limits(k)}
 	}
 	return gateway.NewStaticKeys(keys)
 }

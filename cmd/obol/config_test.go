@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/obol/obol/quota"
 )
 
 func envMap(m map[string]string) func(string) string {
@@ -16,28 +19,32 @@ func envMap(m map[string]string) func(string) string {
 // message naming the field at fault.
 func TestBadConfigs(t *testing.T) {
 	tests := map[string]string{
-		"unknown-top-key":   "field lisen not found",
-		"unknown-model-key": "field contxt not found",
-		"no-models":         "models: at least one model",
-		"empty":             "the file is empty",
-		"bad-listen":        "listen: want host:port",
-		"no-backends":       "models.hermes.backends: at least one backend",
-		"bad-backend-url":   "models.hermes.backends[0].url",
-		"no-backend-model":  "models.hermes.backends[0].model: required",
-		"zero-context":      "models.hermes.context_window",
-		"bad-model-name":    "models.Hermes Pro: a model name",
-		"dup-backend-name":  "models.hermes.backends[1].name",
-		"negative-timeout":  "models.hermes.timeouts.idle",
-		"bad-duration":      "time.Duration",
-		"negative-tier":     "tiers.free",
-		"unknown-tier":      `keys[0] (k1).tier: unknown tier "gold"`,
-		"bad-sha":           "keys[0] (k1).sha256",
-		"dup-key-id":        "keys[1] (k1).id: used twice",
-		"missing-key-id":    "keys[0].id: required",
-		"key-unknown-model": `keys[0] (k1).models[0]: unknown model "pluto"`,
-		"bad-log-level":     "log.level",
-		"bad-redis-url":     "redis.url",
-		"wrong-type":        "max_body_bytes",
+		"unknown-top-key":    "field lisen not found",
+		"unknown-model-key":  "field contxt not found",
+		"no-models":          "models: at least one model",
+		"empty":              "the file is empty",
+		"bad-listen":         "listen: want host:port",
+		"no-backends":        "models.hermes.backends: at least one backend",
+		"bad-backend-url":    "models.hermes.backends[0].url",
+		"no-backend-model":   "models.hermes.backends[0].model: required",
+		"zero-context":       "models.hermes.context_window",
+		"bad-model-name":     "models.Hermes Pro: a model name",
+		"dup-backend-name":   "models.hermes.backends[1].name",
+		"negative-timeout":   "models.hermes.timeouts.idle",
+		"bad-duration":       "time.Duration",
+		"negative-tier":      "tiers.free",
+		"unknown-tier":       `keys[0] (k1).tier: unknown tier "gold"`,
+		"bad-sha":            "keys[0] (k1).sha256",
+		"dup-key-id":         "keys[1] (k1).id: used twice",
+		"missing-key-id":     "keys[0].id: required",
+		"key-unknown-model":  `keys[0] (k1).models[0]: unknown model "pluto"`,
+		"bad-log-level":      "log.level",
+		"bad-redis-url":      "redis.url",
+		"wrong-type":         "max_body_bytes",
+		"bad-redis-mode":     "redis.mode: want single, cluster or sentinel",
+		"bad-fail-mode":      "redis.fail_mode: want open or closed",
+		"sentinel-no-master": "redis.url: sentinel URL: ?master_name= is required",
+		"negative-key-limit": "keys[0] (k1).limits.tpm",
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {
@@ -150,8 +157,40 @@ func TestConfigDefaultsAndBackendKeys(t *testing.T) {
 	if m := cat.Get("hermes"); m.MaxOutputTokens != 4096 || m.Backends[0].Name != "127.0.0.1:9/v1" {
 		t.Errorf("model %+v", m)
 	}
+	if cfg.Redis.Mode != "single" || cfg.Redis.FailMode != "open" || cfg.Redis.Prefix != "obol:" || cfg.Redis.Timeout != 250*time.Millisecond {
+		t.Errorf("redis defaults: %+v", cfg.Redis)
+	}
 	cfg.Models["hermes"].Backends[0].APIKeyEnv = "NOT_SET_ANYWHERE"
 	if _, err := cfg.catalog(envMap(nil)); err == nil || !strings.Contains(err.Error(), "models.hermes.backends[0].api_key_env") {
 		t.Errorf("unset backend key env: %v", err)
+	}
+}
+
+// TestKeyLimits: a key has its tier's limits, each overridable on its own,
+// 0 meaning unlimited.
+func TestKeyLimits(t *testing.T) {
+	const src = `
+tiers: {free: {rpm: 20, tpm: 40000, tpd: 250000}}
+models: {hermes: {context_window: 1000, backends: [{url: "http://127.0.0.1:9000/v1", model: "m"}]}}
+keys:
+  - {id: plain, tier: free, sha256: "bac49ce75937ef3db9b97fe5afc56953adaa1e48dd7e1dc724c7eab205da1279"}
+  - {id: custom, tier: free, sha256: "30a662f280f0cca377d1b9e1368c7c086a5e5d2026115710e980734d1ddf5928", limits: {rpm: 5, tpd: 0}}
+`
+	cfg, err := loadConfig(strings.NewReader(src), envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := cfg.staticKeys()
+	for _, tt := range []struct {
+		secret string
+		want   quota.Limits
+	}{
+		{"sk-demo-free-4f1c9a", quota.Limits{RPM: 20, TPM: 40000, TPD: 250000}},
+		{"sk-demo-pro-7b2e51", quota.Limits{RPM: 5, TPM: 40000, TPD: 0}},
+	} {
+		k, _ := keys.Authenticate(context.Background(), tt.secret)
+		if k == nil || k.Limits != tt.want {
+			t.Errorf("%s: %+v, want limits %+v", tt.secret, k, tt.want)
+		}
 	}
 }

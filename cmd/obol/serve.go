@@ -51,10 +51,20 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.close(); err != nil {
+			log.Error("closing the store", "err", err)
+		}
+	}()
 	gw, err := gateway.New(gateway.Options{
 		Catalog:      catalog,
 		Upstream:     models.NewClient(),
 		Keys:         cfg.staticKeys(),
+		Quota:        st.quota,
 		Log:          log,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		KeepAlive:    cfg.StreamKeepAlive,

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net/http"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/obol/obol/loadtest/sim"
 )
@@ -54,16 +57,22 @@ func (l *lockedBuffer) String() string {
 
 var listening = regexp.MustCompile(`"msg":"obol listening","addr":"([^"]+)"`)
 
-// startObol runs the gateway as a process on a free port and returns its
-// base URL.
+// startObol runs the gateway as a process on a free port, with
+// testdata/good.yaml, and returns its base URL.
 func startObol(t *testing.T, upstream string) (*exec.Cmd, string, *lockedBuffer) {
+	t.Helper()
+	return startObolWith(t, "testdata/good.yaml", "TEST_UPSTREAM="+upstream, "TEST_DATA_DIR="+t.TempDir())
+}
+
+// startObolWith runs the gateway with a config file and more environment.
+func startObolWith(t *testing.T, config string, env ...string) (*exec.Cmd, string, *lockedBuffer) {
 	t.Helper()
 	bin, err := buildObol()
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}
-	cmd := exec.Command(bin, "serve", "-config", "testdata/good.yaml", "-addr", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "TEST_UPSTREAM="+upstream, "TEST_DATA_DIR="+t.TempDir())
+	cmd := exec.Command(bin, "serve", "-config", config, "-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), env...)
 	logs := &lockedBuffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
@@ -89,7 +98,8 @@ func startObol(t *testing.T, upstream string) (*exec.Cmd, string, *lockedBuffer)
 func TestSIGTERMLetsStreamsFinish(t *testing.T) {
 	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 30, TokensPerSecond: 60}))
 	defer up.Close()
-	cmd, base, logs := startObol(t, up.URL+"/v1")
+	dataDir := t.TempDir()
+	cmd, base, logs := startObolWith(t, "testdata/good.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+dataDir)
 
 	req, _ := http.NewRequest("POST", base+"/v1/chat/stream", strings.NewReader(`{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
 	req.Header.Set("Authorization", "Bearer sk-demo-free-4f1c9a")
@@ -130,6 +140,24 @@ func TestSIGTERMLetsStreamsFinish(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"stream_outcome":"completed"`) {
 		t.Error("the finished stream has no access log line")
+	}
+	// The embedded store was closed cleanly: the day's tokens are on disk.
+	db, err := bolt.Open(filepath.Join(dataDir, "obol.db"), 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var spent uint64
+	db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket([]byte("quota_tpd")); b != nil {
+			if v := b.Get([]byte(time.Now().UTC().Format("20060102") + "/key_test")); len(v) == 8 {
+				spent = binary.BigEndian.Uint64(v)
+			}
+		}
+		return nil
+	})
+	if spent < 30 {
+		t.Errorf("key_test's day on disk: %d tokens, want at least the 30 streamed", spent)
 	}
 }
 

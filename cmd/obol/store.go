@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/quota"
+)
+
+// client returns a go-redis client for the configuration, without
+// connecting. It never retries a command: a retried admission script
+// could charge a key twice. Every call is bounded by Timeout through its
+// context.
+func (r *RedisConfig) client() (redis.UniversalClient, error) {
+	dial := max(r.Timeout, time.Second)
+	switch r.Mode {
+	case "cluster":
+		o, err := redis.ParseClusterURL(r.URL)
+		if err != nil {
+			return nil, fmt.Errorf("cluster URL: %w", err)
+		}
+		o.MaxRetries, o.ContextTimeoutEnabled = -1, true
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = dial, r.Timeout, r.Timeout, r.Timeout
+		return redis.NewClusterClient(o), nil
+	case "sentinel":
+		o, err := redis.ParseFailoverURL(r.URL)
+		if err != nil {
+			return nil, fmt.Errorf("sentinel URL: %w", err)
+		}
+		if o.MasterName == "" {
+			return nil, errors.New("sentinel URL: ?master_name= is required")
+		}
+		o.MaxRetries, o.ContextTimeoutEnabled = -1, true
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = dial, r.Timeout, r.Timeout, r.Timeout
+		return redis.NewFailoverClient(o), nil
+	}
+	o, err := redis.ParseURL(r.URL)
+	if err != nil {
+		return nil, err
+	}
+	o.MaxRetries, o.ContextTimeoutEnabled = -1, true
+	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = dial, r.Timeout, r.Timeout, r.Timeout
+	return redis.NewClient(o), nil
+}
+
+// store is the quota store and how to close it.
+type store struct {
+	quota gateway.Quota
+	close func() error
+}
+
+// openStore opens the shared Redis, or the embedded store under data_dir
+// when no Redis URL is set.
+func openStore(ctx context.Context, c *Config, log *slog.Logger) (*store, error) {
+	if c.Redis.URL == "" {
+		path := filepath.Join(c.DataDir, "obol.db")
+		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+		if err != nil {
+			if errors.Is(err, bolt.ErrTimeout) {
+				return nil, fmt.Errorf("embedded store %s is held by another process (another obol on this data_dir?)", path)
+			}
+			return nil, fmt.Errorf("embedded store: %w", err)
+		}
+		e, err := quota.OpenEmbedded(db, log)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		log.Info("store: embedded, single replica", "path", path)
+		return &store{quota: e, close: func() error { return errors.Join(e.Close(), db.Close()) }}, nil
+	}
+	rdb, err := c.Redis.client()
+	if err != nil {
+		return nil, err
+	}
+	r := quota.NewRedis(rdb, c.Redis.Prefix)
+	mode := quota.FailOpen
+	if c.Redis.FailMode == "closed" {
+		mode = quota.FailClosed
+	}
+	l := quota.NewLimiter(r, quota.Options{Timeout: c.Redis.Timeout, Mode: mode, Replicas: c.Redis.Replicas, Log: log})
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := r.Load(lctx); err != nil {
+		// Not fatal: the fail mode covers an unreachable Redis, and the
+		// scripts load themselves when it answers.
+		log.Warn("store: Redis not answering at start", "url", redactURL(c.Redis.URL), "err", err)
+	} else {
+		log.Info("store: Redis", "url", redactURL(c.Redis.URL), "mode", c.Redis.Mode, "fail_mode", c.Redis.FailMode)
+	}
+	return &store{quota: l, close: func() error { l.Close(); return rdb.Close() }}, nil
+}

@@ -1,0 +1,160 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/obol/obol/models"
+	"github.com/obol/obol/quota"
+)
+
+// Quota admits requests against a key's limits and settles them after.
+type Quota interface {
+	// Admit reserves tokens for key, all or nothing.
+	Admit(ctx context.Context, key string, lim quota.Limits, tokens int64) (quota.Decision, error)
+	// Peek reports key's allowances without reserving anything.
+	Peek(ctx context.Context, key string, lim quota.Limits) (quota.Decision, error)
+	// Settle replaces a reservation's estimate by the actual count.
+	Settle(ctx context.Context, res *quota.Reservation, actual int64) error
+}
+
+// estimate is what admission reserves: the prompt estimate plus the most
+// the answer may take.
+func estimate(req *chatRequest, m *models.Model) int64 {
+	out := req.MaxTokens
+	if out <= 0 {
+		out = m.MaxOutputTokens
+	}
+	return int64(req.PromptTokens + out)
+}
+
+// admit reserves the request's estimate and sets the rate-limit headers,
+// which then go out with whatever answer follows, streams included.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model) error {
+	est := estimate(req, m)
+	d, err := s.quota.Admit(r.Context(), c.key.ID, c.key.Limits, est)
+	if err != nil {
+		return storeError(err)
+	}
+	c.rated = true
+	rateHeaders(w.Header(), c.key.Limits, d, time.Now())
+	if !d.Allowed {
+		return rateLimited(m.Name, c.key.Limits, d, est)
+	}
+	c.reservation = d.Reservation
+	return nil
+}
+
+// peekHeaders sets the rate-limit headers of an authenticated answer that
+// reserved nothing. Failing to read them is no reason to fail the answer.
+func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
+	if c.key == nil || c.rated {
+		return
+	}
+	d, err := s.quota.Peek(r.Context(), c.key.ID, c.key.Limits)
+	if err != nil {
+		return
+	}
+	c.rated = true
+	rateHeaders(w.Header(), c.key.Limits, d, time.Now())
+}
+
+// settle replaces the reservation's estimate by what the request used:
+// the backend's usage, the gateway's count of what it relayed, or nothing
+// when no backend answered. It runs after the answer went out, whether
+// the request succeeded, failed or was abandoned.
+func (s *Server) settle(ctx context.Context, c *call) {
+	if c.reservation == nil {
+		return
+	}
+	var actual int64
+	if c.usage != nil {
+		actual = int64(c.usage.TotalTokens)
+	}
+	if err := s.quota.Settle(context.WithoutCancel(ctx), c.reservation, actual); err != nil {
+		s.log.Warn("quota settlement lost; the key stays charged the estimate",
+			"request_id", c.id, "key_id", c.key.ID, "estimate", c.reservation.Tokens, "actual", actual, "err", err)
+	}
+}
+
+func storeError(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
+		Message: "rate limits cannot be checked right now; retry shortly", Err: err}
+}
+
+// rateHeaders writes OpenAI's x-ratelimit-* headers for the limits a key
+// has (an unlimited one has none), and X-RateLimit-* for its requests.
+func rateHeaders(h http.Header, lim quota.Limits, d quota.Decision, now time.Time) {
+	if lim.RPM > 0 {
+		rem := strconv.FormatInt(max(d.RequestsRemaining, 0), 10)
+		limit := strconv.FormatInt(lim.RPM, 10)
+		h["X-Ratelimit-Limit-Requests"] = []string{limit}
+		h["X-Ratelimit-Remaining-Requests"] = []string{rem}
+		h["X-Ratelimit-Reset-Requests"] = []string{resetString(d.RequestsReset)}
+		h["X-Ratelimit-Limit"] = []string{limit}
+		h["X-Ratelimit-Remaining"] = []string{rem}
+		h["X-Ratelimit-Reset"] = []string{strconv.FormatInt(now.Add(d.RequestsReset+time.Second-1).Unix(), 10)}
+	}
+	if lim.TPM > 0 {
+		h["X-Ratelimit-Limit-Tokens"] = []string{strconv.FormatInt(lim.TPM, 10)}
+		h["X-Ratelimit-Remaining-Tokens"] = []string{strconv.FormatInt(max(d.TokensRemaining, 0), 10)}
+		h["X-Ratelimit-Reset-Tokens"] = []string{resetString(d.TokensReset)}
+	}
+}
+
+// resetString is OpenAI's reset format: a Go duration such as "6m0s" or
+// "1.2s", to the millisecond.
+func resetString(d time.Duration) string {
+	if d < time.Millisecond {
+		return "0s"
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+// rateLimited is the 429 for a refused admission, worded as OpenAI words
+// it. A request that waiting cannot cure (the day's tokens are spent, or
+// it alone is larger than an allowance) says so with x-should-retry:
+// false; one larger than the allowance carries no retry delay at all.
+func rateLimited(model string, lim quota.Limits, d quota.Decision, est int64) *Error {
+	e := &Error{Status: http.StatusTooManyRequests, Code: "rate_limit", RetryAfter: d.RetryAfter}
+	var name string
+	var limit, used, requested int64
+	switch d.Denied {
+	case quota.Requests:
+		name, limit, requested = "requests per min (RPM)", lim.RPM, 1
+		used = lim.RPM - max(d.RequestsRemaining, 0)
+	case quota.Tokens:
+		name, limit, used, requested = "tokens per min (TPM)", lim.TPM, d.TokensUsed, est
+	default:
+		name, limit, used, requested = "tokens per day (TPD)", lim.TPD, d.DailyUsed, est
+		e.NoRetry = true
+	}
+	if d.Hopeless {
+		e.RetryAfter, e.NoRetry = 0, true
+		e.Message = fmt.Sprintf("Request too large for %s on %s: Limit %d, Requested %d. "+
+			"The input or output tokens must be reduced in order to run successfully (lower max_tokens or shorten the prompt).",
+			model, name, limit, requested)
+		return e
+	}
+	e.Message = fmt.Sprintf("Rate limit reached for %s on %s: Limit %d, Used %d, Requested %d. Please try again in %s.",
+		model, name, limit, used, requested, retryString(d.RetryAfter))
+	return e
+}
+
+// retryString is a wait as a person reads it: "1.35s", "5h3m0s".
+func retryString(d time.Duration) string {
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	if d < time.Minute {
+		return d.Round(10 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
