@@ -13,6 +13,7 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/quota"
 )
 
 func goClient(baseURL, key string) *openai.Client {
@@ -124,11 +125,13 @@ func TestOpenAINodeClient(t *testing.T) {
 	}
 	e := newEnv(t, sim.Config{ReplyTokens: 8})
 	faulty := newEnv(t, sim.Config{ReplyTokens: 8, Fault: sim.Fault{Kind: sim.StreamError, After: 2}})
+	limited := newEnv(t, sim.Config{ReplyTokens: 8}, withQuota(redisLimiter(t)), withLimits(keyAll, quota.Limits{RPM: 2, TPM: 1000}))
 	cmd := exec.Command(node, "check.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
 		"OBOL_BASE_URL="+e.gw.URL+"/v1",
 		"OBOL_FAULT_BASE_URL="+faulty.gw.URL+"/v1",
+		"OBOL_LIMITED_BASE_URL="+limited.gw.URL+"/v1",
 		"OBOL_KEY_ALL="+keyAll,
 		"OBOL_KEY_HERMES="+keyHermes,
 	)
@@ -139,5 +142,21 @@ func TestOpenAINodeClient(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "node openai checks: 0 failed") {
 		t.Fatal("node checks did not finish")
+	}
+}
+
+// TestGoOpenAIRateLimit: go-openai sees a refused admission as an APIError
+// with status 429 and DESIGN.md's code.
+func TestGoOpenAIRateLimit(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 2}, withQuota(redisLimiter(t)), withLimits(keyAll, quota.Limits{RPM: 1}))
+	c := goClient(e.gw.URL, keyAll)
+	req := openai.ChatCompletionRequest{Model: "hermes", Messages: []openai.ChatCompletionMessage{{Role: "user", Content: "hi"}}}
+	if _, err := c.CreateChatCompletion(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.CreateChatCompletion(context.Background(), req)
+	var apiErr *openai.APIError
+	if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != 429 || apiErr.Code != "rate_limit" || apiErr.Type != "rate_limit_exceeded" {
+		t.Errorf("second request: %v", err)
 	}
 }

@@ -1,8 +1,9 @@
 // Drives a running obol gateway with the official openai npm client, as
 // an existing OpenAI application would, unchanged but for baseURL.
 // Run by gateway/clients_test.go with OBOL_BASE_URL, OBOL_KEY_ALL,
-// OBOL_KEY_HERMES and OBOL_FAULT_BASE_URL (a gateway whose backend fails
-// mid-stream) set.
+// OBOL_KEY_HERMES, OBOL_FAULT_BASE_URL (a gateway whose backend fails
+// mid-stream) and OBOL_LIMITED_BASE_URL (where OBOL_KEY_ALL has RPM 2 and
+// TPM 1000) set.
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 
@@ -171,6 +172,39 @@ await check('native /v1/chat/stream reader (chunk.delta)', async () => {
   assert.equal(out, 'Hello from the simulator, a');
   assert.equal(last.choices[0].finish_reason, 'length');
   assert.equal(last.usage.completion_tokens, 6);
+});
+
+await check('a request larger than TPM is RateLimitError, not retried', async () => {
+  const limited = new OpenAI({ baseURL: process.env.OBOL_LIMITED_BASE_URL, apiKey: process.env.OBOL_KEY_ALL, maxRetries: 2 });
+  await assert.rejects(limited.chat.completions.create({ model: 'hermes', messages: msgs, max_tokens: 2000 }), (e) => {
+    assert.ok(e instanceof OpenAI.RateLimitError, e.constructor.name);
+    assert.equal(e.headers.get('x-should-retry'), 'false');
+    assert.equal(e.headers.get('retry-after'), null);
+    assert.match(e.message, /Request too large for hermes on tokens per min \(TPM\): Limit 1000/);
+    return true;
+  });
+});
+
+await check('429 is RateLimitError with retry-after-ms and rate-limit headers', async () => {
+  const limited = new OpenAI({ baseURL: process.env.OBOL_LIMITED_BASE_URL, apiKey: process.env.OBOL_KEY_ALL, maxRetries: 0 });
+  for (let i = 0; i < 2; i++) {
+    const { response } = await limited.chat.completions.create({ model: 'hermes', messages: msgs, max_tokens: 5 }).withResponse();
+    assert.equal(response.headers.get('x-ratelimit-limit-requests'), '2');
+    assert.equal(response.headers.get('x-ratelimit-remaining-requests'), String(1 - i));
+    assert.equal(response.headers.get('x-ratelimit-limit-tokens'), '1000');
+  }
+  await assert.rejects(limited.chat.completions.create({ model: 'hermes', messages: msgs, max_tokens: 5 }), (e) => {
+    assert.ok(e instanceof OpenAI.RateLimitError, e.constructor.name);
+    assert.equal(e.status, 429);
+    assert.equal(e.code, 'rate_limit');
+    assert.equal(e.type, 'rate_limit_exceeded');
+    assert.match(e.message, /^429 Rate limit reached for hermes on requests per min \(RPM\): Limit 2, Used 2, Requested 1\./);
+    const ms = Number(e.headers.get('retry-after-ms'));
+    assert.ok(ms > 29000 && ms <= 30000, `retry-after-ms ${ms}`);
+    assert.equal(e.headers.get('retry-after'), '30');
+    assert.equal(e.headers.get('x-ratelimit-remaining-requests'), '0');
+    return true;
+  });
 });
 
 console.log(`node openai checks: ${failed} failed`);
