@@ -10,18 +10,32 @@ import (
 	"testing"
 
 	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/quota"
 )
 
 // BenchmarkRelay measures a whole request through the gateway and the
-// simulator over loopback: the gateway's cost plus the simulator's.
+// simulator over loopback: the gateway's cost plus the simulator's, with
+// quotas decided in process (memory) or in the shared test Redis.
 func BenchmarkRelay(b *testing.B) {
+	for _, store := range []string{"memory", "redis"} {
+		b.Run(store, func(b *testing.B) { benchmarkRelay(b, store) })
+	}
+}
+
+func benchmarkRelay(b *testing.B, store string) {
 	for _, bc := range []struct{ name, path, body string }{
 		{"chat", "/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hello there"}],"max_tokens":20}`},
 		{"stream", "/v1/chat/stream", `{"model":"hermes","messages":[{"role":"user","content":"hello there"}],"max_tokens":20}`},
 		{"completions-stream", "/v1/chat/completions", `{"model":"hermes","stream":true,"messages":[{"role":"user","content":"hello there"}],"max_tokens":20}`},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			e := newEnv(b, sim.Config{ReplyTokens: 20})
+			// Limits high enough never to refuse, so that every request
+			// is admitted and settled.
+			opts := []envOption{withLimits(keyAll, quota.Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50})}
+			if store == "redis" {
+				opts = append(opts, withQuota(redisLimiter(b)))
+			}
+			e := newEnv(b, sim.Config{ReplyTokens: 20}, opts...)
 			e.sim.Record(false)
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			b.ReportAllocs()

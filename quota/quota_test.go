@@ -204,3 +204,20 @@ func TestPeekReservesNothing(t *testing.T) {
 		}
 	})
 }
+
+// TestHugeLimits: limits so large that one request moves the tat by less
+// than float precision still admit (and never ask Redis for SET EX 0).
+func TestHugeLimits(t *testing.T) {
+	forEachStore(t, func(t *testing.T, r store, clock *time.Time) {
+		lim := Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50}
+		for i := 0; i < 3; i++ {
+			d := admit(t, r, lim, 1000)
+			if !d.Allowed {
+				t.Fatalf("%+v", d)
+			}
+			if err := r.Settle(context.Background(), d.Reservation, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}

@@ -83,11 +83,13 @@ if tpd > 0 and d_used + cost > tpd then
 end
 
 if denied == 0 and not dry then
-  if rpm > 0 then
-    redis.call("SET", KEYS[1], r_tat, "EX", math.ceil(r_tat - now))
+  -- A tat within float precision of now (a huge limit) is not stored:
+  -- SET EX 0 is an error.
+  if rpm > 0 and r_tat > now then
+    redis.call("SET", KEYS[1], r_tat, "EX", math.max(1, math.ceil(r_tat - now)))
   end
   if tpm > 0 and t_tat > now then
-    redis.call("SET", KEYS[2], t_tat, "EX", math.ceil(t_tat - now))
+    redis.call("SET", KEYS[2], t_tat, "EX", math.max(1, math.ceil(t_tat - now)))
   end
   if cost > 0 then
     redis.call("INCRBY", KEYS[3], cost)
@@ -112,7 +114,7 @@ if tpm > 0 then
   local tat = math.max(tonumber(redis.call("GET", KEYS[1]) or now), now)
   local new_tat = math.max(tat + (60 / tpm) * delta, now)
   if new_tat > now then
-    redis.call("SET", KEYS[1], new_tat, "EX", math.ceil(new_tat - now))
+    redis.call("SET", KEYS[1], new_tat, "EX", math.max(1, math.ceil(new_tat - now)))
   else
     redis.call("DEL", KEYS[1])
   end

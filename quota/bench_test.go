@@ -1,0 +1,42 @@
+package quota
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/obol/obol/internal/redistest"
+)
+
+// BenchmarkAdmitSettle is one request's quota work: admit, then settle
+// with a different count, over 64 keys from parallel goroutines.
+func BenchmarkAdmitSettle(b *testing.B) {
+	rdb, prefix := redistest.Shared(b)
+	for _, bc := range []struct {
+		name string
+		s    store
+	}{
+		{"memory", NewMemory()},
+		{"redis", NewRedis(rdb, prefix)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			lim := Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50}
+			var n atomic.Int64
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				key := "key_" + strconv.FormatInt(n.Add(1)%64, 10)
+				for pb.Next() {
+					d, err := bc.s.Admit(ctx, key, lim, 1000)
+					if err != nil || !d.Allowed {
+						b.Fatal(d, err)
+					}
+					if err := bc.s.Settle(ctx, d.Reservation, 400); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
