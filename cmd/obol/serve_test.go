@@ -38,6 +38,15 @@ var buildObol = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
+// TestMain removes the binary buildObol made.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bin, err := buildObol(); err == nil {
+		os.RemoveAll(filepath.Dir(bin))
+	}
+	os.Exit(code)
+}
+
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
