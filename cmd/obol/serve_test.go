@@ -24,12 +24,16 @@ import (
 	"github.com/obol/obol/loadtest/sim"
 )
 
+// binDir holds the binary buildObol made, if it made one.
+var binDir string
+
 // buildObol compiles the command once for the tests that run it as a process.
 var buildObol = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "obol-bin")
 	if err != nil {
 		return "", err
 	}
+	binDir = dir
 	bin := filepath.Join(dir, "obol")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {
@@ -41,8 +45,8 @@ var buildObol = sync.OnceValues(func() (string, error) {
 // TestMain removes the binary buildObol made.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if bin, err := buildObol(); err == nil {
-		os.RemoveAll(filepath.Dir(bin))
+	if binDir != "" {
+		os.RemoveAll(binDir)
 	}
 	os.Exit(code)
 }
