@@ -78,3 +78,34 @@ func day(t time.Time) (string, time.Duration) {
 	end := time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, time.UTC)
 	return t.Format("20060102"), end.Sub(t)
 }
+
+// Tiers are the named sets of limits keys belong to.
+type Tiers map[string]Limits
+
+// DefaultTiers are DESIGN.md's tiers.
+var DefaultTiers = Tiers{
+	"free": {RPM: 20, TPM: 40_000, TPD: 250_000},
+	"pro":  {RPM: 500, TPM: 500_000, TPD: 10_000_000},
+	"team": {RPM: 2000, TPM: 2_000_000, TPD: 0},
+}
+
+// Override is a key's own limits; a nil one is the tier's, 0 is unlimited.
+type Override struct {
+	RPM, TPM, TPD *int64
+}
+
+// Limits returns a key's limits: its tier's with o applied. ok is false
+// for an unknown tier.
+func (t Tiers) Limits(tier string, o Override) (lim Limits, ok bool) {
+	lim, ok = t[tier]
+	if o.RPM != nil {
+		lim.RPM = *o.RPM
+	}
+	if o.TPM != nil {
+		lim.TPM = *o.TPM
+	}
+	if o.TPD != nil {
+		lim.TPD = *o.TPD
+	}
+	return lim, ok
+}

@@ -114,17 +114,11 @@ type KeyConfig struct {
 }
 
 // LimitsOverride is a key's own limits; an absent one is the tier's.
+// It converts to quota.Override.
 type LimitsOverride struct {
 	RPM *int64 `yaml:"rpm"`
 	TPM *int64 `yaml:"tpm"`
 	TPD *int64 `yaml:"tpd"`
-}
-
-// defaultTiers are DESIGN.md's tiers, used where the file names none.
-var defaultTiers = map[string]TierConfig{
-	"free": {RPM: 20, TPM: 40_000, TPD: 250_000},
-	"pro":  {RPM: 500, TPM: 500_000, TPD: 10_000_000},
-	"team": {RPM: 2000, TPM: 2_000_000, TPD: 0},
 }
 
 // configError is a configuration the gateway refuses; it exits 2.
@@ -238,7 +232,10 @@ func (c *Config) check() error {
 		return invalid("log.format", "want json or text, got %q", c.Log.Format)
 	}
 	if len(c.Tiers) == 0 {
-		c.Tiers = defaultTiers
+		c.Tiers = map[string]TierConfig{}
+		for name, lim := range quota.DefaultTiers {
+			c.Tiers[name] = TierConfig(lim)
+		}
 	}
 	for _, name := range sortedKeys(c.Tiers) {
 		t := c.Tiers[name]
@@ -415,29 +412,24 @@ func (c *Config) catalog(getenv func(string) string) (*models.Catalog, error) {
 	return models.NewCatalog(ms)
 }
 
-// limits are a key's tier's limits with its own overrides applied.
-func (c *Config) limits(k KeyConfig) quota.Limits {
-	t := c.Tiers[k.Tier]
-	lim := quota.Limits{RPM: t.RPM, TPM: t.TPM, TPD: t.TPD}
-	if k.Limits.RPM != nil {
-		lim.RPM = *k.Limits.RPM
+// tiers are the configured tiers as quota sees them.
+func (c *Config) tiers() quota.Tiers {
+	t := make(quota.Tiers, len(c.Tiers))
+	for name, tc := range c.Tiers {
+		t[name] = quota.Limits(tc)
 	}
-	if k.Limits.TPM != nil {
-		lim.TPM = *k.Limits.TPM
-	}
-	if k.Limits.TPD != nil {
-		lim.TPD = *k.Limits.TPD
-	}
-	return lim
+	return t
 }
 
 // staticKeys indexes the file's keys by digest.
 func (c *Config) staticKeys() *gateway.StaticKeys {
 	keys := make(map[[sha256.Size]byte]gateway.Key, len(c.Keys))
+	tiers := c.tiers()
 	for _, k := range c.Keys {
 		var d [sha256.Size]byte
 		hex.Decode(d[:], []byte(k.SHA256))
-		keys[d] = gateway.Key{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: c.limits(k)}
+		lim, _ := tiers.Limits(k.Tier, quota.Override(k.Limits))
+		keys[d] = gateway.Key{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: lim}
 	}
 	return gateway.NewStaticKeys(keys)
 }

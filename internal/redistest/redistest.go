@@ -191,3 +191,24 @@ func (s *Server) Pause() { s.cmd.Process.Signal(syscall.SIGSTOP) }
 
 // Resume continues a paused server.
 func (s *Server) Resume() { s.cmd.Process.Signal(syscall.SIGCONT) }
+
+// StartSentinel runs a Redis Sentinel watching master under the name
+// master; it is killed when the test ends.
+func StartSentinel(t testing.TB, master *Server, name string) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("this test runs its own Redis Sentinel and needs redis-server on PATH: %v", err)
+	}
+	s := &Server{t: t, Port: freePort(t), dir: t.TempDir()}
+	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %d 1\n",
+		s.Port, s.dir, name, master.Port)
+	path := s.dir + "/sentinel.conf"
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.args = []string{bin, path, "--sentinel"}
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}

@@ -1,0 +1,34 @@
+package quota_test
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/obol/obol/quota"
+)
+
+func ExampleTiers_Limits() {
+	rpm := int64(5)
+	unlimited := int64(0)
+	lim, ok := quota.DefaultTiers.Limits("free", quota.Override{RPM: &rpm, TPD: &unlimited})
+	fmt.Println(lim, ok)
+	// Output: {5 40000 0} true
+}
+
+// A request reserves its estimate; settlement replaces it by what the
+// backend used, and the rest goes back to the key.
+func ExampleMemory() {
+	ctx := context.Background()
+	m := quota.NewMemory()
+	lim := quota.Limits{RPM: 20, TPM: 40000, TPD: 250000}
+
+	d, _ := m.Admit(ctx, "key_a", lim, 4100) // prompt estimate + max_tokens
+	fmt.Println(d.Allowed, d.RequestsRemaining, d.TokensRemaining)
+	m.Settle(ctx, d.Reservation, 350) // the backend reported 350 tokens
+
+	d, _ = m.Peek(ctx, "key_a", lim)
+	fmt.Println(d.DailyUsed)
+	// Output:
+	// true 19 35900
+	// 350
+}
