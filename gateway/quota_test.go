@@ -30,7 +30,8 @@ func peek(t *testing.T, q *quota.Limiter, key string, lim quota.Limits) quota.De
 	return d
 }
 
-// retryAfterBody reads a 429's body and returns its retryAfter (nil when absent).
+// rateLimitBody checks a 429's code and type and returns its message and
+// retryAfter (nil when absent).
 func rateLimitBody(t *testing.T, resp *http.Response) (msg string, retryAfter *int64) {
 	t.Helper()
 	var b struct {
