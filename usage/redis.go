@@ -1,0 +1,116 @@
+package usage
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// recordTTL is how long a request id is remembered against a second
+// write: longer than any retry or spool replay takes.
+const recordTTL = 40 * 24 * time.Hour
+
+// recordScript adds a record to its key's month once: the request id is
+// claimed with SET NX, and only the claimant adds its tokens.
+//
+// KEYS: the request id marker, the key's month hash, the month's key set
+// (all in the month's hash slot). ARGV: model, prompt, completion, key id,
+// marker TTL in seconds.
+var recordScript = redis.NewScript(`
+if not redis.call("SET", KEYS[1], 1, "NX", "EX", ARGV[5]) then
+  return 0
+end
+redis.call("HINCRBY", KEYS[2], ARGV[1] .. ":prompt", ARGV[2])
+redis.call("HINCRBY", KEYS[2], ARGV[1] .. ":completion", ARGV[3])
+redis.call("HINCRBY", KEYS[2], ARGV[1] .. ":requests", 1)
+redis.call("SADD", KEYS[3], ARGV[4])
+return 1
+`)
+
+// Redis is the ledger shared by every replica. A month's keys share one
+// hash tag, {usage:YYYY-MM}, so that on a Cluster the record script and
+// the read of every key's month (one pipeline) each reach one node.
+type Redis struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// NewRedis returns a ledger in rdb; every key starts with prefix.
+func NewRedis(rdb redis.UniversalClient, prefix string) *Redis {
+	return &Redis{rdb: rdb, prefix: prefix}
+}
+
+func (r *Redis) month(period string) string { return r.prefix + "{usage:" + period + "}:" }
+
+// Record adds rec to the ledger unless its request id is there already;
+// it reports whether it was added.
+func (r *Redis) Record(ctx context.Context, rec Record) (bool, error) {
+	m := r.month(rec.Period())
+	n, err := recordScript.Run(ctx, r.rdb, []string{m + "req:" + rec.RequestID, m + "key:" + rec.Key, m + "keys"},
+		rec.Model, rec.PromptTokens, rec.CompletionTokens, rec.Key, int64(recordTTL/time.Second)).Int()
+	if err != nil {
+		return false, fmt.Errorf("record %s: %w", rec.RequestID, err)
+	}
+	return n == 1, nil
+}
+
+// Summary is key's ledger for a month.
+func (r *Redis) Summary(ctx context.Context, key, period string) (*Summary, error) {
+	h, err := r.rdb.HGetAll(ctx, r.month(period)+"key:"+key).Result()
+	if err != nil {
+		return nil, fmt.Errorf("usage of %s in %s: %w", key, period, err)
+	}
+	return summarize(period, h), nil
+}
+
+// All is every key's ledger for a month, read in one round trip after the
+// key set.
+func (r *Redis) All(ctx context.Context, period string) (map[string]*Summary, error) {
+	m := r.month(period)
+	keys, err := r.rdb.SMembers(ctx, m+"keys").Result()
+	if err != nil {
+		return nil, fmt.Errorf("usage in %s: %w", period, err)
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(keys))
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.HGetAll(ctx, m+"key:"+k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("usage in %s: %w", period, err)
+	}
+	out := make(map[string]*Summary, len(keys))
+	for i, k := range keys {
+		out[k] = summarize(period, cmds[i].Val())
+	}
+	return out, nil
+}
+
+// summarize reads a month hash of "model:field" → count.
+func summarize(period string, h map[string]string) *Summary {
+	s := newSummary(period)
+	for f, v := range h {
+		i := strings.LastIndexByte(f, ':')
+		if i < 0 {
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		var row Row
+		switch f[i+1:] {
+		case "prompt":
+			row.Prompt = n
+		case "completion":
+			row.Completion = n
+		case "requests":
+			row.Requests = n
+		}
+		s.add(f[:i], row)
+	}
+	return s
+}

@@ -1,0 +1,158 @@
+package usage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/obol/obol/internal/redistest"
+)
+
+type ledger interface {
+	Record(ctx context.Context, rec Record) (bool, error)
+	Summary(ctx context.Context, key, period string) (*Summary, error)
+	All(ctx context.Context, period string) (map[string]*Summary, error)
+}
+
+// forEachLedger runs f against real Redis and against the embedded store.
+func forEachLedger(t *testing.T, f func(t *testing.T, l ledger)) {
+	t.Run("redis", func(t *testing.T) {
+		rdb, prefix := redistest.Shared(t)
+		f(t, NewRedis(rdb, prefix))
+	})
+	t.Run("embedded", func(t *testing.T) {
+		db, err := bolt.Open(filepath.Join(t.TempDir(), "obol.db"), 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		e, err := OpenEmbedded(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(t, e)
+	})
+}
+
+var nov = time.Date(2026, 11, 15, 12, 0, 0, 0, time.UTC)
+
+func record(t *testing.T, l ledger, rec Record) bool {
+	t.Helper()
+	added, err := l.Record(context.Background(), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return added
+}
+
+func TestLedgerTotals(t *testing.T) {
+	forEachLedger(t, func(t *testing.T, l ledger) {
+		ctx := context.Background()
+		recs := []Record{
+			{RequestID: "r1", Key: "key_a", Model: "hermes", Time: nov, PromptTokens: 10, CompletionTokens: 5},
+			{RequestID: "r2", Key: "key_a", Model: "hermes", Time: nov, PromptTokens: 20, CompletionTokens: 7},
+			{RequestID: "r3", Key: "key_a", Model: "pluto", Time: nov, PromptTokens: 100, CompletionTokens: 0},
+			{RequestID: "r4", Key: "key/b", Model: "hermes", Time: nov, PromptTokens: 1, CompletionTokens: 1},
+		}
+		for _, r := range recs {
+			if !record(t, l, r) {
+				t.Fatalf("%s not added", r.RequestID)
+			}
+		}
+		// A retried write of the same request changes nothing.
+		if record(t, l, recs[0]) {
+			t.Error("a duplicate request id was added again")
+		}
+		s, err := l.Summary(ctx, "key_a", "2026-11")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := `{"period":"2026-11","total_tokens":142,"by_model":{"hermes":{"prompt":30,"completion":12,"requests":2},"pluto":{"prompt":100,"completion":0,"requests":1}}}`
+		if got, _ := json.Marshal(s); string(got) != want {
+			t.Errorf("summary\n got %s\nwant %s", got, want)
+		}
+		all, err := l.All(ctx, "2026-11")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) != 2 || all["key/b"].TotalTokens != 2 || all["key_a"].TotalTokens != 142 {
+			t.Errorf("all keys: %v", all)
+		}
+		empty, err := l.Summary(ctx, "key_a", "2026-10")
+		if got, _ := json.Marshal(empty); err != nil || string(got) != `{"period":"2026-10","total_tokens":0,"by_model":{}}` {
+			t.Errorf("an empty month: %s, %v", got, err)
+		}
+	})
+}
+
+// TestMonthRollover: a request recorded at 23:59:59 UTC on the last day of
+// a month counts in that month, one at 00:00 on the 1st in the next.
+func TestMonthRollover(t *testing.T) {
+	forEachLedger(t, func(t *testing.T, l ledger) {
+		record(t, l, Record{RequestID: "a", Key: "k", Model: "hermes", Time: time.Date(2026, 11, 30, 23, 59, 59, 999e6, time.UTC), PromptTokens: 3})
+		record(t, l, Record{RequestID: "b", Key: "k", Model: "hermes", Time: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), PromptTokens: 4})
+		// 19:00 on the 30th in New York is already December in UTC.
+		ny := time.FixedZone("EST", -5*3600)
+		record(t, l, Record{RequestID: "c", Key: "k", Model: "hermes", Time: time.Date(2026, 11, 30, 19, 0, 0, 0, ny), PromptTokens: 5})
+		for period, want := range map[string]int64{"2026-11": 3, "2026-12": 9} {
+			s, err := l.Summary(context.Background(), "k", period)
+			if err != nil || s.TotalTokens != want {
+				t.Errorf("%s: %+v, %v; want %d tokens", period, s, err, want)
+			}
+		}
+	})
+}
+
+// TestConcurrentRecords: parallel writers, each request written twice,
+// count every request once.
+func TestConcurrentRecords(t *testing.T) {
+	forEachLedger(t, func(t *testing.T, l ledger) {
+		var wg sync.WaitGroup
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 50; i++ {
+					rec := Record{RequestID: fmt.Sprintf("req_%d", i*8+w%4), Key: "k", Model: "minos", Time: nov, PromptTokens: 2, CompletionTokens: 3}
+					if _, err := l.Record(context.Background(), rec); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		// Workers w and w+4 write the same 50 ids: 200 distinct requests.
+		s, err := l.Summary(context.Background(), "k", "2026-11")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := s.ByModel["minos"]; r.Requests != 200 || r.Prompt != 400 || r.Completion != 600 {
+			t.Errorf("row %+v, want 200 requests", r)
+		}
+	})
+}
+
+// TestDesignExample: the /v1/usage shape, byte for byte as DESIGN.md shows it.
+func TestDesignExample(t *testing.T) {
+	s := &Summary{Period: "2026-04", TotalTokens: 1248203,
+		ByModel: map[string]Row{"hermes": {Prompt: 412000, Completion: 98000, Requests: 1200}}}
+	want := `{"period":"2026-04","total_tokens":1248203,"by_model":{"hermes":{"prompt":412000,"completion":98000,"requests":1200}}}`
+	if got, _ := json.Marshal(s); string(got) != want {
+		t.Errorf("got %s", got)
+	}
+}
+
+func TestParsePeriod(t *testing.T) {
+	for in, ok := range map[string]bool{"2026-11": true, "2026-1": false, "2026-13": false, "26-11": false, "": false, "2026-11-01": false} {
+		if _, err := ParsePeriod(in); (err == nil) != ok {
+			t.Errorf("ParsePeriod(%q): %v", in, err)
+		}
+	}
+}
