@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"io"
@@ -10,9 +9,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/obol/obol/internal/syncbuf"
 
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/internal/redistest"
@@ -27,28 +27,10 @@ const (
 	keyHermes = "sk-test-hermes-only-0123456789"
 )
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	sim *sim.Server
 	gw  *httptest.Server
-	log *syncBuffer
+	log *syncbuf.Buffer
 }
 
 // envConfig is what an envOption may change before the gateway starts.
@@ -95,7 +77,7 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 		{Name: "hermes", ContextWindow: 4096, Description: "fast", Backends: []models.Backend{{Name: "sim", URL: up.URL + "/v1", Model: "backend-hermes-8b"}}},
 		{Name: "charon", ContextWindow: 8192, Vision: true, Backends: []models.Backend{{Name: "sim", URL: up.URL + "/v1", Model: "backend-charon-vl"}}},
 	}
-	logBuf := &syncBuffer{}
+	logBuf := &syncbuf.Buffer{}
 	c := &envConfig{
 		Options: gateway.Options{
 			Upstream:     models.NewClient(),

@@ -1,14 +1,14 @@
 package quota
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/obol/obol/internal/syncbuf"
 
 	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -17,28 +17,10 @@ import (
 	"github.com/obol/obol/internal/redistest"
 )
 
-// syncBuffer is a log sink safe for the probe goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type limiterEnv struct {
 	srv    *redistest.Server
 	lim    *Limiter
-	log    *syncBuffer
+	log    *syncbuf.Buffer
 	reader *sdkmetric.ManualReader
 }
 
@@ -51,7 +33,7 @@ func newLimiterEnv(t *testing.T, mode FailMode, replicas int) *limiterEnv {
 		DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond,
 		WriteTimeout: 200 * time.Millisecond, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rdb.Close() })
-	env := &limiterEnv{srv: srv, log: &syncBuffer{}, reader: sdkmetric.NewManualReader()}
+	env := &limiterEnv{srv: srv, log: &syncbuf.Buffer{}, reader: sdkmetric.NewManualReader()}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(env.reader))
 	env.lim = NewLimiter(NewRedis(rdb, "t:"), Options{
 		Mode: mode, Replicas: replicas, Timeout: 200 * time.Millisecond, ProbeInterval: 20 * time.Millisecond,

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/syncbuf"
+
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/obol/obol/loadtest/sim"
@@ -51,34 +53,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 var listening = regexp.MustCompile(`"msg":"obol listening","addr":"([^"]+)"`)
 
 // startObol runs the gateway as a process on a free port, with
 // testdata/good.yaml, and returns its base URL.
-func startObol(t *testing.T, upstream string) (*exec.Cmd, string, *lockedBuffer) {
+func startObol(t *testing.T, upstream string) (*exec.Cmd, string, *syncbuf.Buffer) {
 	t.Helper()
 	return startObolWith(t, "testdata/good.yaml", "TEST_UPSTREAM="+upstream, "TEST_DATA_DIR="+t.TempDir())
 }
 
 // startObolWith runs the gateway with a config file and more environment.
-func startObolWith(t *testing.T, config string, env ...string) (*exec.Cmd, string, *lockedBuffer) {
+func startObolWith(t *testing.T, config string, env ...string) (*exec.Cmd, string, *syncbuf.Buffer) {
 	t.Helper()
 	bin, err := buildObol()
 	if err != nil {
@@ -86,7 +71,7 @@ func startObolWith(t *testing.T, config string, env ...string) (*exec.Cmd, strin
 	}
 	cmd := exec.Command(bin, "serve", "-config", config, "-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), env...)
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -222,7 +207,7 @@ func TestRunUsage(t *testing.T) {
 	}
 }
 
-func waitLog(t *testing.T, logs *lockedBuffer, s string) {
+func waitLog(t *testing.T, logs *syncbuf.Buffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), s) {
