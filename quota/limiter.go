@@ -121,24 +121,41 @@ func (l *Limiter) Ping(ctx context.Context) error {
 	return nil
 }
 
+// fromStore asks the store unless it is known to be down, within the
+// timeout. decided is false when the caller must fall back; err is set
+// only when the caller itself gave up.
+func (l *Limiter) fromStore(ctx context.Context, ask func(context.Context) (Decision, error)) (d Decision, decided bool, err error) {
+	if l.down.Load() {
+		return Decision{}, false, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
+	d, err = ask(cctx)
+	cancel()
+	switch {
+	case err == nil:
+		return d, true, nil
+	case ctx.Err() != nil:
+		return Decision{}, true, ctx.Err()
+	}
+	l.failed(err)
+	return Decision{}, false, nil
+}
+
 // Admit reserves tokens for key against lim, all or nothing.
 func (l *Limiter) Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error) {
-	if !l.down.Load() {
-		cctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
-		d, err := l.store.Admit(cctx, key, lim, tokens)
-		cancel()
-		if err == nil {
-			return d, nil
-		}
-		if ctx.Err() != nil {
-			return Decision{}, fmt.Errorf("admit %s: %w", key, ctx.Err())
-		}
-		l.failed(err)
+	d, decided, err := l.fromStore(ctx, func(ctx context.Context) (Decision, error) {
+		return l.store.Admit(ctx, key, lim, tokens)
+	})
+	if err != nil {
+		return Decision{}, fmt.Errorf("admit %s: %w", key, err)
+	}
+	if decided {
+		return d, nil
 	}
 	if l.opt.Mode == FailClosed {
 		return Decision{}, fmt.Errorf("admit %s: %w", key, ErrUnavailable)
 	}
-	d, _ := l.local.Admit(ctx, key, l.share(lim), tokens)
+	d, _ = l.local.Admit(ctx, key, l.share(lim), tokens)
 	if d.Reservation != nil {
 		d.Reservation.local = true
 	}
@@ -148,17 +165,14 @@ func (l *Limiter) Admit(ctx context.Context, key string, lim Limits, tokens int6
 
 // Peek reports key's allowances without reserving anything.
 func (l *Limiter) Peek(ctx context.Context, key string, lim Limits) (Decision, error) {
-	if !l.down.Load() {
-		cctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
-		d, err := l.store.Peek(cctx, key, lim)
-		cancel()
-		if err == nil {
-			return d, nil
-		}
-		if ctx.Err() != nil {
-			return Decision{}, fmt.Errorf("peek %s: %w", key, ctx.Err())
-		}
-		l.failed(err)
+	d, decided, err := l.fromStore(ctx, func(ctx context.Context) (Decision, error) {
+		return l.store.Peek(ctx, key, lim)
+	})
+	if err != nil {
+		return Decision{}, fmt.Errorf("peek %s: %w", key, err)
+	}
+	if decided {
+		return d, nil
 	}
 	if l.opt.Mode == FailClosed {
 		return Decision{}, fmt.Errorf("peek %s: %w", key, ErrUnavailable)
@@ -176,9 +190,6 @@ func (l *Limiter) Settle(ctx context.Context, res *Reservation, actual int64) er
 	}
 	if res.local {
 		return l.local.Settle(ctx, res, actual)
-	}
-	if actual == res.Tokens {
-		return nil
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opt.Timeout)
 	defer cancel()
