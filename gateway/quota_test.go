@@ -273,3 +273,32 @@ func TestStoreDown(t *testing.T) {
 		}
 	}
 }
+
+// TestReadyzReportsStore: /readyz names the shared store when it does not
+// answer, and is ready again once it does.
+func TestReadyzReportsStore(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	q := quota.NewLimiter(quota.NewRedis(rdb, "obol:"), quota.Options{ProbeInterval: 20 * time.Millisecond})
+	t.Cleanup(q.Close)
+	e := newEnv(t, sim.Config{}, withQuota(q))
+	ready := func() (int, string) {
+		resp, err := http.Get(e.gw.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var rep struct{ Checks map[string]string }
+		json.NewDecoder(resp.Body).Decode(&rep)
+		return resp.StatusCode, rep.Checks["store"]
+	}
+	if code, store := ready(); code != 200 || store != "ok" {
+		t.Fatalf("store up: %d, store %q", code, store)
+	}
+	srv.Stop()
+	// Readiness is cached for a second; wait for a fresh report.
+	waitFor(t, "readyz to report the store", func() bool { code, store := ready(); return code == 503 && store == "unreachable" })
+	srv.Restart()
+	waitFor(t, "readyz to recover", func() bool { code, store := ready(); return code == 200 && store == "ok" })
+}
