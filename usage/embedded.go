@@ -16,9 +16,9 @@ var (
 )
 
 // Embedded is the single-replica ledger in a bbolt file. A record is
-// durable once Record returns: bbolt fsyncs each commit, and concurrent
-// records share one commit (bolt.DB.Batch), so the fsync is paid per batch,
-// not per request.
+// durable once Record or Write returns: bbolt fsyncs each commit. Records
+// written together share one commit, so the fsync is paid per batch, not
+// per request.
 type Embedded struct {
 	db *bolt.DB
 }
@@ -58,27 +58,48 @@ func OpenEmbedded(db *bolt.DB) (*Embedded, error) {
 func (e *Embedded) Record(_ context.Context, rec Record) (bool, error) {
 	added := false
 	err := e.db.Batch(func(tx *bolt.Tx) error {
-		added = false // Batch may run the function again
-		reqs := tx.Bucket(reqsBucket)
-		if reqs.Get([]byte(rec.RequestID)) != nil {
-			return nil
-		}
-		if err := reqs.Put([]byte(rec.RequestID), binary.BigEndian.AppendUint64(nil, uint64(rec.Time.Unix()))); err != nil {
-			return err
-		}
-		rows := tx.Bucket(rowsBucket)
-		k := []byte(rec.Period() + "/" + rec.Key + "/" + rec.Model)
-		row := decodeRow(rows.Get(k))
-		row.Prompt += rec.PromptTokens
-		row.Completion += rec.CompletionTokens
-		row.Requests++
-		added = true
-		return rows.Put(k, encodeRow(row))
+		var err error
+		added, err = add(tx, rec) // Batch may run this again: added is reset
+		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("record %s: %w", rec.RequestID, err)
 	}
 	return added, nil
+}
+
+// Write adds recs in one transaction: one fsync for the batch.
+func (e *Embedded) Write(_ context.Context, recs []Record) error {
+	err := e.db.Update(func(tx *bolt.Tx) error {
+		for _, rec := range recs {
+			if _, err := add(tx, rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write %d usage records: %w", len(recs), err)
+	}
+	return nil
+}
+
+// add adds rec in tx unless its request id is there already.
+func add(tx *bolt.Tx, rec Record) (bool, error) {
+	reqs := tx.Bucket(reqsBucket)
+	if reqs.Get([]byte(rec.RequestID)) != nil {
+		return false, nil
+	}
+	if err := reqs.Put([]byte(rec.RequestID), binary.BigEndian.AppendUint64(nil, uint64(rec.Time.Unix()))); err != nil {
+		return false, err
+	}
+	rows := tx.Bucket(rowsBucket)
+	k := []byte(rec.Period() + "/" + rec.Key + "/" + rec.Model)
+	row := decodeRow(rows.Get(k))
+	row.Prompt += rec.PromptTokens
+	row.Completion += rec.CompletionTokens
+	row.Requests++
+	return true, rows.Put(k, encodeRow(row))
 }
 
 // Summary is key's ledger for a month.

@@ -58,6 +58,44 @@ func (r *Redis) Record(ctx context.Context, rec Record) (bool, error) {
 	return n == 1, nil
 }
 
+// Write adds recs in one pipelined round trip (one per node on a
+// Cluster), each once by its request id. Scripts missing after a Redis
+// restart are loaded and the whole batch is sent again, which the request
+// ids make harmless.
+func (r *Redis) Write(ctx context.Context, recs []Record) error {
+	err := r.write(ctx, recs)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err = recordScript.Load(ctx, r.rdb).Err(); err == nil {
+			err = r.write(ctx, recs)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("write %d usage records: %w", len(recs), err)
+	}
+	return nil
+}
+
+func (r *Redis) write(ctx context.Context, recs []Record) error {
+	ttl := int64(recordTTL / time.Second)
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, rec := range recs {
+			m := r.month(rec.Period())
+			recordScript.EvalSha(ctx, p, []string{m + "req:" + rec.RequestID, m + "key:" + rec.Key, m + "keys"},
+				rec.Model, rec.PromptTokens, rec.CompletionTokens, rec.Key, ttl)
+		}
+		return nil
+	})
+	return err
+}
+
+// Load loads the record script, so that the first write need not.
+func (r *Redis) Load(ctx context.Context) error {
+	if err := recordScript.Load(ctx, r.rdb).Err(); err != nil {
+		return fmt.Errorf("load usage script: %w", err)
+	}
+	return nil
+}
+
 // Summary is key's ledger for a month.
 func (r *Redis) Summary(ctx context.Context, key, period string) (*Summary, error) {
 	h, err := r.rdb.HGetAll(ctx, r.month(period)+"key:"+key).Result()

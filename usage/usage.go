@@ -7,12 +7,12 @@ import (
 
 // Record is one request's usage, written to the ledger exactly once.
 type Record struct {
-	RequestID        string // the idempotency key: a second write of it is a no-op
-	Key              string // the API key's id
-	Model            string // the public model name
-	Time             time.Time
-	PromptTokens     int64
-	CompletionTokens int64
+	RequestID        string    `json:"request_id"` // the idempotency key: a second write of it is a no-op
+	Key              string    `json:"key_id"`     // the API key's id
+	Model            string    `json:"model"`      // the public model name
+	Time             time.Time `json:"time"`       // when the request arrived; it picks the month
+	PromptTokens     int64     `json:"prompt_tokens"`
+	CompletionTokens int64     `json:"completion_tokens"`
 }
 
 // Period returns the record's UTC month, YYYY-MM.

@@ -1,0 +1,417 @@
+package usage
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Store keeps the ledger's rows: Redis or Embedded.
+type Store interface {
+	// Write adds each record once by its request id; repeating a write
+	// (after a timeout whose fate is unknown) adds nothing twice.
+	Write(ctx context.Context, recs []Record) error
+	Summary(ctx context.Context, key, period string) (*Summary, error)
+	All(ctx context.Context, period string) (map[string]*Summary, error)
+}
+
+// Options configure a Ledger.
+type Options struct {
+	// SpoolDir receives the records that could not be written before
+	// Close, or that overflowed the queue; they are replayed from there
+	// by the next Ledger on the same directory. "" means no spool: such
+	// records are logged at error level, whole, and counted as lost.
+	SpoolDir string
+	// Capacity bounds the records queued in memory; past it, records go
+	// to the spool at once. 0 means 100,000 (about 10 MB).
+	Capacity int
+	// Batch bounds the records of one store write; 0 means 512.
+	Batch int
+	// Timeout bounds one store write or read; 0 means 2 s.
+	Timeout time.Duration
+	// Retry is the first wait after a failed write, doubled up to 16×;
+	// 0 means 100 ms.
+	Retry time.Duration
+	Log   *slog.Logger
+	// Meter counts records delayed, spooled, replayed and lost; nil means
+	// the global OpenTelemetry meter provider.
+	Meter metric.Meter
+}
+
+// Ledger queues records in memory and writes them to its store in the
+// background, many per round trip. A record the store cannot take stays
+// queued and is retried; one that cannot be written before Close goes to
+// the spool directory, and the next Ledger replays it. Every record that
+// is delayed or spooled is logged whole and counted.
+type Ledger struct {
+	store Store
+	opt   Options
+
+	mu      sync.Mutex
+	queue   []pending
+	spare   []pending
+	writing int           // records taken by the writer, not yet stored or put back
+	gen     chan struct{} // closed once the records queued with it were tried
+	failing bool          // the last write failed
+	since   time.Time     // when the current outage began
+	closed  bool
+
+	kick     chan struct{}
+	quit     chan struct{}
+	closeCtx context.Context
+	stopped  chan struct{}
+	spilled  atomic.Bool // the spool may hold records to replay
+
+	spool spool
+
+	delayed, spooled, replayed, lost metric.Int64Counter
+}
+
+type pending struct {
+	rec     Record
+	delayed bool // logged and counted as delayed already
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// NewLedger starts a ledger over store. It replays in the background what
+// an earlier run left in the spool.
+func NewLedger(store Store, o Options) *Ledger {
+	if o.Capacity <= 0 {
+		o.Capacity = 100_000
+	}
+	if o.Batch <= 0 {
+		o.Batch = 512
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Second
+	}
+	if o.Retry <= 0 {
+		o.Retry = 100 * time.Millisecond
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Meter == nil {
+		o.Meter = otel.Meter("github.com/obol/obol/usage")
+	}
+	l := &Ledger{
+		store: store, opt: o,
+		gen:  make(chan struct{}),
+		kick: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{}),
+		spool: spool{dir: o.SpoolDir},
+	}
+	l.delayed, _ = o.Meter.Int64Counter("obol.usage.records.delayed",
+		metric.WithDescription("Usage records not written at their first attempt; each is retried until written or spooled"))
+	l.spooled, _ = o.Meter.Int64Counter("obol.usage.records.spooled",
+		metric.WithDescription("Usage records written to the spool file, to be replayed into the ledger"))
+	l.replayed, _ = o.Meter.Int64Counter("obol.usage.records.replayed",
+		metric.WithDescription("Usage records replayed from the spool into the ledger"))
+	l.lost, _ = o.Meter.Int64Counter("obol.usage.records.lost",
+		metric.WithDescription("Usage records neither written nor spooled (no spool directory, or it failed); each is logged whole"))
+	o.Meter.Int64ObservableGauge("obol.usage.queue.length",
+		metric.WithDescription("Usage records queued in memory, not yet written"),
+		metric.WithInt64Callback(func(_ context.Context, ob metric.Int64Observer) error {
+			l.mu.Lock()
+			n := len(l.queue)
+			l.mu.Unlock()
+			ob.Observe(int64(n))
+			return nil
+		}))
+	l.spilled.Store(o.SpoolDir != "")
+	go l.run()
+	return l
+}
+
+// Record queues rec. The returned channel is closed once the write that
+// carries rec has been tried: a caller that waits on it returns after its
+// record is stored, in the normal case, and without delay while the store
+// is failing (the record then stays queued and is retried).
+func (l *Ledger) Record(rec Record) <-chan struct{} {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		l.spill([]pending{{rec: rec}}, "the ledger is closed")
+		l.spool.close() // unlocked at once, for the next ledger to replay
+		return closedChan
+	}
+	if len(l.queue)+l.writing >= l.opt.Capacity {
+		l.mu.Unlock()
+		l.spill([]pending{{rec: rec}}, "the in-memory queue is full")
+		return closedChan
+	}
+	p := pending{rec: rec}
+	failing := l.failing
+	if failing {
+		p.delayed = true
+	}
+	l.queue = append(l.queue, p)
+	gen := l.gen
+	l.mu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	if failing {
+		l.logDelayed(rec, nil)
+		return closedChan
+	}
+	return gen
+}
+
+// Summary is key's ledger for a month, as the store has it: records still
+// queued are not in it yet.
+func (l *Ledger) Summary(ctx context.Context, key, period string) (*Summary, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
+	defer cancel()
+	return l.store.Summary(ctx, key, period)
+}
+
+// All is every key's ledger for a month.
+func (l *Ledger) All(ctx context.Context, period string) (map[string]*Summary, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
+	defer cancel()
+	return l.store.All(ctx, period)
+}
+
+// Close writes what is queued, retrying until ctx ends; then it spools
+// the rest. Records that arrive after Close go to the spool.
+func (l *Ledger) Close(ctx context.Context) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		<-l.stopped
+		return nil
+	}
+	l.closed = true
+	l.closeCtx = ctx
+	l.mu.Unlock()
+	close(l.quit)
+	<-l.stopped
+	return l.spool.close()
+}
+
+// run is the writer: it takes everything queued, writes it in batches,
+// and on failure puts it back and waits before the next try.
+func (l *Ledger) run() {
+	defer close(l.stopped)
+	var stop <-chan struct{} = l.quit // the Close context's Done once closing
+	closing := false
+	base := context.Background()
+	wait := l.opt.Retry
+	for {
+		batch, gen := l.take()
+		if len(batch) == 0 {
+			close(gen)
+			if closing {
+				return
+			}
+			if l.spilled.Load() && !l.isFailing() {
+				if err := l.replay(base); err != nil {
+					l.opt.Log.Warn("usage spool not replayed yet; will retry", "err", err)
+					if !l.pause(&wait, &stop, &closing, &base) {
+						return
+					}
+					continue
+				}
+			}
+			select {
+			case <-l.kick:
+			case <-stop:
+				closing, stop, base = true, l.closeCtx.Done(), l.closeCtx
+			}
+			continue
+		}
+		n, err := l.write(base, batch)
+		l.done(batch, n, err)
+		close(gen)
+		if err == nil {
+			wait = l.opt.Retry
+			continue
+		}
+		if !l.pause(&wait, &stop, &closing, &base) {
+			return
+		}
+	}
+}
+
+// pause waits before the next try after a failure. Closing, it stops when
+// the Close context ends, spooling what is queued, and reports false.
+func (l *Ledger) pause(wait *time.Duration, stop *<-chan struct{}, closing *bool, base *context.Context) bool {
+	t := time.NewTimer(*wait)
+	defer t.Stop()
+	*wait = min(2**wait, 16*l.opt.Retry)
+	select {
+	case <-t.C:
+		return true
+	case <-*stop:
+	}
+	if !*closing {
+		*closing, *stop, *base = true, l.closeCtx.Done(), l.closeCtx
+		return true
+	}
+	// The Close context is over: what is left goes to the spool.
+	l.mu.Lock()
+	rest := l.queue
+	l.queue = nil
+	l.mu.Unlock()
+	l.spill(rest, "the store could not take it before shutdown")
+	return false
+}
+
+// take swaps out the queue and its generation.
+func (l *Ledger) take() ([]pending, chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	batch, gen := l.queue, l.gen
+	l.writing = len(batch)
+	l.queue, l.spare = l.spare[:0], nil
+	l.gen = make(chan struct{})
+	return batch, gen
+}
+
+func (l *Ledger) isFailing() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failing
+}
+
+// write stores batch in slices of Batch and reports how many records it
+// wrote before an error.
+func (l *Ledger) write(base context.Context, batch []pending) (int, error) {
+	recs := make([]Record, 0, min(len(batch), l.opt.Batch))
+	for i := 0; i < len(batch); i += l.opt.Batch {
+		end := min(i+l.opt.Batch, len(batch))
+		recs = recs[:0]
+		for _, p := range batch[i:end] {
+			recs = append(recs, p.rec)
+		}
+		ctx, cancel := context.WithTimeout(base, l.opt.Timeout)
+		err := l.store.Write(ctx, recs)
+		cancel()
+		if err != nil {
+			return i, err
+		}
+	}
+	return len(batch), nil
+}
+
+// done puts back what a write did not store, logs what is delayed, and
+// notes the store's state.
+func (l *Ledger) done(batch []pending, n int, err error) {
+	rest := batch[n:]
+	var newlyDelayed []Record
+	for i := range rest {
+		if !rest[i].delayed {
+			rest[i].delayed = true
+			newlyDelayed = append(newlyDelayed, rest[i].rec)
+		}
+	}
+	l.mu.Lock()
+	l.writing = 0
+	wasFailing := l.failing
+	l.failing = err != nil
+	if err != nil {
+		if !wasFailing {
+			l.since = time.Now()
+		}
+		// Put the unwritten records back in front of those queued since.
+		q := make([]pending, 0, len(rest)+len(l.queue))
+		q = append(append(q, rest...), l.queue...)
+		l.queue = q
+	} else {
+		l.spare = batch[:0] // reused by the next take
+	}
+	since := l.since
+	queued := len(l.queue)
+	l.mu.Unlock()
+
+	switch {
+	case err != nil && !wasFailing:
+		l.opt.Log.Error("usage ledger store unavailable; records are queued and retried", "err", err, "queued", queued)
+	case err == nil && wasFailing:
+		l.opt.Log.Info("usage ledger store answering again; delayed records written",
+			"outage", time.Since(since).Round(time.Millisecond).String())
+	}
+	for _, rec := range newlyDelayed {
+		l.logDelayed(rec, err)
+	}
+}
+
+func (l *Ledger) logDelayed(rec Record, err error) {
+	l.delayed.Add(context.Background(), 1)
+	attrs := append(recordAttrs(rec), slog.String("reason", "store unavailable"))
+	if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()))
+	}
+	l.opt.Log.LogAttrs(context.Background(), slog.LevelWarn, "usage record delayed", attrs...)
+}
+
+// spill writes records to the spool; failing that, it logs them whole so
+// that they can still be recovered from the log.
+func (l *Ledger) spill(ps []pending, why string) {
+	if len(ps) == 0 {
+		return
+	}
+	recs := make([]Record, len(ps))
+	for i, p := range ps {
+		recs[i] = p.rec
+	}
+	err := l.spool.append(recs)
+	if err == nil {
+		l.spilled.Store(true)
+		l.spooled.Add(context.Background(), int64(len(recs)))
+		for _, rec := range recs {
+			l.opt.Log.LogAttrs(context.Background(), slog.LevelWarn, "usage record spooled",
+				append(recordAttrs(rec), slog.String("reason", why), slog.String("spool", l.spool.path()))...)
+		}
+		return
+	}
+	l.lost.Add(context.Background(), int64(len(recs)))
+	for _, rec := range recs {
+		l.opt.Log.LogAttrs(context.Background(), slog.LevelError, "usage record NOT stored: neither the ledger nor the spool took it",
+			append(recordAttrs(rec), slog.String("reason", why), slog.String("err", err.Error()))...)
+	}
+}
+
+// replay writes every spool file no other process holds into the store,
+// deleting each once it is written.
+func (l *Ledger) replay(base context.Context) error {
+	n, err := l.spool.replay(func(recs []Record) error {
+		for i := 0; i < len(recs); i += l.opt.Batch {
+			ctx, cancel := context.WithTimeout(base, l.opt.Timeout)
+			err := l.store.Write(ctx, recs[i:min(i+l.opt.Batch, len(recs))])
+			cancel()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}, l.opt.Log)
+	if n > 0 {
+		l.replayed.Add(context.Background(), int64(n))
+		l.opt.Log.Info("usage records replayed from the spool", "records", n)
+	}
+	if err != nil {
+		return fmt.Errorf("replay spool: %w", err)
+	}
+	l.spilled.Store(false)
+	return nil
+}
+
+func recordAttrs(rec Record) []slog.Attr {
+	return []slog.Attr{
+		slog.String("request_id", rec.RequestID),
+		slog.String("key_id", rec.Key),
+		slog.String("model", rec.Model),
+		slog.Time("time", rec.Time),
+		slog.Int64("prompt_tokens", rec.PromptTokens),
+		slog.Int64("completion_tokens", rec.CompletionTokens),
+	}
+}

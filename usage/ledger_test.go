@@ -1,0 +1,339 @@
+package usage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/obol/obol/internal/redistest"
+	"github.com/obol/obol/internal/syncbuf"
+)
+
+// ledgerEnv is a Ledger with its log and metrics captured.
+type ledgerEnv struct {
+	*Ledger
+	log    *syncbuf.Buffer
+	reader *sdkmetric.ManualReader
+}
+
+func newLedger(t *testing.T, st Store, o Options) *ledgerEnv {
+	t.Helper()
+	e := &ledgerEnv{log: &syncbuf.Buffer{}, reader: sdkmetric.NewManualReader()}
+	o.Log = slog.New(slog.NewJSONHandler(e.log, nil))
+	o.Meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.reader)).Meter("test")
+	if o.Retry == 0 {
+		o.Retry = 10 * time.Millisecond
+	}
+	e.Ledger = NewLedger(st, o)
+	t.Cleanup(func() { e.Close(context.Background()) })
+	return e
+}
+
+// counter sums a counter's data points.
+func (e *ledgerEnv) counter(t *testing.T, name string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := e.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if s, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == name {
+				for _, dp := range s.DataPoints {
+					n += dp.Value
+				}
+			}
+		}
+	}
+	return n
+}
+
+func rec(i int) Record {
+	return Record{RequestID: fmt.Sprintf("chat_%04d", i), Key: "key_a", Model: []string{"hermes", "pluto"}[i%2],
+		Time: nov, PromptTokens: int64(10 + i%7), CompletionTokens: int64(i % 13)}
+}
+
+// want sums records as the ledger should.
+func want(recs ...Record) *Summary {
+	s := newSummary("2026-11")
+	for _, r := range recs {
+		s.add(r.Model, Row{Prompt: r.PromptTokens, Completion: r.CompletionTokens, Requests: 1})
+	}
+	return s
+}
+
+func checkSummary(t *testing.T, st Store, key string, w *Summary) {
+	t.Helper()
+	got, err := st.Summary(context.Background(), key, w.Period)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(w) {
+		t.Errorf("ledger\n got %v\nwant %v", got, w)
+	}
+}
+
+func forEachStore(t *testing.T, f func(t *testing.T, st Store)) {
+	forEachLedger(t, func(t *testing.T, l ledger) { f(t, l.(Store)) })
+}
+
+// TestLedgerWritesEverything: concurrent callers, every record twice;
+// waiting on Record's channel means the record is in the store.
+func TestLedgerWritesEverything(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st Store) {
+		l := newLedger(t, st, Options{Batch: 7})
+		var all []Record
+		for i := 0; i < 300; i++ {
+			all = append(all, rec(i))
+		}
+		var wg sync.WaitGroup
+		for w := 0; w < 6; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w % 3; i < len(all); i += 3 {
+					<-l.Record(all[i])
+				}
+			}()
+		}
+		wg.Wait()
+		checkSummary(t, st, "key_a", want(all...))
+		if n := l.counter(t, "obol.usage.records.delayed"); n != 0 {
+			t.Errorf("%d records delayed with the store up", n)
+		}
+	})
+}
+
+// flaky stores the first write and then fails it, as a write whose reply
+// timed out after Redis ran it.
+type flaky struct {
+	Store
+	fails atomic.Int32
+}
+
+func (f *flaky) Write(ctx context.Context, recs []Record) error {
+	err := f.Store.Write(ctx, recs)
+	if err == nil && f.fails.Add(-1) >= 0 {
+		return errors.New("i/o timeout")
+	}
+	return err
+}
+
+// TestRetriedWriteCountsOnce: a write that succeeded but reported a
+// failure is retried, and the request ids keep it from counting twice.
+func TestRetriedWriteCountsOnce(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st Store) {
+		fl := &flaky{Store: st}
+		fl.fails.Store(2)
+		l := newLedger(t, fl, Options{})
+		recs := []Record{rec(1), rec(2), rec(3)}
+		for _, r := range recs {
+			l.Record(r)
+		}
+		if err := l.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		checkSummary(t, st, "key_a", want(recs...))
+		if n := l.counter(t, "obol.usage.records.delayed"); n == 0 || n > 3 {
+			t.Errorf("delayed = %d, want 1..3", n)
+		}
+		if n := strings.Count(l.log.String(), `"msg":"usage record delayed"`); int64(n) != l.counter(t, "obol.usage.records.delayed") {
+			t.Errorf("%d delayed log lines for %d delayed records", n, l.counter(t, "obol.usage.records.delayed"))
+		}
+	})
+}
+
+// ownRedis is a redis-server of the test's own and a client for it that,
+// as obol's, never retries.
+func ownRedis(t *testing.T) (*redistest.Server, *Redis) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond,
+		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	return srv, NewRedis(rdb, "t:")
+}
+
+// TestRedisRestartDelaysRecords: records made while Redis is down are
+// queued, logged and counted, and all land once it is back.
+func TestRedisRestartDelaysRecords(t *testing.T) {
+	srv, st := ownRedis(t)
+	l := newLedger(t, st, Options{SpoolDir: t.TempDir()})
+	var all []Record
+	for i := 0; i < 50; i++ {
+		all = append(all, rec(i))
+		<-l.Record(all[i])
+	}
+	srv.Stop()
+	for i := 50; i < 120; i++ {
+		all = append(all, rec(i))
+		<-l.Record(all[i]) // returns without waiting once the outage is known
+	}
+	srv.Restart()
+	// The restarted Redis is empty: it keeps nothing on disk. What it
+	// must hold now is exactly the records made during the outage.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := st.Summary(context.Background(), "key_a", "2026-11")
+		if err == nil && s.ByModel["hermes"].Requests+s.ByModel["pluto"].Requests == 70 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delayed records not written after the restart: %+v, %v", s, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	checkSummary(t, st, "key_a", want(all[50:]...))
+	if n := l.counter(t, "obol.usage.records.delayed"); n != 70 {
+		t.Errorf("delayed = %d, want 70", n)
+	}
+	logs := l.log.String()
+	if n := strings.Count(logs, `"msg":"usage record delayed"`); n != 70 {
+		t.Errorf("%d delayed log lines, want 70", n)
+	}
+	for _, msg := range []string{"usage ledger store unavailable", "usage ledger store answering again"} {
+		if strings.Count(logs, msg) != 1 {
+			t.Errorf("%q logged %d times, want once", msg, strings.Count(logs, msg))
+		}
+	}
+	if !strings.Contains(logs, `"request_id":"chat_0077"`) {
+		t.Error("a delayed record's request id is not in the log")
+	}
+}
+
+// TestSpoolAtCloseReplayedAtStart: what the store cannot take before
+// Close is spooled, and the next ledger on the same directory writes it.
+func TestSpoolAtCloseReplayedAtStart(t *testing.T) {
+	srv, st := ownRedis(t)
+	dir := t.TempDir()
+	l := newLedger(t, st, Options{SpoolDir: dir})
+	srv.Stop()
+	var all []Record
+	for i := 0; i < 40; i++ {
+		all = append(all, rec(i))
+		l.Record(all[i])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A record after Close is spooled at once.
+	all = append(all, rec(40))
+	<-l.Record(all[40])
+	if n := l.counter(t, "obol.usage.records.spooled"); n != 41 {
+		t.Errorf("spooled = %d, want 41", n)
+	}
+	if n := strings.Count(l.log.String(), `"msg":"usage record spooled"`); n != 41 {
+		t.Errorf("%d spooled log lines, want 41", n)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "usage-*.jsonl"))
+	lines := 0
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		lines += strings.Count(string(b), "\n")
+	}
+	if lines != 41 {
+		t.Fatalf("spool files %v hold %d lines, want 41", files, lines)
+	}
+
+	srv.Restart()
+	l2 := newLedger(t, st, Options{SpoolDir: dir})
+	waitReplayed(t, l2, 41)
+	checkSummary(t, st, "key_a", want(all...))
+	if files, _ := filepath.Glob(filepath.Join(dir, "*")); len(files) != 0 {
+		t.Errorf("spool files left after the replay: %v", files)
+	}
+}
+
+func waitReplayed(t *testing.T, l *ledgerEnv, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for l.counter(t, "obol.usage.records.replayed") != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("replayed %d records, want %d; log:\n%s", l.counter(t, "obol.usage.records.replayed"), n, l.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestQueueOverflowSpools: past Capacity, records go straight to the
+// spool, and come back from it once the store answers.
+func TestQueueOverflowSpools(t *testing.T) {
+	srv, st := ownRedis(t)
+	srv.Stop()
+	l := newLedger(t, st, Options{SpoolDir: t.TempDir(), Capacity: 5})
+	var all []Record
+	for i := 0; i < 12; i++ {
+		all = append(all, rec(i))
+		l.Record(all[i])
+	}
+	if n := l.counter(t, "obol.usage.records.spooled"); n != 7 {
+		t.Errorf("spooled = %d, want the 7 past capacity", n)
+	}
+	srv.Restart()
+	waitReplayed(t, l, 7)
+	if err := l.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkSummary(t, st, "key_a", want(all...))
+}
+
+// TestSpoolSkipsLockedAndBrokenFiles: a spool file another process holds
+// is left alone; a line cut short by a crash is skipped and logged.
+func TestSpoolSkipsLockedAndBrokenFiles(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st Store) {
+		dir := t.TempDir()
+		held := &spool{dir: dir}
+		if err := held.append([]Record{rec(1)}); err != nil {
+			t.Fatal(err)
+		}
+		defer held.close()
+		broken := filepath.Join(dir, "usage-1-1.jsonl")
+		line := `{"request_id":"chat_0002","key_id":"key_a","model":"hermes","time":"2026-11-15T12:00:00Z","prompt_tokens":12,"completion_tokens":2}`
+		if err := os.WriteFile(broken, []byte(line+"\n"+`{"request_id":"chat_00`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l := newLedger(t, st, Options{SpoolDir: dir})
+		waitReplayed(t, l, 1)
+		checkSummary(t, st, "key_a", want(rec(2)))
+		if !strings.Contains(l.log.String(), "unreadable line skipped") {
+			t.Error("the cut line was not logged")
+		}
+		if _, err := os.Stat(held.path()); err != nil {
+			t.Errorf("the held spool file was touched: %v", err)
+		}
+	})
+}
+
+// TestNoSpoolLogsWholeRecord: without a spool directory, a record that
+// cannot be stored is logged whole at error level and counted as lost.
+func TestNoSpoolLogsWholeRecord(t *testing.T) {
+	srv, st := ownRedis(t)
+	srv.Stop()
+	l := newLedger(t, st, Options{})
+	l.Record(rec(9))
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	l.Close(ctx)
+	if n := l.counter(t, "obol.usage.records.lost"); n != 1 {
+		t.Errorf("lost = %d, want 1", n)
+	}
+	logs := l.log.String()
+	if !strings.Contains(logs, `"level":"ERROR","msg":"usage record NOT stored`) || !strings.Contains(logs, `"request_id":"chat_0009"`) ||
+		!strings.Contains(logs, `"prompt_tokens":12`) {
+		t.Errorf("the lost record is not logged whole:\n%s", logs)
+	}
+}
