@@ -15,9 +15,10 @@ import (
 
 // BenchmarkRelay measures a whole request through the gateway and the
 // simulator over loopback: the gateway's cost plus the simulator's, with
-// quotas decided in process (memory) or in the shared test Redis.
+// quotas and ledger in process and bbolt (embedded) or in the shared test
+// Redis.
 func BenchmarkRelay(b *testing.B) {
-	for _, store := range []string{"memory", "redis"} {
+	for _, store := range []string{"embedded", "redis"} {
 		b.Run(store, func(b *testing.B) { benchmarkRelay(b, store) })
 	}
 }
@@ -33,7 +34,7 @@ func benchmarkRelay(b *testing.B, store string) {
 			// is admitted and settled.
 			opts := []envOption{withLimits(keyAll, quota.Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50})}
 			if store == "redis" {
-				opts = append(opts, withQuota(redisLimiter(b)))
+				opts = append(opts, withQuota(redisLimiter(b)), withLedger(redisLedger(b)))
 			}
 			e := newEnv(b, sim.Config{ReplyTokens: 20}, opts...)
 			e.sim.Record(false)

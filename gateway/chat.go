@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,7 +118,9 @@ type nativeResponse struct {
 // OpenAI shape keeps every field the backend sent, with the gateway's id
 // and the public model name.
 func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
-	resp, err := s.up.Send(r.Context(), m, req.upstreamBody(false), false)
+	ctx, cancel := s.detached(r)
+	defer cancel()
+	resp, err := s.up.Send(ctx, m, req.upstreamBody(false), false)
 	if err != nil {
 		return err
 	}
@@ -125,6 +128,9 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
 	if err != nil {
 		return err
+	}
+	if r.Context().Err() != nil {
+		c.outcome = outcomeClientGone // still recorded: the backend generated it
 	}
 	var comp completion
 	var fields map[string]json.RawMessage
@@ -160,6 +166,17 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.Write(out)
 	return nil
+}
+
+// detached is the context of a non-streaming backend call. It outlives
+// the client: the backend cannot be told to stop early without losing the
+// count of what it generated, so its answer is read and recorded even for
+// a client that left (as the hosted APIs bill it). It ends when the
+// server aborts, and the model's total timeout still bounds the call.
+func (s *Server) detached(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	stop := context.AfterFunc(s.abort, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // countCompletion is the gateway's own count where a backend reports no

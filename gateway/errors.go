@@ -176,3 +176,7 @@ func logError(log *slog.Logger, reqID string, e *Error) {
 	}
 	log.Log(context.Background(), level, "request failed", "request_id", reqID, "code", e.Code, "err", e.Err)
 }
+
+// errShuttingDown answers requests cut by the end of the shutdown grace.
+var errShuttingDown = &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
+	Message: "the gateway is shutting down; retry the request"}

@@ -2,23 +2,27 @@ package gateway_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/obol/obol/internal/syncbuf"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/internal/redistest"
+	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
+	"github.com/obol/obol/usage"
 )
 
 // Test keys: secrets and what they may do.
@@ -28,9 +32,11 @@ const (
 )
 
 type env struct {
-	sim *sim.Server
-	gw  *httptest.Server
-	log *syncbuf.Buffer
+	sim    *sim.Server
+	gw     *httptest.Server
+	srv    *gateway.Server
+	log    *syncbuf.Buffer
+	ledger *usage.Ledger // nil when an option put another Ledger in
 }
 
 // envConfig is what an envOption may change before the gateway starts.
@@ -58,6 +64,35 @@ func redisLimiter(t testing.TB) *quota.Limiter {
 	l := quota.NewLimiter(quota.NewRedis(rdb, prefix), quota.Options{Mode: quota.FailClosed})
 	t.Cleanup(l.Close)
 	return l
+}
+
+// embeddedLedger is a ledger in a bbolt file of the test's own.
+func embeddedLedger(t testing.TB) *usage.Ledger {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "obol.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := usage.OpenEmbedded(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := usage.NewLedger(e, usage.Options{})
+	t.Cleanup(func() { l.Close(context.Background()); db.Close() })
+	return l
+}
+
+// redisLedger is a ledger in the shared test Redis, under a prefix of the
+// test's own.
+func redisLedger(t testing.TB) *usage.Ledger {
+	rdb, prefix := redistest.Shared(t)
+	l := usage.NewLedger(usage.NewRedis(rdb, prefix), usage.Options{})
+	t.Cleanup(func() { l.Close(context.Background()) })
+	return l
+}
+
+// withLedger makes l the gateway's ledger.
+func withLedger(l gateway.Ledger) envOption {
+	return func(c *envConfig) { c.Ledger = l }
 }
 
 // withQuota makes q the gateway's quota store.
@@ -94,6 +129,9 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 	for _, opt := range opts {
 		opt(c)
 	}
+	if c.Ledger == nil {
+		c.Ledger = embeddedLedger(t)
+	}
 	byDigest := map[[sha256.Size]byte]gateway.Key{}
 	for secret, k := range c.keys {
 		byDigest[sha256.Sum256([]byte(secret))] = k
@@ -108,9 +146,15 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := httptest.NewServer(srv)
+	gw := httptest.NewUnstartedServer(srv)
+	gw.Config.BaseContext = srv.BaseContext
+	gw.Start()
 	t.Cleanup(gw.Close)
-	return &env{sim: s, gw: gw, log: logBuf}
+	// First (cleanups run last-in first-out): end the backend calls that
+	// outlive their clients, as a shutdown does.
+	t.Cleanup(srv.Abort)
+	l, _ := c.Ledger.(*usage.Ledger)
+	return &env{sim: s, gw: gw, srv: srv, log: logBuf, ledger: l}
 }
 
 // post sends a JSON body with the key (none when key is "").

@@ -9,13 +9,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
+	"github.com/obol/obol/usage"
 )
 
 // Upstream calls a model's backends.
@@ -26,12 +29,23 @@ type Upstream interface {
 	Probe(ctx context.Context, m *models.Model) error
 }
 
-// Options configure a Server. Catalog, Upstream, Keys and Quota are required.
+// Ledger records each request's usage once and reads a key's month.
+type Ledger interface {
+	// Record queues rec; the channel is closed once it is stored, or once
+	// it is safely queued for retry when the store is failing.
+	Record(rec usage.Record) <-chan struct{}
+	// Summary is key's month, period YYYY-MM.
+	Summary(ctx context.Context, key, period string) (*usage.Summary, error)
+}
+
+// Options configure a Server. Catalog, Upstream, Keys, Quota and Ledger
+// are required.
 type Options struct {
 	Catalog  *models.Catalog
 	Upstream Upstream
 	Keys     Authenticator
 	Quota    Quota
+	Ledger   Ledger
 	Log      *slog.Logger
 	// MaxBodyBytes bounds a request body (413 past it); 0 means 8 MiB.
 	MaxBodyBytes int64
@@ -50,22 +64,30 @@ type Server struct {
 	up        Upstream
 	keys      Authenticator
 	quota     Quota
+	ledger    Ledger
 	log       *slog.Logger
 	maxBody   int64
 	keepAlive time.Duration
 	router    *httprouter.Router
 	ready     readiness
+
+	// abort ends the work of requests still in flight when the shutdown
+	// grace is over; inflight counts the handlers yet to return.
+	abort    context.Context
+	abortNow context.CancelFunc
+	inflight atomic.Int64
 }
 
 // New returns a Server with every route registered.
 func New(o Options) (*Server, error) {
-	if o.Catalog == nil || o.Upstream == nil || o.Keys == nil || o.Quota == nil {
-		return nil, errors.New("gateway: Catalog, Upstream, Keys and Quota are required")
+	if o.Catalog == nil || o.Upstream == nil || o.Keys == nil || o.Quota == nil || o.Ledger == nil {
+		return nil, errors.New("gateway: Catalog, Upstream, Keys, Quota and Ledger are required")
 	}
 	s := &Server{
-		catalog: o.Catalog, up: o.Upstream, keys: o.Keys, quota: o.Quota, log: o.Log,
+		catalog: o.Catalog, up: o.Upstream, keys: o.Keys, quota: o.Quota, ledger: o.Ledger, log: o.Log,
 		maxBody: o.MaxBodyBytes, keepAlive: o.KeepAlive,
 	}
+	s.abort, s.abortNow = context.WithCancel(context.Background())
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}
@@ -84,6 +106,7 @@ func New(o Options) (*Server, error) {
 		r.POST(p+"/chat/completions", s.handle("chat", s.chatCompletions))
 		r.GET(p+"/models", s.handle("req", s.listModels))
 		r.GET(p+"/models/:model", s.handle("req", s.getModel))
+		r.GET(p+"/usage", s.handle("req", s.getUsage))
 		r.GET(p+"/healthz", s.healthz)
 		r.GET(p+"/readyz", s.readyz)
 	}
@@ -111,6 +134,31 @@ func New(o Options) (*Server, error) {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
 
+// BaseContext is for http.Server.BaseContext: requests served under it
+// end when Abort is called.
+func (s *Server) BaseContext(net.Listener) context.Context { return s.abort }
+
+// Abort ends the requests still in flight, for a shutdown whose grace is
+// over: streams stop with an error event, and each request still records
+// and settles what it used. Requests need the server's BaseContext for
+// their streams to see it.
+func (s *Server) Abort() { s.abortNow() }
+
+// Wait returns once every request handler has returned, and so recorded
+// its usage, or when ctx ends.
+func (s *Server) Wait(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d requests still in flight: %w", s.inflight.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
 // call is one request's bookkeeping, from routing to the access log.
 type call struct {
 	id      string
@@ -119,7 +167,7 @@ type call struct {
 	model   string
 	usage   *Usage
 	counted bool   // usage is the gateway's own count, not the backend's
-	outcome string // streams: completed, client_gone, upstream_error
+	outcome string // completed, client_gone, upstream_error, shutdown
 	started bool   // response bytes were sent; errors can no longer change the status
 	// rated: the rate-limit headers are set.
 	rated bool
@@ -140,6 +188,8 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Para
 // and the access log line.
 func (s *Server) handle(idPrefix string, h handlerFunc) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		s.inflight.Add(1)
+		defer s.inflight.Add(-1)
 		c := &call{id: newID(idPrefix), start: time.Now()}
 		w.Header().Set("X-Request-Id", c.id)
 		err := h(w, r, ps, c)
@@ -147,6 +197,9 @@ func (s *Server) handle(idPrefix string, h handlerFunc) httprouter.Handle {
 		code := ""
 		if err != nil {
 			e := asError(err, c.model)
+			if e.Status == 499 && s.abort.Err() != nil {
+				e = errShuttingDown // not the client: the gateway stopped it
+			}
 			status, code = e.Status, e.Code
 			if !c.started && e.Status != 499 {
 				s.peekHeaders(w, r, c)
@@ -156,10 +209,14 @@ func (s *Server) handle(idPrefix string, h handlerFunc) httprouter.Handle {
 			}
 			logError(s.log, c.id, e)
 		}
-		if c.reservation != nil {
-			// The answer goes out before the settlement's round trip.
+		if c.reservation != nil || c.usage != nil {
+			// The answer goes out before the ledger's and the quota's
+			// round trips, which then run side by side; the handler
+			// returns once the record is stored.
 			http.NewResponseController(w).Flush()
+			recorded := s.record(c)
 			s.settle(r.Context(), c)
+			<-recorded
 		}
 		s.logAccess(r, c, status, code)
 	}
@@ -191,6 +248,21 @@ func (s *Server) logAccess(r *http.Request, c *call, status int, code string) {
 	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }
+
+// record writes what a request used to the ledger: every request a
+// backend answered, however it ended. A request no backend answered used
+// nothing and is not recorded.
+func (s *Server) record(c *call) <-chan struct{} {
+	if c.usage == nil || c.key == nil {
+		return closedChan
+	}
+	return s.ledger.Record(usage.Record{
+		RequestID: c.id, Key: c.key.ID, Model: c.model, Time: c.start,
+		PromptTokens: int64(c.usage.PromptTokens), CompletionTokens: int64(c.usage.CompletionTokens),
+	})
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // authenticate finds the request's key; unauthenticated requests stop here,
 // before any body is read or backend called.

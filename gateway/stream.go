@@ -19,6 +19,7 @@ const (
 	outcomeCompleted     = "completed"
 	outcomeClientGone    = "client_gone"
 	outcomeUpstreamError = "upstream_error"
+	outcomeShutdown      = "shutdown" // cut by the end of the shutdown grace
 )
 
 // sseWriter writes server-sent events, each whole and flushed at once. It
@@ -187,6 +188,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 	case err == nil:
 		c.outcome = outcomeCompleted
 		return nil
+	case s.abort.Err() != nil:
+		c.outcome = outcomeShutdown
+		sse.fail(errShuttingDown)
+		return errShuttingDown
 	case r.Context().Err() != nil || errors.Is(err, errClientGone):
 		c.outcome = outcomeClientGone
 		return nil

@@ -34,13 +34,13 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-const usage = `usage:
+const usageText = `usage:
   obol serve -config FILE [-addr HOST:PORT]   run the gateway
   obol hash-key < SECRET                      print the sha256 of a secret for a config key`
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
-		return &usageError{msg: "no command\n" + usage}
+		return &usageError{msg: "no command\n" + usageText}
 	}
 	switch args[0] {
 	case "serve":
@@ -48,8 +48,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "hash-key":
 		return hashKey(stdin, stdout)
 	case "help", "-h", "-help", "--help":
-		fmt.Fprintln(stdout, usage)
+		fmt.Fprintln(stdout, usageText)
 		return nil
 	}
-	return &usageError{msg: fmt.Sprintf("unknown command %q\n%s", args[0], usage)}
+	return &usageError{msg: fmt.Sprintf("unknown command %q\n%s", args[0], usageText)}
 }

@@ -55,8 +55,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return err
 	}
+	// Closed last, after every request has recorded its usage.
 	defer func() {
-		if err := st.close(); err != nil {
+		if err := st.closeAll(); err != nil {
 			log.Error("closing the store", "err", err)
 		}
 	}()
@@ -65,6 +66,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		Upstream:     models.NewClient(),
 		Keys:         cfg.staticKeys(),
 		Quota:        st.quota,
+		Ledger:       st.ledger,
 		Log:          log,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		KeepAlive:    cfg.StreamKeepAlive,
@@ -81,6 +83,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		Handler:           gw,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		BaseContext:       gw.BaseContext,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("obol listening", "addr", ln.Addr().String(), "models", len(catalog.List()), "keys", len(cfg.Keys))
@@ -97,7 +100,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("grace period over; closing the connections left", "err", err)
+		// Requests still running are cut short, and each records and
+		// settles what it used before the connections close.
+		log.Warn("grace period over; ending the requests left", "err", err)
+		gw.Abort()
+		wctx, cancel := context.WithTimeout(context.Background(), abortWait)
+		defer cancel()
+		if err := gw.Wait(wctx); err != nil {
+			log.Error("requests did not end after the abort", "err", err)
+		}
 		srv.Close()
 	}
 	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -106,6 +117,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	log.Info("stopped")
 	return nil
 }
+
+// abortWait bounds the wait for aborted requests to record their usage.
+const abortWait = 5 * time.Second
 
 func newLogger(w io.Writer, c LogConfig) *slog.Logger {
 	var level slog.Level

@@ -13,6 +13,7 @@ import (
 
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/quota"
+	"github.com/obol/obol/usage"
 )
 
 // client returns a go-redis client for the configuration, without
@@ -51,10 +52,28 @@ func (r *RedisConfig) client() (redis.UniversalClient, error) {
 	return redis.NewClient(o), nil
 }
 
-// store is the quota store and how to close it.
+// store is the quota store, the usage ledger, and how to close them.
 type store struct {
-	quota gateway.Quota
-	close func() error
+	quota  gateway.Quota
+	ledger *usage.Ledger
+	close  func() error
+}
+
+// ledgerFlushTimeout bounds the writing of queued usage records at
+// shutdown; what is still unwritten then goes to the spool.
+const ledgerFlushTimeout = 5 * time.Second
+
+// closeAll writes the ledger's queue, spooling what the store will not
+// take, then closes the stores.
+func (s *store) closeAll() error {
+	ctx, cancel := context.WithTimeout(context.Background(), ledgerFlushTimeout)
+	defer cancel()
+	return errors.Join(s.ledger.Close(ctx), s.close())
+}
+
+// ledgerOptions: records that cannot be written go to data_dir/spool.
+func ledgerOptions(c *Config, log *slog.Logger) usage.Options {
+	return usage.Options{SpoolDir: filepath.Join(c.DataDir, "spool"), Log: log}
 }
 
 // openStore opens the shared Redis, or the embedded store under data_dir
@@ -74,8 +93,15 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger) (*store, error)
 			db.Close()
 			return nil, err
 		}
+		u, err := usage.OpenEmbedded(db)
+		if err != nil {
+			e.Close()
+			db.Close()
+			return nil, err
+		}
 		log.Info("store: embedded, single replica", "path", path)
-		return &store{quota: e, close: func() error { return errors.Join(e.Close(), db.Close()) }}, nil
+		return &store{quota: e, ledger: usage.NewLedger(u, ledgerOptions(c, log)),
+			close: func() error { return errors.Join(e.Close(), db.Close()) }}, nil
 	}
 	rdb, err := c.Redis.client()
 	if err != nil {
@@ -87,14 +113,16 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger) (*store, error)
 		mode = quota.FailClosed
 	}
 	l := quota.NewLimiter(r, quota.Options{Timeout: c.Redis.Timeout, Mode: mode, Replicas: c.Redis.Replicas, Log: log})
+	u := usage.NewRedis(rdb, c.Redis.Prefix)
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := r.Load(lctx); err != nil {
+	if err := errors.Join(r.Load(lctx), u.Load(lctx)); err != nil {
 		// Not fatal: the fail mode covers an unreachable Redis, and the
 		// scripts load themselves when it answers.
 		log.Warn("store: Redis not answering at start", "url", redactURL(c.Redis.URL), "err", err)
 	} else {
 		log.Info("store: Redis", "url", redactURL(c.Redis.URL), "mode", c.Redis.Mode, "fail_mode", c.Redis.FailMode)
 	}
-	return &store{quota: l, close: func() error { l.Close(); return rdb.Close() }}, nil
+	return &store{quota: l, ledger: usage.NewLedger(u, ledgerOptions(c, log)),
+		close: func() error { l.Close(); return rdb.Close() }}, nil
 }

@@ -1,0 +1,41 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/usage"
+)
+
+// getUsage is GET /v1/usage: the calling key's ledger for one UTC month,
+// ?period=YYYY-MM, by default the current one. It shows what the store
+// holds; a record still queued (during a store outage) appears once
+// written.
+func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	if err := s.authenticate(r, c); err != nil {
+		return err
+	}
+	period := time.Now().UTC().Format("2006-01")
+	if q := r.URL.Query(); q.Has("period") {
+		p, err := usage.ParsePeriod(q.Get("period"))
+		if err != nil {
+			return badRequest("period", "period must be a month as YYYY-MM, such as "+period)
+		}
+		period = p
+	}
+	s.peekHeaders(w, r, c)
+	sum, err := s.ledger.Summary(r.Context(), c.key.ID, period)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+		return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
+			Message: "usage cannot be read right now; retry shortly", Err: err}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusOK, sum)
+}
