@@ -55,9 +55,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return err
 	}
-	// Closed last, after every request has recorded its usage.
+	// Closed last, after every request has recorded its usage; writing
+	// what is queued gets a grace of its own.
 	defer func() {
-		if err := st.closeAll(); err != nil {
+		if err := st.closeAll(cfg.ShutdownGrace); err != nil {
 			log.Error("closing the store", "err", err)
 		}
 	}()

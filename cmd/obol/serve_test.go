@@ -144,7 +144,6 @@ func TestSIGTERMLetsStreamsFinish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
 	var spent uint64
 	db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket([]byte("quota_tpd")); b != nil {
@@ -154,8 +153,14 @@ func TestSIGTERMLetsStreamsFinish(t *testing.T) {
 		}
 		return nil
 	})
+	db.Close()
 	if spent < 30 {
 		t.Errorf("key_test's day on disk: %d tokens, want at least the 30 streamed", spent)
+	}
+	// And the ledger has the stream, as the next start serves it.
+	_, base, _ = startObolWith(t, "testdata/good.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+dataDir)
+	if s, _ := usageNow(t, base); hermes(s).Requests != 1 || hermes(s).Completion != 30 {
+		t.Errorf("ledger after the restart: %+v", s)
 	}
 }
 

@@ -59,14 +59,10 @@ type store struct {
 	close  func() error
 }
 
-// ledgerFlushTimeout bounds the writing of queued usage records at
-// shutdown; what is still unwritten then goes to the spool.
-const ledgerFlushTimeout = 5 * time.Second
-
-// closeAll writes the ledger's queue, spooling what the store will not
-// take, then closes the stores.
-func (s *store) closeAll() error {
-	ctx, cancel := context.WithTimeout(context.Background(), ledgerFlushTimeout)
+// closeAll writes the ledger's queue, for at most flush, spooling what
+// the store will not take, then closes the stores.
+func (s *store) closeAll(flush time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), flush)
 	defer cancel()
 	return errors.Join(s.ledger.Close(ctx), s.close())
 }

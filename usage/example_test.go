@@ -1,0 +1,37 @@
+package usage_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/obol/obol/usage"
+)
+
+// A ledger in the embedded store: records are queued, written in
+// batches, and read back as /v1/usage serves them. A request id written
+// twice counts once.
+func ExampleLedger() {
+	dir, _ := os.MkdirTemp("", "obol-example")
+	defer os.RemoveAll(dir)
+	db, _ := bolt.Open(filepath.Join(dir, "obol.db"), 0o600, nil)
+	defer db.Close()
+	store, _ := usage.OpenEmbedded(db)
+	l := usage.NewLedger(store, usage.Options{SpoolDir: filepath.Join(dir, "spool")})
+
+	at := time.Date(2026, 4, 2, 9, 30, 0, 0, time.UTC)
+	l.Record(usage.Record{RequestID: "chat_1", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 28, CompletionTokens: 12})
+	l.Record(usage.Record{RequestID: "chat_2", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 40, CompletionTokens: 9})
+	<-l.Record(usage.Record{RequestID: "chat_2", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 40, CompletionTokens: 9})
+	l.Close(context.Background())
+
+	s, _ := l.Summary(context.Background(), "key_a", "2026-04")
+	b, _ := json.Marshal(s)
+	fmt.Println(string(b))
+	// Output: {"period":"2026-04","total_tokens":89,"by_model":{"hermes":{"prompt":68,"completion":21,"requests":2}}}
+}
