@@ -55,3 +55,50 @@ func TestReplicasShareLimits(t *testing.T) {
 		t.Errorf("the backend saw %d requests, want 6", got)
 	}
 }
+
+// TestReplicasShareLedger: three gateway processes on one Redis write one
+// ledger; every replica serves the same month, and it holds exactly the
+// tokens the backend reported.
+func TestReplicasShareLedger(t *testing.T) {
+	_, prefix := redistest.Shared(t)
+	s := sim.New(sim.Config{ReplyTokens: 7})
+	up := httptest.NewServer(s)
+	defer up.Close()
+	var bases []string
+	for i := 0; i < 3; i++ {
+		_, base, _ := startObolWith(t, "testdata/ledger.yaml", "TEST_UPSTREAM="+up.URL+"/v1",
+			"TEST_DATA_DIR="+t.TempDir(), "TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix)
+		bases = append(bases, base)
+	}
+	bodies := []struct{ path, body string }{
+		{"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"a b c"}],"max_tokens":5}`},
+		{"/v1/chat/stream", `{"model":"hermes","messages":[{"role":"user","content":"a b"}]}`},
+		{"/v1/chat/completions", `{"model":"hermes","stream":true,"messages":[{"role":"user","content":"a"}],"max_tokens":3}`},
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 90; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := bodies[i%len(bodies)]
+			resp, err := http.DefaultClient.Do(authed("POST", bases[i%3]+b.path, b.body))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("%s: %d", b.path, resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	st := s.Stats()
+	for _, base := range bases {
+		got := hermes(waitUsage(t, base, 90))
+		if got.Prompt != st.ReportedPrompt || got.Completion != st.ReportedTokens {
+			t.Errorf("%s: ledger %+v, backend reported %d + %d", base, got, st.ReportedPrompt, st.ReportedTokens)
+		}
+	}
+}
