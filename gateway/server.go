@@ -31,8 +31,9 @@ type Upstream interface {
 
 // Ledger records each request's usage once and reads a key's month.
 type Ledger interface {
-	// Record queues rec; the channel is closed once it is stored, or once
-	// it is safely queued for retry when the store is failing.
+	// Record queues rec without waiting for the store; the ledger keeps
+	// it until it is stored (retrying, spooling at shutdown). The channel
+	// is closed once its write was tried.
 	Record(rec usage.Record) <-chan struct{}
 	// Summary is key's month, period YYYY-MM.
 	Summary(ctx context.Context, key, period string) (*usage.Summary, error)
@@ -210,13 +211,13 @@ func (s *Server) handle(idPrefix string, h handlerFunc) httprouter.Handle {
 			logError(s.log, c.id, e)
 		}
 		if c.reservation != nil || c.usage != nil {
-			// The answer goes out before the ledger's and the quota's
-			// round trips, which then run side by side; the handler
-			// returns once the record is stored.
+			// The answer goes out before the quota's round trip. The
+			// record is queued, not waited for: the ledger writes it in
+			// the background, batched with others, and waiting would only
+			// hold this connection's next request.
 			http.NewResponseController(w).Flush()
-			recorded := s.record(c)
+			s.record(c)
 			s.settle(r.Context(), c)
-			<-recorded
 		}
 		s.logAccess(r, c, status, code)
 	}
@@ -249,20 +250,18 @@ func (s *Server) logAccess(r *http.Request, c *call, status int, code string) {
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }
 
-// record writes what a request used to the ledger: every request a
+// record queues what a request used for the ledger: every request a
 // backend answered, however it ended. A request no backend answered used
 // nothing and is not recorded.
-func (s *Server) record(c *call) <-chan struct{} {
+func (s *Server) record(c *call) {
 	if c.usage == nil || c.key == nil {
-		return closedChan
+		return
 	}
-	return s.ledger.Record(usage.Record{
+	s.ledger.Record(usage.Record{
 		RequestID: c.id, Key: c.key.ID, Model: c.model, Time: c.start,
 		PromptTokens: int64(c.usage.PromptTokens), CompletionTokens: int64(c.usage.CompletionTokens),
 	})
 }
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // authenticate finds the request's key; unauthenticated requests stop here,
 // before any body is read or backend called.

@@ -1,0 +1,50 @@
+package usage
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/obol/obol/internal/redistest"
+)
+
+// BenchmarkLedger is one record through the Ledger, waiting for its
+// write as the gateway does, from many goroutines at once: the cost per
+// record once writes are batched.
+func BenchmarkLedger(b *testing.B) {
+	b.Run("embedded", func(b *testing.B) {
+		db, err := bolt.Open(filepath.Join(b.TempDir(), "obol.db"), 0o600, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		e, err := OpenEmbedded(db)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchmarkLedger(b, e)
+	})
+	b.Run("redis", func(b *testing.B) {
+		rdb, prefix := redistest.Shared(b)
+		benchmarkLedger(b, NewRedis(rdb, prefix))
+	})
+}
+
+func benchmarkLedger(b *testing.B, st Store) {
+	l := NewLedger(st, Options{})
+	defer l.Close(context.Background())
+	var seq atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(16) // a gateway has many requests finishing at once
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := "chat_" + strconv.FormatInt(seq.Add(1), 10)
+			<-l.Record(Record{RequestID: id, Key: "key_bench", Model: "hermes", Time: nov, PromptTokens: 20, CompletionTokens: 20})
+		}
+	})
+}
