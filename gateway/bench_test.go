@@ -1,6 +1,8 @@
 package gateway_test
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,14 +13,16 @@ import (
 
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/quota"
+	"github.com/obol/obol/usage"
 )
 
 // BenchmarkRelay measures a whole request through the gateway and the
 // simulator over loopback: the gateway's cost plus the simulator's, with
 // quotas and ledger in process and bbolt (embedded) or in the shared test
-// Redis.
+// Redis; "noledger" is the embedded quotas with records dropped, to tell
+// the ledger's share.
 func BenchmarkRelay(b *testing.B) {
-	for _, store := range []string{"embedded", "redis"} {
+	for _, store := range []string{"noledger", "embedded", "redis"} {
 		b.Run(store, func(b *testing.B) { benchmarkRelay(b, store) })
 	}
 }
@@ -33,8 +37,11 @@ func benchmarkRelay(b *testing.B, store string) {
 			// Limits high enough never to refuse, so that every request
 			// is admitted and settled.
 			opts := []envOption{withLimits(keyAll, quota.Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50})}
-			if store == "redis" {
+			switch store {
+			case "redis":
 				opts = append(opts, withQuota(redisLimiter(b)), withLedger(redisLedger(b)))
+			case "noledger":
+				opts = append(opts, withLedger(dropLedger{}))
 			}
 			e := newEnv(b, sim.Config{ReplyTokens: 20}, opts...)
 			e.sim.Record(false)
@@ -90,4 +97,13 @@ func BenchmarkFloor(b *testing.B) {
 			})
 		})
 	}
+}
+
+// dropLedger drops every record: for measuring the relay without the
+// ledger, never for claims about the ledger.
+type dropLedger struct{}
+
+func (dropLedger) Record(usage.Record) <-chan struct{} { return nil }
+func (dropLedger) Summary(context.Context, string, string) (*usage.Summary, error) {
+	return nil, errors.New("no ledger")
 }

@@ -76,7 +76,7 @@ func embeddedLedger(t testing.TB) *usage.Ledger {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := usage.NewLedger(e, usage.Options{})
+	l := usage.NewLedger(e, usage.Options{Linger: 10 * time.Millisecond}) // as cmd/obol runs it
 	t.Cleanup(func() { l.Close(context.Background()); db.Close() })
 	return l
 }

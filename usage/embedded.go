@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -12,45 +13,74 @@ import (
 
 var (
 	rowsBucket = []byte("usage_rows") // "YYYY-MM/key/model" → prompt, completion, requests (3 × uint64)
-	reqsBucket = []byte("usage_reqs") // request id → unix seconds recorded
+	reqsBucket = []byte("usage_reqs") // a bucket per UTC day of request: request id → nothing
 )
 
 // Embedded is the single-replica ledger in a bbolt file. A record is
 // durable once Record or Write returns: bbolt fsyncs each commit. Records
 // written together share one commit, so the fsync is paid per batch, not
 // per request.
+//
+// Request ids are kept in a bucket per UTC day of the request, so that
+// forgetting those past the idempotency window drops whole days instead
+// of scanning every id.
 type Embedded struct {
-	db *bolt.DB
+	db     *bolt.DB
+	pruned atomic.Value // the day (YYYYMMDD) of the last pruning
 }
 
 // OpenEmbedded prepares the ledger's buckets in db and forgets request ids
 // older than the idempotency window.
 func OpenEmbedded(db *bolt.DB) (*Embedded, error) {
-	cutoff := time.Now().Add(-recordTTL).Unix()
+	e := &Embedded{db: db}
 	err := db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(rowsBucket); err != nil {
 			return err
 		}
-		reqs, err := tx.CreateBucketIfNotExists(reqsBucket)
-		if err != nil {
+		if _, err := tx.CreateBucketIfNotExists(reqsBucket); err != nil {
 			return err
 		}
-		var old [][]byte
-		reqs.ForEach(func(k, v []byte) error {
-			if len(v) != 8 || int64(binary.BigEndian.Uint64(v)) < cutoff {
-				old = append(old, bytes.Clone(k))
-			}
-			return nil
-		})
-		for _, k := range old {
-			reqs.Delete(k)
-		}
-		return nil
+		return e.prune(tx, time.Now())
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open embedded ledger: %w", err)
 	}
-	return &Embedded{db: db}, nil
+	return e, nil
+}
+
+func dayOf(t time.Time) string { return t.UTC().Format("20060102") }
+
+// prune drops the request ids of days past the idempotency window, and
+// anything in the ids bucket that is not a day.
+func (e *Embedded) prune(tx *bolt.Tx, now time.Time) error {
+	today := dayOf(now)
+	if last, _ := e.pruned.Load().(string); last == today {
+		return nil
+	}
+	keep := dayOf(now.Add(-recordTTL))
+	reqs := tx.Bucket(reqsBucket)
+	var old, stray [][]byte
+	reqs.ForEach(func(k, v []byte) error {
+		switch {
+		case v != nil:
+			stray = append(stray, bytes.Clone(k))
+		case string(k) < keep:
+			old = append(old, bytes.Clone(k))
+		}
+		return nil
+	})
+	for _, k := range old {
+		if err := reqs.DeleteBucket(k); err != nil {
+			return err
+		}
+	}
+	for _, k := range stray {
+		if err := reqs.Delete(k); err != nil {
+			return err
+		}
+	}
+	e.pruned.Store(today)
+	return nil
 }
 
 // Record adds rec unless its request id is there already; it reports
@@ -71,6 +101,9 @@ func (e *Embedded) Record(_ context.Context, rec Record) (bool, error) {
 // Write adds recs in one transaction: one fsync for the batch.
 func (e *Embedded) Write(_ context.Context, recs []Record) error {
 	err := e.db.Update(func(tx *bolt.Tx) error {
+		if err := e.prune(tx, time.Now()); err != nil {
+			return err
+		}
 		for _, rec := range recs {
 			if _, err := add(tx, rec); err != nil {
 				return err
@@ -86,11 +119,14 @@ func (e *Embedded) Write(_ context.Context, recs []Record) error {
 
 // add adds rec in tx unless its request id is there already.
 func add(tx *bolt.Tx, rec Record) (bool, error) {
-	reqs := tx.Bucket(reqsBucket)
-	if reqs.Get([]byte(rec.RequestID)) != nil {
+	ids, err := tx.Bucket(reqsBucket).CreateBucketIfNotExists([]byte(dayOf(rec.Time)))
+	if err != nil {
+		return false, err
+	}
+	if ids.Get([]byte(rec.RequestID)) != nil {
 		return false, nil
 	}
-	if err := reqs.Put([]byte(rec.RequestID), binary.BigEndian.AppendUint64(nil, uint64(rec.Time.Unix()))); err != nil {
+	if err := ids.Put([]byte(rec.RequestID), []byte{}); err != nil {
 		return false, err
 	}
 	rows := tx.Bucket(rowsBucket)

@@ -35,6 +35,11 @@ type Options struct {
 	Batch int
 	// Timeout bounds one store write or read; 0 means 2 s.
 	Timeout time.Duration
+	// Linger is how long the writer waits, once a record arrives, for more
+	// to share the write: for a store whose writes are dear (a bbolt
+	// commit is an fsync). It is also how much longer a record may wait
+	// for its write. 0 writes at once.
+	Linger time.Duration
 	// Retry is the first wait after a failed write, doubled up to 16×;
 	// 0 means 100 ms.
 	Retry time.Duration
@@ -223,6 +228,7 @@ func (l *Ledger) run() {
 			}
 			select {
 			case <-l.kick:
+				l.linger(stop)
 			case <-stop:
 				closing, stop, base = true, l.closeCtx.Done(), l.closeCtx
 			}
@@ -238,6 +244,26 @@ func (l *Ledger) run() {
 		if !l.pause(&wait, &stop, &closing, &base) {
 			return
 		}
+	}
+}
+
+// linger lets more records join the write, unless closing or a batch is
+// already full.
+func (l *Ledger) linger(stop <-chan struct{}) {
+	if l.opt.Linger <= 0 {
+		return
+	}
+	l.mu.Lock()
+	full := len(l.queue) >= l.opt.Batch
+	l.mu.Unlock()
+	if full {
+		return
+	}
+	t := time.NewTimer(l.opt.Linger)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-stop:
 	}
 }
 

@@ -11,8 +11,10 @@ import (
 )
 
 // recordTTL is how long a request id is remembered against a second
-// write: longer than any retry or spool replay takes.
-const recordTTL = 40 * 24 * time.Hour
+// write: far longer than a retry, or a restart that replays the spool,
+// takes; short enough that the markers (about 100 bytes each in Redis)
+// hold one day of requests, not a month's.
+const recordTTL = 24 * time.Hour
 
 // recordScript adds a record to its key's month once: the request id is
 // claimed with SET NX, and only the claimant adds its tokens.

@@ -156,3 +156,35 @@ func TestParsePeriod(t *testing.T) {
 		}
 	}
 }
+
+// TestEmbeddedForgetsOldIDs: request ids past the idempotency window are
+// dropped a day at a time; those within it still stop a second write.
+func TestEmbeddedForgetsOldIDs(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "obol.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	e, err := OpenEmbedded(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	old := Record{RequestID: "old", Key: "k", Model: "hermes", Time: now.Add(-3 * 24 * time.Hour), PromptTokens: 1}
+	recent := Record{RequestID: "recent", Key: "k", Model: "hermes", Time: now.Add(-time.Hour), PromptTokens: 1}
+	record(t, e, old)
+	record(t, e, recent)
+	e, err = OpenEmbedded(db) // a restart prunes
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(reqsBucket).Bucket([]byte(dayOf(old.Time))) != nil {
+			t.Error("the ids of three days ago are still kept")
+		}
+		return nil
+	})
+	if record(t, e, recent) {
+		t.Error("a request id of an hour ago was forgotten")
+	}
+}
