@@ -52,6 +52,14 @@ func (r *RedisConfig) client() (redis.UniversalClient, error) {
 	return redis.NewClient(o), nil
 }
 
+// redisLog sends go-redis's own messages (a pool that cannot dial, say)
+// to the gateway's log, so that every line stays structured.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Warn("redis client: "+fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
 // store is the quota store, the usage ledger, and how to close them.
 type store struct {
 	quota  gateway.Quota
@@ -110,6 +118,7 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger) (*store, error)
 	if err != nil {
 		return nil, err
 	}
+	redis.SetLogger(redisLog{log})
 	r := quota.NewRedis(rdb, c.Redis.Prefix)
 	mode := quota.FailOpen
 	if c.Redis.FailMode == "closed" {
