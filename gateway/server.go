@@ -169,6 +169,7 @@ type call struct {
 	usage   *Usage
 	counted bool   // usage is the gateway's own count, not the backend's
 	outcome string // completed, client_gone, upstream_error, shutdown
+	stream  bool   // answered as an SSE stream
 	started bool   // response bytes were sent; errors can no longer change the status
 	// rated: the rate-limit headers are set.
 	rated bool
@@ -243,6 +244,9 @@ func (s *Server) logAccess(r *http.Request, c *call, status int, code string) {
 	if c.usage != nil {
 		attrs = append(attrs, slog.Int("prompt_tokens", c.usage.PromptTokens),
 			slog.Int("completion_tokens", c.usage.CompletionTokens), slog.Bool("usage_counted", c.counted))
+	}
+	if c.stream {
+		attrs = append(attrs, slog.Bool("stream", true))
 	}
 	if c.outcome != "" {
 		attrs = append(attrs, slog.String("stream_outcome", c.outcome))

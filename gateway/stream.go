@@ -159,6 +159,7 @@ var errStreamCut = errors.New("the backend's stream ended before [DONE]")
 
 // stream relays a backend's SSE stream to the client, event by event.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
+	c.stream = true
 	sse := newSSE(w, s.keepAlive)
 	defer sse.stop()
 	resp, err := s.up.Send(r.Context(), m, req.upstreamBody(true), true)

@@ -414,3 +414,40 @@ func TestLedgerRidesOutRedisRestart(t *testing.T) {
 }
 
 var _ gateway.Ledger = (*usage.Ledger)(nil)
+
+// TestContinuousUsageChargesCutStreamsExactly: with a vLLM backend asked
+// for usage in every chunk, a stream the client abandons is charged the
+// backend's own count, prompt included, not the gateway's estimate.
+func TestContinuousUsageChargesCutStreamsExactly(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 500, TokensPerSecond: 200}, func(c *envConfig) {
+		c.models[0].Backends[0].ContinuousUsage = true
+	})
+	resp := e.post(t, "/v1/chat/completions", keyAll, `{"model":"hermes","stream":true,"messages":[{"role":"user","content":"one two three four five six"}]}`)
+	br := bufio.NewReader(resp.Body)
+	for n := 0; n < 6; { // the role chunk and five tokens
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "data: ") {
+			if strings.Contains(line, `"prompt_tokens"`) {
+				t.Errorf("a client that did not ask for usage got it: %s", line)
+			}
+			n++
+		}
+	}
+	resp.Body.Close()
+	waitFor(t, "the backend to see the stream end", func() bool { return e.sim.Stats().Cancelled == 1 })
+	s := e.waitRecorded(t, keyAll, 1)
+	st := e.sim.Stats()
+	got := s.ByModel["hermes"]
+	// The backend's prompt count (6 words + 3) differs from the gateway's
+	// estimate (29 characters / 4 = 8): the ledger has the backend's.
+	if got.Prompt != 9 || st.PromptTokens != 9 || got.Completion < 5 || got.Completion > st.CompletionTokens {
+		t.Errorf("ledger %+v; backend prompt %d, generated %d", got, st.PromptTokens, st.CompletionTokens)
+	}
+	if !strings.Contains(string(e.sim.Requests()[0].Body), `"continuous_usage_stats":true`) {
+		t.Errorf("the backend was not asked for continuous usage: %s", e.sim.Requests()[0].Body)
+	}
+	waitFor(t, "the access log line", func() bool { return strings.Contains(e.log.String(), `"usage_counted":false`) })
+}

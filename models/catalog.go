@@ -14,6 +14,11 @@ type Backend struct {
 	URL    string // base URL, e.g. http://127.0.0.1:9000/v1
 	Model  string // the backend's own model name
 	APIKey string // sent as a bearer token; never logged
+	// ContinuousUsage asks a vLLM backend for usage in every stream chunk
+	// (stream_options.continuous_usage_stats), so that a stream cut short
+	// is charged by the backend's own count, prompt included, instead of
+	// the gateway's estimate. Other servers may refuse the option.
+	ContinuousUsage bool
 }
 
 // Timeouts bound each phase of an upstream call.

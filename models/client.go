@@ -107,6 +107,9 @@ func (c *Client) Send(ctx context.Context, m *Model, body []byte, stream bool) (
 		tb.timer = time.AfterFunc(t.FirstToken, tb.fire)
 	}
 
+	if stream && b.ContinuousUsage {
+		body = withContinuousUsage(body)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(b.URL, "/")+"/chat/completions", bytes.NewReader(withModel(body, b.Model)))
 	if err != nil {
 		tb.release()
@@ -157,6 +160,27 @@ func withModel(body []byte, model string) []byte {
 		out = append(out, ',')
 	}
 	return append(out, rest...)
+}
+
+// withContinuousUsage adds vLLM's continuous_usage_stats to the body's
+// stream_options; a body it cannot read goes as it is.
+func withContinuousUsage(body []byte) []byte {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil {
+		return body
+	}
+	so := map[string]json.RawMessage{}
+	if raw, ok := fields["stream_options"]; ok && json.Unmarshal(raw, &so) != nil {
+		return body
+	}
+	so["include_usage"] = json.RawMessage("true")
+	so["continuous_usage_stats"] = json.RawMessage("true")
+	fields["stream_options"], _ = json.Marshal(so)
+	out, err := json.Marshal(fields)
+	if err != nil {
+		return body
+	}
+	return out
 }
 
 func upstreamError(backend string, resp *http.Response) *UpstreamError {

@@ -100,6 +100,9 @@ type BackendConfig struct {
 	URL       string `yaml:"url"`
 	Model     string `yaml:"model"`
 	APIKeyEnv string `yaml:"api_key_env"`
+	// ContinuousUsage: the backend is vLLM and reports usage in every
+	// stream chunk when asked (models.Backend.ContinuousUsage).
+	ContinuousUsage bool `yaml:"continuous_usage_stats"`
 }
 
 // KeyConfig is a static API key; only the SHA-256 of its secret is kept.
@@ -405,7 +408,8 @@ func (c *Config) catalog(getenv func(string) string) (*models.Catalog, error) {
 					return nil, invalid(fmt.Sprintf("models.%s.backends[%d].api_key_env", name, i), "the environment variable %s is not set", b.APIKeyEnv)
 				}
 			}
-			m.Backends = append(m.Backends, models.Backend{Name: b.backendName(), URL: b.URL, Model: b.Model, APIKey: key})
+			m.Backends = append(m.Backends, models.Backend{Name: b.backendName(), URL: b.URL, Model: b.Model, APIKey: key,
+				ContinuousUsage: b.ContinuousUsage})
 		}
 		ms = append(ms, m)
 	}

@@ -176,7 +176,8 @@ type chatRequest struct {
 	MaxCompletionTokens *int      `json:"max_completion_tokens"`
 	Stream              bool      `json:"stream"`
 	StreamOptions       *struct {
-		IncludeUsage bool `json:"include_usage"`
+		IncludeUsage         bool `json:"include_usage"`
+		ContinuousUsageStats bool `json:"continuous_usage_stats"`
 	} `json:"stream_options"`
 }
 
@@ -288,7 +289,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, cfg *Config) {
 		model:  req.Model, created: time.Now().Unix(),
 	}
 	if req.Stream {
-		g.stream(w, includeUsage && !cfg.NoUsage)
+		g.stream(w, includeUsage && !cfg.NoUsage, req.StreamOptions != nil && req.StreamOptions.ContinuousUsageStats)
 	} else {
 		g.complete(w)
 	}
@@ -393,7 +394,10 @@ func (g *generation) complete(w http.ResponseWriter) {
 	g.done(true)
 }
 
-func (g *generation) stream(w http.ResponseWriter, includeUsage bool) {
+// stream sends the reply as chunks. continuous (vLLM's
+// continuous_usage_stats, with include_usage) puts the usage so far in
+// every chunk, the chunk's own token included.
+func (g *generation) stream(w http.ResponseWriter, includeUsage, continuous bool) {
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
@@ -412,16 +416,21 @@ func (g *generation) stream(w http.ResponseWriter, includeUsage bool) {
 	if g.cfg.DelayHeaders {
 		start()
 	}
-	usageField := ""
-	if includeUsage {
-		usageField = `,"usage":null`
+	usageField := func(completion int) string {
+		switch {
+		case includeUsage && continuous:
+			return fmt.Sprintf(`,"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}`, g.prompt, completion, g.prompt+completion)
+		case includeUsage:
+			return `,"usage":null`
+		}
+		return ""
 	}
-	send := func(choice string) bool {
+	send := func(choice string, completion int) bool {
 		_, err := fmt.Fprintf(w, "data: {\"id\":%q,\"object\":\"chat.completion.chunk\",\"created\":%d,\"model\":%q,\"choices\":[%s]%s}\n\n",
-			g.id, g.created, g.model, choice, usageField)
+			g.id, g.created, g.model, choice, usageField(completion))
 		return err == nil && rc.Flush() == nil
 	}
-	if !send(`{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}`) {
+	if !send(`{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}`, 0) {
 		g.done(false)
 		return
 	}
@@ -449,13 +458,13 @@ func (g *generation) stream(w http.ResponseWriter, includeUsage bool) {
 			return
 		}
 		tok, _ := json.Marshal(Token(i))
-		if !send(`{"index":0,"delta":{"content":` + string(tok) + `},"logprobs":null,"finish_reason":null}`) {
+		if !send(`{"index":0,"delta":{"content":`+string(tok)+`},"logprobs":null,"finish_reason":null}`, g.sent+1) {
 			g.done(false)
 			return
 		}
 		g.sent++
 	}
-	if !send(`{"index":0,"delta":{},"logprobs":null,"finish_reason":"` + g.finish + `"}`) {
+	if !send(`{"index":0,"delta":{},"logprobs":null,"finish_reason":"`+g.finish+`"}`, g.sent) {
 		g.done(false)
 		return
 	}

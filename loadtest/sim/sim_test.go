@@ -68,6 +68,16 @@ func TestStreamQuirks(t *testing.T) {
 	if !strings.Contains(lines[len(lines)-3], `"finish_reason":"length"`) || !strings.Contains(lines[0], `"usage":null`) {
 		t.Errorf("with include_usage: %q", lines)
 	}
+
+	// vLLM's continuous_usage_stats: the usage so far in every chunk.
+	lines = dataLines(t, post(t, srv.URL, `{"model":"m","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true},"messages":[{"role":"user","content":"a b c"}]}`).Body)
+	for i, want := range []int{0, 1, 2, 3, 3, 3} { // role, 3 tokens, finish, the usage chunk
+		var ch struct{ Usage sim.Usage }
+		json.Unmarshal([]byte(lines[i]), &ch)
+		if ch.Usage != (sim.Usage{PromptTokens: 6, CompletionTokens: want, TotalTokens: 6 + want}) {
+			t.Errorf("chunk %d: %s, want %d completion tokens", i, lines[i], want)
+		}
+	}
 }
 
 func TestFaults(t *testing.T) {
