@@ -337,3 +337,22 @@ func TestNoSpoolLogsWholeRecord(t *testing.T) {
 		t.Errorf("the lost record is not logged whole:\n%s", logs)
 	}
 }
+
+// TestTimedOutWriteCountsOnce: Redis is paused while a write is in
+// flight, so the write times out with its fate unknown; Redis then runs
+// the buffered write, and the ledger's retry adds nothing more.
+func TestTimedOutWriteCountsOnce(t *testing.T) {
+	srv, st := ownRedis(t)
+	l := newLedger(t, st, Options{Timeout: 150 * time.Millisecond})
+	<-l.Record(rec(1)) // connects and loads the script
+	srv.Pause()
+	<-l.Record(rec(2)) // times out
+	srv.Resume()
+	if err := l.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkSummary(t, st, "key_a", want(rec(1), rec(2)))
+	if n := l.counter(t, "obol.usage.records.delayed"); n != 1 {
+		t.Errorf("delayed = %d, want the one that timed out", n)
+	}
+}
