@@ -1,0 +1,35 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Store keeps key records: Redis or Embedded.
+type Store interface {
+	// Create adds k; ErrExists if its id or secret digest is taken.
+	Create(ctx context.Context, k *Key) error
+	// Update replaces an existing key's record; ErrNotFound if none.
+	Update(ctx context.Context, k *Key) error
+	// Get returns the key with id, or ErrNotFound.
+	Get(ctx context.Context, id string) (*Key, error)
+	// ByDigest returns the key whose secret has this hex SHA-256, or
+	// ErrNotFound.
+	ByDigest(ctx context.Context, digest string) (*Key, error)
+	// List returns every key, oldest first.
+	List(ctx context.Context) ([]*Key, error)
+	// Changes returns the ids of keys changed after the change mark since
+	// ("" is now: nothing), and the mark to ask from next. reset means
+	// changes may have been missed and every cached key must go.
+	Changes(ctx context.Context, since string) (ids []string, next string, reset bool, err error)
+	// Touch records when keys were last used; a later time wins.
+	Touch(ctx context.Context, used map[string]time.Time) error
+}
+
+var (
+	// ErrNotFound is a key id that does not exist.
+	ErrNotFound = errors.New("no such key")
+	// ErrExists is a key id or secret that is taken already.
+	ErrExists = errors.New("key exists")
+)
