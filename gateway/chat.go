@@ -12,6 +12,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 )
 
@@ -24,9 +25,14 @@ const maxUpstreamBody = 64 << 20
 // prepare runs what every chat route does before a backend is called:
 // authenticate, read and decode the body, find the model, check the key's
 // access and the model's limits, and admit the request under the key's.
-func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call) (*chatRequest, *models.Model, error) {
-	if err := s.authenticate(r, c); err != nil {
+func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, streamRoute bool) (*chatRequest, *models.Model, error) {
+	// Any chat scope gets the body read; which one is needed depends on
+	// whether the answer streams, which /v1/chat/completions says inside.
+	if err := s.authenticate(r, c, "", ""); err != nil {
 		return nil, nil, err
+	}
+	if !c.key.Has(keys.ScopeChatStream) {
+		return nil, nil, needScope(keys.ScopeChat, r.URL.Path)
 	}
 	// A body trickled in slowly must not hold a handler forever; the
 	// deadline is lifted once the body is in, so streams are not cut.
@@ -45,6 +51,9 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call) (*chat
 	req, err := decodeChat(body)
 	if err != nil {
 		return nil, nil, err
+	}
+	if !streamRoute && !req.Stream && !c.key.Has(keys.ScopeChat) {
+		return nil, nil, needScope(keys.ScopeChat, "a complete (non-streamed) answer")
 	}
 	c.model = req.Model
 	m := s.catalog.Get(req.Model)
@@ -68,7 +77,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call) (*chat
 
 // chat is POST /v1/chat: one complete answer in the native shape.
 func (s *Server) chat(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c)
+	req, m, err := s.prepare(w, r, c, false)
 	if err != nil {
 		return err
 	}
@@ -77,7 +86,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, _ httprouter.Param
 
 // chatStream is POST /v1/chat/stream: the native SSE stream.
 func (s *Server) chatStream(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c)
+	req, m, err := s.prepare(w, r, c, true)
 	if err != nil {
 		return err
 	}
@@ -87,7 +96,7 @@ func (s *Server) chatStream(w http.ResponseWriter, r *http.Request, _ httprouter
 // chatCompletions is POST /v1/chat/completions, OpenAI's shape exactly;
 // the body's "stream" chooses the answer.
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c)
+	req, m, err := s.prepare(w, r, c, false)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 )
 
@@ -33,7 +34,7 @@ func info(m *models.Model) modelInfo {
 
 // listModels is GET /v1/models: the models this key may use.
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	if err := s.authenticate(r, c); err != nil {
+	if err := s.authenticate(r, c, keys.ScopeModels, "GET /v1/models"); err != nil {
 		return err
 	}
 	s.peekHeaders(w, r, c)
@@ -51,7 +52,7 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ httprouter
 
 // getModel is GET /v1/models/{model}.
 func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
-	if err := s.authenticate(r, c); err != nil {
+	if err := s.authenticate(r, c, keys.ScopeModels, "GET /v1/models"); err != nil {
 		return err
 	}
 	s.peekHeaders(w, r, c)

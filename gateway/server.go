@@ -5,6 +5,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +54,13 @@ type Options struct {
 	// KeepAlive is the interval of SSE comments sent while a stream waits
 	// for its first token; 0 means 10 seconds.
 	KeepAlive time.Duration
+	// Admin administers the store's keys; AdminToken (OBOL_ADMIN_TOKEN)
+	// opens the admin API. Either unset: the admin API answers 403.
+	Admin      KeyAdmin
+	AdminToken string
+	// SeparateAdmin keeps the admin API off the public handler; it is
+	// then served only by AdminHandler, on a listener of its own.
+	SeparateAdmin bool
 }
 
 // DefaultMaxBodyBytes is the body limit when Options.MaxBodyBytes is 0:
@@ -71,6 +79,12 @@ type Server struct {
 	keepAlive time.Duration
 	router    *httprouter.Router
 	ready     readiness
+	guard     *authGuard
+
+	admins      KeyAdmin
+	usageAdmin  UsageAdmin
+	adminToken  []byte // SHA-256 of the admin token
+	adminRouter *httprouter.Router
 
 	// abort ends the work of requests still in flight when the shutdown
 	// grace is over; inflight counts the handlers yet to return.
@@ -89,6 +103,13 @@ func New(o Options) (*Server, error) {
 		maxBody: o.MaxBodyBytes, keepAlive: o.KeepAlive,
 	}
 	s.abort, s.abortNow = context.WithCancel(context.Background())
+	s.guard = newAuthGuard()
+	s.admins = o.Admin
+	s.usageAdmin, _ = o.Ledger.(UsageAdmin)
+	if o.AdminToken != "" {
+		d := sha256.Sum256([]byte(o.AdminToken))
+		s.adminToken = d[:]
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}
@@ -113,6 +134,11 @@ func New(o Options) (*Server, error) {
 	}
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
+	s.adminRouter = httprouter.New()
+	s.adminRoutes(s.adminRouter)
+	if !o.SeparateAdmin {
+		s.adminRoutes(r)
+	}
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Request-Id", newID("req"))
 		writeError(w, errNotFound)
@@ -130,6 +156,9 @@ func New(o Options) (*Server, error) {
 		writeError(w, &Error{Status: http.StatusInternalServerError, Code: "server_error", Message: "internal error; it has been logged"})
 	}
 	s.router = r
+	for _, ar := range []*httprouter.Router{s.adminRouter} {
+		ar.NotFound, ar.MethodNotAllowed, ar.PanicHandler = r.NotFound, r.MethodNotAllowed, r.PanicHandler
+	}
 	return s, nil
 }
 
@@ -267,9 +296,13 @@ func (s *Server) record(c *call) {
 	})
 }
 
-// authenticate finds the request's key; unauthenticated requests stop here,
-// before any body is read or backend called.
-func (s *Server) authenticate(r *http.Request, c *call) error {
+// authenticate finds the request's key and checks that it holds scope
+// (none when scope is ""); unauthenticated requests stop here, before any
+// body is read or backend called.
+func (s *Server) authenticate(r *http.Request, c *call, scope, what string) error {
+	if err := s.guard.check(r); err != nil {
+		return err
+	}
 	sec := secret(r)
 	if sec == "" {
 		return errNoKey
@@ -280,8 +313,12 @@ func (s *Server) authenticate(r *http.Request, c *call) error {
 			Message: "keys cannot be checked right now; retry shortly", Err: fmt.Errorf("authenticate: %w", err)}
 	}
 	if k == nil {
+		s.guard.failed(r)
 		return errBadKey
 	}
 	c.key = k
+	if scope != "" && !k.Has(scope) {
+		return needScope(scope, what)
+	}
 	return nil
 }

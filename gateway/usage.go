@@ -8,6 +8,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/keys"
 	"github.com/obol/obol/usage"
 )
 
@@ -16,7 +17,7 @@ import (
 // holds; a record still queued (during a store outage) appears once
 // written.
 func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	if err := s.authenticate(r, c); err != nil {
+	if err := s.authenticate(r, c, keys.ScopeUsage, "GET /v1/usage"); err != nil {
 		return err
 	}
 	period := time.Now().UTC().Format("2006-01")

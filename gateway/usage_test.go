@@ -338,7 +338,18 @@ func TestLedgerMatchesBackend(t *testing.T) {
 			if d.requests != 1 {
 				t.Errorf("the failed requests were recorded: %+v", d)
 			}
-			lines := accessLog(t, e)
+			// A handler logs a moment after its record is queued.
+			var lines map[string]accessLine
+			waitFor(t, "52 access log lines with usage", func() bool {
+				lines = accessLog(t, e)
+				n := 0
+				for _, l := range lines {
+					if l.PromptTokens != nil {
+						n++
+					}
+				}
+				return n == 52
+			})
 			var dup []usage.Record
 			for id, l := range lines {
 				if l.PromptTokens != nil {

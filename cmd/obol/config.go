@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -17,14 +18,18 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
 )
 
 // Config is the YAML configuration. Its field names are a public interface.
 type Config struct {
-	Listen string      `yaml:"listen"`
-	Redis  RedisConfig `yaml:"redis"`
+	Listen string `yaml:"listen"`
+	// AdminListen, when set, serves the admin API on this address only,
+	// off the public listener.
+	AdminListen string      `yaml:"admin_listen"`
+	Redis       RedisConfig `yaml:"redis"`
 	// DataDir holds the embedded store's files.
 	DataDir string `yaml:"data_dir"`
 	// ShutdownGrace is how long in-flight requests and streams may run
@@ -114,6 +119,9 @@ type KeyConfig struct {
 	Models []string `yaml:"models"`
 	// Limits override the tier's, each one on its own; 0 means unlimited.
 	Limits LimitsOverride `yaml:"limits"`
+	// Scopes limit what the key may do (chat, chat:stream, models,
+	// usage); empty means everything.
+	Scopes []string `yaml:"scopes"`
 }
 
 // LimitsOverride is a key's own limits; an absent one is the tier's.
@@ -202,6 +210,11 @@ func (c *Config) check() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return invalid("listen", "want host:port, got %q", c.Listen)
 	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			return invalid("admin_listen", "want host:port, got %q", c.AdminListen)
+		}
+	}
 	if c.DataDir == "" {
 		c.DataDir = "./data"
 	}
@@ -285,6 +298,11 @@ func (c *Config) check() error {
 		for name, v := range map[string]*int64{"rpm": k.Limits.RPM, "tpm": k.Limits.TPM, "tpd": k.Limits.TPD} {
 			if v != nil && *v < 0 {
 				return invalid(f+".limits."+name, "must be 0 (unlimited) or positive")
+			}
+		}
+		for j, sc := range k.Scopes {
+			if !slices.Contains(keys.AllScopes, sc) {
+				return invalid(fmt.Sprintf("%s.scopes[%d]", f, j), "unknown scope %q; scopes: %s", sc, strings.Join(keys.AllScopes, ", "))
 			}
 		}
 	}
@@ -433,7 +451,11 @@ func (c *Config) staticKeys() *gateway.StaticKeys {
 		var d [sha256.Size]byte
 		hex.Decode(d[:], []byte(k.SHA256))
 		lim, _ := tiers.Limits(k.Tier, quota.Override(k.Limits))
-		keys[d] = gateway.Key{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: lim}
+		var scopes []string
+		if len(k.Scopes) > 0 {
+			scopes = k.Scopes
+		}
+		keys[d] = gateway.Key{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: lim, Scopes: scopes}
 	}
 	return gateway.NewStaticKeys(keys)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/usage"
 )
 
 // replica is one obol process of a fleet, restartable on its data_dir.
@@ -130,31 +131,50 @@ func TestLedgerUnderFaults(t *testing.T) {
 		Outcome    string `json:"stream_outcome"`
 		Stream     bool   `json:"stream"`
 	}
-	var logged, reported struct{ prompt, completion, requests int64 }
-	ids := map[string]bool{}
-	for _, r := range replicas {
-		for _, b := range r.logs {
-			sc := bufio.NewScanner(strings.NewReader(b.String()))
-			for sc.Scan() {
-				var l line
-				if json.Unmarshal(sc.Bytes(), &l) != nil || l.Msg != "request" || l.Prompt == nil {
-					continue
-				}
-				if ids[l.RequestID] {
-					t.Errorf("request id %s logged twice", l.RequestID)
-				}
-				ids[l.RequestID] = true
-				logged.prompt += *l.Prompt
-				logged.completion += l.Completion
-				logged.requests++
-				if !(l.Stream && l.Outcome == "client_gone") { // a cut stream gets no final usage
-					reported.prompt += *l.Prompt
-					reported.completion += l.Completion
+	type tally struct{ prompt, completion, requests int64 }
+	// read sums what the replicas logged; a handler logs a moment after
+	// its client has the answer, so it is read until the ledger agrees.
+	read := func() (logged, reported tally) {
+		ids := map[string]bool{}
+		for _, r := range replicas {
+			for _, b := range r.logs {
+				sc := bufio.NewScanner(strings.NewReader(b.String()))
+				for sc.Scan() {
+					var l line
+					if json.Unmarshal(sc.Bytes(), &l) != nil || l.Msg != "request" || l.Prompt == nil {
+						continue
+					}
+					if ids[l.RequestID] {
+						t.Errorf("request id %s logged twice", l.RequestID)
+					}
+					ids[l.RequestID] = true
+					logged.prompt += *l.Prompt
+					logged.completion += l.Completion
+					logged.requests++
+					if !(l.Stream && l.Outcome == "client_gone") { // a cut stream gets no final usage
+						reported.prompt += *l.Prompt
+						reported.completion += l.Completion
+					}
 				}
 			}
 		}
+		return logged, reported
 	}
-	got := hermes(waitUsage(t, replicas[1].url(), logged.requests))
+	var logged, reported tally
+	var got usage.Row
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		logged, reported = read()
+		s, status := usageNow(t, replicas[1].url())
+		got = hermes(s)
+		if status == 200 && got.Requests == logged.requests || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got.Requests != logged.requests {
+		t.Errorf("ledger %d requests, access logs %d", got.Requests, logged.requests)
+	}
 	t.Logf("ledger %+v; %d records spooled by the stopped replica; backend: %+v", got,
 		strings.Count(r0.logs[0].String(), `"msg":"usage record spooled"`), s.Stats())
 	if got.Prompt != logged.prompt || got.Completion != logged.completion {

@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/quota"
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
@@ -62,18 +64,33 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 			log.Error("closing the store", "err", err)
 		}
 	}()
+	reg := keys.NewRegistry(ctx, st.keys, keys.Options{
+		Resolve:  cfg.resolveKey,
+		Validate: func(k *keys.Key) error { return cfg.validateKey(k, catalog) },
+		Log:      log,
+	})
+	defer reg.Close()
+	adminToken := getenv("OBOL_ADMIN_TOKEN")
 	gw, err := gateway.New(gateway.Options{
-		Catalog:      catalog,
-		Upstream:     models.NewClient(),
-		Keys:         cfg.staticKeys(),
-		Quota:        st.quota,
-		Ledger:       st.ledger,
-		Log:          log,
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		KeepAlive:    cfg.StreamKeepAlive,
+		Catalog:       catalog,
+		Upstream:      models.NewClient(),
+		Keys:          authenticator{static: cfg.staticKeys(), reg: reg},
+		Quota:         st.quota,
+		Ledger:        st.ledger,
+		Log:           log,
+		MaxBodyBytes:  cfg.MaxBodyBytes,
+		KeepAlive:     cfg.StreamKeepAlive,
+		Admin:         reg,
+		AdminToken:    adminToken,
+		SeparateAdmin: cfg.AdminListen != "",
 	})
 	if err != nil {
 		return err
+	}
+	if adminToken == "" {
+		log.Info("admin API off: OBOL_ADMIN_TOKEN is not set")
+	} else if len(adminToken) < 16 {
+		return &configError{msg: "OBOL_ADMIN_TOKEN: at least 16 characters, please (openssl rand -hex 32)"}
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -89,8 +106,24 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	}
 	log.Info("obol listening", "addr", ln.Addr().String(), "models", len(catalog.List()), "keys", len(cfg.Keys))
 
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- srv.Serve(ln) }()
+	var adminSrv *http.Server
+	if cfg.AdminListen != "" {
+		aln, err := net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("admin listen: %w", err)
+		}
+		adminSrv = &http.Server{Handler: gw.AdminHandler(), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		log.Info("obol admin API listening", "addr", aln.Addr().String())
+		go func() {
+			if err := adminSrv.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+				done <- err
+			}
+		}()
+	}
 	select {
 	case err := <-done:
 		return fmt.Errorf("serve: %w", err)
@@ -100,6 +133,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
+	if adminSrv != nil {
+		go adminSrv.Shutdown(sctx)
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		// Requests still running are cut short, and each records and
 		// settles what it used before the connections close.
@@ -116,6 +152,55 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return fmt.Errorf("serve: %w", err)
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// authenticator finds a secret among the configuration's keys, then, for
+// an sk-obol- secret, among the store's.
+type authenticator struct {
+	static *gateway.StaticKeys
+	reg    *keys.Registry
+}
+
+func (a authenticator) Authenticate(ctx context.Context, secret string) (*gateway.Key, error) {
+	if k, _ := a.static.Authenticate(ctx, secret); k != nil || !strings.HasPrefix(secret, keys.SecretPrefix) {
+		return k, nil
+	}
+	e, err := a.reg.Lookup(ctx, secret)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	return e.View.(*gateway.Key), nil
+}
+
+// resolveKey is a stored key as the gateway sees it, its limits resolved
+// against the configured tiers.
+func (c *Config) resolveKey(k *keys.Key) (any, error) {
+	lim, ok := c.tiers().Limits(k.Tier, quota.Override{RPM: k.Limits.RPM, TPM: k.Limits.TPM, TPD: k.Limits.TPD})
+	if !ok {
+		// A tier dropped from the configuration must not leave its keys
+		// unlimited.
+		return nil, fmt.Errorf("key %s: tier %q is not configured", k.ID, k.Tier)
+	}
+	return &gateway.Key{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: lim, Scopes: k.Scopes}, nil
+}
+
+// validateKey checks a stored key's tier and models against the
+// configuration; ids may not clash with the configuration's keys.
+func (c *Config) validateKey(k *keys.Key, catalog *models.Catalog) error {
+	if _, ok := c.Tiers[k.Tier]; !ok {
+		return &keys.InvalidError{Field: "tier", Msg: fmt.Sprintf("unknown tier %q; tiers: %s", k.Tier, strings.Join(sortedKeys(c.Tiers), ", "))}
+	}
+	for _, m := range k.Models {
+		if catalog.Get(m) == nil {
+			return &keys.InvalidError{Field: "models", Msg: fmt.Sprintf("unknown model %q", m)}
+		}
+	}
+	for _, ck := range c.Keys {
+		if ck.ID == k.ID {
+			return &keys.InvalidError{Field: "id", Msg: "the id of a configuration key"}
+		}
+	}
 	return nil
 }
 

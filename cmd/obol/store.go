@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/keys"
 	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
 )
@@ -64,6 +65,7 @@ func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 type store struct {
 	quota  gateway.Quota
 	ledger *usage.Ledger
+	keys   keys.Store
 	close  func() error
 }
 
@@ -103,6 +105,10 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger) (*store, error)
 			return nil, err
 		}
 		u, err := usage.OpenEmbedded(db)
+		var ks *keys.Embedded
+		if err == nil {
+			ks, err = keys.OpenEmbedded(db)
+		}
 		if err != nil {
 			e.Close()
 			db.Close()
@@ -111,7 +117,7 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger) (*store, error)
 		log.Info("store: embedded, single replica", "path", path)
 		lo := ledgerOptions(c, log)
 		lo.Linger = embeddedLinger
-		return &store{quota: e, ledger: usage.NewLedger(u, lo),
+		return &store{quota: e, ledger: usage.NewLedger(u, lo), keys: ks,
 			close: func() error { return errors.Join(e.Close(), db.Close()) }}, nil
 	}
 	rdb, err := c.Redis.client()
@@ -135,6 +141,6 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger) (*store, error)
 	} else {
 		log.Info("store: Redis", "url", redactURL(c.Redis.URL), "mode", c.Redis.Mode, "fail_mode", c.Redis.FailMode)
 	}
-	return &store{quota: l, ledger: usage.NewLedger(u, ledgerOptions(c, log)),
+	return &store{quota: l, ledger: usage.NewLedger(u, ledgerOptions(c, log)), keys: keys.NewRedis(rdb, c.Redis.Prefix),
 		close: func() error { l.Close(); return rdb.Close() }}, nil
 }

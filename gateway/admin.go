@@ -1,0 +1,365 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/keys"
+	"github.com/obol/obol/usage"
+)
+
+// KeyAdmin creates and changes the keys kept in the store.
+type KeyAdmin interface {
+	Create(ctx context.Context, s keys.Spec) (*keys.Key, string, error)
+	Get(ctx context.Context, id string) (*keys.Key, error)
+	List(ctx context.Context) ([]*keys.Key, error)
+	Update(ctx context.Context, id string, change func(*keys.Key) error) (*keys.Key, error)
+	Revoke(ctx context.Context, id string) (*keys.Key, error)
+}
+
+// UsageAdmin reads every key's ledger for a month in one read.
+type UsageAdmin interface {
+	All(ctx context.Context, period string) (map[string]*usage.Summary, error)
+}
+
+// adminRoutes registers the admin API on r.
+func (s *Server) adminRoutes(r *httprouter.Router) {
+	for _, p := range []string{"/v1/admin", "/api/v1/admin"} {
+		r.POST(p+"/keys", s.handle("adm", s.admin(s.createKey)))
+		r.GET(p+"/keys", s.handle("adm", s.admin(s.listKeys)))
+		r.GET(p+"/keys/:id", s.handle("adm", s.admin(s.getKey)))
+		r.PATCH(p+"/keys/:id", s.handle("adm", s.admin(s.updateKey)))
+		r.DELETE(p+"/keys/:id", s.handle("adm", s.admin(s.revokeKey)))
+		r.GET(p+"/usage", s.handle("adm", s.admin(s.adminUsage)))
+	}
+}
+
+// AdminHandler serves only the admin API, for a listener of its own.
+func (s *Server) AdminHandler() http.Handler { return s.adminRouter }
+
+// admin wraps an admin handler: the admin token, and nothing else, opens
+// it. An API key is refused whatever its scopes, so that a leaked key
+// cannot make itself more keys.
+func (s *Server) admin(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
+		if s.adminToken == nil || s.admins == nil {
+			return &Error{Status: http.StatusForbidden, Code: "forbidden",
+				Message: "the admin API is off: start the gateway with OBOL_ADMIN_TOKEN set"}
+		}
+		if err := s.guard.check(r); err != nil {
+			return err
+		}
+		tok := secret(r)
+		if tok == "" {
+			return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing admin token: send Authorization: Bearer <OBOL_ADMIN_TOKEN>"}
+		}
+		d := sha256.Sum256([]byte(tok))
+		if subtle.ConstantTimeCompare(d[:], s.adminToken) != 1 {
+			s.guard.failed(r)
+			msg := "invalid admin token"
+			if strings.HasPrefix(tok, "sk-") {
+				msg = "admin routes take the admin token, not an API key"
+			}
+			return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: msg}
+		}
+		return h(w, r, ps, c)
+	}
+}
+
+// keyView is a key as the admin API shows it: never its secret or digest.
+type keyView struct {
+	ID         string            `json:"id"`
+	Object     string            `json:"object"`
+	Name       string            `json:"name"`
+	Tier       string            `json:"tier"`
+	Models     []string          `json:"models"`
+	Limits     keys.Limits       `json:"limits"`
+	Scopes     []string          `json:"scopes"`
+	Metadata   map[string]string `json:"metadata"`
+	Prefix     string            `json:"prefix"`
+	Status     string            `json:"status"` // active, expired, revoked
+	CreatedAt  time.Time         `json:"created_at"`
+	ExpiresAt  *time.Time        `json:"expires_at"`
+	LastUsedAt *time.Time        `json:"last_used_at"`
+	RevokedAt  *time.Time        `json:"revoked_at"`
+	Secret     string            `json:"secret,omitempty"` // once, at creation
+}
+
+func viewOf(k *keys.Key) keyView {
+	v := keyView{ID: k.ID, Object: "api_key", Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: k.Limits,
+		Scopes: k.Scopes, Metadata: k.Metadata, Prefix: k.Prefix, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt,
+		LastUsedAt: k.LastUsedAt, RevokedAt: k.RevokedAt, Status: "active"}
+	switch {
+	case k.RevokedAt != nil:
+		v.Status = "revoked"
+	case !k.Active(time.Now()):
+		v.Status = "expired"
+	}
+	if v.Models == nil {
+		v.Models = []string{}
+	}
+	if v.Metadata == nil {
+		v.Metadata = map[string]string{}
+	}
+	return v
+}
+
+// keyRequest is the body of a create or an update. Fields that may be
+// cleared (limits, expires_at) are read raw, so that null (clear) and
+// absent (leave) differ.
+type keyRequest struct {
+	Name      *string                    `json:"name"`
+	Tier      *string                    `json:"tier"`
+	Models    *[]string                  `json:"models"`
+	Limits    map[string]json.RawMessage `json:"limits"`
+	Scopes    *[]string                  `json:"scopes"`
+	ExpiresAt json.RawMessage            `json:"expires_at"`
+	Metadata  *map[string]string         `json:"metadata"`
+}
+
+func decodeKeyRequest(r *http.Request, maxBody int64) (*keyRequest, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, min(maxBody, 64<<10)+1))
+	if err != nil {
+		return nil, badRequest("", "the request body could not be read")
+	}
+	if int64(len(body)) > min(maxBody, 64<<10) {
+		return nil, &Error{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large", Message: "an admin request body is at most 64 KiB"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var kr keyRequest
+	if err := dec.Decode(&kr); err != nil {
+		return nil, badRequest(jsonField(err), "the body must be a JSON object of name, tier, models, limits, scopes, expires_at, metadata: "+err.Error())
+	}
+	return &kr, nil
+}
+
+// jsonField names the field a decoding error is about, where it can.
+func jsonField(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return te.Field
+	}
+	if s := err.Error(); strings.HasPrefix(s, "json: unknown field ") {
+		return strings.Trim(strings.TrimPrefix(s, "json: unknown field "), `"`)
+	}
+	return ""
+}
+
+// apply writes the request's fields into k.
+func (kr *keyRequest) apply(k *keys.Key, now time.Time) error {
+	if kr.Name != nil {
+		k.Name = *kr.Name
+	}
+	if kr.Tier != nil {
+		k.Tier = *kr.Tier
+	}
+	if kr.Models != nil {
+		k.Models = *kr.Models
+	}
+	if kr.Scopes != nil {
+		k.Scopes = *kr.Scopes
+	}
+	if kr.Metadata != nil {
+		k.Metadata = *kr.Metadata
+	}
+	for name, raw := range kr.Limits {
+		var dst **int64
+		switch name {
+		case "rpm":
+			dst = &k.Limits.RPM
+		case "tpm":
+			dst = &k.Limits.TPM
+		case "tpd":
+			dst = &k.Limits.TPD
+		default:
+			return badRequest("limits."+name, "the limits are rpm, tpm and tpd")
+		}
+		if string(raw) == "null" {
+			*dst = nil // back to the tier's
+			continue
+		}
+		var v int64
+		if json.Unmarshal(raw, &v) != nil || v < 0 {
+			return badRequest("limits."+name, "a limit is a whole number ≥ 0 (0 is unlimited), or null for the tier's")
+		}
+		*dst = &v
+	}
+	if len(kr.ExpiresAt) > 0 {
+		if string(kr.ExpiresAt) == "null" {
+			k.ExpiresAt = nil
+		} else {
+			var t time.Time
+			if json.Unmarshal(kr.ExpiresAt, &t) != nil {
+				return badRequest("expires_at", "expires_at is an RFC 3339 time, such as 2027-01-31T00:00:00Z, or null")
+			}
+			if !t.After(now) {
+				return badRequest("expires_at", "expires_at must be in the future")
+			}
+			t = t.UTC()
+			k.ExpiresAt = &t
+		}
+	}
+	return nil
+}
+
+// adminError maps the registry's errors to answers.
+func adminError(err error) error {
+	var ie *keys.InvalidError
+	switch {
+	case errors.As(err, &ie):
+		return badRequest(ie.Field, ie.Msg)
+	case errors.Is(err, keys.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Param: "id", Message: "no such key"}
+	case errors.Is(err, context.Canceled):
+		return err
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
+		Message: "the key store cannot be reached right now; retry shortly", Err: err}
+}
+
+// createKey is POST /v1/admin/keys: the answer holds the secret, once.
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
+	kr, err := decodeKeyRequest(r, s.maxBody)
+	if err != nil {
+		return err
+	}
+	if kr.Tier == nil || *kr.Tier == "" {
+		return badRequest("tier", "tier is required")
+	}
+	var k keys.Key
+	if err := kr.apply(&k, time.Now()); err != nil {
+		return err
+	}
+	spec := keys.Spec{Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: k.Limits, ExpiresAt: k.ExpiresAt, Metadata: k.Metadata}
+	if kr.Scopes != nil {
+		spec.Scopes = k.Scopes
+	}
+	created, secret, err := s.admins.Create(r.Context(), spec)
+	if err != nil {
+		return adminError(err)
+	}
+	v := viewOf(created)
+	v.Secret = secret
+	w.Header().Set("Cache-Control", "no-store")
+	s.log.Info("key created", "key_id", created.ID, "tier", created.Tier, "name", created.Name)
+	return writeJSON(w, http.StatusCreated, v)
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
+	ks, err := s.admins.List(r.Context())
+	if err != nil {
+		return adminError(err)
+	}
+	list := struct {
+		Object string    `json:"object"`
+		Data   []keyView `json:"data"`
+	}{Object: "list", Data: make([]keyView, 0, len(ks))}
+	for _, k := range ks {
+		list.Data = append(list.Data, viewOf(k))
+	}
+	return writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
+	k, err := s.admins.Get(r.Context(), ps.ByName("id"))
+	if err != nil {
+		return adminError(err)
+	}
+	return writeJSON(w, http.StatusOK, viewOf(k))
+}
+
+func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
+	kr, err := decodeKeyRequest(r, s.maxBody)
+	if err != nil {
+		return err
+	}
+	if kr.Tier != nil && *kr.Tier == "" {
+		return badRequest("tier", "tier cannot be empty")
+	}
+	k, err := s.admins.Update(r.Context(), ps.ByName("id"), func(k *keys.Key) error {
+		if k.RevokedAt != nil {
+			return &Error{Status: http.StatusConflict, Code: "conflict", Message: "the key is revoked; create a new one"}
+		}
+		return kr.apply(k, time.Now())
+	})
+	if err != nil {
+		return adminError(err)
+	}
+	s.log.Info("key updated", "key_id", k.ID, "tier", k.Tier)
+	return writeJSON(w, http.StatusOK, viewOf(k))
+}
+
+func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
+	k, err := s.admins.Revoke(r.Context(), ps.ByName("id"))
+	if err != nil {
+		return adminError(err)
+	}
+	s.log.Info("key revoked", "key_id", k.ID)
+	return writeJSON(w, http.StatusOK, viewOf(k))
+}
+
+// adminUsage is GET /v1/admin/usage?period=YYYY-MM[&key=ID]: every key's
+// month, for a billing run, in one read of the ledger.
+func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
+	period := time.Now().UTC().Format("2006-01")
+	q := r.URL.Query()
+	if q.Has("period") {
+		p, err := usage.ParsePeriod(q.Get("period"))
+		if err != nil {
+			return badRequest("period", "period must be a month as YYYY-MM, such as "+period)
+		}
+		period = p
+	}
+	if s.usageAdmin == nil {
+		return &Error{Status: http.StatusNotImplemented, Code: "not_implemented", Message: "this ledger cannot list every key"}
+	}
+	all, err := s.usageAdmin.All(r.Context(), period)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+		return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
+			Message: "usage cannot be read right now; retry shortly", Err: err}
+	}
+	type keyUsage struct {
+		TotalTokens int64                `json:"total_tokens"`
+		ByModel     map[string]usage.Row `json:"by_model"`
+	}
+	out := struct {
+		Period      string              `json:"period"`
+		TotalTokens int64               `json:"total_tokens"`
+		Keys        map[string]keyUsage `json:"keys"`
+	}{Period: period, Keys: map[string]keyUsage{}}
+	ids := make([]string, 0, len(all))
+	for id := range all {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	only := q.Get("key")
+	for _, id := range ids {
+		if only != "" && id != only {
+			continue
+		}
+		sum := all[id]
+		out.Keys[id] = keyUsage{TotalTokens: sum.TotalTokens, ByModel: sum.ByModel}
+		out.TotalTokens += sum.TotalTokens
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusOK, out)
+}
