@@ -44,6 +44,9 @@ type envConfig struct {
 	gateway.Options
 	models []models.Model
 	keys   map[string]gateway.Key // by secret
+	// afterKeys, if set, wraps the configuration's keys in another
+	// authenticator (run-time keys).
+	afterKeys func(*gateway.StaticKeys) gateway.Authenticator
 }
 
 type envOption func(*envConfig)
@@ -136,7 +139,11 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 	for secret, k := range c.keys {
 		byDigest[sha256.Sum256([]byte(secret))] = k
 	}
-	c.Keys = gateway.NewStaticKeys(byDigest)
+	static := gateway.NewStaticKeys(byDigest)
+	c.Keys = static
+	if c.afterKeys != nil {
+		c.Keys = c.afterKeys(static)
+	}
 	cat, err := models.NewCatalog(c.models)
 	if err != nil {
 		t.Fatal(err)
