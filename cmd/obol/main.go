@@ -2,6 +2,8 @@
 // quotas.
 //
 //	obol serve -config FILE [-addr HOST:PORT]
+//	obol keys create|list|get|update|revoke   administer API keys
+//	obol usage [--period YYYY-MM]             every key's tokens for a month
 //	obol hash-key < secret        print the sha256 a config key needs
 package main
 
@@ -36,6 +38,8 @@ func (e *usageError) Error() string { return e.msg }
 
 const usageText = `usage:
   obol serve -config FILE [-addr HOST:PORT]   run the gateway
+  obol keys create|list|get|update|revoke     administer API keys (obol keys for details)
+  obol usage [--period YYYY-MM] [--key ID]    every key's tokens for a month
   obol hash-key < SECRET                      print the sha256 of a secret for a config key`
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -47,6 +51,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return serve(ctx, args[1:], stderr, getenv)
 	case "hash-key":
 		return hashKey(stdin, stdout)
+	case "keys":
+		return keysCmd(ctx, args[1:], stdout, stderr, getenv)
+	case "usage":
+		return usageCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(stdout, usageText)
 		return nil
