@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -240,5 +241,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestAdminListener: with admin_listen set, the admin API answers there
+// and not on the public listener.
+func TestAdminListener(t *testing.T) {
+	up := httptest.NewServer(sim.New(sim.Config{}))
+	defer up.Close()
+	_, base, logs := startObolWith(t, "testdata/ledger.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir(),
+		"OBOL_ADMIN_TOKEN="+cliToken, "TEST_ADMIN_LISTEN=127.0.0.1:0")
+	waitLog(t, logs, "obol admin API listening")
+	m := regexp.MustCompile(`"msg":"obol admin API listening","addr":"([^"]+)"`).FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no admin address in the log:\n%s", logs)
+	}
+	if _, err := cli(t, "keys", "list", "--server", base); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("the admin API on the public listener: %v", err)
+	}
+	if out, err := cli(t, "keys", "list", "--server", "http://"+m[1]); err != nil || !strings.HasPrefix(out, "ID") {
+		t.Errorf("the admin listener: %v\n%s", err, out)
 	}
 }

@@ -38,6 +38,8 @@ func TestBadConfigs(t *testing.T) {
 		"dup-key-id":         "keys[1] (k1).id: used twice",
 		"missing-key-id":     "keys[0].id: required",
 		"key-unknown-model":  `keys[0] (k1).models[0]: unknown model "pluto"`,
+		"key-unknown-scope":  `keys[0] (k1).scopes[1]: unknown scope "admin"`,
+		"bad-admin-listen":   "admin_listen: want host:port",
 		"bad-log-level":      "log.level",
 		"bad-redis-url":      "redis.url",
 		"wrong-type":         "max_body_bytes",
