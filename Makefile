@@ -9,11 +9,15 @@ NODE_DIR := gateway/testdata/openai-node
 build:
 	$(GO) build -o bin/ ./cmd/obol ./loadtest
 
+# The demo's admin token, unless one is set: for the demo only.
+DEMO_ADMIN_TOKEN ?= demo-admin-token-not-a-secret
+
 run: build
 	@echo "obol demo: simulator on $(SIM_ADDR), gateway on 127.0.0.1:8080 (Ctrl-C stops both)"
+	@echo "admin API: OBOL_ADMIN_TOKEN=$${OBOL_ADMIN_TOKEN:-$(DEMO_ADMIN_TOKEN)} bin/obol keys list"
 	@bin/loadtest sim -addr $(SIM_ADDR) -tps 40 & sim=$$!; \
 	trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
-	bin/obol serve -config configs/demo.yaml
+	OBOL_ADMIN_TOKEN=$${OBOL_ADMIN_TOKEN:-$(DEMO_ADMIN_TOKEN)} bin/obol serve -config configs/demo.yaml
 
 node-deps:
 	@if command -v npm >/dev/null 2>&1; then \
