@@ -105,6 +105,7 @@ func asError(err error, model string) *Error {
 	}
 	var ue *models.UpstreamError
 	var ce *models.ConnectError
+	var ua *models.UnavailableError
 	switch {
 	case errors.As(err, &ue):
 		switch {
@@ -125,6 +126,12 @@ func asError(err error, model string) *Error {
 	case errors.As(err, &ce):
 		return &Error{Status: http.StatusBadGateway, Code: "upstream_error", Err: err,
 			Message: "no backend for " + model + " could be reached"}
+	case errors.As(err, &ua):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: ua.RetryAfter, Err: err,
+			Message: "every backend for " + model + " is busy or recovering; retry shortly"}
+	case errors.Is(err, models.ErrBadFirstEvent), errors.Is(err, models.ErrAnswerCut):
+		return &Error{Status: http.StatusBadGateway, Code: "upstream_error", Err: err,
+			Message: "the backend for " + model + " failed to answer"}
 	case errors.Is(err, models.ErrFirstTokenTimeout), errors.Is(err, models.ErrTotalTimeout):
 		return &Error{Status: http.StatusGatewayTimeout, Code: "upstream_timeout", Err: err,
 			Message: "no answer from " + model + " in time"}

@@ -118,7 +118,7 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 	logBuf := &syncbuf.Buffer{}
 	c := &envConfig{
 		Options: gateway.Options{
-			Upstream:     models.NewClient(),
+			Upstream:     models.NewClient(models.BreakerOptions{}),
 			Quota:        quota.NewMemory(),
 			Log:          slog.New(slog.NewJSONHandler(logBuf, nil)),
 			MaxBodyBytes: 64 << 10,

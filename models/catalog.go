@@ -14,6 +14,14 @@ type Backend struct {
 	URL    string // base URL, e.g. http://127.0.0.1:9000/v1
 	Model  string // the backend's own model name
 	APIKey string // sent as a bearer token; never logged
+	// Weight is the backend's share among backends of its priority; 0
+	// means 1.
+	Weight int
+	// Priority orders backends: 0 first; a higher number is used only
+	// when every backend of a lower one is unavailable.
+	Priority int
+	// MaxConcurrency caps the requests in flight to it; 0 is no cap.
+	MaxConcurrency int
 	// ContinuousUsage asks a vLLM backend for usage in every stream chunk
 	// (stream_options.continuous_usage_stats), so that a stream cut short
 	// is charged by the backend's own count, prompt included, instead of
@@ -67,7 +75,17 @@ type Model struct {
 	MaxOutputTokens int
 	Vision          bool
 	Timeouts        Timeouts
-	Backends        []Backend
+	// MaxAttempts bounds the backends one request may try; 0 means
+	// all of them, at most 3.
+	MaxAttempts int
+	Backends    []Backend
+}
+
+func (m *Model) attempts() int {
+	if m.MaxAttempts > 0 {
+		return m.MaxAttempts
+	}
+	return min(len(m.Backends), 3)
 }
 
 // Catalog is the set of models, fixed at start.
@@ -98,6 +116,11 @@ func NewCatalog(models []Model) (*Catalog, error) {
 		}
 		m.Timeouts = m.Timeouts.withDefaults()
 		m.Backends = append([]Backend(nil), m.Backends...)
+		for j := range m.Backends {
+			if m.Backends[j].Weight <= 0 {
+				m.Backends[j].Weight = 1
+			}
+		}
 		c.byName[m.Name] = &m
 		c.list = append(c.list, &m)
 	}

@@ -48,14 +48,17 @@ type ConnectError struct {
 func (e *ConnectError) Error() string { return fmt.Sprintf("backend %s: %v", e.Backend, e.Err) }
 func (e *ConnectError) Unwrap() error { return e.Err }
 
-// Client calls backends over pooled keep-alive connections.
+// Client calls backends over pooled keep-alive connections, choosing
+// among a model's backends and failing over between them.
 type Client struct {
-	hc *http.Client
+	hc      *http.Client
+	breaker BreakerOptions
+	states  sync.Map // *Backend → *backendState
 }
 
 // NewClient returns a client whose transport keeps enough idle connections
 // per backend for a busy gateway.
-func NewClient() *Client {
+func NewClient(o BreakerOptions) *Client {
 	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
@@ -77,7 +80,7 @@ func NewClient() *Client {
 		// upstream body would be buffered by the decompressor.
 		DisableCompression: true,
 	}
-	return &Client{hc: &http.Client{Transport: t}}
+	return &Client{hc: &http.Client{Transport: t}, breaker: o.withDefaults()}
 }
 
 type connectTimeoutKey struct{}
@@ -93,26 +96,79 @@ type Response struct {
 // Close releases the call.
 func (r *Response) Close() error { return r.Body.Close() }
 
-// Send posts a chat completion request to the model's backend. body is the
-// request without its "model" field: Send adds the backend's own model name,
-// so the public name never reaches a backend that would not know it.
-func (c *Client) Send(ctx context.Context, m *Model, body []byte, stream bool) (*Response, error) {
-	b := &m.Backends[0]
+// Send posts a chat completion request to one of the model's backends,
+// and to another when that one fails before its first byte, within the
+// model's attempts and its total timeout. body is the request without
+// its "model" field: each backend gets its own model name, so the public
+// name never reaches a backend that would not know it.
+//
+// A streaming answer is returned once its first event has arrived; a
+// non-streaming one once it has arrived whole. Either way nothing of a
+// failed attempt has reached the caller, so trying another is invisible.
+func (c *Client) Send(ctx context.Context, m *Model, reqBody []byte, stream bool) (*Response, error) {
+	ctx, cancel := context.WithCancelCause(context.WithValue(ctx, connectTimeoutKey{}, m.Timeouts.Connect))
+	total := time.AfterFunc(m.Timeouts.Total, func() { cancel(ErrTotalTimeout) })
+	release := func() {
+		total.Stop()
+		cancel(context.Canceled)
+	}
+	var tried []*Backend
+	var last error
+	wait := time.Duration(0)
+	for len(tried) < m.attempts() {
+		b, st, w := c.pick(m, tried)
+		if b == nil {
+			wait = w
+			break
+		}
+		tried = append(tried, b)
+		resp, err := c.attempt(ctx, m, b, st, reqBody, stream)
+		if err == nil {
+			inner := resp.Body.(*body)
+			prev := inner.close
+			inner.close = func() error { err := prev(); release(); return err }
+			return resp, nil
+		}
+		last = err
+		if ctx.Err() != nil || !failover(err) {
+			break
+		}
+	}
+	release()
+	if last == nil {
+		return nil, &UnavailableError{Model: m.Name, RetryAfter: max(wait, time.Second)}
+	}
+	return nil, last
+}
+
+// attempt is one backend's try.
+func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendState, reqBody []byte, stream bool) (resp *Response, err error) {
+	st.inflight.Add(1)
 	t := m.Timeouts
-	ctx, cancel := context.WithCancelCause(context.WithValue(ctx, connectTimeoutKey{}, t.Connect))
-	tb := &timedBody{ctx: ctx, cancel: cancel, idle: t.Idle}
-	tb.total = time.AfterFunc(t.Total, func() { cancel(ErrTotalTimeout) })
-	// A non-streaming answer arrives whole, so only the total bounds it.
+	actx, cancel := context.WithCancelCause(ctx)
+	tb := &timedBody{ctx: actx, cancel: cancel, idle: t.Idle}
 	if stream {
 		tb.timer = time.AfterFunc(t.FirstToken, tb.fire)
 	}
+	defer func() {
+		if err != nil {
+			tb.release()
+			st.inflight.Add(-1)
+			if ctx.Err() == nil {
+				c.outcome(st, breakerFailure(err), time.Now())
+			} else {
+				c.outcome(st, false, time.Now()) // the caller left: no verdict on the backend
+			}
+			return
+		}
+		c.outcome(st, false, time.Now())
+	}()
 
 	if stream && b.ContinuousUsage {
-		body = withContinuousUsage(body)
+		reqBody = withContinuousUsage(reqBody)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(b.URL, "/")+"/chat/completions", bytes.NewReader(withModel(body, b.Model)))
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, strings.TrimSuffix(b.URL, "/")+"/chat/completions", bytes.NewReader(withModel(reqBody, b.Model)))
 	if err != nil {
-		tb.release()
 		return nil, fmt.Errorf("backend %s: %w", b.Name, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
@@ -125,28 +181,52 @@ func (c *Client) Send(ctx context.Context, m *Model, body []byte, stream bool) (
 	if b.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+b.APIKey)
 	}
-	resp, err := c.hc.Do(req)
+	hresp, err := c.hc.Do(req)
 	if err != nil {
-		defer tb.release()
-		if ctx.Err() != nil {
+		if actx.Err() != nil {
 			// A timeout of ours, or the caller gone.
-			return nil, fmt.Errorf("backend %s: %w", b.Name, context.Cause(ctx))
+			return nil, fmt.Errorf("backend %s: %w", b.Name, context.Cause(actx))
 		}
 		return nil, &ConnectError{Backend: b.Name, Err: err}
 	}
-	if resp.StatusCode != http.StatusOK {
-		defer tb.release()
-		defer resp.Body.Close()
-		e := upstreamError(b.Name, resp)
+	if hresp.StatusCode != http.StatusOK {
+		defer hresp.Body.Close()
+		e := upstreamError(b.Name, hresp)
 		// A backend's message may name its own model; clients see only ours.
 		if b.Model != "" {
 			e.Message = strings.ReplaceAll(e.Message, b.Model, m.Name)
 		}
+		if e.RetryAfter > 0 && (e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable) {
+			st.retryUntil.Store(time.Now().Add(e.RetryAfter).UnixNano())
+		}
 		return nil, e
 	}
-	tb.rc = resp.Body
-	return &Response{Backend: b, Header: resp.Header, Body: tb}, nil
+	tb.rc = hresp.Body
+	done := func() error { err := tb.Close(); st.inflight.Add(-1); return err }
+	if !stream {
+		raw, err := io.ReadAll(io.LimitReader(tb, maxAnswer))
+		if err != nil {
+			tb.Close()
+			if actx.Err() != nil {
+				return nil, fmt.Errorf("backend %s: %w", b.Name, context.Cause(actx))
+			}
+			return nil, fmt.Errorf("backend %s: %w: %v", b.Name, ErrAnswerCut, err)
+		}
+		return &Response{Backend: b, Header: hresp.Header, Body: &body{Reader: bytes.NewReader(raw), close: done}}, nil
+	}
+	first, rest, err := peekFirstEvent(tb)
+	if err != nil {
+		tb.Close()
+		if actx.Err() != nil {
+			return nil, fmt.Errorf("backend %s: %w", b.Name, context.Cause(actx))
+		}
+		return nil, fmt.Errorf("backend %s: %w", b.Name, err)
+	}
+	return &Response{Backend: b, Header: hresp.Header, Body: &body{Reader: io.MultiReader(bytes.NewReader(first), rest), close: done}}, nil
 }
+
+// maxAnswer bounds a non-streaming answer held in memory.
+const maxAnswer = 64 << 20
 
 // withModel returns body, a JSON object, with "model" set first.
 func withModel(body []byte, model string) []byte {
@@ -225,7 +305,6 @@ type timedBody struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	idle   time.Duration
-	total  *time.Timer
 	// timer is the first-token timer until the first byte, then the idle
 	// timer; nil for a non-streaming call.
 	timer   *time.Timer
@@ -253,9 +332,8 @@ func (b *timedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// release stops the timers and cancels the call's context.
+// release stops the timer and cancels the attempt's context.
 func (b *timedBody) release() {
-	b.total.Stop()
 	if b.timer != nil {
 		b.timer.Stop()
 	}
