@@ -16,6 +16,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/keys"
+	"github.com/obol/obol/models"
 	"github.com/obol/obol/usage"
 )
 
@@ -42,6 +43,8 @@ func (s *Server) adminRoutes(r *httprouter.Router) {
 		r.PATCH(p+"/keys/:id", s.handle("adm", s.admin(s.updateKey)))
 		r.DELETE(p+"/keys/:id", s.handle("adm", s.admin(s.revokeKey)))
 		r.GET(p+"/usage", s.handle("adm", s.admin(s.adminUsage)))
+		r.GET(p+"/backends", s.handle("adm", s.admin(s.listBackends)))
+		r.POST(p+"/backends/*rest", s.handle("adm", s.admin(s.resetBackend)))
 	}
 }
 
@@ -362,4 +365,52 @@ func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// BackendAdmin reports the backends' run-time state and resets their
+// breakers; the models client is one.
+type BackendAdmin interface {
+	Status(ms []*models.Model) []models.BackendStatus
+	Reset(ms []*models.Model, name string) int
+}
+
+// listBackends is GET /v1/admin/backends: every backend's breaker state,
+// load and wait.
+func (s *Server) listBackends(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
+	ba, ok := s.up.(BackendAdmin)
+	if !ok {
+		return &Error{Status: http.StatusNotImplemented, Code: "not_implemented", Message: "this upstream reports no backends"}
+	}
+	list := struct {
+		Object string                 `json:"object"`
+		Data   []models.BackendStatus `json:"data"`
+	}{Object: "list", Data: ba.Status(s.catalog.List())}
+	return writeJSON(w, http.StatusOK, list)
+}
+
+// resetBackend is POST /v1/admin/backends/{name}/reset: close the
+// breakers of the backends of that name (or MODEL/NAME).
+func (s *Server) resetBackend(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
+	name, ok := strings.CutSuffix(strings.TrimPrefix(ps.ByName("rest"), "/"), "/reset")
+	if !ok || name == "" {
+		return errNotFound
+	}
+	ba, ok := s.up.(BackendAdmin)
+	if !ok {
+		return &Error{Status: http.StatusNotImplemented, Code: "not_implemented", Message: "this upstream reports no backends"}
+	}
+	if ba.Reset(s.catalog.List(), name) == 0 {
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Param: "name", Message: "no backend is named " + truncate(name)}
+	}
+	s.log.Info("backend breaker reset", "backend", name)
+	var out []models.BackendStatus
+	for _, st := range ba.Status(s.catalog.List()) {
+		if st.Name == name || st.Model+"/"+st.Name == name {
+			out = append(out, st)
+		}
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Object string                 `json:"object"`
+		Data   []models.BackendStatus `json:"data"`
+	}{"list", out})
 }

@@ -98,6 +98,8 @@ type pinger interface{ Ping(context.Context) error }
 type readyReport struct {
 	Status string            `json:"status"`
 	Checks map[string]string `json:"checks"`
+	// Backends is each backend's breaker state and load.
+	Backends []models.BackendStatus `json:"backends,omitempty"`
 }
 
 type readiness struct {
@@ -149,6 +151,9 @@ func (rd *readiness) report(ctx context.Context) readyReport {
 		} else {
 			rep.Checks["model:"+m.Name] = "ok"
 		}
+	}
+	if ba, ok := rd.server.up.(BackendAdmin); ok {
+		rep.Backends = ba.Status(list)
 	}
 	rd.at, rd.last = time.Now(), rep
 	return rep

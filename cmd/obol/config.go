@@ -44,6 +44,7 @@ type Config struct {
 	Tiers           map[string]TierConfig  `yaml:"tiers"`
 	Models          map[string]ModelConfig `yaml:"models"`
 	Keys            []KeyConfig            `yaml:"keys"`
+	Breaker         BreakerConfig          `yaml:"breaker"`
 }
 
 // RedisConfig locates the shared store; an empty URL selects the embedded
@@ -83,12 +84,25 @@ type TierConfig struct {
 
 // ModelConfig is one public model.
 type ModelConfig struct {
-	ContextWindow   int             `yaml:"context_window"`
-	Description     string          `yaml:"description"`
-	Vision          bool            `yaml:"vision"`
-	MaxOutputTokens int             `yaml:"max_output_tokens"`
-	Timeouts        TimeoutsConfig  `yaml:"timeouts"`
-	Backends        []BackendConfig `yaml:"backends"`
+	ContextWindow   int            `yaml:"context_window"`
+	Description     string         `yaml:"description"`
+	Vision          bool           `yaml:"vision"`
+	MaxOutputTokens int            `yaml:"max_output_tokens"`
+	Timeouts        TimeoutsConfig `yaml:"timeouts"`
+	// MaxAttempts bounds the backends one request tries (failover);
+	// 0 means all of them, at most 3.
+	MaxAttempts int             `yaml:"max_attempts"`
+	Backends    []BackendConfig `yaml:"backends"`
+}
+
+// BreakerConfig sets every backend's circuit breaker.
+type BreakerConfig struct {
+	// Failures in a row that open it (default 5).
+	Failures int `yaml:"failures"`
+	// Cooldown before an open breaker lets a probe through (default 10s).
+	Cooldown time.Duration `yaml:"cooldown"`
+	// Probes let through at once while half-open (default 1).
+	Probes int `yaml:"probes"`
 }
 
 // TimeoutsConfig bounds upstream calls; unset fields take the defaults.
@@ -105,6 +119,13 @@ type BackendConfig struct {
 	URL       string `yaml:"url"`
 	Model     string `yaml:"model"`
 	APIKeyEnv string `yaml:"api_key_env"`
+	// Weight is its share among backends of its priority (default 1).
+	Weight int `yaml:"weight"`
+	// Priority: 0 first; a higher number only when every lower one is
+	// unavailable.
+	Priority int `yaml:"priority"`
+	// MaxConcurrency caps its requests in flight; 0 is no cap.
+	MaxConcurrency int `yaml:"max_concurrency"`
 	// ContinuousUsage: the backend is vLLM and reports usage in every
 	// stream chunk when asked (models.Backend.ContinuousUsage).
 	ContinuousUsage bool `yaml:"continuous_usage_stats"`
@@ -232,6 +253,9 @@ func (c *Config) check() error {
 	}
 	if c.StreamKeepAlive < 0 {
 		return invalid("stream_keepalive", "must not be negative")
+	}
+	if c.Breaker.Failures < 0 || c.Breaker.Probes < 0 || c.Breaker.Cooldown < 0 {
+		return invalid("breaker", "failures, cooldown and probes must not be negative")
 	}
 	switch c.Log.Level {
 	case "":
@@ -379,6 +403,9 @@ func (m ModelConfig) check(f, name string) error {
 	if len(m.Backends) == 0 {
 		return invalid(f+".backends", "at least one backend is required")
 	}
+	if m.MaxAttempts < 0 {
+		return invalid(f+".max_attempts", "must not be negative")
+	}
 	names := map[string]bool{}
 	for i, b := range m.Backends {
 		bf := fmt.Sprintf("%s.backends[%d]", f, i)
@@ -388,6 +415,11 @@ func (m ModelConfig) check(f, name string) error {
 		}
 		if b.Model == "" {
 			return invalid(bf+".model", "required: the backend's own model name")
+		}
+		for name, v := range map[string]int{"weight": b.Weight, "priority": b.Priority, "max_concurrency": b.MaxConcurrency} {
+			if v < 0 {
+				return invalid(bf+"."+name, "must not be negative")
+			}
 		}
 		n := b.backendName()
 		if names[n] {
@@ -417,7 +449,7 @@ func (c *Config) catalog(getenv func(string) string) (*models.Catalog, error) {
 		m := models.Model{
 			Name: name, Description: mc.Description, ContextWindow: mc.ContextWindow,
 			MaxOutputTokens: mc.MaxOutputTokens, Vision: mc.Vision,
-			Timeouts: models.Timeouts(mc.Timeouts),
+			Timeouts: models.Timeouts(mc.Timeouts), MaxAttempts: mc.MaxAttempts,
 		}
 		for i, b := range mc.Backends {
 			key := ""
@@ -427,7 +459,7 @@ func (c *Config) catalog(getenv func(string) string) (*models.Catalog, error) {
 				}
 			}
 			m.Backends = append(m.Backends, models.Backend{Name: b.backendName(), URL: b.URL, Model: b.Model, APIKey: key,
-				ContinuousUsage: b.ContinuousUsage})
+				Weight: b.Weight, Priority: b.Priority, MaxConcurrency: b.MaxConcurrency, ContinuousUsage: b.ContinuousUsage})
 		}
 		ms = append(ms, m)
 	}

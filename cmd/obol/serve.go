@@ -73,7 +73,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	adminToken := getenv("OBOL_ADMIN_TOKEN")
 	gw, err := gateway.New(gateway.Options{
 		Catalog:       catalog,
-		Upstream:      models.NewClient(models.BreakerOptions{}),
+		Upstream:      models.NewClient(models.BreakerOptions(cfg.Breaker)),
 		Keys:          authenticator{static: cfg.staticKeys(), reg: reg},
 		Quota:         st.quota,
 		Ledger:        st.ledger,
