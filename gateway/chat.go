@@ -134,6 +134,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 		return err
 	}
 	defer resp.Close()
+	c.backend = resp.Backend.Name
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
 	if err != nil {
 		return err

@@ -199,6 +199,7 @@ type call struct {
 	counted bool   // usage is the gateway's own count, not the backend's
 	outcome string // completed, client_gone, upstream_error, shutdown
 	stream  bool   // answered as an SSE stream
+	backend string // the backend that answered
 	started bool   // response bytes were sent; errors can no longer change the status
 	// rated: the rate-limit headers are set.
 	rated bool
@@ -266,6 +267,9 @@ func (s *Server) logAccess(r *http.Request, c *call, status int, code string) {
 	}
 	if c.model != "" {
 		attrs = append(attrs, slog.String("model", c.model))
+	}
+	if c.backend != "" {
+		attrs = append(attrs, slog.String("backend", c.backend))
 	}
 	if code != "" {
 		attrs = append(attrs, slog.String("error_code", code))

@@ -173,6 +173,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 		return err
 	}
 	defer resp.Close()
+	c.backend = resp.Backend.Name
 
 	rl := &relay{c: c, req: req, model: m.Name, sse: sse, native: native, created: time.Now().Unix()}
 	err = rl.run(resp.Body)

@@ -206,8 +206,9 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 	if !stream {
 		raw, err := io.ReadAll(io.LimitReader(tb, maxAnswer))
 		if err != nil {
+			cause := actx.Err()
 			tb.Close()
-			if actx.Err() != nil {
+			if cause != nil {
 				return nil, fmt.Errorf("backend %s: %w", b.Name, context.Cause(actx))
 			}
 			return nil, fmt.Errorf("backend %s: %w: %v", b.Name, ErrAnswerCut, err)
@@ -216,8 +217,9 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 	}
 	first, rest, err := peekFirstEvent(tb)
 	if err != nil {
+		cause := actx.Err()
 		tb.Close()
-		if actx.Err() != nil {
+		if cause != nil {
 			return nil, fmt.Errorf("backend %s: %w", b.Name, context.Cause(actx))
 		}
 		return nil, fmt.Errorf("backend %s: %w", b.Name, err)

@@ -267,17 +267,22 @@ var (
 	ErrAnswerCut = errors.New("the backend's answer was cut short")
 )
 
-// peekFirstEvent reads a stream up to the end of its first data event,
-// so that a backend that fails before it can still be failed over. It
-// returns what it read and the reader for the rest.
+// peekFirstEvent reads a stream up to the end of its first event with
+// substance (content, a tool call, a finish reason, usage), past any
+// role-only chunk, so that a backend that fails before it can still be
+// failed over: nothing read so far has reached the client. It returns
+// what it read and the reader for the rest.
 func peekFirstEvent(r io.Reader) ([]byte, *bufio.Reader, error) {
 	br := bufio.NewReaderSize(r, 16<<10)
 	var buf []byte
-	data := false
+	var data []byte // the current event's data
 	for {
 		line, err := br.ReadSlice('\n')
 		buf = append(buf, line...)
 		if err == bufio.ErrBufferFull {
+			if len(buf) > maxPeek {
+				return nil, nil, fmt.Errorf("%w: no event in the first %d bytes", ErrAnswerCut, maxPeek)
+			}
 			continue
 		}
 		if err != nil {
@@ -288,19 +293,63 @@ func peekFirstEvent(r io.Reader) ([]byte, *bufio.Reader, error) {
 		}
 		trimmed := bytes.TrimRight(line, "\r\n")
 		switch {
-		case len(trimmed) == 0 && data:
-			return buf, br, nil
+		case len(trimmed) == 0 && data != nil:
+			done, err := substantive(data)
+			if err != nil {
+				return nil, nil, err
+			}
+			if done {
+				return buf, br, nil
+			}
+			data = nil
 		case bytes.HasPrefix(trimmed, []byte("data:")):
-			data = true
-			payload := bytes.TrimSpace(trimmed[5:])
-			var ev struct {
-				Error json.RawMessage `json:"error"`
-			}
-			if json.Unmarshal(payload, &ev) == nil && len(ev.Error) > 0 && string(ev.Error) != "null" {
-				return nil, nil, fmt.Errorf("%w: %.300s", ErrBadFirstEvent, payload)
-			}
+			data = append(data, bytes.TrimSpace(trimmed[5:])...)
+		}
+		if len(buf) > maxPeek {
+			return nil, nil, fmt.Errorf("%w: no token in the first %d bytes", ErrAnswerCut, maxPeek)
 		}
 	}
+}
+
+// maxPeek bounds what is held back before the first token.
+const maxPeek = 1 << 20
+
+// substantive reports whether an event's data ends the peek: anything but
+// a chunk whose choices carry only a role or empty content. An error
+// event is a failure of the backend.
+func substantive(data []byte) (bool, error) {
+	if string(data) == "[DONE]" {
+		return true, nil
+	}
+	var ev struct {
+		Error   json.RawMessage `json:"error"`
+		Usage   json.RawMessage `json:"usage"`
+		Choices []struct {
+			Delta        map[string]json.RawMessage `json:"delta"`
+			FinishReason *string                    `json:"finish_reason"`
+		} `json:"choices"`
+	}
+	if json.Unmarshal(data, &ev) != nil {
+		return true, nil // not ours to judge: the relay will
+	}
+	if len(ev.Error) > 0 && string(ev.Error) != "null" {
+		return false, fmt.Errorf("%w: %.300s", ErrBadFirstEvent, data)
+	}
+	if len(ev.Usage) > 0 && string(ev.Usage) != "null" && len(ev.Choices) == 0 {
+		return true, nil
+	}
+	for _, c := range ev.Choices {
+		if c.FinishReason != nil && *c.FinishReason != "" {
+			return true, nil
+		}
+		for k, v := range c.Delta {
+			if k == "role" || string(v) == "null" || string(v) == `""` {
+				continue
+			}
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // BackendStatus is a backend's run-time state, for operators.
