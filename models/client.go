@@ -157,7 +157,7 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 			if ctx.Err() == nil {
 				c.outcome(st, breakerFailure(err), time.Now())
 			} else {
-				c.outcome(st, false, time.Now()) // the caller left: no verdict on the backend
+				c.noVerdict(st) // the caller left, or the total ran out: nothing learnt of the backend
 			}
 			return
 		}

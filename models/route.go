@@ -136,6 +136,15 @@ func (c *Client) outcome(st *backendState, failed bool, now time.Time) {
 	}
 }
 
+// noVerdict ends a request that says nothing of the backend's health.
+func (c *Client) noVerdict(st *backendState) {
+	st.mu.Lock()
+	if st.state == StateHalfOpen && st.probes > 0 {
+		st.probes--
+	}
+	st.mu.Unlock()
+}
+
 // pick chooses the backend for the next attempt among those not tried:
 // the best priority (0 first) that has one available, then by weight and
 // load: two weighted-random draws, and the one with fewer requests in
