@@ -282,7 +282,7 @@ var (
 // failed over: nothing read so far has reached the client. It returns
 // what it read and the reader for the rest.
 func peekFirstEvent(r io.Reader) ([]byte, *bufio.Reader, error) {
-	br := bufio.NewReaderSize(r, 16<<10)
+	br := bufio.NewReaderSize(r, 4<<10) // the relay reads through a buffer of its own
 	var buf []byte
 	var data []byte // the current event's data
 	for {
