@@ -95,7 +95,7 @@ func TestShippedConfigsLoad(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 			continue
 		}
-		if _, err := cfg.catalog(envMap(map[string]string{"OBOL_BACKEND_KEY": "k", "OPENAI_API_KEY": "k"})); err != nil {
+		if _, err := cfg.catalog(envMap(map[string]string{"OBOL_BACKEND_KEY": "k", "OPENAI_API_KEY": "k", "TOGETHER_API_KEY": "k"})); err != nil {
 			t.Errorf("%s: catalog: %v", f, err)
 		}
 	}
