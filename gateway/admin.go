@@ -37,14 +37,14 @@ type UsageAdmin interface {
 // adminRoutes registers the admin API on r.
 func (s *Server) adminRoutes(r *httprouter.Router) {
 	for _, p := range []string{"/v1/admin", "/api/v1/admin"} {
-		r.POST(p+"/keys", s.handle("adm", s.admin(s.createKey)))
-		r.GET(p+"/keys", s.handle("adm", s.admin(s.listKeys)))
-		r.GET(p+"/keys/:id", s.handle("adm", s.admin(s.getKey)))
-		r.PATCH(p+"/keys/:id", s.handle("adm", s.admin(s.updateKey)))
-		r.DELETE(p+"/keys/:id", s.handle("adm", s.admin(s.revokeKey)))
-		r.GET(p+"/usage", s.handle("adm", s.admin(s.adminUsage)))
-		r.GET(p+"/backends", s.handle("adm", s.admin(s.listBackends)))
-		r.POST(p+"/backends/*rest", s.handle("adm", s.admin(s.resetBackend)))
+		s.add(r, "POST", p+"/keys", "adm", s.admin(s.createKey))
+		s.add(r, "GET", p+"/keys", "adm", s.admin(s.listKeys))
+		s.add(r, "GET", p+"/keys/:id", "adm", s.admin(s.getKey))
+		s.add(r, "PATCH", p+"/keys/:id", "adm", s.admin(s.updateKey))
+		s.add(r, "DELETE", p+"/keys/:id", "adm", s.admin(s.revokeKey))
+		s.add(r, "GET", p+"/usage", "adm", s.admin(s.adminUsage))
+		s.add(r, "GET", p+"/backends", "adm", s.admin(s.listBackends))
+		s.add(r, "POST", p+"/backends/*rest", "adm", s.admin(s.resetBackend))
 	}
 }
 
@@ -70,6 +70,7 @@ func (s *Server) admin(h handlerFunc) handlerFunc {
 		d := sha256.Sum256([]byte(tok))
 		if subtle.ConstantTimeCompare(d[:], s.adminToken) != 1 {
 			s.guard.failed(r)
+			s.metrics.authFail.Add(r.Context(), 1)
 			msg := "invalid admin token"
 			if strings.HasPrefix(tok, "sk-") {
 				msg = "admin routes take the admin token, not an API key"

@@ -129,13 +129,15 @@ type nativeResponse struct {
 func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
 	ctx, cancel := s.detached(r)
 	defer cancel()
+	sent := time.Now()
 	resp, err := s.up.Send(ctx, m, req.upstreamBody(false), false)
+	c.upstream = time.Since(sent)
 	if err != nil {
 		return err
 	}
 	defer resp.Close()
 	c.backend = resp.Backend.Name
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
+	raw, err := io.ReadAll(io.LimitReader(upstreamTimer{resp.Body, &c.upstream}, maxUpstreamBody))
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/models"
@@ -58,9 +60,15 @@ type Options struct {
 	// opens the admin API. Either unset: the admin API answers 403.
 	Admin      KeyAdmin
 	AdminToken string
-	// SeparateAdmin keeps the admin API off the public handler; it is
-	// then served only by AdminHandler, on a listener of its own.
+	// SeparateAdmin keeps the admin API (and /metrics) off the public
+	// handler; they are then served only by AdminHandler, on a listener of
+	// their own.
 	SeparateAdmin bool
+	// Meter receives the gateway's metrics; nil means the global
+	// OpenTelemetry meter provider.
+	Meter metric.Meter
+	// Metrics, if set, serves GET /metrics (the Prometheus exposition).
+	Metrics http.Handler
 }
 
 // DefaultMaxBodyBytes is the body limit when Options.MaxBodyBytes is 0:
@@ -85,6 +93,7 @@ type Server struct {
 	usageAdmin  UsageAdmin
 	adminToken  []byte // SHA-256 of the admin token
 	adminRouter *httprouter.Router
+	metrics     *metrics
 
 	// abort ends the work of requests still in flight when the shutdown
 	// grace is over; inflight counts the handlers yet to return.
@@ -104,6 +113,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.abort, s.abortNow = context.WithCancel(context.Background())
 	s.guard = newAuthGuard()
+	s.metrics = newMetrics(o.Meter)
 	s.admins = o.Admin
 	s.usageAdmin, _ = o.Ledger.(UsageAdmin)
 	if o.AdminToken != "" {
@@ -123,12 +133,12 @@ func New(o Options) (*Server, error) {
 
 	r := httprouter.New()
 	for _, p := range []string{"/v1", "/api/v1"} {
-		r.POST(p+"/chat", s.handle("chat", s.chat))
-		r.POST(p+"/chat/stream", s.handle("chat", s.chatStream))
-		r.POST(p+"/chat/completions", s.handle("chat", s.chatCompletions))
-		r.GET(p+"/models", s.handle("req", s.listModels))
-		r.GET(p+"/models/:model", s.handle("req", s.getModel))
-		r.GET(p+"/usage", s.handle("req", s.getUsage))
+		s.add(r, "POST", p+"/chat", "chat", s.chat)
+		s.add(r, "POST", p+"/chat/stream", "chat", s.chatStream)
+		s.add(r, "POST", p+"/chat/completions", "chat", s.chatCompletions)
+		s.add(r, "GET", p+"/models", "req", s.listModels)
+		s.add(r, "GET", p+"/models/:model", "req", s.getModel)
+		s.add(r, "GET", p+"/usage", "req", s.getUsage)
 		r.GET(p+"/healthz", s.healthz)
 		r.GET(p+"/readyz", s.readyz)
 	}
@@ -139,14 +149,25 @@ func New(o Options) (*Server, error) {
 	if !o.SeparateAdmin {
 		s.adminRoutes(r)
 	}
+	if o.Metrics != nil {
+		metricsRoute := func(w http.ResponseWriter, r *http.Request, _ httprouter.Params) { o.Metrics.ServeHTTP(w, r) }
+		s.adminRouter.GET("/metrics", metricsRoute)
+		if !o.SeparateAdmin {
+			r.GET("/metrics", metricsRoute)
+		}
+	}
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		w.Header().Set("X-Request-Id", newID("req"))
 		writeError(w, errNotFound)
+		s.metrics.done(r.Context(), "unmatched", r.Method, http.StatusNotFound, &call{}, time.Since(start))
 	})
 	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		w.Header().Set("X-Request-Id", newID("req"))
 		writeError(w, &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
 			Message: r.Method + " is not allowed here; allowed: " + w.Header().Get("Allow")})
+		s.metrics.done(r.Context(), "unmatched", r.Method, http.StatusMethodNotAllowed, &call{}, time.Since(start))
 	})
 	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
 		if v == http.ErrAbortHandler {
@@ -200,7 +221,10 @@ type call struct {
 	outcome string // completed, client_gone, upstream_error, shutdown
 	stream  bool   // answered as an SSE stream
 	backend string // the backend that answered
-	started bool   // response bytes were sent; errors can no longer change the status
+	// upstream is the time spent waiting on the backend; ttft the time
+	// from arrival to the first token sent (streams).
+	upstream, ttft time.Duration
+	started        bool // response bytes were sent; errors can no longer change the status
 	// rated: the rate-limit headers are set.
 	rated bool
 	// reservation is the admitted estimate, settled once the answer is out.
@@ -216,12 +240,19 @@ type Usage struct {
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error
 
+// add registers h for method and path; path is also its metrics route.
+func (s *Server) add(r *httprouter.Router, method, path, idPrefix string, h handlerFunc) {
+	r.Handle(method, path, s.handle(path, idPrefix, h))
+}
+
 // handle wraps a handler: request id, the one place errors are written,
-// and the access log line.
-func (s *Server) handle(idPrefix string, h handlerFunc) httprouter.Handle {
+// the access log line and the request's metrics.
+func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		s.inflight.Add(1)
 		defer s.inflight.Add(-1)
+		s.metrics.active.Add(r.Context(), 1)
+		defer s.metrics.active.Add(r.Context(), -1)
 		c := &call{id: newID(idPrefix), start: time.Now()}
 		w.Header().Set("X-Request-Id", c.id)
 		err := h(w, r, ps, c)
@@ -251,6 +282,7 @@ func (s *Server) handle(idPrefix string, h handlerFunc) httprouter.Handle {
 			s.settle(r.Context(), c)
 		}
 		s.logAccess(r, c, status, code)
+		s.metrics.done(r.Context(), route, r.Method, status, c, time.Since(c.start))
 	}
 }
 
@@ -283,6 +315,13 @@ func (s *Server) logAccess(r *http.Request, c *call, status int, code string) {
 	}
 	if c.outcome != "" {
 		attrs = append(attrs, slog.String("stream_outcome", c.outcome))
+	}
+	if c.ttft > 0 {
+		attrs = append(attrs, slog.Float64("ttft_ms", float64(c.ttft.Microseconds())/1000))
+	}
+	if c.upstream > 0 {
+		attrs = append(attrs, slog.Float64("upstream_ms", float64(c.upstream.Microseconds())/1000),
+			slog.Float64("overhead_ms", float64(max(time.Since(c.start)-c.upstream, 0).Microseconds())/1000))
 	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }
@@ -318,6 +357,7 @@ func (s *Server) authenticate(r *http.Request, c *call, scope, what string) erro
 	}
 	if k == nil {
 		s.guard.failed(r)
+		s.metrics.authFail.Add(r.Context(), 1)
 		return errBadKey
 	}
 	c.key = k

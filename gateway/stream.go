@@ -160,9 +160,13 @@ var errStreamCut = errors.New("the backend's stream ended before [DONE]")
 // stream relays a backend's SSE stream to the client, event by event.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
 	c.stream = true
+	s.metrics.streams.Add(r.Context(), 1)
+	defer s.metrics.streams.Add(r.Context(), -1)
 	sse := newSSE(w, s.keepAlive)
 	defer sse.stop()
+	sent := time.Now()
 	resp, err := s.up.Send(r.Context(), m, req.upstreamBody(true), true)
+	c.upstream = time.Since(sent)
 	if err != nil {
 		if !sse.stop() {
 			return err // nothing sent yet: a proper status and JSON error
@@ -176,7 +180,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 	c.backend = resp.Backend.Name
 
 	rl := &relay{c: c, req: req, model: m.Name, sse: sse, native: native, created: time.Now().Unix()}
-	err = rl.run(resp.Body)
+	err = rl.run(upstreamTimer{resp.Body, &c.upstream})
 	if err != nil && r.Context().Err() == nil && !errors.Is(err, errClientGone) && !sse.stop() {
 		return err // failed before the first byte: still a proper status
 	}
@@ -279,6 +283,9 @@ func (rl *relay) run(body io.Reader) error {
 		delta := choices[0].Delta.Content
 		if delta != "" {
 			rl.counted++
+			if rl.c.ttft == 0 {
+				rl.c.ttft = time.Since(rl.c.start) // sent just below; a failed send ends the stream anyway
+			}
 		}
 		fin := false
 		for _, cc := range choices {

@@ -14,6 +14,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Upstream failures, told apart so that the gateway can answer each with
@@ -54,6 +58,8 @@ type Client struct {
 	hc      *http.Client
 	breaker BreakerOptions
 	states  sync.Map // *Backend → *backendState
+
+	attempts, failovers metric.Int64Counter
 }
 
 // NewClient returns a client whose transport keeps enough idle connections
@@ -80,7 +86,57 @@ func NewClient(o BreakerOptions) *Client {
 		// upstream body would be buffered by the decompressor.
 		DisableCompression: true,
 	}
-	return &Client{hc: &http.Client{Transport: t}, breaker: o.withDefaults()}
+	c := &Client{hc: &http.Client{Transport: t}, breaker: o.withDefaults()}
+	c.instrument(otel.Meter("github.com/obol/obol/models"))
+	return c
+}
+
+// instrument creates the client's metrics in m.
+func (c *Client) instrument(m metric.Meter) {
+	c.attempts, _ = m.Int64Counter("obol.backend.attempts", metric.WithUnit("{attempt}"),
+		metric.WithDescription("Backend calls, by model, backend and outcome (ok, failed, refused, cancelled)"))
+	c.failovers, _ = m.Int64Counter("obol.backend.failovers", metric.WithUnit("{attempt}"),
+		metric.WithDescription("Requests sent on to another backend after this one (the label) failed before its first token"))
+	state := map[string]int64{StateClosed: 0, StateHalfOpen: 1, StateOpen: 2}
+	m.Int64ObservableGauge("obol.backend.breaker.state",
+		metric.WithDescription("Circuit breaker per backend: 0 closed, 1 half-open, 2 open"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			c.states.Range(func(_, v any) bool {
+				st := v.(*backendState)
+				st.mu.Lock()
+				s := st.state
+				st.mu.Unlock()
+				o.Observe(state[s], metric.WithAttributes(attribute.String("gen_ai.request.model", st.model), attribute.String("backend", st.name)))
+				return true
+			})
+			return nil
+		}))
+	m.Int64ObservableGauge("obol.backend.in_flight", metric.WithUnit("{request}"),
+		metric.WithDescription("Requests in flight per backend"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			c.states.Range(func(_, v any) bool {
+				st := v.(*backendState)
+				o.Observe(st.inflight.Load(), metric.WithAttributes(attribute.String("gen_ai.request.model", st.model), attribute.String("backend", st.name)))
+				return true
+			})
+			return nil
+		}))
+}
+
+// counted records an attempt's outcome.
+func (c *Client) counted(ctx context.Context, st *backendState, err error) {
+	outcome := "ok"
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		outcome = "cancelled"
+	case breakerFailure(err) || failover(err):
+		outcome = "failed"
+	default:
+		outcome = "refused"
+	}
+	attrs := metric.WithAttributes(attribute.String("gen_ai.request.model", st.model), attribute.String("backend", st.name), attribute.String("outcome", outcome))
+	c.attempts.Add(context.WithoutCancel(ctx), 1, attrs)
 }
 
 type connectTimeoutKey struct{}
@@ -121,6 +177,10 @@ func (c *Client) Send(ctx context.Context, m *Model, reqBody []byte, stream bool
 			wait = w
 			break
 		}
+		if len(tried) > 0 {
+			c.failovers.Add(context.WithoutCancel(ctx), 1, metric.WithAttributes(
+				attribute.String("gen_ai.request.model", m.Name), attribute.String("backend", tried[len(tried)-1].Name)))
+		}
 		tried = append(tried, b)
 		resp, err := c.attempt(ctx, m, b, st, reqBody, stream)
 		if err == nil {
@@ -133,6 +193,7 @@ func (c *Client) Send(ctx context.Context, m *Model, reqBody []byte, stream bool
 		if ctx.Err() != nil || !failover(err) {
 			break
 		}
+
 	}
 	release()
 	if last == nil {
@@ -151,6 +212,7 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 		tb.timer = time.AfterFunc(t.FirstToken, tb.fire)
 	}
 	defer func() {
+		c.counted(ctx, st, err)
 		if err != nil {
 			tb.release()
 			st.inflight.Add(-1)

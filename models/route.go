@@ -48,8 +48,9 @@ const (
 
 // backendState is what the client knows of one backend at run time.
 type backendState struct {
-	inflight   atomic.Int64
-	retryUntil atomic.Int64 // unix ns: the backend asked us to wait (Retry-After)
+	model, name string // for metrics
+	inflight    atomic.Int64
+	retryUntil  atomic.Int64 // unix ns: the backend asked us to wait (Retry-After)
 
 	mu       sync.Mutex
 	state    string
@@ -59,12 +60,12 @@ type backendState struct {
 	probes   int // half-open requests in flight
 }
 
-// state returns b's run-time state.
-func (c *Client) state(b *Backend) *backendState {
+// state returns the run-time state of b, a backend of m.
+func (c *Client) state(m *Model, b *Backend) *backendState {
 	if st, ok := c.states.Load(b); ok {
 		return st.(*backendState)
 	}
-	st, _ := c.states.LoadOrStore(b, &backendState{state: StateClosed, cooldown: c.breaker.Cooldown})
+	st, _ := c.states.LoadOrStore(b, &backendState{state: StateClosed, cooldown: c.breaker.Cooldown, model: m.Name, name: b.Name})
 	return st.(*backendState)
 }
 
@@ -160,7 +161,7 @@ func (c *Client) pick(m *Model, tried []*Backend) (*Backend, *backendState, time
 			if containsBackend(tried, b) {
 				continue
 			}
-			ok, wait := c.available(c.state(b), b, now)
+			ok, wait := c.available(c.state(m, b), b, now)
 			if !ok {
 				if soonest < 0 || wait < soonest {
 					soonest = wait
@@ -182,7 +183,7 @@ func (c *Client) pick(m *Model, tried []*Backend) (*Backend, *backendState, time
 			i = c.choose(m, cands)
 		}
 		b := &m.Backends[i]
-		st := c.state(b)
+		st := c.state(m, b)
 		if c.acquire(st, now) {
 			return b, st, 0
 		}
@@ -212,8 +213,8 @@ func (c *Client) choose(m *Model, cands []int) int {
 	if a == b {
 		return a
 	}
-	la := float64(c.state(&m.Backends[a]).inflight.Load()) / float64(m.Backends[a].Weight)
-	lb := float64(c.state(&m.Backends[b]).inflight.Load()) / float64(m.Backends[b].Weight)
+	la := float64(c.state(m, &m.Backends[a]).inflight.Load()) / float64(m.Backends[a].Weight)
+	lb := float64(c.state(m, &m.Backends[b]).inflight.Load()) / float64(m.Backends[b].Weight)
 	if lb < la {
 		return b
 	}
@@ -381,7 +382,7 @@ func (c *Client) Status(ms []*Model) []BackendStatus {
 	for _, m := range ms {
 		for i := range m.Backends {
 			b := &m.Backends[i]
-			st := c.state(b)
+			st := c.state(m, b)
 			s := BackendStatus{Model: m.Name, Name: b.Name, Priority: b.Priority, Weight: b.Weight,
 				InFlight: st.inflight.Load(), MaxConcurrency: b.MaxConcurrency}
 			st.mu.Lock()
@@ -413,7 +414,7 @@ func (c *Client) Reset(ms []*Model, name string) int {
 			if b.Name != name && m.Name+"/"+b.Name != name {
 				continue
 			}
-			st := c.state(b)
+			st := c.state(m, b)
 			st.mu.Lock()
 			st.state, st.fails, st.probes, st.cooldown = StateClosed, 0, 0, c.breaker.Cooldown
 			st.mu.Unlock()
