@@ -262,4 +262,20 @@ func TestAdminListener(t *testing.T) {
 	if out, err := cli(t, "keys", "list", "--server", "http://"+m[1]); err != nil || !strings.HasPrefix(out, "ID") {
 		t.Errorf("the admin listener: %v\n%s", err, out)
 	}
+	// /metrics goes with the admin API.
+	if resp, err := http.Get(base + "/metrics"); err != nil || resp.StatusCode != 404 {
+		t.Errorf("/metrics on the public listener: %v %v", resp, err)
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// Every package's instruments reach it: the gateway's, the ledger's, Go's.
+	for _, series := range []string{"http_server_request_duration_seconds_count", "obol_usage_queue_length", "go_goroutines"} {
+		if !strings.Contains(string(b), series) {
+			t.Errorf("/metrics lacks %s", series)
+		}
+	}
 }

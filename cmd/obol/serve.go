@@ -15,6 +15,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
@@ -50,6 +57,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return err
 	}
+	metricsHandler, stopMetrics, err := setupMetrics()
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -83,6 +95,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		Admin:         reg,
 		AdminToken:    adminToken,
 		SeparateAdmin: cfg.AdminListen != "",
+		Metrics:       metricsHandler,
 	})
 	if err != nil {
 		return err
@@ -202,6 +215,22 @@ func (c *Config) validateKey(k *keys.Key, catalog *models.Catalog) error {
 		}
 	}
 	return nil
+}
+
+// setupMetrics installs the global OpenTelemetry meter provider, read by
+// a Prometheus exporter, and returns the /metrics handler. Every package's
+// instruments (quota, usage, models, gateway) report through it, with the
+// Go runtime's and the process's own.
+func setupMetrics() (http.Handler, func(), error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	otel.SetMeterProvider(mp)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), func() { mp.Shutdown(context.Background()) }, nil
 }
 
 // abortWait bounds the wait for aborted requests to record their usage.
