@@ -152,6 +152,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 			Err: fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw)}
 	}
 	c.usage = comp.Usage
+	c.finish = finishReasons(comp.Choices)
 	if c.usage == nil {
 		c.usage, c.counted = countCompletion(req, comp.Choices), true
 	}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
 )
@@ -36,7 +38,10 @@ func estimate(req *chatRequest, m *models.Model) int64 {
 // which then go out with whatever answer follows, streams included.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model) error {
 	est := estimate(req, m)
-	d, err := s.quota.Admit(r.Context(), c.key.ID, c.key.Limits, est)
+	ctx, span := s.child(r.Context(), "quota.admit")
+	d, err := s.quota.Admit(ctx, c.key.ID, c.key.Limits, est)
+	span.SetAttributes(attribute.Int64("obol.quota.estimate", est), attribute.Bool("obol.quota.allowed", d.Allowed))
+	span.End()
 	if err != nil {
 		s.metrics.decided(r.Context(), c.key.Tier, "none", "error")
 		return storeError(err)
@@ -93,6 +98,8 @@ func (s *Server) settle(ctx context.Context, c *call) {
 	if c.usage != nil {
 		actual = int64(c.usage.TotalTokens)
 	}
+	ctx, span := s.child(ctx, "quota.settle")
+	defer span.End()
 	if err := s.quota.Settle(context.WithoutCancel(ctx), c.reservation, actual); err != nil {
 		s.log.Warn("quota settlement lost; the key stays charged the estimate",
 			"request_id", c.id, "key_id", c.key.ID, "estimate", c.reservation.Tokens, "actual", actual, "err", err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -69,6 +70,9 @@ type Options struct {
 	Meter metric.Meter
 	// Metrics, if set, serves GET /metrics (the Prometheus exposition).
 	Metrics http.Handler
+	// Tracer makes the request spans; nil means the global tracer
+	// provider (a no-op unless tracing was set up).
+	Tracer trace.Tracer
 }
 
 // DefaultMaxBodyBytes is the body limit when Options.MaxBodyBytes is 0:
@@ -94,6 +98,7 @@ type Server struct {
 	adminToken  []byte // SHA-256 of the admin token
 	adminRouter *httprouter.Router
 	metrics     *metrics
+	tracer      trace.Tracer
 
 	// abort ends the work of requests still in flight when the shutdown
 	// grace is over; inflight counts the handlers yet to return.
@@ -114,6 +119,7 @@ func New(o Options) (*Server, error) {
 	s.abort, s.abortNow = context.WithCancel(context.Background())
 	s.guard = newAuthGuard()
 	s.metrics = newMetrics(o.Meter)
+	s.tracer = defaultTracer(o.Tracer)
 	s.admins = o.Admin
 	s.usageAdmin, _ = o.Ledger.(UsageAdmin)
 	if o.AdminToken != "" {
@@ -224,7 +230,8 @@ type call struct {
 	// upstream is the time spent waiting on the backend; ttft the time
 	// from arrival to the first token sent (streams).
 	upstream, ttft time.Duration
-	started        bool // response bytes were sent; errors can no longer change the status
+	finish         []string // the answer's finish reasons
+	started        bool     // response bytes were sent; errors can no longer change the status
 	// rated: the rate-limit headers are set.
 	rated bool
 	// reservation is the admitted estimate, settled once the answer is out.
@@ -254,6 +261,7 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 		s.metrics.active.Add(r.Context(), 1)
 		defer s.metrics.active.Add(r.Context(), -1)
 		c := &call{id: newID(idPrefix), start: time.Now()}
+		r, span := s.startSpan(r, route)
 		w.Header().Set("X-Request-Id", c.id)
 		err := h(w, r, ps, c)
 		status := http.StatusOK
@@ -282,6 +290,7 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 			s.settle(r.Context(), c)
 		}
 		s.logAccess(r, c, status, code)
+		endSpan(span, c, status, code)
 		s.metrics.done(r.Context(), route, r.Method, status, c, time.Since(c.start))
 	}
 }
@@ -343,6 +352,8 @@ func (s *Server) record(c *call) {
 // (none when scope is ""); unauthenticated requests stop here, before any
 // body is read or backend called.
 func (s *Server) authenticate(r *http.Request, c *call, scope, what string) error {
+	_, span := s.child(r.Context(), "authenticate")
+	defer span.End()
 	if err := s.guard.check(r); err != nil {
 		return err
 	}

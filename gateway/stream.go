@@ -291,6 +291,7 @@ func (rl *relay) run(body io.Reader) error {
 		for _, cc := range choices {
 			if cc.FinishReason != nil && *cc.FinishReason != "" {
 				fin = true
+				rl.c.finish = append(rl.c.finish, *cc.FinishReason)
 			}
 		}
 		finished = finished || fin

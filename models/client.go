@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +18,10 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Upstream failures, told apart so that the gateway can answer each with
@@ -204,6 +208,20 @@ func (c *Client) Send(ctx context.Context, m *Model, reqBody []byte, stream bool
 
 // attempt is one backend's try.
 func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendState, reqBody []byte, stream bool) (resp *Response, err error) {
+	ctx, span := tracer.Start(ctx, "chat "+m.Name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		attribute.String("gen_ai.operation.name", "chat"), attribute.String("gen_ai.request.model", m.Name),
+		attribute.String("obol.backend", b.Name), attribute.String("server.address", hostOf(b.URL))))
+	// The span lasts until the answer's body is closed; the first token
+	// is an event on it.
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "backend failed")
+			span.End()
+			return
+		}
+		span.AddEvent("first_token")
+	}()
 	st.inflight.Add(1)
 	t := m.Timeouts
 	actx, cancel := context.WithCancelCause(ctx)
@@ -240,6 +258,7 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 		req.Header.Set("Accept", "application/json")
 	}
 	req.Header.Set("User-Agent", "obol")
+	propagation.TraceContext{}.Inject(actx, propagation.HeaderCarrier(req.Header))
 	if b.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+b.APIKey)
 	}
@@ -264,7 +283,7 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 		return nil, e
 	}
 	tb.rc = hresp.Body
-	done := func() error { err := tb.Close(); st.inflight.Add(-1); return err }
+	done := func() error { err := tb.Close(); st.inflight.Add(-1); span.End(); return err }
 	if !stream {
 		raw, err := io.ReadAll(io.LimitReader(tb, maxAnswer))
 		if err != nil {
@@ -287,6 +306,16 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 		return nil, fmt.Errorf("backend %s: %w", b.Name, err)
 	}
 	return &Response{Backend: b, Header: hresp.Header, Body: &body{Reader: io.MultiReader(bytes.NewReader(first), rest), close: done}}, nil
+}
+
+// tracer makes the backend attempt spans, through the global provider.
+var tracer = otel.Tracer("github.com/obol/obol/models")
+
+func hostOf(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Host
+	}
+	return ""
 }
 
 // maxAnswer bounds a non-streaming answer held in memory.

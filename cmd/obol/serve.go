@@ -19,8 +19,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/keys"
@@ -62,10 +67,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return err
 	}
 	defer stopMetrics()
+	tracing, stopTracing, err := setupTracing(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	if tracing {
+		log.Info("tracing: spans exported over OTLP/HTTP as the OTEL_* variables say")
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	st, err := openStore(ctx, cfg, log)
+	st, err := openStore(ctx, cfg, log, tracing)
 	if err != nil {
 		return err
 	}
@@ -231,6 +244,38 @@ func setupMetrics() (http.Handler, func(), error) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
 	otel.SetMeterProvider(mp)
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), func() { mp.Shutdown(context.Background()) }, nil
+}
+
+// setupTracing exports spans over OTLP/HTTP when the standard variables
+// ask for it (OTEL_EXPORTER_OTLP_ENDPOINT or ..._TRACES_ENDPOINT, unless
+// OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true); otherwise tracing
+// stays the global no-op. The exporter reads the rest of OTEL_* itself.
+func setupTracing(ctx context.Context, getenv func(string) string) (bool, func(), error) {
+	off := func() {}
+	if getenv("OTEL_SDK_DISABLED") == "true" || getenv("OTEL_TRACES_EXPORTER") == "none" ||
+		(getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "") {
+		return false, off, nil
+	}
+	exp, err := otlptracehttp.New(ctx)
+	if err != nil {
+		return false, off, fmt.Errorf("tracing: %w", err)
+	}
+	name := getenv("OTEL_SERVICE_NAME")
+	if name == "" {
+		name = "obol"
+	}
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(attribute.String("service.name", name)))
+	if err != nil {
+		return false, off, fmt.Errorf("tracing: %w", err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	return true, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		tp.Shutdown(sctx) // flushes what is batched
+	}, nil
 }
 
 // abortWait bounds the wait for aborted requests to record their usage.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 	bolt "go.etcd.io/bbolt"
 
@@ -89,7 +90,7 @@ func ledgerOptions(c *Config, log *slog.Logger) usage.Options {
 
 // openStore opens the shared Redis, or the embedded store under data_dir
 // when no Redis URL is set.
-func openStore(ctx context.Context, c *Config, log *slog.Logger) (*store, error) {
+func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (*store, error) {
 	if c.Redis.URL == "" {
 		path := filepath.Join(c.DataDir, "obol.db")
 		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
@@ -125,6 +126,13 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger) (*store, error)
 		return nil, err
 	}
 	redis.SetLogger(redisLog{log})
+	if tracing {
+		// Redis calls become spans under the request's (go-redis's hooks;
+		// left out when tracing is off, as they cost on every command).
+		if err := redisotel.InstrumentTracing(rdb); err != nil {
+			return nil, fmt.Errorf("trace redis: %w", err)
+		}
+	}
 	r := quota.NewRedis(rdb, c.Redis.Prefix)
 	mode := quota.FailOpen
 	if c.Redis.FailMode == "closed" {

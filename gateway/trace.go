@@ -1,0 +1,89 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// traceparent carries W3C trace context in and out.
+var traceparent = propagation.TraceContext{}
+
+// startSpan opens a request's server span, continuing the client's trace
+// when it sent a traceparent.
+func (s *Server) startSpan(r *http.Request, route string) (*http.Request, trace.Span) {
+	ctx := traceparent.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := s.tracer.Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("http.route", route)))
+	return r.WithContext(ctx), span
+}
+
+// endSpan writes what the request came to on its span: status, the
+// GenAI attributes of a chat, and the request id to find its log line.
+func endSpan(span trace.Span, c *call, status int, code string) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
+	attrs := []attribute.KeyValue{
+		attribute.Int("http.response.status_code", status),
+		attribute.String("obol.request_id", c.id),
+	}
+	if c.key != nil {
+		attrs = append(attrs, attribute.String("obol.key_id", c.key.ID), attribute.String("obol.tier", c.key.Tier))
+	}
+	if c.model != "" {
+		attrs = append(attrs, attribute.String("gen_ai.operation.name", "chat"), attribute.String("gen_ai.request.model", c.model))
+	}
+	if c.backend != "" {
+		attrs = append(attrs, attribute.String("gen_ai.response.model", c.model), attribute.String("obol.backend", c.backend))
+	}
+	if c.usage != nil {
+		attrs = append(attrs, attribute.Int("gen_ai.usage.input_tokens", c.usage.PromptTokens),
+			attribute.Int("gen_ai.usage.output_tokens", c.usage.CompletionTokens))
+	}
+	if len(c.finish) > 0 {
+		attrs = append(attrs, attribute.StringSlice("gen_ai.response.finish_reasons", c.finish))
+	}
+	if c.outcome != "" {
+		attrs = append(attrs, attribute.String("obol.stream_outcome", c.outcome))
+	}
+	span.SetAttributes(attrs...)
+	if status >= 500 {
+		span.SetStatus(codes.Error, code)
+	}
+	span.End()
+}
+
+// child opens a span under the request's.
+func (s *Server) child(ctx context.Context, name string) (context.Context, trace.Span) {
+	return s.tracer.Start(ctx, name)
+}
+
+// finishReasons reads the finish reasons of a completion's choices.
+func finishReasons(choices json.RawMessage) []string {
+	var cs []struct {
+		FinishReason *string `json:"finish_reason"`
+	}
+	json.Unmarshal(choices, &cs)
+	var out []string
+	for _, c := range cs {
+		if c.FinishReason != nil && *c.FinishReason != "" {
+			out = append(out, *c.FinishReason)
+		}
+	}
+	return out
+}
+
+func defaultTracer(t trace.Tracer) trace.Tracer {
+	if t != nil {
+		return t
+	}
+	return otel.Tracer("github.com/obol/obol/gateway")
+}
