@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"io"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -22,6 +23,8 @@ type metrics struct {
 	overhead metric.Float64Histogram   // obol.gateway.overhead
 	quota    metric.Int64Counter       // obol.quota.decisions
 	authFail metric.Int64Counter       // obol.auth.failures
+
+	sets sync.Map // attrKey → metric.MeasurementOption
 }
 
 var (
@@ -58,30 +61,65 @@ func newMetrics(m metric.Meter) *metrics {
 	return &ms
 }
 
+// attrs returns the measurement option of an attribute set, built once
+// per distinct set: the sets are few (routes, models, tiers) and the hot
+// path should not build them per request.
+func (ms *metrics) attrs(key attrKey, build func() []attribute.KeyValue) metric.MeasurementOption {
+	if o, ok := ms.sets.Load(key); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o, _ := ms.sets.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(build()...)))
+	return o.(metric.MeasurementOption)
+}
+
+type attrKey struct {
+	kind    uint8
+	a, b, c string
+	n       int
+}
+
+const (
+	kindRequest uint8 = iota
+	kindOverhead
+	kindTokens
+	kindTTFT
+	kindQuota
+)
+
 // done records a finished request.
 func (ms *metrics) done(ctx context.Context, route, method string, status int, c *call, total time.Duration) {
-	ms.duration.Record(ctx, total.Seconds(), metric.WithAttributes(
-		attribute.String("http.route", route),
-		attribute.String("http.request.method", method),
-		attribute.Int("http.response.status_code", status)))
+	ms.duration.Record(ctx, total.Seconds(), ms.attrs(attrKey{kind: kindRequest, a: route, b: method, n: status}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("http.route", route), attribute.String("http.request.method", method),
+			attribute.Int("http.response.status_code", status)}
+	}))
 	if c.upstream > 0 {
-		ms.overhead.Record(ctx, max(total-c.upstream, 0).Seconds(), metric.WithAttributes(attribute.String("http.route", route)))
+		ms.overhead.Record(ctx, max(total-c.upstream, 0).Seconds(), ms.attrs(attrKey{kind: kindOverhead, a: route}, func() []attribute.KeyValue {
+			return []attribute.KeyValue{attribute.String("http.route", route)}
+		}))
 	}
 	if c.usage != nil && c.model != "" {
-		model := attribute.String("gen_ai.request.model", c.model)
-		op := attribute.String("gen_ai.operation.name", "chat")
-		ms.tokens.Record(ctx, int64(c.usage.PromptTokens), metric.WithAttributes(model, op, attribute.String("gen_ai.token.type", "input")))
-		ms.tokens.Record(ctx, int64(c.usage.CompletionTokens), metric.WithAttributes(model, op, attribute.String("gen_ai.token.type", "output")))
+		for _, t := range []struct {
+			typ string
+			n   int
+		}{{"input", c.usage.PromptTokens}, {"output", c.usage.CompletionTokens}} {
+			ms.tokens.Record(ctx, int64(t.n), ms.attrs(attrKey{kind: kindTokens, a: c.model, b: t.typ}, func() []attribute.KeyValue {
+				return []attribute.KeyValue{attribute.String("gen_ai.request.model", c.model),
+					attribute.String("gen_ai.operation.name", "chat"), attribute.String("gen_ai.token.type", t.typ)}
+			}))
+		}
 	}
 	if c.ttft > 0 && c.model != "" {
-		ms.ttft.Record(ctx, c.ttft.Seconds(), metric.WithAttributes(attribute.String("gen_ai.request.model", c.model)))
+		ms.ttft.Record(ctx, c.ttft.Seconds(), ms.attrs(attrKey{kind: kindTTFT, a: c.model}, func() []attribute.KeyValue {
+			return []attribute.KeyValue{attribute.String("gen_ai.request.model", c.model)}
+		}))
 	}
 }
 
 // decided records an admission.
 func (ms *metrics) decided(ctx context.Context, tier, limit, outcome string) {
-	ms.quota.Add(ctx, 1, metric.WithAttributes(attribute.String("tier", tier), attribute.String("limit", limit),
-		attribute.String("outcome", outcome)))
+	ms.quota.Add(ctx, 1, ms.attrs(attrKey{kind: kindQuota, a: tier, b: limit, c: outcome}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("tier", tier), attribute.String("limit", limit), attribute.String("outcome", outcome)}
+	}))
 }
 
 // upstreamTimer adds the time spent blocked reading the backend to d.

@@ -17,10 +17,20 @@ var traceparent = propagation.TraceContext{}
 
 // startSpan opens a request's server span, continuing the client's trace
 // when it sent a traceparent.
+//
+// With tracing off and no traceparent it costs next to nothing: the
+// request keeps its context. A traceparent is still passed on to the
+// backends when tracing is off here.
 func (s *Server) startSpan(r *http.Request, route string) (*http.Request, trace.Span) {
-	ctx := traceparent.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	ctx, span := s.tracer.Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("http.route", route)))
+	ctx := r.Context()
+	if r.Header.Get("Traceparent") != "" {
+		ctx = traceparent.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	}
+	ctx, span := s.tracer.Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer))
+	if !span.IsRecording() && !span.SpanContext().IsValid() {
+		return r, span
+	}
+	span.SetAttributes(attribute.String("http.request.method", r.Method), attribute.String("http.route", route))
 	return r.WithContext(ctx), span
 }
 
@@ -61,10 +71,16 @@ func endSpan(span trace.Span, c *call, status int, code string) {
 	span.End()
 }
 
-// child opens a span under the request's.
+// child opens a span under the request's, when that one is recorded.
 func (s *Server) child(ctx context.Context, name string) (context.Context, trace.Span) {
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		return ctx, noSpan
+	}
 	return s.tracer.Start(ctx, name)
 }
+
+// noSpan is a span that records nothing.
+var noSpan = trace.SpanFromContext(context.Background())
 
 // finishReasons reads the finish reasons of a completion's choices.
 func finishReasons(choices json.RawMessage) []string {

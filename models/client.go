@@ -139,8 +139,7 @@ func (c *Client) counted(ctx context.Context, st *backendState, err error) {
 	default:
 		outcome = "refused"
 	}
-	attrs := metric.WithAttributes(attribute.String("gen_ai.request.model", st.model), attribute.String("backend", st.name), attribute.String("outcome", outcome))
-	c.attempts.Add(context.WithoutCancel(ctx), 1, attrs)
+	c.attempts.Add(context.WithoutCancel(ctx), 1, st.outcomeAttrs(outcome))
 }
 
 type connectTimeoutKey struct{}
@@ -208,12 +207,18 @@ func (c *Client) Send(ctx context.Context, m *Model, reqBody []byte, stream bool
 
 // attempt is one backend's try.
 func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendState, reqBody []byte, stream bool) (resp *Response, err error) {
-	ctx, span := tracer.Start(ctx, "chat "+m.Name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
-		attribute.String("gen_ai.operation.name", "chat"), attribute.String("gen_ai.request.model", m.Name),
-		attribute.String("obol.backend", b.Name), attribute.String("server.address", hostOf(b.URL))))
+	span := trace.SpanFromContext(ctx) // a request not traced: no span of its own
+	if span.IsRecording() {
+		ctx, span = tracer.Start(ctx, "chat "+m.Name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+			attribute.String("gen_ai.operation.name", "chat"), attribute.String("gen_ai.request.model", m.Name),
+			attribute.String("obol.backend", b.Name), attribute.String("server.address", hostOf(b.URL))))
+	}
 	// The span lasts until the answer's body is closed; the first token
 	// is an event on it.
 	defer func() {
+		if !span.IsRecording() {
+			return
+		}
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "backend failed")
@@ -283,7 +288,14 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 		return nil, e
 	}
 	tb.rc = hresp.Body
-	done := func() error { err := tb.Close(); st.inflight.Add(-1); span.End(); return err }
+	done := func() error {
+		err := tb.Close()
+		st.inflight.Add(-1)
+		if span.IsRecording() {
+			span.End()
+		}
+		return err
+	}
 	if !stream {
 		raw, err := io.ReadAll(io.LimitReader(tb, maxAnswer))
 		if err != nil {

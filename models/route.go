@@ -12,6 +12,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // BreakerOptions set every backend's circuit breaker.
@@ -48,7 +51,8 @@ const (
 
 // backendState is what the client knows of one backend at run time.
 type backendState struct {
-	model, name string // for metrics
+	model, name string   // for metrics
+	outcomes    sync.Map // outcome → metric.MeasurementOption, built once
 	inflight    atomic.Int64
 	retryUntil  atomic.Int64 // unix ns: the backend asked us to wait (Retry-After)
 
@@ -135,6 +139,16 @@ func (c *Client) outcome(st *backendState, failed bool, now time.Time) {
 	case st.state == StateClosed && st.fails >= c.breaker.Failures:
 		st.state, st.openedAt = StateOpen, now
 	}
+}
+
+// outcomeAttrs is the attribute set of an attempt's outcome.
+func (st *backendState) outcomeAttrs(outcome string) metric.MeasurementOption {
+	if o, ok := st.outcomes.Load(outcome); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o, _ := st.outcomes.LoadOrStore(outcome, metric.WithAttributeSet(attribute.NewSet(
+		attribute.String("gen_ai.request.model", st.model), attribute.String("backend", st.name), attribute.String("outcome", outcome))))
+	return o.(metric.MeasurementOption)
 }
 
 // noVerdict ends a request that says nothing of the backend's health.
