@@ -64,6 +64,7 @@ type Client struct {
 	states  sync.Map // *Backend → *backendState
 
 	attempts, failovers metric.Int64Counter
+	firstToken          metric.Float64Histogram
 }
 
 // NewClient returns a client whose transport keeps enough idle connections
@@ -99,6 +100,9 @@ func NewClient(o BreakerOptions) *Client {
 func (c *Client) instrument(m metric.Meter) {
 	c.attempts, _ = m.Int64Counter("obol.backend.attempts", metric.WithUnit("{attempt}"),
 		metric.WithDescription("Backend calls, by model, backend and outcome (ok, failed, refused, cancelled)"))
+	c.firstToken, _ = m.Float64Histogram("obol.backend.first_token.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from a backend call to its first token (streams) or whole answer, by model and backend"),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
 	c.failovers, _ = m.Int64Counter("obol.backend.failovers", metric.WithUnit("{attempt}"),
 		metric.WithDescription("Requests sent on to another backend after this one (the label) failed before its first token"))
 	state := map[string]int64{StateClosed: 0, StateHalfOpen: 1, StateOpen: 2}
@@ -207,6 +211,7 @@ func (c *Client) Send(ctx context.Context, m *Model, reqBody []byte, stream bool
 
 // attempt is one backend's try.
 func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendState, reqBody []byte, stream bool) (resp *Response, err error) {
+	began := time.Now()
 	span := trace.SpanFromContext(ctx) // a request not traced: no span of its own
 	if span.IsRecording() {
 		ctx, span = tracer.Start(ctx, "chat "+m.Name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
@@ -216,6 +221,9 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 	// The span lasts until the answer's body is closed; the first token
 	// is an event on it.
 	defer func() {
+		if err == nil {
+			c.firstToken.Record(context.WithoutCancel(ctx), time.Since(began).Seconds(), st.attrs())
+		}
 		if !span.IsRecording() {
 			return
 		}

@@ -146,9 +146,17 @@ func (st *backendState) outcomeAttrs(outcome string) metric.MeasurementOption {
 	if o, ok := st.outcomes.Load(outcome); ok {
 		return o.(metric.MeasurementOption)
 	}
-	o, _ := st.outcomes.LoadOrStore(outcome, metric.WithAttributeSet(attribute.NewSet(
-		attribute.String("gen_ai.request.model", st.model), attribute.String("backend", st.name), attribute.String("outcome", outcome))))
+	kvs := []attribute.KeyValue{attribute.String("gen_ai.request.model", st.model), attribute.String("backend", st.name)}
+	if outcome != "" {
+		kvs = append(kvs, attribute.String("outcome", outcome))
+	}
+	o, _ := st.outcomes.LoadOrStore(outcome, metric.WithAttributeSet(attribute.NewSet(kvs...)))
 	return o.(metric.MeasurementOption)
+}
+
+// attrs is the backend's attribute set (model, backend).
+func (st *backendState) attrs() metric.MeasurementOption {
+	return st.outcomeAttrs("")
 }
 
 // noVerdict ends a request that says nothing of the backend's health.
