@@ -4,7 +4,7 @@ GO ?= go
 SIM_ADDR ?= 127.0.0.1:9000
 NODE_DIR := gateway/testdata/openai-node
 
-.PHONY: run build test test-go node-deps vet fmt-check fuzz clean
+.PHONY: run build test test-go node-deps vet fmt-check fuzz bench clean
 
 build:
 	$(GO) build -o bin/ ./cmd/obol ./loadtest
@@ -32,6 +32,14 @@ vet:
 
 test: fmt-check vet node-deps
 	$(GO) test -race -count=1 -timeout 8m ./...
+
+# The comparison of issue 8: the same load against the simulator, a bare
+# ReverseProxy (the floor), obol embedded and obol with Redis, in one run.
+BENCH_DURATION ?= 10s
+bench: build
+	bin/loadtest compare -obol bin/obol -conns 50 -duration $(BENCH_DURATION)
+	bin/loadtest compare -obol bin/obol -conns 1 -duration $(BENCH_DURATION)
+	bin/loadtest compare -obol bin/obol -conns 50 -duration $(BENCH_DURATION) -stream -tokens 20
 
 fuzz:
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzDecodeChat -fuzztime 60s

@@ -1,7 +1,16 @@
-// Command loadtest holds obol's load tools. For now it serves the
-// OpenAI-compatible upstream simulator:
+// Command loadtest holds obol's load tools:
 //
 //	go run ./loadtest sim [-addr 127.0.0.1:9000] [-tokens 16] [-tps 0] [-first-token 0s] [-fault none]
+//	go run ./loadtest load -target http://127.0.0.1:8080 [-conns 50 | -rate 1000] [-stream] [-duration 10s]
+//	go run ./loadtest proxy -addr 127.0.0.1:9100 -target http://127.0.0.1:9000
+//	go run ./loadtest compare -obol bin/obol [-conns 50 | -rate R] [-stream] [-tokens 20]
+//
+// sim is the OpenAI-compatible upstream simulator; load sends a load and
+// reports throughput, latency percentiles, time to first token and gaps
+// between tokens, and answers by status and code; proxy is a bare
+// httputil.ReverseProxy, the floor; compare runs one load against the
+// simulator, the floor, obol with its embedded store and obol with Redis,
+// side by side.
 package main
 
 import (
@@ -33,8 +42,31 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "sim" {
-		return errors.New("usage: loadtest sim [flags]")
+	if len(args) == 0 {
+		return errors.New("usage: loadtest sim|load|proxy|compare [flags]")
+	}
+	switch args[0] {
+	case "load":
+		fs := flag.NewFlagSet("load", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		var c loadConfig
+		c.flags(fs)
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		rep, err := runLoad(ctx, c)
+		if err != nil {
+			return err
+		}
+		rep.print(os.Stdout, c.Target)
+		return nil
+	case "proxy":
+		return proxyCmd(ctx, args[1:], stderr)
+	case "compare":
+		return compareCmd(ctx, args[1:], os.Stdout, stderr)
+	case "sim":
+	default:
+		return fmt.Errorf("unknown command %q: want sim, load, proxy or compare", args[0])
 	}
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)

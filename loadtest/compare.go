@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// proxyCmd serves a bare httputil.ReverseProxy: the floor a gateway is
+// measured against (no auth, quota, ledger or relay logic).
+func proxyCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:9100", "listen address")
+	target := fs.String("target", "http://127.0.0.1:9000", "upstream")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	u, err := url.Parse(*target)
+	if err != nil {
+		return err
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 512, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+	rp.FlushInterval = -1 // flush each write, as a streaming proxy must
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
+	go func() { <-ctx.Done(); srv.Close() }()
+	if err := srv.Serve(ln); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
+// compareCmd runs one load, in one run, against the simulator directly,
+// a bare ReverseProxy in front of it, obol with its embedded store and
+// obol with Redis, and prints each one's throughput, latency and CPU per
+// request side by side, as ratios to the ReverseProxy.
+func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c loadConfig
+	c.flags(fs)
+	obolBin := fs.String("obol", "bin/obol", "the obol binary")
+	redisURL := fs.String("redis", "redis://127.0.0.1:6379/0", "Redis for the Redis variant (empty: skip it)")
+	tokens := fs.Int("tokens", 20, "tokens per reply (stream chunks)")
+	tps := fs.Float64("tps", 0, "simulator tokens per second per stream (0: at once)")
+	first := fs.Duration("first-token", 0, "simulator delay before the first token")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, err := os.Stat(*obolBin); err != nil {
+		return fmt.Errorf("-obol %s: %w (make build)", *obolBin, err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "obol-compare")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			p.Process.Kill()
+			p.Wait()
+		}
+	}()
+	start := func(name string, env []string, bin string, args ...string) (*exec.Cmd, string, error) {
+		port, err := freePort()
+		if err != nil {
+			return nil, "", err
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		cmd := exec.Command(bin, append(args, "-addr", addr)...)
+		cmd.Env = append(os.Environ(), env...)
+		logf, _ := os.Create(filepath.Join(dir, name+".log"))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			return nil, "", fmt.Errorf("start %s: %w", name, err)
+		}
+		procs = append(procs, cmd)
+		if err := waitListening(addr, 10*time.Second); err != nil {
+			b, _ := os.ReadFile(filepath.Join(dir, name+".log"))
+			return nil, "", fmt.Errorf("%s did not start: %v\n%s", name, err, b)
+		}
+		return cmd, "http://" + addr, nil
+	}
+
+	simCmd, simURL, err := start("sim", nil, self, "sim", "-tokens", strconv.Itoa(*tokens),
+		"-tps", strconv.FormatFloat(*tps, 'f', -1, 64), "-first-token", first.String())
+	if err != nil {
+		return err
+	}
+	proxyProc, proxyURL, err := start("proxy", nil, self, "proxy", "-target", simURL)
+	if err != nil {
+		return err
+	}
+	secret := "sk-bench-" + randHex(12)
+	writeConfig := func(name, redis string) (string, error) {
+		d := sha256.Sum256([]byte(secret))
+		prefix := "obol-bench:" + randHex(4) + ":"
+		cfg := fmt.Sprintf(`listen: "127.0.0.1:0"
+data_dir: %q
+redis: {url: %q, prefix: %q}
+log: {level: warn}
+tiers:
+  bench: {rpm: 1000000000, tpm: 1000000000000, tpd: 1000000000000000}
+models:
+  hermes:
+    context_window: 32768
+    backends: [{url: %q, model: "sim"}]
+keys:
+  - {id: key_bench, tier: bench, sha256: %q}
+`, filepath.Join(dir, name), redis, prefix, simURL+"/v1", hex.EncodeToString(d[:]))
+		p := filepath.Join(dir, name+".yaml")
+		return p, os.WriteFile(p, []byte(cfg), 0o600)
+	}
+	type target struct {
+		name string
+		url  string
+		proc *exec.Cmd // whose CPU is counted
+	}
+	targets := []target{{"simulator (direct)", simURL, simCmd}, {"ReverseProxy (floor)", proxyURL, proxyProc}}
+	embCfg, err := writeConfig("embedded", "")
+	if err != nil {
+		return err
+	}
+	embProc, embURL, err := start("obol-embedded", nil, *obolBin, "serve", "-config", embCfg)
+	if err != nil {
+		return err
+	}
+	targets = append(targets, target{"obol, embedded store", embURL, embProc})
+	if *redisURL != "" {
+		redisCfg, err := writeConfig("redis", *redisURL)
+		if err != nil {
+			return err
+		}
+		redisProc, redisTarget, err := start("obol-redis", nil, *obolBin, "serve", "-config", redisCfg)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, target{"obol, Redis", redisTarget, redisProc})
+	}
+
+	c.Keys = []string{secret}
+	type row struct {
+		name string
+		rep  *report
+		cpu  time.Duration // of the target's own process, during the measured load
+	}
+	var rows []row
+	for _, t := range targets {
+		lc := c
+		lc.Target = t.url
+		var before time.Duration
+		lc.onStart = func() { before = cpuTime(t.proc.Process.Pid) }
+		rep, err := runLoad(ctx, lc)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		rows = append(rows, row{t.name, rep, cpuTime(t.proc.Process.Pid) - before})
+		rep.print(stderr, t.name)
+	}
+
+	mode := fmt.Sprintf("closed loop, %d connections", c.Conns)
+	if c.Rate > 0 {
+		mode = fmt.Sprintf("open loop, %.0f requests/s", c.Rate)
+	}
+	kind := "non-streaming"
+	if c.Stream {
+		kind = fmt.Sprintf("streaming, %d chunks", *tokens)
+	}
+	fmt.Fprintf(stdout, "\n%s, %s, %s per target, %s\n\n", kind, mode, c.Duration, time.Now().UTC().Format("2006-01-02"))
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "target\treq/s\t× floor\tp50\tp99\tp50 added\tp99 TTFT\tCPU µs/req\t× floor\terrors\t\n")
+	floor := rows[1]
+	floorCPU := perRequest(floor.cpu, floor.rep)
+	for _, r := range rows {
+		cpu := perRequest(r.cpu, r.rep)
+		errs := r.rep.Requests - len(r.rep.Latencies)
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%d\t\n", r.name, r.rep.Throughput, r.rep.Throughput/floor.rep.Throughput,
+			round(pct(r.rep.Latencies, 50)), round(pct(r.rep.Latencies, 99)),
+			round(pct(r.rep.Latencies, 50)-pct(rows[0].rep.Latencies, 50)), round(pct(r.rep.TTFT, 99)),
+			cpu, cpu/floorCPU, errs)
+	}
+	return tw.Flush()
+}
+
+func perRequest(cpu time.Duration, r *report) float64 {
+	if r.Requests == 0 {
+		return 0
+	}
+	return float64(cpu.Microseconds()) / float64(r.Requests)
+}
+
+func round(d time.Duration) time.Duration {
+	switch {
+	case d > time.Second || d < -time.Second:
+		return d.Round(time.Millisecond)
+	case d > time.Millisecond || d < -time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}
+
+// cpuTime is a process's user + system CPU time so far, from /proc.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may
+	// hold spaces: utime and stime are the 12th and 13th of them.
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / ticks
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitListening(addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
