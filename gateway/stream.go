@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/obol/obol/models"
 )
@@ -85,16 +88,45 @@ func (s *sseWriter) writeLocked(b []byte) error {
 
 // event writes one "data:" event and flushes it.
 func (s *sseWriter) event(data []byte) error {
+	if err := s.write(data); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+// write writes one whole "data:" event without flushing it: the relay
+// flushes once it has written every event the backend has sent so far,
+// so that a burst of events costs one write to the client, not one each.
+func (s *sseWriter) write(data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.held {
 		s.held = true
 		s.ka.Stop()
 	}
+	if s.err != nil {
+		return s.err
+	}
+	s.start()
 	s.buf = append(s.buf[:0], "data: "...)
 	s.buf = append(s.buf, data...)
 	s.buf = append(s.buf, "\n\n"...)
-	return s.writeLocked(s.buf)
+	if _, err := s.w.Write(s.buf); err != nil {
+		s.err = err
+	}
+	return s.err
+}
+
+// flush sends what was written; before anything was, it does nothing (a
+// flush would commit the headers).
+func (s *sseWriter) flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil || !s.started {
+		return s.err
+	}
+	s.err = s.rc.Flush()
+	return s.err
 }
 
 // stop ends keep-alives and reports whether the headers were committed;
@@ -232,20 +264,110 @@ type relay struct {
 }
 
 func (rl *relay) send(v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
+	var b []byte
+	switch ev := v.(type) {
+	case compatChunk:
+		b = rl.appendCompat(ev)
+	case *nativeChunk:
+		if ev.Usage == nil && utf8.ValidString(ev.Delta) {
+			b = rl.appendNative(ev)
+		}
 	}
-	if err := rl.sse.event(b); err != nil {
+	if b == nil {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return err
+		}
+	}
+	if err := rl.sse.write(b); err != nil {
 		return errClientGone
 	}
 	return nil
+}
+
+// appendCompat encodes a chunk as json.Marshal would, without reflection
+// or re-validating the backend's choices, which pass through as they came
+// (already checked when the event was decoded).
+func (rl *relay) appendCompat(ev compatChunk) []byte {
+	b := rl.head(ev.ID, ev.Created, ev.Model)
+	if len(ev.SystemFingerprint) > 0 {
+		b = append(append(b, `,"system_fingerprint":`...), ev.SystemFingerprint...)
+	}
+	b = append(append(b, `,"choices":`...), ev.Choices...)
+	if len(ev.Usage) > 0 {
+		b = append(append(b, `,"usage":`...), ev.Usage...)
+	}
+	rl.out = append(b, '}')
+	return rl.out
+}
+
+// appendNative encodes a native chunk without usage, as appendCompat does.
+func (rl *relay) appendNative(ev *nativeChunk) []byte {
+	b := rl.head(ev.ID, ev.Created, ev.Model)
+	b = append(append(b, `,"choices":`...), ev.Choices...)
+	b = appendJSONString(append(b, `,"delta":`...), ev.Delta)
+	rl.out = append(b, '}')
+	return rl.out
+}
+
+// head starts a chunk: id, object, created and model. The id and the
+// model are the gateway's own and need no escaping.
+func (rl *relay) head(id string, created int64, model string) []byte {
+	b := append(rl.out[:0], `{"id":"`...)
+	b = append(b, id...)
+	b = append(b, `","object":"chat.completion.chunk","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = append(b, `,"model":"`...)
+	b = append(b, model...)
+	return append(b, '"')
+}
+
+// appendJSONString appends s, valid UTF-8, as a JSON string, escaped as
+// encoding/json escapes it.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\b':
+			b = append(b, '\\', 'b')
+		case '\f':
+			b = append(b, '\\', 'f')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	// U+2028 and U+2029, which encoding/json escapes for JavaScript.
+	if strings.ContainsAny(s, "\u2028\u2029") {
+		b = []byte(strings.NewReplacer("\u2028", `\u2028`, "\u2029", `\u2029`).Replace(string(b)))
+	}
+	return append(b, '"')
 }
 
 func (rl *relay) run(body io.Reader) error {
 	er := eventReader{r: bufio.NewReaderSize(body, 16<<10)}
 	finished := false // a finish_reason was seen
 	for {
+		// What was written goes out before waiting on the backend.
+		if !er.complete() && rl.sse.flush() != nil {
+			return errClientGone
+		}
 		data, err := er.next()
 		if err != nil {
 			if err == io.EOF && finished {
@@ -360,7 +482,7 @@ func (rl *relay) finish() error {
 			return err
 		}
 	}
-	if rl.sse.event([]byte("[DONE]")) != nil {
+	if rl.sse.event([]byte("[DONE]")) != nil { // written and flushed
 		return errClientGone
 	}
 	return nil
@@ -407,6 +529,17 @@ func (er *eventReader) next() ([]byte, error) {
 			has = true
 		}
 	}
+}
+
+// complete reports whether a whole event is already buffered, so that
+// reading it will not wait on the backend.
+func (er *eventReader) complete() bool {
+	n := er.r.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := er.r.Peek(n)
+	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\r\n\r\n"))
 }
 
 // readLine returns one line without its end of line (LF or CRLF).
