@@ -98,8 +98,6 @@ func (s *Server) settle(ctx context.Context, c *call) {
 	if c.usage != nil {
 		actual = int64(c.usage.TotalTokens)
 	}
-	ctx, span := s.child(ctx, "quota.settle")
-	defer span.End()
 	if err := s.quota.Settle(context.WithoutCancel(ctx), c.reservation, actual); err != nil {
 		s.log.Warn("quota settlement lost; the key stays charged the estimate",
 			"request_id", c.id, "key_id", c.key.ID, "estimate", c.reservation.Tokens, "actual", actual, "err", err)

@@ -281,13 +281,23 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 			logError(s.log, c.id, e)
 		}
 		if c.reservation != nil || c.usage != nil {
-			// The answer goes out before the quota's round trip. The
-			// record is queued, not waited for: the ledger writes it in
-			// the background, batched with others, and waiting would only
-			// hold this connection's next request.
+			// The answer goes out first. Neither the record nor the
+			// settlement is waited for: the ledger writes records in the
+			// background, batched, and the settlement's round trip runs
+			// on its own; waiting would only hold this connection's next
+			// request. Wait (shutdown) waits for settlements too.
 			http.NewResponseController(w).Flush()
 			s.record(c)
-			s.settle(r.Context(), c)
+			if c.reservation != nil {
+				// Its span opens now, while the request's is recorded.
+				ctx, span := s.child(context.WithoutCancel(r.Context()), "quota.settle")
+				s.inflight.Add(1)
+				go func() {
+					defer s.inflight.Add(-1)
+					defer span.End()
+					s.settle(ctx, c)
+				}()
+			}
 		}
 		s.logAccess(r, c, status, code)
 		endSpan(span, c, status, code)

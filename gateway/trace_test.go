@@ -78,12 +78,16 @@ func TestTraces(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, a[k], v)
 		}
 	}
+	// The settlement runs after the answer, on its own.
 	children := map[string]sdktrace.ReadOnlySpan{}
-	for _, s := range exp.GetSpans().Snapshots() {
-		if s.Parent().SpanID() == server.SpanContext().SpanID() {
-			children[s.Name()] = s
+	waitFor(t, "the settlement's span", func() bool {
+		for _, s := range exp.GetSpans().Snapshots() {
+			if s.Parent().SpanID() == server.SpanContext().SpanID() {
+				children[s.Name()] = s
+			}
 		}
-	}
+		return children["quota.settle"] != nil
+	})
 	for _, name := range []string{"authenticate", "quota.admit", "chat hermes", "quota.settle"} {
 		if children[name] == nil {
 			t.Errorf("no %q child span; children: %v", name, keysOf(children))

@@ -214,7 +214,7 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 	began := time.Now()
 	span := trace.SpanFromContext(ctx) // a request not traced: no span of its own
 	if span.IsRecording() {
-		ctx, span = tracer.Start(ctx, "chat "+m.Name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		ctx, span = otel.Tracer(tracerName).Start(ctx, "chat "+m.Name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
 			attribute.String("gen_ai.operation.name", "chat"), attribute.String("gen_ai.request.model", m.Name),
 			attribute.String("obol.backend", b.Name), attribute.String("server.address", hostOf(b.URL))))
 	}
@@ -328,8 +328,9 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 	return &Response{Backend: b, Header: hresp.Header, Body: &body{Reader: io.MultiReader(bytes.NewReader(first), rest), close: done}}, nil
 }
 
-// tracer makes the backend attempt spans, through the global provider.
-var tracer = otel.Tracer("github.com/obol/obol/models")
+// tracerName names the backend attempt spans' tracer, taken from the
+// global provider at each traced call (so a provider set later is used).
+const tracerName = "github.com/obol/obol/models"
 
 func hostOf(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
