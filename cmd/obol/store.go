@@ -83,6 +83,11 @@ func (s *store) closeAll(flush time.Duration) error {
 // more than the wait costs a record.
 const embeddedLinger = 10 * time.Millisecond
 
+// redisLinger gathers records for a millisecond before a Redis write, so
+// that under load one pipeline carries many; a record waits that much
+// longer to be stored.
+const redisLinger = time.Millisecond
+
 // ledgerOptions: records that cannot be written go to data_dir/spool.
 func ledgerOptions(c *Config, log *slog.Logger) usage.Options {
 	return usage.Options{SpoolDir: filepath.Join(c.DataDir, "spool"), Log: log}
@@ -149,6 +154,8 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (
 	} else {
 		log.Info("store: Redis", "url", redactURL(c.Redis.URL), "mode", c.Redis.Mode, "fail_mode", c.Redis.FailMode)
 	}
-	return &store{quota: l, ledger: usage.NewLedger(u, ledgerOptions(c, log)), keys: keys.NewRedis(rdb, c.Redis.Prefix),
+	lo := ledgerOptions(c, log)
+	lo.Linger = redisLinger
+	return &store{quota: l, ledger: usage.NewLedger(u, lo), keys: keys.NewRedis(rdb, c.Redis.Prefix),
 		close: func() error { l.Close(); return rdb.Close() }}, nil
 }
