@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/loadtest/sim"
@@ -307,7 +308,7 @@ func TestAdminUsage(t *testing.T) {
 		} `json:"keys"`
 	}
 	var u out
-	waitFor(t, "three records", func() bool {
+	poll.Until(t, "three records", func() bool {
 		_, body := e.do(t, "GET", "/v1/admin/usage", adminToken, "")
 		json.Unmarshal(body, &u)
 		return u.Keys[a.ID].TotalTokens == 2*(5+4) && u.Keys[b.ID].TotalTokens == 5+4

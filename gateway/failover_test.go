@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
 )
@@ -54,7 +55,7 @@ func TestFailoverIsInvisible(t *testing.T) {
 	if got := s.ByModel["hermes"]; got.Prompt != st.ReportedPrompt || got.Completion != st.ReportedTokens || got.Requests != 3 {
 		t.Errorf("ledger %+v; backend b reported %d + %d", got, st.ReportedPrompt, st.ReportedTokens)
 	}
-	waitFor(t, "the access log's backend", func() bool { return strings.Count(e.log.String(), `"backend":"b"`) == 3 })
+	poll.Until(t, "the access log's backend", func() bool { return strings.Count(e.log.String(), `"backend":"b"`) == 3 })
 }
 
 // TestNoRetryAfterFirstByte: a backend that breaks off after two tokens

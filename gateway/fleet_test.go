@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
 )
@@ -94,7 +95,7 @@ func TestFleetUnderFaults(t *testing.T) {
 	// reports for every request not cut.
 	var lines map[string]accessLine
 	var logged, reported tally
-	waitFor(t, "the ledger to hold every logged request", func() bool {
+	poll.Until(t, "the ledger to hold every logged request", func() bool {
 		lines = accessLog(t, e)
 		logged, reported = tally{}, tally{}
 		for _, l := range lines {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
 )
@@ -379,7 +380,7 @@ func TestStreamFailuresEndWithErrorEventAndDone(t *testing.T) {
 				if content != tt.fault.After {
 					t.Errorf("relayed %d content events before the failure, want %d", content, tt.fault.After)
 				}
-				waitFor(t, "the access log line", func() bool { return strings.Contains(e.log.String(), `"stream_outcome":"upstream_error"`) })
+				poll.Until(t, "the access log line", func() bool { return strings.Contains(e.log.String(), `"stream_outcome":"upstream_error"`) })
 			})
 		}
 	}
@@ -497,11 +498,11 @@ func TestClientGoneCancelsUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close() // the client leaves
-	waitFor(t, "the backend to see the cancellation", func() bool { return e.sim.Stats().Cancelled == 1 })
+	poll.Until(t, "the backend to see the cancellation", func() bool { return e.sim.Stats().Cancelled == 1 })
 	if st := e.sim.Stats(); st.Completed != 0 || st.CompletionTokens >= 1000 {
 		t.Errorf("backend stats after cancel: %+v", st)
 	}
-	waitFor(t, "the access log line", func() bool { return strings.Contains(e.log.String(), `"stream_outcome":"client_gone"`) })
+	poll.Until(t, "the access log line", func() bool { return strings.Contains(e.log.String(), `"stream_outcome":"client_gone"`) })
 }
 
 func TestModelsList(t *testing.T) {

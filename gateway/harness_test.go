@@ -240,16 +240,3 @@ func readEvents(t *testing.T, body io.Reader) (events []event, comments int) {
 	}
 	return events, comments
 }
-
-// waitFor polls cond for up to five seconds; it is for state reached
-// asynchronously (a cancellation seen by the simulator), not for timing.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

@@ -15,6 +15,7 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/quota"
 )
@@ -77,7 +78,7 @@ func TestMetrics(t *testing.T) {
 		resp := e.post(t, "/v1/chat", keyAll, fmt.Sprintf(`{"model":"zz-model-%d","messages":[{"role":"user","content":"hi"}]}`, i))
 		io.Copy(io.Discard, resp.Body)
 	}
-	waitFor(t, "the requests' metrics", func() bool {
+	poll.Until(t, "the requests' metrics", func() bool {
 		return e.scrape(t)[`http_server_active_requests`] == 0
 	})
 	m := e.scrape(t)
@@ -123,7 +124,7 @@ func TestAccessLogFields(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	id := resp.Header.Get("X-Request-Id")
 	var line map[string]any
-	waitFor(t, "the access log line", func() bool {
+	poll.Until(t, "the access log line", func() bool {
 		sc := bufio.NewScanner(strings.NewReader(e.log.String()))
 		for sc.Scan() {
 			var l map[string]any

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/quota"
@@ -107,7 +108,7 @@ func TestSettlement(t *testing.T) {
 		// Reserved ~901, used 4 + 5 = 9 per request (the simulator's
 		// count): without settlement the second request would be refused.
 		want := int64(9 * (i + 1))
-		waitFor(t, "settlement", func() bool { return peek(t, q, "key_all", lim).DailyUsed == want })
+		poll.Until(t, "settlement", func() bool { return peek(t, q, "key_all", lim).DailyUsed == want })
 		if d := peek(t, q, "key_all", lim); d.TokensUsed != want {
 			t.Errorf("after %s: TPM in use %d, want %d", route, d.TokensUsed, want)
 		}
@@ -120,7 +121,7 @@ func TestSettlement(t *testing.T) {
 	if resp.StatusCode != 502 {
 		t.Fatalf("failing backend: %d", resp.StatusCode)
 	}
-	waitFor(t, "refund", func() bool { return peek(t, q, "key_all", lim).DailyUsed == before.DailyUsed })
+	poll.Until(t, "refund", func() bool { return peek(t, q, "key_all", lim).DailyUsed == before.DailyUsed })
 	if d := peek(t, q, "key_all", lim); d.RequestsRemaining != before.RequestsRemaining-1 {
 		t.Errorf("requests remaining %d, want %d", d.RequestsRemaining, before.RequestsRemaining-1)
 	}
@@ -140,8 +141,8 @@ func TestAbandonedStreamSettles(t *testing.T) {
 		}
 	}
 	resp.Body.Close()
-	waitFor(t, "the backend to be cancelled", func() bool { return e.sim.Stats().Cancelled == 1 })
-	waitFor(t, "settlement", func() bool { d := peek(t, q, "key_all", lim); return d.DailyUsed < 2000 })
+	poll.Until(t, "the backend to be cancelled", func() bool { return e.sim.Stats().Cancelled == 1 })
+	poll.Until(t, "settlement", func() bool { d := peek(t, q, "key_all", lim); return d.DailyUsed < 2000 })
 	// At least the 20 tokens the client read, far less than the 2001 reserved.
 	if d := peek(t, q, "key_all", lim); d.DailyUsed < 20 || d.DailyUsed > 1000 {
 		t.Errorf("charged %d tokens for an abandoned stream", d.DailyUsed)
@@ -171,7 +172,7 @@ func TestTokensPerMinute(t *testing.T) {
 	req, _ := http.NewRequestWithContext(ctx, "POST", e.gw.URL+"/v1/chat", strings.NewReader(hi+`,"max_tokens":600}`))
 	req.Header.Set("Authorization", "Bearer "+keyAll)
 	go http.DefaultClient.Do(req) // held open by the backend
-	waitFor(t, "the first request at the backend", func() bool { return e.sim.Stats().Requests == 1 })
+	poll.Until(t, "the first request at the backend", func() bool { return e.sim.Stats().Requests == 1 })
 	resp = e.post(t, "/v1/chat", keyAll, hi+`,"max_tokens":600}`)
 	if resp.StatusCode != 429 {
 		t.Fatalf("second reservation: %d", resp.StatusCode)
@@ -266,7 +267,7 @@ func TestStoreDown(t *testing.T) {
 			t.Errorf("fail open, store down: %v", codes)
 		}
 		srv.Restart()
-		waitFor(t, "the store to be used again", q.Available)
+		poll.Until(t, "the store to be used again", q.Available)
 		resp := e.post(t, "/v1/chat", keyAll, hi+`}`)
 		if resp.StatusCode != 200 || resp.Header.Get("X-Ratelimit-Remaining-Requests") != "3" {
 			t.Errorf("mode %d, after recovery: %d %v", mode, resp.StatusCode, resp.Header)
@@ -298,7 +299,7 @@ func TestReadyzReportsStore(t *testing.T) {
 	}
 	srv.Stop()
 	// Readiness is cached for a second; wait for a fresh report.
-	waitFor(t, "readyz to report the store", func() bool { code, store := ready(); return code == 503 && store == "unreachable" })
+	poll.Until(t, "readyz to report the store", func() bool { code, store := ready(); return code == 503 && store == "unreachable" })
 	srv.Restart()
-	waitFor(t, "readyz to recover", func() bool { code, store := ready(); return code == 200 && store == "ok" })
+	poll.Until(t, "readyz to recover", func() bool { code, store := ready(); return code == 200 && store == "ok" })
 }

@@ -11,6 +11,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/loadtest/sim"
 )
 
@@ -52,7 +53,7 @@ func TestTraces(t *testing.T) {
 	resp.Body.Close()
 
 	var server sdktrace.ReadOnlySpan
-	waitFor(t, "the server span", func() bool {
+	poll.Until(t, "the server span", func() bool {
 		for _, s := range exp.GetSpans().Snapshots() {
 			if s.Name() == "POST /v1/chat/stream" {
 				server = s
@@ -80,7 +81,7 @@ func TestTraces(t *testing.T) {
 	}
 	// The settlement runs after the answer, on its own.
 	children := map[string]sdktrace.ReadOnlySpan{}
-	waitFor(t, "the settlement's span", func() bool {
+	poll.Until(t, "the settlement's span", func() bool {
 		for _, s := range exp.GetSpans().Snapshots() {
 			if s.Parent().SpanID() == server.SpanContext().SpanID() {
 				children[s.Name()] = s

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/loadtest/sim"
@@ -63,7 +64,7 @@ func requests(s usage.Summary) (n int64) {
 func (e *env) waitRecorded(t *testing.T, key string, n int64) usage.Summary {
 	t.Helper()
 	var s usage.Summary
-	waitFor(t, fmt.Sprintf("%d requests in the ledger", n), func() bool {
+	poll.Until(t, fmt.Sprintf("%d requests in the ledger", n), func() bool {
 		s = e.usageOf(t, key, "")
 		return requests(s) >= n
 	})
@@ -164,9 +165,9 @@ func TestRequestIDTraces(t *testing.T) {
 	}
 	month := time.Now().UTC().Format("2006-01")
 	for _, id := range []string{id, sid} {
-		waitFor(t, "the access log line of "+id, func() bool { return strings.Contains(e.log.String(), `"request_id":"`+id+`"`) })
+		poll.Until(t, "the access log line of "+id, func() bool { return strings.Contains(e.log.String(), `"request_id":"`+id+`"`) })
 		// The ledger remembers the request by the same id.
-		waitFor(t, "the ledger's marker of "+id, func() bool {
+		poll.Until(t, "the ledger's marker of "+id, func() bool {
 			return rdb.Exists(context.Background(), prefix+"{usage:"+month+"}:req:"+id).Val() == 1
 		})
 	}
@@ -308,7 +309,7 @@ func TestLedgerMatchesBackend(t *testing.T) {
 				resp.Body.Close()
 			}
 			d, _ = phase(4)
-			waitFor(t, "the backend to see the streams end", func() bool { return e.sim.Stats().Cancelled >= 4 })
+			poll.Until(t, "the backend to see the streams end", func() bool { return e.sim.Stats().Cancelled >= 4 })
 			generated := e.sim.Stats().CompletionTokens - before.CompletionTokens
 			if d.completion < 4*3 || d.completion > generated || d.prompt != 4*1 {
 				t.Errorf("abandoned: ledger %+v; client read 12 tokens, backend generated %d", d, generated)
@@ -340,7 +341,7 @@ func TestLedgerMatchesBackend(t *testing.T) {
 			}
 			// A handler logs a moment after its record is queued.
 			var lines map[string]accessLine
-			waitFor(t, "52 access log lines with usage", func() bool {
+			poll.Until(t, "52 access log lines with usage", func() bool {
 				lines = accessLog(t, e)
 				n := 0
 				for _, l := range lines {
@@ -413,7 +414,7 @@ func TestLedgerRidesOutRedisRestart(t *testing.T) {
 		t.Errorf("usage read with Redis down: %d", resp.StatusCode)
 	}
 	// The ledger has tried, failed and kept the records before Redis is back.
-	waitFor(t, "a record logged as delayed", func() bool {
+	poll.Until(t, "a record logged as delayed", func() bool {
 		return strings.Contains(ledgerLog.String(), `"msg":"usage record delayed"`)
 	})
 	srv.Restart()
@@ -449,7 +450,7 @@ func TestContinuousUsageChargesCutStreamsExactly(t *testing.T) {
 		}
 	}
 	resp.Body.Close()
-	waitFor(t, "the backend to see the stream end", func() bool { return e.sim.Stats().Cancelled == 1 })
+	poll.Until(t, "the backend to see the stream end", func() bool { return e.sim.Stats().Cancelled == 1 })
 	s := e.waitRecorded(t, keyAll, 1)
 	st := e.sim.Stats()
 	got := s.ByModel["hermes"]
@@ -461,5 +462,5 @@ func TestContinuousUsageChargesCutStreamsExactly(t *testing.T) {
 	if !strings.Contains(string(e.sim.Requests()[0].Body), `"continuous_usage_stats":true`) {
 		t.Errorf("the backend was not asked for continuous usage: %s", e.sim.Requests()[0].Body)
 	}
-	waitFor(t, "the access log line", func() bool { return strings.Contains(e.log.String(), `"usage_counted":false`) })
+	poll.Until(t, "the access log line", func() bool { return strings.Contains(e.log.String(), `"usage_counted":false`) })
 }

@@ -12,6 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redistest"
 )
 
@@ -210,7 +211,7 @@ func TestRevocationReachesReplicas(t *testing.T) {
 	if _, err := a.Update(ctx, k.ID, func(k *Key) error { k.Tier = "pro"; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b to see the tier change", func() bool {
+	poll.Until(t, "b to see the tier change", func() bool {
 		e, _ := b.Lookup(ctx, secret)
 		return e != nil && e.Key.Tier == "pro"
 	})
@@ -218,7 +219,7 @@ func TestRevocationReachesReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitFor(t, "b to refuse the revoked key", func() bool {
+	poll.Until(t, "b to refuse the revoked key", func() bool {
 		e, _ := b.Lookup(ctx, secret)
 		return e == nil
 	})
@@ -254,15 +255,4 @@ func TestValidation(t *testing.T) {
 			t.Errorf("refused specs were stored: %v", list)
 		}
 	})
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
 )
@@ -187,14 +188,14 @@ func TestBreaker(t *testing.T) {
 		t.Errorf("an open backend got requests: %d, want 3", n)
 	}
 	// Past the cooldown, a probe; it fails, and the breaker opens again.
-	waitFor(t, "the cooldown", func() bool { return status(f, "a").RetryAt == nil })
+	poll.Until(t, "the cooldown", func() bool { return status(f, "a").RetryAt == nil })
 	f.send(false)
 	if n, s := f.requests(0), status(f, "a"); n != 4 || s.State != models.StateOpen {
 		t.Errorf("after a failed probe: %d requests, %+v", n, s)
 	}
 	// The backend recovers: the next probe closes the breaker.
 	f.sims[0].SetConfig(sim.Config{ReplyTokens: 3})
-	waitFor(t, "the longer cooldown", func() bool { return status(f, "a").RetryAt == nil })
+	poll.Until(t, "the longer cooldown", func() bool { return status(f, "a").RetryAt == nil })
 	if got, err := f.send(false); err != nil || !strings.HasPrefix(got, "a:") {
 		t.Errorf("the probe: %q, %v", got, err)
 	}
@@ -242,7 +243,7 @@ func TestConcurrencyCap(t *testing.T) {
 			defer wg.Done()
 			got[i], _ = f.send(true)
 		}()
-		waitFor(t, "the request at a backend", func() bool { return f.requests(0)+f.requests(1) == int64(i+1) })
+		poll.Until(t, "the request at a backend", func() bool { return f.requests(0)+f.requests(1) == int64(i+1) })
 	}
 	_, err := f.send(true)
 	var ua *models.UnavailableError
@@ -265,16 +266,5 @@ func TestEveryBackendFails(t *testing.T) {
 	var ue *models.UpstreamError
 	if !errors.As(err, &ue) || ue.Status != 500 || f.requests(0)+f.requests(1) != 2 {
 		t.Errorf("%v after %d attempts", err, f.requests(0)+f.requests(1))
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

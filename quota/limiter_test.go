@@ -12,8 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/obol/obol/internal/metrictest"
 	"github.com/obol/obol/internal/redistest"
 )
 
@@ -46,21 +46,7 @@ func newLimiterEnv(t *testing.T, mode FailMode, replicas int) *limiterEnv {
 // counter returns the sum of a counter over all its attribute sets.
 func (e *limiterEnv) counter(t *testing.T, name string) int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := e.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if s, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == name {
-				for _, dp := range s.DataPoints {
-					n += dp.Value
-				}
-			}
-		}
-	}
-	return n
+	return metrictest.Sum(t, e.reader, name)
 }
 
 // waitAvailable waits for the limiter to find the store again.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/obol/obol/internal/metrictest"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
 )
@@ -41,24 +41,10 @@ func newLedger(t *testing.T, st Store, o Options) *ledgerEnv {
 	return e
 }
 
-// counter sums a counter's data points.
+// counter returns the sum of a counter over all its attribute sets.
 func (e *ledgerEnv) counter(t *testing.T, name string) int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := e.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if s, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == name {
-				for _, dp := range s.DataPoints {
-					n += dp.Value
-				}
-			}
-		}
-	}
-	return n
+	return metrictest.Sum(t, e.reader, name)
 }
 
 func rec(i int) Record {

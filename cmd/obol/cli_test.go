@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/loadtest/sim"
@@ -120,7 +121,7 @@ func TestOperatorsFirstDay(t *testing.T) {
 	if out := mustCLI(t, "keys", "update", alice.ID, "--server", a, "--tier", "pro"); !strings.Contains(out, "pro") {
 		t.Errorf("update:\n%s", out)
 	}
-	waitFor(t, "replica c to see alice's upgrade", func() bool {
+	poll.Until(t, "replica c to see alice's upgrade", func() bool {
 		resp := send(t, c, alice.Secret, "/v1/chat", chat)
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
@@ -144,7 +145,7 @@ func TestOperatorsFirstDay(t *testing.T) {
 	}
 	revoked := time.Now()
 	for i, base := range bases {
-		waitFor(t, "the revocation on replica "+base, func() bool {
+		poll.Until(t, "the revocation on replica "+base, func() bool {
 			r := send(t, base, bob.Secret, "/v1/chat", chat)
 			r.Body.Close()
 			return r.StatusCode == 401
@@ -165,7 +166,7 @@ func TestOperatorsFirstDay(t *testing.T) {
 			TotalTokens int64 `json:"total_tokens"`
 		} `json:"keys"`
 	}
-	waitFor(t, "every key in the month's usage", func() bool {
+	poll.Until(t, "every key in the month's usage", func() bool {
 		out, err := cli(t, "usage", "--server", b, "--json")
 		return err == nil && json.Unmarshal([]byte(out), &bill) == nil && len(bill.Keys) == 3 && bill.Keys[bob.ID].TotalTokens > 100
 	})
@@ -230,19 +231,6 @@ func TestCLIErrors(t *testing.T) {
 }
 
 func errAs(err error, target **usageError) bool { return errors.As(err, target) }
-
-// waitFor polls cond for up to ten seconds: for state other processes
-// reach on their own, not for timing.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // TestAdminListener: with admin_listen set, the admin API answers there
 // and not on the public listener.
