@@ -282,21 +282,17 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 		}
 		if c.reservation != nil || c.usage != nil {
 			// The answer goes out first. Neither the record nor the
-			// settlement is waited for: the ledger writes records in the
-			// background, batched, and the settlement's round trip runs
-			// on its own; waiting would only hold this connection's next
-			// request. Wait (shutdown) waits for settlements too.
+			// settlement waits on a store: both are queued and written in
+			// the background, many per round trip (the shared store's
+			// Limiter batches settlements; the embedded one settles in
+			// process); waiting would only hold this connection's next
+			// request.
 			http.NewResponseController(w).Flush()
 			s.record(c)
 			if c.reservation != nil {
-				// Its span opens now, while the request's is recorded.
 				ctx, span := s.child(context.WithoutCancel(r.Context()), "quota.settle")
-				s.inflight.Add(1)
-				go func() {
-					defer s.inflight.Add(-1)
-					defer span.End()
-					s.settle(ctx, c)
-				}()
+				s.settle(ctx, c)
+				span.End()
 			}
 		}
 		s.logAccess(r, c, status, code)

@@ -22,7 +22,7 @@ var ErrUnavailable = errors.New("quota store unavailable")
 type Store interface {
 	Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error)
 	Peek(ctx context.Context, key string, lim Limits) (Decision, error)
-	Settle(ctx context.Context, res *Reservation, actual int64) error
+	SettleBatch(ctx context.Context, batch []Settlement) error
 	Ping(ctx context.Context) error
 }
 
@@ -74,7 +74,17 @@ type Limiter struct {
 	closed   bool
 	errs     metric.Int64Counter
 	failOpen metric.Int64Counter
+
+	// Settlements are queued and written in batches by settler.
+	smu      sync.Mutex
+	settles  []Settlement
+	skick    chan struct{}
+	settling sync.WaitGroup
 }
+
+// settleLinger gathers settlements for a millisecond, so that under load
+// one pipeline carries many.
+const settleLinger = time.Millisecond
 
 // NewLimiter returns a Limiter over store.
 func NewLimiter(store Store, o Options) *Limiter {
@@ -93,7 +103,9 @@ func NewLimiter(store Store, o Options) *Limiter {
 	if o.Meter == nil {
 		o.Meter = otel.Meter("github.com/obol/obol/quota")
 	}
-	l := &Limiter{store: store, local: NewMemory(), opt: o, stop: make(chan struct{})}
+	l := &Limiter{store: store, local: NewMemory(), opt: o, stop: make(chan struct{}), skick: make(chan struct{}, 1)}
+	l.settling.Add(1)
+	go l.settler()
 	l.errs, _ = o.Meter.Int64Counter("obol.quota.store.errors",
 		metric.WithDescription("Quota store calls that failed or timed out"))
 	l.failOpen, _ = o.Meter.Int64Counter("obol.quota.fail_open.admissions",
@@ -181,9 +193,10 @@ func (l *Limiter) Peek(ctx context.Context, key string, lim Limits) (Decision, e
 }
 
 // Settle replaces a reservation's estimate by the actual count, in the
-// store that made it. It runs even when ctx is cancelled (the client left;
-// the tokens were still spent). A settlement the store cannot take is
-// dropped: the key stays charged the estimate, which errs on the safe side.
+// store that made it. For the shared store it queues the settlement and
+// returns: settlements are written in the background, many per round
+// trip. One the store cannot take is dropped and logged: the key stays
+// charged the estimate, which errs on the safe side.
 func (l *Limiter) Settle(ctx context.Context, res *Reservation, actual int64) error {
 	if res == nil {
 		return errors.New("settle: no reservation")
@@ -191,13 +204,52 @@ func (l *Limiter) Settle(ctx context.Context, res *Reservation, actual int64) er
 	if res.local {
 		return l.local.Settle(ctx, res, actual)
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opt.Timeout)
-	defer cancel()
-	if err := l.store.Settle(cctx, res, actual); err != nil {
-		l.failed(err)
-		return err
+	if actual == res.Tokens {
+		return nil
+	}
+	l.smu.Lock()
+	l.settles = append(l.settles, Settlement{Res: res, Actual: actual})
+	l.smu.Unlock()
+	select {
+	case l.skick <- struct{}{}:
+	default:
 	}
 	return nil
+}
+
+// settler writes queued settlements until Close, then the last of them.
+func (l *Limiter) settler() {
+	defer l.settling.Done()
+	for {
+		var closing bool
+		select {
+		case <-l.skick:
+			t := time.NewTimer(settleLinger)
+			select {
+			case <-t.C:
+			case <-l.stop:
+				closing = true
+			}
+			t.Stop()
+		case <-l.stop:
+			closing = true
+		}
+		l.smu.Lock()
+		batch := l.settles
+		l.settles = nil
+		l.smu.Unlock()
+		if len(batch) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), l.opt.Timeout)
+			if err := l.store.SettleBatch(ctx, batch); err != nil {
+				l.failed(err)
+				l.opt.Log.Warn("quota settlements lost; the keys stay charged their estimates", "settlements", len(batch), "err", err)
+			}
+			cancel()
+		}
+		if closing {
+			return
+		}
+	}
 }
 
 func (l *Limiter) share(lim Limits) Limits {
@@ -258,7 +310,7 @@ func (l *Limiter) probe() {
 	}
 }
 
-// Close stops probing the store.
+// Close writes the settlements still queued and stops probing the store.
 func (l *Limiter) Close() {
 	l.mu.Lock()
 	if !l.closed {
@@ -266,5 +318,6 @@ func (l *Limiter) Close() {
 		close(l.stop)
 	}
 	l.mu.Unlock()
+	l.settling.Wait()
 	l.probes.Wait()
 }

@@ -226,6 +226,55 @@ func (r *Redis) Settle(ctx context.Context, res *Reservation, actual int64) erro
 	return nil
 }
 
+// Settlement is a reservation and what the request actually used.
+type Settlement struct {
+	Res    *Reservation
+	Actual int64
+}
+
+// SettleBatch settles many reservations in one pipelined round trip (one
+// per node on a Cluster). A settlement is not idempotent, so only those
+// Redis did not run (NOSCRIPT after a restart) are sent again.
+func (r *Redis) SettleBatch(ctx context.Context, batch []Settlement) error {
+	_, nowArg := r.clock()
+	send := func(todo []Settlement) ([]Settlement, error) {
+		cmds := make([]*redis.Cmd, len(todo))
+		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, st := range todo {
+				k := r.keys(st.Res.Key, st.Res.Day)
+				cmds[i] = settleScript.EvalSha(ctx, p, k[1:], nowArg, st.Res.Limits.TPM, st.Actual-st.Res.Tokens)
+			}
+			return nil
+		})
+		var again []Settlement
+		for i, c := range cmds {
+			if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+				again = append(again, todo[i])
+			}
+		}
+		return again, err
+	}
+	var todo []Settlement
+	for _, st := range batch {
+		if st.Res != nil && st.Actual != st.Res.Tokens {
+			todo = append(todo, st)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	again, err := send(todo)
+	if len(again) > 0 {
+		if err = settleScript.Load(ctx, r.rdb).Err(); err == nil {
+			_, err = send(again)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("settle %d reservations: %w", len(todo), err)
+	}
+	return nil
+}
+
 // Load puts the scripts into Redis's script cache (on every master of a
 // Cluster), so the first requests need no fallback. A Redis that restarts
 // or flushes its cache later is served by go-redis's Script.Run, which

@@ -47,3 +47,43 @@ func TestRedisClock(t *testing.T) {
 		t.Fatalf("third request: %+v", d)
 	}
 }
+
+// TestSettleBatch: settlements of several keys in one pipeline land as
+// one by one would, each once, also after SCRIPT FLUSH; and a Limiter
+// writes what it queued by Close.
+func TestSettleBatch(t *testing.T) {
+	r, _ := testRedis(t)
+	ctx := context.Background()
+	lim := Limits{TPM: 10_000, TPD: 100_000}
+	var batch []Settlement
+	for i, key := range []string{"a", "b", "c", "a"} {
+		d, err := r.Admit(ctx, key, lim, 1000)
+		if err != nil || !d.Allowed {
+			t.Fatalf("admit %s: %+v %v", key, d, err)
+		}
+		batch = append(batch, Settlement{Res: d.Reservation, Actual: int64(100 * (i + 1))})
+	}
+	batch = append(batch, Settlement{Res: batch[0].Res, Actual: batch[0].Res.Tokens}) // exact: nothing to do
+	if err := r.rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SettleBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]int64{"a": 100 + 400, "b": 200, "c": 300} {
+		if d, _ := r.Peek(ctx, key, lim); d.DailyUsed != want {
+			t.Errorf("%s: %d tokens today, want %d", key, d.DailyUsed, want)
+		}
+	}
+
+	l := NewLimiter(r, Options{})
+	d, err := l.Admit(ctx, "d", lim, 1000)
+	if err != nil || !d.Allowed {
+		t.Fatal(err)
+	}
+	l.Settle(ctx, d.Reservation, 10)
+	l.Close()
+	if d, _ := r.Peek(ctx, "d", lim); d.DailyUsed != 10 {
+		t.Errorf("d after Close: %d tokens, want 10", d.DailyUsed)
+	}
+}

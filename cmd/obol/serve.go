@@ -173,13 +173,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 			log.Error("requests did not end after the abort", "err", err)
 		}
 		srv.Close()
-	} else {
-		// Every handler has returned; settlements may still be running.
-		wctx, cancel := context.WithTimeout(context.Background(), abortWait)
-		defer cancel()
-		if err := gw.Wait(wctx); err != nil {
-			log.Error("settlements did not end", "err", err)
-		}
 	}
 	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
