@@ -9,14 +9,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/internal/bolttest"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/loadtest/sim"
@@ -71,16 +69,12 @@ func redisLimiter(t testing.TB) *quota.Limiter {
 
 // embeddedLedger is a ledger in a bbolt file of the test's own.
 func embeddedLedger(t testing.TB) *usage.Ledger {
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "obol.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := usage.OpenEmbedded(db)
+	e, err := usage.OpenEmbedded(bolttest.Open(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := usage.NewLedger(e, usage.Options{Linger: 10 * time.Millisecond}) // as cmd/obol runs it
-	t.Cleanup(func() { l.Close(context.Background()); db.Close() })
+	t.Cleanup(func() { l.Close(context.Background()) })                   // before the file closes
 	return l
 }
 

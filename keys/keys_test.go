@@ -3,15 +3,13 @@ package keys
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/obol/obol/internal/bolttest"
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redistest"
 )
@@ -23,12 +21,7 @@ func forEachStore(t *testing.T, f func(t *testing.T, st Store)) {
 		f(t, NewRedis(rdb, prefix))
 	})
 	t.Run("embedded", func(t *testing.T) {
-		db, err := bolt.Open(filepath.Join(t.TempDir(), "obol.db"), 0o600, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		e, err := OpenEmbedded(db)
+		e, err := OpenEmbedded(bolttest.Open(t))
 		if err != nil {
 			t.Fatal(err)
 		}

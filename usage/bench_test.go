@@ -2,13 +2,11 @@ package usage
 
 import (
 	"context"
-	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/obol/obol/internal/bolttest"
 	"github.com/obol/obol/internal/redistest"
 )
 
@@ -17,12 +15,7 @@ import (
 // record once writes are batched.
 func BenchmarkLedger(b *testing.B) {
 	b.Run("embedded", func(b *testing.B) {
-		db, err := bolt.Open(filepath.Join(b.TempDir(), "obol.db"), 0o600, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer db.Close()
-		e, err := OpenEmbedded(db)
+		e, err := OpenEmbedded(bolttest.Open(b))
 		if err != nil {
 			b.Fatal(err)
 		}

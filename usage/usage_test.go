@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/obol/obol/internal/bolttest"
 	"github.com/obol/obol/internal/redistest"
 )
 
@@ -27,12 +27,7 @@ func forEachLedger(t *testing.T, f func(t *testing.T, l ledger)) {
 		f(t, NewRedis(rdb, prefix))
 	})
 	t.Run("embedded", func(t *testing.T) {
-		db, err := bolt.Open(filepath.Join(t.TempDir(), "obol.db"), 0o600, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		e, err := OpenEmbedded(db)
+		e, err := OpenEmbedded(bolttest.Open(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,11 +155,7 @@ func TestParsePeriod(t *testing.T) {
 // TestEmbeddedForgetsOldIDs: request ids past the idempotency window are
 // dropped a day at a time; those within it still stop a second write.
 func TestEmbeddedForgetsOldIDs(t *testing.T) {
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "obol.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := bolttest.Open(t)
 	e, err := OpenEmbedded(db)
 	if err != nil {
 		t.Fatal(err)
