@@ -361,7 +361,8 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 func (rl *relay) run(body io.Reader) error {
-	er := eventReader{r: bufio.NewReaderSize(body, 16<<10)}
+	// A small buffer: lines longer than it are joined by readLine.
+	er := eventReader{r: bufio.NewReaderSize(body, 4<<10)}
 	finished := false // a finish_reason was seen
 	for {
 		// What was written goes out before waiting on the backend.
