@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bufio"
 	"encoding/json"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -40,5 +42,20 @@ func TestChunkEncoding(t *testing.T) {
 		if string(tt.got) != string(want) {
 			t.Errorf("\n got %s\nwant %s", tt.got, want)
 		}
+	}
+}
+
+// TestEventReaderLongLines: an event longer than the relay's buffer is
+// read whole.
+func TestEventReaderLongLines(t *testing.T) {
+	long := strings.Repeat("x", 10_000)
+	src := "data: {\"a\":\"" + long + "\"}\r\n\r\n: comment\n\ndata: [DONE]\n\n"
+	er := eventReader{r: bufio.NewReaderSize(strings.NewReader(src), 4<<10)}
+	first, err := er.next()
+	if err != nil || string(first) != `{"a":"`+long+`"}` {
+		t.Fatalf("first event: %d bytes, %v", len(first), err)
+	}
+	if done, err := er.next(); err != nil || string(done) != "[DONE]" {
+		t.Errorf("second event %q, %v", done, err)
 	}
 }
