@@ -55,14 +55,8 @@ func TestMain(m *testing.M) {
 
 var listening = regexp.MustCompile(`"msg":"obol listening","addr":"([^"]+)"`)
 
-// startObol runs the gateway as a process on a free port, with
-// testdata/good.yaml, and returns its base URL.
-func startObol(t *testing.T, upstream string) (*exec.Cmd, string, *syncbuf.Buffer) {
-	t.Helper()
-	return startObolWith(t, "testdata/good.yaml", "TEST_UPSTREAM="+upstream, "TEST_DATA_DIR="+t.TempDir())
-}
-
-// startObolWith runs the gateway with a config file and more environment.
+// startObolWith runs the gateway as a process on a free port, with a
+// config file and more environment, and returns its base URL.
 func startObolWith(t *testing.T, config string, env ...string) (*exec.Cmd, string, *syncbuf.Buffer) {
 	t.Helper()
 	bin, err := buildObol()

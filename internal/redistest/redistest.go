@@ -182,9 +182,6 @@ func Cluster(t testing.TB, n int) []string {
 	return addrs
 }
 
-// String describes the server for test logs.
-func (s *Server) String() string { return fmt.Sprintf("redis-server %s", s.Addr()) }
-
 // Pause stops the server's process without closing its sockets (SIGSTOP):
 // a Redis that accepts and never answers, as in a network partition.
 func (s *Server) Pause() { s.cmd.Process.Signal(syscall.SIGSTOP) }

@@ -203,17 +203,9 @@ func Reply(n int) string {
 	return b.String()
 }
 
-// PromptTokens is the simulator's tokenizer: whitespace-separated words of
-// every text content plus three tokens of template per message. It differs
-// from the gateway's estimate on purpose, as a real tokenizer does.
-func PromptTokens(body []byte) int {
-	var req chatRequest
-	if json.Unmarshal(body, &req) != nil {
-		return 0
-	}
-	return promptTokens(req.Messages)
-}
-
+// promptTokens is the simulator's tokenizer: whitespace-separated words
+// of every text content plus three tokens of template per message. It
+// differs from the gateway's estimate on purpose, as a real tokenizer does.
 func promptTokens(msgs []message) int {
 	n := 0
 	for _, m := range msgs {
