@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/models"
 )
 
@@ -146,22 +147,6 @@ func (s *sseWriter) fail(e *Error) {
 	}
 }
 
-// upstreamChunk is what the relay reads of a backend's stream event.
-type upstreamChunk struct {
-	Created           int64           `json:"created"`
-	SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
-	Choices           json.RawMessage `json:"choices"`
-	Usage             json.RawMessage `json:"usage"`
-	Error             json.RawMessage `json:"error"`
-}
-
-type chunkChoice struct {
-	Delta struct {
-		Content string `json:"content"`
-	} `json:"delta"`
-	FinishReason *string `json:"finish_reason"`
-}
-
 // compatChunk is an OpenAI chat.completion.chunk as clients of
 // /v1/chat/completions get it: the backend's, with the gateway's id and
 // the public model name, and usage only if the client asked for it.
@@ -260,6 +245,7 @@ type relay struct {
 	usageRaw json.RawMessage
 	counted  int          // content chunks relayed: the count where no usage comes
 	final    *nativeChunk // native: the finish_reason event, held to carry usage
+	ch       chunk.Chunk  // the event being relayed
 	out      []byte
 }
 
@@ -382,41 +368,34 @@ func (rl *relay) run(body io.Reader) error {
 		if bytes.Equal(data, []byte("[DONE]")) {
 			break
 		}
-		var ch upstreamChunk
-		if err := json.Unmarshal(data, &ch); err != nil {
+		if err := chunk.Parse(data, &rl.ch); err != nil {
 			return fmt.Errorf("backend stream event: %w", err)
 		}
-		if len(ch.Error) > 0 && !isNull(ch.Error) {
+		ch := &rl.ch
+		if ch.Error != nil {
 			return fmt.Errorf("backend error event: %.300s", ch.Error)
 		}
 		if ch.Created != 0 {
 			rl.created = ch.Created
 		}
-		if len(ch.Usage) > 0 && !isNull(ch.Usage) {
+		if ch.Usage != nil {
 			var u Usage
 			if json.Unmarshal(ch.Usage, &u) == nil {
-				rl.usage, rl.usageRaw = &u, ch.Usage
+				rl.usage, rl.usageRaw = &u, append(rl.usageRaw[:0], ch.Usage...)
 			}
 		}
-		var choices []chunkChoice
-		json.Unmarshal(ch.Choices, &choices)
-		if len(choices) == 0 {
+		if ch.NChoices == 0 {
 			continue // the usage chunk: sent at the end, if wanted
 		}
-		delta := choices[0].Delta.Content
+		delta := ch.Content
 		if delta != "" {
 			rl.counted++
 			if rl.c.ttft == 0 {
 				rl.c.ttft = time.Since(rl.c.start) // sent just below; a failed send ends the stream anyway
 			}
 		}
-		fin := false
-		for _, cc := range choices {
-			if cc.FinishReason != nil && *cc.FinishReason != "" {
-				fin = true
-				rl.c.finish = append(rl.c.finish, *cc.FinishReason)
-			}
-		}
+		fin := len(ch.Finish) > 0
+		rl.c.finish = append(rl.c.finish, ch.Finish...)
 		finished = finished || fin
 		if rl.native {
 			ev := &nativeChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model, Choices: ch.Choices, Delta: delta}
@@ -424,6 +403,7 @@ func (rl *relay) run(body io.Reader) error {
 				if err := rl.flushFinal(); err != nil {
 					return err
 				}
+				ev.Choices = bytes.Clone(ev.Choices) // held past the event's buffer
 				rl.final = ev
 				continue
 			}

@@ -64,6 +64,7 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	tokens := fs.Int("tokens", 20, "tokens per reply (stream chunks)")
 	tps := fs.Float64("tps", 0, "simulator tokens per second per stream (0: at once)")
 	first := fs.Duration("first-token", 0, "simulator delay before the first token")
+	profileDir := fs.String("profile", "", "write each obol's CPU profile of the measured load to this directory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -117,11 +118,21 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	secret := "sk-bench-" + randHex(12)
+	adminAddrs := map[string]string{} // by config name, with -profile
 	writeConfig := func(name, redis string) (string, error) {
 		d := sha256.Sum256([]byte(secret))
 		prefix := "obol-bench:" + randHex(4) + ":"
+		admin := ""
+		if *profileDir != "" {
+			port, err := freePort()
+			if err != nil {
+				return "", err
+			}
+			admin = fmt.Sprintf("admin_listen: \"127.0.0.1:%d\"\npprof: true\n", port)
+			adminAddrs[name] = fmt.Sprintf("127.0.0.1:%d", port)
+		}
 		cfg := fmt.Sprintf(`listen: "127.0.0.1:0"
-data_dir: %q
+%sdata_dir: %q
 redis: {url: %q, prefix: %q}
 log: {level: warn}
 tiers:
@@ -132,16 +143,17 @@ models:
     backends: [{url: %q, model: "sim"}]
 keys:
   - {id: key_bench, tier: bench, sha256: %q}
-`, filepath.Join(dir, name), redis, prefix, simURL+"/v1", hex.EncodeToString(d[:]))
+`, admin, filepath.Join(dir, name), redis, prefix, simURL+"/v1", hex.EncodeToString(d[:]))
 		p := filepath.Join(dir, name+".yaml")
 		return p, os.WriteFile(p, []byte(cfg), 0o600)
 	}
 	type target struct {
-		name string
-		url  string
-		proc *exec.Cmd // whose CPU is counted
+		name  string
+		url   string
+		proc  *exec.Cmd // whose CPU is counted
+		admin string    // obol's admin listener, with -profile
 	}
-	targets := []target{{"simulator (direct)", simURL, simCmd}, {"ReverseProxy (floor)", proxyURL, proxyProc}}
+	targets := []target{{"simulator (direct)", simURL, simCmd, ""}, {"ReverseProxy (floor)", proxyURL, proxyProc, ""}}
 	embCfg, err := writeConfig("embedded", "")
 	if err != nil {
 		return err
@@ -150,7 +162,7 @@ keys:
 	if err != nil {
 		return err
 	}
-	targets = append(targets, target{"obol, embedded store", embURL, embProc})
+	targets = append(targets, target{"obol, embedded store", embURL, embProc, adminAddrs["embedded"]})
 	if *redisURL != "" {
 		redisCfg, err := writeConfig("redis", *redisURL)
 		if err != nil {
@@ -160,7 +172,7 @@ keys:
 		if err != nil {
 			return err
 		}
-		targets = append(targets, target{"obol, Redis", redisTarget, redisProc})
+		targets = append(targets, target{"obol, Redis", redisTarget, redisProc, adminAddrs["redis"]})
 	}
 
 	c.Keys = []string{secret}
@@ -174,10 +186,23 @@ keys:
 		lc := c
 		lc.Target = t.url
 		var before time.Duration
-		lc.onStart = func() { before = cpuTime(t.proc.Process.Pid) }
+		profiled := make(chan error, 1)
+		lc.onStart = func() {
+			before = cpuTime(t.proc.Process.Pid)
+			if t.admin != "" {
+				go func() {
+					profiled <- fetchProfile(t.admin, lc.Duration, filepath.Join(*profileDir, profileName(t.name)))
+				}()
+			}
+		}
 		rep, err := runLoad(ctx, lc)
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		if t.admin != "" {
+			if err := <-profiled; err != nil {
+				return fmt.Errorf("%s: profile: %w", t.name, err)
+			}
 		}
 		rows = append(rows, row{t.name, rep, cpuTime(t.proc.Process.Pid) - before})
 		rep.print(stderr, t.name)
@@ -205,6 +230,38 @@ keys:
 			cpu, cpu/floorCPU, errs)
 	}
 	return tw.Flush()
+}
+
+// fetchProfile writes the CPU profile of the obol whose admin listener is
+// at addr, over the next d, to path.
+func fetchProfile(addr string, d time.Duration, path string) error {
+	secs := max(1, int(d/time.Second))
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// profileName is a file name for a target's profile: "obol, Redis" is
+// obol-redis.pprof.
+func profileName(target string) string {
+	if strings.Contains(target, "Redis") {
+		return "obol-redis.pprof"
+	}
+	return "obol-embedded.pprof"
 }
 
 func perRequest(cpu time.Duration, r *report) float64 {

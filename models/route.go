@@ -3,7 +3,6 @@ package models
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/obol/obol/internal/chunk"
 )
 
 // BreakerOptions set every backend's circuit breaker.
@@ -353,35 +354,17 @@ func substantive(data []byte) (bool, error) {
 	if string(data) == "[DONE]" {
 		return true, nil
 	}
-	var ev struct {
-		Error   json.RawMessage `json:"error"`
-		Usage   json.RawMessage `json:"usage"`
-		Choices []struct {
-			Delta        map[string]json.RawMessage `json:"delta"`
-			FinishReason *string                    `json:"finish_reason"`
-		} `json:"choices"`
-	}
-	if json.Unmarshal(data, &ev) != nil {
+	var ev chunk.Chunk
+	if chunk.Parse(data, &ev) != nil {
 		return true, nil // not ours to judge: the relay will
 	}
-	if len(ev.Error) > 0 && string(ev.Error) != "null" {
+	if ev.Error != nil {
 		return false, fmt.Errorf("%w: %.300s", ErrBadFirstEvent, data)
 	}
-	if len(ev.Usage) > 0 && string(ev.Usage) != "null" && len(ev.Choices) == 0 {
+	if ev.Usage != nil && ev.NChoices == 0 {
 		return true, nil
 	}
-	for _, c := range ev.Choices {
-		if c.FinishReason != nil && *c.FinishReason != "" {
-			return true, nil
-		}
-		for k, v := range c.Delta {
-			if k == "role" || string(v) == "null" || string(v) == `""` {
-				continue
-			}
-			return true, nil
-		}
-	}
-	return false, nil
+	return ev.Substantive, nil
 }
 
 // BackendStatus is a backend's run-time state, for operators.

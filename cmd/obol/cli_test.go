@@ -238,7 +238,7 @@ func TestAdminListener(t *testing.T) {
 	up := httptest.NewServer(sim.New(sim.Config{}))
 	defer up.Close()
 	_, base, logs := startObolWith(t, "testdata/ledger.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir(),
-		"OBOL_ADMIN_TOKEN="+cliToken, "TEST_ADMIN_LISTEN=127.0.0.1:0")
+		"OBOL_ADMIN_TOKEN="+cliToken, "TEST_ADMIN_LISTEN=127.0.0.1:0", "TEST_PPROF=true")
 	waitLog(t, logs, "obol admin API listening")
 	m := regexp.MustCompile(`"msg":"obol admin API listening","addr":"([^"]+)"`).FindStringSubmatch(logs.String())
 	if m == nil {
@@ -265,5 +265,18 @@ func TestAdminListener(t *testing.T) {
 		if !strings.Contains(string(b), series) {
 			t.Errorf("/metrics lacks %s", series)
 		}
+	}
+	// So do Go's profiles, with pprof: true; never on the public port.
+	if resp, err := http.Get(base + "/debug/pprof/goroutine?debug=1"); err != nil || resp.StatusCode != 404 {
+		t.Errorf("profiles on the public listener: %v %v", resp, err)
+	}
+	resp, err = http.Get("http://" + m[1] + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "goroutine profile:") {
+		t.Errorf("goroutine profile on the admin listener: %d\n%.200s", resp.StatusCode, b)
 	}
 }

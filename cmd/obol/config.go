@@ -28,8 +28,11 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// AdminListen, when set, serves the admin API on this address only,
 	// off the public listener.
-	AdminListen string      `yaml:"admin_listen"`
-	Redis       RedisConfig `yaml:"redis"`
+	AdminListen string `yaml:"admin_listen"`
+	// Pprof serves Go's profiles under /debug/pprof/ on AdminListen, for
+	// finding where a replica spends its time; never on the public port.
+	Pprof bool        `yaml:"pprof"`
+	Redis RedisConfig `yaml:"redis"`
 	// DataDir holds the embedded store's files.
 	DataDir string `yaml:"data_dir"`
 	// ShutdownGrace is how long in-flight requests and streams may run
@@ -235,6 +238,9 @@ func (c *Config) check() error {
 		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
 			return invalid("admin_listen", "want host:port, got %q", c.AdminListen)
 		}
+	}
+	if c.Pprof && c.AdminListen == "" {
+		return invalid("pprof", "needs admin_listen: profiles are never served on the public listener")
 	}
 	if c.DataDir == "" {
 		c.DataDir = "./data"

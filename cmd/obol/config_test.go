@@ -40,6 +40,7 @@ func TestBadConfigs(t *testing.T) {
 		"key-unknown-model":  `keys[0] (k1).models[0]: unknown model "pluto"`,
 		"key-unknown-scope":  `keys[0] (k1).scopes[1]: unknown scope "admin"`,
 		"bad-admin-listen":   "admin_listen: want host:port",
+		"pprof-no-admin":     "pprof: needs admin_listen",
 		"negative-weight":    "models.hermes.backends[0].weight: must not be negative",
 		"bad-log-level":      "log.level",
 		"bad-redis-url":      "redis.url",

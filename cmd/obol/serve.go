@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -141,7 +142,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 			srv.Close()
 			return fmt.Errorf("admin listen: %w", err)
 		}
-		adminSrv = &http.Server{Handler: gw.AdminHandler(), ReadHeaderTimeout: 10 * time.Second,
+		adminSrv = &http.Server{Handler: adminHandler(gw.AdminHandler(), cfg.Pprof), ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		log.Info("obol admin API listening", "addr", aln.Addr().String())
 		go func() {
@@ -305,4 +306,20 @@ func hashKey(stdin io.Reader, stdout io.Writer) error {
 	d := sha256.Sum256([]byte(s))
 	fmt.Fprintln(stdout, hex.EncodeToString(d[:]))
 	return nil
+}
+
+// adminHandler is the admin listener's handler: the gateway's admin routes
+// and, when asked for, Go's profiles.
+func adminHandler(admin http.Handler, profiles bool) http.Handler {
+	if !profiles {
+		return admin
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", admin)
+	return mux
 }
