@@ -12,6 +12,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 )
@@ -107,12 +108,6 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httpr
 }
 
 // completion is the part of a backend's answer the gateway reads.
-type completion struct {
-	Created int64           `json:"created"`
-	Choices json.RawMessage `json:"choices"`
-	Usage   *Usage          `json:"usage"`
-}
-
 // nativeResponse is DESIGN.md's native answer.
 type nativeResponse struct {
 	ID      string          `json:"id"`
@@ -144,15 +139,12 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	if r.Context().Err() != nil {
 		c.outcome = outcomeClientGone // still recorded: the backend generated it
 	}
-	var comp completion
-	var fields map[string]json.RawMessage
-	// Only the OpenAI shape keeps every backend field; the native one is rebuilt.
-	if json.Unmarshal(raw, &comp) != nil || len(comp.Choices) == 0 || (!native && json.Unmarshal(raw, &fields) != nil) {
+	var comp chunk.Chunk
+	if err := chunk.Parse(raw, &comp); err != nil || comp.Choices == nil || isNull(comp.Choices) || readUsage(comp.Usage, &c.usage) != nil {
 		return &Error{Status: http.StatusBadGateway, Code: "upstream_error", Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw)}
 	}
-	c.usage = comp.Usage
-	c.finish = finishReasons(comp.Choices)
+	c.finish = comp.Finish
 	if c.usage == nil {
 		c.usage, c.counted = countCompletion(req, comp.Choices), true
 	}
@@ -161,24 +153,75 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	}
 	var out []byte
 	if native {
-		out, err = json.Marshal(nativeResponse{ID: c.id, Object: "chat.completion", Created: comp.Created,
-			Model: m.Name, Choices: comp.Choices, Usage: *c.usage})
-	} else {
-		fields["id"], _ = json.Marshal(c.id)
-		fields["model"], _ = json.Marshal(m.Name)
-		fields["object"] = json.RawMessage(`"chat.completion"`)
-		if comp.Usage == nil {
-			fields["usage"], _ = json.Marshal(c.usage)
-		}
-		out, err = json.Marshal(fields)
-	}
-	if err != nil {
-		return err
+		out = appendNativeResponse(make([]byte, 0, len(raw)+128), c.id, comp.Created, m.Name, comp.Choices, c.usage)
+	} else if out, err = compatResponse(raw, c.id, m.Name, comp.Usage == nil, c.usage); err != nil {
+		return &Error{Status: http.StatusBadGateway, Code: "upstream_error", Message: "the backend for " + m.Name + " sent an unreadable answer",
+			Err: fmt.Errorf("backend %s: malformed completion: %w", resp.Backend.Name, err)}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.Write(out)
 	return nil
+}
+
+// readUsage decodes a backend's usage; nil raw leaves u nil.
+func readUsage(raw []byte, u **Usage) error {
+	if raw == nil {
+		return nil
+	}
+	*u = new(Usage)
+	return json.Unmarshal(raw, *u)
+}
+
+// appendNativeResponse encodes DESIGN.md's native answer as json.Marshal
+// would, with the backend's choices passed through as they came.
+func appendNativeResponse(b []byte, id string, created int64, model string, choices []byte, u *Usage) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"object":"chat.completion","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = appendJSONString(append(b, `,"model":`...), model)
+	b = append(append(b, `,"choices":`...), choices...)
+	b = appendUsage(append(b, `,"usage":`...), u)
+	return append(b, '}')
+}
+
+func appendUsage(b []byte, u *Usage) []byte {
+	b = strconv.AppendInt(append(b, `{"prompt_tokens":`...), int64(u.PromptTokens), 10)
+	b = strconv.AppendInt(append(b, `,"completion_tokens":`...), int64(u.CompletionTokens), 10)
+	b = strconv.AppendInt(append(b, `,"total_tokens":`...), int64(u.TotalTokens), 10)
+	return append(b, '}')
+}
+
+// compatResponse is the backend's answer with the gateway's id, the
+// public model name and object, and the gateway's usage where the backend
+// sent none (addUsage); every other field passes through, in its order.
+func compatResponse(raw []byte, id, model string, addUsage bool, u *Usage) ([]byte, error) {
+	b := make([]byte, 0, len(raw)+128)
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"object":"chat.completion","model":`...)
+	b = appendJSONString(b, model)
+	ok := chunk.Fields(raw, func(name, value []byte) bool {
+		switch string(name) {
+		case "id", "object", "model":
+			return true
+		case "usage":
+			if addUsage {
+				return true // null: the gateway's count replaces it
+			}
+		}
+		b = append(append(append(b, ',', '"'), name...), '"', ':')
+		b = append(b, value...)
+		return true
+	})
+	if !ok {
+		return nil, errors.New("not one JSON object with plain field names")
+	}
+	if addUsage {
+		b = appendUsage(append(b, `,"usage":`...), u)
+	}
+	return append(b, '}'), nil
 }
 
 // detached is the context of a non-streaming backend call. It outlives

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -34,10 +35,16 @@ func TestChunkEncoding(t *testing.T) {
 		SystemFingerprint: json.RawMessage(`"fp_1"`), Choices: choices, Usage: json.RawMessage("null")}
 	native := &nativeChunk{ID: "chat_01X", Object: "chat.completion.chunk", Created: 1738857600, Model: "pluto",
 		Choices: choices, Delta: "Hi \"there\"\n<b>"}
+	final := &nativeChunk{ID: "chat_01X", Object: "chat.completion.chunk", Created: 1738857600, Model: "pluto",
+		Choices: json.RawMessage(`[{"index":0,"delta":{},"finish_reason":"stop"}]`), Usage: &Usage{PromptTokens: 9, CompletionTokens: 20, TotalTokens: 29}}
 	for _, tt := range []struct {
 		got  []byte
 		want any
-	}{{append([]byte(nil), rl.appendCompat(compat)...), compat}, {append([]byte(nil), rl.appendNative(native)...), native}} {
+	}{
+		{append([]byte(nil), rl.appendCompat(compat)...), compat},
+		{append([]byte(nil), rl.appendNative(native)...), native},
+		{append([]byte(nil), rl.appendNative(final)...), final},
+	} {
 		want, _ := json.Marshal(tt.want)
 		if string(tt.got) != string(want) {
 			t.Errorf("\n got %s\nwant %s", tt.got, want)
@@ -57,5 +64,47 @@ func TestEventReaderLongLines(t *testing.T) {
 	}
 	if done, err := er.next(); err != nil || string(done) != "[DONE]" {
 		t.Errorf("second event %q, %v", done, err)
+	}
+}
+
+// TestResponseEncoding: the native answer is what json.Marshal makes of
+// nativeResponse; the OpenAI one keeps every backend field but the
+// gateway's id, object and model, and adds usage only where none came.
+func TestResponseEncoding(t *testing.T) {
+	choices := json.RawMessage(`[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}]`)
+	u := &Usage{PromptTokens: 28, CompletionTokens: 12, TotalTokens: 40}
+	got := appendNativeResponse(nil, "chat_01X", 1738857600, "hermes", choices, u)
+	want, _ := json.Marshal(nativeResponse{ID: "chat_01X", Object: "chat.completion", Created: 1738857600, Model: "hermes", Choices: choices, Usage: *u})
+	if string(got) != string(want) {
+		t.Errorf("native:\n got %s\nwant %s", got, want)
+	}
+
+	tests := []struct {
+		backend  string
+		addUsage bool
+		want     map[string]any
+	}{
+		{`{"id":"cmpl-1","object":"chat.completion","created":5,"model":"llama","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3},"system_fingerprint":"fp","x_extra":[1,{"a":null}]}`, false,
+			map[string]any{"id": "chat_01X", "object": "chat.completion", "created": 5.0, "model": "hermes", "choices": []any{},
+				"usage": map[string]any{"prompt_tokens": 1.0, "completion_tokens": 2.0, "total_tokens": 3.0}, "system_fingerprint": "fp", "x_extra": []any{1.0, map[string]any{"a": nil}}}},
+		{` {"model":"llama", "choices":[], "usage":null} `, true,
+			map[string]any{"id": "chat_01X", "object": "chat.completion", "model": "hermes", "choices": []any{},
+				"usage": map[string]any{"prompt_tokens": 28.0, "completion_tokens": 12.0, "total_tokens": 40.0}}},
+	}
+	for _, tt := range tests {
+		out, err := compatResponse([]byte(tt.backend), "chat_01X", "hermes", tt.addUsage, u)
+		if err != nil {
+			t.Fatalf("compatResponse(%s): %v", tt.backend, err)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("compatResponse(%s) = %s: %v", tt.backend, out, err)
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("compatResponse(%s)\n got %v\nwant %v", tt.backend, got, tt.want)
+		}
+	}
+	if _, err := compatResponse([]byte(`{"choices":[]}x`), "chat_01X", "hermes", false, u); err == nil {
+		t.Error("compatResponse of a broken answer: no error")
 	}
 }

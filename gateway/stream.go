@@ -255,7 +255,7 @@ func (rl *relay) send(v any) error {
 	case compatChunk:
 		b = rl.appendCompat(ev)
 	case *nativeChunk:
-		if ev.Usage == nil && utf8.ValidString(ev.Delta) {
+		if utf8.ValidString(ev.Delta) {
 			b = rl.appendNative(ev)
 		}
 	}
@@ -287,11 +287,14 @@ func (rl *relay) appendCompat(ev compatChunk) []byte {
 	return rl.out
 }
 
-// appendNative encodes a native chunk without usage, as appendCompat does.
+// appendNative encodes a native chunk, as appendCompat does.
 func (rl *relay) appendNative(ev *nativeChunk) []byte {
 	b := rl.head(ev.ID, ev.Created, ev.Model)
 	b = append(append(b, `,"choices":`...), ev.Choices...)
 	b = appendJSONString(append(b, `,"delta":`...), ev.Delta)
+	if ev.Usage != nil {
+		b = appendUsage(append(b, `,"usage":`...), ev.Usage)
+	}
 	rl.out = append(b, '}')
 	return rl.out
 }
@@ -456,7 +459,7 @@ func (rl *relay) finish() error {
 	} else if rl.req.IncludeUsage {
 		raw := rl.usageRaw
 		if raw == nil {
-			raw, _ = json.Marshal(u)
+			raw = appendUsage(nil, u)
 		}
 		if err := rl.send(compatChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created,
 			Model: rl.model, Choices: json.RawMessage("[]"), Usage: raw}); err != nil {

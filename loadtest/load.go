@@ -276,6 +276,10 @@ func send(ctx context.Context, hc *http.Client, c loadConfig, key string, body [
 		last = now
 	}
 	r.latency = time.Since(start)
+	// Read to the end of the body, as SDKs do, so that the connection is
+	// reused: a client that leaves it unread pays a new connection for
+	// every stream, and so would the load.
+	io.Copy(io.Discard, br)
 	return r
 }
 

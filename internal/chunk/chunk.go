@@ -1,6 +1,8 @@
 // Package chunk reads the few fields a gateway needs of an OpenAI
 // chat.completion.chunk, the data of one stream event, in one pass and
-// without copying what passes through to the client.
+// without copying what passes through to the client. It reads a whole
+// chat.completion too: its choices carry a message where a chunk's carry
+// a delta, and the fields the gateway needs are the same.
 //
 // Every backend event of every stream goes through it, so it matters:
 // encoding/json took a fifth of the gateway's CPU there, validating each
@@ -275,6 +277,21 @@ func (p *parser) delta(c *Chunk, first bool) bool {
 		}
 		return true
 	})
+}
+
+// Fields calls field with the name and raw value of each member of the
+// object data, in order. It reports false if data is not one valid JSON
+// object, or holds a name with escapes (which field would see raw), or if
+// field returns false.
+func Fields(data []byte, field func(name, value []byte) bool) bool {
+	p := parser{b: data}
+	p.ws()
+	ok := p.object(func(name []byte) bool {
+		start, ok := p.value(0)
+		return ok && field(name, p.b[start:p.i])
+	})
+	p.ws()
+	return ok && p.i == len(p.b)
 }
 
 // str decodes a JSON string literal; false if raw is not one.

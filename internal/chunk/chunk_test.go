@@ -96,6 +96,24 @@ func TestFastPath(t *testing.T) {
 	}
 }
 
+func TestFields(t *testing.T) {
+	var got []string
+	ok := Fields([]byte(` {"id":"x", "n":[1,{"a":null}],"u":{"p":1}}
+`), func(name, value []byte) bool {
+		got = append(got, string(name)+"="+string(value))
+		return true
+	})
+	want := []string{`id="x"`, `n=[1,{"a":null}]`, `u={"p":1}`}
+	if !ok || !reflect.DeepEqual(got, want) {
+		t.Errorf("Fields = %v, %q; want true, %q", ok, got, want)
+	}
+	for _, bad := range []string{`{"a":1}x`, `{"a":}`, `[1]`, `{"\u0061":1}`, ``} {
+		if Fields([]byte(bad), func(_, _ []byte) bool { return true }) {
+			t.Errorf("Fields(%s) = true", bad)
+		}
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	for _, ev := range events {
 		f.Add([]byte(ev))
