@@ -48,7 +48,11 @@ type Options struct {
 	// ProbeInterval is how often an unreachable store is tried again;
 	// 0 means 500 ms.
 	ProbeInterval time.Duration
-	Log           *slog.Logger
+	// SettleLinger is how long settlements gather before a write; 0
+	// means 1 ms, a negative value none (for a store that batches its
+	// writes itself).
+	SettleLinger time.Duration
+	Log          *slog.Logger
 	// Meter records store errors and fail-open admissions; nil means the
 	// global OpenTelemetry meter provider.
 	Meter metric.Meter
@@ -96,6 +100,9 @@ func NewLimiter(store Store, o Options) *Limiter {
 	}
 	if o.ProbeInterval <= 0 {
 		o.ProbeInterval = 500 * time.Millisecond
+	}
+	if o.SettleLinger == 0 {
+		o.SettleLinger = settleLinger
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -224,13 +231,15 @@ func (l *Limiter) settler() {
 		var closing bool
 		select {
 		case <-l.skick:
-			t := time.NewTimer(settleLinger)
-			select {
-			case <-t.C:
-			case <-l.stop:
-				closing = true
+			if l.opt.SettleLinger > 0 {
+				t := time.NewTimer(l.opt.SettleLinger)
+				select {
+				case <-t.C:
+				case <-l.stop:
+					closing = true
+				}
+				t.Stop()
 			}
-			t.Stop()
 		case <-l.stop:
 			closing = true
 		}

@@ -130,6 +130,7 @@ return 1
 // Redis admits and settles in a Redis shared by every replica.
 type Redis struct {
 	rdb    redis.UniversalClient
+	pipe   Pipelines // rdb, or a batcher shared with other writers
 	prefix string
 	// now, when set, replaces Redis TIME (tests); the TPD day is always
 	// taken from now or the local clock.
@@ -138,8 +139,17 @@ type Redis struct {
 
 // NewRedis returns a limiter over rdb; every key starts with prefix.
 func NewRedis(rdb redis.UniversalClient, prefix string) *Redis {
-	return &Redis{rdb: rdb, prefix: prefix}
+	return &Redis{rdb: rdb, pipe: rdb, prefix: prefix}
 }
+
+// Pipelines runs pipelines: the Redis client itself, or a batcher that
+// sends other writers' commands in the same round trip.
+type Pipelines interface {
+	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+}
+
+// SetPipelines sends the batched writes through p.
+func (r *Redis) SetPipelines(p Pipelines) { r.pipe = p }
 
 // keys returns the three keys of an API key, hash-tagged so that a Redis
 // Cluster keeps them in one slot.
@@ -239,7 +249,7 @@ func (r *Redis) SettleBatch(ctx context.Context, batch []Settlement) error {
 	_, nowArg := r.clock()
 	send := func(todo []Settlement) ([]Settlement, error) {
 		cmds := make([]*redis.Cmd, len(todo))
-		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		_, err := r.pipe.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, st := range todo {
 				k := r.keys(st.Res.Key, st.Res.Day)
 				cmds[i] = settleScript.EvalSha(ctx, p, k[1:], nowArg, st.Res.Limits.TPM, st.Actual-st.Res.Tokens)

@@ -38,13 +38,23 @@ return 1
 // the read of every key's month (one pipeline) each reach one node.
 type Redis struct {
 	rdb    redis.UniversalClient
+	pipe   Pipelines // rdb, or a batcher shared with other writers
 	prefix string
 }
 
 // NewRedis returns a ledger in rdb; every key starts with prefix.
 func NewRedis(rdb redis.UniversalClient, prefix string) *Redis {
-	return &Redis{rdb: rdb, prefix: prefix}
+	return &Redis{rdb: rdb, pipe: rdb, prefix: prefix}
 }
+
+// Pipelines runs pipelines: the Redis client itself, or a batcher that
+// sends other writers' commands in the same round trip.
+type Pipelines interface {
+	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+}
+
+// SetPipelines sends the batched writes through p.
+func (r *Redis) SetPipelines(p Pipelines) { r.pipe = p }
 
 func (r *Redis) month(period string) string { return r.prefix + "{usage:" + period + "}:" }
 
@@ -79,7 +89,7 @@ func (r *Redis) Write(ctx context.Context, recs []Record) error {
 
 func (r *Redis) write(ctx context.Context, recs []Record) error {
 	ttl := int64(recordTTL / time.Second)
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := r.pipe.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, rec := range recs {
 			m := r.month(rec.Period())
 			recordScript.EvalSha(ctx, p, []string{m + "req:" + rec.RequestID, m + "key:" + rec.Key, m + "keys"},

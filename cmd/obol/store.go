@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/internal/redisbatch"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
@@ -83,14 +84,17 @@ func (s *store) closeAll(flush time.Duration) error {
 // more than the wait costs a record.
 const embeddedLinger = 10 * time.Millisecond
 
-// redisLinger gathers records for a millisecond before a Redis write, so
-// that under load one pipeline carries many; a record waits that much
-// longer to be stored.
+// redisLinger is how long the settlements and usage records a request
+// leaves behind gather before one pipeline writes them: under load it
+// carries many requests'; a record waits that much longer to be stored.
 const redisLinger = time.Millisecond
+
+// ledgerTimeout bounds a ledger write.
+const ledgerTimeout = 2 * time.Second
 
 // ledgerOptions: records that cannot be written go to data_dir/spool.
 func ledgerOptions(c *Config, log *slog.Logger) usage.Options {
-	return usage.Options{SpoolDir: filepath.Join(c.DataDir, "spool"), Log: log}
+	return usage.Options{SpoolDir: filepath.Join(c.DataDir, "spool"), Log: log, Timeout: ledgerTimeout}
 }
 
 // openStore opens the shared Redis, or the embedded store under data_dir
@@ -138,13 +142,18 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (
 			return nil, fmt.Errorf("trace redis: %w", err)
 		}
 	}
+	// Settlements and records share round trips, and the batcher's
+	// linger is theirs (the settler and the ledger write at once).
+	batch := redisbatch.New(rdb, redisLinger, ledgerTimeout)
 	r := quota.NewRedis(rdb, c.Redis.Prefix)
+	r.SetPipelines(batch)
 	mode := quota.FailOpen
 	if c.Redis.FailMode == "closed" {
 		mode = quota.FailClosed
 	}
-	l := quota.NewLimiter(r, quota.Options{Timeout: c.Redis.Timeout, Mode: mode, Replicas: c.Redis.Replicas, Log: log})
+	l := quota.NewLimiter(r, quota.Options{Timeout: c.Redis.Timeout, Mode: mode, Replicas: c.Redis.Replicas, Log: log, SettleLinger: -1})
 	u := usage.NewRedis(rdb, c.Redis.Prefix)
+	u.SetPipelines(batch)
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := errors.Join(r.Load(lctx), u.Load(lctx)); err != nil {
@@ -155,7 +164,6 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (
 		log.Info("store: Redis", "url", redactURL(c.Redis.URL), "mode", c.Redis.Mode, "fail_mode", c.Redis.FailMode)
 	}
 	lo := ledgerOptions(c, log)
-	lo.Linger = redisLinger
 	return &store{quota: l, ledger: usage.NewLedger(u, lo), keys: keys.NewRedis(rdb, c.Redis.Prefix),
 		close: func() error { l.Close(); return rdb.Close() }}, nil
 }

@@ -1,0 +1,125 @@
+package redisbatch
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/obol/obol/internal/poll"
+	"github.com/obol/obol/internal/redistest"
+)
+
+// pipelineCounter counts the pipelines a client sends.
+type pipelineCounter struct{ n atomic.Int64 }
+
+func (*pipelineCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (*pipelineCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (c *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// TestWritersShareOneRoundTrip: two writers' commands go in one pipeline,
+// and each gets back its own commands and its own error.
+func TestWritersShareOneRoundTrip(t *testing.T) {
+	rdb, prefix := redistest.Shared(t)
+	ctx := context.Background()
+	var count pipelineCounter
+	rdb.AddHook(&count)
+	// Connections set up (each in a pipeline of its own) before counting.
+	rdb.Pipelined(ctx, func(p redis.Pipeliner) error { p.Ping(ctx); return nil })
+	count.n.Store(0)
+	b := New(rdb, time.Hour, 2*time.Second) // run by hand below
+
+	type answer struct {
+		cmds []redis.Cmder
+		err  error
+	}
+	good, bad := make(chan answer, 1), make(chan answer, 1)
+	go func() {
+		cmds, err := b.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, prefix+"a", "1", time.Minute)
+			p.Incr(ctx, prefix+"n")
+			return nil
+		})
+		good <- answer{cmds, err}
+	}()
+	go func() {
+		cmds, err := b.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.EvalSha(ctx, "0000000000000000000000000000000000000000", nil)
+			return nil
+		})
+		bad <- answer{cmds, err}
+	}()
+	poll.Until(t, "both writers queued", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.jobs) == 2
+	})
+	b.run()
+
+	g, e := <-good, <-bad
+	if g.err != nil || len(g.cmds) != 2 || g.cmds[1].(*redis.IntCmd).Val() != 1 {
+		t.Errorf("the good writer: %v %v", g.cmds, g.err)
+	}
+	if e.err == nil || !redis.HasErrorPrefix(e.err, "NOSCRIPT") || len(e.cmds) != 1 {
+		t.Errorf("the failing writer: %v %v, want its NOSCRIPT alone", e.cmds, e.err)
+	}
+	if n := count.n.Load(); n != 1 {
+		t.Errorf("%d pipelines, want 1", n)
+	}
+	if v, _ := rdb.Get(ctx, prefix+"a").Result(); v != "1" {
+		t.Errorf("a = %q", v)
+	}
+}
+
+// TestCallerContext: a writer whose context ends stops waiting; a Redis
+// that does not answer fails every writer with the batcher's timeout.
+func TestCallerContext(t *testing.T) {
+	rdb, prefix := redistest.Shared(t)
+	b := New(rdb, time.Hour, time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, prefix+"x", "1", time.Minute)
+		return nil
+	}); err != context.Canceled {
+		t.Errorf("cancelled writer: %v", err)
+	}
+	b.run() // the queued command still runs, harmlessly
+
+	// A listener that accepts and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	mute := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, Protocol: 2, DisableIdentity: true,
+		ContextTimeoutEnabled: true})
+	defer mute.Close()
+	b = New(mute, time.Millisecond, 200*time.Millisecond)
+	_, err = b.Pipelined(context.Background(), func(p redis.Pipeliner) error {
+		p.Incr(context.Background(), "n")
+		return nil
+	})
+	if err == nil {
+		t.Error("a Redis that never answers: no error")
+	}
+}
