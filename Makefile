@@ -4,7 +4,7 @@ GO ?= go
 SIM_ADDR ?= 127.0.0.1:9000
 NODE_DIR := gateway/testdata/openai-node
 
-.PHONY: run build test test-go node-deps vet fmt-check fuzz bench clean
+.PHONY: run build test test-go node-deps vet fmt-check fuzz bench bench-streams clean
 
 build:
 	$(GO) build -o bin/ ./cmd/obol ./loadtest
@@ -40,6 +40,12 @@ bench: build
 	bin/loadtest compare -obol bin/obol -conns 50 -duration $(BENCH_DURATION)
 	bin/loadtest compare -obol bin/obol -conns 1 -duration $(BENCH_DURATION)
 	bin/loadtest compare -obol bin/obol -conns 50 -duration $(BENCH_DURATION) -stream -tokens 20
+	bin/loadtest compare -obol bin/obol -rate 50 -duration $(BENCH_DURATION) -stream -tokens 20 -tps 20
+
+# 10,000 streams held open through obol: its memory and goroutines idle,
+# with every stream open, and after they closed (about 4 minutes).
+bench-streams: build
+	bin/loadtest streams -obol bin/obol -n 10000 -tokens 30
 
 fuzz:
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzDecodeChat -fuzztime 60s

@@ -88,24 +88,11 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}()
 	start := func(name string, env []string, bin string, args ...string) (*exec.Cmd, string, error) {
-		port, err := freePort()
-		if err != nil {
-			return nil, "", err
+		cmd, url, err := startProc(dir, name, env, bin, args...)
+		if cmd != nil {
+			procs = append(procs, cmd)
 		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		cmd := exec.Command(bin, append(args, "-addr", addr)...)
-		cmd.Env = append(os.Environ(), env...)
-		logf, _ := os.Create(filepath.Join(dir, name+".log"))
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			return nil, "", fmt.Errorf("start %s: %w", name, err)
-		}
-		procs = append(procs, cmd)
-		if err := waitListening(addr, 10*time.Second); err != nil {
-			b, _ := os.ReadFile(filepath.Join(dir, name+".log"))
-			return nil, "", fmt.Errorf("%s did not start: %v\n%s", name, err, b)
-		}
-		return cmd, "http://" + addr, nil
+		return cmd, url, err
 	}
 
 	simCmd, simURL, err := start("sim", nil, self, "sim", "-tokens", strconv.Itoa(*tokens),
@@ -120,8 +107,6 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	secret := "sk-bench-" + randHex(12)
 	adminAddrs := map[string]string{} // by config name, with -profile
 	writeConfig := func(name, redis string) (string, error) {
-		d := sha256.Sum256([]byte(secret))
-		prefix := "obol-bench:" + randHex(4) + ":"
 		admin := ""
 		if *profileDir != "" {
 			port, err := freePort()
@@ -131,21 +116,7 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			admin = fmt.Sprintf("admin_listen: \"127.0.0.1:%d\"\npprof: true\n", port)
 			adminAddrs[name] = fmt.Sprintf("127.0.0.1:%d", port)
 		}
-		cfg := fmt.Sprintf(`listen: "127.0.0.1:0"
-%sdata_dir: %q
-redis: {url: %q, prefix: %q}
-log: {level: warn}
-tiers:
-  bench: {rpm: 1000000000, tpm: 1000000000000, tpd: 1000000000000000}
-models:
-  hermes:
-    context_window: 32768
-    backends: [{url: %q, model: "sim"}]
-keys:
-  - {id: key_bench, tier: bench, sha256: %q}
-`, admin, filepath.Join(dir, name), redis, prefix, simURL+"/v1", hex.EncodeToString(d[:]))
-		p := filepath.Join(dir, name+".yaml")
-		return p, os.WriteFile(p, []byte(cfg), 0o600)
+		return obolConfig(dir, name, redis, simURL, secret, admin)
 	}
 	type target struct {
 		name  string
@@ -218,15 +189,16 @@ keys:
 	}
 	fmt.Fprintf(stdout, "\n%s, %s, %s per target, %s\n\n", kind, mode, c.Duration, time.Now().UTC().Format("2006-01-02"))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "target\treq/s\t× floor\tp50\tp99\tp50 added\tp99 TTFT\tCPU µs/req\t× floor\terrors\t\n")
+	fmt.Fprintf(tw, "target\treq/s\t× floor\tp50\tp99\tp50 added\tp99 TTFT\tadded\tCPU µs/req\t× floor\terrors\t\n")
 	floor := rows[1]
 	floorCPU := perRequest(floor.cpu, floor.rep)
 	for _, r := range rows {
 		cpu := perRequest(r.cpu, r.rep)
 		errs := r.rep.Requests - len(r.rep.Latencies)
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%d\t\n", r.name, r.rep.Throughput, r.rep.Throughput/floor.rep.Throughput,
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%d\t\n", r.name, r.rep.Throughput, r.rep.Throughput/floor.rep.Throughput,
 			round(pct(r.rep.Latencies, 50)), round(pct(r.rep.Latencies, 99)),
 			round(pct(r.rep.Latencies, 50)-pct(rows[0].rep.Latencies, 50)), round(pct(r.rep.TTFT, 99)),
+			round(pct(r.rep.TTFT, 99)-pct(rows[0].rep.TTFT, 99)),
 			cpu, cpu/floorCPU, errs)
 	}
 	return tw.Flush()
@@ -262,6 +234,55 @@ func profileName(target string) string {
 		return "obol-redis.pprof"
 	}
 	return "obol-embedded.pprof"
+}
+
+// obolConfig writes dir/name.yaml: obol in front of the simulator, with
+// one key (secret) whose limits never refuse, the Redis at redisURL or
+// the embedded store, and extra top-level YAML.
+func obolConfig(dir, name, redisURL, simURL, secret, extra string) (string, error) {
+	d := sha256.Sum256([]byte(secret))
+	prefix := "obol-bench:" + randHex(4) + ":"
+	cfg := fmt.Sprintf(`listen: "127.0.0.1:0"
+%sdata_dir: %q
+redis: {url: %q, prefix: %q}
+log: {level: warn}
+tiers:
+  bench: {rpm: 1000000000, tpm: 1000000000000, tpd: 1000000000000000}
+models:
+  hermes:
+    context_window: 32768
+    backends: [{url: %q, model: "sim"}]
+keys:
+  - {id: key_bench, tier: bench, sha256: %q}
+`, extra, filepath.Join(dir, name), redisURL, prefix, simURL+"/v1", hex.EncodeToString(d[:]))
+	p := filepath.Join(dir, name+".yaml")
+	return p, os.WriteFile(p, []byte(cfg), 0o600)
+}
+
+// startProc starts bin with args and -addr on a free port, its output in
+// dir/name.log, and waits until it listens. The command is returned to be
+// killed even when it did not start listening.
+func startProc(dir, name string, env []string, bin string, args ...string) (*exec.Cmd, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	cmd := exec.Command(bin, append(args, "-addr", addr)...)
+	cmd.Env = append(os.Environ(), env...)
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, "", err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("start %s: %w", name, err)
+	}
+	if err := waitListening(addr, 10*time.Second); err != nil {
+		b, _ := os.ReadFile(filepath.Join(dir, name+".log"))
+		return cmd, "", fmt.Errorf("%s did not start: %v\n%s", name, err, b)
+	}
+	return cmd, "http://" + addr, nil
 }
 
 func perRequest(cpu time.Duration, r *report) float64 {

@@ -58,3 +58,22 @@ func TestLoadRefusesRemoteTargets(t *testing.T) {
 		}
 	}
 }
+
+// TestHoldStreams: every stream is open (has a token, none has ended)
+// when the measurement is taken, and each then runs to [DONE].
+func TestHoldStreams(t *testing.T) {
+	s := sim.New(sim.Config{ReplyTokens: 5, TokensPerSecond: 50})
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	const n = 30
+	var opened int
+	done, err := holdStreams(context.Background(), srv.Client(), srv.URL, "sk-any", []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}`), n, func() {
+		opened++
+		if st := s.Stats(); st.Requests != n {
+			t.Errorf("measured with %d of %d streams started", st.Requests, n)
+		}
+	})
+	if err != nil || done != n || opened != 1 {
+		t.Errorf("holdStreams = %d, %v; open called %d times", done, err, opened)
+	}
+}

@@ -43,7 +43,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: loadtest sim|load|proxy|compare [flags]")
+		return errors.New("usage: loadtest sim|load|proxy|compare|streams [flags]")
 	}
 	switch args[0] {
 	case "load":
@@ -64,9 +64,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return proxyCmd(ctx, args[1:], stderr)
 	case "compare":
 		return compareCmd(ctx, args[1:], os.Stdout, stderr)
+	case "streams":
+		return streamsCmd(ctx, args[1:], os.Stdout, stderr)
 	case "sim":
 	default:
-		return fmt.Errorf("unknown command %q: want sim, load, proxy or compare", args[0])
+		return fmt.Errorf("unknown command %q: want sim, load, proxy, compare or streams", args[0])
 	}
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -31,7 +31,11 @@ type Config struct {
 	AdminListen string `yaml:"admin_listen"`
 	// Pprof serves Go's profiles under /debug/pprof/ on AdminListen, for
 	// finding where a replica spends its time; never on the public port.
-	Pprof bool        `yaml:"pprof"`
+	Pprof bool `yaml:"pprof"`
+	// H2C accepts HTTP/2 without TLS (prior knowledge) on Listen, beside
+	// HTTP/1.1: for a load balancer that speaks h2c to its backends, whose
+	// streams then share a few connections.
+	H2C   bool        `yaml:"h2c"`
 	Redis RedisConfig `yaml:"redis"`
 	// DataDir holds the embedded store's files.
 	DataDir string `yaml:"data_dir"`

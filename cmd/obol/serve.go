@@ -131,7 +131,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		BaseContext:       gw.BaseContext,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("obol listening", "addr", ln.Addr().String(), "models", len(catalog.List()), "keys", len(cfg.Keys))
+	if cfg.H2C {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	log.Info("obol listening", "addr", ln.Addr().String(), "models", len(catalog.List()), "keys", len(cfg.Keys), "h2c", cfg.H2C)
 
 	done := make(chan error, 2)
 	go func() { done <- srv.Serve(ln) }()

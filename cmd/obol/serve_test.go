@@ -223,3 +223,39 @@ func tail(s string) string {
 	}
 	return s
 }
+
+// TestH2C: with h2c on, HTTP/2 without TLS and HTTP/1.1 are both served,
+// streams included.
+func TestH2C(t *testing.T) {
+	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 5}))
+	defer up.Close()
+	_, base, _ := startObolWith(t, "testdata/ledger.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir(), "TEST_H2C=true")
+	var h2 http.Protocols
+	h2.SetUnencryptedHTTP2(true)
+	clients := map[string]*http.Client{
+		"HTTP/2.0": {Transport: &http.Transport{Protocols: &h2}},
+		"HTTP/1.1": {Transport: &http.Transport{}},
+	}
+	for proto, hc := range clients {
+		for _, body := range []string{
+			`{"model":"hermes","messages":[{"role":"user","content":"hi"}],"stream":true}`,
+			`{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`,
+		} {
+			req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+testSecret)
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v", proto, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.Proto != proto || resp.StatusCode != 200 {
+				t.Errorf("%s: %s %d", proto, resp.Proto, resp.StatusCode)
+			}
+			stream := strings.Contains(body, `"stream":true`)
+			if stream && !strings.HasSuffix(string(b), "data: [DONE]\n\n") || !stream && !strings.Contains(string(b), `"chat.completion"`) {
+				t.Errorf("%s: %s", proto, b)
+			}
+		}
+	}
+}
