@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 
 	"go.opentelemetry.io/otel"
@@ -81,21 +80,6 @@ func (s *Server) child(ctx context.Context, name string) (context.Context, trace
 
 // noSpan is a span that records nothing.
 var noSpan = trace.SpanFromContext(context.Background())
-
-// finishReasons reads the finish reasons of a completion's choices.
-func finishReasons(choices json.RawMessage) []string {
-	var cs []struct {
-		FinishReason *string `json:"finish_reason"`
-	}
-	json.Unmarshal(choices, &cs)
-	var out []string
-	for _, c := range cs {
-		if c.FinishReason != nil && *c.FinishReason != "" {
-			out = append(out, *c.FinishReason)
-		}
-	}
-	return out
-}
 
 func defaultTracer(t trace.Tracer) trace.Tracer {
 	if t != nil {
