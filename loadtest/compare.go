@@ -71,29 +71,12 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if _, err := os.Stat(*obolBin); err != nil {
 		return fmt.Errorf("-obol %s: %w (make build)", *obolBin, err)
 	}
-	self, err := os.Executable()
+	ps, err := newProcs("obol-compare")
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "obol-compare")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	var procs []*exec.Cmd
-	defer func() {
-		for _, p := range procs {
-			p.Process.Kill()
-			p.Wait()
-		}
-	}()
-	start := func(name string, env []string, bin string, args ...string) (*exec.Cmd, string, error) {
-		cmd, url, err := startProc(dir, name, env, bin, args...)
-		if cmd != nil {
-			procs = append(procs, cmd)
-		}
-		return cmd, url, err
-	}
+	defer ps.close()
+	self, dir, start := ps.self, ps.dir, ps.start
 
 	simCmd, simURL, err := start("sim", nil, self, "sim", "-tokens", strconv.Itoa(*tokens),
 		"-tps", strconv.FormatFloat(*tps, 'f', -1, 64), "-first-token", first.String())
@@ -259,9 +242,44 @@ keys:
 	return p, os.WriteFile(p, []byte(cfg), 0o600)
 }
 
-// startProc starts bin with args and -addr on a free port, its output in
-// dir/name.log, and waits until it listens. The command is returned to be
-// killed even when it did not start listening.
+// procs are the processes of a measurement: the simulator, the floor and
+// obol, each with its log in dir, all killed by close.
+type procs struct {
+	self string // this program, which serves the simulator and the floor
+	dir  string
+	cmds []*exec.Cmd
+}
+
+func newProcs(name string) (*procs, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", name)
+	if err != nil {
+		return nil, err
+	}
+	return &procs{self: self, dir: dir}, nil
+}
+
+func (ps *procs) close() {
+	for _, c := range ps.cmds {
+		c.Process.Kill()
+		c.Wait()
+	}
+	os.RemoveAll(ps.dir)
+}
+
+// start starts bin with args and -addr on a free port, its output in
+// dir/name.log, and waits until it listens.
+func (ps *procs) start(name string, env []string, bin string, args ...string) (*exec.Cmd, string, error) {
+	cmd, url, err := startProc(ps.dir, name, env, bin, args...)
+	if cmd != nil {
+		ps.cmds = append(ps.cmds, cmd) // killed by close even if it did not listen
+	}
+	return cmd, url, err
+}
+
 func startProc(dir, name string, env []string, bin string, args ...string) (*exec.Cmd, string, error) {
 	port, err := freePort()
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -46,26 +45,12 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	self, err := os.Executable()
+	ps, err := newProcs("obol-streams")
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "obol-streams")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	var procs []*exec.Cmd
-	defer func() {
-		for _, p := range procs {
-			p.Process.Kill()
-			p.Wait()
-		}
-	}()
-	sim, simURL, err := startProc(dir, "sim", nil, self, "sim", "-tokens", strconv.Itoa(*tokens), "-tps", strconv.FormatFloat(*tps, 'f', -1, 64))
-	if sim != nil {
-		procs = append(procs, sim)
-	}
+	defer ps.close()
+	_, simURL, err := ps.start("sim", nil, ps.self, "sim", "-tokens", strconv.Itoa(*tokens), "-tps", strconv.FormatFloat(*tps, 'f', -1, 64))
 	if err != nil {
 		return err
 	}
@@ -75,14 +60,11 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	admin := "127.0.0.1:" + strconv.Itoa(port)
 	secret := "sk-bench-" + randHex(12)
-	cfg, err := obolConfig(dir, "obol", *redisURL, simURL, secret, fmt.Sprintf("admin_listen: %q\npprof: true\nh2c: true\n", admin))
+	cfg, err := obolConfig(ps.dir, "obol", *redisURL, simURL, secret, fmt.Sprintf("admin_listen: %q\npprof: true\nh2c: true\n", admin))
 	if err != nil {
 		return err
 	}
-	obol, obolURL, err := startProc(dir, "obol", env, *obolBin, "serve", "-config", cfg)
-	if obol != nil {
-		procs = append(procs, obol)
-	}
+	obol, obolURL, err := ps.start("obol", env, *obolBin, "serve", "-config", cfg)
 	if err != nil {
 		return err
 	}
