@@ -3,8 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -50,36 +48,6 @@ func (s *Server) adminRoutes(r *httprouter.Router) {
 
 // AdminHandler serves only the admin API, for a listener of its own.
 func (s *Server) AdminHandler() http.Handler { return s.adminRouter }
-
-// admin wraps an admin handler: the admin token, and nothing else, opens
-// it. An API key is refused whatever its scopes, so that a leaked key
-// cannot make itself more keys.
-func (s *Server) admin(h handlerFunc) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
-		if s.adminToken == nil || s.admins == nil {
-			return &Error{Status: http.StatusForbidden, Code: "forbidden",
-				Message: "the admin API is off: start the gateway with OBOL_ADMIN_TOKEN set"}
-		}
-		if err := s.guard.check(r); err != nil {
-			return err
-		}
-		tok := secret(r)
-		if tok == "" {
-			return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing admin token: send Authorization: Bearer <OBOL_ADMIN_TOKEN>"}
-		}
-		d := sha256.Sum256([]byte(tok))
-		if subtle.ConstantTimeCompare(d[:], s.adminToken) != 1 {
-			s.guard.failed(r)
-			s.metrics.authFail.Add(r.Context(), 1)
-			msg := "invalid admin token"
-			if strings.HasPrefix(tok, "sk-") {
-				msg = "admin routes take the admin token, not an API key"
-			}
-			return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: msg}
-		}
-		return h(w, r, ps, c)
-	}
-}
 
 // keyView is a key as the admin API shows it: never its secret or digest.
 type keyView struct {

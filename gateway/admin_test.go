@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,60 +10,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/loadtest/sim"
-	"github.com/obol/obol/quota"
 )
 
 const adminToken = "test-admin-token-0123456789abcdef"
-
-// storeKeys authenticates the config's keys, then the registry's, as
-// cmd/obol does.
-type storeKeys struct {
-	static *gateway.StaticKeys
-	reg    *keys.Registry
-}
-
-func (a storeKeys) Authenticate(ctx context.Context, secret string) (*gateway.Key, error) {
-	if k, _ := a.static.Authenticate(ctx, secret); k != nil {
-		return k, nil
-	}
-	e, err := a.reg.Lookup(ctx, secret)
-	if err != nil || e == nil {
-		return nil, err
-	}
-	return e.View.(*gateway.Key), nil
-}
 
 // withAdmin keeps run-time keys in the shared Redis and opens the admin
 // API with adminToken.
 func withAdmin(t *testing.T) envOption {
 	rdb, prefix := redistest.Shared(t)
-	reg := keys.NewRegistry(context.Background(), keys.NewRedis(rdb, prefix), keys.Options{
-		Poll: 20 * time.Millisecond,
-		Resolve: func(k *keys.Key) (any, error) {
-			lim, _ := quota.DefaultTiers.Limits(k.Tier, quota.Override{RPM: k.Limits.RPM, TPM: k.Limits.TPM, TPD: k.Limits.TPD})
-			return &gateway.Key{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: lim, Scopes: k.Scopes}, nil
-		},
-		Validate: func(k *keys.Key) error {
-			if _, ok := quota.DefaultTiers[k.Tier]; !ok {
-				return &keys.InvalidError{Field: "tier", Msg: "unknown tier " + k.Tier}
-			}
-			for _, m := range k.Models {
-				if m != "hermes" && m != "charon" {
-					return &keys.InvalidError{Field: "models", Msg: "unknown model " + m}
-				}
-			}
-			return nil
-		},
-	})
-	t.Cleanup(reg.Close)
 	return func(c *envConfig) {
-		c.Admin, c.AdminToken = reg, adminToken
-		c.afterKeys = func(static *gateway.StaticKeys) gateway.Authenticator { return storeKeys{static, reg} }
+		c.keyStore, c.keyPoll, c.AdminToken = keys.NewRedis(rdb, prefix), 20*time.Millisecond, adminToken
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/obol/obol/internal/bolttest"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
+	"github.com/obol/obol/keys"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
@@ -41,10 +42,11 @@ type env struct {
 type envConfig struct {
 	gateway.Options
 	models []models.Model
-	keys   map[string]gateway.Key // by secret
-	// afterKeys, if set, wraps the configuration's keys in another
-	// authenticator (run-time keys).
-	afterKeys func(*gateway.StaticKeys) gateway.Authenticator
+	keys   map[string]keys.Static // by secret; SHA256 is filled in
+	// keyStore, if set, holds run-time keys, administered through the
+	// admin API; keyPoll is how often its change log is read.
+	keyStore keys.Store
+	keyPoll  time.Duration
 }
 
 type envOption func(*envConfig)
@@ -53,7 +55,7 @@ type envOption func(*envConfig)
 func withLimits(secret string, lim quota.Limits) envOption {
 	return func(c *envConfig) {
 		k := c.keys[secret]
-		k.Limits = lim
+		k.Limits = keys.Limits{RPM: &lim.RPM, TPM: &lim.TPM, TPD: &lim.TPD}
 		c.keys[secret] = k
 	}
 }
@@ -118,9 +120,11 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 			MaxBodyBytes: 64 << 10,
 		},
 		models: ms,
-		keys: map[string]gateway.Key{
-			keyAll:    {ID: "key_all", Tier: "pro"},
-			keyHermes: {ID: "key_hermes", Tier: "free", Models: []string{"hermes"}},
+		// The test keys are unlimited unless an option says otherwise;
+		// run-time keys have their tier's limits.
+		keys: map[string]keys.Static{
+			keyAll:    {ID: "key_all", Tier: "pro", Limits: unlimited()},
+			keyHermes: {ID: "key_hermes", Tier: "free", Models: []string{"hermes"}, Limits: unlimited()},
 		},
 	}
 	for _, opt := range opts {
@@ -129,19 +133,11 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 	if c.Ledger == nil {
 		c.Ledger = embeddedLedger(t)
 	}
-	byDigest := map[[sha256.Size]byte]gateway.Key{}
-	for secret, k := range c.keys {
-		byDigest[sha256.Sum256([]byte(secret))] = k
-	}
-	static := gateway.NewStaticKeys(byDigest)
-	c.Keys = static
-	if c.afterKeys != nil {
-		c.Keys = c.afterKeys(static)
-	}
 	cat, err := models.NewCatalog(c.models)
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.Keys = newKeys(t, c, cat)
 	c.Catalog = cat
 	srv, err := gateway.New(c.Options)
 	if err != nil {
@@ -156,6 +152,33 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 	t.Cleanup(srv.Abort)
 	l, _ := c.Ledger.(*usage.Ledger)
 	return &env{sim: s, gw: gw, srv: srv, log: logBuf, ledger: l}
+}
+
+// newKeys is the registry of the test's keys, and of run-time keys when
+// the test keeps them in a store, which the admin API then administers.
+func newKeys(t testing.TB, c *envConfig, cat *models.Catalog) *keys.Registry {
+	var static []keys.Static
+	for secret, k := range c.keys {
+		k.SHA256 = sha256.Sum256([]byte(secret))
+		static = append(static, k)
+	}
+	reg, err := keys.NewRegistry(context.Background(), c.keyStore, keys.Options{
+		Static: static, Poll: c.keyPoll,
+		KnownModel: func(name string) bool { return cat.Get(name) != nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Close)
+	if c.keyStore != nil {
+		c.Admin = reg
+	}
+	return reg
+}
+
+func unlimited() keys.Limits {
+	var zero int64
+	return keys.Limits{RPM: &zero, TPM: &zero, TPD: &zero}
 }
 
 // post sends a JSON body with the key (none when key is "").

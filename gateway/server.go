@@ -5,7 +5,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
@@ -95,7 +95,7 @@ type Server struct {
 
 	admins      KeyAdmin
 	usageAdmin  UsageAdmin
-	adminToken  []byte // SHA-256 of the admin token
+	adminToken  keys.AdminToken
 	adminRouter *httprouter.Router
 	metrics     *metrics
 	tracer      trace.Tracer
@@ -122,10 +122,7 @@ func New(o Options) (*Server, error) {
 	s.tracer = defaultTracer(o.Tracer)
 	s.admins = o.Admin
 	s.usageAdmin, _ = o.Ledger.(UsageAdmin)
-	if o.AdminToken != "" {
-		d := sha256.Sum256([]byte(o.AdminToken))
-		s.adminToken = d[:]
-	}
+	s.adminToken = keys.NewAdminToken(o.AdminToken)
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}
@@ -220,7 +217,7 @@ func (s *Server) Wait(ctx context.Context) error {
 type call struct {
 	id      string
 	start   time.Time
-	key     *Key
+	key     *keys.Identity
 	model   string
 	usage   *Usage
 	counted bool   // usage is the gateway's own count, not the backend's
@@ -352,34 +349,4 @@ func (s *Server) record(c *call) {
 		RequestID: c.id, Key: c.key.ID, Model: c.model, Time: c.start,
 		PromptTokens: int64(c.usage.PromptTokens), CompletionTokens: int64(c.usage.CompletionTokens),
 	})
-}
-
-// authenticate finds the request's key and checks that it holds scope
-// (none when scope is ""); unauthenticated requests stop here, before any
-// body is read or backend called.
-func (s *Server) authenticate(r *http.Request, c *call, scope, what string) error {
-	_, span := s.child(r.Context(), "authenticate")
-	defer span.End()
-	if err := s.guard.check(r); err != nil {
-		return err
-	}
-	sec := secret(r)
-	if sec == "" {
-		return errNoKey
-	}
-	k, err := s.keys.Authenticate(r.Context(), sec)
-	if err != nil {
-		return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
-			Message: "keys cannot be checked right now; retry shortly", Err: fmt.Errorf("authenticate: %w", err)}
-	}
-	if k == nil {
-		s.guard.failed(r)
-		s.metrics.authFail.Add(r.Context(), 1)
-		return errBadKey
-	}
-	c.key = k
-	if scope != "" && !k.Has(scope) {
-		return needScope(scope, what)
-	}
-	return nil
 }

@@ -11,7 +11,10 @@ import (
 // checksum, a SHA-256, a map read under a read lock.
 func BenchmarkLookup(b *testing.B) {
 	rdb, prefix := redistest.Shared(b)
-	r := NewRegistry(context.Background(), NewRedis(rdb, prefix), Options{})
+	r, err := NewRegistry(context.Background(), NewRedis(rdb, prefix), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer r.Close()
 	_, secret, err := r.Create(context.Background(), Spec{Tier: "pro"})
 	if err != nil {

@@ -53,16 +53,6 @@ type Key struct {
 	LastUsedAt *time.Time        `json:"last_used_at"`
 }
 
-// Has reports whether the key holds scope. chat implies chat:stream.
-func (k *Key) Has(scope string) bool {
-	for _, s := range k.Scopes {
-		if s == scope || (s == ScopeChat && scope == ScopeChatStream) {
-			return true
-		}
-	}
-	return false
-}
-
 // Active reports whether the key may be used at now: not revoked and
 // not expired.
 func (k *Key) Active(now time.Time) bool {

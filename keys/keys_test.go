@@ -12,6 +12,7 @@ import (
 	"github.com/obol/obol/internal/bolttest"
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redistest"
+	"github.com/obol/obol/quota"
 )
 
 // forEachStore runs f against real Redis and the embedded store.
@@ -60,7 +61,10 @@ func newRegistry(t *testing.T, st Store, o Options) *Registry {
 	if o.Poll == 0 {
 		o.Poll = 20 * time.Millisecond
 	}
-	r := NewRegistry(context.Background(), st, o)
+	r, err := NewRegistry(context.Background(), st, o)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(r.Close)
 	return r
 }
@@ -142,11 +146,11 @@ func TestLookup(t *testing.T) {
 		cs := &counting{Store: st}
 		now := time.Now()
 		clock := func() time.Time { return now }
-		r := newRegistry(t, cs, Options{Now: clock, Resolve: func(k *Key) (any, error) { return "view of " + k.Name, nil }})
+		r := newRegistry(t, cs, Options{Now: clock, Tiers: quota.Tiers{"free": {RPM: 7}}})
 		k, secret, _ := r.Create(ctx, Spec{Name: "a", Tier: "free"})
 		for i := 0; i < 5; i++ {
 			e, err := r.Lookup(ctx, secret)
-			if err != nil || e == nil || e.Key.ID != k.ID || e.View != "view of a" {
+			if err != nil || e == nil || e.Key.ID != k.ID || e.Identity.Name != "a" || e.Identity.Limits.RPM != 7 {
 				t.Fatalf("lookup: %+v, %v", e, err)
 			}
 		}
@@ -221,12 +225,7 @@ func TestRevocationReachesReplicas(t *testing.T) {
 
 func TestValidation(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st Store) {
-		r := newRegistry(t, st, Options{Validate: func(k *Key) error {
-			if k.Tier != "free" {
-				return &InvalidError{Field: "tier", Msg: "unknown tier"}
-			}
-			return nil
-		}})
+		r := newRegistry(t, st, Options{Tiers: quota.Tiers{"free": {}}})
 		ctx := context.Background()
 		tests := []struct {
 			spec  Spec

@@ -8,16 +8,21 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/obol/obol/quota"
 )
 
 // Options configure a Registry.
 type Options struct {
-	// Resolve turns a key into what Lookup hands the caller (the gateway's
-	// view, limits resolved); it runs once per key per cache fill.
-	Resolve func(*Key) (any, error)
-	// Validate checks a key before it is created or changed (its tier,
-	// models): its error is the caller's to show.
-	Validate func(*Key) error
+	// Static are the keys of the configuration file, looked up before
+	// the store's.
+	Static []Static
+	// Tiers resolve a key's limits; a key of a tier not here is refused
+	// at creation and cannot be used. Nil means quota.DefaultTiers.
+	Tiers quota.Tiers
+	// KnownModel reports whether a model exists, to check a key's
+	// models at creation; nil accepts any name.
+	KnownModel func(name string) bool
 	// Poll is how often the store's change log is read; 0 means 250 ms,
 	// well inside the one second in which a revocation must be seen
 	// everywhere.
@@ -31,13 +36,15 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Registry authenticates secrets from a process cache and administers
-// keys in a Store. A known key costs no store round trip; a change made
-// on any replica reaches every replica's cache through the store's change
-// log within one Poll.
+// Registry is the one lookup of API keys: the configuration's, then the
+// store's, from a process cache. A known key costs no store round trip; a
+// change made on any replica reaches every replica's cache through the
+// store's change log within one Poll. It also administers the store's
+// keys (admin.go).
 type Registry struct {
-	store Store
-	opt   Options
+	store  Store
+	opt    Options
+	static staticIndex
 
 	mu      sync.RWMutex
 	byHash  map[string]*Entry // digest → key (nil entry: unknown digest)
@@ -51,24 +58,26 @@ type Registry struct {
 	close sync.Once
 }
 
-// Entry is a cached key and its resolved view.
+// Entry is a cached key and its resolved identity.
 type Entry struct {
-	Key  *Key
-	View any
-	used atomic.Int64 // unix ms of the last use not yet written
+	Key      *Key
+	Identity *Identity
+	used     atomic.Int64 // unix ms of the last use not yet written
 }
 
 // maxMissing bounds the cached unknown digests.
 const maxMissing = 10_000
 
 // NewRegistry starts a registry over store: it reads the change log from
-// now on and writes last-use times in the background.
-func NewRegistry(ctx context.Context, store Store, o Options) *Registry {
-	if o.Resolve == nil {
-		o.Resolve = func(k *Key) (any, error) { return k, nil }
+// now on and writes last-use times in the background. A nil store holds
+// only the configuration's keys. It fails only on a configuration key
+// whose tier is unknown.
+func NewRegistry(ctx context.Context, store Store, o Options) (*Registry, error) {
+	if o.Tiers == nil {
+		o.Tiers = quota.DefaultTiers
 	}
-	if o.Validate == nil {
-		o.Validate = func(*Key) error { return nil }
+	if o.KnownModel == nil {
+		o.KnownModel = func(string) bool { return true }
 	}
 	if o.Poll <= 0 {
 		o.Poll = 250 * time.Millisecond
@@ -85,21 +94,42 @@ func NewRegistry(ctx context.Context, store Store, o Options) *Registry {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	r := &Registry{store: store, opt: o, byHash: map[string]*Entry{}, hashOf: map[string]string{}, stop: make(chan struct{})}
+	static, err := newStaticIndex(o.Static, o.Tiers)
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{store: store, opt: o, static: static, byHash: map[string]*Entry{}, hashOf: map[string]string{}, stop: make(chan struct{})}
+	if store == nil {
+		return r, nil
+	}
 	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	_, r.mark, _, _ = store.Changes(cctx, "") // "" on failure: read from the first poll that works
 	cancel()
 	r.done.Add(2)
 	go r.watch()
 	go r.toucher()
-	return r
+	return r, nil
+}
+
+// Authenticate returns the identity a secret belongs to: a configuration
+// key's, or an active stored key's. It returns nil and no error for a
+// secret that is neither; an error means the store could not tell.
+func (r *Registry) Authenticate(ctx context.Context, secret string) (*Identity, error) {
+	if id := r.static.lookup(secret); id != nil {
+		return id, nil
+	}
+	e, err := r.Lookup(ctx, secret)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	return e.Identity, nil
 }
 
 // Lookup returns the entry of an active key whose secret this is, or nil
 // for a malformed, unknown, revoked or expired one. An error means the
 // store could not tell.
 func (r *Registry) Lookup(ctx context.Context, secret string) (*Entry, error) {
-	if _, err := ParseSecret(secret); err != nil {
+	if _, err := ParseSecret(secret); err != nil || r.store == nil {
 		return nil, nil
 	}
 	digest := Digest(secret)
@@ -136,11 +166,11 @@ func (r *Registry) fill(ctx context.Context, digest string) (*Entry, error) {
 	case err != nil:
 		return nil, err
 	default:
-		view, err := r.opt.Resolve(k)
+		id, err := resolve(k, r.opt.Tiers)
 		if err != nil {
-			return nil, fmt.Errorf("resolve key %s: %w", k.ID, err)
+			return nil, fmt.Errorf("resolve key: %w", err)
 		}
-		e = &Entry{Key: k, View: view}
+		e = &Entry{Key: k, Identity: id}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -272,118 +302,3 @@ func (r *Registry) Close() {
 	r.close.Do(func() { close(r.stop) })
 	r.done.Wait()
 }
-
-// Spec is what an operator asks for in a new key.
-type Spec struct {
-	Name      string
-	Tier      string
-	Models    []string
-	Limits    Limits
-	Scopes    []string // nil: DefaultScopes
-	ExpiresAt *time.Time
-	Metadata  map[string]string
-}
-
-// Create makes a key and returns it with its secret, which is not kept
-// and cannot be shown again.
-func (r *Registry) Create(ctx context.Context, s Spec) (*Key, string, error) {
-	scopes := s.Scopes
-	if scopes == nil {
-		scopes = DefaultScopes
-	}
-	for attempt := 0; ; attempt++ {
-		id, secret := newSecret()
-		k := &Key{
-			ID: id, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits, Scopes: scopes,
-			Metadata: s.Metadata, Prefix: prefixOf(secret), Hash: Digest(secret),
-			CreatedAt: r.opt.Now().UTC().Truncate(time.Millisecond), ExpiresAt: s.ExpiresAt,
-		}
-		if err := r.check(k); err != nil {
-			return nil, "", err
-		}
-		err := r.store.Create(ctx, k)
-		if errors.Is(err, ErrExists) && attempt < 3 {
-			continue // 50 random bits of id collided: draw again
-		}
-		if err != nil {
-			return nil, "", err
-		}
-		return k, secret, nil
-	}
-}
-
-// Get returns the key with id.
-func (r *Registry) Get(ctx context.Context, id string) (*Key, error) { return r.store.Get(ctx, id) }
-
-// List returns every key.
-func (r *Registry) List(ctx context.Context) ([]*Key, error) { return r.store.List(ctx) }
-
-// Update applies change to the key with id and stores it; every replica
-// drops the old version within one Poll, this one at once.
-func (r *Registry) Update(ctx context.Context, id string, change func(*Key) error) (*Key, error) {
-	cur, err := r.store.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	k := cur.clone()
-	if err := change(k); err != nil {
-		return nil, err
-	}
-	if err := r.check(k); err != nil {
-		return nil, err
-	}
-	if err := r.store.Update(ctx, k); err != nil {
-		return nil, err
-	}
-	r.evict(id)
-	return k, nil
-}
-
-// Revoke ends the key with id for good; revoking it again changes nothing.
-func (r *Registry) Revoke(ctx context.Context, id string) (*Key, error) {
-	now := r.opt.Now().UTC()
-	return r.Update(ctx, id, func(k *Key) error {
-		if k.RevokedAt == nil {
-			k.RevokedAt = &now
-		}
-		return nil
-	})
-}
-
-// check validates what the store needs and what Options.Validate adds.
-func (r *Registry) check(k *Key) error {
-	for _, s := range k.Scopes {
-		known := false
-		for _, a := range AllScopes {
-			known = known || s == a
-		}
-		if !known {
-			return &InvalidError{Field: "scopes", Msg: fmt.Sprintf("unknown scope %q; the scopes are chat, chat:stream, models, usage", s)}
-		}
-	}
-	for name, l := range map[string]*int64{"rpm": k.Limits.RPM, "tpm": k.Limits.TPM, "tpd": k.Limits.TPD} {
-		if l != nil && *l < 0 {
-			return &InvalidError{Field: "limits." + name, Msg: "a limit is a whole number ≥ 0 (0 is unlimited)"}
-		}
-	}
-	if len(k.Name) > 200 {
-		return &InvalidError{Field: "name", Msg: "a name is at most 200 bytes"}
-	}
-	if len(k.Metadata) > 16 {
-		return &InvalidError{Field: "metadata", Msg: "at most 16 metadata entries"}
-	}
-	for n, v := range k.Metadata {
-		if len(n) > 64 || len(v) > 512 {
-			return &InvalidError{Field: "metadata", Msg: "metadata names are at most 64 bytes, values 512"}
-		}
-	}
-	return r.opt.Validate(k)
-}
-
-// InvalidError is a key spec or change the registry refuses.
-type InvalidError struct {
-	Field string
-	Msg   string
-}
-
-func (e *InvalidError) Error() string { return e.Field + ": " + e.Msg }

@@ -17,7 +17,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
@@ -153,7 +152,7 @@ type KeyConfig struct {
 }
 
 // LimitsOverride is a key's own limits; an absent one is the tier's.
-// It converts to quota.Override.
+// It converts to keys.Limits.
 type LimitsOverride struct {
 	RPM *int64 `yaml:"rpm"`
 	TPM *int64 `yaml:"tpm"`
@@ -485,21 +484,16 @@ func (c *Config) tiers() quota.Tiers {
 	return t
 }
 
-// staticKeys indexes the file's keys by digest.
-func (c *Config) staticKeys() *gateway.StaticKeys {
-	keys := make(map[[sha256.Size]byte]gateway.Key, len(c.Keys))
-	tiers := c.tiers()
+// staticKeys are the file's keys as the key registry takes them.
+func (c *Config) staticKeys() []keys.Static {
+	out := make([]keys.Static, 0, len(c.Keys))
 	for _, k := range c.Keys {
-		var d [sha256.Size]byte
-		hex.Decode(d[:], []byte(k.SHA256))
-		lim, _ := tiers.Limits(k.Tier, quota.Override(k.Limits))
-		var scopes []string
-		if len(k.Scopes) > 0 {
-			scopes = k.Scopes
-		}
-		keys[d] = gateway.Key{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: lim, Scopes: scopes}
+		s := keys.Static{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes,
+			Limits: keys.Limits(k.Limits)}
+		hex.Decode(s.SHA256[:], []byte(k.SHA256))
+		out = append(out, s)
 	}
-	return gateway.NewStaticKeys(keys)
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/keys"
 	"github.com/obol/obol/quota"
 )
 
@@ -184,7 +185,10 @@ keys:
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := cfg.staticKeys()
+	reg, err := keys.NewRegistry(context.Background(), nil, keys.Options{Static: cfg.staticKeys(), Tiers: cfg.tiers()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		secret string
 		want   quota.Limits
@@ -192,7 +196,7 @@ keys:
 		{"sk-demo-free-4f1c9a", quota.Limits{RPM: 20, TPM: 40000, TPD: 250000}},
 		{"sk-demo-pro-7b2e51", quota.Limits{RPM: 5, TPM: 40000, TPD: 0}},
 	} {
-		k, _ := keys.Authenticate(context.Background(), tt.secret)
+		k, _ := reg.Authenticate(context.Background(), tt.secret)
 		if k == nil || k.Limits != tt.want {
 			t.Errorf("%s: %+v, want limits %+v", tt.secret, k, tt.want)
 		}

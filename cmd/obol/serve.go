@@ -31,7 +31,6 @@ import (
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
-	"github.com/obol/obol/quota"
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
@@ -90,17 +89,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 			log.Error("closing the store", "err", err)
 		}
 	}()
-	reg := keys.NewRegistry(ctx, st.keys, keys.Options{
-		Resolve:  cfg.resolveKey,
-		Validate: func(k *keys.Key) error { return cfg.validateKey(k, catalog) },
-		Log:      log,
+	reg, err := keys.NewRegistry(ctx, st.keys, keys.Options{
+		Static:     cfg.staticKeys(),
+		Tiers:      cfg.tiers(),
+		KnownModel: func(name string) bool { return catalog.Get(name) != nil },
+		Log:        log,
 	})
+	if err != nil {
+		return &configError{msg: "config: keys: " + err.Error()}
+	}
 	defer reg.Close()
 	adminToken := getenv("OBOL_ADMIN_TOKEN")
 	gw, err := gateway.New(gateway.Options{
 		Catalog:       catalog,
 		Upstream:      models.NewClient(models.BreakerOptions(cfg.Breaker)),
-		Keys:          authenticator{static: cfg.staticKeys(), reg: reg},
+		Keys:          reg,
 		Quota:         st.quota,
 		Ledger:        st.ledger,
 		Log:           log,
@@ -184,55 +187,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return fmt.Errorf("serve: %w", err)
 	}
 	log.Info("stopped")
-	return nil
-}
-
-// authenticator finds a secret among the configuration's keys, then, for
-// an sk-obol- secret, among the store's.
-type authenticator struct {
-	static *gateway.StaticKeys
-	reg    *keys.Registry
-}
-
-func (a authenticator) Authenticate(ctx context.Context, secret string) (*gateway.Key, error) {
-	if k, _ := a.static.Authenticate(ctx, secret); k != nil || !strings.HasPrefix(secret, keys.SecretPrefix) {
-		return k, nil
-	}
-	e, err := a.reg.Lookup(ctx, secret)
-	if err != nil || e == nil {
-		return nil, err
-	}
-	return e.View.(*gateway.Key), nil
-}
-
-// resolveKey is a stored key as the gateway sees it, its limits resolved
-// against the configured tiers.
-func (c *Config) resolveKey(k *keys.Key) (any, error) {
-	lim, ok := c.tiers().Limits(k.Tier, quota.Override{RPM: k.Limits.RPM, TPM: k.Limits.TPM, TPD: k.Limits.TPD})
-	if !ok {
-		// A tier dropped from the configuration must not leave its keys
-		// unlimited.
-		return nil, fmt.Errorf("key %s: tier %q is not configured", k.ID, k.Tier)
-	}
-	return &gateway.Key{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: lim, Scopes: k.Scopes}, nil
-}
-
-// validateKey checks a stored key's tier and models against the
-// configuration; ids may not clash with the configuration's keys.
-func (c *Config) validateKey(k *keys.Key, catalog *models.Catalog) error {
-	if _, ok := c.Tiers[k.Tier]; !ok {
-		return &keys.InvalidError{Field: "tier", Msg: fmt.Sprintf("unknown tier %q; tiers: %s", k.Tier, strings.Join(sortedKeys(c.Tiers), ", "))}
-	}
-	for _, m := range k.Models {
-		if catalog.Get(m) == nil {
-			return &keys.InvalidError{Field: "models", Msg: fmt.Sprintf("unknown model %q", m)}
-		}
-	}
-	for _, ck := range c.Keys {
-		if ck.ID == k.ID {
-			return &keys.InvalidError{Field: "id", Msg: "the id of a configuration key"}
-		}
-	}
 	return nil
 }
 

@@ -1,0 +1,149 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The administration of stored keys: a Registry without a store has
+// none, and must not be handed to the admin API.
+
+// Spec is what an operator asks for in a new key.
+type Spec struct {
+	Name      string
+	Tier      string
+	Models    []string
+	Limits    Limits
+	Scopes    []string // nil: DefaultScopes
+	ExpiresAt *time.Time
+	Metadata  map[string]string
+}
+
+// Create makes a key and returns it with its secret, which is not kept
+// and cannot be shown again.
+func (r *Registry) Create(ctx context.Context, s Spec) (*Key, string, error) {
+	scopes := s.Scopes
+	if scopes == nil {
+		scopes = DefaultScopes
+	}
+	for attempt := 0; ; attempt++ {
+		id, secret := newSecret()
+		k := &Key{
+			ID: id, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits, Scopes: scopes,
+			Metadata: s.Metadata, Prefix: prefixOf(secret), Hash: Digest(secret),
+			CreatedAt: r.opt.Now().UTC().Truncate(time.Millisecond), ExpiresAt: s.ExpiresAt,
+		}
+		if err := r.check(k); err != nil {
+			return nil, "", err
+		}
+		err := r.store.Create(ctx, k)
+		if errors.Is(err, ErrExists) && attempt < 3 {
+			continue // 50 random bits of id collided: draw again
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		return k, secret, nil
+	}
+}
+
+// Get returns the key with id.
+func (r *Registry) Get(ctx context.Context, id string) (*Key, error) { return r.store.Get(ctx, id) }
+
+// List returns every key.
+func (r *Registry) List(ctx context.Context) ([]*Key, error) { return r.store.List(ctx) }
+
+// Update applies change to the key with id and stores it; every replica
+// drops the old version within one Poll, this one at once.
+func (r *Registry) Update(ctx context.Context, id string, change func(*Key) error) (*Key, error) {
+	cur, err := r.store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	k := cur.clone()
+	if err := change(k); err != nil {
+		return nil, err
+	}
+	if err := r.check(k); err != nil {
+		return nil, err
+	}
+	if err := r.store.Update(ctx, k); err != nil {
+		return nil, err
+	}
+	r.evict(id)
+	return k, nil
+}
+
+// Revoke ends the key with id for good; revoking it again changes nothing.
+func (r *Registry) Revoke(ctx context.Context, id string) (*Key, error) {
+	now := r.opt.Now().UTC()
+	return r.Update(ctx, id, func(k *Key) error {
+		if k.RevokedAt == nil {
+			k.RevokedAt = &now
+		}
+		return nil
+	})
+}
+
+// check validates what the store needs and what Options.Validate adds.
+func (r *Registry) check(k *Key) error {
+	for _, s := range k.Scopes {
+		known := false
+		for _, a := range AllScopes {
+			known = known || s == a
+		}
+		if !known {
+			return &InvalidError{Field: "scopes", Msg: fmt.Sprintf("unknown scope %q; the scopes are chat, chat:stream, models, usage", s)}
+		}
+	}
+	for name, l := range map[string]*int64{"rpm": k.Limits.RPM, "tpm": k.Limits.TPM, "tpd": k.Limits.TPD} {
+		if l != nil && *l < 0 {
+			return &InvalidError{Field: "limits." + name, Msg: "a limit is a whole number ≥ 0 (0 is unlimited)"}
+		}
+	}
+	if len(k.Name) > 200 {
+		return &InvalidError{Field: "name", Msg: "a name is at most 200 bytes"}
+	}
+	if len(k.Metadata) > 16 {
+		return &InvalidError{Field: "metadata", Msg: "at most 16 metadata entries"}
+	}
+	for n, v := range k.Metadata {
+		if len(n) > 64 || len(v) > 512 {
+			return &InvalidError{Field: "metadata", Msg: "metadata names are at most 64 bytes, values 512"}
+		}
+	}
+	return r.checkConfigured(k)
+}
+
+// checkConfigured checks a key against the configuration: its tier and
+// models must exist, and its id must not be a configuration key's.
+func (r *Registry) checkConfigured(k *Key) error {
+	if _, ok := r.opt.Tiers[k.Tier]; !ok {
+		names := slices.Sorted(maps.Keys(r.opt.Tiers))
+		return &InvalidError{Field: "tier", Msg: fmt.Sprintf("unknown tier %q; tiers: %s", k.Tier, strings.Join(names, ", "))}
+	}
+	for _, m := range k.Models {
+		if !r.opt.KnownModel(m) {
+			return &InvalidError{Field: "models", Msg: fmt.Sprintf("unknown model %q", m)}
+		}
+	}
+	for _, e := range r.static {
+		if e.id.ID == k.ID {
+			return &InvalidError{Field: "id", Msg: "the id of a configuration key"}
+		}
+	}
+	return nil
+}
+
+// InvalidError is a key spec or change the registry refuses.
+type InvalidError struct {
+	Field string
+	Msg   string
+}
+
+func (e *InvalidError) Error() string { return e.Field + ": " + e.Msg }

@@ -1,0 +1,127 @@
+package keys
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"slices"
+
+	"github.com/obol/obol/quota"
+)
+
+// Identity is an authenticated API key as the rest of obol sees it: who
+// it is, what it may do, and its limits resolved against its tier. A
+// config-declared key and a stored key resolve to the same type.
+type Identity struct {
+	ID     string
+	Name   string
+	Tier   string
+	Models []string // the models the key may use; empty means all
+	// Scopes are what the key may do, listed: an empty list allows
+	// nothing. A configuration key that names none is given AllScopes
+	// when it is resolved, so there is no second meaning for nil.
+	Scopes []string
+	// Limits are its tier's with the key's own overrides; 0 is unlimited.
+	Limits quota.Limits
+}
+
+// Has reports whether the identity holds scope; chat implies chat:stream.
+func (i *Identity) Has(scope string) bool { return hasScope(i.Scopes, scope) }
+
+// Allows reports whether the identity may use the model.
+func (i *Identity) Allows(model string) bool {
+	return len(i.Models) == 0 || slices.Contains(i.Models, model)
+}
+
+func hasScope(scopes []string, scope string) bool {
+	for _, s := range scopes {
+		if s == scope || (s == ScopeChat && scope == ScopeChatStream) {
+			return true
+		}
+	}
+	return false
+}
+
+// Static is a key declared in the configuration file: only the SHA-256
+// of its secret is known.
+type Static struct {
+	ID     string
+	Name   string
+	Tier   string
+	SHA256 [sha256.Size]byte
+	Models []string
+	Limits Limits
+	Scopes []string // empty: every scope
+}
+
+// resolve is a stored key as an Identity, its limits from its tier. A
+// tier dropped from the configuration must not leave its keys unlimited:
+// it is an error.
+func resolve(k *Key, tiers quota.Tiers) (*Identity, error) {
+	lim, ok := tiers.Limits(k.Tier, k.Limits.override())
+	if !ok {
+		return nil, fmt.Errorf("key %s: tier %q is not configured", k.ID, k.Tier)
+	}
+	return &Identity{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes, Limits: lim}, nil
+}
+
+func (l Limits) override() quota.Override { return quota.Override{RPM: l.RPM, TPM: l.TPM, TPD: l.TPD} }
+
+// staticIndex holds the configuration's keys by the digest of their
+// secrets.
+type staticIndex map[[sha256.Size]byte]staticEntry
+
+type staticEntry struct {
+	digest [sha256.Size]byte
+	id     *Identity
+}
+
+func newStaticIndex(keys []Static, tiers quota.Tiers) (staticIndex, error) {
+	idx := make(staticIndex, len(keys))
+	for _, s := range keys {
+		scopes := s.Scopes
+		if len(scopes) == 0 {
+			scopes = AllScopes
+		}
+		id, err := resolve(&Key{ID: s.ID, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits, Scopes: scopes}, tiers)
+		if err != nil {
+			return nil, err
+		}
+		idx[s.SHA256] = staticEntry{digest: s.SHA256, id: id}
+	}
+	return idx, nil
+}
+
+// lookup hashes the secret and looks the digest up. The map lookup
+// branches on digest bytes, which an attacker cannot steer without
+// inverting SHA-256; the confirming comparison is constant-time.
+func (idx staticIndex) lookup(secret string) *Identity {
+	d := sha256.Sum256([]byte(secret))
+	e, ok := idx[d]
+	if !ok || subtle.ConstantTimeCompare(e.digest[:], d[:]) != 1 {
+		return nil
+	}
+	return e.id
+}
+
+// AdminToken is the secret that opens the admin API; only its SHA-256 is
+// held.
+type AdminToken struct{ digest []byte }
+
+// NewAdminToken holds token; an empty token opens nothing.
+func NewAdminToken(token string) AdminToken {
+	if token == "" {
+		return AdminToken{}
+	}
+	d := sha256.Sum256([]byte(token))
+	return AdminToken{digest: d[:]}
+}
+
+// Set reports whether a token was given.
+func (t AdminToken) Set() bool { return t.digest != nil }
+
+// Matches compares secret with the token in constant time.
+func (t AdminToken) Matches(secret string) bool {
+	d := sha256.Sum256([]byte(secret))
+	return t.digest != nil && subtle.ConstantTimeCompare(d[:], t.digest) == 1
+}
