@@ -107,17 +107,6 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httpr
 	return s.complete(w, r, c, req, m, false)
 }
 
-// completion is the part of a backend's answer the gateway reads.
-// nativeResponse is DESIGN.md's native answer.
-type nativeResponse struct {
-	ID      string          `json:"id"`
-	Object  string          `json:"object"`
-	Created int64           `json:"created"`
-	Model   string          `json:"model"`
-	Choices json.RawMessage `json:"choices"`
-	Usage   Usage           `json:"usage"`
-}
-
 // complete relays a non-streaming answer. The native shape is rebuilt; the
 // OpenAI shape keeps every field the backend sent, with the gateway's id
 // and the public model name.
@@ -171,57 +160,6 @@ func readUsage(raw []byte, u **Usage) error {
 	}
 	*u = new(Usage)
 	return json.Unmarshal(raw, *u)
-}
-
-// appendNativeResponse encodes DESIGN.md's native answer as json.Marshal
-// would, with the backend's choices passed through as they came.
-func appendNativeResponse(b []byte, id string, created int64, model string, choices []byte, u *Usage) []byte {
-	b = append(b, `{"id":`...)
-	b = appendJSONString(b, id)
-	b = append(b, `,"object":"chat.completion","created":`...)
-	b = strconv.AppendInt(b, created, 10)
-	b = appendJSONString(append(b, `,"model":`...), model)
-	b = append(append(b, `,"choices":`...), choices...)
-	b = appendUsage(append(b, `,"usage":`...), u)
-	return append(b, '}')
-}
-
-func appendUsage(b []byte, u *Usage) []byte {
-	b = strconv.AppendInt(append(b, `{"prompt_tokens":`...), int64(u.PromptTokens), 10)
-	b = strconv.AppendInt(append(b, `,"completion_tokens":`...), int64(u.CompletionTokens), 10)
-	b = strconv.AppendInt(append(b, `,"total_tokens":`...), int64(u.TotalTokens), 10)
-	return append(b, '}')
-}
-
-// compatResponse is the backend's answer with the gateway's id, the
-// public model name and object, and the gateway's usage where the backend
-// sent none (addUsage); every other field passes through, in its order.
-func compatResponse(raw []byte, id, model string, addUsage bool, u *Usage) ([]byte, error) {
-	b := make([]byte, 0, len(raw)+128)
-	b = append(b, `{"id":`...)
-	b = appendJSONString(b, id)
-	b = append(b, `,"object":"chat.completion","model":`...)
-	b = appendJSONString(b, model)
-	ok := chunk.Fields(raw, func(name, value []byte) bool {
-		switch string(name) {
-		case "id", "object", "model":
-			return true
-		case "usage":
-			if addUsage {
-				return true // null: the gateway's count replaces it
-			}
-		}
-		b = append(append(append(b, ',', '"'), name...), '"', ':')
-		b = append(b, value...)
-		return true
-	})
-	if !ok {
-		return nil, errors.New("not one JSON object with plain field names")
-	}
-	if addUsage {
-		b = appendUsage(append(b, `,"usage":`...), u)
-	}
-	return append(b, '}'), nil
 }
 
 // detached is the context of a non-streaming backend call. It outlives

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"sync"
 	"time"
@@ -62,17 +61,6 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.
 			Message: "the model " + truncate(ps.ByName("model")) + " does not exist"}
 	}
 	return writeJSON(w, http.StatusOK, info(m))
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(b)
-	return nil
 }
 
 // healthz is liveness: the process serves HTTP.

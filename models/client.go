@@ -13,15 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Upstream failures, told apart so that the gateway can answer each with
@@ -209,125 +205,6 @@ func (c *Client) Send(ctx context.Context, m *Model, reqBody []byte, stream bool
 	return nil, last
 }
 
-// attempt is one backend's try.
-func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendState, reqBody []byte, stream bool) (resp *Response, err error) {
-	began := time.Now()
-	span := trace.SpanFromContext(ctx) // a request not traced: no span of its own
-	if span.IsRecording() {
-		ctx, span = otel.Tracer(tracerName).Start(ctx, "chat "+m.Name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
-			attribute.String("gen_ai.operation.name", "chat"), attribute.String("gen_ai.request.model", m.Name),
-			attribute.String("obol.backend", b.Name), attribute.String("server.address", hostOf(b.URL))))
-	}
-	// The span lasts until the answer's body is closed; the first token
-	// is an event on it.
-	defer func() {
-		if err == nil {
-			c.firstToken.Record(context.WithoutCancel(ctx), time.Since(began).Seconds(), st.attrs())
-		}
-		if !span.IsRecording() {
-			return
-		}
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, "backend failed")
-			span.End()
-			return
-		}
-		span.AddEvent("first_token")
-	}()
-	st.inflight.Add(1)
-	t := m.Timeouts
-	actx, cancel := context.WithCancelCause(ctx)
-	tb := &timedBody{ctx: actx, cancel: cancel, idle: t.Idle}
-	if stream {
-		tb.timer = time.AfterFunc(t.FirstToken, tb.fire)
-	}
-	defer func() {
-		c.counted(ctx, st, err)
-		if err != nil {
-			tb.release()
-			st.inflight.Add(-1)
-			if ctx.Err() == nil {
-				c.outcome(st, breakerFailure(err), time.Now())
-			} else {
-				c.noVerdict(st) // the caller left, or the total ran out: nothing learnt of the backend
-			}
-			return
-		}
-		c.outcome(st, false, time.Now())
-	}()
-
-	if stream && b.ContinuousUsage {
-		reqBody = withContinuousUsage(reqBody)
-	}
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, strings.TrimSuffix(b.URL, "/")+"/chat/completions", bytes.NewReader(withModel(reqBody, b.Model)))
-	if err != nil {
-		return nil, fmt.Errorf("backend %s: %w", b.Name, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if stream {
-		req.Header.Set("Accept", "text/event-stream")
-	} else {
-		req.Header.Set("Accept", "application/json")
-	}
-	req.Header.Set("User-Agent", "obol")
-	propagation.TraceContext{}.Inject(actx, propagation.HeaderCarrier(req.Header))
-	if b.APIKey != "" {
-		req.Header.Set("Authorization", "Bearer "+b.APIKey)
-	}
-	hresp, err := c.hc.Do(req)
-	if err != nil {
-		if actx.Err() != nil {
-			// A timeout of ours, or the caller gone.
-			return nil, fmt.Errorf("backend %s: %w", b.Name, context.Cause(actx))
-		}
-		return nil, &ConnectError{Backend: b.Name, Err: err}
-	}
-	if hresp.StatusCode != http.StatusOK {
-		defer hresp.Body.Close()
-		e := upstreamError(b.Name, hresp)
-		// A backend's message may name its own model; clients see only ours.
-		if b.Model != "" {
-			e.Message = strings.ReplaceAll(e.Message, b.Model, m.Name)
-		}
-		if e.RetryAfter > 0 && (e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable) {
-			st.retryUntil.Store(time.Now().Add(e.RetryAfter).UnixNano())
-		}
-		return nil, e
-	}
-	tb.rc = hresp.Body
-	done := func() error {
-		err := tb.Close()
-		st.inflight.Add(-1)
-		if span.IsRecording() {
-			span.End()
-		}
-		return err
-	}
-	if !stream {
-		raw, err := io.ReadAll(io.LimitReader(tb, maxAnswer))
-		if err != nil {
-			cause := actx.Err()
-			tb.Close()
-			if cause != nil {
-				return nil, fmt.Errorf("backend %s: %w", b.Name, context.Cause(actx))
-			}
-			return nil, fmt.Errorf("backend %s: %w: %v", b.Name, ErrAnswerCut, err)
-		}
-		return &Response{Backend: b, Header: hresp.Header, Body: &body{Reader: bytes.NewReader(raw), close: done}}, nil
-	}
-	first, rest, err := peekFirstEvent(tb)
-	if err != nil {
-		cause := actx.Err()
-		tb.Close()
-		if cause != nil {
-			return nil, fmt.Errorf("backend %s: %w", b.Name, context.Cause(actx))
-		}
-		return nil, fmt.Errorf("backend %s: %w", b.Name, err)
-	}
-	return &Response{Backend: b, Header: hresp.Header, Body: &body{Reader: io.MultiReader(bytes.NewReader(first), rest), close: done}}, nil
-}
-
 // tracerName names the backend attempt spans' tracer, taken from the
 // global provider at each traced call (so a provider set later is used).
 const tracerName = "github.com/obol/obol/models"
@@ -410,57 +287,6 @@ func upstreamError(backend string, resp *http.Response) *UpstreamError {
 		}
 	}
 	return e
-}
-
-// timedBody enforces the first-token and idle timeouts on reads, and turns
-// a read cut short by a timeout into that timeout's error.
-type timedBody struct {
-	rc     io.ReadCloser
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	idle   time.Duration
-	// timer is the first-token timer until the first byte, then the idle
-	// timer; nil for a non-streaming call.
-	timer   *time.Timer
-	started atomic.Bool
-	once    sync.Once
-}
-
-func (b *timedBody) fire() {
-	if b.started.Load() {
-		b.cancel(ErrIdleTimeout)
-	} else {
-		b.cancel(ErrFirstTokenTimeout)
-	}
-}
-
-func (b *timedBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
-	if n > 0 && b.timer != nil {
-		b.started.Store(true)
-		b.timer.Reset(b.idle)
-	}
-	if err != nil && err != io.EOF && b.ctx.Err() != nil {
-		return n, context.Cause(b.ctx)
-	}
-	return n, err
-}
-
-// release stops the timer and cancels the attempt's context.
-func (b *timedBody) release() {
-	if b.timer != nil {
-		b.timer.Stop()
-	}
-	b.cancel(context.Canceled)
-}
-
-func (b *timedBody) Close() error {
-	var err error
-	b.once.Do(func() {
-		err = b.rc.Close()
-		b.release()
-	})
-	return err
 }
 
 // Probe reports whether at least one backend of m answers HTTP at its

@@ -1,0 +1,151 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/obol/obol/internal/chunk"
+)
+
+// appendCompat encodes a chunk as json.Marshal would, without reflection
+// or re-validating the backend's choices, which pass through as they came
+// (already checked when the event was decoded).
+func (rl *relay) appendCompat(ev compatChunk) []byte {
+	b := rl.head(ev.ID, ev.Created, ev.Model)
+	if len(ev.SystemFingerprint) > 0 {
+		b = append(append(b, `,"system_fingerprint":`...), ev.SystemFingerprint...)
+	}
+	b = append(append(b, `,"choices":`...), ev.Choices...)
+	if len(ev.Usage) > 0 {
+		b = append(append(b, `,"usage":`...), ev.Usage...)
+	}
+	rl.out = append(b, '}')
+	return rl.out
+}
+
+// appendNative encodes a native chunk, as appendCompat does.
+func (rl *relay) appendNative(ev *nativeChunk) []byte {
+	b := rl.head(ev.ID, ev.Created, ev.Model)
+	b = append(append(b, `,"choices":`...), ev.Choices...)
+	b = appendJSONString(append(b, `,"delta":`...), ev.Delta)
+	if ev.Usage != nil {
+		b = appendUsage(append(b, `,"usage":`...), ev.Usage)
+	}
+	rl.out = append(b, '}')
+	return rl.out
+}
+
+// head starts a chunk: id, object, created and model. The id and the
+// model are the gateway's own and need no escaping.
+func (rl *relay) head(id string, created int64, model string) []byte {
+	b := append(rl.out[:0], `{"id":"`...)
+	b = append(b, id...)
+	b = append(b, `","object":"chat.completion.chunk","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = append(b, `,"model":"`...)
+	b = append(b, model...)
+	return append(b, '"')
+}
+
+// appendJSONString appends s, valid UTF-8, as a JSON string, escaped as
+// encoding/json escapes it.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\b':
+			b = append(b, '\\', 'b')
+		case '\f':
+			b = append(b, '\\', 'f')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	// U+2028 and U+2029, which encoding/json escapes for JavaScript.
+	if strings.ContainsAny(s, "\u2028\u2029") {
+		b = []byte(strings.NewReplacer("\u2028", `\u2028`, "\u2029", `\u2029`).Replace(string(b)))
+	}
+	return append(b, '"')
+}
+
+// appendNativeResponse encodes DESIGN.md's native answer as json.Marshal
+// would, with the backend's choices passed through as they came.
+func appendNativeResponse(b []byte, id string, created int64, model string, choices []byte, u *Usage) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"object":"chat.completion","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = appendJSONString(append(b, `,"model":`...), model)
+	b = append(append(b, `,"choices":`...), choices...)
+	b = appendUsage(append(b, `,"usage":`...), u)
+	return append(b, '}')
+}
+
+func appendUsage(b []byte, u *Usage) []byte {
+	b = strconv.AppendInt(append(b, `{"prompt_tokens":`...), int64(u.PromptTokens), 10)
+	b = strconv.AppendInt(append(b, `,"completion_tokens":`...), int64(u.CompletionTokens), 10)
+	b = strconv.AppendInt(append(b, `,"total_tokens":`...), int64(u.TotalTokens), 10)
+	return append(b, '}')
+}
+
+// compatResponse is the backend's answer with the gateway's id, the
+// public model name and object, and the gateway's usage where the backend
+// sent none (addUsage); every other field passes through, in its order.
+func compatResponse(raw []byte, id, model string, addUsage bool, u *Usage) ([]byte, error) {
+	b := make([]byte, 0, len(raw)+128)
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"object":"chat.completion","model":`...)
+	b = appendJSONString(b, model)
+	ok := chunk.Fields(raw, func(name, value []byte) bool {
+		switch string(name) {
+		case "id", "object", "model":
+			return true
+		case "usage":
+			if addUsage {
+				return true // null: the gateway's count replaces it
+			}
+		}
+		b = append(append(append(b, ',', '"'), name...), '"', ':')
+		b = append(b, value...)
+		return true
+	})
+	if !ok {
+		return nil, errors.New("not one JSON object with plain field names")
+	}
+	if addUsage {
+		b = appendUsage(append(b, `,"usage":`...), u)
+	}
+	return append(b, '}'), nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
+	return nil
+}

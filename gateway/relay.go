@@ -1,0 +1,271 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+	"unicode/utf8"
+
+	"github.com/obol/obol/internal/chunk"
+	"github.com/obol/obol/internal/sse"
+	"github.com/obol/obol/models"
+)
+
+// Stream outcomes, as the access log reports them.
+const (
+	outcomeCompleted     = "completed"
+	outcomeClientGone    = "client_gone"
+	outcomeUpstreamError = "upstream_error"
+	outcomeShutdown      = "shutdown" // cut by the end of the shutdown grace
+)
+
+// compatChunk is an OpenAI chat.completion.chunk as clients of
+// /v1/chat/completions get it: the backend's, with the gateway's id and
+// the public model name, and usage only if the client asked for it.
+type compatChunk struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
+	Choices           json.RawMessage `json:"choices"`
+	Usage             json.RawMessage `json:"usage,omitempty"`
+}
+
+// nativeChunk is DESIGN.md's native stream event: an OpenAI chunk plus the
+// text increment as a top-level string.
+type nativeChunk struct {
+	ID      string          `json:"id"`
+	Object  string          `json:"object"`
+	Created int64           `json:"created"`
+	Model   string          `json:"model"`
+	Choices json.RawMessage `json:"choices"`
+	Delta   string          `json:"delta"`
+	Usage   *Usage          `json:"usage,omitempty"`
+}
+
+var errStreamCut = errors.New("the backend's stream ended before [DONE]")
+
+// stream relays a backend's SSE stream to the client, event by event.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
+	c.stream = true
+	s.metrics.streams.Add(r.Context(), 1)
+	defer s.metrics.streams.Add(r.Context(), -1)
+	out := newSSE(w, s.keepAlive)
+	defer out.stop()
+	sent := time.Now()
+	resp, err := s.up.Send(r.Context(), m, req.upstreamBody(true), true)
+	c.upstream = time.Since(sent)
+	if err != nil {
+		if !out.stop() {
+			return err // nothing sent yet: a proper status and JSON error
+		}
+		c.started = true
+		c.outcome = outcomeUpstreamError
+		out.fail(asError(err, m.Name))
+		return err
+	}
+	defer resp.Close()
+	c.backend = resp.Backend.Name
+
+	rl := &relay{c: c, req: req, model: m.Name, sse: out, native: native, created: time.Now().Unix()}
+	err = rl.run(upstreamTimer{resp.Body, &c.upstream})
+	if err != nil && r.Context().Err() == nil && !errors.Is(err, errClientGone) && !out.stop() {
+		return err // failed before the first byte: still a proper status
+	}
+	c.started = true
+	c.usage = rl.usage
+	if c.usage == nil {
+		c.usage, c.counted = &Usage{PromptTokens: req.PromptTokens, CompletionTokens: rl.counted}, true
+		c.usage.TotalTokens = c.usage.PromptTokens + c.usage.CompletionTokens
+	}
+	switch {
+	case err == nil:
+		c.outcome = outcomeCompleted
+		return nil
+	case s.abort.Err() != nil:
+		c.outcome = outcomeShutdown
+		out.fail(errShuttingDown)
+		return errShuttingDown
+	case r.Context().Err() != nil || errors.Is(err, errClientGone):
+		c.outcome = outcomeClientGone
+		return nil
+	}
+	c.outcome = outcomeUpstreamError
+	e := asError(err, m.Name)
+	if e.Code == "server_error" || e.Code == "bad_request" {
+		// Whatever broke mid-stream was the backend's doing.
+		e = &Error{Status: http.StatusBadGateway, Code: "upstream_error", Err: err,
+			Message: "the backend for " + m.Name + " failed mid-stream"}
+	}
+	out.fail(e)
+	return e
+}
+
+var errClientGone = errors.New("client gone")
+
+// relay turns backend events into client events.
+type relay struct {
+	c       *call
+	req     *chatRequest
+	model   string
+	sse     *sseWriter
+	native  bool
+	created int64
+
+	usage    *Usage // as the backend reported it
+	usageRaw json.RawMessage
+	counted  int          // content chunks relayed: the count where no usage comes
+	final    *nativeChunk // native: the finish_reason event, held to carry usage
+	ch       chunk.Chunk  // the event being relayed
+	out      []byte
+}
+
+func (rl *relay) send(v any) error {
+	var b []byte
+	switch ev := v.(type) {
+	case compatChunk:
+		b = rl.appendCompat(ev)
+	case *nativeChunk:
+		if utf8.ValidString(ev.Delta) {
+			b = rl.appendNative(ev)
+		}
+	}
+	if b == nil {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return err
+		}
+	}
+	if err := rl.sse.write(b); err != nil {
+		return errClientGone
+	}
+	return nil
+}
+
+func (rl *relay) run(body io.Reader) error {
+	// A small buffer: lines longer than it are joined by readLine.
+	er := sse.NewReader(body, 4<<10)
+	finished := false // a finish_reason was seen
+	for {
+		// What was written goes out before waiting on the backend.
+		if !er.Complete() && rl.sse.flush() != nil {
+			return errClientGone
+		}
+		data, err := er.Next()
+		if err != nil {
+			if err == io.EOF && finished {
+				break // a server that closes without [DONE] after finishing
+			}
+			if err == io.EOF {
+				err = errStreamCut
+			}
+			return fmt.Errorf("read backend stream: %w", err)
+		}
+		if bytes.Equal(data, []byte("[DONE]")) {
+			break
+		}
+		if err := chunk.Parse(data, &rl.ch); err != nil {
+			return fmt.Errorf("backend stream event: %w", err)
+		}
+		ch := &rl.ch
+		if ch.Error != nil {
+			return fmt.Errorf("backend error event: %.300s", ch.Error)
+		}
+		if ch.Created != 0 {
+			rl.created = ch.Created
+		}
+		if ch.Usage != nil {
+			var u Usage
+			if json.Unmarshal(ch.Usage, &u) == nil {
+				rl.usage, rl.usageRaw = &u, append(rl.usageRaw[:0], ch.Usage...)
+			}
+		}
+		if ch.NChoices == 0 {
+			continue // the usage chunk: sent at the end, if wanted
+		}
+		delta := ch.Content
+		if delta != "" {
+			rl.counted++
+			if rl.c.ttft == 0 {
+				rl.c.ttft = time.Since(rl.c.start) // sent just below; a failed send ends the stream anyway
+			}
+		}
+		fin := len(ch.Finish) > 0
+		rl.c.finish = append(rl.c.finish, ch.Finish...)
+		finished = finished || fin
+		if rl.native {
+			ev := &nativeChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model, Choices: ch.Choices, Delta: delta}
+			if fin {
+				if err := rl.flushFinal(); err != nil {
+					return err
+				}
+				ev.Choices = bytes.Clone(ev.Choices) // held past the event's buffer
+				rl.final = ev
+				continue
+			}
+			if err := rl.send(ev); err != nil {
+				return err
+			}
+			continue
+		}
+		ev := compatChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model,
+			SystemFingerprint: ch.SystemFingerprint, Choices: ch.Choices}
+		if rl.req.IncludeUsage {
+			ev.Usage = json.RawMessage("null")
+		}
+		if err := rl.send(ev); err != nil {
+			return err
+		}
+	}
+	return rl.finish()
+}
+
+// flushFinal sends a held native finish event without usage.
+func (rl *relay) flushFinal() error {
+	if rl.final == nil {
+		return nil
+	}
+	ev := rl.final
+	rl.final = nil
+	return rl.send(ev)
+}
+
+// finish sends what ends a stream that completed: the native final event
+// with usage, or OpenAI's usage chunk if the client asked; then [DONE].
+func (rl *relay) finish() error {
+	u := rl.usage
+	if u == nil {
+		u = &Usage{PromptTokens: rl.req.PromptTokens, CompletionTokens: rl.counted}
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	}
+	if rl.native {
+		ev := rl.final
+		if ev == nil {
+			ev = &nativeChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model,
+				Choices: json.RawMessage(`[{"index":0,"delta":{},"finish_reason":"stop"}]`)}
+		}
+		rl.final = nil
+		ev.Usage = u
+		if err := rl.send(ev); err != nil {
+			return err
+		}
+	} else if rl.req.IncludeUsage {
+		raw := rl.usageRaw
+		if raw == nil {
+			raw = appendUsage(nil, u)
+		}
+		if err := rl.send(compatChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created,
+			Model: rl.model, Choices: json.RawMessage("[]"), Usage: raw}); err != nil {
+			return err
+		}
+	}
+	if rl.sse.event([]byte("[DONE]")) != nil { // written and flushed
+		return errClientGone
+	}
+	return nil
+}
