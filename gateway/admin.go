@@ -106,7 +106,7 @@ func decodeKeyRequest(r *http.Request, maxBody int64) (*keyRequest, error) {
 		return nil, badRequest("", "the request body could not be read")
 	}
 	if int64(len(body)) > min(maxBody, 64<<10) {
-		return nil, &Error{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large", Message: "an admin request body is at most 64 KiB"}
+		return nil, &Error{Code: CodeTooLarge, Message: "an admin request body is at most 64 KiB"}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -193,7 +193,7 @@ func adminError(err error) error {
 	case errors.As(err, &ie):
 		return badRequest(ie.Field, ie.Msg)
 	case errors.Is(err, keys.ErrNotFound):
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Param: "id", Message: "no such key"}
+		return &Error{Code: CodeNotFound, Param: "id", Message: "no such key"}
 	case errors.Is(err, context.Canceled):
 		return err
 	}
@@ -201,8 +201,7 @@ func adminError(err error) error {
 	if errors.As(err, &e) {
 		return e
 	}
-	return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
-		Message: "the key store cannot be reached right now; retry shortly", Err: err}
+	return unavailable("the key store cannot be reached", err)
 }
 
 // createKey is POST /v1/admin/keys: the answer holds the secret, once.
@@ -266,7 +265,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, ps httprouter
 	}
 	k, err := s.admins.Update(r.Context(), ps.ByName("id"), func(k *keys.Key) error {
 		if k.RevokedAt != nil {
-			return &Error{Status: http.StatusConflict, Code: "conflict", Message: "the key is revoked; create a new one"}
+			return &Error{Code: CodeConflict, Message: "the key is revoked; create a new one"}
 		}
 		return kr.apply(k, time.Now())
 	})
@@ -299,15 +298,14 @@ func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter
 		period = p
 	}
 	if s.usageAdmin == nil {
-		return &Error{Status: http.StatusNotImplemented, Code: "not_implemented", Message: "this ledger cannot list every key"}
+		return &Error{Code: CodeNotImplemented, Message: "this ledger cannot list every key"}
 	}
 	all, err := s.usageAdmin.All(r.Context(), period)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return err
 		}
-		return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
-			Message: "usage cannot be read right now; retry shortly", Err: err}
+		return unavailable("usage cannot be read", err)
 	}
 	type keyUsage struct {
 		TotalTokens int64                `json:"total_tokens"`
@@ -348,7 +346,7 @@ type BackendAdmin interface {
 func (s *Server) listBackends(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
 	ba, ok := s.up.(BackendAdmin)
 	if !ok {
-		return &Error{Status: http.StatusNotImplemented, Code: "not_implemented", Message: "this upstream reports no backends"}
+		return &Error{Code: CodeNotImplemented, Message: "this upstream reports no backends"}
 	}
 	list := struct {
 		Object string                 `json:"object"`
@@ -366,10 +364,10 @@ func (s *Server) resetBackend(w http.ResponseWriter, r *http.Request, ps httprou
 	}
 	ba, ok := s.up.(BackendAdmin)
 	if !ok {
-		return &Error{Status: http.StatusNotImplemented, Code: "not_implemented", Message: "this upstream reports no backends"}
+		return &Error{Code: CodeNotImplemented, Message: "this upstream reports no backends"}
 	}
 	if ba.Reset(s.catalog.List(), name) == 0 {
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Param: "name", Message: "no backend is named " + truncate(name)}
+		return &Error{Code: CodeNotFound, Param: "name", Message: "no backend is named " + truncate(name)}
 	}
 	s.log.Info("backend breaker reset", "backend", name)
 	var out []models.BackendStatus

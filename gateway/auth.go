@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -20,7 +19,7 @@ type Authenticator interface {
 
 // needScope is the 403 for a key without scope.
 func needScope(scope, what string) *Error {
-	return &Error{Status: http.StatusForbidden, Code: "forbidden",
+	return &Error{Code: CodeForbidden,
 		Message: fmt.Sprintf("this API key lacks the scope %q, which %s needs", scope, what)}
 }
 
@@ -51,8 +50,7 @@ func (s *Server) authenticate(r *http.Request, c *call, scope, what string) erro
 	}
 	k, err := s.keys.Authenticate(r.Context(), sec)
 	if err != nil {
-		return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
-			Message: "keys cannot be checked right now; retry shortly", Err: fmt.Errorf("authenticate: %w", err)}
+		return unavailable("keys cannot be checked", fmt.Errorf("authenticate: %w", err))
 	}
 	if k == nil {
 		s.guard.failed(r)
@@ -72,7 +70,7 @@ func (s *Server) authenticate(r *http.Request, c *call, scope, what string) erro
 func (s *Server) admin(h handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
 		if !s.adminToken.Set() || s.admins == nil {
-			return &Error{Status: http.StatusForbidden, Code: "forbidden",
+			return &Error{Code: CodeForbidden,
 				Message: "the admin API is off: start the gateway with OBOL_ADMIN_TOKEN set"}
 		}
 		if err := s.guard.check(r); err != nil {
@@ -80,7 +78,7 @@ func (s *Server) admin(h handlerFunc) handlerFunc {
 		}
 		tok := secret(r)
 		if tok == "" {
-			return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing admin token: send Authorization: Bearer <OBOL_ADMIN_TOKEN>"}
+			return &Error{Code: CodeUnauthorized, Message: "missing admin token: send Authorization: Bearer <OBOL_ADMIN_TOKEN>"}
 		}
 		if !s.adminToken.Matches(tok) {
 			s.guard.failed(r)
@@ -89,7 +87,7 @@ func (s *Server) admin(h handlerFunc) handlerFunc {
 			if strings.HasPrefix(tok, "sk-") {
 				msg = "admin routes take the admin token, not an API key"
 			}
-			return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: msg}
+			return &Error{Code: CodeUnauthorized, Message: msg}
 		}
 		return h(w, r, ps, c)
 	}

@@ -44,7 +44,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, stream
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, nil, &Error{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
+			return nil, nil, &Error{Code: CodeTooLarge,
 				Message: fmt.Sprintf("the request body is over the limit of %d bytes", mbe.Limit)}
 		}
 		return nil, nil, badRequest("", "the request body could not be read")
@@ -60,11 +60,11 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, stream
 	m := s.catalog.Get(req.Model)
 	if m == nil {
 		c.model = ""
-		return nil, nil, &Error{Status: http.StatusNotFound, Code: "not_found", Param: "model",
+		return nil, nil, &Error{Code: CodeNotFound, Param: "model",
 			Message: fmt.Sprintf("the model %q does not exist; GET /v1/models lists the models", truncate(req.Model))}
 	}
 	if !c.key.Allows(m.Name) {
-		return nil, nil, &Error{Status: http.StatusForbidden, Code: "forbidden", Param: "model",
+		return nil, nil, &Error{Code: CodeForbidden, Param: "model",
 			Message: "this API key may not use the model " + m.Name}
 	}
 	if err := req.check(m); err != nil {
@@ -130,7 +130,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	}
 	var comp chunk.Chunk
 	if err := chunk.Parse(raw, &comp); err != nil || comp.Choices == nil || isNull(comp.Choices) || readUsage(comp.Usage, &c.usage) != nil {
-		return &Error{Status: http.StatusBadGateway, Code: "upstream_error", Message: "the backend for " + m.Name + " sent an unreadable answer",
+		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw)}
 	}
 	c.finish = comp.Finish
@@ -144,7 +144,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	if native {
 		out = appendNativeResponse(make([]byte, 0, len(raw)+128), c.id, comp.Created, m.Name, comp.Choices, c.usage)
 	} else if out, err = compatResponse(raw, c.id, m.Name, comp.Usage == nil, c.usage); err != nil {
-		return &Error{Status: http.StatusBadGateway, Code: "upstream_error", Message: "the backend for " + m.Name + " sent an unreadable answer",
+		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %w", resp.Backend.Name, err)}
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -13,11 +13,72 @@ import (
 	"github.com/obol/obol/models"
 )
 
+// Code is an error code of DESIGN.md's vocabulary; each has one status.
+type Code string
+
+// The error codes.
+const (
+	CodeBadRequest       Code = "bad_request"
+	CodeContextLength    Code = "context_length_exceeded"
+	CodeUnauthorized     Code = "unauthorized"
+	CodeForbidden        Code = "forbidden"
+	CodeNotFound         Code = "not_found"
+	CodeMethodNotAllowed Code = "method_not_allowed"
+	CodeConflict         Code = "conflict"
+	CodeRequestTimeout   Code = "request_timeout"
+	CodeTooLarge         Code = "request_too_large"
+	CodeRateLimit        Code = "rate_limit"
+	CodeClientClosed     Code = "client_closed"
+	CodeServerError      Code = "server_error"
+	CodeNotImplemented   Code = "not_implemented"
+	CodeUpstreamError    Code = "upstream_error"
+	CodeOverloaded       Code = "overloaded"
+	CodeUpstreamTimeout  Code = "upstream_timeout"
+)
+
+// StatusClientClosed is the status of a request whose client left before
+// its answer (nginx's 499): logged and counted, never sent.
+const StatusClientClosed = 499
+
+// Status is the code's HTTP status.
+func (c Code) Status() int {
+	switch c {
+	case CodeBadRequest, CodeContextLength:
+		return http.StatusBadRequest
+	case CodeUnauthorized:
+		return http.StatusUnauthorized
+	case CodeForbidden:
+		return http.StatusForbidden
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeMethodNotAllowed:
+		return http.StatusMethodNotAllowed
+	case CodeConflict:
+		return http.StatusConflict
+	case CodeRequestTimeout:
+		return http.StatusRequestTimeout
+	case CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeRateLimit:
+		return http.StatusTooManyRequests
+	case CodeClientClosed:
+		return StatusClientClosed
+	case CodeNotImplemented:
+		return http.StatusNotImplemented
+	case CodeUpstreamError:
+		return http.StatusBadGateway
+	case CodeOverloaded:
+		return http.StatusServiceUnavailable
+	case CodeUpstreamTimeout:
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusInternalServerError
+}
+
 // Error is an answer other than 2xx. Handlers return it; writeError alone
 // turns it into a status, headers and DESIGN.md's JSON body.
 type Error struct {
-	Status  int
-	Code    string // DESIGN.md's code: bad_request, unauthorized, …
+	Code    Code
 	Message string // safe to show the client
 	Param   string // the offending request field, if one is to blame
 	// RetryAfter, when positive, is sent as Retry-After and retry-after-ms
@@ -32,9 +93,18 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Err != nil {
-		return e.Code + ": " + e.Message + ": " + e.Err.Error()
+		return string(e.Code) + ": " + e.Message + ": " + e.Err.Error()
 	}
-	return e.Code + ": " + e.Message
+	return string(e.Code) + ": " + e.Message
+}
+
+// Status is the answer's HTTP status.
+func (e *Error) Status() int { return e.Code.Status() }
+
+// unavailable is the 503 for a store that cannot answer now: what cannot
+// be done (e.g. "keys cannot be checked") and why, for the log.
+func unavailable(what string, err error) *Error {
+	return &Error{Code: CodeOverloaded, RetryAfter: time.Second, Message: what + " right now; retry shortly", Err: err}
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -56,13 +126,13 @@ func errorType(status int) string {
 }
 
 func badRequest(param, msg string) *Error {
-	return &Error{Status: http.StatusBadRequest, Code: "bad_request", Param: param, Message: msg}
+	return &Error{Code: CodeBadRequest, Param: param, Message: msg}
 }
 
 var (
-	errNotFound = &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such route; see /v1/models and the API reference"}
-	errNoKey    = &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing API key: send Authorization: Bearer sk-… or X-Api-Key"}
-	errBadKey   = &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "invalid API key"}
+	errNotFound = &Error{Code: CodeNotFound, Message: "no such route; see /v1/models and the API reference"}
+	errNoKey    = &Error{Code: CodeUnauthorized, Message: "missing API key: send Authorization: Bearer sk-… or X-Api-Key"}
+	errBadKey   = &Error{Code: CodeUnauthorized, Message: "invalid API key"}
 )
 
 // errorBody is DESIGN.md's error shape. "error" must be the first key:
@@ -80,11 +150,11 @@ type errorBody struct {
 
 func (e *Error) body() []byte {
 	var b errorBody
-	b.Error.Code, b.Error.Message, b.Error.Type = e.Code, e.Message, errorType(e.Status)
+	b.Error.Code, b.Error.Message, b.Error.Type = string(e.Code), e.Message, errorType(e.Status())
 	if e.Param != "" {
 		b.Error.Param = &e.Param
 	}
-	if e.Status == http.StatusTooManyRequests && e.RetryAfter > 0 {
+	if e.Code == CodeRateLimit && e.RetryAfter > 0 {
 		secs := retrySeconds(e.RetryAfter)
 		b.RetryAfter = &secs
 	}
@@ -114,35 +184,37 @@ func asError(err error, model string) *Error {
 			if ra <= 0 {
 				ra = time.Second
 			}
-			return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: ra, Err: err,
+			return &Error{Code: CodeOverloaded, RetryAfter: ra, Err: err,
 				Message: "the backends for " + model + " are saturated; retry shortly"}
 		case ue.Status == http.StatusBadRequest || ue.Status == http.StatusUnprocessableEntity:
 			// The backend refused the request itself: the client's to fix.
-			return &Error{Status: http.StatusBadRequest, Code: "bad_request", Err: err,
+			return &Error{Code: CodeBadRequest, Err: err,
 				Message: "the model refused the request" + suffix(ue.Message)}
 		}
-		return &Error{Status: http.StatusBadGateway, Code: "upstream_error", Err: err,
+		return &Error{Code: CodeUpstreamError, Err: err,
 			Message: "the backend for " + model + " failed to answer"}
 	case errors.As(err, &ce):
-		return &Error{Status: http.StatusBadGateway, Code: "upstream_error", Err: err,
+		return &Error{Code: CodeUpstreamError, Err: err,
 			Message: "no backend for " + model + " could be reached"}
 	case errors.As(err, &ua):
-		return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: ua.RetryAfter, Err: err,
+		return &Error{Code: CodeOverloaded, RetryAfter: ua.RetryAfter, Err: err,
 			Message: "every backend for " + model + " is busy or recovering; retry shortly"}
 	case errors.Is(err, models.ErrBadFirstEvent), errors.Is(err, models.ErrAnswerCut):
-		return &Error{Status: http.StatusBadGateway, Code: "upstream_error", Err: err,
+		return &Error{Code: CodeUpstreamError, Err: err,
 			Message: "the backend for " + model + " failed to answer"}
 	case errors.Is(err, models.ErrFirstTokenTimeout), errors.Is(err, models.ErrTotalTimeout):
-		return &Error{Status: http.StatusGatewayTimeout, Code: "upstream_timeout", Err: err,
+		return &Error{Code: CodeUpstreamTimeout, Err: err,
 			Message: "no answer from " + model + " in time"}
 	case errors.Is(err, models.ErrIdleTimeout):
-		return &Error{Status: http.StatusGatewayTimeout, Code: "upstream_timeout", Err: err,
+		return &Error{Code: CodeUpstreamTimeout, Err: err,
 			Message: "the stream from " + model + " stalled"}
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads this answer.
-		return &Error{Status: 499, Code: "client_closed", Message: "client closed the request", Err: err}
+		return &Error{Code: CodeClientClosed, Message: "client closed the request", Err: err}
+	case errors.Is(err, errBrokenStream):
+		return &Error{Code: CodeUpstreamError, Err: err, Message: "the backend for " + model + " failed mid-stream"}
 	}
-	return &Error{Status: http.StatusInternalServerError, Code: "server_error", Err: err,
+	return &Error{Code: CodeServerError, Err: err,
 		Message: "internal error; it has been logged"}
 }
 
@@ -164,8 +236,8 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if e.NoRetry {
 		h.Set("X-Should-Retry", "false")
 	}
-	status := e.Status
-	if status == 499 {
+	status := e.Status()
+	if status == StatusClientClosed {
 		status = http.StatusBadRequest // not a real status; the client is gone anyway
 	}
 	w.WriteHeader(status)
@@ -174,16 +246,16 @@ func writeError(w http.ResponseWriter, e *Error) {
 
 // logError logs what the client was not told.
 func logError(log *slog.Logger, reqID string, e *Error) {
-	if e.Err == nil || e.Status == 499 {
+	if e.Err == nil || e.Code == CodeClientClosed {
 		return
 	}
 	level := slog.LevelWarn
-	if e.Status >= 500 {
+	if e.Status() >= 500 {
 		level = slog.LevelError
 	}
 	log.Log(context.Background(), level, "request failed", "request_id", reqID, "code", e.Code, "err", e.Err)
 }
 
 // errShuttingDown answers requests cut by the end of the shutdown grace.
-var errShuttingDown = &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
+var errShuttingDown = &Error{Code: CodeOverloaded, RetryAfter: time.Second,
 	Message: "the gateway is shutting down; retry the request"}

@@ -66,7 +66,7 @@ func (g *authGuard) failed(r *http.Request) {
 }
 
 func tooManyFailures(wait time.Duration) *Error {
-	return &Error{Status: http.StatusTooManyRequests, Code: "rate_limit", RetryAfter: max(wait, time.Second),
+	return &Error{Code: CodeRateLimit, RetryAfter: max(wait, time.Second),
 		Message: "too many failed authentications from this address; retry later with a valid key"}
 }
 

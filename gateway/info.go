@@ -57,7 +57,7 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.
 	s.peekHeaders(w, r, c)
 	m := s.catalog.Get(ps.ByName("model"))
 	if m == nil || !c.key.Allows(m.Name) {
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Param: "model",
+		return &Error{Code: CodeNotFound, Param: "model",
 			Message: "the model " + truncate(ps.ByName("model")) + " does not exist"}
 	}
 	return writeJSON(w, http.StatusOK, info(m))

@@ -108,8 +108,7 @@ func storeError(err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
-	return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
-		Message: "rate limits cannot be checked right now; retry shortly", Err: err}
+	return unavailable("rate limits cannot be checked", err)
 }
 
 // rateHeaders writes OpenAI's x-ratelimit-* headers for the limits a key
@@ -146,7 +145,7 @@ func resetString(d time.Duration) string {
 // it alone is larger than an allowance) says so with x-should-retry:
 // false; one larger than the allowance carries no retry delay at all.
 func rateLimited(model string, lim quota.Limits, d quota.Decision, est int64) *Error {
-	e := &Error{Status: http.StatusTooManyRequests, Code: "rate_limit", RetryAfter: d.RetryAfter}
+	e := &Error{Code: CodeRateLimit, RetryAfter: d.RetryAfter}
 	var name string
 	var limit, used, requested int64
 	switch d.Denied {

@@ -48,7 +48,12 @@ type nativeChunk struct {
 	Usage   *Usage          `json:"usage,omitempty"`
 }
 
-var errStreamCut = errors.New("the backend's stream ended before [DONE]")
+var (
+	errStreamCut = errors.New("the backend's stream ended before [DONE]")
+	// errBrokenStream is a backend stream that failed after it began: an
+	// error event, an unreadable event, a read that failed.
+	errBrokenStream = errors.New("backend stream broken")
+)
 
 // stream relays a backend's SSE stream to the client, event by event.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
@@ -97,11 +102,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 	}
 	c.outcome = outcomeUpstreamError
 	e := asError(err, m.Name)
-	if e.Code == "server_error" || e.Code == "bad_request" {
-		// Whatever broke mid-stream was the backend's doing.
-		e = &Error{Status: http.StatusBadGateway, Code: "upstream_error", Err: err,
-			Message: "the backend for " + m.Name + " failed mid-stream"}
-	}
 	out.fail(e)
 	return e
 }
@@ -164,17 +164,17 @@ func (rl *relay) run(body io.Reader) error {
 			if err == io.EOF {
 				err = errStreamCut
 			}
-			return fmt.Errorf("read backend stream: %w", err)
+			return fmt.Errorf("%w: read: %w", errBrokenStream, err)
 		}
 		if bytes.Equal(data, []byte("[DONE]")) {
 			break
 		}
 		if err := chunk.Parse(data, &rl.ch); err != nil {
-			return fmt.Errorf("backend stream event: %w", err)
+			return fmt.Errorf("%w: event: %w", errBrokenStream, err)
 		}
 		ch := &rl.ch
 		if ch.Error != nil {
-			return fmt.Errorf("backend error event: %.300s", ch.Error)
+			return fmt.Errorf("%w: error event: %.300s", errBrokenStream, ch.Error)
 		}
 		if ch.Created != 0 {
 			rl.created = ch.Created

@@ -242,7 +242,7 @@ func (c *chatRequest) check(m *models.Model) error {
 		return badRequest("messages", m.Name+" does not accept image input; use a model with vision")
 	}
 	if c.MaxTokens > 0 && c.PromptTokens+c.MaxTokens > m.ContextWindow || c.PromptTokens > m.ContextWindow {
-		return &Error{Status: 400, Code: "context_length_exceeded", Param: "messages",
+		return &Error{Code: CodeContextLength, Param: "messages",
 			Message: fmt.Sprintf("%s's maximum context length is %d tokens; this request asks for about %d (%d in the messages, %d in the completion): shorten the messages or lower max_tokens",
 				m.Name, m.ContextWindow, c.PromptTokens+c.MaxTokens, c.PromptTokens, c.MaxTokens)}
 	}

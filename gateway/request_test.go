@@ -95,7 +95,7 @@ func FuzzDecodeChat(f *testing.F) {
 		c, err := decodeChat(body)
 		if err != nil {
 			var e *Error
-			if !errors.As(err, &e) || e.Status != 400 || e.Code != "bad_request" {
+			if !errors.As(err, &e) || e.Status() != 400 || e.Code != "bad_request" {
 				t.Fatalf("error %v is not a 400 bad_request", err)
 			}
 			return

@@ -168,7 +168,7 @@ func New(o Options) (*Server, error) {
 	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		w.Header().Set("X-Request-Id", newID("req"))
-		writeError(w, &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+		writeError(w, &Error{Code: CodeMethodNotAllowed,
 			Message: r.Method + " is not allowed here; allowed: " + w.Header().Get("Allow")})
 		s.metrics.done(r.Context(), "unmatched", r.Method, http.StatusMethodNotAllowed, &call{}, time.Since(start))
 	})
@@ -177,7 +177,7 @@ func New(o Options) (*Server, error) {
 			panic(v)
 		}
 		s.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
-		writeError(w, &Error{Status: http.StatusInternalServerError, Code: "server_error", Message: "internal error; it has been logged"})
+		writeError(w, &Error{Code: CodeServerError, Message: "internal error; it has been logged"})
 	}
 	s.router = r
 	for _, ar := range []*httprouter.Router{s.adminRouter} {
@@ -262,14 +262,14 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 		w.Header().Set("X-Request-Id", c.id)
 		err := h(w, r, ps, c)
 		status := http.StatusOK
-		code := ""
+		var code Code
 		if err != nil {
 			e := asError(err, c.model)
-			if e.Status == 499 && s.abort.Err() != nil {
+			if e.Code == CodeClientClosed && s.abort.Err() != nil {
 				e = errShuttingDown // not the client: the gateway stopped it
 			}
-			status, code = e.Status, e.Code
-			if !c.started && e.Status != 499 {
+			status, code = e.Status(), e.Code
+			if !c.started && e.Code != CodeClientClosed {
 				s.peekHeaders(w, r, c)
 			}
 			if !c.started {
@@ -298,7 +298,7 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 	}
 }
 
-func (s *Server) logAccess(r *http.Request, c *call, status int, code string) {
+func (s *Server) logAccess(r *http.Request, c *call, status int, code Code) {
 	attrs := []slog.Attr{
 		slog.String("request_id", c.id),
 		slog.String("method", r.Method),
@@ -316,7 +316,7 @@ func (s *Server) logAccess(r *http.Request, c *call, status int, code string) {
 		attrs = append(attrs, slog.String("backend", c.backend))
 	}
 	if code != "" {
-		attrs = append(attrs, slog.String("error_code", code))
+		attrs = append(attrs, slog.String("error_code", string(code)))
 	}
 	if c.usage != nil {
 		attrs = append(attrs, slog.Int("prompt_tokens", c.usage.PromptTokens),

@@ -35,7 +35,7 @@ func (s *Server) startSpan(r *http.Request, route string) (*http.Request, trace.
 
 // endSpan writes what the request came to on its span: status, the
 // GenAI attributes of a chat, and the request id to find its log line.
-func endSpan(span trace.Span, c *call, status int, code string) {
+func endSpan(span trace.Span, c *call, status int, code Code) {
 	if !span.IsRecording() {
 		span.End()
 		return
@@ -65,7 +65,7 @@ func endSpan(span trace.Span, c *call, status int, code string) {
 	}
 	span.SetAttributes(attrs...)
 	if status >= 500 {
-		span.SetStatus(codes.Error, code)
+		span.SetStatus(codes.Error, string(code))
 	}
 	span.End()
 }

@@ -34,8 +34,7 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, _ httprouter.P
 		if errors.Is(err, context.Canceled) {
 			return err
 		}
-		return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: time.Second,
-			Message: "usage cannot be read right now; retry shortly", Err: err}
+		return unavailable("usage cannot be read", err)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, sum)
