@@ -341,12 +341,14 @@ type BackendAdmin interface {
 	Reset(ms []*models.Model, name string) int
 }
 
+var errNoBackends = &Error{Code: CodeNotImplemented, Message: "this upstream reports no backends"}
+
 // listBackends is GET /v1/admin/backends: every backend's breaker state,
 // load and wait.
 func (s *Server) listBackends(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
-	ba, ok := s.up.(BackendAdmin)
-	if !ok {
-		return &Error{Code: CodeNotImplemented, Message: "this upstream reports no backends"}
+	ba := s.backends
+	if ba == nil {
+		return errNoBackends
 	}
 	list := struct {
 		Object string                 `json:"object"`
@@ -362,9 +364,9 @@ func (s *Server) resetBackend(w http.ResponseWriter, r *http.Request, ps httprou
 	if !ok || name == "" {
 		return errNotFound
 	}
-	ba, ok := s.up.(BackendAdmin)
-	if !ok {
-		return &Error{Code: CodeNotImplemented, Message: "this upstream reports no backends"}
+	ba := s.backends
+	if ba == nil {
+		return errNoBackends
 	}
 	if ba.Reset(s.catalog.List(), name) == 0 {
 		return &Error{Code: CodeNotFound, Param: "name", Message: "no backend is named " + truncate(name)}

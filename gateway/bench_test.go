@@ -41,7 +41,7 @@ func benchmarkRelay(b *testing.B, store string) {
 			case "redis":
 				opts = append(opts, withQuota(redisLimiter(b)), withLedger(redisLedger(b)))
 			case "noledger":
-				opts = append(opts, withLedger(dropLedger{}))
+				opts = append(opts, func(c *envConfig) { c.Ledger = dropLedger{} })
 			}
 			e := newEnv(b, sim.Config{ReplyTokens: 20}, opts...)
 			e.sim.Record(false)

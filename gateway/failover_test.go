@@ -26,7 +26,10 @@ func withSecondBackend(t *testing.T, s *sim.Server) envOption {
 }
 
 func withBreaker(o models.BreakerOptions) envOption {
-	return func(c *envConfig) { c.Upstream = models.NewClient(o) }
+	return func(c *envConfig) {
+		up := models.NewClient(o)
+		c.Upstream, c.Backends = up, up
+	}
 }
 
 // TestFailoverIsInvisible: the first backend fails before its first

@@ -89,9 +89,15 @@ func redisLedger(t testing.TB) *usage.Ledger {
 	return l
 }
 
-// withLedger makes l the gateway's ledger.
-func withLedger(l gateway.Ledger) envOption {
-	return func(c *envConfig) { c.Ledger = l }
+// withLedger makes l the gateway's ledger, which also serves the admin
+// API's usage.
+func withLedger(l *usage.Ledger) envOption {
+	return func(c *envConfig) { c.Ledger, c.UsageAdmin = l, l }
+}
+
+// withLimiter makes l the gateway's quota store, shared by replicas.
+func withLimiter(l *quota.Limiter) envOption {
+	return func(c *envConfig) { c.Quota, c.SharedStore = l, l }
 }
 
 // withQuota makes q the gateway's quota store.
@@ -112,9 +118,11 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 		{Name: "charon", ContextWindow: 8192, Vision: true, Backends: []models.Backend{{Name: "sim", URL: up.URL + "/v1", Model: "backend-charon-vl"}}},
 	}
 	logBuf := &syncbuf.Buffer{}
+	client := models.NewClient(models.BreakerOptions{})
 	c := &envConfig{
 		Options: gateway.Options{
-			Upstream:     models.NewClient(models.BreakerOptions{}),
+			Upstream:     client,
+			Backends:     client,
 			Quota:        quota.NewMemory(),
 			Log:          slog.New(slog.NewJSONHandler(logBuf, nil)),
 			MaxBodyBytes: 64 << 10,
@@ -131,7 +139,7 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 		opt(c)
 	}
 	if c.Ledger == nil {
-		c.Ledger = embeddedLedger(t)
+		withLedger(embeddedLedger(t))(c)
 	}
 	cat, err := models.NewCatalog(c.models)
 	if err != nil {

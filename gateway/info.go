@@ -80,8 +80,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ httprouter.Par
 	writeJSON(w, status, rep)
 }
 
-// pinger is a quota store shared by replicas, which can be unreachable.
-type pinger interface{ Ping(context.Context) error }
+// Pinger is a store shared by replicas, which can be unreachable.
+type Pinger interface{ Ping(context.Context) error }
 
 type readyReport struct {
 	Status string            `json:"status"`
@@ -118,12 +118,13 @@ func (rd *readiness) report(ctx context.Context) readyReport {
 		}()
 	}
 	var storeErr error
-	if p, ok := rd.server.quota.(pinger); ok {
-		storeErr = p.Ping(ctx)
+	shared := rd.server.shared
+	if shared != nil {
+		storeErr = shared.Ping(ctx)
 	}
 	wg.Wait()
 	rep := readyReport{Status: "ready", Checks: make(map[string]string, len(list)+1)}
-	if _, ok := rd.server.quota.(pinger); ok {
+	if shared != nil {
 		rep.Checks["store"] = "ok"
 		if storeErr != nil {
 			rep.Status = "not_ready"
@@ -140,8 +141,8 @@ func (rd *readiness) report(ctx context.Context) readyReport {
 			rep.Checks["model:"+m.Name] = "ok"
 		}
 	}
-	if ba, ok := rd.server.up.(BackendAdmin); ok {
-		rep.Backends = ba.Status(list)
+	if rd.server.backends != nil {
+		rep.Backends = rd.server.backends.Status(list)
 	}
 	rd.at, rd.last = time.Now(), rep
 	return rep

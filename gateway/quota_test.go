@@ -288,7 +288,7 @@ func TestReadyzReportsStore(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	q := quota.NewLimiter(quota.NewRedis(rdb, "obol:"), quota.Options{ProbeInterval: 20 * time.Millisecond})
 	t.Cleanup(q.Close)
-	e := newEnv(t, sim.Config{}, withQuota(q))
+	e := newEnv(t, sim.Config{}, withLimiter(q))
 	ready := func() (int, string) {
 		resp, err := http.Get(e.gw.URL + "/readyz")
 		if err != nil {

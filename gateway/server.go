@@ -61,6 +61,15 @@ type Options struct {
 	// opens the admin API. Either unset: the admin API answers 403.
 	Admin      KeyAdmin
 	AdminToken string
+	// UsageAdmin reads every key's ledger for GET /v1/admin/usage; nil:
+	// that route answers 501.
+	UsageAdmin UsageAdmin
+	// Backends reports and resets the backends' breakers (the admin API,
+	// readiness); nil: the admin routes answer 501, readiness lists none.
+	Backends BackendAdmin
+	// SharedStore is the quota store replicas share, whose reachability
+	// readiness reports; nil for an in-process store.
+	SharedStore Pinger
 	// SeparateAdmin keeps the admin API (and /metrics) off the public
 	// handler; they are then served only by AdminHandler, on a listener of
 	// their own.
@@ -95,6 +104,8 @@ type Server struct {
 
 	admins      KeyAdmin
 	usageAdmin  UsageAdmin
+	backends    BackendAdmin
+	shared      Pinger
 	adminToken  keys.AdminToken
 	adminRouter *httprouter.Router
 	metrics     *metrics
@@ -121,7 +132,7 @@ func New(o Options) (*Server, error) {
 	s.metrics = newMetrics(o.Meter)
 	s.tracer = defaultTracer(o.Tracer)
 	s.admins = o.Admin
-	s.usageAdmin, _ = o.Ledger.(UsageAdmin)
+	s.usageAdmin, s.backends, s.shared = o.UsageAdmin, o.Backends, o.SharedStore
 	s.adminToken = keys.NewAdminToken(o.AdminToken)
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))

@@ -100,12 +100,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	}
 	defer reg.Close()
 	adminToken := getenv("OBOL_ADMIN_TOKEN")
+	upstream := models.NewClient(models.BreakerOptions(cfg.Breaker))
 	gw, err := gateway.New(gateway.Options{
 		Catalog:       catalog,
-		Upstream:      models.NewClient(models.BreakerOptions(cfg.Breaker)),
+		Upstream:      upstream,
+		Backends:      upstream,
 		Keys:          reg,
 		Quota:         st.quota,
 		Ledger:        st.ledger,
+		UsageAdmin:    st.ledger,
+		SharedStore:   st.shared,
 		Log:           log,
 		MaxBodyBytes:  cfg.MaxBodyBytes,
 		KeepAlive:     cfg.StreamKeepAlive,

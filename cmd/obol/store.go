@@ -65,7 +65,10 @@ func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 
 // store is the quota store, the usage ledger, and how to close them.
 type store struct {
-	quota  gateway.Quota
+	quota gateway.Quota
+	// shared is the quota store when replicas share it (Redis), for
+	// readiness; nil for the embedded one.
+	shared gateway.Pinger
 	ledger *usage.Ledger
 	keys   keys.Store
 	close  func() error
@@ -164,6 +167,6 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (
 		log.Info("store: Redis", "url", redactURL(c.Redis.URL), "mode", c.Redis.Mode, "fail_mode", c.Redis.FailMode)
 	}
 	lo := ledgerOptions(c, log)
-	return &store{quota: l, ledger: usage.NewLedger(u, lo), keys: keys.NewRedis(rdb, c.Redis.Prefix),
+	return &store{quota: l, shared: l, ledger: usage.NewLedger(u, lo), keys: keys.NewRedis(rdb, c.Redis.Prefix),
 		close: func() error { l.Close(); return rdb.Close() }}, nil
 }
