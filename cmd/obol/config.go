@@ -1,25 +1,21 @@
 package main
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
+	"github.com/redis/go-redis/v9"
 )
 
 // Config is the YAML configuration. Its field names are a public interface.
@@ -159,74 +155,6 @@ type LimitsOverride struct {
 	TPD *int64 `yaml:"tpd"`
 }
 
-// configError is a configuration the gateway refuses; it exits 2.
-type configError struct{ msg string }
-
-func (e *configError) Error() string { return e.msg }
-
-func invalid(field, format string, args ...any) error {
-	return &configError{msg: "config: " + field + ": " + fmt.Sprintf(format, args...)}
-}
-
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
-
-// expandEnv replaces ${VAR} and ${VAR:-default} with the environment's
-// values. An unset variable without a default becomes empty, as in a shell.
-func expandEnv(b []byte, getenv func(string) string) []byte {
-	return envRef.ReplaceAllFunc(b, func(m []byte) []byte {
-		sub := envRef.FindSubmatch(m)
-		if v := getenv(string(sub[1])); v != "" {
-			return []byte(v)
-		}
-		return sub[3]
-	})
-}
-
-// loadConfig decodes and checks a configuration; unknown keys are refused.
-func loadConfig(r io.Reader, getenv func(string) string) (*Config, error) {
-	raw, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	expanded := expandEnv(raw, getenv)
-	dec := yaml.NewDecoder(bytes.NewReader(expanded))
-	dec.KnownFields(true)
-	var c Config
-	if err := dec.Decode(&c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, &configError{msg: "config: the file is empty"}
-		}
-		return nil, &configError{msg: "config: " + withSource(err.Error(), raw)}
-	}
-	if err := c.check(); err != nil {
-		return nil, err
-	}
-	return &c, nil
-}
-
-var yamlLine = regexp.MustCompile(`line (\d+): `)
-
-// withSource quotes the source line each "line N:" of a YAML error points
-// at, since yaml.v3's type errors name the line but not the field.
-func withSource(msg string, src []byte) string {
-	lines := strings.Split(string(src), "\n")
-	return yamlLine.ReplaceAllStringFunc(msg, func(m string) string {
-		var n int
-		fmt.Sscanf(m, "line %d", &n)
-		if n < 1 || n > len(lines) {
-			return m
-		}
-		return fmt.Sprintf("line %d (%s): ", n, truncateLine(strings.TrimSpace(lines[n-1])))
-	})
-}
-
-func truncateLine(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "…"
-	}
-	return s
-}
-
 var modelName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 // check fills defaults and validates, naming the field at fault.
@@ -266,19 +194,11 @@ func (c *Config) check() error {
 	if c.Breaker.Failures < 0 || c.Breaker.Probes < 0 || c.Breaker.Cooldown < 0 {
 		return invalid("breaker", "failures, cooldown and probes must not be negative")
 	}
-	switch c.Log.Level {
-	case "":
-		c.Log.Level = "info"
-	case "debug", "info", "warn", "error":
-	default:
-		return invalid("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
+	if err := oneOf("log.level", &c.Log.Level, "info", "debug", "info", "warn", "error"); err != nil {
+		return err
 	}
-	switch c.Log.Format {
-	case "":
-		c.Log.Format = "json"
-	case "json", "text":
-	default:
-		return invalid("log.format", "want json or text, got %q", c.Log.Format)
+	if err := oneOf("log.format", &c.Log.Format, "json", "json", "text"); err != nil {
+		return err
 	}
 	if len(c.Tiers) == 0 {
 		c.Tiers = map[string]TierConfig{}
@@ -300,6 +220,12 @@ func (c *Config) check() error {
 			return err
 		}
 	}
+	return c.checkKeys()
+}
+
+// checkKeys checks the configuration's API keys: ids and secrets used
+// once, tiers, models and scopes that exist, limits not negative.
+func (c *Config) checkKeys() error {
 	ids := map[string]bool{}
 	digests := map[string]bool{}
 	for i, k := range c.Keys {
@@ -343,19 +269,11 @@ func (c *Config) check() error {
 }
 
 func (r *RedisConfig) check() error {
-	switch r.Mode {
-	case "":
-		r.Mode = "single"
-	case "single", "cluster", "sentinel":
-	default:
-		return invalid("redis.mode", "want single, cluster or sentinel, got %q", r.Mode)
+	if err := oneOf("redis.mode", &r.Mode, "single", "single", "cluster", "sentinel"); err != nil {
+		return err
 	}
-	switch r.FailMode {
-	case "":
-		r.FailMode = "open"
-	case "open", "closed":
-	default:
-		return invalid("redis.fail_mode", "want open or closed, got %q", r.FailMode)
+	if err := oneOf("redis.fail_mode", &r.FailMode, "open", "open", "closed"); err != nil {
+		return err
 	}
 	if r.Prefix == "" {
 		r.Prefix = "obol:"
@@ -382,13 +300,44 @@ func (r *RedisConfig) check() error {
 	return nil
 }
 
-// redactURL hides a URL's password.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparseable)"
+// client returns a go-redis client for the configuration, without
+// connecting.
+func (r *RedisConfig) client() (redis.UniversalClient, error) {
+	switch r.Mode {
+	case "cluster":
+		o, err := redis.ParseClusterURL(r.URL)
+		if err != nil {
+			return nil, fmt.Errorf("cluster URL: %w", err)
+		}
+		r.tune(&o.MaxRetries, &o.ContextTimeoutEnabled, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout)
+		return redis.NewClusterClient(o), nil
+	case "sentinel":
+		o, err := redis.ParseFailoverURL(r.URL)
+		if err != nil {
+			return nil, fmt.Errorf("sentinel URL: %w", err)
+		}
+		if o.MasterName == "" {
+			return nil, errors.New("sentinel URL: ?master_name= is required")
+		}
+		r.tune(&o.MaxRetries, &o.ContextTimeoutEnabled, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout)
+		return redis.NewFailoverClient(o), nil
 	}
-	return u.Redacted()
+	o, err := redis.ParseURL(r.URL)
+	if err != nil {
+		return nil, err
+	}
+	r.tune(&o.MaxRetries, &o.ContextTimeoutEnabled, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout)
+	return redis.NewClient(o), nil
+}
+
+// tune is the one place that sets what every go-redis client of obol's
+// needs, whatever its mode: it never retries a command (a retried
+// admission script could charge a key twice), and every call is bounded
+// by Timeout through its context.
+func (r *RedisConfig) tune(retries *int, ctxTimeout *bool, dial, read, write, pool *time.Duration) {
+	*retries, *ctxTimeout = -1, true
+	*dial = max(r.Timeout, time.Second)
+	*read, *write, *pool = r.Timeout, r.Timeout, r.Timeout
 }
 
 func (m ModelConfig) check(f, name string) error {
@@ -493,14 +442,5 @@ func (c *Config) staticKeys() []keys.Static {
 		hex.Decode(s.SHA256[:], []byte(k.SHA256))
 		out = append(out, s)
 	}
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }

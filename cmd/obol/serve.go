@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -27,171 +25,48 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-
-	"github.com/obol/obol/gateway"
-	"github.com/obol/obol/keys"
-	"github.com/obol/obol/models"
 )
 
+// serve is obol serve: load the configuration, build the gateway, run
+// it until a signal, and close it.
 func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
+	cfg, err := serveConfig(args, stderr, getenv)
+	if err != nil {
+		return err
+	}
+	a, err := newApp(ctx, cfg, newLogger(stderr, cfg.Log), getenv)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	return a.run(ctx)
+}
+
+// serveConfig reads serve's flags and the configuration they name.
+func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (*Config, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration file (YAML)")
 	addr := fs.String("addr", "", "listen address, overriding the config's listen")
 	if err := fs.Parse(args); err != nil {
-		return &usageError{msg: err.Error()}
+		return nil, &usageError{msg: err.Error()}
 	}
 	if *configPath == "" {
-		return &usageError{msg: "serve: -config FILE is required"}
+		return nil, &usageError{msg: "serve: -config FILE is required"}
 	}
 	f, err := os.Open(*configPath)
 	if err != nil {
-		return &configError{msg: "config: " + err.Error()}
+		return nil, &configError{msg: "config: " + err.Error()}
 	}
+	defer f.Close()
 	cfg, err := loadConfig(f, getenv)
-	f.Close()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if *addr != "" {
 		cfg.Listen = *addr
 	}
-	log := newLogger(stderr, cfg.Log)
-
-	catalog, err := cfg.catalog(getenv)
-	if err != nil {
-		return err
-	}
-	metricsHandler, stopMetrics, err := setupMetrics()
-	if err != nil {
-		return err
-	}
-	defer stopMetrics()
-	tracing, stopTracing, err := setupTracing(ctx, getenv)
-	if err != nil {
-		return err
-	}
-	defer stopTracing()
-	if tracing {
-		log.Info("tracing: spans exported over OTLP/HTTP as the OTEL_* variables say")
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	st, err := openStore(ctx, cfg, log, tracing)
-	if err != nil {
-		return err
-	}
-	// Closed last, after every request has recorded its usage; writing
-	// what is queued gets a grace of its own.
-	defer func() {
-		if err := st.closeAll(cfg.ShutdownGrace); err != nil {
-			log.Error("closing the store", "err", err)
-		}
-	}()
-	reg, err := keys.NewRegistry(ctx, st.keys, keys.Options{
-		Static:     cfg.staticKeys(),
-		Tiers:      cfg.tiers(),
-		KnownModel: func(name string) bool { return catalog.Get(name) != nil },
-		Log:        log,
-	})
-	if err != nil {
-		return &configError{msg: "config: keys: " + err.Error()}
-	}
-	defer reg.Close()
-	adminToken := getenv("OBOL_ADMIN_TOKEN")
-	upstream := models.NewClient(models.BreakerOptions(cfg.Breaker))
-	gw, err := gateway.New(gateway.Options{
-		Catalog:       catalog,
-		Upstream:      upstream,
-		Backends:      upstream,
-		Keys:          reg,
-		Quota:         st.quota,
-		Ledger:        st.ledger,
-		UsageAdmin:    st.ledger,
-		SharedStore:   st.shared,
-		Log:           log,
-		MaxBodyBytes:  cfg.MaxBodyBytes,
-		KeepAlive:     cfg.StreamKeepAlive,
-		Admin:         reg,
-		AdminToken:    adminToken,
-		SeparateAdmin: cfg.AdminListen != "",
-		Metrics:       metricsHandler,
-	})
-	if err != nil {
-		return err
-	}
-	if adminToken == "" {
-		log.Info("admin API off: OBOL_ADMIN_TOKEN is not set")
-	} else if len(adminToken) < 16 {
-		return &configError{msg: "OBOL_ADMIN_TOKEN: at least 16 characters, please (openssl rand -hex 32)"}
-	}
-
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           gw,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       gw.BaseContext,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	if cfg.H2C {
-		srv.Protocols = new(http.Protocols)
-		srv.Protocols.SetHTTP1(true)
-		srv.Protocols.SetUnencryptedHTTP2(true)
-	}
-	log.Info("obol listening", "addr", ln.Addr().String(), "models", len(catalog.List()), "keys", len(cfg.Keys), "h2c", cfg.H2C)
-
-	done := make(chan error, 2)
-	go func() { done <- srv.Serve(ln) }()
-	var adminSrv *http.Server
-	if cfg.AdminListen != "" {
-		aln, err := net.Listen("tcp", cfg.AdminListen)
-		if err != nil {
-			srv.Close()
-			return fmt.Errorf("admin listen: %w", err)
-		}
-		adminSrv = &http.Server{Handler: adminHandler(gw.AdminHandler(), cfg.Pprof), ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-		log.Info("obol admin API listening", "addr", aln.Addr().String())
-		go func() {
-			if err := adminSrv.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
-				done <- err
-			}
-		}()
-	}
-	select {
-	case err := <-done:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	// Stop accepting; let requests and streams in flight finish within the grace.
-	log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-	defer cancel()
-	if adminSrv != nil {
-		go adminSrv.Shutdown(sctx)
-	}
-	if err := srv.Shutdown(sctx); err != nil {
-		// Requests still running are cut short, and each records and
-		// settles what it used before the connections close.
-		log.Warn("grace period over; ending the requests left", "err", err)
-		gw.Abort()
-		wctx, cancel := context.WithTimeout(context.Background(), abortWait)
-		defer cancel()
-		if err := gw.Wait(wctx); err != nil {
-			log.Error("requests did not end after the abort", "err", err)
-		}
-		srv.Close()
-	}
-	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	log.Info("stopped")
-	return nil
+	return cfg, nil
 }
 
 // setupMetrics installs the global OpenTelemetry meter provider, read by

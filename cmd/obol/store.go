@@ -19,42 +19,6 @@ import (
 	"github.com/obol/obol/usage"
 )
 
-// client returns a go-redis client for the configuration, without
-// connecting. It never retries a command: a retried admission script
-// could charge a key twice. Every call is bounded by Timeout through its
-// context.
-func (r *RedisConfig) client() (redis.UniversalClient, error) {
-	dial := max(r.Timeout, time.Second)
-	switch r.Mode {
-	case "cluster":
-		o, err := redis.ParseClusterURL(r.URL)
-		if err != nil {
-			return nil, fmt.Errorf("cluster URL: %w", err)
-		}
-		o.MaxRetries, o.ContextTimeoutEnabled = -1, true
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = dial, r.Timeout, r.Timeout, r.Timeout
-		return redis.NewClusterClient(o), nil
-	case "sentinel":
-		o, err := redis.ParseFailoverURL(r.URL)
-		if err != nil {
-			return nil, fmt.Errorf("sentinel URL: %w", err)
-		}
-		if o.MasterName == "" {
-			return nil, errors.New("sentinel URL: ?master_name= is required")
-		}
-		o.MaxRetries, o.ContextTimeoutEnabled = -1, true
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = dial, r.Timeout, r.Timeout, r.Timeout
-		return redis.NewFailoverClient(o), nil
-	}
-	o, err := redis.ParseURL(r.URL)
-	if err != nil {
-		return nil, err
-	}
-	o.MaxRetries, o.ContextTimeoutEnabled = -1, true
-	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = dial, r.Timeout, r.Timeout, r.Timeout
-	return redis.NewClient(o), nil
-}
-
 // redisLog sends go-redis's own messages (a pool that cannot dial, say)
 // to the gateway's log, so that every line stays structured.
 type redisLog struct{ log *slog.Logger }

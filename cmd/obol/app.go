@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/keys"
+	"github.com/obol/obol/models"
+)
+
+// app is a built gateway: its configuration, stores, key registry and
+// handler, and what closes them in the right order.
+type app struct {
+	cfg *Config
+	log *slog.Logger
+	gw  *gateway.Server
+	// models is how many models the catalog holds, for the log.
+	models int
+	// closers run last-in first-out at close: the registry before the
+	// stores, which write their queues last.
+	closers []func()
+}
+
+// newApp builds everything serve needs, from the configuration, without
+// listening. On error, what was built is closed.
+func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(string) string) (a *app, err error) {
+	a = &app{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	catalog, err := cfg.catalog(getenv)
+	if err != nil {
+		return nil, err
+	}
+	metricsHandler, stopMetrics, err := setupMetrics()
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, stopMetrics)
+	tracing, stopTracing, err := setupTracing(ctx, getenv)
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, stopTracing)
+	if tracing {
+		log.Info("tracing: spans exported over OTLP/HTTP as the OTEL_* variables say")
+	}
+	adminToken := getenv("OBOL_ADMIN_TOKEN")
+	if adminToken == "" {
+		log.Info("admin API off: OBOL_ADMIN_TOKEN is not set")
+	} else if len(adminToken) < 16 {
+		return nil, &configError{msg: "OBOL_ADMIN_TOKEN: at least 16 characters, please (openssl rand -hex 32)"}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	st, err := openStore(ctx, cfg, log, tracing)
+	if err != nil {
+		return nil, err
+	}
+	// Closed last, after every request has recorded its usage; writing
+	// what is queued gets a grace of its own.
+	a.closers = append(a.closers, func() {
+		if err := st.closeAll(cfg.ShutdownGrace); err != nil {
+			log.Error("closing the store", "err", err)
+		}
+	})
+	reg, err := keys.NewRegistry(ctx, st.keys, keys.Options{
+		Static:     cfg.staticKeys(),
+		Tiers:      cfg.tiers(),
+		KnownModel: func(name string) bool { return catalog.Get(name) != nil },
+		Log:        log,
+	})
+	if err != nil {
+		return nil, &configError{msg: "config: keys: " + err.Error()}
+	}
+	a.closers = append(a.closers, reg.Close)
+	upstream := models.NewClient(models.BreakerOptions(cfg.Breaker))
+	a.gw, err = gateway.New(gateway.Options{
+		Catalog: catalog, Upstream: upstream, Backends: upstream,
+		Keys: reg, Admin: reg, AdminToken: adminToken,
+		Quota: st.quota, SharedStore: st.shared,
+		Ledger: st.ledger, UsageAdmin: st.ledger,
+		Log: log, MaxBodyBytes: cfg.MaxBodyBytes, KeepAlive: cfg.StreamKeepAlive,
+		SeparateAdmin: cfg.AdminListen != "", Metrics: metricsHandler,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.models = len(catalog.List())
+	return a, nil
+}
+
+// close releases what newApp built, in reverse order.
+func (a *app) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+// run serves until ctx ends, then shuts down within the grace: requests
+// and streams in flight finish, or are cut and still recorded.
+func (a *app) run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           a.gw,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       a.gw.BaseContext,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	if a.cfg.H2C {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	a.log.Info("obol listening", "addr", ln.Addr().String(), "models", a.models, "keys", len(a.cfg.Keys), "h2c", a.cfg.H2C)
+	done := make(chan error, 2)
+	go func() { done <- srv.Serve(ln) }()
+	var adminSrv *http.Server
+	if a.cfg.AdminListen != "" {
+		aln, err := net.Listen("tcp", a.cfg.AdminListen)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("admin listen: %w", err)
+		}
+		adminSrv = &http.Server{Handler: adminHandler(a.gw.AdminHandler(), a.cfg.Pprof), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+		a.log.Info("obol admin API listening", "addr", aln.Addr().String())
+		go func() {
+			if err := adminSrv.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+				done <- err
+			}
+		}()
+	}
+	select {
+	case err := <-done:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	a.shutdown(srv, adminSrv)
+	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	a.log.Info("stopped")
+	return nil
+}
+
+// shutdown stops accepting and lets requests and streams in flight finish
+// within the grace; past it, they are cut short, and each records and
+// settles what it used before the connections close.
+func (a *app) shutdown(srv, adminSrv *http.Server) {
+	a.log.Info("shutting down", "grace", a.cfg.ShutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
+	defer cancel()
+	if adminSrv != nil {
+		go adminSrv.Shutdown(sctx)
+	}
+	if err := srv.Shutdown(sctx); err != nil {
+		a.log.Warn("grace period over; ending the requests left", "err", err)
+		a.gw.Abort()
+		wctx, cancel := context.WithTimeout(context.Background(), abortWait)
+		defer cancel()
+		if err := a.gw.Wait(wctx); err != nil {
+			a.log.Error("requests did not end after the abort", "err", err)
+		}
+		srv.Close()
+	}
+}
