@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+const keysUsage = `usage:
+  obol keys create --tier T [--name N] [--models M,M] [--scopes S,S] [--rpm N] [--tpm N] [--tpd N]
+                   [--expires RFC3339 | --expires-in 720h] [--meta k=v]...
+  obol keys list
+  obol keys get ID
+  obol keys update ID [--tier T] [--name N] [--models M,M] [--scopes S,S] [--rpm N|tier] [--tpm N|tier]
+                   [--tpd N|tier] [--expires RFC3339|never] [--meta k=v]...
+  obol keys revoke ID
+every command: [--server URL (default $OBOL_SERVER or http://127.0.0.1:8080)] [--json]
+the admin token is read from $OBOL_ADMIN_TOKEN`
+
+// cliKey is a key as the admin API shows it.
+type cliKey struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Tier       string            `json:"tier"`
+	Models     []string          `json:"models"`
+	Limits     map[string]int64  `json:"limits"`
+	Scopes     []string          `json:"scopes"`
+	Metadata   map[string]string `json:"metadata"`
+	Prefix     string            `json:"prefix"`
+	Status     string            `json:"status"`
+	CreatedAt  time.Time         `json:"created_at"`
+	ExpiresAt  *time.Time        `json:"expires_at"`
+	LastUsedAt *time.Time        `json:"last_used_at"`
+	RevokedAt  *time.Time        `json:"revoked_at"`
+	Secret     string            `json:"secret,omitempty"`
+}
+
+// keysCmd runs obol keys SUBCOMMAND.
+func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 {
+		return &usageError{msg: "keys: a subcommand is required\n" + keysUsage}
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server, asJSON := adminFlags(fs, getenv)
+	var id string
+	needID := sub == "get" || sub == "update" || sub == "revoke"
+	if needID {
+		if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+			return &usageError{msg: "keys " + sub + ": the key's id comes first\n" + keysUsage}
+		}
+		id, args = args[0], args[1:]
+	}
+	var spec *keySpecFlags
+	switch sub {
+	case "create", "update":
+		spec = newKeySpecFlags(fs)
+	case "list", "get", "revoke":
+	default:
+		return &usageError{msg: fmt.Sprintf("keys: unknown subcommand %q\n%s", sub, keysUsage)}
+	}
+	if err := fs.Parse(args); err != nil {
+		return &usageError{msg: err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return &usageError{msg: fmt.Sprintf("keys %s: unexpected %q\n%s", sub, fs.Arg(0), keysUsage)}
+	}
+	a, err := newAdmin(*server, *asJSON, stdout, getenv)
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "create":
+		body, err := spec.body(fs, true)
+		if err != nil {
+			return err
+		}
+		b, err := a.call(ctx, "POST", "/v1/admin/keys", body)
+		if err != nil {
+			return err
+		}
+		return a.printKey(b, true)
+	case "list":
+		b, err := a.call(ctx, "GET", "/v1/admin/keys", nil)
+		if err != nil {
+			return err
+		}
+		return a.printList(b)
+	case "get":
+		b, err := a.call(ctx, "GET", "/v1/admin/keys/"+url.PathEscape(id), nil)
+		if err != nil {
+			return err
+		}
+		return a.printKey(b, false)
+	case "update":
+		body, err := spec.body(fs, false)
+		if err != nil {
+			return err
+		}
+		if len(body) == 0 {
+			return &usageError{msg: "keys update: nothing to change\n" + keysUsage}
+		}
+		b, err := a.call(ctx, "PATCH", "/v1/admin/keys/"+url.PathEscape(id), body)
+		if err != nil {
+			return err
+		}
+		return a.printKey(b, false)
+	default: // revoke
+		b, err := a.call(ctx, "DELETE", "/v1/admin/keys/"+url.PathEscape(id), nil)
+		if err != nil {
+			return err
+		}
+		return a.printKey(b, false)
+	}
+}
+
+// keySpecFlags are the flags of create and update.
+type keySpecFlags struct {
+	name, tier, models, scopes, rpm, tpm, tpd, expires *string
+	expiresIn                                          *time.Duration
+	meta                                               metaFlag
+}
+
+type metaFlag map[string]string
+
+func (m metaFlag) String() string { return "" }
+
+func (m metaFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return errors.New("want name=value")
+	}
+	m[k] = val
+	return nil
+}
+
+func newKeySpecFlags(fs *flag.FlagSet) *keySpecFlags {
+	f := &keySpecFlags{meta: metaFlag{}}
+	f.name = fs.String("name", "", "who the key is for")
+	f.tier = fs.String("tier", "", "the key's tier")
+	f.models = fs.String("models", "", "comma-separated models the key may use (empty: all)")
+	f.scopes = fs.String("scopes", "", "comma-separated scopes: chat, chat:stream, models, usage")
+	f.rpm = fs.String("rpm", "", "requests per minute of its own (0: unlimited; update: \"tier\" for the tier's)")
+	f.tpm = fs.String("tpm", "", "tokens per minute of its own")
+	f.tpd = fs.String("tpd", "", "tokens per day of its own")
+	f.expires = fs.String("expires", "", "when the key stops working, RFC 3339 (update: \"never\" to clear)")
+	f.expiresIn = fs.Duration("expires-in", 0, "the key stops working after this long")
+	fs.Var(f.meta, "meta", "metadata name=value (repeatable)")
+	return f
+}
+
+// body is the JSON of the flags that were given.
+func (f *keySpecFlags) body(fs *flag.FlagSet, create bool) (map[string]any, error) {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	body := map[string]any{}
+	list := func(s string) []string {
+		out := []string{}
+		for _, v := range strings.Split(s, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	if set["name"] {
+		body["name"] = *f.name
+	}
+	if set["tier"] {
+		body["tier"] = *f.tier
+	}
+	if set["models"] {
+		body["models"] = list(*f.models)
+	}
+	if set["scopes"] {
+		body["scopes"] = list(*f.scopes)
+	}
+	limits := map[string]any{}
+	for name, v := range map[string]*string{"rpm": f.rpm, "tpm": f.tpm, "tpd": f.tpd} {
+		if !set[name] {
+			continue
+		}
+		if *v == "tier" && !create {
+			limits[name] = nil
+			continue
+		}
+		n, err := strconv.ParseInt(*v, 10, 64)
+		if err != nil || n < 0 {
+			return nil, &usageError{msg: fmt.Sprintf("--%s %q: want a whole number ≥ 0 (0 is unlimited)", name, *v)}
+		}
+		limits[name] = n
+	}
+	if len(limits) > 0 {
+		body["limits"] = limits
+	}
+	switch {
+	case set["expires"] && set["expires-in"]:
+		return nil, &usageError{msg: "--expires and --expires-in: one or the other"}
+	case set["expires"] && *f.expires == "never" && !create:
+		body["expires_at"] = nil
+	case set["expires"]:
+		t, err := time.Parse(time.RFC3339, *f.expires)
+		if err != nil {
+			return nil, &usageError{msg: fmt.Sprintf("--expires %q: want RFC 3339, such as 2027-01-31T00:00:00Z", *f.expires)}
+		}
+		body["expires_at"] = t
+	case set["expires-in"]:
+		body["expires_at"] = time.Now().Add(*f.expiresIn).UTC().Truncate(time.Second)
+	}
+	if len(f.meta) > 0 {
+		body["metadata"] = map[string]string(f.meta)
+	}
+	if create && !set["tier"] {
+		return nil, &usageError{msg: "keys create: --tier is required\n" + keysUsage}
+	}
+	return body, nil
+}
+
+func (a *admin) printKey(b []byte, created bool) error {
+	if a.json {
+		_, err := a.out.Write(append(b, '\n'))
+		return err
+	}
+	var k cliKey
+	if err := json.Unmarshal(b, &k); err != nil {
+		return fmt.Errorf("read key: %w", err)
+	}
+	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+	row := func(name, value string) { fmt.Fprintf(tw, "%s\t%s\n", name, value) }
+	row("id", k.ID)
+	row("name", k.Name)
+	row("tier", k.Tier)
+	row("status", k.Status)
+	row("prefix", k.Prefix)
+	row("models", orAll(strings.Join(k.Models, ", ")))
+	row("scopes", strings.Join(k.Scopes, ", "))
+	row("limits", limitsString(k.Limits))
+	row("created", stamp(&k.CreatedAt))
+	row("expires", stamp(k.ExpiresAt))
+	row("last used", stamp(k.LastUsedAt))
+	if k.RevokedAt != nil {
+		row("revoked", stamp(k.RevokedAt))
+	}
+	for _, n := range sortedKeys(k.Metadata) {
+		row("meta "+n, k.Metadata[n])
+	}
+	if created {
+		row("secret", k.Secret)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintln(a.out, "\nStore the secret now: it is not kept and cannot be shown again.")
+	}
+	return nil
+}
+
+func (a *admin) printList(b []byte) error {
+	if a.json {
+		_, err := a.out.Write(append(b, '\n'))
+		return err
+	}
+	var list struct {
+		Data []cliKey `json:"data"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		return fmt.Errorf("read keys: %w", err)
+	}
+	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tTIER\tSTATUS\tPREFIX\tSCOPES\tCREATED\tLAST USED\tEXPIRES")
+	for _, k := range list.Data {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, orDash(k.Name), k.Tier, k.Status, k.Prefix,
+			strings.Join(k.Scopes, ","), stamp(&k.CreatedAt), stamp(k.LastUsedAt), stamp(k.ExpiresAt))
+	}
+	return tw.Flush()
+}
+
+func stamp(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func orAll(s string) string {
+	if s == "" {
+		return "all"
+	}
+	return s
+}
+
+func limitsString(l map[string]int64) string {
+	if len(l) == 0 {
+		return "the tier's"
+	}
+	var parts []string
+	for _, n := range []string{"rpm", "tpm", "tpd"} {
+		if v, ok := l[n]; ok {
+			parts = append(parts, fmt.Sprintf("%s %d", n, v))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
