@@ -13,6 +13,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/usage"
@@ -288,15 +289,11 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, ps httprouter
 // adminUsage is GET /v1/admin/usage?period=YYYY-MM[&key=ID]: every key's
 // month, for a billing run, in one read of the ledger.
 func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
-	period := time.Now().UTC().Format("2006-01")
-	q := r.URL.Query()
-	if q.Has("period") {
-		p, err := usage.ParsePeriod(q.Get("period"))
-		if err != nil {
-			return badRequest("period", "period must be a month as YYYY-MM, such as "+period)
-		}
-		period = p
+	period, err := periodParam(r)
+	if err != nil {
+		return err
 	}
+	q := r.URL.Query()
 	if s.usageAdmin == nil {
 		return &Error{Code: CodeNotImplemented, Message: "this ledger cannot list every key"}
 	}
@@ -369,7 +366,7 @@ func (s *Server) resetBackend(w http.ResponseWriter, r *http.Request, ps httprou
 		return errNoBackends
 	}
 	if ba.Reset(s.catalog.List(), name) == 0 {
-		return &Error{Code: CodeNotFound, Param: "name", Message: "no backend is named " + truncate(name)}
+		return &Error{Code: CodeNotFound, Param: "name", Message: "no backend is named " + clip.String(name, 40)}
 	}
 	s.log.Info("backend breaker reset", "backend", name)
 	var out []models.BackendStatus

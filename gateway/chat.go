@@ -13,15 +13,13 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/chunk"
+	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 )
 
 // bodyReadTimeout bounds the time to receive a request body.
 const bodyReadTimeout = 30 * time.Second
-
-// maxUpstreamBody bounds a non-streaming backend answer held in memory.
-const maxUpstreamBody = 64 << 20
 
 // prepare runs what every chat route does before a backend is called:
 // authenticate, read and decode the body, find the model, check the key's
@@ -61,7 +59,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, stream
 	if m == nil {
 		c.model = ""
 		return nil, nil, &Error{Code: CodeNotFound, Param: "model",
-			Message: fmt.Sprintf("the model %q does not exist; GET /v1/models lists the models", truncate(req.Model))}
+			Message: fmt.Sprintf("the model %q does not exist; GET /v1/models lists the models", clip.String(req.Model, 40))}
 	}
 	if !c.key.Allows(m.Name) {
 		return nil, nil, &Error{Code: CodeForbidden, Param: "model",
@@ -121,7 +119,8 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	}
 	defer resp.Close()
 	c.backend = resp.Backend.Name
-	raw, err := io.ReadAll(io.LimitReader(upstreamTimer{resp.Body, &c.upstream}, maxUpstreamBody))
+	// models read the answer whole, within its bound, before it came here.
+	raw, err := io.ReadAll(upstreamTimer{resp.Body, &c.upstream})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 )
@@ -58,7 +59,7 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.
 	m := s.catalog.Get(ps.ByName("model"))
 	if m == nil || !c.key.Allows(m.Name) {
 		return &Error{Code: CodeNotFound, Param: "model",
-			Message: "the model " + truncate(ps.ByName("model")) + " does not exist"}
+			Message: "the model " + clip.String(ps.ByName("model"), 40) + " does not exist"}
 	}
 	return writeJSON(w, http.StatusOK, info(m))
 }

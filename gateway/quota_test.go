@@ -272,7 +272,7 @@ func TestStoreDown(t *testing.T) {
 			t.Errorf("fail open, store down: %v", codes)
 		}
 		srv.Restart()
-		poll.Until(t, "the store to be used again", q.Available)
+		poll.Until(t, "the store to be used again", func() bool { return q.Ping(context.Background()) == nil })
 		resp := e.post(t, "/v1/chat", keyAll, hi+`}`)
 		if resp.StatusCode != 200 || resp.Header.Get("X-Ratelimit-Remaining-Requests") != "3" {
 			t.Errorf("mode %d, after recovery: %d %v", mode, resp.StatusCode, resp.Header)

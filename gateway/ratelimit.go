@@ -53,23 +53,12 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *cha
 		if d.Hopeless {
 			outcome = "too_large"
 		}
-		s.metrics.decided(r.Context(), c.key.Tier, limitName(d.Denied), outcome)
+		s.metrics.decided(r.Context(), c.key.Tier, d.Denied.String(), outcome)
 		return rateLimited(m.Name, c.key.Limits, d, est)
 	}
 	s.metrics.decided(r.Context(), c.key.Tier, "none", "allowed")
 	c.reservation = d.Reservation
 	return nil
-}
-
-// limitName is the metric label of the limit that refused.
-func limitName(l quota.Limit) string {
-	switch l {
-	case quota.Requests:
-		return "rpm"
-	case quota.Tokens:
-		return "tpm"
-	}
-	return "tpd"
 }
 
 // peekHeaders sets the rate-limit headers of an authenticated answer that

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/models"
 )
 
@@ -141,7 +142,7 @@ func (c *chatRequest) decodeMessages() error {
 			return badRequest(param+".role", "missing required parameter: "+param+".role")
 		}
 		if !roles[*m.Role] {
-			return badRequest(param+".role", fmt.Sprintf("unknown role %q: use system, developer, user, assistant or tool", truncate(*m.Role)))
+			return badRequest(param+".role", fmt.Sprintf("unknown role %q: use system, developer, user, assistant or tool", clip.String(*m.Role, 40)))
 		}
 		n, err := c.decodeContent(param+".content", *m.Role, m.Content)
 		if err != nil {
@@ -197,7 +198,7 @@ func (c *chatRequest) decodeContent(param, role string, raw json.RawMessage) (in
 				c.PromptTokens += imageTokens
 			case "refusal":
 			default:
-				return 0, badRequest(pp+".type", fmt.Sprintf("unsupported content part type %q: use text or image_url", truncate(p.Type)))
+				return 0, badRequest(pp+".type", fmt.Sprintf("unsupported content part type %q: use text or image_url", clip.String(p.Type, 40)))
 			}
 		}
 		return chars, nil
@@ -275,11 +276,3 @@ func (c *chatRequest) upstreamBody(stream bool) []byte {
 }
 
 func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
-
-// truncate keeps client-supplied strings in messages short.
-func truncate(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
-	}
-	return s
-}

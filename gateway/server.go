@@ -19,6 +19,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/crockford"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
@@ -172,13 +173,13 @@ func New(o Options) (*Server, error) {
 	}
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		w.Header().Set("X-Request-Id", newID("req"))
+		w.Header().Set("X-Request-Id", crockford.NewID("req"))
 		writeError(w, errNotFound)
 		s.metrics.done(r.Context(), "unmatched", r.Method, http.StatusNotFound, &call{}, time.Since(start))
 	})
 	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		w.Header().Set("X-Request-Id", newID("req"))
+		w.Header().Set("X-Request-Id", crockford.NewID("req"))
 		writeError(w, &Error{Code: CodeMethodNotAllowed,
 			Message: r.Method + " is not allowed here; allowed: " + w.Header().Get("Allow")})
 		s.metrics.done(r.Context(), "unmatched", r.Method, http.StatusMethodNotAllowed, &call{}, time.Since(start))
@@ -191,9 +192,7 @@ func New(o Options) (*Server, error) {
 		writeError(w, &Error{Code: CodeServerError, Message: "internal error; it has been logged"})
 	}
 	s.router = r
-	for _, ar := range []*httprouter.Router{s.adminRouter} {
-		ar.NotFound, ar.MethodNotAllowed, ar.PanicHandler = r.NotFound, r.MethodNotAllowed, r.PanicHandler
-	}
+	s.adminRouter.NotFound, s.adminRouter.MethodNotAllowed, s.adminRouter.PanicHandler = r.NotFound, r.MethodNotAllowed, r.PanicHandler
 	return s, nil
 }
 
@@ -268,7 +267,7 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 		defer s.inflight.Add(-1)
 		s.metrics.active.Add(r.Context(), 1)
 		defer s.metrics.active.Add(r.Context(), -1)
-		c := &call{id: newID(idPrefix), start: time.Now()}
+		c := &call{id: crockford.NewID(idPrefix), start: time.Now()}
 		r, span := s.startSpan(r, route)
 		w.Header().Set("X-Request-Id", c.id)
 		err := h(w, r, ps, c)

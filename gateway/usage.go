@@ -20,13 +20,9 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, _ httprouter.P
 	if err := s.authenticate(r, c, keys.ScopeUsage, "GET /v1/usage"); err != nil {
 		return err
 	}
-	period := time.Now().UTC().Format("2006-01")
-	if q := r.URL.Query(); q.Has("period") {
-		p, err := usage.ParsePeriod(q.Get("period"))
-		if err != nil {
-			return badRequest("period", "period must be a month as YYYY-MM, such as "+period)
-		}
-		period = p
+	period, err := periodParam(r)
+	if err != nil {
+		return err
 	}
 	s.peekHeaders(w, r, c)
 	sum, err := s.ledger.Summary(r.Context(), c.key.ID, period)
@@ -38,4 +34,18 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, _ httprouter.P
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, sum)
+}
+
+// periodParam is the request's ?period=YYYY-MM, by default the current
+// UTC month.
+func periodParam(r *http.Request) (string, error) {
+	period := time.Now().UTC().Format("2006-01")
+	if q := r.URL.Query(); q.Has("period") {
+		p, err := usage.ParsePeriod(q.Get("period"))
+		if err != nil {
+			return "", badRequest("period", "period must be a month as YYYY-MM, such as "+period)
+		}
+		period = p
+	}
+	return period, nil
 }

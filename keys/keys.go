@@ -12,6 +12,8 @@ import (
 	"hash/crc32"
 	"strings"
 	"time"
+
+	"github.com/obol/obol/internal/crockford"
 )
 
 // Scopes a key may hold.
@@ -84,7 +86,6 @@ const (
 	randLen      = 52
 	sumLen       = 6
 	secretLen    = len(SecretPrefix) + idLen + 1 + randLen + sumLen
-	crockford    = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 )
 
 // IDPrefix starts every key id: key_ and the id inside the secret.
@@ -101,7 +102,7 @@ func randomBase32(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	for i := range b {
-		b[i] = crockford[b[i]&31]
+		b[i] = crockford.Alphabet[b[i]&31]
 	}
 	return string(b)
 }
@@ -110,7 +111,7 @@ func checksum(body string) string {
 	c := crc32.ChecksumIEEE([]byte(body))
 	out := make([]byte, sumLen)
 	for i := sumLen - 1; i >= 0; i-- {
-		out[i] = crockford[c&31]
+		out[i] = crockford.Alphabet[c&31]
 		c >>= 5
 	}
 	return string(out)

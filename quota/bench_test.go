@@ -18,7 +18,7 @@ func BenchmarkAdmitSettle(b *testing.B) {
 		s    store
 	}{
 		{"memory", NewMemory()},
-		{"redis", NewRedis(rdb, prefix)},
+		{"redis", &redisStore{NewRedis(rdb, prefix)}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			lim := Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50}

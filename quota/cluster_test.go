@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/obol/obol/internal/redistest"
 )
 
@@ -15,12 +13,7 @@ import (
 // (their keys share a hash slot), keys spread over the masters, and the
 // limits hold per key.
 func TestCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Redis Cluster")
-	}
-	addrs := redistest.Cluster(t, 3)
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs, MaxRetries: -1})
-	defer rdb.Close()
+	rdb, addrs := redistest.ClusterClient(t, 3)
 	ctx := context.Background()
 	r := NewRedis(rdb, "obol:")
 	clock := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
@@ -39,7 +32,7 @@ func TestCluster(t *testing.T) {
 			}
 			if d.Allowed {
 				allowed++
-				if err := r.Settle(ctx, d.Reservation, 40); err != nil {
+				if err := r.SettleBatch(ctx, []Settlement{{Res: d.Reservation, Actual: 40}}); err != nil {
 					t.Fatalf("settle %s: %v", key, err)
 				}
 			}
@@ -53,15 +46,7 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	// The keys landed on more than one master.
-	used := 0
-	for _, a := range addrs {
-		c := redis.NewClient(&redis.Options{Addr: a})
-		if n, _ := c.DBSize(ctx).Result(); n > 0 {
-			used++
-		}
-		c.Close()
-	}
-	if used < 2 {
+	if used := redistest.MastersUsed(t, addrs); used < 2 {
 		t.Errorf("keys on %d masters; the test did not exercise the cluster", used)
 	}
 }

@@ -48,11 +48,7 @@ type Options struct {
 	// ProbeInterval is how often an unreachable store is tried again;
 	// 0 means 500 ms.
 	ProbeInterval time.Duration
-	// SettleLinger is how long settlements gather before a write; 0
-	// means 1 ms, a negative value none (for a store that batches its
-	// writes itself).
-	SettleLinger time.Duration
-	Log          *slog.Logger
+	Log           *slog.Logger
 	// Meter records store errors and fail-open admissions; nil means the
 	// global OpenTelemetry meter provider.
 	Meter metric.Meter
@@ -86,10 +82,6 @@ type Limiter struct {
 	settling sync.WaitGroup
 }
 
-// settleLinger gathers settlements for a millisecond, so that under load
-// one pipeline carries many.
-const settleLinger = time.Millisecond
-
 // NewLimiter returns a Limiter over store.
 func NewLimiter(store Store, o Options) *Limiter {
 	if o.Timeout <= 0 {
@@ -100,9 +92,6 @@ func NewLimiter(store Store, o Options) *Limiter {
 	}
 	if o.ProbeInterval <= 0 {
 		o.ProbeInterval = 500 * time.Millisecond
-	}
-	if o.SettleLinger == 0 {
-		o.SettleLinger = settleLinger
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -119,9 +108,6 @@ func NewLimiter(store Store, o Options) *Limiter {
 		metric.WithDescription("Requests decided by a replica's local limits while the quota store was unreachable"))
 	return l
 }
-
-// Available reports whether the limiter is deciding in the store.
-func (l *Limiter) Available() bool { return !l.down.Load() }
 
 // Ping asks the store whether it answers, for readiness; a failure starts
 // an outage as a failed admission would.
@@ -231,15 +217,6 @@ func (l *Limiter) settler() {
 		var closing bool
 		select {
 		case <-l.skick:
-			if l.opt.SettleLinger > 0 {
-				t := time.NewTimer(l.opt.SettleLinger)
-				select {
-				case <-t.C:
-				case <-l.stop:
-					closing = true
-				}
-				t.Stop()
-			}
 		case <-l.stop:
 			closing = true
 		}

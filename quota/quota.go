@@ -29,14 +29,15 @@ const (
 	DailyTokens
 )
 
+// String is the limit's short name, as metrics label it: rpm, tpm, tpd.
 func (l Limit) String() string {
 	switch l {
 	case Requests:
-		return "requests"
+		return "rpm"
 	case Tokens:
-		return "tokens"
+		return "tpm"
 	case DailyTokens:
-		return "daily_tokens"
+		return "tpd"
 	}
 	return "none"
 }

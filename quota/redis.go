@@ -2,7 +2,6 @@ package quota
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -217,23 +216,6 @@ func (r *Redis) admit(ctx context.Context, key string, lim Limits, tokens int64,
 		dec.Reservation = &Reservation{Key: key, Day: d, Tokens: tokens, Limits: lim}
 	}
 	return dec, nil
-}
-
-// Settle replaces a reservation's estimate by the actual token count.
-func (r *Redis) Settle(ctx context.Context, res *Reservation, actual int64) error {
-	if res == nil {
-		return errors.New("settle: no reservation")
-	}
-	delta := actual - res.Tokens
-	if delta == 0 {
-		return nil
-	}
-	_, nowArg := r.clock()
-	k := r.keys(res.Key, res.Day)
-	if err := settleScript.Run(ctx, r.rdb, k[1:], nowArg, res.Limits.TPM, delta).Err(); err != nil {
-		return fmt.Errorf("settle %s: %w", res.Key, err)
-	}
-	return nil
 }
 
 // Settlement is a reservation and what the request actually used.

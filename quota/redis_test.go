@@ -10,13 +10,21 @@ import (
 
 // testRedis returns a limiter on the shared test Redis under a prefix of
 // its own, with a clock the test moves.
-func testRedis(t *testing.T) (*Redis, *time.Time) {
+func testRedis(t *testing.T) (*redisStore, *time.Time) {
 	t.Helper()
 	rdb, prefix := redistest.Shared(t)
 	clock := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	r := NewRedis(rdb, prefix)
 	r.now = func() time.Time { return clock }
-	return r, &clock
+	return &redisStore{r}, &clock
+}
+
+// redisStore settles one reservation at a time, as the semantic tests
+// do; the gateway settles through a Limiter, in batches.
+type redisStore struct{ *Redis }
+
+func (r *redisStore) Settle(ctx context.Context, res *Reservation, actual int64) error {
+	return r.SettleBatch(ctx, []Settlement{{Res: res, Actual: actual}})
 }
 
 // TestScriptFlushed: after SCRIPT FLUSH (a Redis restart, a failover),

@@ -15,12 +15,7 @@ import (
 // (so hash slots) is written in one pipeline, each month's keys read in
 // one go, and scripts flushed from every master are loaded again.
 func TestCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Redis Cluster")
-	}
-	addrs := redistest.Cluster(t, 3)
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs, MaxRetries: -1})
-	defer rdb.Close()
+	rdb, addrs := redistest.ClusterClient(t, 3)
 	ctx := context.Background()
 	r := NewRedis(rdb, "obol:")
 	months := []time.Time{nov, nov.AddDate(0, 1, 0), nov.AddDate(0, 2, 0), nov.AddDate(0, 3, 0)}
@@ -56,15 +51,7 @@ func TestCluster(t *testing.T) {
 			}
 		}
 	}
-	used := 0
-	for _, a := range addrs {
-		c := redis.NewClient(&redis.Options{Addr: a})
-		if n, _ := c.DBSize(ctx).Result(); n > 0 {
-			used++
-		}
-		c.Close()
-	}
-	if used < 2 {
+	if used := redistest.MastersUsed(t, addrs); used < 2 {
 		t.Errorf("months on %d masters; the test did not exercise the cluster", used)
 	}
 }

@@ -83,21 +83,6 @@ func (e *Embedded) prune(tx *bolt.Tx, now time.Time) error {
 	return nil
 }
 
-// Record adds rec unless its request id is there already; it reports
-// whether it was added.
-func (e *Embedded) Record(_ context.Context, rec Record) (bool, error) {
-	added := false
-	err := e.db.Batch(func(tx *bolt.Tx) error {
-		var err error
-		added, err = add(tx, rec) // Batch may run this again: added is reset
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("record %s: %w", rec.RequestID, err)
-	}
-	return added, nil
-}
-
 // Write adds recs in one transaction: one fsync for the batch.
 func (e *Embedded) Write(_ context.Context, recs []Record) error {
 	err := e.db.Update(func(tx *bolt.Tx) error {

@@ -2,7 +2,6 @@ package usage
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -202,25 +201,32 @@ func (l *Ledger) Close(ctx context.Context) error {
 	return l.spool.close()
 }
 
+// writerState is the writer's loop state: the channel that stops a wait
+// (Close, then the Close context's end), whether it is closing, the
+// context of its writes, and the wait before the next try.
+type writerState struct {
+	stop    <-chan struct{}
+	closing bool
+	base    context.Context
+	wait    time.Duration
+}
+
 // run is the writer: it takes everything queued, writes it in batches,
 // and on failure puts it back and waits before the next try.
 func (l *Ledger) run() {
 	defer close(l.stopped)
-	var stop <-chan struct{} = l.quit // the Close context's Done once closing
-	closing := false
-	base := context.Background()
-	wait := l.opt.Retry
+	st := &writerState{stop: l.quit, base: context.Background(), wait: l.opt.Retry}
 	for {
 		batch, gen := l.take()
 		if len(batch) == 0 {
 			close(gen)
-			if closing {
+			if st.closing {
 				return
 			}
 			if l.spilled.Load() && !l.isFailing() {
-				if err := l.replay(base); err != nil {
+				if err := l.replay(st.base); err != nil {
 					l.opt.Log.Warn("usage spool not replayed yet; will retry", "err", err)
-					if !l.pause(&wait, &stop, &closing, &base) {
+					if !l.pause(st) {
 						return
 					}
 					continue
@@ -228,23 +234,29 @@ func (l *Ledger) run() {
 			}
 			select {
 			case <-l.kick:
-				l.linger(stop)
-			case <-stop:
-				closing, stop, base = true, l.closeCtx.Done(), l.closeCtx
+				l.linger(st.stop)
+			case <-st.stop:
+				l.startClosing(st)
 			}
 			continue
 		}
-		n, err := l.write(base, batch)
+		n, err := l.write(st.base, batch)
 		l.done(batch, n, err)
 		close(gen)
 		if err == nil {
-			wait = l.opt.Retry
+			st.wait = l.opt.Retry
 			continue
 		}
-		if !l.pause(&wait, &stop, &closing, &base) {
+		if !l.pause(st) {
 			return
 		}
 	}
+}
+
+// startClosing turns the writer to closing: its waits now end with the
+// Close context, and its writes run under it.
+func (l *Ledger) startClosing(st *writerState) {
+	st.closing, st.stop, st.base = true, l.closeCtx.Done(), l.closeCtx
 }
 
 // linger lets more records join the write, unless closing or a batch is
@@ -269,17 +281,17 @@ func (l *Ledger) linger(stop <-chan struct{}) {
 
 // pause waits before the next try after a failure. Closing, it stops when
 // the Close context ends, spooling what is queued, and reports false.
-func (l *Ledger) pause(wait *time.Duration, stop *<-chan struct{}, closing *bool, base *context.Context) bool {
-	t := time.NewTimer(*wait)
+func (l *Ledger) pause(st *writerState) bool {
+	t := time.NewTimer(st.wait)
 	defer t.Stop()
-	*wait = min(2**wait, 16*l.opt.Retry)
+	st.wait = min(2*st.wait, 16*l.opt.Retry)
 	select {
 	case <-t.C:
 		return true
-	case <-*stop:
+	case <-st.stop:
 	}
-	if !*closing {
-		*closing, *stop, *base = true, l.closeCtx.Done(), l.closeCtx
+	if !st.closing {
+		l.startClosing(st)
 		return true
 	}
 	// The Close context is over: what is left goes to the spool.
@@ -377,58 +389,6 @@ func (l *Ledger) logDelayed(rec Record, err error) {
 		attrs = append(attrs, slog.String("err", err.Error()))
 	}
 	l.opt.Log.LogAttrs(context.Background(), slog.LevelWarn, "usage record delayed", attrs...)
-}
-
-// spill writes records to the spool; failing that, it logs them whole so
-// that they can still be recovered from the log.
-func (l *Ledger) spill(ps []pending, why string) {
-	if len(ps) == 0 {
-		return
-	}
-	recs := make([]Record, len(ps))
-	for i, p := range ps {
-		recs[i] = p.rec
-	}
-	err := l.spool.append(recs)
-	if err == nil {
-		l.spilled.Store(true)
-		l.spooled.Add(context.Background(), int64(len(recs)))
-		for _, rec := range recs {
-			l.opt.Log.LogAttrs(context.Background(), slog.LevelWarn, "usage record spooled",
-				append(recordAttrs(rec), slog.String("reason", why), slog.String("spool", l.spool.path()))...)
-		}
-		return
-	}
-	l.lost.Add(context.Background(), int64(len(recs)))
-	for _, rec := range recs {
-		l.opt.Log.LogAttrs(context.Background(), slog.LevelError, "usage record NOT stored: neither the ledger nor the spool took it",
-			append(recordAttrs(rec), slog.String("reason", why), slog.String("err", err.Error()))...)
-	}
-}
-
-// replay writes every spool file no other process holds into the store,
-// deleting each once it is written.
-func (l *Ledger) replay(base context.Context) error {
-	n, err := l.spool.replay(func(recs []Record) error {
-		for i := 0; i < len(recs); i += l.opt.Batch {
-			ctx, cancel := context.WithTimeout(base, l.opt.Timeout)
-			err := l.store.Write(ctx, recs[i:min(i+l.opt.Batch, len(recs))])
-			cancel()
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	}, l.opt.Log)
-	if n > 0 {
-		l.replayed.Add(context.Background(), int64(n))
-		l.opt.Log.Info("usage records replayed from the spool", "records", n)
-	}
-	if err != nil {
-		return fmt.Errorf("replay spool: %w", err)
-	}
-	l.spilled.Store(false)
-	return nil
 }
 
 func recordAttrs(rec Record) []slog.Attr {

@@ -58,18 +58,6 @@ func (r *Redis) SetPipelines(p Pipelines) { r.pipe = p }
 
 func (r *Redis) month(period string) string { return r.prefix + "{usage:" + period + "}:" }
 
-// Record adds rec to the ledger unless its request id is there already;
-// it reports whether it was added.
-func (r *Redis) Record(ctx context.Context, rec Record) (bool, error) {
-	m := r.month(rec.Period())
-	n, err := recordScript.Run(ctx, r.rdb, []string{m + "req:" + rec.RequestID, m + "key:" + rec.Key, m + "keys"},
-		rec.Model, rec.PromptTokens, rec.CompletionTokens, rec.Key, int64(recordTTL/time.Second)).Int()
-	if err != nil {
-		return false, fmt.Errorf("record %s: %w", rec.RequestID, err)
-	}
-	return n == 1, nil
-}
-
 // Write adds recs in one pipelined round trip (one per node on a
 // Cluster), each once by its request id. Scripts missing after a Redis
 // restart are loaded and the whole batch is sent again, which the request

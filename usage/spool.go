@@ -2,6 +2,7 @@ package usage
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/obol/obol/internal/clip"
 )
 
 // spool is a directory of JSON-lines files of records that the store did
@@ -170,7 +173,7 @@ func replayFile(name string, write func([]Record) error, log *slog.Logger) (int,
 		var rec Record
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil || rec.RequestID == "" {
 			// A line cut short by a crash; it was never acknowledged.
-			log.Error("usage spool: unreadable line skipped", "file", name, "line", line, "text", truncate(sc.Text(), 300))
+			log.Error("usage spool: unreadable line skipped", "file", name, "line", line, "text", clip.String(sc.Text(), 300))
 			continue
 		}
 		recs = append(recs, rec)
@@ -192,9 +195,54 @@ func replayFile(name string, write func([]Record) error, log *slog.Logger) (int,
 	return total, nil
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// spill writes records to the spool; failing that, it logs them whole so
+// that they can still be recovered from the log.
+func (l *Ledger) spill(ps []pending, why string) {
+	if len(ps) == 0 {
+		return
 	}
-	return s[:n] + "…"
+	recs := make([]Record, len(ps))
+	for i, p := range ps {
+		recs[i] = p.rec
+	}
+	err := l.spool.append(recs)
+	if err == nil {
+		l.spilled.Store(true)
+		l.spooled.Add(context.Background(), int64(len(recs)))
+		for _, rec := range recs {
+			l.opt.Log.LogAttrs(context.Background(), slog.LevelWarn, "usage record spooled",
+				append(recordAttrs(rec), slog.String("reason", why), slog.String("spool", l.spool.path()))...)
+		}
+		return
+	}
+	l.lost.Add(context.Background(), int64(len(recs)))
+	for _, rec := range recs {
+		l.opt.Log.LogAttrs(context.Background(), slog.LevelError, "usage record NOT stored: neither the ledger nor the spool took it",
+			append(recordAttrs(rec), slog.String("reason", why), slog.String("err", err.Error()))...)
+	}
+}
+
+// replay writes every spool file no other process holds into the store,
+// deleting each once it is written.
+func (l *Ledger) replay(base context.Context) error {
+	n, err := l.spool.replay(func(recs []Record) error {
+		for i := 0; i < len(recs); i += l.opt.Batch {
+			ctx, cancel := context.WithTimeout(base, l.opt.Timeout)
+			err := l.store.Write(ctx, recs[i:min(i+l.opt.Batch, len(recs))])
+			cancel()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}, l.opt.Log)
+	if n > 0 {
+		l.replayed.Add(context.Background(), int64(n))
+		l.opt.Log.Info("usage records replayed from the spool", "records", n)
+	}
+	if err != nil {
+		return fmt.Errorf("replay spool: %w", err)
+	}
+	l.spilled.Store(false)
+	return nil
 }

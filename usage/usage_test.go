@@ -15,7 +15,7 @@ import (
 )
 
 type ledger interface {
-	Record(ctx context.Context, rec Record) (bool, error)
+	Write(ctx context.Context, recs []Record) error
 	Summary(ctx context.Context, key, period string) (*Summary, error)
 	All(ctx context.Context, period string) (map[string]*Summary, error)
 }
@@ -37,13 +37,26 @@ func forEachLedger(t *testing.T, f func(t *testing.T, l ledger)) {
 
 var nov = time.Date(2026, 11, 15, 12, 0, 0, 0, time.UTC)
 
+// record writes rec alone and reports whether it was added, from the
+// requests its key, month and model count before and after.
 func record(t *testing.T, l ledger, rec Record) bool {
 	t.Helper()
-	added, err := l.Record(context.Background(), rec)
-	if err != nil {
+	ctx := context.Background()
+	requests := func() int64 {
+		s, err := l.Summary(ctx, rec.Key, rec.Period())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, ok := s.ByModel[rec.Model]; ok {
+			return m.Requests
+		}
+		return 0
+	}
+	before := requests()
+	if err := l.Write(ctx, []Record{rec}); err != nil {
 		t.Fatal(err)
 	}
-	return added
+	return requests() > before
 }
 
 func TestLedgerTotals(t *testing.T) {
@@ -115,7 +128,7 @@ func TestConcurrentRecords(t *testing.T) {
 				defer wg.Done()
 				for i := 0; i < 50; i++ {
 					rec := Record{RequestID: fmt.Sprintf("req_%d", i*8+w%4), Key: "k", Model: "minos", Time: nov, PromptTokens: 2, CompletionTokens: 3}
-					if _, err := l.Record(context.Background(), rec); err != nil {
+					if err := l.Write(context.Background(), []Record{rec}); err != nil {
 						t.Error(err)
 						return
 					}

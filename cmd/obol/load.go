@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/obol/obol/internal/clip"
 	"gopkg.in/yaml.v3"
 )
 
@@ -88,15 +89,8 @@ func withSource(msg string, src []byte) string {
 		if n < 1 || n > len(lines) {
 			return m
 		}
-		return fmt.Sprintf("line %d (%s): ", n, truncateLine(strings.TrimSpace(lines[n-1])))
+		return fmt.Sprintf("line %d (%s): ", n, clip.String(strings.TrimSpace(lines[n-1]), 80))
 	})
-}
-
-func truncateLine(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "…"
-	}
-	return s
 }
 
 // redactURL hides a URL's password.

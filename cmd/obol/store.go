@@ -118,7 +118,7 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (
 	if c.Redis.FailMode == "closed" {
 		mode = quota.FailClosed
 	}
-	l := quota.NewLimiter(r, quota.Options{Timeout: c.Redis.Timeout, Mode: mode, Replicas: c.Redis.Replicas, Log: log, SettleLinger: -1})
+	l := quota.NewLimiter(r, quota.Options{Timeout: c.Redis.Timeout, Mode: mode, Replicas: c.Redis.Replicas, Log: log})
 	u := usage.NewRedis(rdb, c.Redis.Prefix)
 	u.SetPipelines(batch)
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -1,4 +1,6 @@
-package gateway
+// Package crockford holds Crockford's base-32 alphabet, which obol's key
+// secrets and ids are written in, and the request ids made of it (ULIDs).
+package crockford
 
 import (
 	"crypto/rand"
@@ -6,12 +8,13 @@ import (
 	"time"
 )
 
-// crockford is the ULID alphabet.
-const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+// Alphabet is Crockford's base-32: no I, L, O or U, so that an id
+// survives being read aloud or retyped.
+const Alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
-// newID returns prefix_ULID: 48 bits of milliseconds and 80 random bits,
+// NewID returns prefix_ULID: 48 bits of milliseconds and 80 random bits,
 // so ids sort by time and never repeat across replicas.
-func newID(prefix string) string {
+func NewID(prefix string) string {
 	var b [16]byte
 	ms := uint64(time.Now().UnixMilli())
 	binary.BigEndian.PutUint16(b[0:], uint16(ms>>32))
@@ -35,7 +38,7 @@ func newID(prefix string) string {
 		default:
 			v = lo >> shift
 		}
-		out = append(out, crockford[v&31])
+		out = append(out, Alphabet[v&31])
 	}
 	return string(out)
 }

@@ -209,3 +209,32 @@ func StartSentinel(t testing.TB, master *Server, name string) *Server {
 	t.Cleanup(s.Stop)
 	return s
 }
+
+// ClusterClient starts a cluster of n masters (the test is skipped with
+// -short) and returns a client of it, closed when the test ends, and the
+// masters' addresses.
+func ClusterClient(t testing.TB, n int) (redis.UniversalClient, []string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	addrs := Cluster(t, n)
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb, addrs
+}
+
+// MastersUsed counts the masters that hold at least one key, so that a
+// cluster test can tell that its keys were spread.
+func MastersUsed(t testing.TB, addrs []string) int {
+	t.Helper()
+	used := 0
+	for _, a := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: a})
+		if n, _ := c.DBSize(context.Background()).Result(); n > 0 {
+			used++
+		}
+		c.Close()
+	}
+	return used
+}
