@@ -11,7 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/obol/obol/internal/chunk"
-	"github.com/obol/obol/internal/sse"
 	"github.com/obol/obol/models"
 )
 
@@ -78,7 +77,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 	c.backend = resp.Backend.Name
 
 	rl := &relay{c: c, req: req, model: m.Name, sse: out, native: native, created: time.Now().Unix()}
-	err = rl.run(upstreamTimer{resp.Body, &c.upstream})
+	err = rl.run(resp.Events)
 	if err != nil && r.Context().Err() == nil && !errors.Is(err, errClientGone) && !out.stop() {
 		return err // failed before the first byte: still a proper status
 	}
@@ -147,16 +146,19 @@ func (rl *relay) send(v any) error {
 	return nil
 }
 
-func (rl *relay) run(body io.Reader) error {
-	// A small buffer: lines longer than it are joined by readLine.
-	er := sse.NewReader(body, 4<<10)
+// run relays the backend's events to the client until [DONE], the end of
+// the stream, or a failure; the time spent waiting on the backend counts
+// as upstream time.
+func (rl *relay) run(events *models.Events) error {
 	finished := false // a finish_reason was seen
 	for {
 		// What was written goes out before waiting on the backend.
-		if !er.Complete() && rl.sse.flush() != nil {
+		if !events.Complete() && rl.sse.flush() != nil {
 			return errClientGone
 		}
-		data, err := er.Next()
+		waited := time.Now()
+		data, err := events.Next()
+		rl.c.upstream += time.Since(waited)
 		if err != nil {
 			if err == io.EOF && finished {
 				break // a server that closes without [DONE] after finishing

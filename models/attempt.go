@@ -69,11 +69,12 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 		}
 		return err
 	}
-	read := readWhole
+	resp = &Response{Backend: b, Header: hresp.Header, closer: &closer{close: done}}
 	if stream {
-		read = peekFirstEvent
+		resp.Events, err = peekFirstEvent(tb)
+	} else {
+		resp.Body, err = readWhole(tb)
 	}
-	rd, err := read(tb)
 	if err != nil {
 		cause := actx.Err()
 		tb.Close()
@@ -82,7 +83,7 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 		}
 		return nil, fmt.Errorf("backend %s: %w", b.Name, err)
 	}
-	return &Response{Backend: b, Header: hresp.Header, Body: &body{Reader: rd, close: done}}, nil
+	return resp, nil
 }
 
 // startAttemptSpan starts the attempt's span, under a recorded request
@@ -256,13 +257,14 @@ var (
 // peekFirstEvent reads a stream up to the end of its first event with
 // substance (content, a tool call, a finish reason, usage), past any
 // role-only chunk, so that a backend that fails before it can still be
-// failed over: nothing read so far has reached the client. It returns a
-// reader of the whole stream, what it read included.
-func peekFirstEvent(r io.Reader) (io.Reader, error) {
-	rec := &recorder{r: r}
-	er := sse.NewReader(rec, 4<<10) // the relay reads through a reader of its own
+// failed over: nothing read so far has reached the client. The events it
+// read are held, to be read again first.
+func peekFirstEvent(r io.Reader) (*Events, error) {
+	// The relay reads on through the same reader: one buffer per stream.
+	lr := &limited{r: r, n: maxPeek}
+	ev := &Events{r: sse.NewReader(lr, 4<<10)}
 	for {
-		data, err := er.Next()
+		data, err := ev.r.Next()
 		if err != nil {
 			if errors.Is(err, errPeekTooLong) {
 				return nil, fmt.Errorf("%w: no token in the first %d bytes", ErrAnswerCut, maxPeek)
@@ -272,35 +274,62 @@ func peekFirstEvent(r io.Reader) (io.Reader, error) {
 			}
 			return nil, err
 		}
-		if er.EOF() {
+		if ev.r.EOF() {
 			return nil, ErrAnswerCut // the event was cut by the end of the answer
 		}
 		done, err := substantive(data)
 		if err != nil {
 			return nil, err
 		}
+		ev.held = append(ev.held, bytes.Clone(data))
 		if done {
-			// What the event reader buffered beyond the event was read
-			// from r, so it is in rec.buf: replay all of it, then r.
-			return io.MultiReader(bytes.NewReader(rec.buf), r), nil
+			lr.off = true
+			return ev, nil
 		}
 	}
 }
 
-// recorder keeps what is read through it, up to maxPeek.
-type recorder struct {
+// Events reads a stream's events: first those the peek held back, then
+// the rest. The data of an event is valid until the next call.
+type Events struct {
+	held [][]byte
+	r    *sse.Reader
+}
+
+// Next returns the data of the next event; io.EOF at the end.
+func (e *Events) Next() ([]byte, error) {
+	if len(e.held) > 0 {
+		d := e.held[0]
+		e.held = e.held[1:]
+		return d, nil
+	}
+	return e.r.Next()
+}
+
+// Complete reports whether a whole event is ready, so that reading it
+// will not wait on the backend.
+func (e *Events) Complete() bool { return len(e.held) > 0 || e.r.Complete() }
+
+// limited reads at most n bytes of r before the peek ends, then lifts
+// its bound: a backend cannot make the gateway hold back more than n
+// bytes in search of a first token.
+type limited struct {
 	r   io.Reader
-	buf []byte
+	n   int
+	off bool // the peek is over
 }
 
 var errPeekTooLong = errors.New("peek too long")
 
-func (rc *recorder) Read(p []byte) (int, error) {
-	if len(rc.buf) > maxPeek {
+func (l *limited) Read(p []byte) (int, error) {
+	if l.off {
+		return l.r.Read(p)
+	}
+	if l.n < 0 {
 		return 0, errPeekTooLong
 	}
-	n, err := rc.r.Read(p)
-	rc.buf = append(rc.buf, p[:n]...)
+	n, err := l.r.Read(p)
+	l.n -= n
 	return n, err
 }
 
@@ -329,14 +358,14 @@ func substantive(data []byte) (bool, error) {
 
 // body is a Response's body: what was peeked, then the rest; closing it
 // ends the attempt and the call.
-type body struct {
-	io.Reader
+// closer ends a call once, however often it is closed.
+type closer struct {
 	close func() error
 	once  sync.Once
 	err   error
 }
 
-func (b *body) Close() error {
-	b.once.Do(func() { b.err = b.close() })
-	return b.err
+func (c *closer) Close() error {
+	c.once.Do(func() { c.err = c.close() })
+	return c.err
 }

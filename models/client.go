@@ -144,16 +144,19 @@ func (c *Client) counted(ctx context.Context, st *backendState, err error) {
 
 type connectTimeoutKey struct{}
 
-// Response is a backend's 200 answer. Its body enforces the model's
-// first-token, idle and total timeouts; Close must be called.
+// Response is a backend's 200 answer: a non-streaming answer read whole
+// (Body), or a stream from its first token on (Events), whose reads
+// enforce the model's idle and total timeouts. Close must be called.
 type Response struct {
 	Backend *Backend
 	Header  http.Header
-	Body    io.ReadCloser
+	Body    io.Reader // non-streaming answers
+	Events  *Events   // streams
+	closer  *closer
 }
 
 // Close releases the call.
-func (r *Response) Close() error { return r.Body.Close() }
+func (r *Response) Close() error { return r.closer.Close() }
 
 // Send posts a chat completion request to one of the model's backends,
 // and to another when that one fails before its first byte, within the
@@ -187,9 +190,8 @@ func (c *Client) Send(ctx context.Context, m *Model, reqBody []byte, stream bool
 		tried = append(tried, b)
 		resp, err := c.attempt(ctx, m, b, st, reqBody, stream)
 		if err == nil {
-			inner := resp.Body.(*body)
-			prev := inner.close
-			inner.close = func() error { err := prev(); release(); return err }
+			prev := resp.closer.close
+			resp.closer.close = func() error { err := prev(); release(); return err }
 			return resp, nil
 		}
 		last = err

@@ -3,6 +3,7 @@ package models_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -63,8 +64,21 @@ func (f *fleet) send(stream bool) (string, error) {
 		return "", err
 	}
 	defer resp.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.Backend.Name + ":" + string(b), err
+	if !stream {
+		b, err := io.ReadAll(resp.Body)
+		return resp.Backend.Name + ":" + string(b), err
+	}
+	var b strings.Builder
+	for {
+		data, err := resp.Events.Next()
+		if err == io.EOF {
+			return resp.Backend.Name + ":" + b.String(), nil
+		}
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "data: %s\n\n", data)
+	}
 }
 
 func (f *fleet) requests(i int) int64 { return f.sims[i].Stats().Requests }
