@@ -47,9 +47,6 @@ func (s *Server) adminRoutes(r *httprouter.Router) {
 	}
 }
 
-// AdminHandler serves only the admin API, for a listener of its own.
-func (s *Server) AdminHandler() http.Handler { return s.adminRouter }
-
 // keyView is a key as the admin API shows it: never its secret or digest.
 type keyView struct {
 	ID         string            `json:"id"`
@@ -104,6 +101,10 @@ type keyRequest struct {
 func decodeKeyRequest(r *http.Request, maxBody int64) (*keyRequest, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, min(maxBody, 64<<10)+1))
 	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, e // the body did not arrive in time
+		}
 		return nil, badRequest("", "the request body could not be read")
 	}
 	if int64(len(body)) > min(maxBody, 64<<10) {
@@ -114,6 +115,9 @@ func decodeKeyRequest(r *http.Request, maxBody int64) (*keyRequest, error) {
 	var kr keyRequest
 	if err := dec.Decode(&kr); err != nil {
 		return nil, badRequest(jsonField(err), "the body must be a JSON object of name, tier, models, limits, scopes, expires_at, metadata: "+err.Error())
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, badRequest("", "the body must be one JSON object with nothing after it")
 	}
 	return &kr, nil
 }

@@ -289,20 +289,25 @@ func TestAdminUsage(t *testing.T) {
 	}
 }
 
-// TestFailedAuthSlowedDown: past a burst of bad keys, an address is
-// refused before any lookup, with a Retry-After.
+// TestFailedAuthSlowedDown: past a burst of bad keys, an address's bad
+// keys are answered 429 with a Retry-After; its good ones still pass.
 func TestFailedAuthSlowedDown(t *testing.T) {
 	e := newEnv(t, sim.Config{})
 	var last *http.Response
+	var lastBody []byte
 	for i := 0; i < 25; i++ {
-		last, _ = e.do(t, "GET", "/v1/models", "sk-guess-"+strings.Repeat("x", i), "")
+		last, lastBody = e.do(t, "GET", "/v1/models", "sk-guess-"+strings.Repeat("x", i), "")
 	}
 	if last.StatusCode != 429 || last.Header.Get("Retry-After") == "" {
 		t.Fatalf("after 25 bad keys: %d %v", last.StatusCode, last.Header)
 	}
-	// Refused before the key is looked at: a good key from there too.
-	if resp, b := e.do(t, "GET", "/v1/models", keyAll, ""); resp.StatusCode != 429 || !strings.Contains(string(b), "too many failed authentications") {
-		t.Errorf("a good key from a blocked address: %d %s", resp.StatusCode, b)
+	if !strings.Contains(string(lastBody), "too many failed authentications") {
+		t.Errorf("the 429 says %s", lastBody)
+	}
+	// A valid credential is never refused by the guard (issue 15: one
+	// client behind a shared address must not lock out everyone).
+	if resp, b := e.do(t, "GET", "/v1/models", keyAll, ""); resp.StatusCode != 200 {
+		t.Errorf("a good key from an address sending bad ones: %d %s", resp.StatusCode, b)
 	}
 }
 

@@ -41,9 +41,6 @@ func secret(r *http.Request) string {
 func (s *Server) authenticate(r *http.Request, c *call, scope, what string) error {
 	_, span := s.child(r.Context(), "authenticate")
 	defer span.End()
-	if err := s.guard.check(r); err != nil {
-		return err
-	}
 	sec := secret(r)
 	if sec == "" {
 		return errNoKey
@@ -53,9 +50,7 @@ func (s *Server) authenticate(r *http.Request, c *call, scope, what string) erro
 		return unavailable("keys cannot be checked", fmt.Errorf("authenticate: %w", err))
 	}
 	if k == nil {
-		s.guard.failed(r)
-		s.metrics.authFail.Add(r.Context(), 1)
-		return errBadKey
+		return s.failedAuth(r, errBadKey)
 	}
 	c.key = k
 	if scope != "" && !k.Has(scope) {
@@ -73,21 +68,16 @@ func (s *Server) admin(h handlerFunc) handlerFunc {
 			return &Error{Code: CodeForbidden,
 				Message: "the admin API is off: start the gateway with OBOL_ADMIN_TOKEN set"}
 		}
-		if err := s.guard.check(r); err != nil {
-			return err
-		}
 		tok := secret(r)
 		if tok == "" {
 			return &Error{Code: CodeUnauthorized, Message: "missing admin token: send Authorization: Bearer <OBOL_ADMIN_TOKEN>"}
 		}
 		if !s.adminToken.Matches(tok) {
-			s.guard.failed(r)
-			s.metrics.authFail.Add(r.Context(), 1)
 			msg := "invalid admin token"
 			if strings.HasPrefix(tok, "sk-") {
 				msg = "admin routes take the admin token, not an API key"
 			}
-			return &Error{Code: CodeUnauthorized, Message: msg}
+			return s.failedAuth(r, &Error{Code: CodeUnauthorized, Message: msg})
 		}
 		return h(w, r, ps, c)
 	}

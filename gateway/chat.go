@@ -18,9 +18,6 @@ import (
 	"github.com/obol/obol/models"
 )
 
-// bodyReadTimeout bounds the time to receive a request body.
-const bodyReadTimeout = 30 * time.Second
-
 // prepare runs what every chat route does before a backend is called:
 // authenticate, read and decode the body, find the model, check the key's
 // access and the model's limits, and admit the request under the key's.
@@ -33,17 +30,17 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, stream
 	if !c.key.Has(keys.ScopeChatStream) {
 		return nil, nil, needScope(keys.ScopeChat, r.URL.Path)
 	}
-	// A body trickled in slowly must not hold a handler forever; the
-	// deadline is lifted once the body is in, so streams are not cut.
-	rc := http.NewResponseController(w)
-	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	// The body's time to arrive is bounded by the server (limitBody).
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
-	rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var e *Error
+		switch {
+		case errors.As(err, &mbe):
 			return nil, nil, &Error{Code: CodeTooLarge,
 				Message: fmt.Sprintf("the request body is over the limit of %d bytes", mbe.Limit)}
+		case errors.As(err, &e):
+			return nil, nil, e
 		}
 		return nil, nil, badRequest("", "the request body could not be read")
 	}
@@ -68,6 +65,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, stream
 	if err := req.check(m); err != nil {
 		return nil, nil, err
 	}
+	req.capOutput(m)
 	if err := s.admit(w, r, c, req, m); err != nil {
 		return nil, nil, err
 	}

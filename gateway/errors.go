@@ -236,6 +236,9 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if e.NoRetry {
 		h.Set("X-Should-Retry", "false")
 	}
+	if e.Code == CodeRequestTimeout {
+		h.Set("Connection", "close") // what is left of the body is not read
+	}
 	status := e.Status()
 	if status == StatusClientClosed {
 		status = http.StatusBadRequest // not a real status; the client is gone anyway

@@ -1,68 +1,35 @@
 package gateway
 
 import (
+	"context"
 	"net"
 	"net/http"
-	"sync"
 	"time"
-
-	"github.com/obol/obol/quota"
 )
 
-// authGuard slows down clients that keep presenting bad credentials
-// (OWASP API2): past a burst of failures from one address, its requests
-// are refused before any key is looked up, until the failures age out.
-// It counts per replica.
-type authGuard struct {
-	fails   *quota.Memory
-	limit   quota.Limits
-	mu      sync.Mutex
-	blocked map[string]time.Time // address → until
+// FailureGuard counts failed authentications per client address (OWASP
+// API2). It is consulted only after a credential failed: a valid one is
+// never refused by it, whatever its address has sent before.
+type FailureGuard interface {
+	// Fail counts a failure from addr and reports whether it is within
+	// the address's allowance, and if not, how long until one would be.
+	// An error means the shared count could not be reached; the answer
+	// is then the replica's own.
+	Fail(ctx context.Context, addr string) (allowed bool, wait time.Duration, err error)
 }
 
-// authFailuresPerMinute is how many bad credentials one address may
-// present a minute, all at once or spread.
-const authFailuresPerMinute = 20
-
-func newAuthGuard() *authGuard {
-	return &authGuard{fails: quota.NewMemory(), limit: quota.Limits{RPM: authFailuresPerMinute}, blocked: map[string]time.Time{}}
-}
-
-// check refuses an address that is blocked.
-func (g *authGuard) check(r *http.Request) error {
-	g.mu.Lock()
-	if len(g.blocked) == 0 {
-		g.mu.Unlock()
-		return nil
+// failedAuth is the answer to a bad credential: 401, or 429 once the
+// address is past its allowance of failures.
+func (s *Server) failedAuth(r *http.Request, e *Error) *Error {
+	s.metrics.authFail.Add(r.Context(), 1)
+	ok, wait, err := s.guard.Fail(r.Context(), clientAddr(r))
+	if err != nil {
+		s.log.Warn("failed authentications counted per replica: the shared count cannot be reached", "err", err)
 	}
-	addr := clientAddr(r)
-	until, ok := g.blocked[addr]
-	now := time.Now()
-	if ok && !now.Before(until) {
-		delete(g.blocked, addr)
-		ok = false
+	if ok {
+		return e
 	}
-	g.mu.Unlock()
-	if !ok {
-		return nil
-	}
-	return tooManyFailures(until.Sub(now))
-}
-
-// failed counts a bad credential; past the allowance the address is
-// blocked until it is back under it.
-func (g *authGuard) failed(r *http.Request) {
-	addr := clientAddr(r)
-	d, _ := g.fails.Admit(r.Context(), addr, g.limit, 0)
-	if d.Allowed {
-		return
-	}
-	g.mu.Lock()
-	if len(g.blocked) > 100_000 { // an address flood: start over rather than grow
-		g.blocked = map[string]time.Time{}
-	}
-	g.blocked[addr] = time.Now().Add(d.RetryAfter)
-	g.mu.Unlock()
+	return tooManyFailures(wait)
 }
 
 func tooManyFailures(wait time.Duration) *Error {

@@ -9,6 +9,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/clip"
+	"github.com/obol/obol/internal/crockford"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 )
@@ -66,13 +67,16 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.
 
 // healthz is liveness: the process serves HTTP.
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+	w.Header().Set("X-Request-Id", crockford.NewID("req"))
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyz is readiness: the quota store (when shared) and at least one
-// backend of every model answer. The
-// result is cached briefly so that probes cannot flood the backends.
+// backend of every model answer. It names no backend (it answers without
+// authentication); GET /v1/admin/backends does. The result is cached
+// briefly so that probes cannot flood the backends.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	w.Header().Set("X-Request-Id", crockford.NewID("req"))
 	rep := s.ready.report(r.Context())
 	status := http.StatusOK
 	if rep.Status != "ready" {
@@ -87,8 +91,6 @@ type Pinger interface{ Ping(context.Context) error }
 type readyReport struct {
 	Status string            `json:"status"`
 	Checks map[string]string `json:"checks"`
-	// Backends is each backend's breaker state and load.
-	Backends []models.BackendStatus `json:"backends,omitempty"`
 }
 
 type readiness struct {
@@ -141,9 +143,6 @@ func (rd *readiness) report(ctx context.Context) readyReport {
 		} else {
 			rep.Checks["model:"+m.Name] = "ok"
 		}
-	}
-	if rd.server.backends != nil {
-		rep.Backends = rd.server.backends.Status(list)
 	}
 	rd.at, rd.last = time.Now(), rep
 	return rep

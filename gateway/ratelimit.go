@@ -24,20 +24,17 @@ type Quota interface {
 	Settle(ctx context.Context, res *quota.Reservation, actual int64) error
 }
 
-// estimate is what admission reserves: the prompt estimate plus the most
-// the answer may take.
-func estimate(req *chatRequest, m *models.Model) int64 {
-	out := req.MaxTokens
-	if out <= 0 {
-		out = m.MaxOutputTokens
-	}
-	return int64(req.PromptTokens + out)
+// estimate is what admission reserves: an upper bound of what the request
+// can be charged, the prompt estimate plus n choices of the output cap
+// the backend is held to (capOutput has set one).
+func estimate(req *chatRequest) int64 {
+	return int64(req.PromptTokens) + int64(req.N)*int64(req.MaxTokens)
 }
 
 // admit reserves the request's estimate and sets the rate-limit headers,
 // which then go out with whatever answer follows, streams included.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model) error {
-	est := estimate(req, m)
+	est := estimate(req)
 	ctx, span := s.child(r.Context(), "quota.admit")
 	d, err := s.quota.Admit(ctx, c.key.ID, c.key.Limits, est)
 	span.SetAttributes(attribute.Int64("obol.quota.estimate", est), attribute.Bool("obol.quota.allowed", d.Allowed))

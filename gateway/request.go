@@ -25,8 +25,12 @@ type chatRequest struct {
 	Model        string
 	Stream       bool // the body's "stream" (the OpenAI route follows it)
 	IncludeUsage bool // stream_options.include_usage
-	// MaxTokens is max_completion_tokens or max_tokens; 0 when unset.
+	// MaxTokens is the output cap of each choice: the larger of
+	// max_tokens and max_completion_tokens when both are sent (the backend
+	// may honour either); 0 when neither is, until capOutput sets one.
 	MaxTokens int
+	// N is how many choices the backend generates (n, 1 by default).
+	N int
 	// PromptTokens is the estimate of the prompt: characters / 4, rounded
 	// up, plus imageTokens per image.
 	PromptTokens int
@@ -79,15 +83,15 @@ func decodeChat(body []byte) (*chatRequest, error) {
 		if err != nil {
 			return nil, err
 		}
-		if n > 0 && (c.MaxTokens == 0 || name == "max_completion_tokens") {
-			c.MaxTokens = n
-		}
+		c.MaxTokens = max(c.MaxTokens, n)
 	}
-	if n, err := c.positiveInt("n"); err != nil {
+	n, err := c.positiveInt("n")
+	if err != nil {
 		return nil, err
 	} else if n > 128 {
 		return nil, badRequest("n", "n must be at most 128")
 	}
+	c.N = max(n, 1)
 	if raw, ok := c.fields["stream"]; ok && !isNull(raw) {
 		if json.Unmarshal(raw, &c.Stream) != nil {
 			return nil, badRequest("stream", "stream must be a boolean")
@@ -248,6 +252,18 @@ func (c *chatRequest) check(m *models.Model) error {
 				m.Name, m.ContextWindow, c.PromptTokens+c.MaxTokens, c.PromptTokens, c.MaxTokens)}
 	}
 	return nil
+}
+
+// capOutput holds a request that sets no output cap to the model's: the
+// backend is sent max_tokens, so that what it may generate, and so what
+// admission reserves, is bounded. The cap leaves room for the prompt
+// estimate in the context window.
+func (c *chatRequest) capOutput(m *models.Model) {
+	if c.MaxTokens > 0 {
+		return
+	}
+	c.MaxTokens = max(min(m.MaxOutputTokens, m.ContextWindow-c.PromptTokens), 1)
+	c.fields["max_tokens"] = strconv.AppendInt(nil, int64(c.MaxTokens), 10)
 }
 
 // upstreamBody is the request to send the backend, without "model" (the

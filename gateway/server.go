@@ -68,6 +68,12 @@ type Options struct {
 	// Backends reports and resets the backends' breakers (the admin API,
 	// readiness); nil: the admin routes answer 501, readiness lists none.
 	Backends BackendAdmin
+	// FailureGuard counts failed authentications per address; nil means
+	// a count of this replica's own (quota.Failures).
+	FailureGuard FailureGuard
+	// BodyTimeout bounds the time to receive a request body (408 past
+	// it); 0 means 30 seconds.
+	BodyTimeout time.Duration
 	// SharedStore is the quota store replicas share, whose reachability
 	// readiness reports; nil for an in-process store.
 	SharedStore Pinger
@@ -101,7 +107,9 @@ type Server struct {
 	keepAlive time.Duration
 	router    *httprouter.Router
 	ready     readiness
-	guard     *authGuard
+	guard     FailureGuard
+	// bodyTimeout bounds the time to receive a request body.
+	bodyTimeout time.Duration
 
 	admins      KeyAdmin
 	usageAdmin  UsageAdmin
@@ -129,7 +137,14 @@ func New(o Options) (*Server, error) {
 		maxBody: o.MaxBodyBytes, keepAlive: o.KeepAlive,
 	}
 	s.abort, s.abortNow = context.WithCancel(context.Background())
-	s.guard = newAuthGuard()
+	s.bodyTimeout = o.BodyTimeout
+	if s.bodyTimeout <= 0 {
+		s.bodyTimeout = DefaultBodyTimeout
+	}
+	s.guard = o.FailureGuard
+	if s.guard == nil {
+		s.guard = quota.NewFailures(quota.DefaultFailureLimit)
+	}
 	s.metrics = newMetrics(o.Meter)
 	s.tracer = defaultTracer(o.Tracer)
 	s.admins = o.Admin
@@ -146,57 +161,9 @@ func New(o Options) (*Server, error) {
 	}
 	s.ready.server = s
 
-	r := httprouter.New()
-	for _, p := range []string{"/v1", "/api/v1"} {
-		s.add(r, "POST", p+"/chat", "chat", s.chat)
-		s.add(r, "POST", p+"/chat/stream", "chat", s.chatStream)
-		s.add(r, "POST", p+"/chat/completions", "chat", s.chatCompletions)
-		s.add(r, "GET", p+"/models", "req", s.listModels)
-		s.add(r, "GET", p+"/models/:model", "req", s.getModel)
-		s.add(r, "GET", p+"/usage", "req", s.getUsage)
-		r.GET(p+"/healthz", s.healthz)
-		r.GET(p+"/readyz", s.readyz)
-	}
-	r.GET("/healthz", s.healthz)
-	r.GET("/readyz", s.readyz)
-	s.adminRouter = httprouter.New()
-	s.adminRoutes(s.adminRouter)
-	if !o.SeparateAdmin {
-		s.adminRoutes(r)
-	}
-	if o.Metrics != nil {
-		metricsRoute := func(w http.ResponseWriter, r *http.Request, _ httprouter.Params) { o.Metrics.ServeHTTP(w, r) }
-		s.adminRouter.GET("/metrics", metricsRoute)
-		if !o.SeparateAdmin {
-			r.GET("/metrics", metricsRoute)
-		}
-	}
-	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		w.Header().Set("X-Request-Id", crockford.NewID("req"))
-		writeError(w, errNotFound)
-		s.metrics.done(r.Context(), "unmatched", r.Method, http.StatusNotFound, &call{}, time.Since(start))
-	})
-	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		w.Header().Set("X-Request-Id", crockford.NewID("req"))
-		writeError(w, &Error{Code: CodeMethodNotAllowed,
-			Message: r.Method + " is not allowed here; allowed: " + w.Header().Get("Allow")})
-		s.metrics.done(r.Context(), "unmatched", r.Method, http.StatusMethodNotAllowed, &call{}, time.Since(start))
-	})
-	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
-		if v == http.ErrAbortHandler {
-			panic(v)
-		}
-		s.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
-		writeError(w, &Error{Code: CodeServerError, Message: "internal error; it has been logged"})
-	}
-	s.router = r
-	s.adminRouter.NotFound, s.adminRouter.MethodNotAllowed, s.adminRouter.PanicHandler = r.NotFound, r.MethodNotAllowed, r.PanicHandler
+	s.routes(o)
 	return s, nil
 }
-
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
 
 // BaseContext is for http.Server.BaseContext: requests served under it
 // end when Abort is called.
@@ -277,6 +244,11 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 			e := asError(err, c.model)
 			if e.Code == CodeClientClosed && s.abort.Err() != nil {
 				e = errShuttingDown // not the client: the gateway stopped it
+			}
+			if !c.started && e.Code != CodeClientClosed {
+				if de := drainBody(r); de != nil {
+					e = de // the body never came: that, not e, is the answer
+				}
 			}
 			status, code = e.Status(), e.Code
 			if !c.started && e.Code != CodeClientClosed {

@@ -46,6 +46,11 @@ func (r *Registry) Create(ctx context.Context, s Spec) (*Key, string, error) {
 			continue // 50 random bits of id collided: draw again
 		}
 		if err != nil {
+			if !errors.Is(err, ErrExists) {
+				// The store may have taken the key before it failed to
+				// answer; its secret is never shown, so it must not stay.
+				r.undo(k)
+			}
 			return nil, "", err
 		}
 		return k, secret, nil
@@ -147,3 +152,35 @@ type InvalidError struct {
 }
 
 func (e *InvalidError) Error() string { return e.Field + ": " + e.Msg }
+
+// undoTries bounds the attempts to undo a create whose outcome is not
+// known: about 10 minutes, doubling from 100 ms to 10 s.
+const undoTries = 70
+
+// undo deletes a key whose create failed, in the background until the
+// store answers: a failed create leaves nothing behind once the store is
+// back (the key could never have been used: its secret was not shown).
+func (r *Registry) undo(k *Key) {
+	r.done.Add(1)
+	go func() {
+		defer r.done.Done()
+		wait := 100 * time.Millisecond
+		for i := 0; i < undoTries; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), r.opt.Timeout)
+			err := r.store.Delete(ctx, k.ID, k.Hash)
+			cancel()
+			if err == nil {
+				r.opt.Log.Info("failed key create undone", "key_id", k.ID)
+				return
+			}
+			select {
+			case <-r.stop:
+				r.opt.Log.Error("failed key create not undone before shutdown; revoke it", "key_id", k.ID, "err", err)
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 10*time.Second)
+		}
+		r.opt.Log.Error("failed key create not undone; revoke it", "key_id", k.ID)
+	}()
+}

@@ -59,6 +59,20 @@ func (e *Embedded) Create(_ context.Context, k *Key) error {
 	return nil
 }
 
+// Delete removes the key with id and digest, if it is there.
+func (e *Embedded) Delete(_ context.Context, id, digest string) error {
+	err := e.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(keysBucket).Delete([]byte(id)); err != nil {
+			return err
+		}
+		return tx.Bucket(digestsBucket).Delete([]byte(digest))
+	})
+	if err != nil {
+		return fmt.Errorf("delete key %s: %w", id, err)
+	}
+	return nil
+}
+
 func (e *Embedded) Update(_ context.Context, k *Key) error {
 	stored := *k
 	stored.LastUsedAt = nil

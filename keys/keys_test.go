@@ -13,6 +13,7 @@ import (
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/quota"
+	"github.com/redis/go-redis/v9"
 )
 
 // forEachStore runs f against real Redis and the embedded store.
@@ -247,4 +248,32 @@ func TestValidation(t *testing.T) {
 			t.Errorf("refused specs were stored: %v", list)
 		}
 	})
+}
+
+// TestFailedCreateUndone: a create whose store stalls past its timeout
+// answers an error, and the key it may have written is removed once the
+// store answers: nothing is left behind whose secret was never shown.
+func TestFailedCreateUndone(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	st := NewRedis(rdb, "obol:")
+	r := newRegistry(t, st, Options{Timeout: 200 * time.Millisecond})
+	srv.Pause()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_, _, err := r.Create(ctx, Spec{Name: "stalled", Tier: "free"})
+	cancel()
+	srv.Resume()
+	if err == nil {
+		t.Fatal("a create into a stalled store succeeded")
+	}
+	poll.Until(t, "the failed create to be undone", func() bool {
+		list, err := st.List(context.Background())
+		return err == nil && len(list) == 0
+	})
+	// And it stays undone: the create that was in flight cannot land late.
+	time.Sleep(100 * time.Millisecond)
+	if list, _ := st.List(context.Background()); len(list) != 0 {
+		t.Errorf("a failed create left %d keys", len(list))
+	}
 }

@@ -20,6 +20,7 @@ import (
 //	PREFIX{keys}:digest:HEX the id of the key whose secret has this SHA-256
 //	PREFIX{keys}:ids        every id
 //	PREFIX{keys}:changes    a stream of changed ids, read by every replica
+//	PREFIX{keys}:deleted:ID a day's tombstone of a key whose failed create was undone
 //	PREFIX{keys}:used       last use, unix ms by id
 type Redis struct {
 	rdb redis.UniversalClient
@@ -35,10 +36,10 @@ func NewRedis(rdb redis.UniversalClient, prefix string) *Redis {
 // behind than this drops its whole cache.
 const changesLen = 10_000
 
-// createScript: KEYS record, digest index, ids, changes; ARGV id, JSON,
+// createScript: KEYS record, digest index, ids, changes, tombstone; ARGV id, JSON,
 // stream length.
 var createScript = redis.NewScript(`
-if redis.call("EXISTS", KEYS[1]) == 1 or redis.call("EXISTS", KEYS[2]) == 1 then
+if redis.call("EXISTS", KEYS[1]) == 1 or redis.call("EXISTS", KEYS[2]) == 1 or redis.call("EXISTS", KEYS[5]) == 1 then
   return 0
 end
 redis.call("SET", KEYS[1], ARGV[2])
@@ -58,12 +59,33 @@ redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[3], "*", "id", ARGV[1])
 return 1
 `)
 
+// deleteScript: KEYS record, digest, ids, changes, tombstone; ARGV id,
+// stream length. The tombstone (a day) refuses a create of the same id
+// that arrives after it: the create being undone, sent before a stall.
+var deleteScript = redis.NewScript(`
+redis.call("SET", KEYS[5], "1", "EX", 86400)
+redis.call("DEL", KEYS[1], KEYS[2])
+redis.call("SREM", KEYS[3], ARGV[1])
+redis.call("XADD", KEYS[4], "MAXLEN", "~", ARGV[2], "*", "id", ARGV[1])
+return 1
+`)
+
+// Delete removes the key with id and digest, if it is there.
+func (r *Redis) Delete(ctx context.Context, id, digest string) error {
+	err := deleteScript.Run(ctx, r.rdb, []string{r.p + "key:" + id, r.p + "digest:" + digest, r.p + "ids", r.p + "changes", r.p + "deleted:" + id},
+		id, changesLen).Err()
+	if err != nil {
+		return fmt.Errorf("delete key %s: %w", id, err)
+	}
+	return nil
+}
+
 func (r *Redis) Create(ctx context.Context, k *Key) error {
 	b, err := json.Marshal(k)
 	if err != nil {
 		return err
 	}
-	n, err := createScript.Run(ctx, r.rdb, []string{r.p + "key:" + k.ID, r.p + "digest:" + k.Hash, r.p + "ids", r.p + "changes"},
+	n, err := createScript.Run(ctx, r.rdb, []string{r.p + "key:" + k.ID, r.p + "digest:" + k.Hash, r.p + "ids", r.p + "changes", r.p + "deleted:" + k.ID},
 		k.ID, b, changesLen).Int()
 	if err != nil {
 		return fmt.Errorf("create key %s: %w", k.ID, err)

@@ -10,6 +10,9 @@ import (
 type Store interface {
 	// Create adds k; ErrExists if its id or secret digest is taken.
 	Create(ctx context.Context, k *Key) error
+	// Delete removes the key with id and secret digest, if it is there:
+	// only to undo a Create whose outcome is unknown.
+	Delete(ctx context.Context, id, digest string) error
 	// Update replaces an existing key's record; ErrNotFound if none.
 	Update(ctx context.Context, k *Key) error
 	// Get returns the key with id, or ErrNotFound.

@@ -90,7 +90,8 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(stri
 		Keys: reg, Admin: reg, AdminToken: adminToken,
 		Quota: st.quota, SharedStore: st.shared,
 		Ledger: st.ledger, UsageAdmin: st.ledger,
-		Log: log, MaxBodyBytes: cfg.MaxBodyBytes, KeepAlive: cfg.StreamKeepAlive,
+		FailureGuard: st.failures,
+		Log:          log, MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.BodyTimeout, KeepAlive: cfg.StreamKeepAlive,
 		SeparateAdmin: cfg.AdminListen != "", Metrics: metricsHandler,
 	})
 	if err != nil {
@@ -114,13 +115,7 @@ func (a *app) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           a.gw,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       a.gw.BaseContext,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-	}
+	srv := a.server(a.gw)
 	if a.cfg.H2C {
 		srv.Protocols = new(http.Protocols)
 		srv.Protocols.SetHTTP1(true)
@@ -136,8 +131,7 @@ func (a *app) run(ctx context.Context) error {
 			srv.Close()
 			return fmt.Errorf("admin listen: %w", err)
 		}
-		adminSrv = &http.Server{Handler: adminHandler(a.gw.AdminHandler(), a.cfg.Pprof), ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+		adminSrv = a.server(adminHandler(a.gw.AdminHandler(), a.cfg.Pprof))
 		a.log.Info("obol admin API listening", "addr", aln.Addr().String())
 		go func() {
 			if err := adminSrv.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
@@ -156,6 +150,20 @@ func (a *app) run(ctx context.Context) error {
 	}
 	a.log.Info("stopped")
 	return nil
+}
+
+// server is an http.Server for h with the gateway's timeouts: the public
+// and the admin listener alike. A request's headers must arrive within
+// 10 s (its body within body_timeout, which the gateway bounds); an idle
+// connection is closed after 2 minutes.
+func (a *app) server(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       a.gw.BaseContext,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
 }
 
 // shutdown stops accepting and lets requests and streams in flight finish

@@ -39,6 +39,8 @@ type Config struct {
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 	// MaxBodyBytes bounds a request body (413 past it).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// BodyTimeout bounds the time to receive a request body (408 past it).
+	BodyTimeout time.Duration `yaml:"body_timeout"`
 	// StreamKeepAlive is the interval of SSE comments while a stream
 	// waits for its first token.
 	StreamKeepAlive time.Duration          `yaml:"stream_keepalive"`
@@ -179,17 +181,19 @@ func (c *Config) check() error {
 	if err := c.Redis.check(); err != nil {
 		return err
 	}
-	if c.ShutdownGrace < 0 {
-		return invalid("shutdown_grace", "must not be negative")
+	for _, f := range []struct {
+		name     string
+		negative bool
+	}{
+		{"shutdown_grace", c.ShutdownGrace < 0}, {"max_body_bytes", c.MaxBodyBytes < 0},
+		{"body_timeout", c.BodyTimeout < 0}, {"stream_keepalive", c.StreamKeepAlive < 0},
+	} {
+		if f.negative {
+			return invalid(f.name, "must not be negative")
+		}
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 30 * time.Second
-	}
-	if c.MaxBodyBytes < 0 {
-		return invalid("max_body_bytes", "must not be negative")
-	}
-	if c.StreamKeepAlive < 0 {
-		return invalid("stream_keepalive", "must not be negative")
 	}
 	if c.Breaker.Failures < 0 || c.Breaker.Probes < 0 || c.Breaker.Cooldown < 0 {
 		return invalid("breaker", "failures, cooldown and probes must not be negative")

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,7 +20,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/internal/syncbuf"
+	"github.com/obol/obol/keys"
+	"github.com/obol/obol/models"
+	"github.com/obol/obol/quota"
+	"github.com/obol/obol/usage"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -258,4 +264,49 @@ func TestH2C(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestListenerTimeouts: the public and the admin listener are built
+// alike, with the header timeout and the idle timeout (issue 15: the
+// admin listener kept idle connections forever).
+func TestListenerTimeouts(t *testing.T) {
+	a := &app{log: slog.New(slog.DiscardHandler), gw: mustGateway(t)}
+	for _, srv := range []*http.Server{a.server(a.gw), a.server(a.gw.AdminHandler())} {
+		if srv.IdleTimeout != 2*time.Minute || srv.ReadHeaderTimeout != 10*time.Second {
+			t.Errorf("idle %v, header %v", srv.IdleTimeout, srv.ReadHeaderTimeout)
+		}
+	}
+}
+
+// mustGateway is a gateway with one model and no keys, for tests of how
+// it is served.
+func mustGateway(t *testing.T) *gateway.Server {
+	t.Helper()
+	cat, err := models.NewCatalog([]models.Model{{Name: "hermes", ContextWindow: 1000,
+		Backends: []models.Backend{{Name: "b", URL: "http://127.0.0.1:1/v1", Model: "m"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := keys.NewRegistry(context.Background(), nil, keys.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Options{Catalog: cat, Upstream: models.NewClient(models.BreakerOptions{}),
+		Keys: reg, Quota: quota.NewMemory(), Ledger: nopLedger{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gw
+}
+
+type nopLedger struct{}
+
+func (nopLedger) Record(usage.Record) <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+func (nopLedger) Summary(context.Context, string, string) (*usage.Summary, error) {
+	return &usage.Summary{}, nil
 }

@@ -33,9 +33,12 @@ type store struct {
 	// shared is the quota store when replicas share it (Redis), for
 	// readiness; nil for the embedded one.
 	shared gateway.Pinger
-	ledger *usage.Ledger
-	keys   keys.Store
-	close  func() error
+	// failures counts failed authentications per address, shared by the
+	// replicas; nil: each replica counts its own.
+	failures gateway.FailureGuard
+	ledger   *usage.Ledger
+	keys     keys.Store
+	close    func() error
 }
 
 // closeAll writes the ledger's queue, for at most flush, spooling what
@@ -131,6 +134,6 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (
 		log.Info("store: Redis", "url", redactURL(c.Redis.URL), "mode", c.Redis.Mode, "fail_mode", c.Redis.FailMode)
 	}
 	lo := ledgerOptions(c, log)
-	return &store{quota: l, shared: l, ledger: usage.NewLedger(u, lo), keys: keys.NewRedis(rdb, c.Redis.Prefix),
+	return &store{quota: l, shared: l, failures: quota.NewSharedFailures(rdb, c.Redis.Prefix, quota.DefaultFailureLimit), ledger: usage.NewLedger(u, lo), keys: keys.NewRedis(rdb, c.Redis.Prefix),
 		close: func() error { l.Close(); return rdb.Close() }}, nil
 }

@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/internal/crockford"
+)
+
+// routes registers every route on the public router and the admin one.
+func (s *Server) routes(o Options) {
+	r := newRouter()
+	for _, p := range []string{"/v1", "/api/v1"} {
+		s.add(r, "POST", p+"/chat", "chat", s.chat)
+		s.add(r, "POST", p+"/chat/stream", "chat", s.chatStream)
+		s.add(r, "POST", p+"/chat/completions", "chat", s.chatCompletions)
+		s.add(r, "GET", p+"/models", "req", s.listModels)
+		s.add(r, "GET", p+"/models/:model", "req", s.getModel)
+		s.add(r, "GET", p+"/usage", "req", s.getUsage)
+		r.GET(p+"/healthz", s.healthz)
+		r.GET(p+"/readyz", s.readyz)
+	}
+	r.GET("/healthz", s.healthz)
+	r.GET("/readyz", s.readyz)
+	s.adminRouter = newRouter()
+	s.adminRoutes(s.adminRouter)
+	if !o.SeparateAdmin {
+		s.adminRoutes(r)
+	}
+	if o.Metrics != nil {
+		metricsRoute := func(w http.ResponseWriter, r *http.Request, _ httprouter.Params) { o.Metrics.ServeHTTP(w, r) }
+		s.adminRouter.GET("/metrics", metricsRoute)
+		if !o.SeparateAdmin {
+			r.GET("/metrics", metricsRoute)
+		}
+	}
+	for _, rt := range []*httprouter.Router{r, s.adminRouter} {
+		rt.NotFound = s.unmatched(errNotFound)
+		rt.MethodNotAllowed = s.unmatched(nil)
+		rt.GlobalOPTIONS = http.HandlerFunc(s.options)
+		rt.PanicHandler = s.panicked
+	}
+	s.router = r
+}
+
+// newRouter is an httprouter that answers a path it does not know with
+// 404, never with a redirect to a path it does (a redirected POST would
+// lose its body, and the answer would not be JSON).
+func newRouter() *httprouter.Router {
+	r := httprouter.New()
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	return r
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serve(w, r, s.router) }
+
+// AdminHandler serves only the admin API, for a listener of its own.
+func (s *Server) AdminHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, s.adminRouter) })
+}
+
+// serve bounds the time to receive the request's body, then routes it. A
+// body sent with a method that takes none is read (and dropped) first, so
+// that one trickled in slowly is answered 408 in time.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	s.limitBody(w, r)
+	if !takesBody(r.Method) {
+		if e := drainBody(r); e != nil {
+			w.Header().Set("X-Request-Id", crockford.NewID("req"))
+			writeError(w, e)
+			return
+		}
+	}
+	h.ServeHTTP(w, r)
+}
+
+// unmatched answers a request no route takes: e, or 405 when e is nil
+// (the router has set Allow).
+func (s *Server) unmatched(e *Error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		w.Header().Set("X-Request-Id", crockford.NewID("req"))
+		e := e
+		if e == nil {
+			e = &Error{Code: CodeMethodNotAllowed, Message: r.Method + " is not allowed here; allowed: " + w.Header().Get("Allow")}
+		}
+		if de := drainBody(r); de != nil {
+			e = de
+		}
+		writeError(w, e)
+		s.metrics.done(r.Context(), "unmatched", r.Method, e.Status(), &call{}, time.Since(start))
+	})
+}
+
+// options answers OPTIONS on a known path: 204 with Allow (set by the
+// router), no body.
+func (s *Server) options(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Request-Id", crockford.NewID("req"))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// panicked answers a handler's panic with a 500, the details logged only.
+func (s *Server) panicked(w http.ResponseWriter, r *http.Request, v any) {
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	s.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
+	writeError(w, &Error{Code: CodeServerError, Message: "internal error; it has been logged"})
+}
