@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -139,7 +140,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	}
 	var out []byte
 	if native {
-		out = appendNativeResponse(make([]byte, 0, len(raw)+128), c.id, comp.Created, m.Name, comp.Choices, c.usage)
+		out = appendNativeResponse(make([]byte, 0, len(raw)+128), c.id, comp.Created, m.Name, &comp, c.usage)
 	} else if out, err = compatResponse(raw, c.id, m.Name, comp.Usage == nil, c.usage); err != nil {
 		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %w", resp.Backend.Name, err)}
@@ -171,17 +172,28 @@ func (s *Server) detached(r *http.Request) (context.Context, context.CancelFunc)
 }
 
 // countCompletion is the gateway's own count where a backend reports no
-// usage: the prompt estimate, and the answer's characters / 4.
+// usage: the prompt estimate, and every choice's text and tool calls
+// (names and arguments) at four characters a token.
 func countCompletion(req *chatRequest, choices json.RawMessage) *Usage {
 	var cs []struct {
+		Text    string `json:"text"` // a legacy completion's
 		Message struct {
-			Content string `json:"content"`
+			Content   string `json:"content"`
+			ToolCalls []struct {
+				Function struct {
+					Name      string `json:"name"`
+					Arguments string `json:"arguments"`
+				} `json:"function"`
+			} `json:"tool_calls"`
 		} `json:"message"`
 	}
 	json.Unmarshal(choices, &cs)
 	chars := 0
 	for _, ch := range cs {
-		chars += len([]rune(ch.Message.Content))
+		chars += utf8.RuneCountInString(ch.Message.Content) + utf8.RuneCountInString(ch.Text)
+		for _, tc := range ch.Message.ToolCalls {
+			chars += len(tc.Function.Name) + len(tc.Function.Arguments)
+		}
 	}
 	u := &Usage{PromptTokens: req.PromptTokens, CompletionTokens: (chars + 3) / 4}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens

@@ -14,10 +14,7 @@ import (
 // or re-validating the backend's choices, which pass through as they came
 // (already checked when the event was decoded).
 func (rl *relay) appendCompat(ev compatChunk) []byte {
-	b := rl.head(ev.ID, ev.Created, ev.Model)
-	if len(ev.SystemFingerprint) > 0 {
-		b = append(append(b, `,"system_fingerprint":`...), ev.SystemFingerprint...)
-	}
+	b := appendExtra(rl.head(ev.ID, ev.Created, ev.Model), ev.SystemFingerprint, ev.ServiceTier)
 	b = append(append(b, `,"choices":`...), ev.Choices...)
 	if len(ev.Usage) > 0 {
 		b = append(append(b, `,"usage":`...), ev.Usage...)
@@ -28,7 +25,7 @@ func (rl *relay) appendCompat(ev compatChunk) []byte {
 
 // appendNative encodes a native chunk, as appendCompat does.
 func (rl *relay) appendNative(ev *nativeChunk) []byte {
-	b := rl.head(ev.ID, ev.Created, ev.Model)
+	b := appendExtra(rl.head(ev.ID, ev.Created, ev.Model), ev.SystemFingerprint, ev.ServiceTier)
 	b = append(append(b, `,"choices":`...), ev.Choices...)
 	b = appendJSONString(append(b, `,"delta":`...), ev.Delta)
 	if ev.Usage != nil {
@@ -36,6 +33,18 @@ func (rl *relay) appendNative(ev *nativeChunk) []byte {
 	}
 	rl.out = append(b, '}')
 	return rl.out
+}
+
+// appendExtra appends the backend's system_fingerprint and service_tier,
+// where it sent them.
+func appendExtra(b, fingerprint, tier []byte) []byte {
+	if len(fingerprint) > 0 {
+		b = append(append(b, `,"system_fingerprint":`...), fingerprint...)
+	}
+	if len(tier) > 0 {
+		b = append(append(b, `,"service_tier":`...), tier...)
+	}
+	return b
 }
 
 // head starts a chunk: id, object, created and model. The id and the
@@ -90,21 +99,30 @@ func appendJSONString(b []byte, s string) []byte {
 
 // appendNativeResponse encodes DESIGN.md's native answer as json.Marshal
 // would, with the backend's choices passed through as they came.
-func appendNativeResponse(b []byte, id string, created int64, model string, choices []byte, u *Usage) []byte {
+func appendNativeResponse(b []byte, id string, created int64, model string, comp *chunk.Chunk, u *Usage) []byte {
 	b = append(b, `{"id":`...)
 	b = appendJSONString(b, id)
 	b = append(b, `,"object":"chat.completion","created":`...)
 	b = strconv.AppendInt(b, created, 10)
 	b = appendJSONString(append(b, `,"model":`...), model)
-	b = append(append(b, `,"choices":`...), choices...)
+	b = appendExtra(b, comp.SystemFingerprint, comp.ServiceTier)
+	b = append(append(b, `,"choices":`...), comp.Choices...)
 	b = appendUsage(append(b, `,"usage":`...), u)
 	return append(b, '}')
 }
 
+// appendUsage encodes u as json.Marshal would, its details as the
+// backend sent them.
 func appendUsage(b []byte, u *Usage) []byte {
 	b = strconv.AppendInt(append(b, `{"prompt_tokens":`...), int64(u.PromptTokens), 10)
 	b = strconv.AppendInt(append(b, `,"completion_tokens":`...), int64(u.CompletionTokens), 10)
 	b = strconv.AppendInt(append(b, `,"total_tokens":`...), int64(u.TotalTokens), 10)
+	if len(u.PromptTokensDetails) > 0 {
+		b = append(append(b, `,"prompt_tokens_details":`...), u.PromptTokensDetails...)
+	}
+	if len(u.CompletionTokensDetails) > 0 {
+		b = append(append(b, `,"completion_tokens_details":`...), u.CompletionTokensDetails...)
+	}
 	return append(b, '}')
 }
 

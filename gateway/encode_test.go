@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/obol/obol/internal/chunk"
 )
 
 // FuzzAppendJSONString: the hand-written string encoder of the stream
@@ -30,9 +32,9 @@ func TestChunkEncoding(t *testing.T) {
 	rl := &relay{}
 	choices := json.RawMessage(`[{"index":0,"delta":{"content":"Hi \"there\""},"finish_reason":null}]`)
 	compat := compatChunk{ID: "chat_01X", Object: "chat.completion.chunk", Created: 1738857600, Model: "hermes",
-		SystemFingerprint: json.RawMessage(`"fp_1"`), Choices: choices, Usage: json.RawMessage("null")}
+		SystemFingerprint: json.RawMessage(`"fp_1"`), ServiceTier: json.RawMessage(`"default"`), Choices: choices, Usage: json.RawMessage("null")}
 	native := &nativeChunk{ID: "chat_01X", Object: "chat.completion.chunk", Created: 1738857600, Model: "pluto",
-		Choices: choices, Delta: "Hi \"there\"\n<b>"}
+		SystemFingerprint: json.RawMessage(`"fp_1"`), ServiceTier: json.RawMessage(`"default"`), Choices: choices, Delta: "Hi \"there\"\n<b>"}
 	final := &nativeChunk{ID: "chat_01X", Object: "chat.completion.chunk", Created: 1738857600, Model: "pluto",
 		Choices: json.RawMessage(`[{"index":0,"delta":{},"finish_reason":"stop"}]`), Usage: &Usage{PromptTokens: 9, CompletionTokens: 20, TotalTokens: 29}}
 	for _, tt := range []struct {
@@ -56,10 +58,20 @@ func TestChunkEncoding(t *testing.T) {
 func TestResponseEncoding(t *testing.T) {
 	choices := json.RawMessage(`[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}]`)
 	u := &Usage{PromptTokens: 28, CompletionTokens: 12, TotalTokens: 40}
-	got := appendNativeResponse(nil, "chat_01X", 1738857600, "hermes", choices, u)
+	got := appendNativeResponse(nil, "chat_01X", 1738857600, "hermes", &chunk.Chunk{Choices: choices}, u)
 	want, _ := json.Marshal(nativeResponse{ID: "chat_01X", Object: "chat.completion", Created: 1738857600, Model: "hermes", Choices: choices, Usage: *u})
 	if string(got) != string(want) {
 		t.Errorf("native:\n got %s\nwant %s", got, want)
+	}
+	// With the backend's fingerprint, service tier and usage details.
+	ud := *u
+	ud.PromptTokensDetails, ud.CompletionTokensDetails = json.RawMessage(`{"cached_tokens":20}`), json.RawMessage(`{"reasoning_tokens":4}`)
+	comp := &chunk.Chunk{Choices: choices, SystemFingerprint: []byte(`"fp_1"`), ServiceTier: []byte(`"default"`)}
+	got = appendNativeResponse(nil, "chat_01X", 1738857600, "hermes", comp, &ud)
+	want, _ = json.Marshal(nativeResponse{ID: "chat_01X", Object: "chat.completion", Created: 1738857600, Model: "hermes",
+		SystemFingerprint: comp.SystemFingerprint, ServiceTier: comp.ServiceTier, Choices: choices, Usage: ud})
+	if string(got) != string(want) {
+		t.Errorf("native with details:\n got %s\nwant %s", got, want)
 	}
 
 	tests := []struct {
@@ -94,10 +106,12 @@ func TestResponseEncoding(t *testing.T) {
 
 // nativeResponse is DESIGN.md's native answer.
 type nativeResponse struct {
-	ID      string          `json:"id"`
-	Object  string          `json:"object"`
-	Created int64           `json:"created"`
-	Model   string          `json:"model"`
-	Choices json.RawMessage `json:"choices"`
-	Usage   Usage           `json:"usage"`
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
+	ServiceTier       json.RawMessage `json:"service_tier,omitempty"`
+	Choices           json.RawMessage `json:"choices"`
+	Usage             Usage           `json:"usage"`
 }

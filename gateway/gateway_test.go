@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -190,7 +191,7 @@ func TestNativeChat(t *testing.T) {
 			t.Errorf("choices = %+v", got.Choices)
 		}
 		// prompt: 2 messages × 3 + 2 + 2 words, as the simulator counts.
-		if want := (gateway.Usage{PromptTokens: 10, CompletionTokens: 7, TotalTokens: 17}); got.Usage != want {
+		if want := (gateway.Usage{PromptTokens: 10, CompletionTokens: 7, TotalTokens: 17}); !reflect.DeepEqual(got.Usage, want) {
 			t.Errorf("usage = %+v, want %+v", got.Usage, want)
 		}
 		if strings.Contains(string(raw), "backend-") {

@@ -31,20 +31,24 @@ type compatChunk struct {
 	Created           int64           `json:"created"`
 	Model             string          `json:"model"`
 	SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
+	ServiceTier       json.RawMessage `json:"service_tier,omitempty"`
 	Choices           json.RawMessage `json:"choices"`
 	Usage             json.RawMessage `json:"usage,omitempty"`
 }
 
-// nativeChunk is DESIGN.md's native stream event: an OpenAI chunk plus the
-// text increment as a top-level string.
+// nativeChunk is DESIGN.md's native stream event: an OpenAI chunk plus
+// choice 0's text increment as a top-level string (other choices and tool
+// calls are read from choices, as OpenAI's clients read them).
 type nativeChunk struct {
-	ID      string          `json:"id"`
-	Object  string          `json:"object"`
-	Created int64           `json:"created"`
-	Model   string          `json:"model"`
-	Choices json.RawMessage `json:"choices"`
-	Delta   string          `json:"delta"`
-	Usage   *Usage          `json:"usage,omitempty"`
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
+	ServiceTier       json.RawMessage `json:"service_tier,omitempty"`
+	Choices           json.RawMessage `json:"choices"`
+	Delta             string          `json:"delta"`
+	Usage             *Usage          `json:"usage,omitempty"`
 }
 
 var (
@@ -118,10 +122,13 @@ type relay struct {
 
 	usage    *Usage // as the backend reported it
 	usageRaw json.RawMessage
-	counted  int          // content chunks relayed: the count where no usage comes
-	final    *nativeChunk // native: the finish_reason event, held to carry usage
-	ch       chunk.Chunk  // the event being relayed
-	out      []byte
+	counted  int // the gateway's own count of what was relayed (chunk.Counted)
+	// fingerprint and tier are the backend's latest system_fingerprint
+	// and service_tier, for the native events.
+	fingerprint, tier json.RawMessage
+	final             *nativeChunk // native: the finish_reason event, held to carry usage
+	ch                chunk.Chunk  // the event being relayed
+	out               []byte
 }
 
 func (rl *relay) send(v any) error {
@@ -191,17 +198,20 @@ func (rl *relay) run(events *models.Events) error {
 			continue // the usage chunk: sent at the end, if wanted
 		}
 		delta := ch.Content
-		if delta != "" {
-			rl.counted++
+		if ch.Counted > 0 {
+			rl.counted += ch.Counted
 			if rl.c.ttft == 0 {
 				rl.c.ttft = time.Since(rl.c.start) // sent just below; a failed send ends the stream anyway
 			}
 		}
+		rl.keep(&rl.fingerprint, ch.SystemFingerprint)
+		rl.keep(&rl.tier, ch.ServiceTier)
 		fin := len(ch.Finish) > 0
 		rl.c.finish = append(rl.c.finish, ch.Finish...)
 		finished = finished || fin
 		if rl.native {
-			ev := &nativeChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model, Choices: ch.Choices, Delta: delta}
+			ev := &nativeChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model,
+				SystemFingerprint: rl.fingerprint, ServiceTier: rl.tier, Choices: ch.Choices, Delta: delta}
 			if fin {
 				if err := rl.flushFinal(); err != nil {
 					return err
@@ -216,7 +226,7 @@ func (rl *relay) run(events *models.Events) error {
 			continue
 		}
 		ev := compatChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model,
-			SystemFingerprint: ch.SystemFingerprint, Choices: ch.Choices}
+			SystemFingerprint: ch.SystemFingerprint, ServiceTier: ch.ServiceTier, Choices: ch.Choices}
 		if rl.req.IncludeUsage {
 			ev.Usage = json.RawMessage("null")
 		}
@@ -225,6 +235,14 @@ func (rl *relay) run(events *models.Events) error {
 		}
 	}
 	return rl.finish()
+}
+
+// keep holds a copy of v in *dst when it is new: the event's bytes are
+// reused, and a held native event outlives them.
+func (rl *relay) keep(dst *json.RawMessage, v []byte) {
+	if v != nil && !bytes.Equal(*dst, v) {
+		*dst = bytes.Clone(v)
+	}
 }
 
 // flushFinal sends a held native finish event without usage.
@@ -249,6 +267,7 @@ func (rl *relay) finish() error {
 		ev := rl.final
 		if ev == nil {
 			ev = &nativeChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model,
+				SystemFingerprint: rl.fingerprint, ServiceTier: rl.tier,
 				Choices: json.RawMessage(`[{"index":0,"delta":{},"finish_reason":"stop"}]`)}
 		}
 		rl.final = nil
@@ -262,7 +281,7 @@ func (rl *relay) finish() error {
 			raw = appendUsage(nil, u)
 		}
 		if err := rl.send(compatChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created,
-			Model: rl.model, Choices: json.RawMessage("[]"), Usage: raw}); err != nil {
+			Model: rl.model, SystemFingerprint: rl.fingerprint, ServiceTier: rl.tier, Choices: json.RawMessage("[]"), Usage: raw}); err != nil {
 			return err
 		}
 	}

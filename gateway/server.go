@@ -5,6 +5,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -212,11 +213,14 @@ type call struct {
 	reservation *quota.Reservation
 }
 
-// Usage is an OpenAI usage object.
+// Usage is an OpenAI usage object. Its details (cached prompt tokens,
+// reasoning tokens) pass through as the backend sent them.
 type Usage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
+	PromptTokens            int             `json:"prompt_tokens"`
+	CompletionTokens        int             `json:"completion_tokens"`
+	TotalTokens             int             `json:"total_tokens"`
+	PromptTokensDetails     json.RawMessage `json:"prompt_tokens_details,omitempty"`
+	CompletionTokensDetails json.RawMessage `json:"completion_tokens_details,omitempty"`
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error

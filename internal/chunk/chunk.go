@@ -22,14 +22,23 @@ import (
 type Chunk struct {
 	Created           int64  // 0 if absent or null
 	SystemFingerprint []byte // the raw value, nil if absent
+	ServiceTier       []byte // the raw value, nil if absent
 	Choices           []byte // the raw value, nil if absent
 	Usage             []byte // the raw value, nil if absent or null
 	Error             []byte // the raw value, nil if absent or null
 
 	// Of the choices:
-	NChoices int      // how many
-	Content  string   // choices[0].delta.content
-	Finish   []string // each non-empty finish_reason, in order
+	NChoices int // how many
+	// Content is the text increment of the choice with index 0 (a chat
+	// delta's content, or a legacy completion's text); "" when this event
+	// carries none of it.
+	Content string
+	Finish  []string // each non-empty finish_reason, in order
+	// Counted is the gateway's own count of the tokens this event
+	// carries, for a backend that reports no usage: one per choice with
+	// text, and a tool call's name and arguments at four characters a
+	// token (at least one a piece).
+	Counted int
 	// Substantive is whether a choice carries more than a role: a
 	// finish_reason, or a delta field other than role that is neither
 	// null nor "".
@@ -83,6 +92,8 @@ func (p *parser) chunk(c *Chunk) bool {
 			c.Created = n
 		case fFingerprint:
 			c.SystemFingerprint = raw
+		case fTier:
+			c.ServiceTier = raw
 		case fChoices:
 			c.Choices = raw
 		case fUsage:
@@ -112,6 +123,7 @@ func (p *parser) chunk(c *Chunk) bool {
 const (
 	fCreated uint8 = 1 << iota
 	fFingerprint
+	fTier
 	fChoices
 	fUsage
 	fError
@@ -125,6 +137,8 @@ func topField(key []byte) (bit uint8, field bool) {
 		return fCreated, true
 	case "system_fingerprint":
 		return fFingerprint, true
+	case "service_tier":
+		return fTier, true
 	case "choices":
 		return fChoices, true
 	case "usage":
@@ -132,7 +146,7 @@ func topField(key []byte) (bit uint8, field bool) {
 	case "error":
 		return fError, true
 	}
-	for _, k := range []string{"created", "system_fingerprint", "choices", "usage", "error"} {
+	for _, k := range []string{"created", "system_fingerprint", "service_tier", "choices", "usage", "error"} {
 		if bytes.EqualFold(key, []byte(k)) {
 			return 0, true
 		}
@@ -156,7 +170,7 @@ func choices(raw []byte, c *Chunk) bool {
 		if p.i >= len(p.b) || p.b[p.i] != '{' {
 			return false
 		}
-		if !p.choice(c, c.NChoices == 0) {
+		if !p.choice(c) {
 			return false
 		}
 		c.NChoices++
@@ -168,16 +182,39 @@ func choices(raw []byte, c *Chunk) bool {
 	}
 }
 
-func (p *parser) choice(c *Chunk, first bool) bool {
-	var seenDelta, seenFinish bool
-	return p.object(func(key []byte) bool {
+// choice reads one choice: its index, its delta (or a legacy
+// completion's text) and its finish_reason.
+func (p *parser) choice(c *Chunk) bool {
+	var seenDelta, seenFinish, seenIndex, seenText bool
+	index := int64(c.NChoices) // a choice without an index is taken by its place
+	var text string
+	ok := p.object(func(key []byte) bool {
 		switch string(key) {
+		case "index":
+			if seenIndex {
+				return false
+			}
+			seenIndex = true
+			start, ok := p.value(0)
+			n, err := strconv.ParseInt(string(p.b[start:p.i]), 10, 64)
+			index = n
+			return ok && err == nil
 		case "delta":
 			if seenDelta {
 				return false
 			}
 			seenDelta = true
-			return p.delta(c, first)
+			return p.delta(c, &text)
+		case "text":
+			if seenText {
+				return false
+			}
+			seenText = true
+			start, ok := p.value(0)
+			if !ok {
+				return false
+			}
+			return p.content(c, p.b[start:p.i], &text)
 		case "finish_reason":
 			if seenFinish {
 				return false
@@ -201,15 +238,38 @@ func (p *parser) choice(c *Chunk, first bool) bool {
 			}
 			return true
 		}
-		if bytes.EqualFold(key, []byte("delta")) || bytes.EqualFold(key, []byte("finish_reason")) {
-			return false
+		for _, k := range []string{"index", "delta", "text", "finish_reason"} {
+			if bytes.EqualFold(key, []byte(k)) {
+				return false
+			}
 		}
 		_, ok := p.value(0)
 		return ok
 	})
+	if ok && index == 0 {
+		c.Content = text
+	}
+	return ok
 }
 
-func (p *parser) delta(c *Chunk, first bool) bool {
+// content reads a text increment: substantive and one token when not "".
+func (p *parser) content(c *Chunk, raw []byte, text *string) bool {
+	if isNull(raw) {
+		return true
+	}
+	s, ok := str(raw)
+	if !ok {
+		return false
+	}
+	if s != "" {
+		c.Substantive = true
+		c.Counted++
+	}
+	*text = s
+	return true
+}
+
+func (p *parser) delta(c *Chunk, text *string) bool {
 	if p.i < len(p.b) && p.b[p.i] == 'n' {
 		_, ok := p.value(0) // null
 		return ok
@@ -229,20 +289,7 @@ func (p *parser) delta(c *Chunk, first bool) bool {
 				return false
 			}
 			seenContent = true
-			if isNull(raw) {
-				return true
-			}
-			s, ok := str(raw)
-			if !ok {
-				return false
-			}
-			if s != "" {
-				c.Substantive = true
-			}
-			if first {
-				c.Content = s
-			}
-			return true
+			return p.content(c, raw, text)
 		}
 		if bytes.EqualFold(key, []byte("content")) {
 			return false
@@ -250,8 +297,29 @@ func (p *parser) delta(c *Chunk, first bool) bool {
 		if string(key) != "role" && !isNull(raw) && string(raw) != `""` {
 			c.Substantive = true
 		}
+		if string(key) == "tool_calls" {
+			c.Counted += toolTokens(raw)
+		}
 		return true
 	})
+}
+
+// toolTokens is the gateway's count of tool-call pieces: their names and
+// arguments at four characters a token, at least one a piece. Tool calls
+// are rare enough for encoding/json.
+func toolTokens(raw []byte) int {
+	var calls []struct {
+		Function struct {
+			Name      string `json:"name"`
+			Arguments string `json:"arguments"`
+		} `json:"function"`
+	}
+	json.Unmarshal(raw, &calls)
+	n := 0
+	for _, tc := range calls {
+		n += max((len(tc.Function.Name)+len(tc.Function.Arguments)+3)/4, 1)
+	}
+	return n
 }
 
 // slow is Parse by encoding/json, the reference the fast walk agrees with.
@@ -259,6 +327,7 @@ func slow(data []byte, c *Chunk) error {
 	var ev struct {
 		Created           int64           `json:"created"`
 		SystemFingerprint json.RawMessage `json:"system_fingerprint"`
+		ServiceTier       json.RawMessage `json:"service_tier"`
 		Choices           json.RawMessage `json:"choices"`
 		Usage             json.RawMessage `json:"usage"`
 		Error             json.RawMessage `json:"error"`
@@ -268,6 +337,7 @@ func slow(data []byte, c *Chunk) error {
 	}
 	c.Created = ev.Created
 	c.SystemFingerprint = ev.SystemFingerprint
+	c.ServiceTier = ev.ServiceTier
 	c.Choices = ev.Choices
 	if !isNull(ev.Usage) {
 		c.Usage = ev.Usage
@@ -278,27 +348,44 @@ func slow(data []byte, c *Chunk) error {
 	// What a choice holds is read leniently: a choice the gateway cannot
 	// read still passes through to the client as it came.
 	var chs []struct {
+		Index        *int64                     `json:"index"`
 		Delta        map[string]json.RawMessage `json:"delta"`
+		Text         *string                    `json:"text"`
 		FinishReason *string                    `json:"finish_reason"`
 	}
 	json.Unmarshal(ev.Choices, &chs)
 	c.NChoices = len(chs)
 	for i, ch := range chs {
-		if ch.FinishReason != nil && *ch.FinishReason != "" {
-			c.Finish = append(c.Finish, *ch.FinishReason)
-			c.Substantive = true
-		}
-		for k, v := range ch.Delta {
-			if k == "content" {
-				var s string
-				if json.Unmarshal(v, &s) == nil && i == 0 {
-					c.Content = s
-				}
-			}
-			if k != "role" && !isNull(v) && string(v) != `""` {
-				c.Substantive = true
-			}
-		}
+		slowChoice(c, i, ch.Index, ch.Delta, ch.Text, ch.FinishReason)
 	}
 	return nil
+}
+
+func slowChoice(c *Chunk, place int, index *int64, delta map[string]json.RawMessage, text, finish *string) {
+	first := (index == nil && place == 0) || (index != nil && *index == 0)
+	if finish != nil && *finish != "" {
+		c.Finish = append(c.Finish, *finish)
+		c.Substantive = true
+	}
+	var s string
+	if v, ok := delta["content"]; ok {
+		json.Unmarshal(v, &s)
+	} else if text != nil {
+		s = *text
+	}
+	if s != "" {
+		c.Substantive = true
+		c.Counted++
+	}
+	if first {
+		c.Content = s
+	}
+	for k, v := range delta {
+		if k != "role" && k != "content" && !isNull(v) && string(v) != `""` {
+			c.Substantive = true
+		}
+		if k == "tool_calls" {
+			c.Counted += toolTokens(v)
+		}
+	}
 }

@@ -41,6 +41,9 @@ var events = []string{
 	``,
 	strings.Repeat("[", 600) + strings.Repeat("]", 600),
 	`{"a":` + strings.Repeat("[", 600) + strings.Repeat("]", 600) + `}`,
+	`{"service_tier":"default","choices":[{"index":1,"delta":{"content":"there"}}]}`,
+	`{"choices":[{"delta":{"content":"Hi"},"index":0}]}`,
+	`{"object":"text_completion","choices":[{"text":"Hel","index":0},{"index":1,"delta":{"tool_calls":[{"index":0,"function":{"name":"get_weather","arguments":"{\"a\":1}"}}]}}]}`,
 }
 
 func TestParseAgreesWithEncodingJSON(t *testing.T) {
@@ -55,15 +58,20 @@ func TestParse(t *testing.T) {
 		want  Chunk
 	}{
 		{events[0], Chunk{Created: 1738857600, NChoices: 1}},
-		{events[1], Chunk{Created: 1738857600, SystemFingerprint: []byte(`"fp_1"`), NChoices: 1, Content: " Hello", Substantive: true}},
+		{events[1], Chunk{Created: 1738857600, SystemFingerprint: []byte(`"fp_1"`), NChoices: 1, Content: " Hello", Substantive: true, Counted: 1}},
 		{events[2], Chunk{Created: 1738857600, NChoices: 1, Finish: []string{"stop"}, Substantive: true}},
 		{events[3], Chunk{Created: 1738857600, Usage: []byte(`{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}`)}},
-		{events[4], Chunk{NChoices: 1, Content: "line\nbreak \"q\" é 😀", Substantive: true,
+		{events[4], Chunk{NChoices: 1, Content: "line\nbreak \"q\" é 😀", Substantive: true, Counted: 1,
 			Usage: []byte(`{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}`)}},
 		{events[5], Chunk{Error: []byte(`{"message":"out of memory","type":"InternalServerError","code":500}`)}},
-		{events[7], Chunk{NChoices: 1, Substantive: true}},
-		{events[8], Chunk{NChoices: 2, Content: "a", Finish: []string{"length", "stop"}, Substantive: true}},
-		{events[16], Chunk{NChoices: 1, Content: "\ufffd\ufffd", Substantive: true}},
+		{events[7], Chunk{NChoices: 1, Substantive: true, Counted: 1}},
+		{events[8], Chunk{NChoices: 2, Content: "a", Finish: []string{"length", "stop"}, Substantive: true, Counted: 2}},
+		{events[16], Chunk{NChoices: 1, Content: "\ufffd\ufffd", Substantive: true, Counted: 1}},
+		// n choices interleaved: only choice 0's text is Content.
+		{events[len(events)-3], Chunk{NChoices: 1, Substantive: true, Counted: 1, ServiceTier: []byte(`"default"`)}},
+		{events[len(events)-2], Chunk{NChoices: 1, Content: "Hi", Substantive: true, Counted: 1}},
+		// A legacy completion's text; a tool call's name and arguments.
+		{events[len(events)-1], Chunk{NChoices: 2, Content: "Hel", Substantive: true, Counted: 1 + 5}},
 	}
 	for _, tt := range tests {
 		var c Chunk
