@@ -65,6 +65,8 @@ func TestOwnCountWithoutUsage(t *testing.T) {
 		{"/v1/chat/stream", hi + `,"n":2}`, 8},
 		{"/v1/chat/completions", hi + `,"stream":true` + weatherTools + `}`, int64(sim.ToolCallTokens())},
 		{"/v1/chat/stream", hi + weatherTools + `}`, int64(sim.ToolCallTokens())},
+		{"/v1/chat", hi + weatherTools + `}`, int64(sim.ToolCallTokens())},
+		{"/v1/chat/completions", hi + `,"n":3}`, 12},
 	}
 	var before int64
 	for i, b := range bodies {

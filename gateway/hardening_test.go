@@ -252,3 +252,31 @@ var (
 	_ gateway.FailureGuard = (*quota.Failures)(nil)
 	_ gateway.FailureGuard = (*quota.SharedFailures)(nil)
 )
+
+// TestHeadAndHealthAliases: HEAD is answered on every GET route, without
+// a body; /health and /api/v1/health answer as /healthz does.
+func TestHeadAndHealthAliases(t *testing.T) {
+	e := newEnv(t, sim.Config{})
+	for _, tt := range []struct{ method, path, key string }{
+		{"HEAD", "/healthz", ""}, {"HEAD", "/readyz", ""}, {"HEAD", "/v1/models", keyAll},
+		{"HEAD", "/v1/models/hermes", keyAll}, {"HEAD", "/v1/usage", keyAll},
+		{"GET", "/health", ""}, {"GET", "/api/v1/health", ""}, {"HEAD", "/api/v1/health", ""},
+	} {
+		req, _ := http.NewRequest(tt.method, e.gw.URL+tt.path, nil)
+		if tt.key != "" {
+			req.Header.Set("Authorization", "Bearer "+tt.key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("X-Request-Id") == "" {
+			t.Errorf("%s %s: %d", tt.method, tt.path, resp.StatusCode)
+		}
+		if tt.method == "HEAD" && len(b) != 0 || tt.method == "GET" && !strings.Contains(string(b), `"status":"ok"`) {
+			t.Errorf("%s %s: body %q", tt.method, tt.path, b)
+		}
+	}
+}

@@ -20,11 +20,13 @@ func (s *Server) routes(o Options) {
 		s.add(r, "GET", p+"/models", "req", s.listModels)
 		s.add(r, "GET", p+"/models/:model", "req", s.getModel)
 		s.add(r, "GET", p+"/usage", "req", s.getUsage)
-		r.GET(p+"/healthz", s.healthz)
-		r.GET(p+"/readyz", s.readyz)
+		get(r, p+"/healthz", s.healthz)
+		get(r, p+"/health", s.healthz)
+		get(r, p+"/readyz", s.readyz)
 	}
-	r.GET("/healthz", s.healthz)
-	r.GET("/readyz", s.readyz)
+	get(r, "/healthz", s.healthz)
+	get(r, "/health", s.healthz)
+	get(r, "/readyz", s.readyz)
 	s.adminRouter = newRouter()
 	s.adminRoutes(s.adminRouter)
 	if !o.SeparateAdmin {
@@ -32,9 +34,9 @@ func (s *Server) routes(o Options) {
 	}
 	if o.Metrics != nil {
 		metricsRoute := func(w http.ResponseWriter, r *http.Request, _ httprouter.Params) { o.Metrics.ServeHTTP(w, r) }
-		s.adminRouter.GET("/metrics", metricsRoute)
+		get(s.adminRouter, "/metrics", metricsRoute)
 		if !o.SeparateAdmin {
-			r.GET("/metrics", metricsRoute)
+			get(r, "/metrics", metricsRoute)
 		}
 	}
 	for _, rt := range []*httprouter.Router{r, s.adminRouter} {
@@ -44,6 +46,13 @@ func (s *Server) routes(o Options) {
 		rt.PanicHandler = s.panicked
 	}
 	s.router = r
+}
+
+// get registers h for GET and HEAD (whose answer Go's server sends
+// without its body).
+func get(r *httprouter.Router, path string, h httprouter.Handle) {
+	r.GET(path, h)
+	r.HEAD(path, h)
 }
 
 // newRouter is an httprouter that answers a path it does not know with

@@ -225,8 +225,13 @@ type Usage struct {
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error
 
-// add registers h for method and path; path is also its metrics route.
+// add registers h for method and path (GET also for HEAD); path is also
+// its metrics route.
 func (s *Server) add(r *httprouter.Router, method, path, idPrefix string, h handlerFunc) {
+	if method == http.MethodGet {
+		get(r, path, s.handle(path, idPrefix, h))
+		return
+	}
 	r.Handle(method, path, s.handle(path, idPrefix, h))
 }
 
