@@ -37,7 +37,7 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(stri
 			a.close()
 		}
 	}()
-	catalog, err := cfg.catalog(getenv)
+	catalog, err := catalogOf(cfg, getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -75,8 +75,8 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(stri
 		}
 	})
 	reg, err := keys.NewRegistry(ctx, st.keys, keys.Options{
-		Static:     cfg.staticKeys(),
-		Tiers:      cfg.tiers(),
+		Static:     staticKeysOf(cfg),
+		Tiers:      tiersOf(cfg),
 		KnownModel: func(name string) bool { return catalog.Get(name) != nil },
 		Log:        log,
 	})

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/obol/obol/keys"
-	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
 	"github.com/redis/go-redis/v9"
 )
@@ -401,50 +400,4 @@ func (b BackendConfig) backendName() string {
 		return u.Host + strings.TrimSuffix(u.Path, "/")
 	}
 	return b.URL
-}
-
-// catalog builds the model catalog, reading backend keys from the environment.
-func (c *Config) catalog(getenv func(string) string) (*models.Catalog, error) {
-	var ms []models.Model
-	for _, name := range sortedKeys(c.Models) {
-		mc := c.Models[name]
-		m := models.Model{
-			Name: name, Description: mc.Description, ContextWindow: mc.ContextWindow,
-			MaxOutputTokens: mc.MaxOutputTokens, Vision: mc.Vision,
-			Timeouts: models.Timeouts(mc.Timeouts), MaxAttempts: mc.MaxAttempts,
-		}
-		for i, b := range mc.Backends {
-			key := ""
-			if b.APIKeyEnv != "" {
-				if key = getenv(b.APIKeyEnv); key == "" {
-					return nil, invalid(fmt.Sprintf("models.%s.backends[%d].api_key_env", name, i), "the environment variable %s is not set", b.APIKeyEnv)
-				}
-			}
-			m.Backends = append(m.Backends, models.Backend{Name: b.backendName(), URL: b.URL, Model: b.Model, APIKey: key,
-				Weight: b.Weight, Priority: b.Priority, MaxConcurrency: b.MaxConcurrency, ContinuousUsage: b.ContinuousUsage})
-		}
-		ms = append(ms, m)
-	}
-	return models.NewCatalog(ms)
-}
-
-// tiers are the configured tiers as quota sees them.
-func (c *Config) tiers() quota.Tiers {
-	t := make(quota.Tiers, len(c.Tiers))
-	for name, tc := range c.Tiers {
-		t[name] = quota.Limits(tc)
-	}
-	return t
-}
-
-// staticKeys are the file's keys as the key registry takes them.
-func (c *Config) staticKeys() []keys.Static {
-	out := make([]keys.Static, 0, len(c.Keys))
-	for _, k := range c.Keys {
-		s := keys.Static{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes,
-			Limits: keys.Limits(k.Limits)}
-		hex.Decode(s.SHA256[:], []byte(k.SHA256))
-		out = append(out, s)
-	}
-	return out
 }

@@ -97,7 +97,7 @@ func TestShippedConfigsLoad(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 			continue
 		}
-		if _, err := cfg.catalog(envMap(map[string]string{"OBOL_BACKEND_KEY": "k", "OPENAI_API_KEY": "k", "TOGETHER_API_KEY": "k"})); err != nil {
+		if _, err := catalogOf(cfg, envMap(map[string]string{"OBOL_BACKEND_KEY": "k", "OPENAI_API_KEY": "k", "TOGETHER_API_KEY": "k"})); err != nil {
 			t.Errorf("%s: catalog: %v", f, err)
 		}
 	}
@@ -155,7 +155,7 @@ func TestConfigDefaultsAndBackendKeys(t *testing.T) {
 	if cfg.ShutdownGrace != 10*time.Second || cfg.DataDir != "./data" || cfg.Tiers["free"].RPM != 20 || cfg.Tiers["team"].TPD != 0 {
 		t.Errorf("defaults: %+v", cfg)
 	}
-	cat, err := cfg.catalog(envMap(nil))
+	cat, err := catalogOf(cfg, envMap(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestConfigDefaultsAndBackendKeys(t *testing.T) {
 		t.Errorf("redis defaults: %+v", cfg.Redis)
 	}
 	cfg.Models["hermes"].Backends[0].APIKeyEnv = "NOT_SET_ANYWHERE"
-	if _, err := cfg.catalog(envMap(nil)); err == nil || !strings.Contains(err.Error(), "models.hermes.backends[0].api_key_env") {
+	if _, err := catalogOf(cfg, envMap(nil)); err == nil || !strings.Contains(err.Error(), "models.hermes.backends[0].api_key_env") {
 		t.Errorf("unset backend key env: %v", err)
 	}
 }
@@ -185,7 +185,7 @@ keys:
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := keys.NewRegistry(context.Background(), nil, keys.Options{Static: cfg.staticKeys(), Tiers: cfg.tiers()})
+	reg, err := keys.NewRegistry(context.Background(), nil, keys.Options{Static: staticKeysOf(cfg), Tiers: tiersOf(cfg)})
 	if err != nil {
 		t.Fatal(err)
 	}
