@@ -72,10 +72,14 @@ func (s *Server) AdminHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, s.adminRouter) })
 }
 
-// serve bounds the time to receive the request's body, then routes it. A
+// serve answers CORS (a preflight at once), bounds the time to receive
+// the request's body, then routes it. A
 // body sent with a method that takes none is read (and dropped) first, so
 // that one trickled in slowly is answered 408 in time.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	if s.cors(w, r) {
+		return // a preflight
+	}
 	s.limitBody(w, r)
 	if !takesBody(r.Method) {
 		if e := drainBody(r); e != nil {

@@ -69,6 +69,8 @@ type Options struct {
 	// Backends reports and resets the backends' breakers (the admin API,
 	// readiness); nil: the admin routes answer 501, readiness lists none.
 	Backends BackendAdmin
+	// CORS lets pages of other origins call the gateway; none by default.
+	CORS CORS
 	// FailureGuard counts failed authentications per address; nil means
 	// a count of this replica's own (quota.Failures).
 	FailureGuard FailureGuard
@@ -109,6 +111,7 @@ type Server struct {
 	router    *httprouter.Router
 	ready     readiness
 	guard     FailureGuard
+	corsOpt   CORS
 	// bodyTimeout bounds the time to receive a request body.
 	bodyTimeout time.Duration
 
@@ -138,6 +141,7 @@ func New(o Options) (*Server, error) {
 		maxBody: o.MaxBodyBytes, keepAlive: o.KeepAlive,
 	}
 	s.abort, s.abortNow = context.WithCancel(context.Background())
+	s.corsOpt = o.CORS
 	s.bodyTimeout = o.BodyTimeout
 	if s.bodyTimeout <= 0 {
 		s.bodyTimeout = DefaultBodyTimeout

@@ -90,8 +90,8 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(stri
 		Keys: reg, Admin: reg, AdminToken: adminToken,
 		Quota: st.quota, SharedStore: st.shared,
 		Ledger: st.ledger, UsageAdmin: st.ledger,
-		FailureGuard: st.failures,
-		Log:          log, MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.BodyTimeout, KeepAlive: cfg.StreamKeepAlive,
+		FailureGuard: st.failures, CORS: gateway.CORS{AllowedOrigins: cfg.CORS.AllowedOrigins},
+		Log: log, MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.BodyTimeout, KeepAlive: cfg.StreamKeepAlive,
 		SeparateAdmin: cfg.AdminListen != "", Metrics: metricsHandler,
 	})
 	if err != nil {

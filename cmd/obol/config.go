@@ -48,6 +48,14 @@ type Config struct {
 	Models          map[string]ModelConfig `yaml:"models"`
 	Keys            []KeyConfig            `yaml:"keys"`
 	Breaker         BreakerConfig          `yaml:"breaker"`
+	CORS            CORSConfig             `yaml:"cors"`
+}
+
+// CORSConfig lets web pages of other origins call the gateway.
+type CORSConfig struct {
+	// AllowedOrigins are origins, or patterns with one "*" (a port, a
+	// subdomain, or "*" for any); none by default.
+	AllowedOrigins []string `yaml:"allowed_origins"`
 }
 
 // RedisConfig locates the shared store; an empty URL selects the embedded
@@ -221,6 +229,11 @@ func (c *Config) check() error {
 	for _, name := range sortedKeys(c.Models) {
 		if err := c.Models[name].check("models."+name, name); err != nil {
 			return err
+		}
+	}
+	for i, o := range c.CORS.AllowedOrigins {
+		if o != "*" && (!strings.Contains(o, "://") || strings.Count(o, "*") > 1 || strings.HasSuffix(o, "/")) {
+			return invalid(fmt.Sprintf("cors.allowed_origins[%d]", i), "want an origin such as https://app.example.com or a pattern such as http://localhost:* (one *, no path), got %q", o)
 		}
 	}
 	return c.checkKeys()
