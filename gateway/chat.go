@@ -19,49 +19,34 @@ import (
 	"github.com/obol/obol/models"
 )
 
-// prepare runs what every chat route does before a backend is called:
-// authenticate, read and decode the body, find the model, check the key's
-// access and the model's limits, and admit the request under the key's.
-func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, streamRoute bool) (*chatRequest, *models.Model, error) {
+// prepare runs what every route that calls a model does before a backend
+// is called: authenticate, read and decode the body, find the model,
+// check the key's access and the model's limits, and admit the request
+// under the key's. streamRoute: the route always streams.
+func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, api models.API, decode func([]byte) (*chatRequest, error), streamRoute bool) (*chatRequest, *models.Model, error) {
 	// Any chat scope gets the body read; which one is needed depends on
-	// whether the answer streams, which /v1/chat/completions says inside.
+	// whether the answer streams, which the body says.
 	if err := s.authenticate(r, c, "", ""); err != nil {
 		return nil, nil, err
 	}
 	if !c.key.Has(keys.ScopeChatStream) {
 		return nil, nil, needScope(keys.ScopeChat, r.URL.Path)
 	}
-	// The body's time to arrive is bounded by the server (limitBody).
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		var e *Error
-		switch {
-		case errors.As(err, &mbe):
-			return nil, nil, &Error{Code: CodeTooLarge,
-				Message: fmt.Sprintf("the request body is over the limit of %d bytes", mbe.Limit)}
-		case errors.As(err, &e):
-			return nil, nil, e
-		}
-		return nil, nil, badRequest("", "the request body could not be read")
-	}
-	req, err := decodeChat(body)
+	body, err := s.readBody(w, r)
 	if err != nil {
 		return nil, nil, err
 	}
+	req, err := decode(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.api = api
 	if !streamRoute && !req.Stream && !c.key.Has(keys.ScopeChat) {
 		return nil, nil, needScope(keys.ScopeChat, "a complete (non-streamed) answer")
 	}
-	c.model = req.Model
-	m := s.catalog.Get(req.Model)
-	if m == nil {
-		c.model = ""
-		return nil, nil, &Error{Code: CodeNotFound, Param: "model",
-			Message: fmt.Sprintf("the model %q does not exist; GET /v1/models lists the models", clip.String(req.Model, 40))}
-	}
-	if !c.key.Allows(m.Name) {
-		return nil, nil, &Error{Code: CodeForbidden, Param: "model",
-			Message: "this API key may not use the model " + m.Name}
+	m, err := s.modelFor(c, req.Model, api)
+	if err != nil {
+		return nil, nil, err
 	}
 	if err := req.check(m); err != nil {
 		return nil, nil, err
@@ -73,9 +58,45 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, stream
 	return req, m, nil
 }
 
+// readBody reads a request body within max_body_bytes; the time it may
+// take is bounded by the server (limitBody).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		var e *Error
+		switch {
+		case errors.As(err, &mbe):
+			return nil, &Error{Code: CodeTooLarge, Message: fmt.Sprintf("the request body is over the limit of %d bytes", mbe.Limit)}
+		case errors.As(err, &e):
+			return nil, e
+		}
+		return nil, badRequest("", "the request body could not be read")
+	}
+	return body, nil
+}
+
+// modelFor is the model a request names, if it exists, the key may use
+// it, and its backends serve api.
+func (s *Server) modelFor(c *call, name string, api models.API) (*models.Model, error) {
+	m := s.catalog.Get(name)
+	if m == nil {
+		return nil, &Error{Code: CodeNotFound, Param: "model",
+			Message: fmt.Sprintf("the model %q does not exist; GET /v1/models lists the models", clip.String(name, 40))}
+	}
+	c.model = m.Name
+	if !c.key.Allows(m.Name) {
+		return nil, &Error{Code: CodeForbidden, Param: "model", Message: "this API key may not use the model " + m.Name}
+	}
+	if !m.Serves(api) {
+		return nil, badRequest("model", fmt.Sprintf("the model %s does not serve /v1/%s; GET /v1/models says what each model serves", m.Name, api))
+	}
+	return m, nil
+}
+
 // chat is POST /v1/chat: one complete answer in the native shape.
 func (s *Server) chat(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c, false)
+	req, m, err := s.prepare(w, r, c, models.ChatAPI, decodeChat, false)
 	if err != nil {
 		return err
 	}
@@ -84,7 +105,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, _ httprouter.Param
 
 // chatStream is POST /v1/chat/stream: the native SSE stream.
 func (s *Server) chatStream(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c, true)
+	req, m, err := s.prepare(w, r, c, models.ChatAPI, decodeChat, true)
 	if err != nil {
 		return err
 	}
@@ -94,7 +115,7 @@ func (s *Server) chatStream(w http.ResponseWriter, r *http.Request, _ httprouter
 // chatCompletions is POST /v1/chat/completions, OpenAI's shape exactly;
 // the body's "stream" chooses the answer.
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c, false)
+	req, m, err := s.prepare(w, r, c, models.ChatAPI, decodeChat, false)
 	if err != nil {
 		return err
 	}
@@ -110,14 +131,11 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httpr
 func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
 	ctx, cancel := s.detached(r)
 	defer cancel()
-	sent := time.Now()
-	resp, err := s.up.Send(ctx, m, req.upstreamBody(false), false)
-	c.upstream = time.Since(sent)
+	resp, err := s.callBackend(ctx, c, m, req, false)
 	if err != nil {
 		return err
 	}
 	defer resp.Close()
-	c.backend = resp.Backend.Name
 	// models read the answer whole, within its bound, before it came here.
 	raw, err := io.ReadAll(upstreamTimer{resp.Body, &c.upstream})
 	if err != nil {
@@ -141,7 +159,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	var out []byte
 	if native {
 		out = appendNativeResponse(make([]byte, 0, len(raw)+128), c.id, comp.Created, m.Name, &comp, c.usage)
-	} else if out, err = compatResponse(raw, c.id, m.Name, comp.Usage == nil, c.usage); err != nil {
+	} else if out, err = compatResponse(raw, c.id, req.object(), m.Name, comp.Usage == nil, c.usage); err != nil {
 		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %w", resp.Backend.Name, err)}
 	}
@@ -149,6 +167,19 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.Write(out)
 	return nil
+}
+
+// callBackend sends the request to one of m's backends (models picks it
+// and fails over), counting the wait as upstream time.
+func (s *Server) callBackend(ctx context.Context, c *call, m *models.Model, req *chatRequest, stream bool) (*models.Response, error) {
+	sent := time.Now()
+	resp, err := s.up.Send(ctx, m, req.api, req.upstreamBody(stream), stream)
+	c.upstream += time.Since(sent)
+	if err != nil {
+		return nil, err
+	}
+	c.backend = resp.Backend.Name
+	return resp, nil
 }
 
 // readUsage decodes a backend's usage; nil raw leaves u nil.

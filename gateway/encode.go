@@ -14,7 +14,7 @@ import (
 // or re-validating the backend's choices, which pass through as they came
 // (already checked when the event was decoded).
 func (rl *relay) appendCompat(ev compatChunk) []byte {
-	b := appendExtra(rl.head(ev.ID, ev.Created, ev.Model), ev.SystemFingerprint, ev.ServiceTier)
+	b := appendExtra(rl.head(ev.ID, ev.Object, ev.Created, ev.Model), ev.SystemFingerprint, ev.ServiceTier)
 	b = append(append(b, `,"choices":`...), ev.Choices...)
 	if len(ev.Usage) > 0 {
 		b = append(append(b, `,"usage":`...), ev.Usage...)
@@ -25,7 +25,7 @@ func (rl *relay) appendCompat(ev compatChunk) []byte {
 
 // appendNative encodes a native chunk, as appendCompat does.
 func (rl *relay) appendNative(ev *nativeChunk) []byte {
-	b := appendExtra(rl.head(ev.ID, ev.Created, ev.Model), ev.SystemFingerprint, ev.ServiceTier)
+	b := appendExtra(rl.head(ev.ID, ev.Object, ev.Created, ev.Model), ev.SystemFingerprint, ev.ServiceTier)
 	b = append(append(b, `,"choices":`...), ev.Choices...)
 	b = appendJSONString(append(b, `,"delta":`...), ev.Delta)
 	if ev.Usage != nil {
@@ -47,12 +47,14 @@ func appendExtra(b, fingerprint, tier []byte) []byte {
 	return b
 }
 
-// head starts a chunk: id, object, created and model. The id and the
+// head starts a chunk: id, object, created and model. The id, object and
 // model are the gateway's own and need no escaping.
-func (rl *relay) head(id string, created int64, model string) []byte {
+func (rl *relay) head(id, object string, created int64, model string) []byte {
 	b := append(rl.out[:0], `{"id":"`...)
 	b = append(b, id...)
-	b = append(b, `","object":"chat.completion.chunk","created":`...)
+	b = append(b, `","object":"`...)
+	b = append(b, object...)
+	b = append(b, `","created":`...)
 	b = strconv.AppendInt(b, created, 10)
 	b = append(b, `,"model":"`...)
 	b = append(b, model...)
@@ -126,19 +128,27 @@ func appendUsage(b []byte, u *Usage) []byte {
 	return append(b, '}')
 }
 
-// compatResponse is the backend's answer with the gateway's id, the
-// public model name and object, and the gateway's usage where the backend
-// sent none (addUsage); every other field passes through, in its order.
-func compatResponse(raw []byte, id, model string, addUsage bool, u *Usage) ([]byte, error) {
+// compatResponse is the backend's answer with the gateway's id and object
+// (kept as the backend's when ""), the public model name, and the
+// gateway's usage where the backend sent none (addUsage); every other
+// field passes through, in its order.
+func compatResponse(raw []byte, id, object, model string, addUsage bool, u *Usage) ([]byte, error) {
 	b := make([]byte, 0, len(raw)+128)
-	b = append(b, `{"id":`...)
-	b = appendJSONString(b, id)
-	b = append(b, `,"object":"chat.completion","model":`...)
-	b = appendJSONString(b, model)
+	b = append(b, '{')
+	if id != "" {
+		b = appendJSONString(append(b, `"id":`...), id)
+		b = appendJSONString(append(b, `,"object":`...), object)
+		b = append(b, ',')
+	}
+	b = appendJSONString(append(b, `"model":`...), model)
 	ok := chunk.Fields(raw, func(name, value []byte) bool {
 		switch string(name) {
-		case "id", "object", "model":
+		case "model":
 			return true
+		case "id", "object":
+			if id != "" {
+				return true
+			}
 		case "usage":
 			if addUsage {
 				return true // null: the gateway's count replaces it

@@ -29,7 +29,7 @@ func FuzzAppendJSONString(f *testing.F) {
 // TestChunkEncoding: the hand-written chunks are what json.Marshal makes
 // of the same structs.
 func TestChunkEncoding(t *testing.T) {
-	rl := &relay{}
+	rl := &relay{object: "chat.completion.chunk"}
 	choices := json.RawMessage(`[{"index":0,"delta":{"content":"Hi \"there\""},"finish_reason":null}]`)
 	compat := compatChunk{ID: "chat_01X", Object: "chat.completion.chunk", Created: 1738857600, Model: "hermes",
 		SystemFingerprint: json.RawMessage(`"fp_1"`), ServiceTier: json.RawMessage(`"default"`), Choices: choices, Usage: json.RawMessage("null")}
@@ -87,7 +87,7 @@ func TestResponseEncoding(t *testing.T) {
 				"usage": map[string]any{"prompt_tokens": 28.0, "completion_tokens": 12.0, "total_tokens": 40.0}}},
 	}
 	for _, tt := range tests {
-		out, err := compatResponse([]byte(tt.backend), "chat_01X", "hermes", tt.addUsage, u)
+		out, err := compatResponse([]byte(tt.backend), "chat_01X", "chat.completion", "hermes", tt.addUsage, u)
 		if err != nil {
 			t.Fatalf("compatResponse(%s): %v", tt.backend, err)
 		}
@@ -99,7 +99,7 @@ func TestResponseEncoding(t *testing.T) {
 			t.Errorf("compatResponse(%s)\n got %v\nwant %v", tt.backend, got, tt.want)
 		}
 	}
-	if _, err := compatResponse([]byte(`{"choices":[]}x`), "chat_01X", "hermes", false, u); err == nil {
+	if _, err := compatResponse([]byte(`{"choices":[]}x`), "chat_01X", "chat.completion", "hermes", false, u); err == nil {
 		t.Error("compatResponse of a broken answer: no error")
 	}
 }

@@ -23,14 +23,26 @@ type modelInfo struct {
 	ContextWindow int    `json:"context_window"`
 	Description   string `json:"description"`
 	Vision        bool   `json:"vision"`
+	// Serves are the routes that take the model: chat (chat completions
+	// and responses), completions, embeddings.
+	Serves []string `json:"serves"`
 }
 
 // started is the models' "created" time: they exist from the gateway's start.
 var started = time.Now().Unix()
 
 func info(m *models.Model) modelInfo {
-	return modelInfo{ID: m.Name, Object: "model", Created: started, OwnedBy: "obol",
-		ContextWindow: m.ContextWindow, Description: m.Description, Vision: m.Vision}
+	mi := modelInfo{ID: m.Name, Object: "model", Created: started, OwnedBy: "obol",
+		ContextWindow: m.ContextWindow, Description: m.Description, Vision: m.Vision, Serves: []string{}}
+	for _, api := range []struct {
+		api  models.API
+		name string
+	}{{models.ChatAPI, "chat"}, {models.CompletionsAPI, "completions"}, {models.EmbeddingsAPI, "embeddings"}} {
+		if m.Serves(api.api) {
+			mi.Serves = append(mi.Serves, api.name)
+		}
+	}
+	return mi
 }
 
 // listModels is GET /v1/models: the models this key may use.

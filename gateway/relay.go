@@ -65,9 +65,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 	defer s.metrics.streams.Add(r.Context(), -1)
 	out := newSSE(w, s.keepAlive)
 	defer out.stop()
-	sent := time.Now()
-	resp, err := s.up.Send(r.Context(), m, req.upstreamBody(true), true)
-	c.upstream = time.Since(sent)
+	resp, err := s.callBackend(r.Context(), c, m, req, true)
 	if err != nil {
 		if !out.stop() {
 			return err // nothing sent yet: a proper status and JSON error
@@ -78,9 +76,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 		return err
 	}
 	defer resp.Close()
-	c.backend = resp.Backend.Name
 
-	rl := &relay{c: c, req: req, model: m.Name, sse: out, native: native, created: time.Now().Unix()}
+	rl := &relay{c: c, req: req, model: m.Name, sse: out, native: native, object: req.streamObject(), created: time.Now().Unix()}
 	err = rl.run(resp.Events)
 	if err != nil && r.Context().Err() == nil && !errors.Is(err, errClientGone) && !out.stop() {
 		return err // failed before the first byte: still a proper status
@@ -118,6 +115,7 @@ type relay struct {
 	model   string
 	sse     *sseWriter
 	native  bool
+	object  string // of each chunk: chat.completion.chunk, or text_completion
 	created int64
 
 	usage    *Usage // as the backend reported it
@@ -210,7 +208,7 @@ func (rl *relay) run(events *models.Events) error {
 		rl.c.finish = append(rl.c.finish, ch.Finish...)
 		finished = finished || fin
 		if rl.native {
-			ev := &nativeChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model,
+			ev := &nativeChunk{ID: rl.c.id, Object: rl.object, Created: rl.created, Model: rl.model,
 				SystemFingerprint: rl.fingerprint, ServiceTier: rl.tier, Choices: ch.Choices, Delta: delta}
 			if fin {
 				if err := rl.flushFinal(); err != nil {
@@ -225,7 +223,7 @@ func (rl *relay) run(events *models.Events) error {
 			}
 			continue
 		}
-		ev := compatChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model,
+		ev := compatChunk{ID: rl.c.id, Object: rl.object, Created: rl.created, Model: rl.model,
 			SystemFingerprint: ch.SystemFingerprint, ServiceTier: ch.ServiceTier, Choices: ch.Choices}
 		if rl.req.IncludeUsage {
 			ev.Usage = json.RawMessage("null")
@@ -266,7 +264,7 @@ func (rl *relay) finish() error {
 	if rl.native {
 		ev := rl.final
 		if ev == nil {
-			ev = &nativeChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created, Model: rl.model,
+			ev = &nativeChunk{ID: rl.c.id, Object: rl.object, Created: rl.created, Model: rl.model,
 				SystemFingerprint: rl.fingerprint, ServiceTier: rl.tier,
 				Choices: json.RawMessage(`[{"index":0,"delta":{},"finish_reason":"stop"}]`)}
 		}
@@ -280,7 +278,7 @@ func (rl *relay) finish() error {
 		if raw == nil {
 			raw = appendUsage(nil, u)
 		}
-		if err := rl.send(compatChunk{ID: rl.c.id, Object: "chat.completion.chunk", Created: rl.created,
+		if err := rl.send(compatChunk{ID: rl.c.id, Object: rl.object, Created: rl.created,
 			Model: rl.model, SystemFingerprint: rl.fingerprint, ServiceTier: rl.tier, Choices: json.RawMessage("[]"), Usage: raw}); err != nil {
 			return err
 		}

@@ -21,6 +21,9 @@ const imageTokens = 765
 // client sent, known or not, is kept in fields and passed to the backend.
 type chatRequest struct {
 	fields map[string]json.RawMessage
+	// api is the backend route it goes to: chat (the default), legacy
+	// completions or embeddings.
+	api models.API
 
 	Model        string
 	Stream       bool // the body's "stream" (the OpenAI route follows it)
@@ -43,6 +46,24 @@ var roles = map[string]bool{"system": true, "developer": true, "user": true, "as
 // decodeChat parses and checks a chat request body. Its errors are
 // *Error values naming the offending field.
 func decodeChat(body []byte) (*chatRequest, error) {
+	c, err := newRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.decodeMessages(); err != nil {
+		return nil, err
+	}
+	if err := c.decodeSampling(); err != nil {
+		return nil, err
+	}
+	if raw, ok := c.fields["tools"]; ok {
+		c.PromptTokens += (len(raw) + 3) / 4
+	}
+	return c, nil
+}
+
+// newRequest parses a body as a JSON object with a model.
+func newRequest(body []byte) (*chatRequest, error) {
 	c := &chatRequest{}
 	if err := json.Unmarshal(body, &c.fields); err != nil {
 		var te *json.UnmarshalTypeError
@@ -64,9 +85,12 @@ func decodeChat(body []byte) (*chatRequest, error) {
 	if c.Model == "" {
 		return nil, badRequest("model", "model must not be empty")
 	}
-	if err := c.decodeMessages(); err != nil {
-		return nil, err
-	}
+	return c, nil
+}
+
+// decodeSampling checks what chat and legacy completions share: the
+// sampling ranges, the output caps, n, stream and stream_options.
+func (c *chatRequest) decodeSampling() error {
 	for _, r := range []struct {
 		name     string
 		min, max float64
@@ -75,26 +99,26 @@ func decodeChat(body []byte) (*chatRequest, error) {
 		{"presence_penalty", -2, 2}, {"frequency_penalty", -2, 2},
 	} {
 		if err := c.checkNumber(r.name, r.min, r.max); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for _, name := range []string{"max_tokens", "max_completion_tokens"} {
 		n, err := c.positiveInt(name)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c.MaxTokens = max(c.MaxTokens, n)
 	}
 	n, err := c.positiveInt("n")
 	if err != nil {
-		return nil, err
+		return err
 	} else if n > 128 {
-		return nil, badRequest("n", "n must be at most 128")
+		return badRequest("n", "n must be at most 128")
 	}
 	c.N = max(n, 1)
 	if raw, ok := c.fields["stream"]; ok && !isNull(raw) {
 		if json.Unmarshal(raw, &c.Stream) != nil {
-			return nil, badRequest("stream", "stream must be a boolean")
+			return badRequest("stream", "stream must be a boolean")
 		}
 	}
 	if raw, ok := c.fields["stream_options"]; ok && !isNull(raw) {
@@ -102,14 +126,11 @@ func decodeChat(body []byte) (*chatRequest, error) {
 			IncludeUsage *bool `json:"include_usage"`
 		}
 		if raw[0] != '{' || json.Unmarshal(raw, &so) != nil {
-			return nil, badRequest("stream_options", "stream_options must be an object with a boolean include_usage")
+			return badRequest("stream_options", "stream_options must be an object with a boolean include_usage")
 		}
 		c.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
 	}
-	if raw, ok := c.fields["tools"]; ok {
-		c.PromptTokens += (len(raw) + 3) / 4
-	}
-	return c, nil
+	return nil
 }
 
 type message struct {
@@ -254,12 +275,27 @@ func (c *chatRequest) check(m *models.Model) error {
 	return nil
 }
 
+// object is the answer's object, and streamObject each chunk's.
+func (c *chatRequest) object() string {
+	if c.api == models.CompletionsAPI {
+		return "text_completion"
+	}
+	return "chat.completion"
+}
+
+func (c *chatRequest) streamObject() string {
+	if c.api == models.CompletionsAPI {
+		return "text_completion"
+	}
+	return "chat.completion.chunk"
+}
+
 // capOutput holds a request that sets no output cap to the model's: the
 // backend is sent max_tokens, so that what it may generate, and so what
 // admission reserves, is bounded. The cap leaves room for the prompt
 // estimate in the context window.
 func (c *chatRequest) capOutput(m *models.Model) {
-	if c.MaxTokens > 0 {
+	if c.MaxTokens > 0 || c.api == models.EmbeddingsAPI {
 		return
 	}
 	c.MaxTokens = max(min(m.MaxOutputTokens, m.ContextWindow-c.PromptTokens), 1)
@@ -275,6 +311,10 @@ func (c *chatRequest) upstreamBody(stream bool) []byte {
 		f[k] = v
 	}
 	delete(f, "model")
+	if c.api == models.EmbeddingsAPI {
+		b, _ := json.Marshal(f)
+		return b
+	}
 	if stream {
 		f["stream"] = json.RawMessage("true")
 		so := map[string]json.RawMessage{}

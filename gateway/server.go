@@ -30,7 +30,8 @@ import (
 // Upstream calls a model's backends.
 type Upstream interface {
 	// Send posts a chat completion body (without "model") to a backend of m.
-	Send(ctx context.Context, m *models.Model, body []byte, stream bool) (*models.Response, error)
+	// api is the route: chat, legacy completions or embeddings.
+	Send(ctx context.Context, m *models.Model, api models.API, body []byte, stream bool) (*models.Response, error)
 	// Probe reports whether at least one backend of m answers.
 	Probe(ctx context.Context, m *models.Model) error
 }

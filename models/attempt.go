@@ -24,7 +24,7 @@ import (
 // attempt is one backend's try: the request, and the answer read up to
 // its first token (a stream) or whole, so that a failure before then can
 // still fail over.
-func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendState, reqBody []byte, stream bool) (resp *Response, err error) {
+func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendState, api API, reqBody []byte, stream bool) (resp *Response, err error) {
 	began := time.Now()
 	ctx, span := startAttemptSpan(ctx, m, b)
 	// The span lasts until the answer's body is closed; the first token
@@ -56,7 +56,7 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 		c.outcome(st, false, time.Now())
 	}()
 
-	hresp, err := c.post(actx, m, b, st, reqBody, stream)
+	hresp, err := c.post(actx, m, b, st, api, reqBody, stream)
 	if err != nil {
 		return nil, err
 	}
@@ -115,11 +115,11 @@ func endAttemptSpan(span trace.Span, err error) {
 
 // post sends the request to b and returns its 200 answer; any other
 // status is an *UpstreamError, whose Retry-After keeps requests off b.
-func (c *Client) post(ctx context.Context, m *Model, b *Backend, st *backendState, reqBody []byte, stream bool) (*http.Response, error) {
+func (c *Client) post(ctx context.Context, m *Model, b *Backend, st *backendState, api API, reqBody []byte, stream bool) (*http.Response, error) {
 	if stream && b.ContinuousUsage {
 		reqBody = withContinuousUsage(reqBody)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(b.URL, "/")+"/chat/completions", bytes.NewReader(withModel(reqBody, b.Model)))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(b.URL, "/")+"/"+string(api), bytes.NewReader(withModel(reqBody, b.Model)))
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %w", b.Name, err)
 	}

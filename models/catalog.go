@@ -4,6 +4,7 @@ package models
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 )
@@ -64,8 +65,21 @@ func (t Timeouts) withDefaults() Timeouts {
 // DefaultMaxOutputTokens is a model's assumed output cap when none is set.
 const DefaultMaxOutputTokens = 4096
 
+// API is an OpenAI route a backend may serve, as its path under the
+// backend's base URL.
+type API string
+
+// The APIs a model may serve.
+const (
+	ChatAPI        API = "chat/completions"
+	CompletionsAPI API = "completions" // legacy text completions
+	EmbeddingsAPI  API = "embeddings"
+)
+
 // Model is a public model name and what serves it.
 type Model struct {
+	// APIs are what its backends serve; nil means ChatAPI alone.
+	APIs          []API
 	Name          string
 	Description   string
 	ContextWindow int
@@ -79,6 +93,14 @@ type Model struct {
 	// all of them, at most 3.
 	MaxAttempts int
 	Backends    []Backend
+}
+
+// Serves reports whether the model's backends serve api.
+func (m *Model) Serves(api API) bool {
+	if m.APIs == nil {
+		return api == ChatAPI
+	}
+	return slices.Contains(m.APIs, api)
 }
 
 func (m *Model) attempts() int {

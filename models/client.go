@@ -167,7 +167,7 @@ func (r *Response) Close() error { return r.closer.Close() }
 // A streaming answer is returned once its first event has arrived; a
 // non-streaming one once it has arrived whole. Either way nothing of a
 // failed attempt has reached the caller, so trying another is invisible.
-func (c *Client) Send(ctx context.Context, m *Model, reqBody []byte, stream bool) (*Response, error) {
+func (c *Client) Send(ctx context.Context, m *Model, api API, reqBody []byte, stream bool) (*Response, error) {
 	ctx, cancel := context.WithCancelCause(context.WithValue(ctx, connectTimeoutKey{}, m.Timeouts.Connect))
 	total := time.AfterFunc(m.Timeouts.Total, func() { cancel(ErrTotalTimeout) })
 	release := func() {
@@ -188,7 +188,7 @@ func (c *Client) Send(ctx context.Context, m *Model, reqBody []byte, stream bool
 				attribute.String("gen_ai.request.model", m.Name), attribute.String("backend", tried[len(tried)-1].Name)))
 		}
 		tried = append(tried, b)
-		resp, err := c.attempt(ctx, m, b, st, reqBody, stream)
+		resp, err := c.attempt(ctx, m, b, st, api, reqBody, stream)
 		if err == nil {
 			prev := resp.closer.close
 			resp.closer.close = func() error { err := prev(); release(); return err }

@@ -22,6 +22,10 @@ func catalogOf(c *Config, getenv func(string) string) (*models.Catalog, error) {
 			MaxOutputTokens: mc.MaxOutputTokens, Vision: mc.Vision,
 			Timeouts: models.Timeouts(mc.Timeouts), MaxAttempts: mc.MaxAttempts,
 		}
+		for _, api := range mc.Serves {
+			m.APIs = append(m.APIs, map[string]models.API{
+				"chat": models.ChatAPI, "completions": models.CompletionsAPI, "embeddings": models.EmbeddingsAPI}[api])
+		}
 		for i, b := range mc.Backends {
 			key := ""
 			if b.APIKeyEnv != "" {

@@ -102,8 +102,11 @@ type ModelConfig struct {
 	Timeouts        TimeoutsConfig `yaml:"timeouts"`
 	// MaxAttempts bounds the backends one request tries (failover);
 	// 0 means all of them, at most 3.
-	MaxAttempts int             `yaml:"max_attempts"`
-	Backends    []BackendConfig `yaml:"backends"`
+	MaxAttempts int `yaml:"max_attempts"`
+	// Serves are the APIs its backends answer: chat, completions (legacy),
+	// embeddings; default chat.
+	Serves   []string        `yaml:"serves"`
+	Backends []BackendConfig `yaml:"backends"`
 }
 
 // BreakerConfig sets every backend's circuit breaker.
@@ -362,6 +365,11 @@ func (m ModelConfig) check(f, name string) error {
 	}
 	if m.ContextWindow <= 0 {
 		return invalid(f+".context_window", "must be a positive number of tokens")
+	}
+	for i, api := range m.Serves {
+		if !slices.Contains([]string{"chat", "completions", "embeddings"}, api) {
+			return invalid(fmt.Sprintf("%s.serves[%d]", f, i), "want chat, completions or embeddings, got %q", api)
+		}
 	}
 	if m.MaxOutputTokens < 0 || m.MaxOutputTokens > m.ContextWindow {
 		return invalid(f+".max_output_tokens", "must be between 0 (default) and the context window")

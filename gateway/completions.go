@@ -1,0 +1,92 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/models"
+)
+
+// legacyDefaultMaxTokens is OpenAI's (and vLLM's) max_tokens for a legacy
+// completion that sets none; the gateway sends it, so that the backend is
+// held to what was reserved.
+const legacyDefaultMaxTokens = 16
+
+// completions is POST /v1/completions, OpenAI's legacy text completions,
+// for models whose backends serve them: admitted, relayed (streamed or
+// not) and recorded as chat is.
+func (s *Server) completions(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	req, m, err := s.prepare(w, r, c, models.CompletionsAPI, decodeCompletion, false)
+	if err != nil {
+		return err
+	}
+	if req.Stream {
+		return s.stream(w, r, c, req, m, false)
+	}
+	return s.complete(w, r, c, req, m, false)
+}
+
+// decodeCompletion parses and checks a legacy completion body: a prompt
+// (a string, strings, or token ids), the sampling fields chat has, and
+// best_of, which the backend generates and so is charged.
+func decodeCompletion(body []byte) (*chatRequest, error) {
+	c, err := newRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	prompts, tokens, err := textOrTokens(c.fields, "prompt")
+	if err != nil {
+		return nil, err
+	}
+	c.PromptTokens = tokens
+	if err := c.decodeSampling(); err != nil {
+		return nil, err
+	}
+	bestOf, err := c.positiveInt("best_of")
+	if err != nil {
+		return nil, err
+	}
+	if c.MaxTokens == 0 {
+		c.MaxTokens = legacyDefaultMaxTokens
+		c.fields["max_tokens"] = json.RawMessage(strconv.Itoa(legacyDefaultMaxTokens))
+	}
+	c.N = max(c.N, bestOf) * prompts // one choice per prompt and n
+	return c, nil
+}
+
+// textOrTokens reads a field that is a string, an array of strings, token
+// ids or arrays of them (a prompt, an embedding's input): how many items,
+// and their tokens (characters / 4 for text).
+func textOrTokens(fields map[string]json.RawMessage, name string) (items, tokens int, err error) {
+	raw, ok := fields[name]
+	if !ok || isNull(raw) {
+		return 0, 0, badRequest(name, "missing required parameter: "+name)
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		return 1, (utf8.RuneCountInString(one) + 3) / 4, nil
+	}
+	var texts []string
+	if json.Unmarshal(raw, &texts) == nil && len(texts) > 0 {
+		for _, t := range texts {
+			tokens += (utf8.RuneCountInString(t) + 3) / 4
+		}
+		return len(texts), tokens, nil
+	}
+	var ids []int64
+	if json.Unmarshal(raw, &ids) == nil && len(ids) > 0 {
+		return 1, len(ids), nil
+	}
+	var many [][]int64
+	if json.Unmarshal(raw, &many) == nil && len(many) > 0 {
+		for _, m := range many {
+			tokens += len(m)
+		}
+		return len(many), tokens, nil
+	}
+	return 0, 0, badRequest(name, name+" must be a non-empty string, array of strings, or array of token ids")
+}
