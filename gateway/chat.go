@@ -109,7 +109,7 @@ func (s *Server) chatStream(w http.ResponseWriter, r *http.Request, _ httprouter
 	if err != nil {
 		return err
 	}
-	return s.stream(w, r, c, req, m, true)
+	return s.stream(w, r, c, req, m, chatStreamer(c, req, m, true))
 }
 
 // chatCompletions is POST /v1/chat/completions, OpenAI's shape exactly;
@@ -120,7 +120,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httpr
 		return err
 	}
 	if req.Stream {
-		return s.stream(w, r, c, req, m, false)
+		return s.stream(w, r, c, req, m, chatStreamer(c, req, m, false))
 	}
 	return s.complete(w, r, c, req, m, false)
 }

@@ -58,13 +58,27 @@ var (
 	errBrokenStream = errors.New("backend stream broken")
 )
 
-// stream relays a backend's SSE stream to the client, event by event.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
+// streamer turns a backend's events into a client's stream: the chat
+// relay (native or OpenAI's chunks) or the Responses events.
+type streamer interface {
+	// run relays events until the backend's stream ends.
+	run(events *models.Events) error
+	// relayed is what the stream carried: the backend's usage (nil if it
+	// sent none) and the gateway's own count of completion tokens.
+	relayed() (*Usage, int)
+	// fail ends a started stream with e.
+	fail(e *Error)
+}
+
+// stream relays a backend's SSE stream to the client, event by event, in
+// the shape newStreamer makes.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, newStreamer func(*sseWriter) streamer) error {
 	c.stream = true
 	s.metrics.streams.Add(r.Context(), 1)
 	defer s.metrics.streams.Add(r.Context(), -1)
 	out := newSSE(w, s.keepAlive)
 	defer out.stop()
+	st := newStreamer(out)
 	resp, err := s.callBackend(r.Context(), c, m, req, true)
 	if err != nil {
 		if !out.stop() {
@@ -72,20 +86,19 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 		}
 		c.started = true
 		c.outcome = outcomeUpstreamError
-		out.fail(asError(err, m.Name))
+		st.fail(asError(err, m.Name))
 		return err
 	}
 	defer resp.Close()
-
-	rl := &relay{c: c, req: req, model: m.Name, sse: out, native: native, object: req.streamObject(), created: time.Now().Unix()}
-	err = rl.run(resp.Events)
+	err = st.run(resp.Events)
 	if err != nil && r.Context().Err() == nil && !errors.Is(err, errClientGone) && !out.stop() {
 		return err // failed before the first byte: still a proper status
 	}
 	c.started = true
-	c.usage = rl.usage
+	u, counted := st.relayed()
+	c.usage = u
 	if c.usage == nil {
-		c.usage, c.counted = &Usage{PromptTokens: req.PromptTokens, CompletionTokens: rl.counted}, true
+		c.usage, c.counted = &Usage{PromptTokens: req.PromptTokens, CompletionTokens: counted}, true
 		c.usage.TotalTokens = c.usage.PromptTokens + c.usage.CompletionTokens
 	}
 	switch {
@@ -94,7 +107,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 		return nil
 	case s.abort.Err() != nil:
 		c.outcome = outcomeShutdown
-		out.fail(errShuttingDown)
+		st.fail(errShuttingDown)
 		return errShuttingDown
 	case r.Context().Err() != nil || errors.Is(err, errClientGone):
 		c.outcome = outcomeClientGone
@@ -102,9 +115,21 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 	}
 	c.outcome = outcomeUpstreamError
 	e := asError(err, m.Name)
-	out.fail(e)
+	st.fail(e)
 	return e
 }
+
+// chatStreamer is the chat relay, native or OpenAI-shaped.
+func chatStreamer(c *call, req *chatRequest, m *models.Model, native bool) func(*sseWriter) streamer {
+	return func(out *sseWriter) streamer {
+		return &relay{c: c, req: req, model: m.Name, sse: out, native: native, object: req.streamObject(), created: time.Now().Unix()}
+	}
+}
+
+func (rl *relay) relayed() (*Usage, int) { return rl.usage, rl.counted }
+
+// fail ends the stream with an error event and [DONE].
+func (rl *relay) fail(e *Error) { rl.sse.fail(e) }
 
 var errClientGone = errors.New("client gone")
 

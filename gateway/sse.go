@@ -78,7 +78,11 @@ func (s *sseWriter) event(data []byte) error {
 // write writes one whole "data:" event without flushing it: the relay
 // flushes once it has written every event the backend has sent so far,
 // so that a burst of events costs one write to the client, not one each.
-func (s *sseWriter) write(data []byte) error {
+func (s *sseWriter) write(data []byte) error { return s.writeNamed("", data) }
+
+// writeNamed writes one whole event, named (an "event:" line) unless name
+// is "", without flushing it.
+func (s *sseWriter) writeNamed(name string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.held {
@@ -89,7 +93,11 @@ func (s *sseWriter) write(data []byte) error {
 		return s.err
 	}
 	s.start()
-	s.buf = append(s.buf[:0], "data: "...)
+	s.buf = s.buf[:0]
+	if name != "" {
+		s.buf = append(append(append(s.buf, "event: "...), name...), '\n')
+	}
+	s.buf = append(s.buf, "data: "...)
 	s.buf = append(s.buf, data...)
 	s.buf = append(s.buf, "\n\n"...)
 	if _, err := s.w.Write(s.buf); err != nil {
