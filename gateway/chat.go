@@ -129,24 +129,44 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httpr
 // OpenAI shape keeps every field the backend sent, with the gateway's id
 // and the public model name.
 func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
+	raw, comp, err := s.fetch(r, c, req, m)
+	if err != nil {
+		return err
+	}
+	var out []byte
+	if native {
+		out = appendNativeResponse(make([]byte, 0, len(raw)+128), c.id, comp.Created, m.Name, comp, c.usage)
+	} else if out, err = compatResponse(raw, c.id, req.object(), m.Name, comp.Usage == nil, c.usage); err != nil {
+		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
+			Err: fmt.Errorf("backend %s: malformed completion: %w", c.backend, err)}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	w.Write(out)
+	return nil
+}
+
+// fetch calls a backend for an answer not streamed and reads it whole:
+// its choices, and its usage (or the gateway's count) into c.
+func (s *Server) fetch(r *http.Request, c *call, req *chatRequest, m *models.Model) ([]byte, *chunk.Chunk, error) {
 	ctx, cancel := s.detached(r)
 	defer cancel()
 	resp, err := s.callBackend(ctx, c, m, req, false)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer resp.Close()
 	// models read the answer whole, within its bound, before it came here.
 	raw, err := io.ReadAll(upstreamTimer{resp.Body, &c.upstream})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if r.Context().Err() != nil {
 		c.outcome = outcomeClientGone // still recorded: the backend generated it
 	}
-	var comp chunk.Chunk
-	if err := chunk.Parse(raw, &comp); err != nil || comp.Choices == nil || isNull(comp.Choices) || readUsage(comp.Usage, &c.usage) != nil {
-		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
+	comp := new(chunk.Chunk)
+	if err := chunk.Parse(raw, comp); err != nil || comp.Choices == nil || isNull(comp.Choices) || readUsage(comp.Usage, &c.usage) != nil {
+		return nil, nil, &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw)}
 	}
 	c.finish = comp.Finish
@@ -156,17 +176,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	if comp.Created == 0 {
 		comp.Created = time.Now().Unix()
 	}
-	var out []byte
-	if native {
-		out = appendNativeResponse(make([]byte, 0, len(raw)+128), c.id, comp.Created, m.Name, &comp, c.usage)
-	} else if out, err = compatResponse(raw, c.id, req.object(), m.Name, comp.Usage == nil, c.usage); err != nil {
-		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
-			Err: fmt.Errorf("backend %s: malformed completion: %w", resp.Backend.Name, err)}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
-	w.Write(out)
-	return nil
+	return raw, comp, nil
 }
 
 // callBackend sends the request to one of m's backends (models picks it

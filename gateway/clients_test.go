@@ -109,39 +109,68 @@ func TestGoOpenAIStreamError(t *testing.T) {
 	}
 }
 
-// TestOpenAINodeClient runs the official openai npm client against the
-// gateway (gateway/testdata/openai-node; `make test` installs it).
-func TestOpenAINodeClient(t *testing.T) {
-	dir := filepath.Join("testdata", "openai-node")
+// nodeDir holds the npm packages the client tests drive the gateway with
+// (`make test` runs npm ci there).
+var nodeDir = filepath.Join("testdata", "openai-node")
+
+// runNode runs a script of nodeDir with env, and fails the test unless it
+// ends with "N checks: 0 failed". Without node or the packages it skips,
+// except in CI.
+func runNode(t *testing.T, script, pkg string, env ...string) {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	if err == nil {
-		_, err = os.Stat(filepath.Join(dir, "node_modules", "openai"))
+		_, err = os.Stat(filepath.Join(nodeDir, "node_modules", pkg))
 	}
 	if err != nil {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("the openai npm client is not installed (run make test, which runs npm ci in %s): %v", dir, err)
+			t.Fatalf("%s is not installed (run make test, which runs npm ci in %s): %v", pkg, nodeDir, err)
 		}
-		t.Skipf("node or the openai npm package is missing (make test installs it): %v", err)
+		t.Skipf("node or the npm package %s is missing (make test installs it): %v", pkg, err)
 	}
-	e := newEnv(t, sim.Config{ReplyTokens: 8})
+	cmd := exec.Command(node, script)
+	cmd.Dir = nodeDir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("node %s:\n%s", script, out)
+	if err != nil {
+		t.Fatalf("node checks failed: %v", err)
+	}
+	if !strings.Contains(string(out), "checks: 0 failed") {
+		t.Fatal("node checks did not finish")
+	}
+}
+
+// TestOpenAINodeClient runs the official openai npm client against the
+// gateway: chat, streams, responses, embeddings, legacy completions and
+// the errors.
+func TestOpenAINodeClient(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 8}, withAPIs)
 	faulty := newEnv(t, sim.Config{ReplyTokens: 8, Fault: sim.Fault{Kind: sim.StreamError, After: 2}})
 	limited := newEnv(t, sim.Config{ReplyTokens: 8}, withQuota(redisLimiter(t)), withLimits(keyAll, quota.Limits{RPM: 2, TPM: 1000}))
-	cmd := exec.Command(node, "check.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
+	runNode(t, "check.mjs", "openai",
 		"OBOL_BASE_URL="+e.gw.URL+"/v1",
 		"OBOL_FAULT_BASE_URL="+faulty.gw.URL+"/v1",
 		"OBOL_LIMITED_BASE_URL="+limited.gw.URL+"/v1",
 		"OBOL_KEY_ALL="+keyAll,
 		"OBOL_KEY_HERMES="+keyHermes,
 	)
-	out, err := cmd.CombinedOutput()
-	t.Logf("node:\n%s", out)
-	if err != nil {
-		t.Fatalf("node checks failed: %v", err)
+	// Every route's usage is in the ledger, as the backend reported it.
+	s := e.usageOf(t, keyAll, "")
+	if st := e.sim.Stats(); s.ByModel["hermes"].Prompt != st.ReportedPrompt || s.ByModel["hermes"].Completion != st.ReportedTokens {
+		t.Errorf("ledger %+v, backend reported prompt %d completion %d", s.ByModel["hermes"], st.ReportedPrompt, st.ReportedTokens)
 	}
-	if !strings.Contains(string(out), "node openai checks: 0 failed") {
-		t.Fatal("node checks did not finish")
+}
+
+// TestVercelAISDK runs the AI SDK's default OpenAI provider (the
+// Responses API) against the gateway: generateText, streamText with
+// usage, a tool over two steps.
+func TestVercelAISDK(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 13})
+	runNode(t, "aisdk.mjs", "ai", "OBOL_BASE_URL="+e.gw.URL+"/v1", "OBOL_KEY_ALL="+keyAll)
+	s := e.waitRecorded(t, keyAll, 4)
+	if st := e.sim.Stats(); s.ByModel["hermes"].Completion != st.ReportedTokens {
+		t.Errorf("ledger %+v, backend reported %d completion tokens", s.ByModel["hermes"], st.ReportedTokens)
 	}
 }
 

@@ -18,6 +18,7 @@ func (s *Server) routes(o Options) {
 		s.add(r, "POST", p+"/chat/stream", "chat", s.chatStream)
 		s.add(r, "POST", p+"/chat/completions", "chat", s.chatCompletions)
 		s.add(r, "POST", p+"/completions", "cmpl", s.completions)
+		s.add(r, "POST", p+"/responses", "resp", s.responses)
 		s.add(r, "POST", p+"/embeddings", "req", s.embeddings)
 		s.add(r, "GET", p+"/models", "req", s.listModels)
 		s.add(r, "GET", p+"/models/:model", "req", s.getModel)

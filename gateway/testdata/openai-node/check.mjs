@@ -207,5 +207,70 @@ await check('429 is RateLimitError with retry-after-ms and rate-limit headers', 
   });
 });
 
+await check('responses.create', async () => {
+  const r = await client.responses.create({ model: 'hermes', input: 'Say hello', instructions: 'Be brief.', max_output_tokens: 4 });
+  assert.equal(r.object, 'response');
+  assert.equal(r.model, 'hermes');
+  assert.match(r.id, /^resp_/);
+  assert.equal(r.output_text, 'Hello from the simulator');
+  assert.equal(r.status, 'incomplete');
+  assert.equal(r.incomplete_details.reason, 'max_output_tokens');
+  assert.equal(r.usage.output_tokens, 4);
+  assert.equal(r.usage.total_tokens, r.usage.input_tokens + 4);
+});
+
+await check('responses.create with stream', async () => {
+  const stream = await client.responses.create({ model: 'hermes', input: [{ role: 'user', content: 'Say hello' }], max_output_tokens: 3, stream: true });
+  const types = [];
+  let text = '';
+  let final;
+  for await (const ev of stream) {
+    types.push(ev.type);
+    if (ev.type === 'response.output_text.delta') text += ev.delta;
+    if (ev.type === 'response.incomplete' || ev.type === 'response.completed') final = ev.response;
+  }
+  assert.equal(types[0], 'response.created');
+  assert.equal(text, 'Hello from the');
+  assert.equal(final.output[0].content[0].text, 'Hello from the');
+  assert.equal(final.usage.output_tokens, 3);
+});
+
+await check('responses with a function tool, and its output sent back', async () => {
+  const tools = [{ type: 'function', name: 'get_weather', parameters: { type: 'object', properties: { location: { type: 'string' } } } }];
+  const first = await client.responses.create({ model: 'hermes', input: 'Weather in Paris?', tools });
+  const call = first.output.find((o) => o.type === 'function_call');
+  assert.equal(call.name, 'get_weather');
+  assert.deepEqual(JSON.parse(call.arguments), { location: 'Paris', unit: 'celsius' });
+  const second = await client.responses.create({
+    model: 'hermes', tools, max_output_tokens: 2,
+    input: ['Weather in Paris?', call, { type: 'function_call_output', call_id: call.call_id, output: '{"temp":20}' }].map((i) => typeof i === 'string' ? { role: 'user', content: i } : i),
+  });
+  assert.equal(second.output_text, 'Hello from');
+});
+
+await check('responses refuses store and previous_response_id', async () => {
+  await assert.rejects(client.responses.create({ model: 'hermes', input: 'x', store: true }), (e) => e instanceof OpenAI.BadRequestError && e.param === 'store');
+  await assert.rejects(client.responses.create({ model: 'hermes', input: 'x', previous_response_id: 'resp_1' }), (e) => e instanceof OpenAI.BadRequestError && e.param === 'previous_response_id');
+});
+
+await check('embeddings.create', async () => {
+  const e = await client.embeddings.create({ model: 'hermes', input: ['one two', 'three'] });
+  assert.equal(e.data.length, 2);
+  assert.equal(e.data[0].embedding.length, 8);
+  assert.equal(e.model, 'hermes');
+  assert.equal(e.usage.prompt_tokens, 3);
+});
+
+await check('completions.create, streamed and not', async () => {
+  const c = await client.completions.create({ model: 'hermes', prompt: 'Say hello', max_tokens: 3 });
+  assert.equal(c.object, 'text_completion');
+  assert.equal(c.choices[0].text, 'Hello from the');
+  assert.equal(c.usage.completion_tokens, 3);
+  const stream = await client.completions.create({ model: 'hermes', prompt: 'Say hello', max_tokens: 2, stream: true });
+  let text = '';
+  for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
+  assert.equal(text, 'Hello from');
+});
+
 console.log(`node openai checks: ${failed} failed`);
 process.exit(failed ? 1 : 0);
