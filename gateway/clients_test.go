@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +15,7 @@ import (
 
 	openai "github.com/sashabaranov/go-openai"
 
+	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/quota"
 )
@@ -188,4 +192,36 @@ func TestGoOpenAIRateLimit(t *testing.T) {
 	if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != 429 || apiErr.Code != "rate_limit" || apiErr.Type != "rate_limit_exceeded" {
 		t.Errorf("second request: %v", err)
 	}
+}
+
+// TestBrowserCrossOrigin opens, in headless Chromium, a page served from
+// another origin than the gateway; the page streams a chat with fetch and
+// reads x-ratelimit-remaining-requests, which CORS must let it do.
+func TestBrowserCrossOrigin(t *testing.T) {
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("Chromium is missing (.ci/run installs Debian's chromium): %v", err)
+		}
+		t.Skipf("Chromium is missing (apt-get install chromium): %v", err)
+	}
+	e := newEnv(t, sim.Config{ReplyTokens: 5}, withLimits(keyAll, quota.Limits{RPM: 10}), func(c *envConfig) {
+		c.CORS = gateway.CORS{AllowedOrigins: []string{"http://127.0.0.1:*"}}
+	})
+	page, err := os.ReadFile(filepath.Join(nodeDir, "cors-page.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(page)
+	}))
+	defer site.Close()
+	q := url.Values{"gateway": {e.gw.URL}, "key": {keyAll}}
+	runNode(t, "browser.mjs", "playwright-core",
+		"OBOL_PAGE_URL="+site.URL+"/?"+q.Encode(), "CHROMIUM="+chromium,
+		"OBOL_WANT_TEXT="+sim.Reply(5), "OBOL_WANT_REMAINING=9")
 }
