@@ -10,20 +10,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/poll"
-	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/loadtest/sim"
 )
 
 const adminToken = "test-admin-token-0123456789abcdef"
 
-// withAdmin keeps run-time keys in the shared Redis and opens the admin
-// API with adminToken.
+// withAdmin keeps run-time keys in a schema of the test's own in the
+// shared PostgreSQL and opens the admin API with adminToken.
 func withAdmin(t *testing.T) envOption {
-	rdb, prefix := redistest.Shared(t)
+	pool, _ := pgtest.Shared(t)
 	return func(c *envConfig) {
-		c.keyStore, c.keyPoll, c.AdminToken = keys.NewRedis(rdb, prefix), 20*time.Millisecond, adminToken
+		c.keyStore, c.keyPoll, c.AdminToken = keys.NewPostgres(pool), 20*time.Millisecond, adminToken
 	}
 }
 
@@ -251,7 +251,7 @@ func TestScopesOnEveryRoute(t *testing.T) {
 }
 
 func TestAdminUsage(t *testing.T) {
-	e := newEnv(t, sim.Config{ReplyTokens: 4}, withAdmin(t), withLedger(redisLedger(t)))
+	e := newEnv(t, sim.Config{ReplyTokens: 4}, withAdmin(t), withLedger(postgresLedger(t)))
 	a := e.createKey(t, `{"tier":"pro","name":"a"}`)
 	b := e.createKey(t, `{"tier":"pro","name":"b"}`)
 	for _, s := range []string{a.Secret, a.Secret, b.Secret} {

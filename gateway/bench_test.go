@@ -39,7 +39,7 @@ func benchmarkRelay(b *testing.B, store string) {
 			opts := []envOption{withLimits(keyAll, quota.Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50})}
 			switch store {
 			case "redis":
-				opts = append(opts, withQuota(redisLimiter(b)), withLedger(redisLedger(b)))
+				opts = append(opts, withQuota(redisLimiter(b)), withLedger(postgresLedger(b)))
 			case "noledger":
 				opts = append(opts, func(c *envConfig) { c.Ledger = dropLedger{} })
 			}

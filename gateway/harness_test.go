@@ -15,6 +15,7 @@ import (
 
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/internal/bolttest"
+	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/keys"
@@ -80,11 +81,11 @@ func embeddedLedger(t testing.TB) *usage.Ledger {
 	return l
 }
 
-// redisLedger is a ledger in the shared test Redis, under a prefix of the
-// test's own.
-func redisLedger(t testing.TB) *usage.Ledger {
-	rdb, prefix := redistest.Shared(t)
-	l := usage.NewLedger(usage.NewRedis(rdb, prefix), usage.Options{})
+// postgresLedger is a ledger in a schema of the test's own in the shared
+// test PostgreSQL.
+func postgresLedger(t testing.TB) *usage.Ledger {
+	pool, _ := pgtest.Shared(t)
+	l := usage.NewLedger(usage.NewPostgres(pool, 35), usage.Options{})
 	t.Cleanup(func() { l.Close(context.Background()) })
 	return l
 }

@@ -27,15 +27,8 @@ type respUsage struct {
 
 func responsesUsage(u *Usage) *respUsage {
 	ru := &respUsage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
-	var pd struct {
-		CachedTokens int `json:"cached_tokens"`
-	}
-	var cd struct {
-		ReasoningTokens int `json:"reasoning_tokens"`
-	}
-	json.Unmarshal(u.PromptTokensDetails, &pd)
-	json.Unmarshal(u.CompletionTokensDetails, &cd)
-	ru.InputTokensDetails.CachedTokens, ru.OutputTokensDetails.ReasoningTokens = pd.CachedTokens, cd.ReasoningTokens
+	cached, reasoning := u.details()
+	ru.InputTokensDetails.CachedTokens, ru.OutputTokensDetails.ReasoningTokens = int(cached), int(reasoning)
 	return ru
 }
 

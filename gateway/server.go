@@ -281,7 +281,7 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 			// process); waiting would only hold this connection's next
 			// request.
 			http.NewResponseController(w).Flush()
-			s.record(c)
+			s.record(c, status)
 			if c.reservation != nil {
 				ctx, span := s.child(context.WithoutCancel(r.Context()), "quota.settle")
 				s.settle(ctx, c)
@@ -337,12 +337,34 @@ func (s *Server) logAccess(r *http.Request, c *call, status int, code Code) {
 // record queues what a request used for the ledger: every request a
 // backend answered, however it ended. A request no backend answered used
 // nothing and is not recorded.
-func (s *Server) record(c *call) {
+func (s *Server) record(c *call, status int) {
 	if c.usage == nil || c.key == nil {
 		return
 	}
+	cached, reasoning := c.usage.details()
 	s.ledger.Record(usage.Record{
 		RequestID: c.id, Key: c.key.ID, Model: c.model, Time: c.start,
 		PromptTokens: int64(c.usage.PromptTokens), CompletionTokens: int64(c.usage.CompletionTokens),
+		CachedTokens: cached, ReasoningTokens: reasoning, Status: status, Outcome: c.outcome, Counted: c.counted,
 	})
+}
+
+// details are the cached prompt tokens and reasoning tokens the backend
+// reported, 0 where it did not.
+func (u *Usage) details() (cached, reasoning int64) {
+	if len(u.PromptTokensDetails) > 0 {
+		var d struct {
+			CachedTokens int64 `json:"cached_tokens"`
+		}
+		json.Unmarshal(u.PromptTokensDetails, &d)
+		cached = d.CachedTokens
+	}
+	if len(u.CompletionTokensDetails) > 0 {
+		var d struct {
+			ReasoningTokens int64 `json:"reasoning_tokens"`
+		}
+		json.Unmarshal(u.CompletionTokensDetails, &d)
+		reasoning = d.ReasoningTokens
+	}
+	return cached, reasoning
 }

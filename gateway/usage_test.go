@@ -13,11 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/poll"
-	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/usage"
@@ -146,8 +144,10 @@ func TestUsageEndpoint(t *testing.T) {
 // response's id, every stream chunk's id, and the access log's
 // request_id, so that a disputed charge can be followed.
 func TestRequestIDTraces(t *testing.T) {
-	rdb, prefix := redistest.Shared(t)
-	e := newEnv(t, sim.Config{ReplyTokens: 3}, withLedger(usage.NewLedger(usage.NewRedis(rdb, prefix), usage.Options{})))
+	pool, _ := pgtest.Shared(t)
+	l := usage.NewLedger(usage.NewPostgres(pool, 35), usage.Options{})
+	t.Cleanup(func() { l.Close(context.Background()) })
+	e := newEnv(t, sim.Config{ReplyTokens: 3}, withLedger(l))
 	resp := e.post(t, "/v1/chat", keyAll, hi+`}`)
 	var body struct{ ID string }
 	json.NewDecoder(resp.Body).Decode(&body)
@@ -163,12 +163,13 @@ func TestRequestIDTraces(t *testing.T) {
 			t.Errorf("chunk id %v, X-Request-Id %q", ev.m["id"], sid)
 		}
 	}
-	month := time.Now().UTC().Format("2006-01")
 	for _, id := range []string{id, sid} {
 		poll.Until(t, "the access log line of "+id, func() bool { return strings.Contains(e.log.String(), `"request_id":"`+id+`"`) })
 		// The ledger remembers the request by the same id.
-		poll.Until(t, "the ledger's marker of "+id, func() bool {
-			return rdb.Exists(context.Background(), prefix+"{usage:"+month+"}:req:"+id).Val() == 1
+		poll.Until(t, "the ledger's record of "+id, func() bool {
+			var n int
+			pool.QueryRow(context.Background(), "SELECT count(*) FROM request_log WHERE request_id = $1", id).Scan(&n)
+			return n == 1
 		})
 	}
 }
@@ -221,7 +222,7 @@ func TestLedgerMatchesBackend(t *testing.T) {
 		t.Run(store, func(t *testing.T) {
 			var opts []envOption
 			if store == "redis" {
-				opts = append(opts, withLedger(redisLedger(t)))
+				opts = append(opts, withLedger(postgresLedger(t)))
 			}
 			e := newEnv(t, sim.Config{ReplyTokens: 9}, opts...)
 			e.sim.Record(false)
@@ -377,18 +378,14 @@ func TestLedgerMatchesBackend(t *testing.T) {
 	}
 }
 
-// TestLedgerRidesOutRedisRestart: Redis is killed in the middle of a
-// load and started again; records made meanwhile are written once it is
+// TestLedgerRidesOutStoreRestart: PostgreSQL is killed in the middle of
+// a load and started again; records made meanwhile are written once it is
 // back, and the ledger matches the backend's reports exactly.
-func TestLedgerRidesOutRedisRestart(t *testing.T) {
-	// Redis's append-only file keeps what was written before the kill.
-	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 100 * time.Millisecond,
-		ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond})
-	defer rdb.Close()
+func TestLedgerRidesOutStoreRestart(t *testing.T) {
+	srv := pgtest.Start(t)
 	ledgerLog := &syncbuf.Buffer{}
-	l := usage.NewLedger(usage.NewRedis(rdb, "t:"), usage.Options{SpoolDir: t.TempDir(), Retry: 20 * time.Millisecond,
-		Log: slog.New(slog.NewJSONHandler(ledgerLog, nil))})
+	l := usage.NewLedger(usage.NewPostgres(srv.Migrated(t), 35), usage.Options{SpoolDir: t.TempDir(), Retry: 20 * time.Millisecond,
+		Timeout: 500 * time.Millisecond, Log: slog.New(slog.NewJSONHandler(ledgerLog, nil))})
 	defer l.Close(context.Background())
 	e := newEnv(t, sim.Config{ReplyTokens: 6}, withLedger(l))
 	e.sim.Record(false)
@@ -411,9 +408,9 @@ func TestLedgerRidesOutRedisRestart(t *testing.T) {
 	srv.Stop()
 	load(20)
 	if resp := e.get(t, "/v1/usage", keyAll); resp.StatusCode != 503 || readError(t, resp).Error.Code != "overloaded" {
-		t.Errorf("usage read with Redis down: %d", resp.StatusCode)
+		t.Errorf("usage read with the store down: %d", resp.StatusCode)
 	}
-	// The ledger has tried, failed and kept the records before Redis is back.
+	// The ledger has tried, failed and kept the records before the store is back.
 	poll.Until(t, "a record logged as delayed", func() bool {
 		return strings.Contains(ledgerLog.String(), `"msg":"usage record delayed"`)
 	})

@@ -4,14 +4,14 @@ import (
 	"context"
 	"testing"
 
-	"github.com/obol/obol/internal/redistest"
+	"github.com/obol/obol/internal/pgtest"
 )
 
 // BenchmarkLookup is authentication of a known key from the cache: a
 // checksum, a SHA-256, a map read under a read lock.
 func BenchmarkLookup(b *testing.B) {
-	rdb, prefix := redistest.Shared(b)
-	r, err := NewRegistry(context.Background(), NewRedis(rdb, prefix), Options{})
+	pool, _ := pgtest.Shared(b)
+	r, err := NewRegistry(context.Background(), NewPostgres(pool), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -181,4 +183,22 @@ func (e *Embedded) Touch(_ context.Context, used map[string]time.Time) error {
 		return fmt.Errorf("touch %d keys: %w", len(used), err)
 	}
 	return nil
+}
+
+func decodeKey(s string) (*Key, error) {
+	var k Key
+	if err := json.Unmarshal([]byte(s), &k); err != nil || k.ID == "" {
+		return nil, fmt.Errorf("bad key record: %w", errors.Join(err, ErrNotFound))
+	}
+	return &k, nil
+}
+
+// sortKeys orders keys oldest first, as List promises.
+func sortKeys(ks []*Key) {
+	sort.Slice(ks, func(i, j int) bool {
+		if !ks[i].CreatedAt.Equal(ks[j].CreatedAt) {
+			return ks[i].CreatedAt.Before(ks[j].CreatedAt)
+		}
+		return ks[i].ID < ks[j].ID
+	})
 }

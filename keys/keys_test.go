@@ -10,17 +10,16 @@ import (
 	"time"
 
 	"github.com/obol/obol/internal/bolttest"
+	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/poll"
-	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/quota"
-	"github.com/redis/go-redis/v9"
 )
 
 // forEachStore runs f against real Redis and the embedded store.
 func forEachStore(t *testing.T, f func(t *testing.T, st Store)) {
-	t.Run("redis", func(t *testing.T) {
-		rdb, prefix := redistest.Shared(t)
-		f(t, NewRedis(rdb, prefix))
+	t.Run("postgres", func(t *testing.T) {
+		pool, _ := pgtest.Shared(t)
+		f(t, NewPostgres(pool))
 	})
 	t.Run("embedded", func(t *testing.T) {
 		e, err := OpenEmbedded(bolttest.Open(t))
@@ -195,10 +194,10 @@ func TestLookup(t *testing.T) {
 // the key cached; a revocation through one is seen by the other within
 // its poll, with no request needed to learn of it.
 func TestRevocationReachesReplicas(t *testing.T) {
-	rdb, prefix := redistest.Shared(t)
+	pool, _ := pgtest.Shared(t)
 	ctx := context.Background()
-	a := newRegistry(t, NewRedis(rdb, prefix), Options{})
-	b := newRegistry(t, NewRedis(rdb, prefix), Options{})
+	a := newRegistry(t, NewPostgres(pool), Options{})
+	b := newRegistry(t, NewPostgres(pool), Options{})
 	k, secret, err := a.Create(ctx, Spec{Name: "k", Tier: "free"})
 	if err != nil {
 		t.Fatal(err)
@@ -250,30 +249,39 @@ func TestValidation(t *testing.T) {
 	})
 }
 
-// TestFailedCreateUndone: a create whose store stalls past its timeout
-// answers an error, and the key it may have written is removed once the
-// store answers: nothing is left behind whose secret was never shown.
+// TestFailedCreateUndone: a create that the store does not answer in
+// time answers an error, and its key is removed (and tombstoned) once the
+// store answers: nothing is left behind whose secret was never shown, and
+// the create cannot land late.
 func TestFailedCreateUndone(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
-	st := NewRedis(rdb, "obol:")
+	pool, _ := pgtest.Shared(t)
+	st := NewPostgres(pool)
 	r := newRegistry(t, st, Options{Timeout: 200 * time.Millisecond})
-	srv.Pause()
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	_, _, err := r.Create(ctx, Spec{Name: "stalled", Tier: "free"})
+	ctx := context.Background()
+	// Another session holds the key-change lock: the create waits past
+	// its timeout, its outcome unknown to the registry.
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", changeLock); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, _, err = r.Create(cctx, Spec{Name: "stalled", Tier: "free"})
 	cancel()
-	srv.Resume()
+	tx.Rollback(ctx)
 	if err == nil {
 		t.Fatal("a create into a stalled store succeeded")
 	}
+	var id string
 	poll.Until(t, "the failed create to be undone", func() bool {
-		list, err := st.List(context.Background())
-		return err == nil && len(list) == 0
+		return pool.QueryRow(ctx, "SELECT id FROM api_key_tombstones").Scan(&id) == nil
 	})
-	// And it stays undone: the create that was in flight cannot land late.
-	time.Sleep(100 * time.Millisecond)
-	if list, _ := st.List(context.Background()); len(list) != 0 {
+	if list, _ := st.List(ctx); len(list) != 0 {
 		t.Errorf("a failed create left %d keys", len(list))
+	}
+	if err := st.Create(ctx, &Key{ID: id, Hash: "late", Tier: "free", CreatedAt: time.Now()}); !errors.Is(err, ErrExists) {
+		t.Errorf("a late create of the undone key: %v", err)
 	}
 }

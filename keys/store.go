@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Store keeps key records: Redis or Embedded.
+// Store keeps key records: Postgres (several replicas) or Embedded.
 type Store interface {
 	// Create adds k; ErrExists if its id or secret digest is taken.
 	Create(ctx context.Context, k *Key) error

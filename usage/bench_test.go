@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/obol/obol/internal/bolttest"
-	"github.com/obol/obol/internal/redistest"
+	"github.com/obol/obol/internal/pgtest"
 )
 
 // BenchmarkLedger is one record through the Ledger, waiting for its
@@ -21,9 +21,9 @@ func BenchmarkLedger(b *testing.B) {
 		}
 		benchmarkLedger(b, e)
 	})
-	b.Run("redis", func(b *testing.B) {
-		rdb, prefix := redistest.Shared(b)
-		benchmarkLedger(b, NewRedis(rdb, prefix))
+	b.Run("postgres", func(b *testing.B) {
+		pool, _ := pgtest.Shared(b)
+		benchmarkLedger(b, NewPostgres(pool, 35))
 	})
 }
 

@@ -12,8 +12,15 @@ import (
 )
 
 var (
-	rowsBucket = []byte("usage_rows") // "YYYY-MM/key/model" → prompt, completion, requests (3 × uint64)
+	// daysBucket: "YYYY-MM/key/model/DD" → prompt, cached prompt,
+	// completion, reasoning, requests (5 × uint64): a row per key, model
+	// and UTC day, a key's month under one prefix.
+	daysBucket = []byte("usage_days")
 	reqsBucket = []byte("usage_reqs") // a bucket per UTC day of request: request id → nothing
+	// oldRowsBucket held monthly rows ("YYYY-MM/key/model" → prompt,
+	// completion, requests) before daily ones; Open moves them to the
+	// first of their month.
+	oldRowsBucket = []byte("usage_rows")
 )
 
 // Embedded is the single-replica ledger in a bbolt file. A record is
@@ -34,7 +41,10 @@ type Embedded struct {
 func OpenEmbedded(db *bolt.DB) (*Embedded, error) {
 	e := &Embedded{db: db}
 	err := db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(rowsBucket); err != nil {
+		if _, err := tx.CreateBucketIfNotExists(daysBucket); err != nil {
+			return err
+		}
+		if err := moveMonthlyRows(tx); err != nil {
 			return err
 		}
 		if _, err := tx.CreateBucketIfNotExists(reqsBucket); err != nil {
@@ -49,6 +59,11 @@ func OpenEmbedded(db *bolt.DB) (*Embedded, error) {
 }
 
 func dayOf(t time.Time) string { return t.UTC().Format("20060102") }
+
+// recordTTL is how long the embedded store remembers a request id against
+// a second write: far longer than a retry, or a restart that replays the
+// spool, takes.
+const recordTTL = 24 * time.Hour
 
 // prune drops the request ids of days past the idempotency window, and
 // anything in the ids bucket that is not a day.
@@ -114,12 +129,10 @@ func add(tx *bolt.Tx, rec Record) (bool, error) {
 	if err := ids.Put([]byte(rec.RequestID), []byte{}); err != nil {
 		return false, err
 	}
-	rows := tx.Bucket(rowsBucket)
-	k := []byte(rec.Period() + "/" + rec.Key + "/" + rec.Model)
+	rows := tx.Bucket(daysBucket)
+	k := []byte(rec.Period() + "/" + rec.Key + "/" + rec.Model + "/" + rec.Time.UTC().Format("02"))
 	row := decodeRow(rows.Get(k))
-	row.Prompt += rec.PromptTokens
-	row.Completion += rec.CompletionTokens
-	row.Requests++
+	row.addRow(rec.row())
 	return true, rows.Put(k, encodeRow(row))
 }
 
@@ -128,9 +141,11 @@ func (e *Embedded) Summary(_ context.Context, key, period string) (*Summary, err
 	s := newSummary(period)
 	prefix := []byte(period + "/" + key + "/")
 	err := e.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(rowsBucket).Cursor()
+		c := tx.Bucket(daysBucket).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			s.add(string(k[len(prefix):]), decodeRow(v))
+			if k2, model, _, ok := splitDayKey(k[len(period)+1:]); ok && k2 == key {
+				s.add(model, decodeRow(v))
+			}
 		}
 		return nil
 	})
@@ -145,21 +160,18 @@ func (e *Embedded) All(_ context.Context, period string) (map[string]*Summary, e
 	out := map[string]*Summary{}
 	prefix := []byte(period + "/")
 	err := e.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(rowsBucket).Cursor()
+		c := tx.Bucket(daysBucket).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			// Model names have no "/"; key ids might.
-			rest := k[len(prefix):]
-			i := bytes.LastIndexByte(rest, '/')
-			if i < 0 {
+			key, model, _, ok := splitDayKey(k[len(prefix):])
+			if !ok {
 				continue
 			}
-			key, model := rest[:i], rest[i+1:]
-			s := out[string(key)]
+			s := out[key]
 			if s == nil {
 				s = newSummary(period)
-				out[string(key)] = s
+				out[key] = s
 			}
-			s.add(string(model), decodeRow(v))
+			s.add(model, decodeRow(v))
 		}
 		return nil
 	})
@@ -169,20 +181,57 @@ func (e *Embedded) All(_ context.Context, period string) (map[string]*Summary, e
 	return out, nil
 }
 
+// splitDayKey reads "key/model/DD" (model names and days have no "/";
+// key ids might).
+func splitDayKey(rest []byte) (key, model, day string, ok bool) {
+	i := bytes.LastIndexByte(rest, '/')
+	if i < 0 {
+		return "", "", "", false
+	}
+	j := bytes.LastIndexByte(rest[:i], '/')
+	if j < 0 {
+		return "", "", "", false
+	}
+	return string(rest[:j]), string(rest[j+1 : i]), string(rest[i+1:]), true
+}
+
+// moveMonthlyRows moves the rows of a ledger written before daily rows to
+// the first day of their month, once.
+func moveMonthlyRows(tx *bolt.Tx) error {
+	old := tx.Bucket(oldRowsBucket)
+	if old == nil {
+		return nil
+	}
+	days := tx.Bucket(daysBucket)
+	err := old.ForEach(func(k, v []byte) error {
+		if len(v) != 24 {
+			return nil
+		}
+		r := Row{Prompt: int64(binary.BigEndian.Uint64(v[0:])), Completion: int64(binary.BigEndian.Uint64(v[8:])),
+			Requests: int64(binary.BigEndian.Uint64(v[16:]))}
+		dk := append(bytes.Clone(k), "/01"...)
+		cur := decodeRow(days.Get(dk))
+		cur.addRow(r)
+		return days.Put(dk, encodeRow(cur))
+	})
+	if err != nil {
+		return err
+	}
+	return tx.DeleteBucket(oldRowsBucket)
+}
+
 func encodeRow(r Row) []byte {
-	b := make([]byte, 0, 24)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.Prompt))
-	b = binary.BigEndian.AppendUint64(b, uint64(r.Completion))
-	return binary.BigEndian.AppendUint64(b, uint64(r.Requests))
+	b := make([]byte, 0, 40)
+	for _, v := range []int64{r.Prompt, r.CachedPrompt, r.Completion, r.Reasoning, r.Requests} {
+		b = binary.BigEndian.AppendUint64(b, uint64(v))
+	}
+	return b
 }
 
 func decodeRow(b []byte) Row {
-	if len(b) != 24 {
+	if len(b) != 40 {
 		return Row{}
 	}
-	return Row{
-		Prompt:     int64(binary.BigEndian.Uint64(b[0:])),
-		Completion: int64(binary.BigEndian.Uint64(b[8:])),
-		Requests:   int64(binary.BigEndian.Uint64(b[16:])),
-	}
+	v := func(i int) int64 { return int64(binary.BigEndian.Uint64(b[8*i:])) }
+	return Row{Prompt: v(0), CachedPrompt: v(1), Completion: v(2), Reasoning: v(3), Requests: v(4)}
 }

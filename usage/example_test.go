@@ -33,5 +33,5 @@ func ExampleLedger() {
 	s, _ := l.Summary(context.Background(), "key_a", "2026-04")
 	b, _ := json.Marshal(s)
 	fmt.Println(string(b))
-	// Output: {"period":"2026-04","total_tokens":89,"by_model":{"hermes":{"prompt":68,"completion":21,"requests":2}}}
+	// Output: {"period":"2026-04","total_tokens":89,"by_model":{"hermes":{"prompt":68,"cached_prompt":0,"completion":21,"reasoning":0,"requests":2}}}
 }

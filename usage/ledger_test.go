@@ -13,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/obol/obol/internal/metrictest"
-	"github.com/obol/obol/internal/redistest"
+	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/syncbuf"
 )
 
@@ -104,7 +103,7 @@ func TestLedgerWritesEverything(t *testing.T) {
 }
 
 // flaky stores the first write and then fails it, as a write whose reply
-// timed out after Redis ran it.
+// timed out after the store ran it.
 type flaky struct {
 	Store
 	fails atomic.Int32
@@ -142,20 +141,17 @@ func TestRetriedWriteCountsOnce(t *testing.T) {
 	})
 }
 
-// ownRedis is a redis-server of the test's own and a client for it that,
-// as obol's, never retries.
-func ownRedis(t *testing.T) (*redistest.Server, *Redis) {
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond,
-		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
-	t.Cleanup(func() { rdb.Close() })
-	return srv, NewRedis(rdb, "t:")
+// ownPostgres is a PostgreSQL server of the test's own, to stop and
+// restart, and the ledger's store in it.
+func ownPostgres(t *testing.T) (*pgtest.Server, *Postgres) {
+	srv := pgtest.Start(t)
+	return srv, NewPostgres(srv.Migrated(t), 35)
 }
 
-// TestRedisRestartDelaysRecords: records made while Redis is down are
+// TestStoreRestartDelaysRecords: records made while the store is down are
 // queued, logged and counted, and all land once it is back.
-func TestRedisRestartDelaysRecords(t *testing.T) {
-	srv, st := ownRedis(t)
+func TestStoreRestartDelaysRecords(t *testing.T) {
+	srv, st := ownPostgres(t)
 	l := newLedger(t, st, Options{SpoolDir: t.TempDir()})
 	var all []Record
 	for i := 0; i < 50; i++ {
@@ -168,12 +164,12 @@ func TestRedisRestartDelaysRecords(t *testing.T) {
 		<-l.Record(all[i]) // returns without waiting once the outage is known
 	}
 	srv.Restart()
-	// The restarted Redis is empty: it keeps nothing on disk. What it
-	// must hold now is exactly the records made during the outage.
+	// The restarted store holds what it had, and then the records made
+	// during the outage.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s, err := st.Summary(context.Background(), "key_a", "2026-11")
-		if err == nil && s.ByModel["hermes"].Requests+s.ByModel["pluto"].Requests == 70 {
+		if err == nil && s.ByModel["hermes"].Requests+s.ByModel["pluto"].Requests == 120 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -181,7 +177,7 @@ func TestRedisRestartDelaysRecords(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	checkSummary(t, st, "key_a", want(all[50:]...))
+	checkSummary(t, st, "key_a", want(all...))
 	if n := l.counter(t, "obol.usage.records.delayed"); n != 70 {
 		t.Errorf("delayed = %d, want 70", n)
 	}
@@ -202,7 +198,7 @@ func TestRedisRestartDelaysRecords(t *testing.T) {
 // TestSpoolAtCloseReplayedAtStart: what the store cannot take before
 // Close is spooled, and the next ledger on the same directory writes it.
 func TestSpoolAtCloseReplayedAtStart(t *testing.T) {
-	srv, st := ownRedis(t)
+	srv, st := ownPostgres(t)
 	dir := t.TempDir()
 	l := newLedger(t, st, Options{SpoolDir: dir})
 	srv.Stop()
@@ -258,7 +254,7 @@ func waitReplayed(t *testing.T, l *ledgerEnv, n int64) {
 // TestQueueOverflowSpools: past Capacity, records go straight to the
 // spool, and come back from it once the store answers.
 func TestQueueOverflowSpools(t *testing.T) {
-	srv, st := ownRedis(t)
+	srv, st := ownPostgres(t)
 	srv.Stop()
 	l := newLedger(t, st, Options{SpoolDir: t.TempDir(), Capacity: 5})
 	var all []Record
@@ -307,7 +303,7 @@ func TestSpoolSkipsLockedAndBrokenFiles(t *testing.T) {
 // TestNoSpoolLogsWholeRecord: without a spool directory, a record that
 // cannot be stored is logged whole at error level and counted as lost.
 func TestNoSpoolLogsWholeRecord(t *testing.T) {
-	srv, st := ownRedis(t)
+	srv, st := ownPostgres(t)
 	srv.Stop()
 	l := newLedger(t, st, Options{})
 	l.Record(rec(9))
@@ -324,16 +320,24 @@ func TestNoSpoolLogsWholeRecord(t *testing.T) {
 	}
 }
 
-// TestTimedOutWriteCountsOnce: Redis is paused while a write is in
-// flight, so the write times out with its fate unknown; Redis then runs
-// the buffered write, and the ledger's retry adds nothing more.
+// TestTimedOutWriteCountsOnce: a write held up by a lock past its
+// timeout is cancelled with its fate unknown to the ledger, which writes
+// it again once the lock is gone: it counts once.
 func TestTimedOutWriteCountsOnce(t *testing.T) {
-	srv, st := ownRedis(t)
+	pool, _ := pgtest.Shared(t)
+	st := NewPostgres(pool, 35)
 	l := newLedger(t, st, Options{Timeout: 150 * time.Millisecond})
-	<-l.Record(rec(1)) // connects and loads the script
-	srv.Pause()
+	<-l.Record(rec(1))
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE usage_hourly IN EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
 	<-l.Record(rec(2)) // times out
-	srv.Resume()
+	tx.Rollback(ctx)
 	if err := l.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -10,19 +10,49 @@ type Record struct {
 	RequestID        string    `json:"request_id"` // the idempotency key: a second write of it is a no-op
 	Key              string    `json:"key_id"`     // the API key's id
 	Model            string    `json:"model"`      // the public model name
-	Time             time.Time `json:"time"`       // when the request arrived; it picks the month
+	Time             time.Time `json:"time"`       // when the request arrived; it picks the hour, day and month
 	PromptTokens     int64     `json:"prompt_tokens"`
 	CompletionTokens int64     `json:"completion_tokens"`
+	// CachedTokens are the prompt tokens the backend served from its cache
+	// (prompt_tokens_details.cached_tokens; within PromptTokens);
+	// ReasoningTokens the completion tokens spent reasoning
+	// (completion_tokens_details.reasoning_tokens; within
+	// CompletionTokens). 0 where not reported.
+	CachedTokens    int64 `json:"cached_tokens,omitempty"`
+	ReasoningTokens int64 `json:"reasoning_tokens,omitempty"`
+	// For the per-request log: the HTTP status answered, a stream's
+	// outcome, and whether the counts are the gateway's own.
+	Status  int    `json:"status,omitempty"`
+	Outcome string `json:"outcome,omitempty"`
+	Counted bool   `json:"counted,omitempty"`
 }
 
 // Period returns the record's UTC month, YYYY-MM.
 func (r Record) Period() string { return r.Time.UTC().Format("2006-01") }
 
-// Row is one (key, month, model) line of the ledger.
+// Row is the ledger of one key and model over a time: tokens by category
+// (cached prompt tokens are within prompt, reasoning tokens within
+// completion) and requests.
 type Row struct {
-	Prompt     int64 `json:"prompt"`
-	Completion int64 `json:"completion"`
-	Requests   int64 `json:"requests"`
+	Prompt       int64 `json:"prompt"`
+	CachedPrompt int64 `json:"cached_prompt"`
+	Completion   int64 `json:"completion"`
+	Reasoning    int64 `json:"reasoning"`
+	Requests     int64 `json:"requests"`
+}
+
+func (r *Row) addRow(o Row) {
+	r.Prompt += o.Prompt
+	r.CachedPrompt += o.CachedPrompt
+	r.Completion += o.Completion
+	r.Reasoning += o.Reasoning
+	r.Requests += o.Requests
+}
+
+// row is what one record adds.
+func (r Record) row() Row {
+	return Row{Prompt: r.PromptTokens, CachedPrompt: r.CachedTokens, Completion: r.CompletionTokens,
+		Reasoning: r.ReasoningTokens, Requests: 1}
 }
 
 // Summary is a key's month: DESIGN.md's /v1/usage shape.
@@ -38,9 +68,7 @@ func newSummary(period string) *Summary {
 
 func (s *Summary) add(model string, r Row) {
 	cur := s.ByModel[model]
-	cur.Prompt += r.Prompt
-	cur.Completion += r.Completion
-	cur.Requests += r.Requests
+	cur.addRow(r)
 	s.ByModel[model] = cur
 	s.TotalTokens += r.Prompt + r.Completion
 }

@@ -2,8 +2,10 @@ package usage
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,7 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/obol/obol/internal/bolttest"
-	"github.com/obol/obol/internal/redistest"
+	"github.com/obol/obol/internal/pgtest"
 )
 
 type ledger interface {
@@ -20,11 +22,12 @@ type ledger interface {
 	All(ctx context.Context, period string) (map[string]*Summary, error)
 }
 
-// forEachLedger runs f against real Redis and against the embedded store.
+// forEachLedger runs f against real PostgreSQL and against the embedded
+// store.
 func forEachLedger(t *testing.T, f func(t *testing.T, l ledger)) {
-	t.Run("redis", func(t *testing.T) {
-		rdb, prefix := redistest.Shared(t)
-		f(t, NewRedis(rdb, prefix))
+	t.Run("postgres", func(t *testing.T) {
+		pool, _ := pgtest.Shared(t)
+		f(t, NewPostgres(pool, 35))
 	})
 	t.Run("embedded", func(t *testing.T) {
 		e, err := OpenEmbedded(bolttest.Open(t))
@@ -81,7 +84,7 @@ func TestLedgerTotals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := `{"period":"2026-11","total_tokens":142,"by_model":{"hermes":{"prompt":30,"completion":12,"requests":2},"pluto":{"prompt":100,"completion":0,"requests":1}}}`
+		want := `{"period":"2026-11","total_tokens":142,"by_model":{"hermes":{"prompt":30,"cached_prompt":0,"completion":12,"reasoning":0,"requests":2},"pluto":{"prompt":100,"cached_prompt":0,"completion":0,"reasoning":0,"requests":1}}}`
 		if got, _ := json.Marshal(s); string(got) != want {
 			t.Errorf("summary\n got %s\nwant %s", got, want)
 		}
@@ -150,8 +153,8 @@ func TestConcurrentRecords(t *testing.T) {
 // TestDesignExample: the /v1/usage shape, byte for byte as DESIGN.md shows it.
 func TestDesignExample(t *testing.T) {
 	s := &Summary{Period: "2026-04", TotalTokens: 1248203,
-		ByModel: map[string]Row{"hermes": {Prompt: 412000, Completion: 98000, Requests: 1200}}}
-	want := `{"period":"2026-04","total_tokens":1248203,"by_model":{"hermes":{"prompt":412000,"completion":98000,"requests":1200}}}`
+		ByModel: map[string]Row{"hermes": {Prompt: 412000, CachedPrompt: 120000, Completion: 98000, Requests: 1200}}}
+	want := `{"period":"2026-04","total_tokens":1248203,"by_model":{"hermes":{"prompt":412000,"cached_prompt":120000,"completion":98000,"reasoning":0,"requests":1200}}}`
 	if got, _ := json.Marshal(s); string(got) != want {
 		t.Errorf("got %s", got)
 	}
@@ -190,5 +193,77 @@ func TestEmbeddedForgetsOldIDs(t *testing.T) {
 	})
 	if record(t, e, recent) {
 		t.Error("a request id of an hour ago was forgotten")
+	}
+}
+
+// TestTokenCategories: cached prompt and reasoning tokens are kept beside
+// the totals they are part of.
+func TestTokenCategories(t *testing.T) {
+	forEachLedger(t, func(t *testing.T, l ledger) {
+		record(t, l, Record{RequestID: "a", Key: "k", Model: "minos", Time: nov, PromptTokens: 100, CachedTokens: 60, CompletionTokens: 40, ReasoningTokens: 25})
+		record(t, l, Record{RequestID: "b", Key: "k", Model: "minos", Time: nov, PromptTokens: 10, CompletionTokens: 5})
+		s, _ := l.Summary(context.Background(), "k", "2026-11")
+		if r := s.ByModel["minos"]; r != (Row{Prompt: 110, CachedPrompt: 60, Completion: 45, Reasoning: 25, Requests: 2}) {
+			t.Errorf("row %+v", r)
+		}
+	})
+}
+
+// TestHourlyRowsInSQL: the PostgreSQL ledger is a row per key, model and
+// UTC hour that plain SQL reads, and the per-request log holds each
+// request once.
+func TestHourlyRowsInSQL(t *testing.T) {
+	pool, _ := pgtest.Shared(t)
+	l := NewPostgres(pool, 35)
+	ctx := context.Background()
+	h := time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC)
+	recs := []Record{
+		{RequestID: "a", Key: "k", Model: "hermes", Time: h.Add(59*time.Minute + 59*time.Second + 999*time.Millisecond), PromptTokens: 3, CompletionTokens: 1, Status: 200, Outcome: "completed"},
+		{RequestID: "b", Key: "k", Model: "hermes", Time: h.Add(time.Hour), PromptTokens: 4, CompletionTokens: 2, Status: 200},
+		{RequestID: "a", Key: "k", Model: "hermes", Time: h, PromptTokens: 3, CompletionTokens: 1},
+	}
+	if err := l.Write(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := pool.Query(ctx, "SELECT hour, prompt_tokens, completion_tokens, requests FROM usage_hourly WHERE key_id = 'k' ORDER BY hour")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var hour time.Time
+		var p, c, n int64
+		rows.Scan(&hour, &p, &c, &n)
+		got = append(got, fmt.Sprintf("%s %d %d %d", hour.UTC().Format(time.RFC3339), p, c, n))
+	}
+	if want := "2026-11-30T23:00:00Z 3 1 1|2026-12-01T00:00:00Z 4 2 1"; strings.Join(got, "|") != want {
+		t.Errorf("hourly rows %q, want %q", strings.Join(got, "|"), want)
+	}
+	var logged int
+	pool.QueryRow(ctx, "SELECT count(*) FROM request_log").Scan(&logged)
+	if logged != 2 {
+		t.Errorf("%d requests logged, want 2", logged)
+	}
+}
+
+// TestEmbeddedMovesMonthlyRows: a ledger written before daily rows keeps
+// its months' totals.
+func TestEmbeddedMovesMonthlyRows(t *testing.T) {
+	db := bolttest.Open(t)
+	db.Update(func(tx *bolt.Tx) error {
+		b, _ := tx.CreateBucketIfNotExists(oldRowsBucket)
+		v := make([]byte, 0, 24)
+		for _, n := range []uint64{70, 30, 4} {
+			v = binary.BigEndian.AppendUint64(v, n)
+		}
+		return b.Put([]byte("2026-10/key_a/hermes"), v)
+	})
+	e, err := OpenEmbedded(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := e.Summary(context.Background(), "key_a", "2026-10")
+	if r := s.ByModel["hermes"]; r.Prompt != 70 || r.Completion != 30 || r.Requests != 4 {
+		t.Errorf("moved row %+v", r)
 	}
 }

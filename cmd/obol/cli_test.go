@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
@@ -61,7 +62,7 @@ func send(t *testing.T, base, secret, path, body string) *http.Response {
 	return resp
 }
 
-// TestOperatorsFirstDay: three replicas on one Redis. With the CLI, an
+// TestOperatorsFirstDay: three replicas on one Redis and one PostgreSQL. With the CLI, an
 // operator creates keys for three customers in three tiers and a
 // usage-only key for a dashboard, upgrades one, revokes one while its
 // stream runs on another replica, and bills the month.
@@ -70,11 +71,12 @@ func TestOperatorsFirstDay(t *testing.T) {
 	up := httptest.NewServer(s)
 	defer up.Close()
 	_, prefix := redistest.Shared(t)
+	_, pgURL := pgtest.Shared(t)
 	var bases []string
 	var logs []*syncbuf.Buffer
 	for i := 0; i < 3; i++ {
 		_, base, l := startObolWith(t, "testdata/ledger.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir(),
-			"TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "OBOL_ADMIN_TOKEN="+cliToken)
+			"TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pgURL, "OBOL_ADMIN_TOKEN="+cliToken)
 		bases = append(bases, base)
 		logs = append(logs, l)
 	}

@@ -23,25 +23,21 @@ type Config struct {
 	// AdminListen, when set, serves the admin API on this address only,
 	// off the public listener.
 	AdminListen string `yaml:"admin_listen"`
-	// Pprof serves Go's profiles under /debug/pprof/ on AdminListen, for
-	// finding where a replica spends its time; never on the public port.
+	// Pprof serves Go's profiles on AdminListen, never on the public port.
 	Pprof bool `yaml:"pprof"`
-	// H2C accepts HTTP/2 without TLS (prior knowledge) on Listen, beside
-	// HTTP/1.1: for a load balancer that speaks h2c to its backends, whose
-	// streams then share a few connections.
-	H2C   bool        `yaml:"h2c"`
-	Redis RedisConfig `yaml:"redis"`
+	// H2C accepts HTTP/2 without TLS (prior knowledge) beside HTTP/1.1.
+	H2C      bool           `yaml:"h2c"`
+	Redis    RedisConfig    `yaml:"redis"`
+	Postgres PostgresConfig `yaml:"postgres"`
 	// DataDir holds the embedded store's files.
 	DataDir string `yaml:"data_dir"`
-	// ShutdownGrace is how long in-flight requests and streams may run
-	// after SIGTERM before they are cut.
+	// ShutdownGrace is how long requests may run after SIGTERM.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 	// MaxBodyBytes bounds a request body (413 past it).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// BodyTimeout bounds the time to receive a request body (408 past it).
 	BodyTimeout time.Duration `yaml:"body_timeout"`
-	// StreamKeepAlive is the interval of SSE comments while a stream
-	// waits for its first token.
+	// StreamKeepAlive is the SSE comment interval before a first token.
 	StreamKeepAlive time.Duration          `yaml:"stream_keepalive"`
 	Log             LogConfig              `yaml:"log"`
 	Tiers           map[string]TierConfig  `yaml:"tiers"`
@@ -58,8 +54,7 @@ type CORSConfig struct {
 	AllowedOrigins []string `yaml:"allowed_origins"`
 }
 
-// RedisConfig locates the shared store; an empty URL selects the embedded
-// single-replica store under DataDir.
+// RedisConfig locates the counters replicas share; empty: in process.
 type RedisConfig struct {
 	// URL is go-redis's: redis://[user:pass@]host:port/db (rediss:// for
 	// TLS, unix:// for a socket); Cluster and Sentinel take more nodes as
@@ -69,15 +64,45 @@ type RedisConfig struct {
 	Mode string `yaml:"mode"`
 	// Prefix starts every key obol writes (default "obol:").
 	Prefix string `yaml:"prefix"`
-	// Timeout bounds each store call (default 250ms); past it the fail
-	// mode decides.
+	// Timeout bounds each call (default 250ms); past it the fail mode decides.
 	Timeout time.Duration `yaml:"timeout"`
-	// FailMode is open (default: admit under local per-replica limits) or
-	// closed (503) while Redis is unreachable.
+	// FailMode is open (local per-replica limits) or closed (503) in an outage.
 	FailMode string `yaml:"fail_mode"`
-	// Replicas is how many gateways share the Redis; failing open, each
-	// admits 1/Replicas of a key's limits (default 1).
+	// Replicas share the Redis; failing open, each admits 1/Replicas.
 	Replicas int `yaml:"replicas"`
+}
+
+// PostgresConfig locates the system of record of several replicas: keys
+// and the usage ledger. Empty: the embedded store under DataDir.
+type PostgresConfig struct {
+	URL string `yaml:"url"` // postgres://user:pass@host:5432/db?sslmode=…
+	// RequestLogDays keeps a row per request for this many days (default
+	// 35; 0 keeps none).
+	RequestLogDays *int          `yaml:"request_log_days"`
+	Timeout        time.Duration `yaml:"timeout"` // bounds connecting (default 5s)
+}
+
+func (p *PostgresConfig) check(redisURL string) error {
+	if p.RequestLogDays == nil {
+		days := 35
+		p.RequestLogDays = &days
+	}
+	if *p.RequestLogDays < 0 || p.Timeout < 0 {
+		return invalid("postgres", "request_log_days and timeout must not be negative")
+	}
+	if p.Timeout == 0 {
+		p.Timeout = 5 * time.Second
+	}
+	if p.URL == "" {
+		if redisURL != "" {
+			return invalid("postgres.url", "redis.url (several replicas) needs postgres.url too: PostgreSQL keeps the keys and the usage ledger, Redis only counters; add postgres: {url: \"postgres://…\"}")
+		}
+		return nil
+	}
+	if u, err := url.Parse(p.URL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return invalid("postgres.url", "want postgres://user:password@host:5432/database, got %q", redactURL(p.URL))
+	}
+	return nil
 }
 
 // LogConfig sets the log's level (debug, info, warn, error) and format (json, text).
@@ -135,13 +160,11 @@ type BackendConfig struct {
 	APIKeyEnv string `yaml:"api_key_env"`
 	// Weight is its share among backends of its priority (default 1).
 	Weight int `yaml:"weight"`
-	// Priority: 0 first; a higher number only when every lower one is
-	// unavailable.
+	// Priority: 0 first; higher only when every lower one is unavailable.
 	Priority int `yaml:"priority"`
 	// MaxConcurrency caps its requests in flight; 0 is no cap.
 	MaxConcurrency int `yaml:"max_concurrency"`
-	// ContinuousUsage: the backend is vLLM and reports usage in every
-	// stream chunk when asked (models.Backend.ContinuousUsage).
+	// ContinuousUsage: vLLM's usage in every stream chunk, when asked.
 	ContinuousUsage bool `yaml:"continuous_usage_stats"`
 }
 
@@ -189,6 +212,9 @@ func (c *Config) check() error {
 		c.DataDir = "./data"
 	}
 	if err := c.Redis.check(); err != nil {
+		return err
+	}
+	if err := c.Postgres.check(c.Redis.URL); err != nil {
 		return err
 	}
 	for _, f := range []struct {

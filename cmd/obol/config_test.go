@@ -20,36 +20,40 @@ func envMap(m map[string]string) func(string) string {
 // message naming the field at fault.
 func TestBadConfigs(t *testing.T) {
 	tests := map[string]string{
-		"unknown-top-key":    "field lisen not found",
-		"unknown-model-key":  "field contxt not found",
-		"no-models":          "models: at least one model",
-		"empty":              "the file is empty",
-		"bad-listen":         "listen: want host:port",
-		"no-backends":        "models.hermes.backends: at least one backend",
-		"bad-backend-url":    "models.hermes.backends[0].url",
-		"no-backend-model":   "models.hermes.backends[0].model: required",
-		"zero-context":       "models.hermes.context_window",
-		"bad-model-name":     "models.Hermes Pro: a model name",
-		"dup-backend-name":   "models.hermes.backends[1].name",
-		"negative-timeout":   "models.hermes.timeouts.idle",
-		"bad-duration":       "time.Duration",
-		"negative-tier":      "tiers.free",
-		"unknown-tier":       `keys[0] (k1).tier: unknown tier "gold"`,
-		"bad-sha":            "keys[0] (k1).sha256",
-		"dup-key-id":         "keys[1] (k1).id: used twice",
-		"missing-key-id":     "keys[0].id: required",
-		"key-unknown-model":  `keys[0] (k1).models[0]: unknown model "pluto"`,
-		"key-unknown-scope":  `keys[0] (k1).scopes[1]: unknown scope "admin"`,
-		"bad-admin-listen":   "admin_listen: want host:port",
-		"pprof-no-admin":     "pprof: needs admin_listen",
-		"negative-weight":    "models.hermes.backends[0].weight: must not be negative",
-		"bad-log-level":      "log.level",
-		"bad-redis-url":      "redis.url",
-		"wrong-type":         "max_body_bytes",
-		"bad-redis-mode":     "redis.mode: want single, cluster or sentinel",
-		"bad-fail-mode":      "redis.fail_mode: want open or closed",
-		"sentinel-no-master": "redis.url: sentinel URL: ?master_name= is required",
-		"negative-key-limit": "keys[0] (k1).limits.tpm",
+		"unknown-top-key":        "field lisen not found",
+		"unknown-model-key":      "field contxt not found",
+		"no-models":              "models: at least one model",
+		"empty":                  "the file is empty",
+		"bad-listen":             "listen: want host:port",
+		"no-backends":            "models.hermes.backends: at least one backend",
+		"bad-backend-url":        "models.hermes.backends[0].url",
+		"no-backend-model":       "models.hermes.backends[0].model: required",
+		"zero-context":           "models.hermes.context_window",
+		"bad-model-name":         "models.Hermes Pro: a model name",
+		"dup-backend-name":       "models.hermes.backends[1].name",
+		"negative-timeout":       "models.hermes.timeouts.idle",
+		"bad-duration":           "time.Duration",
+		"negative-tier":          "tiers.free",
+		"unknown-tier":           `keys[0] (k1).tier: unknown tier "gold"`,
+		"bad-sha":                "keys[0] (k1).sha256",
+		"dup-key-id":             "keys[1] (k1).id: used twice",
+		"missing-key-id":         "keys[0].id: required",
+		"key-unknown-model":      `keys[0] (k1).models[0]: unknown model "pluto"`,
+		"key-unknown-scope":      `keys[0] (k1).scopes[1]: unknown scope "admin"`,
+		"bad-admin-listen":       "admin_listen: want host:port",
+		"pprof-no-admin":         "pprof: needs admin_listen",
+		"negative-weight":        "models.hermes.backends[0].weight: must not be negative",
+		"bad-log-level":          "log.level",
+		"bad-redis-url":          "redis.url",
+		"wrong-type":             "max_body_bytes",
+		"bad-redis-mode":         "redis.mode: want single, cluster or sentinel",
+		"bad-fail-mode":          "redis.fail_mode: want open or closed",
+		"sentinel-no-master":     "redis.url: sentinel URL: ?master_name= is required",
+		"negative-key-limit":     "keys[0] (k1).limits.tpm",
+		"redis-without-postgres": "postgres.url: redis.url (several replicas) needs postgres.url too",
+		"bad-postgres-url":       "postgres.url: want postgres://",
+		"bad-serves":             "models.hermes.serves[0]: want chat, completions or embeddings",
+		"bad-cors-origin":        "cors.allowed_origins[0]",
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {
@@ -91,7 +95,7 @@ func TestShippedConfigsLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := loadConfig(r, envMap(map[string]string{"OBOL_BACKEND_KEY": "k", "REDIS_URL": "redis://127.0.0.1:6379/0"}))
+		cfg, err := loadConfig(r, envMap(map[string]string{"OBOL_BACKEND_KEY": "k", "REDIS_URL": "redis://127.0.0.1:6379/0", "POSTGRES_URL": "postgres://postgres@127.0.0.1:5432/obol"}))
 		r.Close()
 		if err != nil {
 			t.Errorf("%s: %v", f, err)

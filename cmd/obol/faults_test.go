@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/loadtest/sim"
@@ -45,11 +46,11 @@ func (r *replica) url() string {
 }
 
 // TestLedgerUnderFaults is the ledger's day of faults: three replicas on
-// one Redis under a mixed load (complete answers, streams, streams the
-// client abandons, clients that leave before a non-streaming answer);
-// Redis is killed in the middle; a replica is stopped with SIGTERM while
-// Redis is down and streams are open, and started again after Redis is
-// back. Afterwards the ledger holds every request the replicas logged,
+// one Redis (counters) and one PostgreSQL (records) under a mixed load
+// (complete answers, streams, streams the client abandons, clients that
+// leave before a non-streaming answer); PostgreSQL is killed in the
+// middle; a replica is stopped with SIGTERM while it is down and streams
+// are open, and started again after it is back. Afterwards the ledger holds every request the replicas logged,
 // once, token for token, and the backend-reported ones match the
 // backend's own count.
 func TestLedgerUnderFaults(t *testing.T) {
@@ -59,11 +60,12 @@ func TestLedgerUnderFaults(t *testing.T) {
 	s := sim.New(sim.Config{ReplyTokens: 200, TokensPerSecond: 300})
 	up := httptest.NewServer(s)
 	defer up.Close()
-	rs := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	rs := redistest.Start(t)
+	pg := pgtest.Start(t)
 	replicas := make([]*replica, 3)
 	for i := range replicas {
 		replicas[i] = &replica{env: []string{"TEST_UPSTREAM=" + up.URL + "/v1", "TEST_DATA_DIR=" + t.TempDir(),
-			"TEST_GRACE=2s", "TEST_REDIS_URL=" + rs.URL()}}
+			"TEST_GRACE=2s", "TEST_REDIS_URL=" + rs.URL(), "TEST_POSTGRES_URL=" + pg.URL()}}
 		replicas[i].start(t)
 	}
 
@@ -101,7 +103,7 @@ func TestLedgerUnderFaults(t *testing.T) {
 	}
 
 	at(100)
-	rs.Stop()
+	pg.Stop()
 	at(200)
 	r0 := replicas[0]
 	r0.mu.Lock()
@@ -114,7 +116,7 @@ func TestLedgerUnderFaults(t *testing.T) {
 		t.Log("the stopped replica had nothing left to spool")
 	}
 	at(300)
-	rs.Restart() // its append-only file brings back what it held
+	pg.Restart()
 	r0.start(t)
 	at(400)
 	close(quit)
@@ -196,7 +198,7 @@ func TestLedgerUnderFaults(t *testing.T) {
 	}
 	for _, r := range replicas[1:] {
 		if !strings.Contains(r.logs[0].String(), `"msg":"usage record delayed"`) {
-			t.Error("a replica logged no delayed record while Redis was down")
+			t.Error("a replica logged no delayed record while PostgreSQL was down")
 		}
 	}
 	if !strings.Contains(r0.logs[1].String(), "usage records replayed from the spool") && strings.Contains(r0.logs[0].String(), "usage record spooled") {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/loadtest/sim"
@@ -154,19 +155,21 @@ func TestShutdownRecordsStreamsCut(t *testing.T) {
 	}
 }
 
-// TestSpoolReplayedAtNextStart: Redis is down from the first request to
-// the shutdown. The records are delayed, then spooled under data_dir at
-// exit, and the next start writes them once Redis is back.
+// TestSpoolReplayedAtNextStart: PostgreSQL is down from the first
+// request to the shutdown. The records are delayed, then spooled under
+// data_dir at exit, and the next start writes them once it is back.
 func TestSpoolReplayedAtNextStart(t *testing.T) {
+	_, prefix := redistest.Shared(t)
 	s := sim.New(sim.Config{ReplyTokens: 5})
 	up := httptest.NewServer(s)
 	defer up.Close()
-	rs := redistest.Start(t)
+	pg := pgtest.Start(t)
 	dataDir := t.TempDir()
-	env := []string{"TEST_UPSTREAM=" + up.URL + "/v1", "TEST_DATA_DIR=" + dataDir, "TEST_GRACE=300ms", "TEST_REDIS_URL=" + rs.URL()}
+	env := []string{"TEST_UPSTREAM=" + up.URL + "/v1", "TEST_DATA_DIR=" + dataDir, "TEST_GRACE=300ms",
+		"TEST_REDIS_URL=" + redistest.URL(), "TEST_REDIS_PREFIX=" + prefix, "TEST_POSTGRES_URL=" + pg.URL()}
 	cmd, base, logs := startObolWith(t, "testdata/ledger.yaml", env...)
 
-	rs.Stop()
+	pg.Stop()
 	for i := 0; i < 5; i++ {
 		resp, err := http.DefaultClient.Do(authed("POST", base+"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"one two"}]}`))
 		if err != nil {
@@ -175,7 +178,7 @@ func TestSpoolReplayedAtNextStart(t *testing.T) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != 200 {
-			t.Fatalf("status %d with Redis down and fail_mode open", resp.StatusCode)
+			t.Fatalf("status %d with PostgreSQL down", resp.StatusCode)
 		}
 	}
 	stop(t, cmd, logs)
@@ -189,7 +192,7 @@ func TestSpoolReplayedAtNextStart(t *testing.T) {
 		t.Fatalf("spool files: %v", files)
 	}
 
-	rs.Restart()
+	pg.Restart()
 	_, base, logs = startObolWith(t, "testdata/ledger.yaml", env...)
 	got := waitUsage(t, base, 5)
 	st := s.Stats()

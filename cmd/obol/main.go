@@ -2,6 +2,7 @@
 // quotas.
 //
 //	obol serve -config FILE [-addr HOST:PORT]
+//	obol migrate -config FILE         apply the PostgreSQL schema's migrations
 //	obol keys create|list|get|update|revoke   administer API keys
 //	obol usage [--period YYYY-MM]             every key's tokens for a month
 //	obol hash-key < secret        print the sha256 a config key needs
@@ -38,6 +39,7 @@ func (e *usageError) Error() string { return e.msg }
 
 const usageText = `usage:
   obol serve -config FILE [-addr HOST:PORT]   run the gateway
+  obol migrate -config FILE                   apply the PostgreSQL migrations without serving
   obol keys create|list|get|update|revoke     administer API keys (obol keys for details)
   obol usage [--period YYYY-MM] [--key ID]    every key's tokens for a month
   obol hash-key < SECRET                      print the sha256 of a secret for a config key`
@@ -49,6 +51,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr, getenv)
+	case "migrate":
+		return migrate(ctx, args[1:], stdout, stderr, getenv)
 	case "hash-key":
 		return hashKey(stdin, stdout)
 	case "keys":

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/loadtest/sim"
 )
@@ -17,13 +18,14 @@ import (
 // 10 s, far longer than the burst takes, so the count is exact.
 func TestReplicasShareLimits(t *testing.T) {
 	_, prefix := redistest.Shared(t)
+	_, pgURL := pgtest.Shared(t)
 	s := sim.New(sim.Config{ReplyTokens: 2})
 	up := httptest.NewServer(s)
 	defer up.Close()
 	var bases []string
 	for i := 0; i < 3; i++ {
 		_, base, _ := startObolWith(t, "testdata/replicas.yaml", "TEST_UPSTREAM="+up.URL+"/v1",
-			"TEST_DATA_DIR="+t.TempDir(), "TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix)
+			"TEST_DATA_DIR="+t.TempDir(), "TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pgURL)
 		bases = append(bases, base)
 	}
 	var mu sync.Mutex
@@ -56,18 +58,19 @@ func TestReplicasShareLimits(t *testing.T) {
 	}
 }
 
-// TestReplicasShareLedger: three gateway processes on one Redis write one
-// ledger; every replica serves the same month, and it holds exactly the
+// TestReplicasShareLedger: three gateway processes on one Redis and one
+// PostgreSQL write one ledger; every replica serves the same month, and it holds exactly the
 // tokens the backend reported.
 func TestReplicasShareLedger(t *testing.T) {
 	_, prefix := redistest.Shared(t)
+	_, pgURL := pgtest.Shared(t)
 	s := sim.New(sim.Config{ReplyTokens: 7})
 	up := httptest.NewServer(s)
 	defer up.Close()
 	var bases []string
 	for i := 0; i < 3; i++ {
 		_, base, _ := startObolWith(t, "testdata/ledger.yaml", "TEST_UPSTREAM="+up.URL+"/v1",
-			"TEST_DATA_DIR="+t.TempDir(), "TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix)
+			"TEST_DATA_DIR="+t.TempDir(), "TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pgURL)
 		bases = append(bases, base)
 	}
 	bodies := []struct{ path, body string }{

@@ -8,11 +8,13 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/internal/pgdb"
 	"github.com/obol/obol/internal/redisbatch"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/quota"
@@ -67,73 +69,146 @@ func ledgerOptions(c *Config, log *slog.Logger) usage.Options {
 	return usage.Options{SpoolDir: filepath.Join(c.DataDir, "spool"), Log: log, Timeout: ledgerTimeout}
 }
 
-// openStore opens the shared Redis, or the embedded store under data_dir
-// when no Redis URL is set.
-func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (*store, error) {
-	if c.Redis.URL == "" {
-		path := filepath.Join(c.DataDir, "obol.db")
-		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-		if err != nil {
-			if errors.Is(err, bolt.ErrTimeout) {
-				return nil, fmt.Errorf("embedded store %s is held by another process (another obol on this data_dir?)", path)
-			}
-			return nil, fmt.Errorf("embedded store: %w", err)
+// openStore opens the counters (Redis, shared by replicas, or in
+// process) and the records (PostgreSQL, the system of record of several
+// replicas, or the embedded bbolt file), and the bbolt file under
+// data_dir when either is embedded.
+func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (st *store, err error) {
+	st = &store{}
+	var closers []func() error
+	st.close = func() error {
+		var errs []error
+		for i := len(closers) - 1; i >= 0; i-- {
+			errs = append(errs, closers[i]())
 		}
+		return errors.Join(errs...)
+	}
+	defer func() {
+		if err != nil {
+			st.close()
+		}
+	}()
+	var db *bolt.DB
+	if c.Redis.URL == "" || c.Postgres.URL == "" {
+		if db, err = openBolt(c); err != nil {
+			return nil, err
+		}
+		closers = append(closers, db.Close)
+	}
+	if c.Redis.URL == "" {
 		e, err := quota.OpenEmbedded(db, log)
 		if err != nil {
-			db.Close()
 			return nil, err
 		}
-		u, err := usage.OpenEmbedded(db)
-		var ks *keys.Embedded
-		if err == nil {
-			ks, err = keys.OpenEmbedded(db)
-		}
-		if err != nil {
-			e.Close()
-			db.Close()
-			return nil, err
-		}
-		log.Info("store: embedded, single replica", "path", path)
-		lo := ledgerOptions(c, log)
-		lo.Linger = embeddedLinger
-		return &store{quota: e, ledger: usage.NewLedger(u, lo), keys: ks,
-			close: func() error { return errors.Join(e.Close(), db.Close()) }}, nil
-	}
-	rdb, err := c.Redis.client()
-	if err != nil {
+		closers = append(closers, func() error { e.Close(); return nil })
+		st.quota = e
+	} else if err := openRedis(ctx, c, log, tracing, st, &closers); err != nil {
 		return nil, err
 	}
+	lo := ledgerOptions(c, log)
+	var ledger usage.Store
+	if c.Postgres.URL == "" {
+		u, err := usage.OpenEmbedded(db)
+		if err != nil {
+			return nil, err
+		}
+		if st.keys, err = keys.OpenEmbedded(db); err != nil {
+			return nil, err
+		}
+		ledger, lo.Linger = u, embeddedLinger
+		log.Info("records: embedded, single replica", "path", db.Path())
+	} else {
+		pool, err := openPostgres(ctx, c, log)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, func() error { pool.Close(); return nil })
+		ledger, st.keys = usage.NewPostgres(pool, *c.Postgres.RequestLogDays), keys.NewPostgres(pool)
+		lo.Linger = postgresLinger
+	}
+	st.ledger = usage.NewLedger(ledger, lo)
+	return st, nil
+}
+
+// postgresLinger gathers the records of many requests into one statement.
+const postgresLinger = 5 * time.Millisecond
+
+func openBolt(c *Config) (*bolt.DB, error) {
+	path := filepath.Join(c.DataDir, "obol.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("embedded store %s is held by another process (another obol on this data_dir?)", path)
+		}
+		return nil, fmt.Errorf("embedded store: %w", err)
+	}
+	return db, nil
+}
+
+// openRedis sets st's counters in Redis: quota behind a Limiter that
+// rides out outages, settlements batched, and failed authentications.
+func openRedis(ctx context.Context, c *Config, log *slog.Logger, tracing bool, st *store, closers *[]func() error) error {
+	rdb, err := c.Redis.client()
+	if err != nil {
+		return err
+	}
+	*closers = append(*closers, rdb.Close)
 	redis.SetLogger(redisLog{log})
 	if tracing {
 		// Redis calls become spans under the request's (go-redis's hooks;
 		// left out when tracing is off, as they cost on every command).
 		if err := redisotel.InstrumentTracing(rdb); err != nil {
-			return nil, fmt.Errorf("trace redis: %w", err)
+			return fmt.Errorf("trace redis: %w", err)
 		}
 	}
-	// Settlements and records share round trips, and the batcher's
-	// linger is theirs (the settler and the ledger write at once).
-	batch := redisbatch.New(rdb, redisLinger, ledgerTimeout)
+	// Settlements of many requests share a pipeline.
 	r := quota.NewRedis(rdb, c.Redis.Prefix)
-	r.SetPipelines(batch)
+	r.SetPipelines(redisbatch.New(rdb, redisLinger, c.Redis.Timeout))
 	mode := quota.FailOpen
 	if c.Redis.FailMode == "closed" {
 		mode = quota.FailClosed
 	}
 	l := quota.NewLimiter(r, quota.Options{Timeout: c.Redis.Timeout, Mode: mode, Replicas: c.Redis.Replicas, Log: log})
-	u := usage.NewRedis(rdb, c.Redis.Prefix)
-	u.SetPipelines(batch)
+	*closers = append(*closers, func() error { l.Close(); return nil })
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := errors.Join(r.Load(lctx), u.Load(lctx)); err != nil {
+	if err := r.Load(lctx); err != nil {
 		// Not fatal: the fail mode covers an unreachable Redis, and the
 		// scripts load themselves when it answers.
-		log.Warn("store: Redis not answering at start", "url", redactURL(c.Redis.URL), "err", err)
+		log.Warn("counters: Redis not answering at start", "url", redactURL(c.Redis.URL), "err", err)
 	} else {
-		log.Info("store: Redis", "url", redactURL(c.Redis.URL), "mode", c.Redis.Mode, "fail_mode", c.Redis.FailMode)
+		log.Info("counters: Redis", "url", redactURL(c.Redis.URL), "mode", c.Redis.Mode, "fail_mode", c.Redis.FailMode)
 	}
-	lo := ledgerOptions(c, log)
-	return &store{quota: l, shared: l, failures: quota.NewSharedFailures(rdb, c.Redis.Prefix, quota.DefaultFailureLimit), ledger: usage.NewLedger(u, lo), keys: keys.NewRedis(rdb, c.Redis.Prefix),
-		close: func() error { l.Close(); return rdb.Close() }}, nil
+	st.quota, st.shared = l, l
+	st.failures = quota.NewSharedFailures(rdb, c.Redis.Prefix, quota.DefaultFailureLimit)
+	return nil
+}
+
+// openPostgres opens the system of record and applies its migrations. A
+// database that does not answer at start is not fatal: the ledger queues
+// and spools until it does, cached keys keep working, and the migrations
+// are tried again in the background.
+func openPostgres(ctx context.Context, c *Config, log *slog.Logger) (*pgxpool.Pool, error) {
+	pool, err := pgdb.Open(ctx, c.Postgres.URL, pgdb.Options{ConnectTimeout: c.Postgres.Timeout})
+	if err != nil {
+		return nil, err
+	}
+	migrate := func() error {
+		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		n, err := pgdb.Migrate(mctx, pool)
+		if err == nil {
+			log.Info("records: PostgreSQL", "url", redactURL(c.Postgres.URL), "migrations_applied", n)
+		}
+		return err
+	}
+	if err := migrate(); err != nil {
+		log.Error("records: PostgreSQL not answering at start; records queue and spool until it does", "url", redactURL(c.Postgres.URL), "err", err)
+		go func() {
+			for migrate() != nil && ctx.Err() == nil {
+				time.Sleep(2 * time.Second)
+			}
+		}()
+	}
+	return pool, nil
 }

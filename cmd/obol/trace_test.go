@@ -12,6 +12,7 @@ import (
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/loadtest/sim"
 )
@@ -52,8 +53,9 @@ func TestTracesOverOTLP(t *testing.T) {
 	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 3}))
 	defer up.Close()
 	_, prefix := redistest.Shared(t)
+	_, pgURL := pgtest.Shared(t)
 	cmd, base, logs := startObolWith(t, "testdata/ledger.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir(),
-		"TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix,
+		"TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pgURL,
 		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="+col.URL+"/v1/traces", "OTEL_SERVICE_NAME=obol-test")
 	const traceID = "0af7651916cd43dd8448eb211c80319c"
 	req := authed("POST", base+"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hi"}],"max_tokens":3}`)

@@ -1,0 +1,158 @@
+package usage
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Postgres is the ledger in PostgreSQL, the system of record of several
+// replicas: a row per key, model and UTC hour (usage_hourly), each
+// request once by its id (usage_request_ids, in the same statement), and
+// the optional per-request log (request_log). internal/pgdb keeps the
+// schema.
+type Postgres struct {
+	pool    *pgxpool.Pool
+	logDays int
+	pruned  atomic.Int64 // unix hour of the last pruning
+}
+
+// requestIDDays is how long request ids are kept for exactly-once
+// writes: far past any retry or spool replay.
+const requestIDDays = 7
+
+// NewPostgres writes the ledger to pool. logDays is how long the
+// per-request log keeps a request; 0 keeps no log.
+func NewPostgres(pool *pgxpool.Pool, logDays int) *Postgres {
+	return &Postgres{pool: pool, logDays: logDays}
+}
+
+// writeSQL adds a batch in one statement, so in one transaction: the new
+// request ids are inserted, and only the records whose ids were new are
+// logged and summed into their hours. A batch that repeats an id (a spool
+// replayed twice, a retry after a timeout) adds nothing for it.
+const writeSQL = `
+WITH input AS (
+  SELECT DISTINCT ON (request_id) *
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::bigint[],
+              $8::bigint[], $9::int[], $10::text[], $11::boolean[])
+       AS t(request_id, key_id, model, at, prompt, cached, completion, reasoning, status, outcome, counted)
+),
+new AS (
+  INSERT INTO usage_request_ids (request_id, at) SELECT request_id, now() FROM input
+  ON CONFLICT DO NOTHING RETURNING request_id
+),
+logged AS (
+  INSERT INTO request_log (request_id, at, key_id, model, prompt_tokens, cached_prompt_tokens, completion_tokens,
+                           reasoning_tokens, status, stream_outcome, counted)
+  SELECT request_id, at, key_id, model, prompt, cached, completion, reasoning, status, outcome, counted
+  FROM input JOIN new USING (request_id) WHERE $12
+)
+INSERT INTO usage_hourly AS u (key_id, model, hour, prompt_tokens, cached_prompt_tokens, completion_tokens,
+                               reasoning_tokens, requests)
+SELECT key_id, model, date_trunc('hour', at), sum(prompt), sum(cached), sum(completion), sum(reasoning), count(*)
+FROM input JOIN new USING (request_id)
+GROUP BY key_id, model, date_trunc('hour', at)
+ON CONFLICT (key_id, model, hour) DO UPDATE SET
+  prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+  cached_prompt_tokens = u.cached_prompt_tokens + excluded.cached_prompt_tokens,
+  completion_tokens = u.completion_tokens + excluded.completion_tokens,
+  reasoning_tokens = u.reasoning_tokens + excluded.reasoning_tokens,
+  requests = u.requests + excluded.requests`
+
+// Write adds recs, each once by its request id, in one round trip.
+func (p *Postgres) Write(ctx context.Context, recs []Record) error {
+	n := len(recs)
+	ids, keys, models := make([]string, n), make([]string, n), make([]string, n)
+	at := make([]time.Time, n)
+	prompt, cached, completion, reasoning := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	status, outcome, counted := make([]int32, n), make([]string, n), make([]bool, n)
+	for i, r := range recs {
+		ids[i], keys[i], models[i], at[i] = r.RequestID, r.Key, r.Model, r.Time.UTC()
+		prompt[i], cached[i], completion[i], reasoning[i] = r.PromptTokens, r.CachedTokens, r.CompletionTokens, r.ReasoningTokens
+		status[i], outcome[i], counted[i] = int32(r.Status), r.Outcome, r.Counted
+	}
+	_, err := p.pool.Exec(ctx, writeSQL, ids, keys, models, at, prompt, cached, completion, reasoning, status, outcome, counted, p.logDays > 0)
+	if err != nil {
+		return fmt.Errorf("write %d usage records: %w", n, err)
+	}
+	p.prune(ctx)
+	return nil
+}
+
+// prune forgets, once an hour, the request ids past requestIDDays and the
+// log past its days: deletes by an indexed time.
+func (p *Postgres) prune(ctx context.Context) {
+	hour := time.Now().Unix() / 3600
+	if p.pruned.Swap(hour) == hour {
+		return
+	}
+	now := time.Now().UTC()
+	p.pool.Exec(ctx, "DELETE FROM usage_request_ids WHERE at < $1", now.AddDate(0, 0, -requestIDDays))
+	p.pool.Exec(ctx, "DELETE FROM request_log WHERE at < $1", now.AddDate(0, 0, -max(p.logDays, 0)))
+}
+
+// monthRange is a YYYY-MM period's first instant and the next month's.
+func monthRange(period string) (time.Time, time.Time, error) {
+	start, err := time.Parse("2006-01", period)
+	if err != nil {
+		return time.Time{}, time.Time{}, fmt.Errorf("period %q: %w", period, err)
+	}
+	return start, start.AddDate(0, 1, 0), nil
+}
+
+const monthSQL = `
+SELECT key_id, model, sum(prompt_tokens)::bigint, sum(cached_prompt_tokens)::bigint, sum(completion_tokens)::bigint,
+       sum(reasoning_tokens)::bigint, sum(requests)::bigint
+FROM usage_hourly WHERE hour >= $1 AND hour < $2 AND ($3 = '' OR key_id = $3)
+GROUP BY key_id, model`
+
+// Summary is key's ledger for a month.
+func (p *Postgres) Summary(ctx context.Context, key, period string) (*Summary, error) {
+	all, err := p.month(ctx, key, period)
+	if err != nil {
+		return nil, err
+	}
+	if s := all[key]; s != nil {
+		return s, nil
+	}
+	return newSummary(period), nil
+}
+
+// All is every key's ledger for a month.
+func (p *Postgres) All(ctx context.Context, period string) (map[string]*Summary, error) {
+	return p.month(ctx, "", period)
+}
+
+func (p *Postgres) month(ctx context.Context, key, period string) (map[string]*Summary, error) {
+	start, end, err := monthRange(period)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := p.pool.Query(ctx, monthSQL, start, end, key)
+	if err != nil {
+		return nil, fmt.Errorf("usage in %s: %w", period, err)
+	}
+	defer rows.Close()
+	out := map[string]*Summary{}
+	for rows.Next() {
+		var k, model string
+		var r Row
+		if err := rows.Scan(&k, &model, &r.Prompt, &r.CachedPrompt, &r.Completion, &r.Reasoning, &r.Requests); err != nil {
+			return nil, fmt.Errorf("usage in %s: %w", period, err)
+		}
+		s := out[k]
+		if s == nil {
+			s = newSummary(period)
+			out[k] = s
+		}
+		s.add(model, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("usage in %s: %w", period, err)
+	}
+	return out, nil
+}
