@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/obol/obol/internal/bolttest"
+	"github.com/obol/obol/internal/pgdb"
 	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/quota"
@@ -284,4 +286,45 @@ func TestFailedCreateUndone(t *testing.T) {
 	if err := st.Create(ctx, &Key{ID: id, Hash: "late", Tier: "free", CreatedAt: time.Now()}); !errors.Is(err, ErrExists) {
 		t.Errorf("a late create of the undone key: %v", err)
 	}
+}
+
+// TestRevocationAcrossReplicasAndPartition: three replicas on one
+// PostgreSQL; a revocation reaches the two connected ones within their
+// poll, and the one cut off from the database while it happened refuses
+// the key once it reaches the database again (it kept serving its cache
+// meanwhile).
+func TestRevocationAcrossReplicasAndPartition(t *testing.T) {
+	srv := pgtest.Start(t)
+	srv.Migrated(t)
+	proxy := pgtest.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	ctx := context.Background()
+	open := func(url string) *Registry {
+		pool, err := pgdb.Open(ctx, url, pgdb.Options{ConnectTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		return newRegistry(t, NewPostgres(pool), Options{Timeout: 300 * time.Millisecond})
+	}
+	a, b := open(srv.URL()), open(srv.URL())
+	c := open(strings.Replace(srv.URL(), fmt.Sprintf(":%d", srv.Port), ":"+strings.Split(proxy.Addr(), ":")[1], 1))
+	k, secret, err := a.Create(ctx, Spec{Name: "k", Tier: "free"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*Registry{a, b, c} {
+		if e, err := r.Lookup(ctx, secret); e == nil || err != nil {
+			t.Fatalf("a replica does not know the new key: %v", err)
+		}
+	}
+	proxy.Cut()
+	if _, err := a.Revoke(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, "b to refuse the revoked key", func() bool { e, _ := b.Lookup(ctx, secret); return e == nil })
+	if e, _ := c.Lookup(ctx, secret); e == nil {
+		t.Fatal("the cut-off replica dropped its cached key while it could not reach the database")
+	}
+	proxy.Restore()
+	poll.Until(t, "the cut-off replica to refuse the revoked key once back", func() bool { e, _ := c.Lookup(ctx, secret); return e == nil })
 }

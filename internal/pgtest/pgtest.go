@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,6 +43,16 @@ func URL() string {
 // fails the test, saying what is missing, when no PostgreSQL answers.
 func Shared(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
+	u := EmptySchema(t)
+	pool := open(t, u)
+	t.Cleanup(pool.Close) // before the schema is dropped
+	return pool, u
+}
+
+// EmptySchema makes an empty schema of the test's own in the shared test
+// PostgreSQL, dropped at the end, and returns the URL that reaches it.
+func EmptySchema(t testing.TB) string {
+	t.Helper()
 	ctx := context.Background()
 	admin, err := pgdb.Open(ctx, URL(), pgdb.Options{ConnectTimeout: 5 * time.Second})
 	if err != nil {
@@ -51,17 +63,14 @@ func Shared(t testing.TB) (*pgxpool.Pool, string) {
 	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
 		t.Fatalf("this test needs a real PostgreSQL and none answers at %s (%v): start postgres or set POSTGRES_URL", URL(), err)
 	}
-	u := WithSchema(URL(), schema)
-	pool := open(t, u)
 	t.Cleanup(func() {
-		pool.Close()
 		a, err := pgdb.Open(ctx, URL(), pgdb.Options{})
 		if err == nil {
 			a.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
 			a.Close()
 		}
 	})
-	return pool, u
+	return WithSchema(URL(), schema)
 }
 
 // WithSchema is raw with search_path set to schema.
@@ -188,4 +197,74 @@ func (s *Server) Migrated(t testing.TB) *pgxpool.Pool {
 	pool := open(t, s.URL())
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// Proxy forwards loopback connections to a PostgreSQL server, and can cut
+// them: a network partition between one client and the database.
+type Proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  []net.Conn
+}
+
+// NewProxy listens on a free loopback port and forwards to target
+// (host:port); it is closed when the test ends.
+func NewProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{ln: ln, target: target}
+	go p.accept()
+	t.Cleanup(func() { ln.Close(); p.Cut() })
+	return p
+}
+
+// Addr is the proxy's host:port.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+func (p *Proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go func() { io.Copy(up, c); up.Close() }()
+		go func() { io.Copy(c, up); c.Close() }()
+	}
+}
+
+// Cut closes every connection and refuses new ones until Restore.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// Restore lets connections through again.
+func (p *Proxy) Restore() {
+	p.mu.Lock()
+	p.cut = false
+	p.mu.Unlock()
 }
