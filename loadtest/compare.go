@@ -19,6 +19,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/obol/obol/internal/pgdb"
 )
 
 // proxyCmd serves a bare httputil.ReverseProxy: the floor a gateway is
@@ -60,7 +62,9 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var c loadConfig
 	c.flags(fs)
 	obolBin := fs.String("obol", "bin/obol", "the obol binary")
-	redisURL := fs.String("redis", "redis://127.0.0.1:6379/0", "Redis for the Redis variant (empty: skip it)")
+	redisURL := fs.String("redis", "redis://127.0.0.1:6379/0", "Redis for the Redis + PostgreSQL variant (empty: skip it)")
+	pgURL := fs.String("postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+		"PostgreSQL for the variants that keep records there, in a schema of their own (empty: skip them)")
 	tokens := fs.Int("tokens", 20, "tokens per reply (stream chunks)")
 	tps := fs.Float64("tps", 0, "simulator tokens per second per stream (0: at once)")
 	first := fs.Duration("first-token", 0, "simulator delay before the first token")
@@ -89,7 +93,7 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	secret := "sk-bench-" + randHex(12)
 	adminAddrs := map[string]string{} // by config name, with -profile
-	writeConfig := func(name, redis string) (string, error) {
+	writeConfig := func(name, redis, pg string) (string, error) {
 		admin := ""
 		if *profileDir != "" {
 			port, err := freePort()
@@ -99,7 +103,7 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			admin = fmt.Sprintf("admin_listen: \"127.0.0.1:%d\"\npprof: true\n", port)
 			adminAddrs[name] = fmt.Sprintf("127.0.0.1:%d", port)
 		}
-		return obolConfig(dir, name, redis, simURL, secret, admin)
+		return obolConfig(dir, name, redis, pg, simURL, secret, admin)
 	}
 	type target struct {
 		name  string
@@ -108,25 +112,28 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		admin string    // obol's admin listener, with -profile
 	}
 	targets := []target{{"simulator (direct)", simURL, simCmd, ""}, {"ReverseProxy (floor)", proxyURL, proxyProc, ""}}
-	embCfg, err := writeConfig("embedded", "")
-	if err != nil {
-		return err
-	}
-	embProc, embURL, err := start("obol-embedded", nil, *obolBin, "serve", "-config", embCfg)
-	if err != nil {
-		return err
-	}
-	targets = append(targets, target{"obol, embedded store", embURL, embProc, adminAddrs["embedded"]})
-	if *redisURL != "" {
-		redisCfg, err := writeConfig("redis", *redisURL)
+	variants := []struct{ name, label, redis, pg string }{{"embedded", "obol, embedded store", "", ""}}
+	if *pgURL != "" {
+		schema, err := benchSchema(ctx, *pgURL)
 		if err != nil {
 			return err
 		}
-		redisProc, redisTarget, err := start("obol-redis", nil, *obolBin, "serve", "-config", redisCfg)
+		defer schema.drop()
+		variants = append(variants, struct{ name, label, redis, pg string }{"postgres", "obol, PostgreSQL", "", schema.url})
+		if *redisURL != "" {
+			variants = append(variants, struct{ name, label, redis, pg string }{"redis", "obol, Redis + PostgreSQL", *redisURL, schema.url})
+		}
+	}
+	for _, v := range variants {
+		cfg, err := writeConfig(v.name, v.redis, v.pg)
 		if err != nil {
 			return err
 		}
-		targets = append(targets, target{"obol, Redis", redisTarget, redisProc, adminAddrs["redis"]})
+		proc, url, err := start("obol-"+v.name, nil, *obolBin, "serve", "-config", cfg)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, target{v.label, url, proc, adminAddrs[v.name]})
 	}
 
 	c.Keys = []string{secret}
@@ -210,24 +217,29 @@ func fetchProfile(addr string, d time.Duration, path string) error {
 	return f.Close()
 }
 
-// profileName is a file name for a target's profile: "obol, Redis" is
-// obol-redis.pprof.
+// profileName is a file name for a target's profile: "obol, Redis +
+// PostgreSQL" is obol-redis.pprof.
 func profileName(target string) string {
-	if strings.Contains(target, "Redis") {
+	switch {
+	case strings.Contains(target, "Redis"):
 		return "obol-redis.pprof"
+	case strings.Contains(target, "PostgreSQL"):
+		return "obol-postgres.pprof"
 	}
 	return "obol-embedded.pprof"
 }
 
 // obolConfig writes dir/name.yaml: obol in front of the simulator, with
-// one key (secret) whose limits never refuse, the Redis at redisURL or
-// the embedded store, and extra top-level YAML.
-func obolConfig(dir, name, redisURL, simURL, secret, extra string) (string, error) {
+// one key (secret) whose limits never refuse, counters in the Redis at
+// redisURL and records in the PostgreSQL at pgURL (each empty: the
+// embedded store), and extra top-level YAML.
+func obolConfig(dir, name, redisURL, pgURL, simURL, secret, extra string) (string, error) {
 	d := sha256.Sum256([]byte(secret))
 	prefix := "obol-bench:" + randHex(4) + ":"
 	cfg := fmt.Sprintf(`listen: "127.0.0.1:0"
 %sdata_dir: %q
 redis: {url: %q, prefix: %q}
+postgres: {url: %q}
 log: {level: warn}
 tiers:
   bench: {rpm: 1000000000, tpm: 1000000000000, tpd: 1000000000000000}
@@ -237,7 +249,7 @@ models:
     backends: [{url: %q, model: "sim"}]
 keys:
   - {id: key_bench, tier: bench, sha256: %q}
-`, extra, filepath.Join(dir, name), redisURL, prefix, simURL+"/v1", hex.EncodeToString(d[:]))
+`, extra, filepath.Join(dir, name), redisURL, prefix, pgURL, simURL+"/v1", hex.EncodeToString(d[:]))
 	p := filepath.Join(dir, name+".yaml")
 	return p, os.WriteFile(p, []byte(cfg), 0o600)
 }
@@ -367,4 +379,28 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// schema is a PostgreSQL schema of a measurement's own.
+type schema struct {
+	url  string
+	drop func()
+}
+
+// benchSchema makes an empty schema for the obols of a measurement (they
+// migrate it at start) and a drop for its end.
+func benchSchema(ctx context.Context, url string) (*schema, error) {
+	pool, err := pgdb.Open(ctx, url, pgdb.Options{ConnectTimeout: 5 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	name := "obol_bench_" + randHex(6)
+	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("-postgres %s: %w (or -postgres \"\" to skip the PostgreSQL variants)", url, err)
+	}
+	return &schema{url: pgdb.WithSchema(url, name), drop: func() {
+		pool.Exec(context.Background(), "DROP SCHEMA "+name+" CASCADE")
+		pool.Close()
+	}}, nil
 }

@@ -28,7 +28,8 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("streams", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	obolBin := fs.String("obol", "bin/obol", "the obol binary")
-	redisURL := fs.String("redis", "", "Redis for obol (empty: the embedded store)")
+	redisURL := fs.String("redis", "", "Redis for obol's counters (empty: in process; needs -postgres)")
+	pgURL := fs.String("postgres", "", "PostgreSQL for obol's records, migrated at start (empty: the embedded store)")
 	n := fs.Int("n", 10000, "streams held open at once")
 	tokens := fs.Int("tokens", 20, "tokens per stream")
 	tps := fs.Float64("tps", 1, "simulator tokens per second per stream")
@@ -60,7 +61,7 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	admin := "127.0.0.1:" + strconv.Itoa(port)
 	secret := "sk-bench-" + randHex(12)
-	cfg, err := obolConfig(ps.dir, "obol", *redisURL, simURL, secret, fmt.Sprintf("admin_listen: %q\npprof: true\nh2c: true\n", admin))
+	cfg, err := obolConfig(ps.dir, "obol", *redisURL, *pgURL, simURL, secret, fmt.Sprintf("admin_listen: %q\npprof: true\nh2c: true\n", admin))
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -74,16 +73,7 @@ func EmptySchema(t testing.TB) string {
 }
 
 // WithSchema is raw with search_path set to schema.
-func WithSchema(raw, schema string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func WithSchema(raw, schema string) string { return pgdb.WithSchema(raw, schema) }
 
 // open connects to u and migrates it.
 func open(t testing.TB, u string) *pgxpool.Pool {
