@@ -27,7 +27,20 @@ func BenchmarkLedger(b *testing.B) {
 	})
 }
 
-func benchmarkLedger(b *testing.B, st Store) {
+// countingStore counts the writes and records that reach the store.
+type countingStore struct {
+	Store
+	writes, records atomic.Int64
+}
+
+func (c *countingStore) Write(ctx context.Context, recs []Record) error {
+	c.writes.Add(1)
+	c.records.Add(int64(len(recs)))
+	return c.Store.Write(ctx, recs)
+}
+
+func benchmarkLedger(b *testing.B, store Store) {
+	st := &countingStore{Store: store}
 	l := NewLedger(st, Options{})
 	defer l.Close(context.Background())
 	var seq atomic.Int64
@@ -40,4 +53,43 @@ func benchmarkLedger(b *testing.B, st Store) {
 			<-l.Record(Record{RequestID: id, Key: "key_bench", Model: "hermes", Time: nov, PromptTokens: 20, CompletionTokens: 20})
 		}
 	})
+	b.StopTimer()
+	if w := st.writes.Load(); w > 0 {
+		b.ReportMetric(float64(st.records.Load())/float64(w), "records/batch")
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkLedgerThroughput is records queued as fast as requests could
+// end, without waiting for them, until Close has written them all: the
+// most the store takes, and the batches it takes them in.
+func BenchmarkLedgerThroughput(b *testing.B) {
+	b.Run("embedded", func(b *testing.B) {
+		e, err := OpenEmbedded(bolttest.Open(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchmarkThroughput(b, e)
+	})
+	b.Run("postgres", func(b *testing.B) {
+		pool, _ := pgtest.Shared(b)
+		benchmarkThroughput(b, NewPostgres(pool, 35))
+	})
+}
+
+func benchmarkThroughput(b *testing.B, store Store) {
+	st := &countingStore{Store: store}
+	l := NewLedger(st, Options{Capacity: b.N + 1})
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		l.Record(Record{RequestID: "chat_" + strconv.Itoa(i), Key: "key_" + strconv.Itoa(i%100), Model: "hermes", Time: nov, PromptTokens: 20, CompletionTokens: 20})
+	}
+	if err := l.Close(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if w := st.writes.Load(); w > 0 {
+		b.ReportMetric(float64(st.records.Load())/float64(w), "records/batch")
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
