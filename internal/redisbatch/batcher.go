@@ -1,7 +1,6 @@
 // Package redisbatch shares Redis round trips among writers that each
-// batch their own commands: the quota settler and the usage ledger send
-// what a request leaves behind (its settlement and its record) in one
-// pipeline, not one each.
+// batch their own commands: the settlements many requests leave behind
+// go in one pipeline, not one each (and another writer may join them).
 package redisbatch
 
 import (
@@ -41,8 +40,8 @@ func New(rdb redis.UniversalClient, linger, timeout time.Duration) *Batcher {
 // Pipelined has the signature of go-redis's: fn queues commands, which
 // run in the next shared pipeline. It returns fn's commands and the first
 // of their errors. If ctx ends first it returns ctx's error, and the
-// commands may still run: the writers' commands are idempotent (usage
-// records) or may be lost either way (settlements).
+// commands may still run: a writer's commands must bear that (a
+// settlement may be lost either way).
 func (b *Batcher) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
 	j := &job{fn: fn, done: make(chan struct{})}
 	b.mu.Lock()
