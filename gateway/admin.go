@@ -310,13 +310,16 @@ func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter
 	}
 	type keyUsage struct {
 		TotalTokens int64                `json:"total_tokens"`
+		TotalCost   usage.Money          `json:"total_cost"`
 		ByModel     map[string]usage.Row `json:"by_model"`
 	}
 	out := struct {
 		Period      string              `json:"period"`
 		TotalTokens int64               `json:"total_tokens"`
+		TotalCost   usage.Money         `json:"total_cost"`
+		Currency    string              `json:"currency"`
 		Keys        map[string]keyUsage `json:"keys"`
-	}{Period: period, Keys: map[string]keyUsage{}}
+	}{Period: period, Currency: "usd", Keys: map[string]keyUsage{}}
 	ids := make([]string, 0, len(all))
 	for id := range all {
 		ids = append(ids, id)
@@ -328,8 +331,9 @@ func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter
 			continue
 		}
 		sum := all[id]
-		out.Keys[id] = keyUsage{TotalTokens: sum.TotalTokens, ByModel: sum.ByModel}
+		out.Keys[id] = keyUsage{TotalTokens: sum.TotalTokens, TotalCost: sum.TotalCost, ByModel: sum.ByModel}
 		out.TotalTokens += sum.TotalTokens
+		out.TotalCost += sum.TotalCost
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, out)

@@ -109,7 +109,7 @@ func (s *Server) chatStream(w http.ResponseWriter, r *http.Request, _ httprouter
 	if err != nil {
 		return err
 	}
-	return s.stream(w, r, c, req, m, chatStreamer(c, req, m, true))
+	return s.stream(w, r, c, req, m, s.chatStreamer(c, req, m, true))
 }
 
 // chatCompletions is POST /v1/chat/completions, OpenAI's shape exactly;
@@ -120,7 +120,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httpr
 		return err
 	}
 	if req.Stream {
-		return s.stream(w, r, c, req, m, chatStreamer(c, req, m, false))
+		return s.stream(w, r, c, req, m, s.chatStreamer(c, req, m, false))
 	}
 	return s.complete(w, r, c, req, m, false)
 }
@@ -134,11 +134,14 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 		return err
 	}
 	var out []byte
+	cost := s.cost(c, c.usage)
 	if native {
-		out = appendNativeResponse(make([]byte, 0, len(raw)+128), c.id, comp.Created, m.Name, comp, c.usage)
+		out = appendNativeResponse(make([]byte, 0, len(raw)+128), c.id, comp.Created, m.Name, comp, c.usage.withCost(cost))
 	} else if out, err = compatResponse(raw, c.id, req.object(), m.Name, comp.Usage == nil, c.usage); err != nil {
 		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %w", c.backend, err)}
+	} else {
+		w.Header().Set("X-Obol-Cost", cost.USD())
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))

@@ -25,7 +25,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, _ httproute
 		return err
 	}
 	if req.Stream {
-		return s.stream(w, r, c, req, m, chatStreamer(c, req, m, false))
+		return s.stream(w, r, c, req, m, s.chatStreamer(c, req, m, false))
 	}
 	return s.complete(w, r, c, req, m, false)
 }

@@ -47,6 +47,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, _ httprouter
 		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed embeddings: %w", resp.Backend.Name, err)}
 	}
+	w.Header().Set("X-Obol-Cost", s.cost(c, c.usage).USD())
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.Write(out)

@@ -125,6 +125,9 @@ func appendUsage(b []byte, u *Usage) []byte {
 	if len(u.CompletionTokensDetails) > 0 {
 		b = append(append(b, `,"completion_tokens_details":`...), u.CompletionTokensDetails...)
 	}
+	if u.Cost != nil {
+		b = append(append(b, `,"cost":`...), u.Cost.USD()...)
+	}
 	return append(b, '}')
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/obol/obol/internal/crockford"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/usage"
 )
 
 // modelInfo is an OpenAI model object plus what obol's clients need.
@@ -26,13 +27,53 @@ type modelInfo struct {
 	// Serves are the routes that take the model: chat (chat completions
 	// and responses), completions, embeddings.
 	Serves []string `json:"serves"`
+	// Pricing is the price in effect now, in USD per million tokens; null
+	// when the model has none (its tokens cost nothing).
+	Pricing *pricing `json:"pricing"`
+}
+
+// pricing is a price as /v1/models shows it.
+type pricing struct {
+	Input       perMillion `json:"input"`
+	CachedInput perMillion `json:"cached_input"`
+	Output      perMillion `json:"output"`
+	Currency    string     `json:"currency"`
+	// Next is the next dated price change, if one is configured.
+	Next *datedPricing `json:"next,omitempty"`
+}
+
+type datedPricing struct {
+	From time.Time `json:"from"`
+	pricing
+}
+
+// perMillion is a per-token price shown per million tokens, exactly.
+type perMillion usage.Money
+
+func (p perMillion) MarshalJSON() ([]byte, error) {
+	return []byte((usage.Money(p) * 1_000_000).USD()), nil
+}
+
+func pricingOf(ps usage.Prices, now time.Time) *pricing {
+	cur := ps.At(now)
+	if cur == nil {
+		return nil
+	}
+	p := &pricing{Input: perMillion(cur.Input), CachedInput: perMillion(cur.CachedInput), Output: perMillion(cur.Output), Currency: "usd"}
+	for _, n := range ps {
+		if n.From.After(now) {
+			p.Next = &datedPricing{From: n.From, pricing: pricing{Input: perMillion(n.Input), CachedInput: perMillion(n.CachedInput), Output: perMillion(n.Output), Currency: "usd"}}
+			break
+		}
+	}
+	return p
 }
 
 // started is the models' "created" time: they exist from the gateway's start.
 var started = time.Now().Unix()
 
-func info(m *models.Model) modelInfo {
-	mi := modelInfo{ID: m.Name, Object: "model", Created: started, OwnedBy: "obol",
+func (s *Server) info(m *models.Model) modelInfo {
+	mi := modelInfo{Pricing: pricingOf(s.prices[m.Name], time.Now()), ID: m.Name, Object: "model", Created: started, OwnedBy: "obol",
 		ContextWindow: m.ContextWindow, Description: m.Description, Vision: m.Vision, Serves: []string{}}
 	for _, api := range []struct {
 		api  models.API
@@ -57,7 +98,7 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ httprouter
 	}{Object: "list", Data: []modelInfo{}}
 	for _, m := range s.catalog.List() {
 		if c.key.Allows(m.Name) {
-			list.Data = append(list.Data, info(m))
+			list.Data = append(list.Data, s.info(m))
 		}
 	}
 	return writeJSON(w, http.StatusOK, list)
@@ -74,7 +115,7 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.
 		return &Error{Code: CodeNotFound, Param: "model",
 			Message: "the model " + clip.String(ps.ByName("model"), 40) + " does not exist"}
 	}
-	return writeJSON(w, http.StatusOK, info(m))
+	return writeJSON(w, http.StatusOK, s.info(m))
 }
 
 // healthz is liveness: the process serves HTTP.

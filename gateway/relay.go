@@ -12,6 +12,7 @@ import (
 
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/usage"
 )
 
 // Stream outcomes, as the access log reports them.
@@ -120,9 +121,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 }
 
 // chatStreamer is the chat relay, native or OpenAI-shaped.
-func chatStreamer(c *call, req *chatRequest, m *models.Model, native bool) func(*sseWriter) streamer {
+func (s *Server) chatStreamer(c *call, req *chatRequest, m *models.Model, native bool) func(*sseWriter) streamer {
 	return func(out *sseWriter) streamer {
-		return &relay{c: c, req: req, model: m.Name, sse: out, native: native, object: req.streamObject(), created: time.Now().Unix()}
+		return &relay{c: c, req: req, model: m.Name, sse: out, native: native, object: req.streamObject(), created: time.Now().Unix(),
+			cost: func(u *Usage) usage.Money { return s.cost(c, u) }}
 	}
 }
 
@@ -149,9 +151,11 @@ type relay struct {
 	// fingerprint and tier are the backend's latest system_fingerprint
 	// and service_tier, for the native events.
 	fingerprint, tier json.RawMessage
-	final             *nativeChunk // native: the finish_reason event, held to carry usage
-	ch                chunk.Chunk  // the event being relayed
-	out               []byte
+	// cost prices a usage for the native final event.
+	cost  func(*Usage) usage.Money
+	final *nativeChunk // native: the finish_reason event, held to carry usage
+	ch    chunk.Chunk  // the event being relayed
+	out   []byte
 }
 
 func (rl *relay) send(v any) error {
@@ -294,7 +298,7 @@ func (rl *relay) finish() error {
 				Choices: json.RawMessage(`[{"index":0,"delta":{},"finish_reason":"stop"}]`)}
 		}
 		rl.final = nil
-		ev.Usage = u
+		ev.Usage = u.withCost(rl.cost(u))
 		if err := rl.send(ev); err != nil {
 			return err
 		}

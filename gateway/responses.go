@@ -43,6 +43,7 @@ func (s *Server) responses(w http.ResponseWriter, r *http.Request, _ httprouter.
 		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: %w", c.backend, err)}
 	}
+	w.Header().Set("X-Obol-Cost", s.cost(c, c.usage).USD())
 	return writeJSON(w, http.StatusOK, out)
 }
 

@@ -70,6 +70,8 @@ type Options struct {
 	// Backends reports and resets the backends' breakers (the admin API,
 	// readiness); nil: the admin routes answer 501, readiness lists none.
 	Backends BackendAdmin
+	// Prices are each model's prices (none: its tokens cost nothing).
+	Prices map[string]usage.Prices
 	// CORS lets pages of other origins call the gateway; none by default.
 	CORS CORS
 	// FailureGuard counts failed authentications per address; nil means
@@ -113,6 +115,7 @@ type Server struct {
 	ready     readiness
 	guard     FailureGuard
 	corsOpt   CORS
+	prices    map[string]usage.Prices
 	// bodyTimeout bounds the time to receive a request body.
 	bodyTimeout time.Duration
 
@@ -142,7 +145,7 @@ func New(o Options) (*Server, error) {
 		maxBody: o.MaxBodyBytes, keepAlive: o.KeepAlive,
 	}
 	s.abort, s.abortNow = context.WithCancel(context.Background())
-	s.corsOpt = o.CORS
+	s.corsOpt, s.prices = o.CORS, o.Prices
 	s.bodyTimeout = o.BodyTimeout
 	if s.bodyTimeout <= 0 {
 		s.bodyTimeout = DefaultBodyTimeout
@@ -226,6 +229,16 @@ type Usage struct {
 	TotalTokens             int             `json:"total_tokens"`
 	PromptTokensDetails     json.RawMessage `json:"prompt_tokens_details,omitempty"`
 	CompletionTokensDetails json.RawMessage `json:"completion_tokens_details,omitempty"`
+	// Cost, in the native shapes only, is what the request cost (USD);
+	// a backend's own "cost" field is not read.
+	Cost *usage.Money `json:"-"`
+}
+
+// withCost is a copy of u carrying cost, for a native answer.
+func (u *Usage) withCost(cost usage.Money) *Usage {
+	c := *u
+	c.Cost = &cost
+	return &c
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error
@@ -346,7 +359,15 @@ func (s *Server) record(c *call, status int) {
 		RequestID: c.id, Key: c.key.ID, Model: c.model, Time: c.start,
 		PromptTokens: int64(c.usage.PromptTokens), CompletionTokens: int64(c.usage.CompletionTokens),
 		CachedTokens: cached, ReasoningTokens: reasoning, Status: status, Outcome: c.outcome, Counted: c.counted,
+		Cost: s.cost(c, c.usage),
 	})
+}
+
+// cost is what u costs at the price of c's model in effect when c
+// arrived: the one figure the answer shows and the ledger records.
+func (s *Server) cost(c *call, u *Usage) usage.Money {
+	cached, _ := u.details()
+	return s.prices[c.model].At(c.start).Cost(int64(u.PromptTokens), cached, int64(u.CompletionTokens))
 }
 
 // details are the cached prompt tokens and reasoning tokens the backend

@@ -13,14 +13,18 @@ import (
 )
 
 // getUsage is GET /v1/usage: the calling key's ledger for one UTC month,
-// ?period=YYYY-MM, by default the current one. It shows what the store
-// holds; a record still queued (during a store outage) appears once
-// written.
+// ?period=YYYY-MM, by default the current one, with its cost; ?by=day
+// adds each UTC day that has usage. It shows what the store holds; a
+// record still queued (during a store outage) appears once written.
 func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
 	if err := s.authenticate(r, c, keys.ScopeUsage, "GET /v1/usage"); err != nil {
 		return err
 	}
 	period, err := periodParam(r)
+	if err != nil {
+		return err
+	}
+	byDay, err := byParam(r)
 	if err != nil {
 		return err
 	}
@@ -32,8 +36,22 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, _ httprouter.P
 		}
 		return unavailable("usage cannot be read", err)
 	}
+	if !byDay {
+		sum.Days = nil
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, sum)
+}
+
+// byParam reads ?by=day (the only grouping: the month's days).
+func byParam(r *http.Request) (byDay bool, err error) {
+	switch r.URL.Query().Get("by") {
+	case "":
+		return false, nil
+	case "day":
+		return true, nil
+	}
+	return false, badRequest("by", "by must be day (or left out)")
 }
 
 // periodParam is the request's ?period=YYYY-MM, by default the current

@@ -100,7 +100,7 @@ func TestUsageEndpoint(t *testing.T) {
 	// Every token as the backend reported it: 6 + 5 + 4 + 4 + 4 prompt
 	// tokens (words + 3 per message), 5 + 5 + 5 + 3 + 5 completion.
 	st := e.sim.Stats()
-	want := usage.Summary{Period: month, TotalTokens: st.ReportedPrompt + st.ReportedTokens, ByModel: map[string]usage.Row{
+	want := usage.Summary{Period: month, TotalTokens: st.ReportedPrompt + st.ReportedTokens, Currency: "usd", ByModel: map[string]usage.Row{
 		"hermes": {Prompt: 6 + 5 + 4 + 4, Completion: 5 + 5 + 5 + 3, Requests: 4},
 		"charon": {Prompt: 4, Completion: 5, Requests: 1},
 	}}
@@ -115,7 +115,7 @@ func TestUsageEndpoint(t *testing.T) {
 		t.Errorf("another key's usage: %+v", s3)
 	}
 	resp := e.get(t, "/api/v1/usage?period=2020-01", keyAll)
-	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != `{"period":"2020-01","total_tokens":0,"by_model":{}}` {
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != `{"period":"2020-01","total_tokens":0,"total_cost":0,"currency":"usd","by_model":{}}` {
 		t.Errorf("an empty month: %d %s", resp.StatusCode, b)
 	}
 	if resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("X-Request-Id") == "" {

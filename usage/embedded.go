@@ -13,8 +13,8 @@ import (
 
 var (
 	// daysBucket: "YYYY-MM/key/model/DD" → prompt, cached prompt,
-	// completion, reasoning, requests (5 × uint64): a row per key, model
-	// and UTC day, a key's month under one prefix.
+	// completion, reasoning, requests, cost in picodollars (6 × uint64): a
+	// row per key, model and UTC day, a key's month under one prefix.
 	daysBucket = []byte("usage_days")
 	reqsBucket = []byte("usage_reqs") // a bucket per UTC day of request: request id → nothing
 	// oldRowsBucket held monthly rows ("YYYY-MM/key/model" → prompt,
@@ -143,8 +143,8 @@ func (e *Embedded) Summary(_ context.Context, key, period string) (*Summary, err
 	err := e.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(daysBucket).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if k2, model, _, ok := splitDayKey(k[len(period)+1:]); ok && k2 == key {
-				s.add(model, decodeRow(v))
+			if k2, model, day, ok := splitDayKey(k[len(period)+1:]); ok && k2 == key {
+				s.add(model, period+"-"+day, decodeRow(v))
 			}
 		}
 		return nil
@@ -162,7 +162,7 @@ func (e *Embedded) All(_ context.Context, period string) (map[string]*Summary, e
 	err := e.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(daysBucket).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			key, model, _, ok := splitDayKey(k[len(prefix):])
+			key, model, day, ok := splitDayKey(k[len(prefix):])
 			if !ok {
 				continue
 			}
@@ -171,7 +171,7 @@ func (e *Embedded) All(_ context.Context, period string) (map[string]*Summary, e
 				s = newSummary(period)
 				out[key] = s
 			}
-			s.add(model, decodeRow(v))
+			s.add(model, period+"-"+day, decodeRow(v))
 		}
 		return nil
 	})
@@ -221,17 +221,23 @@ func moveMonthlyRows(tx *bolt.Tx) error {
 }
 
 func encodeRow(r Row) []byte {
-	b := make([]byte, 0, 40)
-	for _, v := range []int64{r.Prompt, r.CachedPrompt, r.Completion, r.Reasoning, r.Requests} {
+	b := make([]byte, 0, 48)
+	for _, v := range []int64{r.Prompt, r.CachedPrompt, r.Completion, r.Reasoning, r.Requests, int64(r.Cost)} {
 		b = binary.BigEndian.AppendUint64(b, uint64(v))
 	}
 	return b
 }
 
+// decodeRow reads a row: six numbers, or the five of a row written
+// before costs (cost 0).
 func decodeRow(b []byte) Row {
-	if len(b) != 40 {
+	if len(b) != 40 && len(b) != 48 {
 		return Row{}
 	}
 	v := func(i int) int64 { return int64(binary.BigEndian.Uint64(b[8*i:])) }
-	return Row{Prompt: v(0), CachedPrompt: v(1), Completion: v(2), Reasoning: v(3), Requests: v(4)}
+	r := Row{Prompt: v(0), CachedPrompt: v(1), Completion: v(2), Reasoning: v(3), Requests: v(4)}
+	if len(b) == 48 {
+		r.Cost = Money(v(5))
+	}
+	return r
 }

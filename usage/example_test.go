@@ -25,13 +25,16 @@ func ExampleLedger() {
 	l := usage.NewLedger(store, usage.Options{SpoolDir: filepath.Join(dir, "spool")})
 
 	at := time.Date(2026, 4, 2, 9, 30, 0, 0, time.UTC)
-	l.Record(usage.Record{RequestID: "chat_1", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 28, CompletionTokens: 12})
-	l.Record(usage.Record{RequestID: "chat_2", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 40, CompletionTokens: 9})
-	<-l.Record(usage.Record{RequestID: "chat_2", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 40, CompletionTokens: 9})
+	price := usage.Prices{{Input: 500_000, Output: 1_500_000}} // $0.50 and $1.50 per million tokens, in picodollars per token
+	cost := func(prompt, completion int64) usage.Money { return price.At(at).Cost(prompt, 0, completion) }
+	l.Record(usage.Record{RequestID: "chat_1", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 28, CompletionTokens: 12, Cost: cost(28, 12)})
+	l.Record(usage.Record{RequestID: "chat_2", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 40, CompletionTokens: 9, Cost: cost(40, 9)})
+	<-l.Record(usage.Record{RequestID: "chat_2", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 40, CompletionTokens: 9, Cost: cost(40, 9)})
 	l.Close(context.Background())
 
 	s, _ := l.Summary(context.Background(), "key_a", "2026-04")
+	s.Days = nil // served with ?by=day
 	b, _ := json.Marshal(s)
 	fmt.Println(string(b))
-	// Output: {"period":"2026-04","total_tokens":89,"by_model":{"hermes":{"prompt":68,"cached_prompt":0,"completion":21,"reasoning":0,"requests":2}}}
+	// Output: {"period":"2026-04","total_tokens":89,"total_cost":0.0000655,"currency":"usd","by_model":{"hermes":{"prompt":68,"cached_prompt":0,"completion":21,"reasoning":0,"requests":2,"cost":0.0000655}}}
 }

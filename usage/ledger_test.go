@@ -2,6 +2,7 @@ package usage
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,7 +56,7 @@ func rec(i int) Record {
 func want(recs ...Record) *Summary {
 	s := newSummary("2026-11")
 	for _, r := range recs {
-		s.add(r.Model, Row{Prompt: r.PromptTokens, Completion: r.CompletionTokens, Requests: 1})
+		s.add(r.Model, r.Time.UTC().Format("2006-01-02"), r.row())
 	}
 	return s
 }
@@ -66,8 +67,10 @@ func checkSummary(t *testing.T, st Store, key string, w *Summary) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != fmt.Sprint(w) {
-		t.Errorf("ledger\n got %v\nwant %v", got, w)
+	g, _ := json.Marshal(got)
+	x, _ := json.Marshal(w)
+	if string(g) != string(x) {
+		t.Errorf("ledger\n got %s\nwant %s", g, x)
 	}
 }
 

@@ -38,8 +38,8 @@ const writeSQL = `
 WITH input AS (
   SELECT DISTINCT ON (request_id) *
   FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::bigint[],
-              $8::bigint[], $9::int[], $10::text[], $11::boolean[])
-       AS t(request_id, key_id, model, at, prompt, cached, completion, reasoning, status, outcome, counted)
+              $8::bigint[], $9::int[], $10::text[], $11::boolean[], $13::bigint[])
+       AS t(request_id, key_id, model, at, prompt, cached, completion, reasoning, status, outcome, counted, cost)
 ),
 new AS (
   INSERT INTO usage_request_ids (request_id, at) SELECT request_id, now() FROM input
@@ -47,13 +47,13 @@ new AS (
 ),
 logged AS (
   INSERT INTO request_log (request_id, at, key_id, model, prompt_tokens, cached_prompt_tokens, completion_tokens,
-                           reasoning_tokens, status, stream_outcome, counted)
-  SELECT request_id, at, key_id, model, prompt, cached, completion, reasoning, status, outcome, counted
+                           reasoning_tokens, status, stream_outcome, counted, cost_pusd)
+  SELECT request_id, at, key_id, model, prompt, cached, completion, reasoning, status, outcome, counted, cost
   FROM input JOIN new USING (request_id) WHERE $12
 )
 INSERT INTO usage_hourly AS u (key_id, model, hour, prompt_tokens, cached_prompt_tokens, completion_tokens,
-                               reasoning_tokens, requests)
-SELECT key_id, model, date_trunc('hour', at), sum(prompt), sum(cached), sum(completion), sum(reasoning), count(*)
+                               reasoning_tokens, requests, cost_pusd)
+SELECT key_id, model, date_trunc('hour', at), sum(prompt), sum(cached), sum(completion), sum(reasoning), count(*), sum(cost)
 FROM input JOIN new USING (request_id)
 GROUP BY key_id, model, date_trunc('hour', at)
 ON CONFLICT (key_id, model, hour) DO UPDATE SET
@@ -61,7 +61,8 @@ ON CONFLICT (key_id, model, hour) DO UPDATE SET
   cached_prompt_tokens = u.cached_prompt_tokens + excluded.cached_prompt_tokens,
   completion_tokens = u.completion_tokens + excluded.completion_tokens,
   reasoning_tokens = u.reasoning_tokens + excluded.reasoning_tokens,
-  requests = u.requests + excluded.requests`
+  requests = u.requests + excluded.requests,
+  cost_pusd = u.cost_pusd + excluded.cost_pusd`
 
 // Write adds recs, each once by its request id, in one round trip.
 func (p *Postgres) Write(ctx context.Context, recs []Record) error {
@@ -70,12 +71,14 @@ func (p *Postgres) Write(ctx context.Context, recs []Record) error {
 	at := make([]time.Time, n)
 	prompt, cached, completion, reasoning := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	status, outcome, counted := make([]int32, n), make([]string, n), make([]bool, n)
+	cost := make([]int64, n)
 	for i, r := range recs {
+		cost[i] = int64(r.Cost)
 		ids[i], keys[i], models[i], at[i] = r.RequestID, r.Key, r.Model, r.Time.UTC()
 		prompt[i], cached[i], completion[i], reasoning[i] = r.PromptTokens, r.CachedTokens, r.CompletionTokens, r.ReasoningTokens
 		status[i], outcome[i], counted[i] = int32(r.Status), r.Outcome, r.Counted
 	}
-	_, err := p.pool.Exec(ctx, writeSQL, ids, keys, models, at, prompt, cached, completion, reasoning, status, outcome, counted, p.logDays > 0)
+	_, err := p.pool.Exec(ctx, writeSQL, ids, keys, models, at, prompt, cached, completion, reasoning, status, outcome, counted, p.logDays > 0, cost)
 	if err != nil {
 		return fmt.Errorf("write %d usage records: %w", n, err)
 	}
@@ -105,10 +108,11 @@ func monthRange(period string) (time.Time, time.Time, error) {
 }
 
 const monthSQL = `
-SELECT key_id, model, sum(prompt_tokens)::bigint, sum(cached_prompt_tokens)::bigint, sum(completion_tokens)::bigint,
-       sum(reasoning_tokens)::bigint, sum(requests)::bigint
+SELECT key_id, model, to_char(date_trunc('day', hour), 'YYYY-MM-DD'), sum(prompt_tokens)::bigint,
+       sum(cached_prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(reasoning_tokens)::bigint,
+       sum(requests)::bigint, sum(cost_pusd)::bigint
 FROM usage_hourly WHERE hour >= $1 AND hour < $2 AND ($3 = '' OR key_id = $3)
-GROUP BY key_id, model`
+GROUP BY 1, 2, 3`
 
 // Summary is key's ledger for a month.
 func (p *Postgres) Summary(ctx context.Context, key, period string) (*Summary, error) {
@@ -139,9 +143,9 @@ func (p *Postgres) month(ctx context.Context, key, period string) (map[string]*S
 	defer rows.Close()
 	out := map[string]*Summary{}
 	for rows.Next() {
-		var k, model string
+		var k, model, day string
 		var r Row
-		if err := rows.Scan(&k, &model, &r.Prompt, &r.CachedPrompt, &r.Completion, &r.Reasoning, &r.Requests); err != nil {
+		if err := rows.Scan(&k, &model, &day, &r.Prompt, &r.CachedPrompt, &r.Completion, &r.Reasoning, &r.Requests, &r.Cost); err != nil {
 			return nil, fmt.Errorf("usage in %s: %w", period, err)
 		}
 		s := out[k]
@@ -149,7 +153,7 @@ func (p *Postgres) month(ctx context.Context, key, period string) (map[string]*S
 			s = newSummary(period)
 			out[k] = s
 		}
-		s.add(model, r)
+		s.add(model, day, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("usage in %s: %w", period, err)

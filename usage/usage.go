@@ -2,6 +2,8 @@ package usage
 
 import (
 	"fmt"
+	"slices"
+	"sort"
 	"time"
 )
 
@@ -20,6 +22,9 @@ type Record struct {
 	// CompletionTokens). 0 where not reported.
 	CachedTokens    int64 `json:"cached_tokens,omitempty"`
 	ReasoningTokens int64 `json:"reasoning_tokens,omitempty"`
+	// Cost is what the request cost, fixed when it was recorded: its
+	// tokens at its model's price in effect when it arrived.
+	Cost Money `json:"cost_pusd,omitempty"`
 	// For the per-request log: the HTTP status answered, a stream's
 	// outcome, and whether the counts are the gateway's own.
 	Status  int    `json:"status,omitempty"`
@@ -39,6 +44,7 @@ type Row struct {
 	Completion   int64 `json:"completion"`
 	Reasoning    int64 `json:"reasoning"`
 	Requests     int64 `json:"requests"`
+	Cost         Money `json:"cost"` // USD in JSON
 }
 
 func (r *Row) addRow(o Row) {
@@ -47,30 +53,58 @@ func (r *Row) addRow(o Row) {
 	r.Completion += o.Completion
 	r.Reasoning += o.Reasoning
 	r.Requests += o.Requests
+	r.Cost += o.Cost
 }
 
 // row is what one record adds.
 func (r Record) row() Row {
 	return Row{Prompt: r.PromptTokens, CachedPrompt: r.CachedTokens, Completion: r.CompletionTokens,
-		Reasoning: r.ReasoningTokens, Requests: 1}
+		Reasoning: r.ReasoningTokens, Requests: 1, Cost: r.Cost}
 }
 
 // Summary is a key's month: DESIGN.md's /v1/usage shape.
 type Summary struct {
 	Period      string         `json:"period"`
 	TotalTokens int64          `json:"total_tokens"`
+	TotalCost   Money          `json:"total_cost"`
+	Currency    string         `json:"currency"`
+	ByModel     map[string]Row `json:"by_model"`
+	// Days are the UTC days of the period that have usage, in order.
+	Days []*Day `json:"days,omitempty"`
+}
+
+// Day is one UTC day of a Summary.
+type Day struct {
+	Date        string         `json:"date"` // YYYY-MM-DD
+	TotalTokens int64          `json:"total_tokens"`
+	TotalCost   Money          `json:"total_cost"`
 	ByModel     map[string]Row `json:"by_model"`
 }
 
 func newSummary(period string) *Summary {
-	return &Summary{Period: period, ByModel: map[string]Row{}}
+	return &Summary{Period: period, Currency: "usd", ByModel: map[string]Row{}}
 }
 
-func (s *Summary) add(model string, r Row) {
+// add counts a row of a model on a day (YYYY-MM-DD; "" when unknown).
+func (s *Summary) add(model, date string, r Row) {
 	cur := s.ByModel[model]
 	cur.addRow(r)
 	s.ByModel[model] = cur
 	s.TotalTokens += r.Prompt + r.Completion
+	s.TotalCost += r.Cost
+	if date == "" {
+		return
+	}
+	i := sort.Search(len(s.Days), func(i int) bool { return s.Days[i].Date >= date })
+	if i == len(s.Days) || s.Days[i].Date != date {
+		s.Days = slices.Insert(s.Days, i, &Day{Date: date, ByModel: map[string]Row{}})
+	}
+	d := s.Days[i]
+	dr := d.ByModel[model]
+	dr.addRow(r)
+	d.ByModel[model] = dr
+	d.TotalTokens += r.Prompt + r.Completion
+	d.TotalCost += r.Cost
 }
 
 // ParsePeriod checks a YYYY-MM period.

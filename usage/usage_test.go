@@ -84,7 +84,8 @@ func TestLedgerTotals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := `{"period":"2026-11","total_tokens":142,"by_model":{"hermes":{"prompt":30,"cached_prompt":0,"completion":12,"reasoning":0,"requests":2},"pluto":{"prompt":100,"cached_prompt":0,"completion":0,"reasoning":0,"requests":1}}}`
+		s.Days = nil // TestDays
+		want := `{"period":"2026-11","total_tokens":142,"total_cost":0,"currency":"usd","by_model":{"hermes":{"prompt":30,"cached_prompt":0,"completion":12,"reasoning":0,"requests":2,"cost":0},"pluto":{"prompt":100,"cached_prompt":0,"completion":0,"reasoning":0,"requests":1,"cost":0}}}`
 		if got, _ := json.Marshal(s); string(got) != want {
 			t.Errorf("summary\n got %s\nwant %s", got, want)
 		}
@@ -96,7 +97,7 @@ func TestLedgerTotals(t *testing.T) {
 			t.Errorf("all keys: %v", all)
 		}
 		empty, err := l.Summary(ctx, "key_a", "2026-10")
-		if got, _ := json.Marshal(empty); err != nil || string(got) != `{"period":"2026-10","total_tokens":0,"by_model":{}}` {
+		if got, _ := json.Marshal(empty); err != nil || string(got) != `{"period":"2026-10","total_tokens":0,"total_cost":0,"currency":"usd","by_model":{}}` {
 			t.Errorf("an empty month: %s, %v", got, err)
 		}
 	})
@@ -152,9 +153,9 @@ func TestConcurrentRecords(t *testing.T) {
 
 // TestDesignExample: the /v1/usage shape, byte for byte as DESIGN.md shows it.
 func TestDesignExample(t *testing.T) {
-	s := &Summary{Period: "2026-04", TotalTokens: 1248203,
-		ByModel: map[string]Row{"hermes": {Prompt: 412000, CachedPrompt: 120000, Completion: 98000, Requests: 1200}}}
-	want := `{"period":"2026-04","total_tokens":1248203,"by_model":{"hermes":{"prompt":412000,"cached_prompt":120000,"completion":98000,"reasoning":0,"requests":1200}}}`
+	s := &Summary{Period: "2026-04", TotalTokens: 1248203, TotalCost: 31416 * PerDollar / 10000, Currency: "usd",
+		ByModel: map[string]Row{"hermes": {Prompt: 412000, CachedPrompt: 120000, Completion: 98000, Requests: 1200, Cost: 4012 * PerDollar / 10000}}}
+	want := `{"period":"2026-04","total_tokens":1248203,"total_cost":3.1416,"currency":"usd","by_model":{"hermes":{"prompt":412000,"cached_prompt":120000,"completion":98000,"reasoning":0,"requests":1200,"cost":0.4012}}}`
 	if got, _ := json.Marshal(s); string(got) != want {
 		t.Errorf("got %s", got)
 	}

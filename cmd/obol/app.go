@@ -90,7 +90,7 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(stri
 		Keys: reg, Admin: reg, AdminToken: adminToken,
 		Quota: st.quota, SharedStore: st.shared,
 		Ledger: st.ledger, UsageAdmin: st.ledger,
-		FailureGuard: st.failures, CORS: gateway.CORS{AllowedOrigins: cfg.CORS.AllowedOrigins},
+		FailureGuard: st.failures, CORS: gateway.CORS{AllowedOrigins: cfg.CORS.AllowedOrigins}, Prices: pricesOf(cfg),
 		Log: log, MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.BodyTimeout, KeepAlive: cfg.StreamKeepAlive,
 		SeparateAdmin: cfg.AdminListen != "", Metrics: metricsHandler,
 	})

@@ -7,6 +7,7 @@ import (
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
+	"github.com/obol/obol/usage"
 )
 
 // What the configuration builds: the model catalog, the tiers and the
@@ -58,6 +59,60 @@ func staticKeysOf(c *Config) []keys.Static {
 			Limits: keys.Limits(k.Limits)}
 		hex.Decode(s.SHA256[:], []byte(k.SHA256))
 		out = append(out, s)
+	}
+	return out
+}
+
+// pricesFrom is the model's prices as usage takes them, in time order; f
+// names the model's field for errors.
+func pricesFrom(m ModelConfig, f string) (usage.Prices, error) {
+	var out usage.Prices
+	conv := func(field string, pc PriceConfig) error {
+		var p usage.Price
+		var ok bool
+		cached := pc.Input
+		if pc.CachedInput != nil {
+			cached = *pc.CachedInput
+		}
+		for _, v := range []struct {
+			name string
+			usd  float64
+			dst  *usage.Money
+		}{{"input", pc.Input, &p.Input}, {"cached_input", cached, &p.CachedInput}, {"output", pc.Output, &p.Output}} {
+			if *v.dst, ok = usage.FromPerMillion(v.usd); !ok {
+				return invalid(field+"."+v.name, "a price is USD per million tokens, ≥ 0, to the millionth of a dollar; got %v", v.usd)
+			}
+		}
+		p.From = pc.From
+		out = append(out, p)
+		return nil
+	}
+	if m.Price != nil {
+		if !m.Price.From.IsZero() {
+			return nil, invalid(f+".price.from", "the base price has no from: dated changes go in prices")
+		}
+		if err := conv(f+".price", *m.Price); err != nil {
+			return nil, err
+		}
+	}
+	for i, pc := range m.Prices {
+		field := fmt.Sprintf("%s.prices[%d]", f, i)
+		if pc.From.IsZero() {
+			return nil, invalid(field+".from", "a dated price needs from, an RFC 3339 time such as 2026-12-01T00:00:00Z")
+		}
+		if err := conv(field, pc); err != nil {
+			return nil, err
+		}
+	}
+	out.Sort()
+	return out, nil
+}
+
+// pricesOf is every model's prices.
+func pricesOf(c *Config) map[string]usage.Prices {
+	out := make(map[string]usage.Prices, len(c.Models))
+	for name, mc := range c.Models {
+		out[name], _ = pricesFrom(mc, "models."+name) // checked at load
 	}
 	return out
 }

@@ -56,9 +56,9 @@ func TestMigrateCommand(t *testing.T) {
 	os.WriteFile(cfg, []byte(`postgres: {url: "`+pgtest.EmptySchema(t)+`"}
 models: {hermes: {context_window: 1000, backends: [{url: "http://127.0.0.1:9000/v1", model: "m"}]}}
 `), 0o600)
-	for i, want := range []string{"1 migrations applied", "0 migrations applied"} {
+	for i, first := range []bool{true, false} {
 		out, err := cli(t, "migrate", "-config", cfg)
-		if err != nil || !strings.Contains(out, want) {
+		if err != nil || !strings.Contains(out, "migrations applied") || strings.Contains(out, " 0 migrations") == first {
 			t.Errorf("run %d: %v: %s", i+1, err, out)
 		}
 	}

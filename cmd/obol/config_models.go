@@ -1,0 +1,144 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The models' configuration: each public model, its backends, prices
+// and timeouts, and every backend's breaker.
+
+// ModelConfig is one public model.
+type ModelConfig struct {
+	ContextWindow   int            `yaml:"context_window"`
+	Description     string         `yaml:"description"`
+	Vision          bool           `yaml:"vision"`
+	MaxOutputTokens int            `yaml:"max_output_tokens"`
+	Timeouts        TimeoutsConfig `yaml:"timeouts"`
+	// MaxAttempts bounds the backends one request tries (failover);
+	// 0 means all of them, at most 3.
+	MaxAttempts int `yaml:"max_attempts"`
+	// Serves are the APIs its backends answer: chat, completions (legacy),
+	// embeddings; default chat.
+	Serves []string `yaml:"serves"`
+	// Price is in USD per million tokens; Prices are dated changes.
+	Price    *PriceConfig    `yaml:"price"`
+	Prices   []PriceConfig   `yaml:"prices"`
+	Backends []BackendConfig `yaml:"backends"`
+}
+
+// PriceConfig is a model's price in USD per million tokens, from a time
+// on (From; unset on price:, required on a dated change).
+type PriceConfig struct {
+	From        time.Time `yaml:"from"`
+	Input       float64   `yaml:"input"`
+	CachedInput *float64  `yaml:"cached_input"` // default: input
+	Output      float64   `yaml:"output"`
+}
+
+// BreakerConfig sets every backend's circuit breaker.
+type BreakerConfig struct {
+	// Failures in a row that open it (default 5).
+	Failures int `yaml:"failures"`
+	// Cooldown before an open breaker lets a probe through (default 10s).
+	Cooldown time.Duration `yaml:"cooldown"`
+	// Probes let through at once while half-open (default 1).
+	Probes int `yaml:"probes"`
+}
+
+// TimeoutsConfig bounds upstream calls; unset fields take the defaults.
+type TimeoutsConfig struct {
+	Connect    time.Duration `yaml:"connect"`
+	FirstToken time.Duration `yaml:"first_token"`
+	Idle       time.Duration `yaml:"idle"`
+	Total      time.Duration `yaml:"total"`
+}
+
+// BackendConfig is one OpenAI-compatible server.
+type BackendConfig struct {
+	Name      string `yaml:"name"`
+	URL       string `yaml:"url"`
+	Model     string `yaml:"model"`
+	APIKeyEnv string `yaml:"api_key_env"`
+	// Weight is its share among backends of its priority (default 1).
+	Weight int `yaml:"weight"`
+	// Priority: 0 first; higher only when every lower one is unavailable.
+	Priority int `yaml:"priority"`
+	// MaxConcurrency caps its requests in flight; 0 is no cap.
+	MaxConcurrency int `yaml:"max_concurrency"`
+	// ContinuousUsage: vLLM's usage in every stream chunk, when asked.
+	ContinuousUsage bool `yaml:"continuous_usage_stats"`
+}
+
+var modelName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+func (m ModelConfig) check(f, name string) error {
+	if !modelName.MatchString(name) {
+		return invalid(f, "a model name is lower-case letters, digits, '.', '_' or '-'")
+	}
+	if m.ContextWindow <= 0 {
+		return invalid(f+".context_window", "must be a positive number of tokens")
+	}
+	if _, err := pricesFrom(m, f); err != nil {
+		return err
+	}
+	for i, api := range m.Serves {
+		if !slices.Contains([]string{"chat", "completions", "embeddings"}, api) {
+			return invalid(fmt.Sprintf("%s.serves[%d]", f, i), "want chat, completions or embeddings, got %q", api)
+		}
+	}
+	if m.MaxOutputTokens < 0 || m.MaxOutputTokens > m.ContextWindow {
+		return invalid(f+".max_output_tokens", "must be between 0 (default) and the context window")
+	}
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{{"connect", m.Timeouts.Connect}, {"first_token", m.Timeouts.FirstToken}, {"idle", m.Timeouts.Idle}, {"total", m.Timeouts.Total}} {
+		if t.d < 0 {
+			return invalid(f+".timeouts."+t.name, "must not be negative")
+		}
+	}
+	if len(m.Backends) == 0 {
+		return invalid(f+".backends", "at least one backend is required")
+	}
+	if m.MaxAttempts < 0 {
+		return invalid(f+".max_attempts", "must not be negative")
+	}
+	names := map[string]bool{}
+	for i, b := range m.Backends {
+		bf := fmt.Sprintf("%s.backends[%d]", f, i)
+		u, err := url.Parse(b.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return invalid(bf+".url", "want an http(s) base URL such as http://127.0.0.1:9000/v1, got %q", b.URL)
+		}
+		if b.Model == "" {
+			return invalid(bf+".model", "required: the backend's own model name")
+		}
+		for name, v := range map[string]int{"weight": b.Weight, "priority": b.Priority, "max_concurrency": b.MaxConcurrency} {
+			if v < 0 {
+				return invalid(bf+"."+name, "must not be negative")
+			}
+		}
+		n := b.backendName()
+		if names[n] {
+			return invalid(bf+".name", "%q is used twice", n)
+		}
+		names[n] = true
+	}
+	return nil
+}
+
+// backendName is the backend's name, derived from its URL when unset.
+func (b BackendConfig) backendName() string {
+	if b.Name != "" {
+		return b.Name
+	}
+	if u, err := url.Parse(b.URL); err == nil {
+		return u.Host + strings.TrimSuffix(u.Path, "/")
+	}
+	return b.URL
+}

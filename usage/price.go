@@ -1,0 +1,120 @@
+package usage
+
+import (
+	"fmt"
+	"math"
+	"math/big"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// Money is an amount in picodollars (1e-12 USD), obol's integer unit of
+// money: a token's price at any price quoted to the millionth of a dollar
+// per million tokens is a whole number of them, so a request's cost is
+// exact, and sums of millions of requests do not drift. An int64 holds up
+// to about $9.2 million.
+type Money int64
+
+// PerDollar is how many units make a US dollar.
+const PerDollar Money = 1_000_000_000_000
+
+// FromPerMillion converts a price in USD per million tokens to a price
+// per token; ok is false for a negative price or one finer than a
+// millionth of a dollar per million tokens.
+func FromPerMillion(usdPerMillion float64) (Money, bool) {
+	v := usdPerMillion * 1e6 // picodollars per token
+	r := math.Round(v)
+	if usdPerMillion < 0 || math.Abs(v-r) > 1e-6*math.Max(1, math.Abs(v)) || math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0, false
+	}
+	return Money(r), true
+}
+
+// USD is the amount in dollars as a JSON number, exact: no float on the
+// way ("0.000123", "12.5", "0").
+func (m Money) USD() string {
+	neg := m < 0
+	if neg {
+		m = -m
+	}
+	whole, frac := m/PerDollar, m%PerDollar
+	s := strconv.FormatInt(int64(whole), 10)
+	if frac != 0 {
+		f := fmt.Sprintf("%012d", int64(frac))
+		for f[len(f)-1] == '0' {
+			f = f[:len(f)-1]
+		}
+		s += "." + f
+	}
+	if neg {
+		s = "-" + s
+	}
+	return s
+}
+
+// MarshalJSON writes the amount in USD, exactly.
+func (m Money) MarshalJSON() ([]byte, error) { return []byte(m.USD()), nil }
+
+// UnmarshalJSON reads an amount in USD, exactly (to the picodollar).
+func (m *Money) UnmarshalJSON(b []byte) error {
+	v, err := ParseUSD(string(b))
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+// ParseUSD reads a decimal amount of dollars ("12.5", "-0.000123"),
+// exactly; finer than a picodollar is an error.
+func ParseUSD(s string) (Money, error) {
+	r, ok := new(big.Rat).SetString(s)
+	if !ok {
+		return 0, fmt.Errorf("amount %q: not a number", s)
+	}
+	r.Mul(r, new(big.Rat).SetInt64(int64(PerDollar)))
+	if !r.IsInt() || !r.Num().IsInt64() {
+		return 0, fmt.Errorf("amount %q: finer than a picodollar, or too large", s)
+	}
+	return Money(r.Num().Int64()), nil
+}
+
+// Price is what a model's tokens cost from a time on, per token.
+type Price struct {
+	From        time.Time // zero: from the start
+	Input       Money     // an uncached prompt token
+	CachedInput Money     // a prompt token served from the backend's cache
+	Output      Money     // a completion token, reasoning included
+}
+
+// Cost is what a request's tokens cost at p: uncached prompt tokens at
+// Input, cached ones at CachedInput, completion tokens (reasoning
+// included) at Output.
+func (p *Price) Cost(prompt, cached, completion int64) Money {
+	if p == nil {
+		return 0
+	}
+	cached = min(max(cached, 0), prompt)
+	return Money(prompt-cached)*p.Input + Money(cached)*p.CachedInput + Money(completion)*p.Output
+}
+
+// Prices are a model's prices in time order: each from its From until
+// the next's.
+type Prices []Price
+
+// Sort orders the prices by From.
+func (ps Prices) Sort() { sort.Slice(ps, func(i, j int) bool { return ps[i].From.Before(ps[j].From) }) }
+
+// At is the price in effect at t (nil: no price, the tokens cost
+// nothing): the last whose From is not after t.
+func (ps Prices) At(t time.Time) *Price {
+	var p *Price
+	for i := range ps {
+		if ps[i].From.After(t) {
+			break
+		}
+		p = &ps[i]
+	}
+	return p
+}
