@@ -31,6 +31,8 @@ type KeyAdmin interface {
 // UsageAdmin reads every key's ledger for a month in one read.
 type UsageAdmin interface {
 	All(ctx context.Context, period string) (map[string]*usage.Summary, error)
+	// Buckets reads usage by time bucket (usage.ErrGrain: too fine).
+	Buckets(ctx context.Context, q usage.BucketQuery) ([]usage.BucketRow, error)
 }
 
 // adminRoutes registers the admin API on r.
@@ -44,6 +46,11 @@ func (s *Server) adminRoutes(r *httprouter.Router) {
 		s.add(r, "GET", p+"/usage", "adm", s.admin(s.adminUsage))
 		s.add(r, "GET", p+"/backends", "adm", s.admin(s.listBackends))
 		s.add(r, "POST", p+"/backends/*rest", "adm", s.admin(s.resetBackend))
+	}
+	for _, p := range []string{"/v1/organization", "/api/v1/organization"} {
+		s.add(r, "GET", p+"/usage/completions", "adm", s.admin(s.organization(completionsReport)))
+		s.add(r, "GET", p+"/usage/embeddings", "adm", s.admin(s.organization(embeddingsReport)))
+		s.add(r, "GET", p+"/costs", "adm", s.admin(s.organization(costsReport)))
 	}
 }
 
@@ -308,7 +315,7 @@ func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter
 		}
 		return unavailable("usage cannot be read", err)
 	}
-	type keyUsage struct {
+	type keyUsage = struct {
 		TotalTokens int64                `json:"total_tokens"`
 		TotalCost   usage.Money          `json:"total_cost"`
 		ByModel     map[string]usage.Row `json:"by_model"`
@@ -336,6 +343,9 @@ func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter
 		out.TotalCost += sum.TotalCost
 	}
 	w.Header().Set("Cache-Control", "no-store")
+	if q.Get("format") == "csv" {
+		return writeUsageCSV(w, period, out.Keys)
+	}
 	return writeJSON(w, http.StatusOK, out)
 }
 

@@ -40,7 +40,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, api mo
 	if err != nil {
 		return nil, nil, err
 	}
-	req.api = api
+	req.api, c.api = api, api
 	if !streamRoute && !req.Stream && !c.key.Has(keys.ScopeChat) {
 		return nil, nil, needScope(keys.ScopeChat, "a complete (non-streamed) answer")
 	}

@@ -205,6 +205,7 @@ type call struct {
 	start   time.Time
 	key     *keys.Identity
 	model   string
+	api     models.API // the backend route the request went to
 	usage   *Usage
 	counted bool   // usage is the gateway's own count, not the backend's
 	outcome string // completed, client_gone, upstream_error, shutdown
@@ -359,8 +360,16 @@ func (s *Server) record(c *call, status int) {
 		RequestID: c.id, Key: c.key.ID, Model: c.model, Time: c.start,
 		PromptTokens: int64(c.usage.PromptTokens), CompletionTokens: int64(c.usage.CompletionTokens),
 		CachedTokens: cached, ReasoningTokens: reasoning, Status: status, Outcome: c.outcome, Counted: c.counted,
-		Cost: s.cost(c, c.usage),
+		Cost: s.cost(c, c.usage), Kind: kindOf(c.api),
 	})
+}
+
+// kindOf is the ledger's kind of a request to api.
+func kindOf(api models.API) string {
+	if api == models.EmbeddingsAPI {
+		return usage.KindEmbeddings
+	}
+	return usage.KindCompletions
 }
 
 // cost is what u costs at the price of c's model in effect when c

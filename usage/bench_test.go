@@ -5,7 +5,9 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/obol/obol/internal/bolttest"
 	"github.com/obol/obol/internal/pgtest"
 )
@@ -92,4 +94,36 @@ func benchmarkThroughput(b *testing.B, store Store) {
 		b.ReportMetric(float64(st.records.Load())/float64(w), "records/batch")
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkMonthOfBuckets reads a month of daily buckets by model over
+// 10,000 keys × 5 models (1.5 million rows of usage: each key and model
+// used once a day), as the organization endpoints and the dashboard do.
+func BenchmarkMonthOfBuckets(b *testing.B) {
+	pool, _ := pgtest.Shared(b)
+	ctx := context.Background()
+	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	models := []string{"hermes", "minos", "pluto", "styx", "charon"}
+	rows := make([][]any, 0, 10_000*5*30)
+	for k := 0; k < 10_000; k++ {
+		for _, m := range models {
+			for d := 0; d < 30; d++ {
+				rows = append(rows, []any{"key_" + strconv.Itoa(k), m, "completions", start.Add(time.Duration(d*24+k%24) * time.Hour),
+					int64(100), int64(10), int64(50), int64(0), int64(1), int64(125_000_000)})
+			}
+		}
+	}
+	if _, err := pool.CopyFrom(ctx, pgx.Identifier{"usage_hourly"}, []string{"key_id", "model", "kind", "hour", "prompt_tokens",
+		"cached_prompt_tokens", "completion_tokens", "reasoning_tokens", "requests", "cost_pusd"}, pgx.CopyFromRows(rows)); err != nil {
+		b.Fatal(err)
+	}
+	pool.Exec(ctx, "ANALYZE usage_hourly")
+	p := NewPostgres(pool, 35)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		got, err := p.Buckets(ctx, BucketQuery{Start: start, End: start.AddDate(0, 1, 0), Kind: KindCompletions, ByModel: true})
+		if err != nil || len(got) != 30*len(models) {
+			b.Fatalf("%d rows, %v", len(got), err)
+		}
+	}
 }

@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
+	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -130,9 +133,9 @@ func add(tx *bolt.Tx, rec Record) (bool, error) {
 		return false, err
 	}
 	rows := tx.Bucket(daysBucket)
-	k := []byte(rec.Period() + "/" + rec.Key + "/" + rec.Model + "/" + rec.Time.UTC().Format("02"))
+	k := []byte(rec.Period() + "/" + rec.Key + "/" + modelKind(rec.Model, rec.kind()) + "/" + rec.Time.UTC().Format("02"))
 	row := decodeRow(rows.Get(k))
-	row.addRow(rec.row())
+	row.AddRow(rec.row())
 	return true, rows.Put(k, encodeRow(row))
 }
 
@@ -143,7 +146,8 @@ func (e *Embedded) Summary(_ context.Context, key, period string) (*Summary, err
 	err := e.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(daysBucket).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if k2, model, day, ok := splitDayKey(k[len(period)+1:]); ok && k2 == key {
+			if k2, mk, day, ok := splitDayKey(k[len(period)+1:]); ok && k2 == key {
+				model, _ := splitModelKind(mk)
 				s.add(model, period+"-"+day, decodeRow(v))
 			}
 		}
@@ -162,10 +166,11 @@ func (e *Embedded) All(_ context.Context, period string) (map[string]*Summary, e
 	err := e.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(daysBucket).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			key, model, day, ok := splitDayKey(k[len(prefix):])
+			key, mk, day, ok := splitDayKey(k[len(prefix):])
 			if !ok {
 				continue
 			}
+			model, _ := splitModelKind(mk)
 			s := out[key]
 			if s == nil {
 				s = newSummary(period)
@@ -179,6 +184,22 @@ func (e *Embedded) All(_ context.Context, period string) (map[string]*Summary, e
 		return nil, fmt.Errorf("usage in %s: %w", period, err)
 	}
 	return out, nil
+}
+
+// modelKind is a row key's model part: the model, and for embeddings
+// "#embeddings" after it (model names have no "#").
+func modelKind(model, kind string) string {
+	if kind == KindEmbeddings {
+		return model + "#" + kind
+	}
+	return model
+}
+
+func splitModelKind(s string) (model, kind string) {
+	if m, k, ok := strings.Cut(s, "#"); ok {
+		return m, k
+	}
+	return s, KindCompletions
 }
 
 // splitDayKey reads "key/model/DD" (model names and days have no "/";
@@ -211,7 +232,7 @@ func moveMonthlyRows(tx *bolt.Tx) error {
 			Requests: int64(binary.BigEndian.Uint64(v[16:]))}
 		dk := append(bytes.Clone(k), "/01"...)
 		cur := decodeRow(days.Get(dk))
-		cur.addRow(r)
+		cur.AddRow(r)
 		return days.Put(dk, encodeRow(cur))
 	})
 	if err != nil {
@@ -240,4 +261,48 @@ func decodeRow(b []byte) Row {
 		r.Cost = Money(v(5))
 	}
 	return r
+}
+
+// Buckets reads usage by UTC day, the finest the embedded store keeps.
+func (e *Embedded) Buckets(_ context.Context, q BucketQuery) ([]BucketRow, error) {
+	if q.Hourly {
+		return nil, ErrGrain
+	}
+	var out []BucketRow
+	err := e.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(daysBucket).Cursor()
+		for m := monthStart(q.Start); m.Before(q.End); m = m.AddDate(0, 1, 0) {
+			prefix := []byte(m.Format("2006-01") + "/")
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				key, mk, day, ok := splitDayKey(k[len(prefix):])
+				if !ok {
+					continue
+				}
+				model, kind := splitModelKind(mk)
+				d, err := time.Parse("2006-01-02", m.Format("2006-01")+"-"+day)
+				if err != nil || d.Before(q.Start) || !d.Before(q.End) || (q.Kind != "" && kind != q.Kind) ||
+					(len(q.Keys) > 0 && !slices.Contains(q.Keys, key)) || (len(q.Models) > 0 && !slices.Contains(q.Models, model)) {
+					continue
+				}
+				if !q.ByKey {
+					key = ""
+				}
+				if !q.ByModel {
+					model = ""
+				}
+				out = append(out, BucketRow{Start: d, Key: key, Model: model, Kind: kind, Row: decodeRow(v)})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("usage buckets: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
+	return out, nil
+}
+
+func monthStart(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
 }

@@ -18,6 +18,9 @@ type Store interface {
 	Write(ctx context.Context, recs []Record) error
 	Summary(ctx context.Context, key, period string) (*Summary, error)
 	All(ctx context.Context, period string) (map[string]*Summary, error)
+	// Buckets reads usage by time bucket for the organization reports;
+	// ErrGrain for buckets finer than the store keeps.
+	Buckets(ctx context.Context, q BucketQuery) ([]BucketRow, error)
 }
 
 // Options configure a Ledger.
@@ -175,6 +178,13 @@ func (l *Ledger) Summary(ctx context.Context, key, period string) (*Summary, err
 	ctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
 	defer cancel()
 	return l.store.Summary(ctx, key, period)
+}
+
+// Buckets reads the store's usage by time bucket.
+func (l *Ledger) Buckets(ctx context.Context, q BucketQuery) ([]BucketRow, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
+	defer cancel()
+	return l.store.Buckets(ctx, q)
 }
 
 // All is every key's ledger for a month.

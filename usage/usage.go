@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -22,6 +23,10 @@ type Record struct {
 	// CompletionTokens). 0 where not reported.
 	CachedTokens    int64 `json:"cached_tokens,omitempty"`
 	ReasoningTokens int64 `json:"reasoning_tokens,omitempty"`
+	// Kind is what OpenAI's organization usage files it under: "" or
+	// KindCompletions (chat, responses, legacy completions), or
+	// KindEmbeddings.
+	Kind string `json:"kind,omitempty"`
 	// Cost is what the request cost, fixed when it was recorded: its
 	// tokens at its model's price in effect when it arrived.
 	Cost Money `json:"cost_pusd,omitempty"`
@@ -30,6 +35,20 @@ type Record struct {
 	Status  int    `json:"status,omitempty"`
 	Outcome string `json:"outcome,omitempty"`
 	Counted bool   `json:"counted,omitempty"`
+}
+
+// The kinds of usage.
+const (
+	KindCompletions = "completions"
+	KindEmbeddings  = "embeddings"
+)
+
+// kind is the record's kind, completions by default.
+func (r Record) kind() string {
+	if r.Kind == "" {
+		return KindCompletions
+	}
+	return r.Kind
 }
 
 // Period returns the record's UTC month, YYYY-MM.
@@ -47,7 +66,8 @@ type Row struct {
 	Cost         Money `json:"cost"` // USD in JSON
 }
 
-func (r *Row) addRow(o Row) {
+// AddRow adds o to r.
+func (r *Row) AddRow(o Row) {
 	r.Prompt += o.Prompt
 	r.CachedPrompt += o.CachedPrompt
 	r.Completion += o.Completion
@@ -88,7 +108,7 @@ func newSummary(period string) *Summary {
 // add counts a row of a model on a day (YYYY-MM-DD; "" when unknown).
 func (s *Summary) add(model, date string, r Row) {
 	cur := s.ByModel[model]
-	cur.addRow(r)
+	cur.AddRow(r)
 	s.ByModel[model] = cur
 	s.TotalTokens += r.Prompt + r.Completion
 	s.TotalCost += r.Cost
@@ -101,7 +121,7 @@ func (s *Summary) add(model, date string, r Row) {
 	}
 	d := s.Days[i]
 	dr := d.ByModel[model]
-	dr.addRow(r)
+	dr.AddRow(r)
 	d.ByModel[model] = dr
 	d.TotalTokens += r.Prompt + r.Completion
 	d.TotalCost += r.Cost
@@ -115,3 +135,27 @@ func ParsePeriod(p string) (string, error) {
 	}
 	return p, nil
 }
+
+// BucketQuery selects usage for the organization reports: rows by time
+// bucket, key, model and kind.
+type BucketQuery struct {
+	Start, End time.Time // [Start, End)
+	Hourly     bool      // hour buckets; else UTC days
+	Kind       string    // KindCompletions, KindEmbeddings, or "" for both
+	Keys       []string  // only these keys; none: every key
+	Models     []string  // only these models; none: every model
+	// ByKey and ByModel keep keys and models apart; otherwise a bucket's
+	// rows are summed over them (Key, Model "").
+	ByKey, ByModel bool
+}
+
+// BucketRow is one key's usage of one model in one bucket.
+type BucketRow struct {
+	Start      time.Time
+	Key, Model string
+	Kind       string
+	Row
+}
+
+// ErrGrain is a bucket finer than a store keeps.
+var ErrGrain = errors.New("the store does not keep buckets that fine")

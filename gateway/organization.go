@@ -1,0 +1,333 @@
+package gateway
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/usage"
+)
+
+// The organization usage and costs endpoints, in OpenAI's shapes, for the
+// billing dashboards and tools written against them (admin token only).
+
+// report is what one organization endpoint reads and shows.
+type report struct {
+	kind    string   // usage.KindCompletions, usage.KindEmbeddings, or "" for costs
+	object  string   // each result's object
+	groups  []string // the group_by values it takes
+	costs   bool     // results are amounts, buckets only 1d
+	maxWide int      // the largest limit of 1d buckets
+}
+
+var (
+	completionsReport = report{kind: usage.KindCompletions, object: "organization.usage.completions.result",
+		groups: []string{"model", "api_key_id", "project_id"}, maxWide: 31}
+	embeddingsReport = report{kind: usage.KindEmbeddings, object: "organization.usage.embeddings.result",
+		groups: []string{"model", "api_key_id", "project_id"}, maxWide: 31}
+	costsReport = report{object: "organization.costs.result", groups: []string{"line_item", "project_id", "api_key_id"},
+		costs: true, maxWide: 180}
+)
+
+// width is a bucket width: its duration, default and largest limit.
+type width struct {
+	d             time.Duration
+	limit, limit2 int
+}
+
+var widths = map[string]width{"1d": {24 * time.Hour, 7, 31}, "1h": {time.Hour, 24, 168}, "1m": {time.Minute, 60, 1440}}
+
+// reportQuery is a report's parsed parameters.
+type reportQuery struct {
+	start, end time.Time
+	width      string
+	limit      int
+	groups     []string
+	models     []string
+	keys       []string
+	csv        bool
+}
+
+func (s *Server) organization(rep report) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
+		if s.usageAdmin == nil {
+			return &Error{Code: CodeNotImplemented, Message: "this ledger cannot report usage"}
+		}
+		q, err := parseReport(r.URL.Query(), rep)
+		if err != nil {
+			return err
+		}
+		buckets, next, err := s.reportBuckets(r.Context(), rep, q)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		if q.csv {
+			if next != "" {
+				w.Header().Set("X-Next-Page", next)
+			}
+			return writeReportCSV(w, rep, q, buckets)
+		}
+		page := map[string]any{"object": "page", "data": buckets, "has_more": next != "", "next_page": nil}
+		if next != "" {
+			page["next_page"] = next
+		}
+		return writeJSON(w, http.StatusOK, page)
+	}
+}
+
+// parseReport reads OpenAI's parameters: start_time (required), end_time,
+// bucket_width, limit, page, group_by, models, api_key_ids, format.
+func parseReport(v url.Values, rep report) (*reportQuery, error) {
+	q := &reportQuery{width: "1d", csv: v.Get("format") == "csv"}
+	if f := v.Get("format"); f != "" && f != "csv" && f != "json" {
+		return nil, badRequest("format", "format must be json or csv")
+	}
+	start, err := strconv.ParseInt(v.Get("start_time"), 10, 64)
+	if err != nil {
+		return nil, badRequest("start_time", "start_time is required: a Unix time in seconds")
+	}
+	q.start, q.end = time.Unix(start, 0).UTC(), time.Now().UTC()
+	if e := v.Get("end_time"); e != "" {
+		end, err := strconv.ParseInt(e, 10, 64)
+		if err != nil || end <= start {
+			return nil, badRequest("end_time", "end_time must be a Unix time after start_time")
+		}
+		q.end = time.Unix(end, 0).UTC()
+	}
+	if b := v.Get("bucket_width"); b != "" {
+		q.width = b
+	}
+	wd, ok := widths[q.width]
+	if !ok || (rep.costs && q.width != "1d") {
+		return nil, badRequest("bucket_width", "bucket_width must be 1d, 1h or 1m (costs: 1d)")
+	}
+	q.limit, q.start = wd.limit, q.start.Truncate(wd.d)
+	if rep.costs {
+		q.limit = 7
+	}
+	maxLimit := wd.limit2
+	if q.width == "1d" {
+		maxLimit = rep.maxWide
+	}
+	if l := v.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > maxLimit {
+			return nil, badRequest("limit", fmt.Sprintf("limit must be 1 to %d for %s buckets", maxLimit, q.width))
+		}
+		q.limit = n
+	}
+	if p := v.Get("page"); p != "" {
+		at, err := strconv.ParseInt(strings.TrimPrefix(p, "page_"), 10, 64)
+		if err != nil || !strings.HasPrefix(p, "page_") || at < q.start.Unix() {
+			return nil, badRequest("page", "page must be a next_page this endpoint gave")
+		}
+		q.start = time.Unix(at, 0).UTC()
+	}
+	for _, g := range v["group_by"] {
+		for _, g := range strings.Split(g, ",") {
+			if !slices.Contains(rep.groups, g) {
+				return nil, badRequest("group_by", "group_by must be one of "+strings.Join(rep.groups, ", "))
+			}
+			q.groups = append(q.groups, g)
+		}
+	}
+	q.models, q.keys = listParam(v, "models"), listParam(v, "api_key_ids")
+	return q, nil
+}
+
+// listParam reads a list given as name=a&name=b, name[]=a or name=a,b.
+func listParam(v url.Values, name string) []string {
+	var out []string
+	for _, s := range append(v[name], v[name+"[]"]...) {
+		for _, p := range strings.Split(s, ",") {
+			if p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// reportBuckets reads one page of buckets: up to limit of them from
+// start, each with a result per group, and the next page's cursor (the
+// next bucket's start: new usage arriving does not move it).
+func (s *Server) reportBuckets(ctx context.Context, rep report, q *reportQuery) ([]map[string]any, string, error) {
+	if q.width == "1m" {
+		return nil, "", errGrain(q.width)
+	}
+	wd := widths[q.width]
+	end := q.start.Add(time.Duration(q.limit) * wd.d)
+	next := ""
+	if end.Before(q.end) {
+		next = "page_" + strconv.FormatInt(end.Unix(), 10)
+	} else {
+		end = q.end
+	}
+	rows, err := s.usageAdmin.Buckets(ctx, usage.BucketQuery{Start: q.start, End: end, Hourly: q.width != "1d",
+		Kind: rep.kind, Keys: q.keys, Models: q.models, ByKey: slices.Contains(q.groups, "api_key_id"),
+		ByModel: slices.Contains(q.groups, "model") || slices.Contains(q.groups, "line_item")})
+	switch {
+	case errors.Is(err, usage.ErrGrain):
+		return nil, "", errGrain(q.width)
+	case errors.Is(err, context.Canceled):
+		return nil, "", err
+	case err != nil:
+		return nil, "", unavailable("usage cannot be read", err)
+	}
+	var buckets []map[string]any
+	i := 0
+	for b := q.start; b.Before(end); b = b.Add(wd.d) {
+		be := b.Add(wd.d)
+		var in []usage.BucketRow
+		for ; i < len(rows) && rows[i].Start.Before(be); i++ {
+			in = append(in, rows[i])
+		}
+		buckets = append(buckets, map[string]any{"object": "bucket", "start_time": b.Unix(), "end_time": be.Unix(),
+			"results": rep.results(in, q.groups)})
+	}
+	return buckets, next, nil
+}
+
+func errGrain(w string) *Error {
+	return badRequest("bucket_width", "bucket_width "+w+" is finer than this ledger keeps: the PostgreSQL ledger keeps hours (1h, 1d), the embedded one days (1d)")
+}
+
+// results sums a bucket's rows by the groups asked for; an ungrouped
+// dimension is null, as OpenAI's are.
+func (rep report) results(rows []usage.BucketRow, groups []string) []map[string]any {
+	type agg struct {
+		key, model string
+		row        usage.Row
+	}
+	var order []string
+	sums := map[string]*agg{}
+	for _, r := range rows {
+		a := agg{}
+		if slices.Contains(groups, "api_key_id") {
+			a.key = r.Key
+		}
+		if slices.Contains(groups, "model") || slices.Contains(groups, "line_item") {
+			a.model = r.Model
+		}
+		id := a.key + "\x00" + a.model
+		if sums[id] == nil {
+			sums[id] = &a
+			order = append(order, id)
+		}
+		sums[id].row.AddRow(r.Row)
+	}
+	out := make([]map[string]any, 0, len(order))
+	for _, id := range order {
+		a := sums[id]
+		res := map[string]any{"object": rep.object, "project_id": nil, "api_key_id": nullable(a.key)}
+		switch {
+		case rep.costs:
+			res["amount"] = map[string]any{"value": a.row.Cost, "currency": "usd"}
+			res["line_item"] = nullable(a.model)
+		case rep.kind == usage.KindEmbeddings:
+			res["input_tokens"], res["num_model_requests"] = a.row.Prompt, a.row.Requests
+			res["model"], res["user_id"] = nullable(a.model), nil
+		default:
+			res["input_tokens"], res["output_tokens"], res["input_cached_tokens"] = a.row.Prompt, a.row.Completion, a.row.CachedPrompt
+			res["input_audio_tokens"], res["output_audio_tokens"], res["num_model_requests"] = 0, 0, a.row.Requests
+			res["model"], res["user_id"], res["batch"] = nullable(a.model), nil, nil
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// writeReportCSV writes the page as CSV: a header line, then one row per
+// bucket and group, the same figures as the JSON.
+func writeReportCSV(w http.ResponseWriter, rep report, q *reportQuery, buckets []map[string]any) error {
+	cols := []string{"project_id", "api_key_id", "model"}
+	values := []string{"input_tokens", "input_cached_tokens", "output_tokens", "num_model_requests"}
+	switch {
+	case rep.costs:
+		cols, values = []string{"line_item", "project_id", "api_key_id"}, []string{"amount", "currency"}
+	case rep.kind == usage.KindEmbeddings:
+		values = []string{"input_tokens", "num_model_requests"}
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="obol-`+strings.ReplaceAll(rep.object, ".", "-")+`.csv"`)
+	cw := csv.NewWriter(w)
+	cw.Write(append(append([]string{"start_time", "end_time", "start_time_iso"}, cols...), values...))
+	for _, b := range buckets {
+		start := b["start_time"].(int64)
+		for _, res := range b["results"].([]map[string]any) {
+			line := []string{strconv.FormatInt(start, 10), strconv.FormatInt(b["end_time"].(int64), 10), time.Unix(start, 0).UTC().Format(time.RFC3339)}
+			for _, c := range cols {
+				line = append(line, csvValue(res[c]))
+			}
+			for _, v := range values {
+				switch v {
+				case "amount":
+					line = append(line, res["amount"].(map[string]any)["value"].(usage.Money).USD())
+				case "currency":
+					line = append(line, "usd")
+				default:
+					line = append(line, csvValue(res[v]))
+				}
+			}
+			cw.Write(line)
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+func csvValue(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+// writeUsageCSV writes GET /v1/admin/usage?format=csv: a row per key and
+// model of the month.
+func writeUsageCSV(w http.ResponseWriter, period string, keys map[string]struct {
+	TotalTokens int64                `json:"total_tokens"`
+	TotalCost   usage.Money          `json:"total_cost"`
+	ByModel     map[string]usage.Row `json:"by_model"`
+}) error {
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="obol-usage-`+period+`.csv"`)
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"period", "api_key_id", "model", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "reasoning_tokens", "requests", "cost_usd"})
+	ids := make([]string, 0, len(keys))
+	for id := range keys {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		models := make([]string, 0, len(keys[id].ByModel))
+		for m := range keys[id].ByModel {
+			models = append(models, m)
+		}
+		slices.Sort(models)
+		for _, m := range models {
+			r := keys[id].ByModel[m]
+			cw.Write([]string{period, id, m, strconv.FormatInt(r.Prompt, 10), strconv.FormatInt(r.CachedPrompt, 10),
+				strconv.FormatInt(r.Completion, 10), strconv.FormatInt(r.Reasoning, 10), strconv.FormatInt(r.Requests, 10), r.Cost.USD()})
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
