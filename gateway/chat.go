@@ -215,6 +215,17 @@ func (s *Server) detached(r *http.Request) (context.Context, context.CancelFunc)
 	return ctx, func() { stop(); cancel() }
 }
 
+// toolCall is what the gateway reads of a tool call, whole or a piece of
+// a streamed one.
+type toolCall struct {
+	Index    int    `json:"index"`
+	ID       string `json:"id"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
 // countCompletion is the gateway's own count where a backend reports no
 // usage: the prompt estimate, and every choice's text and tool calls
 // (names and arguments) at four characters a token.
@@ -222,13 +233,8 @@ func countCompletion(req *chatRequest, choices json.RawMessage) *Usage {
 	var cs []struct {
 		Text    string `json:"text"` // a legacy completion's
 		Message struct {
-			Content   string `json:"content"`
-			ToolCalls []struct {
-				Function struct {
-					Name      string `json:"name"`
-					Arguments string `json:"arguments"`
-				} `json:"function"`
-			} `json:"tool_calls"`
+			Content   string     `json:"content"`
+			ToolCalls []toolCall `json:"tool_calls"`
 		} `json:"message"`
 	}
 	json.Unmarshal(choices, &cs)

@@ -180,29 +180,38 @@ func (rl *relay) send(v any) error {
 	return nil
 }
 
+// nextEvent flushes what was written, then reads the backend's next
+// event, its wait counted as upstream time. done is [DONE], or the end of
+// a stream that finished without it (some servers close so).
+func nextEvent(events *models.Events, out *sseWriter, c *call, finished bool) (data []byte, done bool, err error) {
+	if !events.Complete() && out.flush() != nil {
+		return nil, false, errClientGone
+	}
+	waited := time.Now()
+	data, err = events.Next()
+	c.upstream += time.Since(waited)
+	switch {
+	case err == io.EOF && finished:
+		return nil, true, nil
+	case err == io.EOF:
+		return nil, false, fmt.Errorf("%w: read: %w", errBrokenStream, errStreamCut)
+	case err != nil:
+		return nil, false, fmt.Errorf("%w: read: %w", errBrokenStream, err)
+	}
+	return data, string(data) == "[DONE]", nil
+}
+
 // run relays the backend's events to the client until [DONE], the end of
 // the stream, or a failure; the time spent waiting on the backend counts
 // as upstream time.
 func (rl *relay) run(events *models.Events) error {
 	finished := false // a finish_reason was seen
 	for {
-		// What was written goes out before waiting on the backend.
-		if !events.Complete() && rl.sse.flush() != nil {
-			return errClientGone
-		}
-		waited := time.Now()
-		data, err := events.Next()
-		rl.c.upstream += time.Since(waited)
+		data, done, err := nextEvent(events, rl.sse, rl.c, finished)
 		if err != nil {
-			if err == io.EOF && finished {
-				break // a server that closes without [DONE] after finishing
-			}
-			if err == io.EOF {
-				err = errStreamCut
-			}
-			return fmt.Errorf("%w: read: %w", errBrokenStream, err)
+			return err
 		}
-		if bytes.Equal(data, []byte("[DONE]")) {
+		if done {
 			break
 		}
 		if err := chunk.Parse(data, &rl.ch); err != nil {

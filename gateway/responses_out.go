@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -126,15 +125,9 @@ func idSuffix(id string) string {
 func (rr *responsesRequest) answer(c *call, model string, comp *chunk.Chunk) (*responseObject, error) {
 	var choices []struct {
 		Message struct {
-			Content   string `json:"content"`
-			Refusal   string `json:"refusal"`
-			ToolCalls []struct {
-				ID       string `json:"id"`
-				Function struct {
-					Name      string `json:"name"`
-					Arguments string `json:"arguments"`
-				} `json:"function"`
-			} `json:"tool_calls"`
+			Content   string     `json:"content"`
+			Refusal   string     `json:"refusal"`
+			ToolCalls []toolCall `json:"tool_calls"`
 		} `json:"message"`
 		FinishReason string `json:"finish_reason"`
 	}
@@ -218,22 +211,11 @@ func (rs *responseStream) run(events *models.Events) error {
 	}
 	finished := false
 	for {
-		if !events.Complete() && rs.out.flush() != nil {
-			return errClientGone
-		}
-		waited := time.Now()
-		data, err := events.Next()
-		rs.c.upstream += time.Since(waited)
+		data, done, err := nextEvent(events, rs.out, rs.c, finished)
 		if err != nil {
-			if err == io.EOF && finished {
-				break
-			}
-			if err == io.EOF {
-				err = errStreamCut
-			}
-			return fmt.Errorf("%w: read: %w", errBrokenStream, err)
+			return err
 		}
-		if string(data) == "[DONE]" {
+		if done {
 			break
 		}
 		if err := rs.event(data); err != nil {
