@@ -23,6 +23,7 @@ func (s *Server) routes(o Options) {
 		s.add(r, "GET", p+"/models", "req", s.listModels)
 		s.add(r, "GET", p+"/models/:model", "req", s.getModel)
 		s.add(r, "GET", p+"/usage", "req", s.getUsage)
+		s.add(r, "GET", p+"/key", "req", s.callingKey)
 		get(r, p+"/healthz", s.healthz)
 		get(r, p+"/health", s.healthz)
 		get(r, p+"/readyz", s.readyz)

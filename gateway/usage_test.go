@@ -18,6 +18,7 @@ import (
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
 )
 
@@ -460,4 +461,40 @@ func TestContinuousUsageChargesCutStreamsExactly(t *testing.T) {
 		t.Errorf("the backend was not asked for continuous usage: %s", e.sim.Requests()[0].Body)
 	}
 	poll.Until(t, "the access log line", func() bool { return strings.Contains(e.log.String(), `"usage_counted":false`) })
+}
+
+// TestCallingKey: GET /v1/key tells a key its tier, limits, what remains
+// (the numbers of the rate-limit headers) and its spend this month (the
+// figure /v1/usage shows), whatever its scopes.
+func TestCallingKey(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 3}, withLimits(keyAll, quota.Limits{RPM: 10, TPM: 10000, TPD: 50000}),
+		withPrices(usage.Prices{hermesPrice}))
+	if status, _ := e.send(t, "/v1/chat", hi+`}`); status != 200 {
+		t.Fatal(status)
+	}
+	s := e.waitRecorded(t, keyAll, 1)
+	resp := e.get(t, "/v1/key", keyAll)
+	var k struct {
+		ID, Tier  string
+		Limits    struct{ RPM, TPM, TPD *int64 }
+		Remaining struct {
+			Requests    *int64 `json:"requests"`
+			TokensToday *int64 `json:"tokens_today"`
+		}
+		Spend struct {
+			Cost     json.Number `json:"cost"`
+			Requests int64       `json:"requests"`
+		}
+	}
+	d := json.NewDecoder(resp.Body)
+	d.UseNumber()
+	d.Decode(&k)
+	if resp.StatusCode != 200 || k.ID != "key_all" || k.Tier != "pro" || *k.Limits.RPM != 10 || *k.Remaining.Requests != 9 ||
+		resp.Header.Get("X-Ratelimit-Remaining-Requests") != "9" || *k.Remaining.TokensToday != 50000-(s.TotalTokens) ||
+		usd(t, k.Spend.Cost.String()) != s.TotalCost || k.Spend.Requests != 1 {
+		t.Errorf("GET /v1/key: %d %+v; usage %+v", resp.StatusCode, k, s)
+	}
+	if resp := e.get(t, "/v1/key", "sk-nope"); resp.StatusCode != 401 {
+		t.Errorf("a bad key: %d", resp.StatusCode)
+	}
 }

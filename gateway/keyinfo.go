@@ -1,0 +1,104 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/usage"
+)
+
+// keyInfo is GET /v1/key (callingKey): the calling key, what it may do,
+// its limits, what remains of them now, and its spend this month: the
+// numbers the rate-limit headers and /v1/usage show. Project and budget
+// are null until keys have them.
+type keyInfo struct {
+	Object    string       `json:"object"`
+	ID        string       `json:"id"`
+	Name      string       `json:"name"`
+	Tier      string       `json:"tier"`
+	Project   *string      `json:"project"`
+	Models    []string     `json:"models"`
+	Scopes    []string     `json:"scopes"`
+	Limits    keyLimits    `json:"limits"`
+	Remaining keyRemains   `json:"remaining"`
+	Spend     keySpend     `json:"spend"`
+	Budget    *usage.Money `json:"budget"`
+}
+
+// keyLimits are the key's allowances; null is unlimited.
+type keyLimits struct {
+	RPM *int64 `json:"rpm"`
+	TPM *int64 `json:"tpm"`
+	TPD *int64 `json:"tpd"`
+}
+
+// keyRemains is what the allowances leave now; null is unlimited.
+type keyRemains struct {
+	Requests    *int64     `json:"requests"`
+	Tokens      *int64     `json:"tokens"`
+	TokensToday *int64     `json:"tokens_today"`
+	ResetsAt    *time.Time `json:"tokens_today_reset"`
+}
+
+type keySpend struct {
+	Period   string      `json:"period"`
+	Cost     usage.Money `json:"cost"`
+	Tokens   int64       `json:"tokens"`
+	Requests int64       `json:"requests"`
+	Currency string      `json:"currency"`
+}
+
+func limit(v int64) *int64 {
+	if v <= 0 {
+		return nil
+	}
+	return &v
+}
+
+func (s *Server) callingKey(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	if err := s.authenticate(r, c, "", ""); err != nil {
+		return err
+	}
+	k := c.key
+	d, err := s.quota.Peek(r.Context(), k.ID, k.Limits)
+	if err != nil {
+		return storeError(err)
+	}
+	c.rated = true
+	now := time.Now()
+	rateHeaders(w.Header(), k.Limits, d, now)
+	period := now.UTC().Format("2006-01")
+	sum, err := s.ledger.Summary(r.Context(), k.ID, period)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+		return unavailable("usage cannot be read", err)
+	}
+	info := keyInfo{Object: "api_key", ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes,
+		Limits: keyLimits{RPM: limit(k.Limits.RPM), TPM: limit(k.Limits.TPM), TPD: limit(k.Limits.TPD)},
+		Spend:  keySpend{Period: period, Cost: sum.TotalCost, Tokens: sum.TotalTokens, Currency: "usd"}}
+	if info.Models == nil {
+		info.Models = []string{}
+	}
+	for _, m := range sum.ByModel {
+		info.Spend.Requests += m.Requests
+	}
+	if k.Limits.RPM > 0 {
+		info.Remaining.Requests = &d.RequestsRemaining
+	}
+	if k.Limits.TPM > 0 {
+		info.Remaining.Tokens = &d.TokensRemaining
+	}
+	if k.Limits.TPD > 0 {
+		left := max(k.Limits.TPD-d.DailyUsed, 0)
+		midnight := time.Date(now.UTC().Year(), now.UTC().Month(), now.UTC().Day()+1, 0, 0, 0, 0, time.UTC)
+		info.Remaining.TokensToday, info.Remaining.ResetsAt = &left, &midnight
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusOK, info)
+}
