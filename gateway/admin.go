@@ -167,8 +167,10 @@ func (kr *keyRequest) apply(k *keys.Key, now time.Time) error {
 			dst = &k.Limits.TPM
 		case "tpd":
 			dst = &k.Limits.TPD
+		case "concurrency":
+			dst = &k.Limits.Concurrency
 		default:
-			return badRequest("limits."+name, "the limits are rpm, tpm and tpd")
+			return badRequest("limits."+name, "the limits are rpm, tpm, tpd and concurrency")
 		}
 		if string(raw) == "null" {
 			*dst = nil // back to the tier's

@@ -37,6 +37,7 @@ type env struct {
 	srv    *gateway.Server
 	log    *syncbuf.Buffer
 	ledger *usage.Ledger // nil when an option put another Ledger in
+	quota  gateway.Quota
 }
 
 // envConfig is what an envOption may change before the gateway starts.
@@ -56,7 +57,7 @@ type envOption func(*envConfig)
 func withLimits(secret string, lim quota.Limits) envOption {
 	return func(c *envConfig) {
 		k := c.keys[secret]
-		k.Limits = keys.Limits{RPM: &lim.RPM, TPM: &lim.TPM, TPD: &lim.TPD}
+		k.Limits = keys.Limits{RPM: &lim.RPM, TPM: &lim.TPM, TPD: &lim.TPD, Concurrency: &lim.Concurrency}
 		c.keys[secret] = k
 	}
 }
@@ -160,7 +161,7 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 	// outlive their clients, as a shutdown does.
 	t.Cleanup(srv.Abort)
 	l, _ := c.Ledger.(*usage.Ledger)
-	return &env{sim: s, gw: gw, srv: srv, log: logBuf, ledger: l}
+	return &env{sim: s, gw: gw, srv: srv, log: logBuf, ledger: l, quota: c.Quota}
 }
 
 // newKeys is the registry of the test's keys, and of run-time keys when

@@ -34,6 +34,8 @@ type keyLimits struct {
 	RPM *int64 `json:"rpm"`
 	TPM *int64 `json:"tpm"`
 	TPD *int64 `json:"tpd"`
+	// Concurrency is the requests it may have in flight at once.
+	Concurrency *int64 `json:"concurrency"`
 }
 
 // keyRemains is what the allowances leave now; null is unlimited.
@@ -42,6 +44,7 @@ type keyRemains struct {
 	Tokens      *int64     `json:"tokens"`
 	TokensToday *int64     `json:"tokens_today"`
 	ResetsAt    *time.Time `json:"tokens_today_reset"`
+	InFlight    int64      `json:"in_flight"`
 }
 
 type keySpend struct {
@@ -80,8 +83,10 @@ func (s *Server) callingKey(w http.ResponseWriter, r *http.Request, _ httprouter
 		return unavailable("usage cannot be read", err)
 	}
 	info := keyInfo{Object: "api_key", ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes,
-		Limits: keyLimits{RPM: limit(k.Limits.RPM), TPM: limit(k.Limits.TPM), TPD: limit(k.Limits.TPD)},
-		Spend:  keySpend{Period: period, Cost: sum.TotalCost, Tokens: sum.TotalTokens, Currency: "usd"}}
+		Limits: keyLimits{RPM: limit(k.Limits.RPM), TPM: limit(k.Limits.TPM), TPD: limit(k.Limits.TPD),
+			Concurrency: limit(k.Limits.Concurrency)},
+		Remaining: keyRemains{InFlight: d.InFlight},
+		Spend:     keySpend{Period: period, Cost: sum.TotalCost, Tokens: sum.TotalTokens, Currency: "usd"}}
 	if info.Models == nil {
 		info.Models = []string{}
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -307,4 +308,60 @@ func TestReadyzReportsStore(t *testing.T) {
 	poll.Until(t, "readyz to report the store", func() bool { code, store := ready(); return code == 503 && store == "unreachable" })
 	srv.Restart()
 	poll.Until(t, "readyz to recover", func() bool { code, store := ready(); return code == 200 && store == "ok" })
+}
+
+// TestConcurrencyCap: a key capped at 3 requests in flight, 30 parallel
+// streams of which a third are abandoned mid-stream: never more than 3
+// reach the backend at once, the rest are refused with 429 and
+// Retry-After: 1, and every lease is free afterwards.
+func TestConcurrencyCap(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memory", true: "redis"}[shared], func(t *testing.T) {
+			opts := []envOption{withLimits(keyAll, quota.Limits{Concurrency: 3})}
+			if shared {
+				opts = append(opts, withLimiter(redisLimiter(t)))
+			}
+			e := newEnv(t, sim.Config{ReplyTokens: 20, TokensPerSecond: 100}, opts...)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			codes := map[int]int{}
+			for i := 0; i < 30; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ctx, cancel := context.WithCancel(context.Background())
+					defer cancel()
+					req, _ := http.NewRequestWithContext(ctx, "POST", e.gw.URL+"/v1/chat/stream", strings.NewReader(hi+`}`))
+					req.Header.Set("Authorization", "Bearer "+keyAll)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer resp.Body.Close()
+					mu.Lock()
+					codes[resp.StatusCode]++
+					mu.Unlock()
+					if resp.StatusCode == 429 && resp.Header.Get("Retry-After") != "1" {
+						t.Errorf("a 429 with Retry-After %q", resp.Header.Get("Retry-After"))
+					}
+					if i%3 == 0 { // the client leaves mid-stream
+						resp.Body.Read(make([]byte, 64))
+						cancel()
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+				}()
+			}
+			wg.Wait()
+			if got := e.sim.Stats().MaxInFlight; got > 3 || codes[200] < 3 || codes[200]+codes[429] != 30 {
+				t.Errorf("max in flight at the backend %d, answers %v", got, codes)
+			}
+			// Every lease is released: three at once get in again.
+			poll.Until(t, "the leases to be released", func() bool {
+				d, err := e.quota.Peek(context.Background(), "key_all", quota.Limits{Concurrency: 3})
+				return err == nil && d.InFlight == 0
+			})
+		})
+	}
 }

@@ -20,8 +20,11 @@ type Quota interface {
 	Admit(ctx context.Context, key string, lim quota.Limits, tokens int64) (quota.Decision, error)
 	// Peek reports key's allowances without reserving anything.
 	Peek(ctx context.Context, key string, lim quota.Limits) (quota.Decision, error)
-	// Settle replaces a reservation's estimate by the actual count.
+	// Settle replaces a reservation's estimate by the actual count, and
+	// releases its concurrency lease.
 	Settle(ctx context.Context, res *quota.Reservation, actual int64) error
+	// Renew extends a reservation's concurrency lease (quota.LeaseTTL).
+	Renew(ctx context.Context, res *quota.Reservation) error
 }
 
 // estimate is what admission reserves: an upper bound of what the request
@@ -55,6 +58,9 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *cha
 	}
 	s.metrics.decided(r.Context(), c.key.Tier, "none", "allowed")
 	c.reservation = d.Reservation
+	if d.Reservation.Lease != "" {
+		c.leaseHeld = s.keepLease(d.Reservation)
+	}
 	return nil
 }
 
@@ -79,6 +85,9 @@ func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
 func (s *Server) settle(ctx context.Context, c *call) {
 	if c.reservation == nil {
 		return
+	}
+	if c.leaseHeld != nil {
+		close(c.leaseHeld)
 	}
 	var actual int64
 	if c.usage != nil {
@@ -135,6 +144,11 @@ func rateLimited(model string, lim quota.Limits, d quota.Decision, est int64) *E
 	var name string
 	var limit, used, requested int64
 	switch d.Denied {
+	case quota.Concurrent:
+		e.RetryAfter = time.Second
+		e.Message = fmt.Sprintf("Too many concurrent requests for this API key: Limit %d, in flight %d. Please try again in 1s.",
+			lim.Concurrency, d.InFlight)
+		return e
 	case quota.Requests:
 		name, limit, requested = "requests per min (RPM)", lim.RPM, 1
 		used = lim.RPM - max(d.RequestsRemaining, 0)
@@ -165,4 +179,26 @@ func retryString(d time.Duration) string {
 		return d.Round(10 * time.Millisecond).String()
 	}
 	return d.Round(time.Second).String()
+}
+
+// keepLease renews a concurrency lease every third of its life until the
+// returned channel is closed (at settlement), so that a long stream keeps
+// its slot and a replica that dies loses its leases within quota.LeaseTTL.
+func (s *Server) keepLease(res *quota.Reservation) chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(quota.LeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := s.quota.Renew(context.Background(), res); err != nil {
+					s.log.Warn("concurrency lease not renewed", "key_id", res.Key, "err", err)
+				}
+			}
+		}
+	}()
+	return done
 }

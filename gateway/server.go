@@ -220,6 +220,9 @@ type call struct {
 	rated bool
 	// reservation is the admitted estimate, settled once the answer is out.
 	reservation *quota.Reservation
+	// leaseHeld, closed at settlement, stops the renewal of its
+	// concurrency lease.
+	leaseHeld chan struct{}
 }
 
 // Usage is an OpenAI usage object. Its details (cached prompt tokens,

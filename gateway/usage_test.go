@@ -467,7 +467,7 @@ func TestContinuousUsageChargesCutStreamsExactly(t *testing.T) {
 // (the numbers of the rate-limit headers) and its spend this month (the
 // figure /v1/usage shows), whatever its scopes.
 func TestCallingKey(t *testing.T) {
-	e := newEnv(t, sim.Config{ReplyTokens: 3}, withLimits(keyAll, quota.Limits{RPM: 10, TPM: 10000, TPD: 50000}),
+	e := newEnv(t, sim.Config{ReplyTokens: 3}, withLimits(keyAll, quota.Limits{RPM: 10, TPM: 10000, TPD: 50000, Concurrency: 4}),
 		withPrices(usage.Prices{hermesPrice}))
 	if status, _ := e.send(t, "/v1/chat", hi+`}`); status != 200 {
 		t.Fatal(status)
@@ -476,7 +476,7 @@ func TestCallingKey(t *testing.T) {
 	resp := e.get(t, "/v1/key", keyAll)
 	var k struct {
 		ID, Tier  string
-		Limits    struct{ RPM, TPM, TPD *int64 }
+		Limits    struct{ RPM, TPM, TPD, Concurrency *int64 }
 		Remaining struct {
 			Requests    *int64 `json:"requests"`
 			TokensToday *int64 `json:"tokens_today"`
@@ -489,7 +489,7 @@ func TestCallingKey(t *testing.T) {
 	d := json.NewDecoder(resp.Body)
 	d.UseNumber()
 	d.Decode(&k)
-	if resp.StatusCode != 200 || k.ID != "key_all" || k.Tier != "pro" || *k.Limits.RPM != 10 || *k.Remaining.Requests != 9 ||
+	if resp.StatusCode != 200 || k.ID != "key_all" || k.Tier != "pro" || *k.Limits.RPM != 10 || k.Limits.Concurrency == nil || *k.Limits.Concurrency != 4 || *k.Remaining.Requests != 9 ||
 		resp.Header.Get("X-Ratelimit-Remaining-Requests") != "9" || *k.Remaining.TokensToday != 50000-(s.TotalTokens) ||
 		usd(t, k.Spend.Cost.String()) != s.TotalCost || k.Spend.Requests != 1 {
 		t.Errorf("GET /v1/key: %d %+v; usage %+v", resp.StatusCode, k, s)

@@ -106,7 +106,7 @@ func (r *Registry) check(k *Key) error {
 			return &InvalidError{Field: "scopes", Msg: fmt.Sprintf("unknown scope %q; the scopes are chat, chat:stream, models, usage", s)}
 		}
 	}
-	for name, l := range map[string]*int64{"rpm": k.Limits.RPM, "tpm": k.Limits.TPM, "tpd": k.Limits.TPD} {
+	for name, l := range map[string]*int64{"rpm": k.Limits.RPM, "tpm": k.Limits.TPM, "tpd": k.Limits.TPD, "concurrency": k.Limits.Concurrency} {
 		if l != nil && *l < 0 {
 			return &InvalidError{Field: "limits." + name, Msg: "a limit is a whole number ≥ 0 (0 is unlimited)"}
 		}

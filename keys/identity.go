@@ -65,7 +65,9 @@ func resolve(k *Key, tiers quota.Tiers) (*Identity, error) {
 	return &Identity{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes, Limits: lim}, nil
 }
 
-func (l Limits) override() quota.Override { return quota.Override{RPM: l.RPM, TPM: l.TPM, TPD: l.TPD} }
+func (l Limits) override() quota.Override {
+	return quota.Override{RPM: l.RPM, TPM: l.TPM, TPD: l.TPD, Concurrency: l.Concurrency}
+}
 
 // staticIndex holds the configuration's keys by the digest of their
 // secrets.

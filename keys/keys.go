@@ -32,9 +32,10 @@ var DefaultScopes = []string{ScopeChat, ScopeModels, ScopeUsage}
 
 // Limits are a key's own limits; nil is the tier's, 0 unlimited.
 type Limits struct {
-	RPM *int64 `json:"rpm,omitempty"`
-	TPM *int64 `json:"tpm,omitempty"`
-	TPD *int64 `json:"tpd,omitempty"`
+	RPM         *int64 `json:"rpm,omitempty"`
+	TPM         *int64 `json:"tpm,omitempty"`
+	TPD         *int64 `json:"tpd,omitempty"`
+	Concurrency *int64 `json:"concurrency,omitempty"`
 }
 
 // Key is an API key as stored: everything but its secret, of which only

@@ -23,6 +23,7 @@ type Store interface {
 	Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error)
 	Peek(ctx context.Context, key string, lim Limits) (Decision, error)
 	SettleBatch(ctx context.Context, batch []Settlement) error
+	Renew(ctx context.Context, res *Reservation) error
 	Ping(ctx context.Context) error
 }
 
@@ -197,7 +198,7 @@ func (l *Limiter) Settle(ctx context.Context, res *Reservation, actual int64) er
 	if res.local {
 		return l.local.Settle(ctx, res, actual)
 	}
-	if actual == res.Tokens {
+	if actual == res.Tokens && res.Lease == "" {
 		return nil
 	}
 	l.smu.Lock()
@@ -208,6 +209,21 @@ func (l *Limiter) Settle(ctx context.Context, res *Reservation, actual int64) er
 	default:
 	}
 	return nil
+}
+
+// Renew extends res's concurrency lease, in the store that made it; a
+// lease Redis cannot renew now is left to expire or to be renewed next
+// time.
+func (l *Limiter) Renew(ctx context.Context, res *Reservation) error {
+	if res == nil || res.Lease == "" {
+		return nil
+	}
+	if res.local {
+		return l.local.Renew(ctx, res)
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
+	defer cancel()
+	return l.store.Renew(ctx, res)
 }
 
 // settler writes queued settlements until Close, then the last of them.

@@ -25,6 +25,9 @@ type memShard struct {
 	daily map[dayKey]int64
 	dirty map[dayKey]struct{}
 	today string
+	// leases are the concurrency leases held, by key: lease → expiry (the
+	// scripts' seconds).
+	leases map[string]map[string]float64
 }
 
 // memTATs are a key's GCRA theoretical arrival times, in seconds since
@@ -40,6 +43,7 @@ func NewMemory() *Memory {
 		m.shards[i].tats = map[string]*memTATs{}
 		m.shards[i].daily = map[dayKey]int64{}
 		m.shards[i].dirty = map[dayKey]struct{}{}
+		m.shards[i].leases = map[string]map[string]float64{}
 	}
 	return m
 }
@@ -113,6 +117,13 @@ func (m *Memory) admit(key string, lim Limits, tokens int64, dry bool) Decision 
 		dec.Denied, retry = DailyTokens, left.Seconds()
 		dec.Hopeless = dec.Hopeless || tokens > lim.TPD
 	}
+	if lim.Concurrency > 0 {
+		dec.InFlight = s.inFlight(key, now)
+		if dec.Denied == None && !dry && dec.InFlight >= lim.Concurrency {
+			dec.Denied, retry = Concurrent, 1
+		}
+	}
+	lease := ""
 	if dec.Denied == None && !dry {
 		if lim.RPM > 0 {
 			st.rpm = rTAT
@@ -127,6 +138,10 @@ func (m *Memory) admit(key string, lim Limits, tokens int64, dry bool) Decision 
 			s.daily[dk] = dUsed + tokens
 			s.dirty[dk] = struct{}{}
 		}
+		if lim.Concurrency > 0 {
+			lease = newLease()
+			s.hold(key, lease, now+LeaseTTL.Seconds())
+		}
 	}
 	sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
 	dec.Allowed = dec.Denied == None
@@ -138,9 +153,46 @@ func (m *Memory) admit(key string, lim Limits, tokens int64, dry bool) Decision 
 	dec.TokensReset = sec(math.Max(tTAT-now, 0))
 	dec.DailyUsed = dUsed
 	if dec.Allowed && !dry {
-		dec.Reservation = &Reservation{Key: key, Day: d, Tokens: tokens, Limits: lim}
+		dec.Reservation = &Reservation{Key: key, Day: d, Tokens: tokens, Limits: lim, Lease: lease}
 	}
 	return dec
+}
+
+// inFlight frees key's expired leases and counts the rest; s.mu is held.
+func (s *memShard) inFlight(key string, now float64) int64 {
+	ls := s.leases[key]
+	for l, until := range ls {
+		if until <= now {
+			delete(ls, l)
+		}
+	}
+	if len(ls) == 0 {
+		delete(s.leases, key)
+	}
+	return int64(len(ls))
+}
+
+// hold records a lease until a time; s.mu is held.
+func (s *memShard) hold(key, lease string, until float64) {
+	if s.leases[key] == nil {
+		s.leases[key] = map[string]float64{}
+	}
+	s.leases[key][lease] = until
+}
+
+// Renew extends res's lease by LeaseTTL, if it is still held.
+func (m *Memory) Renew(_ context.Context, res *Reservation) error {
+	if res == nil || res.Lease == "" {
+		return nil
+	}
+	now := float64(m.now().UnixMicro()-epoch*1e6) / 1e6
+	s := m.shard(res.Key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.leases[res.Key][res.Lease]; ok {
+		s.leases[res.Key][res.Lease] = now + LeaseTTL.Seconds()
+	}
+	return nil
 }
 
 // rollover forgets the daily counters of days before yesterday; s.mu is held.
@@ -172,13 +224,16 @@ func (m *Memory) Settle(_ context.Context, res *Reservation, actual int64) error
 		return errors.New("settle: no reservation")
 	}
 	delta := actual - res.Tokens
-	if delta == 0 {
-		return nil
-	}
 	now := float64(m.now().UnixMicro()-epoch*1e6) / 1e6
 	s := m.shard(res.Key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if res.Lease != "" {
+		delete(s.leases[res.Key], res.Lease)
+	}
+	if delta == 0 {
+		return nil
+	}
 	if res.Limits.TPM > 0 {
 		st := s.tats[res.Key]
 		if st == nil {

@@ -5,6 +5,8 @@
 package quota
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"time"
 )
 
@@ -13,7 +15,15 @@ type Limits struct {
 	RPM int64 // requests per rolling minute
 	TPM int64 // tokens per rolling minute
 	TPD int64 // tokens per UTC calendar day
+	// Concurrency caps the requests in flight: each admitted one holds a
+	// lease until it is settled, or until the lease expires (LeaseTTL)
+	// unless renewed, so a replica that dies frees its leases.
+	Concurrency int64
 }
+
+// LeaseTTL is how long a concurrency lease lives without renewal; a
+// request in flight renews it every LeaseTTL/3.
+const LeaseTTL = 30 * time.Second
 
 // Limit names the allowance that refused a request.
 type Limit int
@@ -27,6 +37,8 @@ const (
 	Tokens
 	// DailyTokens is TPD.
 	DailyTokens
+	// Concurrent is the cap on requests in flight.
+	Concurrent
 )
 
 // String is the limit's short name, as metrics label it: rpm, tpm, tpd.
@@ -38,6 +50,8 @@ func (l Limit) String() string {
 		return "tpm"
 	case DailyTokens:
 		return "tpd"
+	case Concurrent:
+		return "concurrency"
 	}
 	return "none"
 }
@@ -59,6 +73,7 @@ type Decision struct {
 	TokensRemaining   int64
 	TokensReset       time.Duration
 	DailyUsed         int64 // TPD spent today before this request
+	InFlight          int64 // leases held before this request (with a concurrency cap)
 
 	// Reservation is what settlement needs; nil when not admitted.
 	Reservation *Reservation
@@ -70,7 +85,10 @@ type Reservation struct {
 	Day    string // the UTC day the tokens were reserved on (YYYYMMDD)
 	Tokens int64
 	Limits Limits
-	local  bool // made by a Limiter's local fallback, settled there
+	// Lease is the concurrency lease the request holds ("" without a
+	// cap), released when it is settled.
+	Lease string
+	local bool // made by a Limiter's local fallback, settled there
 }
 
 // day returns the UTC calendar day of t as YYYYMMDD and the time until it ends.
@@ -92,7 +110,7 @@ var DefaultTiers = Tiers{
 
 // Override is a key's own limits; a nil one is the tier's, 0 is unlimited.
 type Override struct {
-	RPM, TPM, TPD *int64
+	RPM, TPM, TPD, Concurrency *int64
 }
 
 // Limits returns a key's limits: its tier's with o applied. ok is false
@@ -108,5 +126,15 @@ func (t Tiers) Limits(tier string, o Override) (lim Limits, ok bool) {
 	if o.TPD != nil {
 		lim.TPD = *o.TPD
 	}
+	if o.Concurrency != nil {
+		lim.Concurrency = *o.Concurrency
+	}
 	return lim, ok
+}
+
+// newLease is a lease id, unique across replicas.
+func newLease() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -221,3 +221,42 @@ func TestHugeLimits(t *testing.T) {
 		}
 	})
 }
+
+// TestConcurrencyLeases: a cap on requests in flight; settling frees a
+// lease; a lease never settled (a replica that died) expires on its own;
+// a renewed one does not; a refused request holds nothing.
+func TestConcurrencyLeases(t *testing.T) {
+	forEachStore(t, func(t *testing.T, r store, clock *time.Time) {
+		lim := Limits{Concurrency: 2}
+		a, b := admit(t, r, lim, 1), admit(t, r, lim, 1)
+		if !a.Allowed || !b.Allowed || a.Reservation.Lease == "" || b.InFlight != 1 {
+			t.Fatalf("two within the cap: %+v %+v", a, b)
+		}
+		c := admit(t, r, lim, 1)
+		if c.Allowed || c.Denied != Concurrent || c.RetryAfter != time.Second || c.InFlight != 2 {
+			t.Fatalf("the third: %+v", c)
+		}
+		if err := r.Settle(context.Background(), a.Reservation, 1); err != nil {
+			t.Fatal(err)
+		}
+		if d := admit(t, r, lim, 1); !d.Allowed {
+			t.Fatalf("after a settlement: %+v", d)
+		}
+		// b and the last are never settled; b is renewed.
+		*clock = clock.Add(LeaseTTL / 2)
+		if err := r.(renewer).Renew(context.Background(), b.Reservation); err != nil {
+			t.Fatal(err)
+		}
+		*clock = clock.Add(LeaseTTL/2 + time.Second)
+		if d := admit(t, r, lim, 1); !d.Allowed || d.InFlight != 1 {
+			t.Fatalf("after the unrenewed lease expired: %+v", d)
+		}
+		if d := admit(t, r, lim, 1); d.Allowed {
+			t.Fatalf("the renewed lease was freed: %+v", d)
+		}
+	})
+}
+
+type renewer interface {
+	Renew(ctx context.Context, res *Reservation) error
+}

@@ -32,14 +32,17 @@ end
 // script, one round trip. redis_rate's API decides one limit per call,
 // which cannot be all-or-nothing over three.
 //
-// KEYS: rpm tat, tpm tat, tpd counter (all hash-tagged on the API key).
+// KEYS: rpm tat, tpm tat, tpd counter, leases (a sorted set of lease id
+// → expiry), all hash-tagged on the API key.
 // ARGV: now (seconds since epoch; "" = Redis TIME), rpm, tpm, tpd, tokens,
 // seconds until the day ends, dry ("1": decide for no request and write
-// nothing, for the headers of answers that reserve nothing).
+// nothing, for the headers of answers that reserve nothing), concurrency,
+// lease id, lease ttl (seconds).
 var admitScript = redis.NewScript(luaNow + `
 local rpm, tpm, tpd = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local cost, day_left = tonumber(ARGV[5]), tonumber(ARGV[6])
 local dry = ARGV[7] == "1"
+local conc, lease_ttl = tonumber(ARGV[8]), tonumber(ARGV[10])
 local reqs = 1
 if dry then reqs, cost = 0, 0 end
 
@@ -80,6 +83,16 @@ if tpd > 0 and d_used + cost > tpd then
   denied, retry = 3, day_left
   if cost > tpd then hopeless = 1 end
 end
+-- Leases past their expiry belong to requests that ended without a
+-- settlement (a replica that died): they are freed here.
+local inflight = 0
+if conc > 0 then
+  redis.call("ZREMRANGEBYSCORE", KEYS[4], "-inf", now)
+  inflight = redis.call("ZCARD", KEYS[4])
+  if denied == 0 and not dry and inflight >= conc then
+    denied, retry = 4, 1
+  end
+end
 
 if denied == 0 and not dry then
   -- A tat within float precision of now (a huge limit) is not stored:
@@ -94,11 +107,15 @@ if denied == 0 and not dry then
     redis.call("INCRBY", KEYS[3], cost)
     redis.call("EXPIRE", KEYS[3], math.ceil(day_left) + 3600)
   end
+  if conc > 0 then
+    redis.call("ZADD", KEYS[4], now + lease_ttl, ARGV[9])
+    redis.call("EXPIRE", KEYS[4], math.ceil(lease_ttl) + 60)
+  end
 end
 local r_reset = math.max(r_tat - now, 0)
 local t_reset = math.max(t_tat - now, 0)
 return {denied, tostring(retry), hopeless, tostring(r_rem), tostring(r_reset),
-  tostring(t_used), tostring(t_rem), tostring(t_reset), d_used}
+  tostring(t_used), tostring(t_rem), tostring(t_reset), d_used, inflight}
 `)
 
 // settleScript replaces an estimate by the real count: delta tokens
@@ -106,9 +123,13 @@ return {denied, tostring(retry), hopeless, tostring(r_rem), tostring(r_reset),
 // reservation was made. A refund never lifts the TPM allowance above full;
 // a charge may push it past the limit, a debt later requests wait out.
 //
-// KEYS: tpm tat, tpd counter. ARGV: now ("" = Redis TIME), tpm, delta.
+// It also releases the request's concurrency lease.
+//
+// KEYS: tpm tat, tpd counter, leases. ARGV: now ("" = Redis TIME), tpm,
+// delta, lease id ("" for none).
 var settleScript = redis.NewScript(luaNow + `
 local tpm, delta = tonumber(ARGV[2]), tonumber(ARGV[3])
+if ARGV[4] ~= "" then redis.call("ZREM", KEYS[3], ARGV[4]) end
 if tpm > 0 then
   local tat = math.max(tonumber(redis.call("GET", KEYS[1]) or now), now)
   local new_tat = math.max(tat + (60 / tpm) * delta, now)
@@ -150,11 +171,11 @@ type Pipelines interface {
 // SetPipelines sends the batched writes through p.
 func (r *Redis) SetPipelines(p Pipelines) { r.pipe = p }
 
-// keys returns the three keys of an API key, hash-tagged so that a Redis
-// Cluster keeps them in one slot.
+// keys returns the four keys of an API key, hash-tagged so that a Redis
+// Cluster keeps them in one slot: rpm, tpm, tpd of the day, leases.
 func (r *Redis) keys(key, day string) []string {
 	base := r.prefix + "{" + key + "}:"
-	return []string{base + "rpm", base + "tpm", base + "tpd:" + day}
+	return []string{base + "rpm", base + "tpm", base + "tpd:" + day, base + "leases"}
 }
 
 func (r *Redis) clock() (time.Time, string) {
@@ -185,12 +206,16 @@ func (r *Redis) admit(ctx context.Context, key string, lim Limits, tokens int64,
 	if dry {
 		dryArg = "1"
 	}
+	lease := ""
+	if lim.Concurrency > 0 && !dry {
+		lease = newLease()
+	}
 	res, err := admitScript.Run(ctx, r.rdb, r.keys(key, d),
-		nowArg, lim.RPM, lim.TPM, lim.TPD, tokens, left.Seconds(), dryArg).Slice()
+		nowArg, lim.RPM, lim.TPM, lim.TPD, tokens, left.Seconds(), dryArg, lim.Concurrency, lease, LeaseTTL.Seconds()).Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("admit %s: %w", key, err)
 	}
-	if len(res) != 9 {
+	if len(res) != 10 {
 		return Decision{}, fmt.Errorf("admit %s: script returned %d values", key, len(res))
 	}
 	f := func(i int) float64 {
@@ -210,12 +235,34 @@ func (r *Redis) admit(ctx context.Context, key string, lim Limits, tokens int64,
 		TokensRemaining:   int64(f(6)),
 		TokensReset:       sec(f(7)),
 		DailyUsed:         n(8),
+		InFlight:          n(9),
 	}
 	dec.Allowed = dec.Denied == None
 	if dec.Allowed && !dry {
-		dec.Reservation = &Reservation{Key: key, Day: d, Tokens: tokens, Limits: lim}
+		dec.Reservation = &Reservation{Key: key, Day: d, Tokens: tokens, Limits: lim, Lease: lease}
 	}
 	return dec, nil
+}
+
+// renewScript extends a lease that is still held. KEYS: leases. ARGV: now
+// ("" = Redis TIME), lease id, ttl.
+var renewScript = redis.NewScript(luaNow + `
+redis.call("ZADD", KEYS[1], "XX", now + tonumber(ARGV[3]), ARGV[2])
+redis.call("EXPIRE", KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
+return 1
+`)
+
+// Renew extends res's concurrency lease by LeaseTTL.
+func (r *Redis) Renew(ctx context.Context, res *Reservation) error {
+	if res == nil || res.Lease == "" {
+		return nil
+	}
+	_, nowArg := r.clock()
+	k := r.keys(res.Key, res.Day)
+	if err := renewScript.Run(ctx, r.rdb, k[3:], nowArg, res.Lease, LeaseTTL.Seconds()).Err(); err != nil {
+		return fmt.Errorf("renew lease of %s: %w", res.Key, err)
+	}
+	return nil
 }
 
 // Settlement is a reservation and what the request actually used.
@@ -234,7 +281,7 @@ func (r *Redis) SettleBatch(ctx context.Context, batch []Settlement) error {
 		_, err := r.pipe.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, st := range todo {
 				k := r.keys(st.Res.Key, st.Res.Day)
-				cmds[i] = settleScript.EvalSha(ctx, p, k[1:], nowArg, st.Res.Limits.TPM, st.Actual-st.Res.Tokens)
+				cmds[i] = settleScript.EvalSha(ctx, p, []string{k[1], k[2], k[3]}, nowArg, st.Res.Limits.TPM, st.Actual-st.Res.Tokens, st.Res.Lease)
 			}
 			return nil
 		})
@@ -248,7 +295,7 @@ func (r *Redis) SettleBatch(ctx context.Context, batch []Settlement) error {
 	}
 	var todo []Settlement
 	for _, st := range batch {
-		if st.Res != nil && st.Actual != st.Res.Tokens {
+		if st.Res != nil && (st.Actual != st.Res.Tokens || st.Res.Lease != "") {
 			todo = append(todo, st)
 		}
 	}

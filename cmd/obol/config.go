@@ -112,9 +112,10 @@ type LogConfig struct {
 
 // TierConfig is a tier's limits; 0 means unlimited.
 type TierConfig struct {
-	RPM int64 `yaml:"rpm"`
-	TPM int64 `yaml:"tpm"`
-	TPD int64 `yaml:"tpd"`
+	RPM         int64 `yaml:"rpm"`
+	TPM         int64 `yaml:"tpm"`
+	TPD         int64 `yaml:"tpd"`
+	Concurrency int64 `yaml:"concurrency"` // requests in flight
 }
 
 // KeyConfig is a static API key; only the SHA-256 of its secret is kept.
@@ -134,9 +135,10 @@ type KeyConfig struct {
 // LimitsOverride is a key's own limits; an absent one is the tier's.
 // It converts to keys.Limits.
 type LimitsOverride struct {
-	RPM *int64 `yaml:"rpm"`
-	TPM *int64 `yaml:"tpm"`
-	TPD *int64 `yaml:"tpd"`
+	RPM         *int64 `yaml:"rpm"`
+	TPM         *int64 `yaml:"tpm"`
+	TPD         *int64 `yaml:"tpd"`
+	Concurrency *int64 `yaml:"concurrency"`
 }
 
 // check fills defaults and validates, naming the field at fault.
@@ -195,7 +197,7 @@ func (c *Config) check() error {
 	}
 	for _, name := range sortedKeys(c.Tiers) {
 		t := c.Tiers[name]
-		if t.RPM < 0 || t.TPM < 0 || t.TPD < 0 {
+		if t.RPM < 0 || t.TPM < 0 || t.TPD < 0 || t.Concurrency < 0 {
 			return invalid("tiers."+name, "limits must be 0 (unlimited) or positive")
 		}
 	}
@@ -246,7 +248,7 @@ func (c *Config) checkKeys() error {
 				return invalid(fmt.Sprintf("%s.models[%d]", f, j), "unknown model %q", m)
 			}
 		}
-		for name, v := range map[string]*int64{"rpm": k.Limits.RPM, "tpm": k.Limits.TPM, "tpd": k.Limits.TPD} {
+		for name, v := range map[string]*int64{"rpm": k.Limits.RPM, "tpm": k.Limits.TPM, "tpd": k.Limits.TPD, "concurrency": k.Limits.Concurrency} {
 			if v != nil && *v < 0 {
 				return invalid(f+".limits."+name, "must be 0 (unlimited) or positive")
 			}

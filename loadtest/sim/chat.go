@@ -134,6 +134,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, cfg *Config) {
 		MaxTokens: maxTokens(req.MaxTokens, req.MaxCompletionTokens), Body: body}) {
 		return
 	}
+	defer s.enter()()
 	g := s.newGeneration(r.Context(), cfg, "chatcmpl", req.Model, promptTokens(req.Messages), req.N, maxTokens(req.MaxTokens, req.MaxCompletionTokens))
 	if g.tool = toolName(&req); g.tool != "" {
 		g.n, g.finish = ToolCallTokens(), "tool_calls"
@@ -143,6 +144,14 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, cfg *Config) {
 	} else {
 		g.complete(w, chatEvents{g})
 	}
+}
+
+// enter counts a generation running until the returned func is called.
+func (s *Server) enter() func() {
+	n := s.inFlight.Add(1)
+	for m := s.maxInFlight.Load(); n > m && !s.maxInFlight.CompareAndSwap(m, n); m = s.maxInFlight.Load() {
+	}
+	return func() { s.inFlight.Add(-1) }
 }
 
 // begin counts and records a request and answers a Status fault; it

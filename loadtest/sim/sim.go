@@ -85,6 +85,7 @@ type Stats struct {
 	CompletionTokens int64 // tokens generated, including those of cancelled requests
 	ReportedPrompt   int64 // prompt tokens reported in usage objects
 	ReportedTokens   int64 // completion tokens reported in usage objects
+	MaxInFlight      int64 // the most generations running at once
 }
 
 // Request is what the simulator recorded of one request.
@@ -106,6 +107,7 @@ type Server struct {
 	requests, completed, cancelled     atomic.Int64
 	promptTokens, completionTokens     atomic.Int64
 	reportedPrompt, reportedCompletion atomic.Int64
+	inFlight, maxInFlight              atomic.Int64
 
 	mu       sync.Mutex
 	recorded []Request
@@ -150,6 +152,7 @@ func (s *Server) Stats() Stats {
 		CompletionTokens: s.completionTokens.Load(),
 		ReportedPrompt:   s.reportedPrompt.Load(),
 		ReportedTokens:   s.reportedCompletion.Load(),
+		MaxInFlight:      s.maxInFlight.Load(),
 	}
 }
 
