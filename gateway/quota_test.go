@@ -342,8 +342,12 @@ func TestConcurrencyCap(t *testing.T) {
 					mu.Lock()
 					codes[resp.StatusCode]++
 					mu.Unlock()
-					if resp.StatusCode == 429 && resp.Header.Get("Retry-After") != "1" {
-						t.Errorf("a 429 with Retry-After %q", resp.Header.Get("Retry-After"))
+					if resp.StatusCode == 429 {
+						b, _ := io.ReadAll(resp.Body)
+						if resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(b), "too many concurrent requests") {
+							t.Errorf("a 429 with Retry-After %q: %s", resp.Header.Get("Retry-After"), b)
+						}
+						return
 					}
 					if i%3 == 0 { // the client leaves mid-stream
 						resp.Body.Read(make([]byte, 64))

@@ -146,7 +146,7 @@ func rateLimited(model string, lim quota.Limits, d quota.Decision, est int64) *E
 	switch d.Denied {
 	case quota.Concurrent:
 		e.RetryAfter = time.Second
-		e.Message = fmt.Sprintf("Too many concurrent requests for this API key: Limit %d, in flight %d. Please try again in 1s.",
+		e.Message = fmt.Sprintf("Rate limit reached: too many concurrent requests for this API key: Limit %d, in flight %d. Please try again in 1s.",
 			lim.Concurrency, d.InFlight)
 		return e
 	case quota.Requests:
