@@ -10,18 +10,22 @@ import (
 )
 
 // BenchmarkAdmitSettle is one request's quota work: admit, then settle
-// with a different count, over 64 keys from parallel goroutines.
+// with a different count, over 64 keys from parallel goroutines; with a
+// concurrency cap, the lease taken and released too.
 func BenchmarkAdmitSettle(b *testing.B) {
 	rdb, prefix := redistest.Shared(b)
 	for _, bc := range []struct {
-		name string
-		s    store
+		name        string
+		s           store
+		concurrency int64
 	}{
-		{"memory", NewMemory()},
-		{"redis", &redisStore{NewRedis(rdb, prefix)}},
+		{"memory", NewMemory(), 0},
+		{"redis", &redisStore{NewRedis(rdb, prefix)}, 0},
+		{"memory+concurrency", NewMemory(), 1 << 20},
+		{"redis+concurrency", &redisStore{NewRedis(rdb, prefix)}, 1 << 20},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			lim := Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50}
+			lim := Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50, Concurrency: bc.concurrency}
 			var n atomic.Int64
 			ctx := context.Background()
 			b.ReportAllocs()
