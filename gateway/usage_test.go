@@ -201,11 +201,14 @@ func accessLog(t *testing.T, e *env) map[string]accessLine {
 	return out
 }
 
-// tally is a running total of tokens.
-type tally struct{ prompt, completion, requests int64 }
+// tally is a running total of tokens and money.
+type tally struct {
+	prompt, completion, requests int64
+	cost                         usage.Money
+}
 
 func ledgerTally(s usage.Summary) tally {
-	var t tally
+	t := tally{cost: s.TotalCost}
 	for _, r := range s.ByModel {
 		t.prompt += r.Prompt
 		t.completion += r.Completion
@@ -214,18 +217,31 @@ func ledgerTally(s usage.Summary) tally {
 	return t
 }
 
+// checkCost: the summary's cost is the price table (hermesPrice; other
+// models unpriced) applied to its token categories.
+func checkCost(t *testing.T, s usage.Summary) {
+	t.Helper()
+	h := s.ByModel["hermes"]
+	want := hermesPrice.Cost(h.Prompt, h.CachedPrompt, h.Completion)
+	if s.TotalCost != want || h.Cost != want {
+		t.Errorf("cost %s (hermes %s), want the prices applied to %+v: %s", s.TotalCost.USD(), h.Cost.USD(), h, want.USD())
+	}
+}
+
 // TestLedgerMatchesBackend drives a mix of requests through the gateway,
 // phase by phase, and checks the ledger against the tokens the backend
 // itself reported, token for token, and, where the backend could report
-// nothing (a stream cut short), against what the client was sent.
+// nothing (a stream cut short), against what the client was sent; on
+// every store, and at every phase the cost is the price table applied to
+// those tokens (cached prompt tokens at the cached price).
 func TestLedgerMatchesBackend(t *testing.T) {
-	for _, store := range []string{"embedded", "redis"} {
+	for _, store := range []string{"embedded", "postgres"} {
 		t.Run(store, func(t *testing.T) {
-			var opts []envOption
-			if store == "redis" {
+			opts := []envOption{withPrices(usage.Prices{hermesPrice})}
+			if store == "postgres" {
 				opts = append(opts, withLedger(postgresLedger(t)))
 			}
-			e := newEnv(t, sim.Config{ReplyTokens: 9}, opts...)
+			e := newEnv(t, sim.Config{ReplyTokens: 9, CachedTokens: 1}, opts...)
 			e.sim.Record(false)
 			var (
 				recorded int64
@@ -237,11 +253,16 @@ func TestLedgerMatchesBackend(t *testing.T) {
 			phase := func(n int64) (tally, sim.Stats) {
 				t.Helper()
 				recorded += n
-				cur := ledgerTally(e.waitRecorded(t, keyAll, recorded))
+				s := e.waitRecorded(t, keyAll, recorded)
+				cur := ledgerTally(s)
+				checkCost(t, s)
 				st := e.sim.Stats()
-				d := tally{cur.prompt - last.prompt, cur.completion - last.completion, cur.requests - last.requests}
+				d := tally{cur.prompt - last.prompt, cur.completion - last.completion, cur.requests - last.requests, cur.cost - last.cost}
 				ds := sim.Stats{ReportedPrompt: st.ReportedPrompt - lastSim.ReportedPrompt, ReportedTokens: st.ReportedTokens - lastSim.ReportedTokens,
 					CompletionTokens: st.CompletionTokens - lastSim.CompletionTokens, Completed: st.Completed - lastSim.Completed}
+				if d.prompt+d.completion > 0 && d.cost <= 0 {
+					t.Errorf("tokens charged nothing: %+v", d)
+				}
 				last, lastSim = cur, st
 				return d, ds
 			}
@@ -327,14 +348,26 @@ func TestLedgerMatchesBackend(t *testing.T) {
 				t.Errorf("failed mid-stream: ledger %+v, want 12 completion tokens", d)
 			}
 
-			// 5. Backends that fail before any token: nothing to charge.
+			// 5. A tool call streamed in pieces, the client not asking for
+			// usage: charged what the backend reported.
+			e.sim.SetConfig(sim.Config{ReplyTokens: 3})
+			for i := 0; i < 2; i++ {
+				if status, _ := e.send(t, "/v1/chat/completions", `{"model":"hermes","stream":true,"messages":[{"role":"user","content":"weather?"}]`+weatherTools+`}`); status != 200 {
+					t.Errorf("tool call: %d", status)
+				}
+			}
+			if d, ds = phase(2); d.completion != ds.ReportedTokens || d.completion != 2*int64(sim.ToolCallTokens()) {
+				t.Errorf("tool calls: ledger %+v, backend reported %d", d, ds.ReportedTokens)
+			}
+
+			// 6. Backends that fail before any token: nothing to charge.
 			e.sim.SetConfig(sim.Config{Fault: sim.Fault{Kind: sim.Status, Status: 500}})
 			for i := 0; i < 3; i++ {
 				if status, _ := e.send(t, "/v1/chat", hi+`}`); status != 502 {
 					t.Errorf("status %d, want 502", status)
 				}
 			}
-			// 6. A duplicate write of every request id adds nothing.
+			// 7. A duplicate write of every request id adds nothing.
 			e.sim.SetConfig(sim.Config{ReplyTokens: 2})
 			e.send(t, "/v1/chat", hi+`}`)
 			d, _ = phase(1)
@@ -343,7 +376,7 @@ func TestLedgerMatchesBackend(t *testing.T) {
 			}
 			// A handler logs a moment after its record is queued.
 			var lines map[string]accessLine
-			poll.Until(t, "52 access log lines with usage", func() bool {
+			poll.Until(t, "54 access log lines with usage", func() bool {
 				lines = accessLog(t, e)
 				n := 0
 				for _, l := range lines {
@@ -351,7 +384,7 @@ func TestLedgerMatchesBackend(t *testing.T) {
 						n++
 					}
 				}
-				return n == 52
+				return n == 54
 			})
 			var dup []usage.Record
 			for id, l := range lines {
@@ -372,7 +405,8 @@ func TestLedgerMatchesBackend(t *testing.T) {
 					fromLog.requests++
 				}
 			}
-			if got := ledgerTally(e.usageOf(t, keyAll, "")); got != fromLog || got.requests != 52 {
+			if got := ledgerTally(e.usageOf(t, keyAll, "")); got.prompt != fromLog.prompt || got.completion != fromLog.completion ||
+				got.requests != 54 || got.cost != last.cost {
 				t.Errorf("ledger %+v, access log %+v", got, fromLog)
 			}
 		})
