@@ -262,7 +262,7 @@ func (l *Limiter) share(lim Limits) Limits {
 		}
 		return (v + n - 1) / n
 	}
-	return Limits{RPM: div(lim.RPM), TPM: div(lim.TPM), TPD: div(lim.TPD)}
+	return Limits{RPM: div(lim.RPM), TPM: div(lim.TPM), TPD: div(lim.TPD), Concurrency: div(lim.Concurrency)}
 }
 
 // failed counts a store error and, on the first of an outage, logs it and

@@ -108,6 +108,37 @@ func TestLimiterFailOpen(t *testing.T) {
 	}
 }
 
+// TestLimiterFailOpenConcurrency: with Redis down, each of 2 replicas
+// holds half a key's concurrency cap locally, and a settlement frees a
+// slot.
+func TestLimiterFailOpenConcurrency(t *testing.T) {
+	env := newLimiterEnv(t, FailOpen, 2)
+	ctx := context.Background()
+	lim := Limits{Concurrency: 4}
+	env.srv.Stop()
+	var held []*Reservation
+	for i := 0; i < 3; i++ {
+		d, err := env.lim.Admit(ctx, "k", lim, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed {
+			held = append(held, d.Reservation)
+		} else if d.Denied != Concurrent {
+			t.Errorf("refused by %v, want concurrency", d.Denied)
+		}
+	}
+	if len(held) != 2 {
+		t.Fatalf("%d in flight locally, want 2 (a cap of 4 over 2 replicas)", len(held))
+	}
+	if err := env.lim.Settle(ctx, held[0], 1); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := env.lim.Admit(ctx, "k", lim, 1); err != nil || !d.Allowed {
+		t.Errorf("after a settlement: %+v, %v", d, err)
+	}
+}
+
 func TestLimiterFailClosed(t *testing.T) {
 	env := newLimiterEnv(t, FailClosed, 1)
 	ctx := context.Background()
