@@ -84,7 +84,10 @@ func TestOperatorsFirstDay(t *testing.T) {
 	chat := `{"model":"hermes","messages":[{"role":"user","content":"hello there"}],"max_tokens":5}`
 
 	alice := createdKey(t, a, "--tier", "free", "--name", "alice", "--meta", "customer=alice-co")
-	bob := createdKey(t, a, "--tier", "pro", "--name", "bob", "--tpm", "100000")
+	bob := createdKey(t, a, "--tier", "pro", "--name", "bob", "--tpm", "100000", "--concurrency", "4")
+	if bob.Limits["tpm"] != 100000 || bob.Limits["concurrency"] != 4 {
+		t.Errorf("bob's own limits: %v", bob.Limits)
+	}
 	carol := createdKey(t, a, "--tier", "team", "--name", "carol", "--expires-in", "720h")
 	dash := createdKey(t, a, "--tier", "free", "--name", "billing dashboard", "--scopes", "usage")
 

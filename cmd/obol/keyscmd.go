@@ -16,11 +16,12 @@ import (
 
 const keysUsage = `usage:
   obol keys create --tier T [--name N] [--models M,M] [--scopes S,S] [--rpm N] [--tpm N] [--tpd N]
+                   [--concurrency N]
                    [--expires RFC3339 | --expires-in 720h] [--meta k=v]...
   obol keys list
   obol keys get ID
   obol keys update ID [--tier T] [--name N] [--models M,M] [--scopes S,S] [--rpm N|tier] [--tpm N|tier]
-                   [--tpd N|tier] [--expires RFC3339|never] [--meta k=v]...
+                   [--tpd N|tier] [--concurrency N|tier] [--expires RFC3339|never] [--meta k=v]...
   obol keys revoke ID
 every command: [--server URL (default $OBOL_SERVER or http://127.0.0.1:8080)] [--json]
 the admin token is read from $OBOL_ADMIN_TOKEN`
@@ -125,9 +126,9 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 
 // keySpecFlags are the flags of create and update.
 type keySpecFlags struct {
-	name, tier, models, scopes, rpm, tpm, tpd, expires *string
-	expiresIn                                          *time.Duration
-	meta                                               metaFlag
+	name, tier, models, scopes, rpm, tpm, tpd, concurrency, expires *string
+	expiresIn                                                       *time.Duration
+	meta                                                            metaFlag
 }
 
 type metaFlag map[string]string
@@ -152,6 +153,7 @@ func newKeySpecFlags(fs *flag.FlagSet) *keySpecFlags {
 	f.rpm = fs.String("rpm", "", "requests per minute of its own (0: unlimited; update: \"tier\" for the tier's)")
 	f.tpm = fs.String("tpm", "", "tokens per minute of its own")
 	f.tpd = fs.String("tpd", "", "tokens per day of its own")
+	f.concurrency = fs.String("concurrency", "", "requests in flight at once of its own")
 	f.expires = fs.String("expires", "", "when the key stops working, RFC 3339 (update: \"never\" to clear)")
 	f.expiresIn = fs.Duration("expires-in", 0, "the key stops working after this long")
 	fs.Var(f.meta, "meta", "metadata name=value (repeatable)")
@@ -185,7 +187,7 @@ func (f *keySpecFlags) body(fs *flag.FlagSet, create bool) (map[string]any, erro
 		body["scopes"] = list(*f.scopes)
 	}
 	limits := map[string]any{}
-	for name, v := range map[string]*string{"rpm": f.rpm, "tpm": f.tpm, "tpd": f.tpd} {
+	for name, v := range map[string]*string{"rpm": f.rpm, "tpm": f.tpm, "tpd": f.tpd, "concurrency": f.concurrency} {
 		if !set[name] {
 			continue
 		}
@@ -311,7 +313,7 @@ func limitsString(l map[string]int64) string {
 		return "the tier's"
 	}
 	var parts []string
-	for _, n := range []string{"rpm", "tpm", "tpd"} {
+	for _, n := range []string{"rpm", "tpm", "tpd", "concurrency"} {
 		if v, ok := l[n]; ok {
 			parts = append(parts, fmt.Sprintf("%s %d", n, v))
 		}
