@@ -30,11 +30,11 @@ type app struct {
 
 // newApp builds everything serve needs, from the configuration, without
 // listening. On error, what was built is closed.
-func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(string) string) (a *app, err error) {
-	a = &app{cfg: cfg, log: log}
+func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(string) string) (_ *app, err error) {
+	a := &app{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
-			a.close()
+			a.close() // a, not the nil this returns
 		}
 	}()
 	catalog, err := catalogOf(cfg, getenv)

@@ -164,21 +164,36 @@ func TestSIGTERMLetsStreamsFinish(t *testing.T) {
 	}
 }
 
+// TestBadConfigExits2: a configuration at fault, in the file or in the
+// environment, ends serve with status 2 and a message naming it, never a
+// panic, whatever was already built.
 func TestBadConfigExits2(t *testing.T) {
 	bin, err := buildObol()
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}
-	cmd := exec.Command(bin, "serve", "-config", "testdata/bad/no-backend-model.yaml")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-		t.Fatalf("exit %v, want 2", err)
-	}
-	if !strings.Contains(stderr.String(), "models.hermes.backends[0].model") {
-		t.Errorf("stderr does not name the field: %s", stderr.String())
+	for _, c := range []struct {
+		config string
+		env    []string
+		want   string
+	}{
+		{"testdata/bad/no-backend-model.yaml", nil, "models.hermes.backends[0].model"},
+		// Failing after the metrics, tracing and the data dir were set up.
+		{"testdata/good.yaml", []string{"OBOL_ADMIN_TOKEN=short", "TEST_UPSTREAM=http://127.0.0.1:9/v1", "TEST_DATA_DIR=" + t.TempDir()},
+			"OBOL_ADMIN_TOKEN: at least 16 characters"},
+	} {
+		cmd := exec.Command(bin, "serve", "-config", c.config)
+		cmd.Env = append(os.Environ(), c.env...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err = cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || strings.Contains(stderr.String(), "panic") {
+			t.Errorf("%s %v: exit %v, want 2\n%s", c.config, c.env, err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%s: stderr does not name the fault: %s", c.config, stderr.String())
+		}
 	}
 }
 
