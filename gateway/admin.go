@@ -63,6 +63,7 @@ type keyView struct {
 	Models     []string          `json:"models"`
 	Limits     keys.Limits       `json:"limits"`
 	Scopes     []string          `json:"scopes"`
+	Project    *string           `json:"project"` // null for none
 	Metadata   map[string]string `json:"metadata"`
 	Prefix     string            `json:"prefix"`
 	Status     string            `json:"status"` // active, expired, revoked
@@ -86,6 +87,9 @@ func viewOf(k *keys.Key) keyView {
 	if v.Models == nil {
 		v.Models = []string{}
 	}
+	if k.Project != "" {
+		v.Project = &k.Project
+	}
 	if v.Metadata == nil {
 		v.Metadata = map[string]string{}
 	}
@@ -93,14 +97,15 @@ func viewOf(k *keys.Key) keyView {
 }
 
 // keyRequest is the body of a create or an update. Fields that may be
-// cleared (limits, expires_at) are read raw, so that null (clear) and
-// absent (leave) differ.
+// cleared (limits, project, expires_at) are read raw, so that null
+// (clear) and absent (leave) differ.
 type keyRequest struct {
 	Name      *string                    `json:"name"`
 	Tier      *string                    `json:"tier"`
 	Models    *[]string                  `json:"models"`
 	Limits    map[string]json.RawMessage `json:"limits"`
 	Scopes    *[]string                  `json:"scopes"`
+	Project   json.RawMessage            `json:"project"`
 	ExpiresAt json.RawMessage            `json:"expires_at"`
 	Metadata  *map[string]string         `json:"metadata"`
 }
@@ -121,7 +126,7 @@ func decodeKeyRequest(r *http.Request, maxBody int64) (*keyRequest, error) {
 	dec.DisallowUnknownFields()
 	var kr keyRequest
 	if err := dec.Decode(&kr); err != nil {
-		return nil, badRequest(jsonField(err), "the body must be a JSON object of name, tier, models, limits, scopes, expires_at, metadata: "+err.Error())
+		return nil, badRequest(jsonField(err), "the body must be a JSON object of name, tier, models, limits, scopes, project, expires_at, metadata: "+err.Error())
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, badRequest("", "the body must be one JSON object with nothing after it")
@@ -182,6 +187,12 @@ func (kr *keyRequest) apply(k *keys.Key, now time.Time) error {
 		}
 		*dst = &v
 	}
+	if len(kr.Project) > 0 {
+		k.Project = ""
+		if string(kr.Project) != "null" && (json.Unmarshal(kr.Project, &k.Project) != nil || k.Project == "") {
+			return badRequest("project", "project is a configured project's id, or null for none")
+		}
+	}
 	if len(kr.ExpiresAt) > 0 {
 		if string(kr.ExpiresAt) == "null" {
 			k.ExpiresAt = nil
@@ -231,7 +242,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ httprouter.
 	if err := kr.apply(&k, time.Now()); err != nil {
 		return err
 	}
-	spec := keys.Spec{Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: k.Limits, ExpiresAt: k.ExpiresAt, Metadata: k.Metadata}
+	spec := keys.Spec{Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: k.Limits, Project: k.Project,
+		ExpiresAt: k.ExpiresAt, Metadata: k.Metadata}
 	if kr.Scopes != nil {
 		spec.Scopes = k.Scopes
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/quota"
 )
 
 const adminToken = "test-admin-token-0123456789abcdef"
@@ -330,5 +331,31 @@ func TestAdminOffAndSeparate(t *testing.T) {
 	}
 	if resp, err := http.Get(admin.URL + "/v1/models"); err != nil || resp.StatusCode != 404 {
 		t.Errorf("the public API on the admin listener: %v %v", resp, err)
+	}
+}
+
+// TestAdminKeyProject: a run-time key joins a configured project at
+// creation, and leaves it with null; an unknown project is refused.
+func TestAdminKeyProject(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 2}, withAdmin(t), withProject("acme", quota.Limits{RPM: 1}))
+	k := e.createKey(t, `{"tier":"pro","project":"acme"}`)
+	resp, b := e.do(t, "GET", "/v1/admin/keys/"+k.ID, adminToken, "")
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"project":"acme"`) {
+		t.Fatalf("the key: %d %s", resp.StatusCode, b)
+	}
+	// The project's one request a minute holds for the new key.
+	if resp := e.post(t, "/v1/chat", k.Secret, hi+`}`); resp.StatusCode != 200 {
+		t.Errorf("first: %d", resp.StatusCode)
+	}
+	if resp := e.post(t, "/v1/chat", k.Secret, hi+`}`); resp.StatusCode != 429 {
+		t.Errorf("second, over the project's RPM: %d", resp.StatusCode)
+	}
+	if resp, b := e.do(t, "POST", "/v1/admin/keys", adminToken, `{"tier":"pro","project":"beta"}`); resp.StatusCode != 400 ||
+		!strings.Contains(string(b), `"param":"project"`) {
+		t.Errorf("an unknown project: %d %s", resp.StatusCode, b)
+	}
+	resp, b = e.do(t, "PATCH", "/v1/admin/keys/"+k.ID, adminToken, `{"project":null}`)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"project":null`) {
+		t.Errorf("leaving the project: %d %s", resp.StatusCode, b)
 	}
 }

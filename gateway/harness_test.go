@@ -49,6 +49,7 @@ type envConfig struct {
 	// admin API; keyPoll is how often its change log is read.
 	keyStore keys.Store
 	keyPoll  time.Duration
+	projects keys.Projects
 }
 
 type envOption func(*envConfig)
@@ -59,6 +60,21 @@ func withLimits(secret string, lim quota.Limits) envOption {
 		k := c.keys[secret]
 		k.Limits = keys.Limits{RPM: &lim.RPM, TPM: &lim.TPM, TPD: &lim.TPD, Concurrency: &lim.Concurrency}
 		c.keys[secret] = k
+	}
+}
+
+// withProject puts the keys of secrets in project id, with its limits.
+func withProject(id string, lim quota.Limits, secrets ...string) envOption {
+	return func(c *envConfig) {
+		if c.projects == nil {
+			c.projects = keys.Projects{}
+		}
+		c.projects[id] = lim
+		for _, secret := range secrets {
+			k := c.keys[secret]
+			k.Project = id
+			c.keys[secret] = k
+		}
 	}
 }
 
@@ -173,7 +189,7 @@ func newKeys(t testing.TB, c *envConfig, cat *models.Catalog) *keys.Registry {
 		static = append(static, k)
 	}
 	reg, err := keys.NewRegistry(context.Background(), c.keyStore, keys.Options{
-		Static: static, Poll: c.keyPoll,
+		Static: static, Poll: c.keyPoll, Projects: c.projects,
 		KnownModel: func(name string) bool { return cat.Get(name) != nil },
 	})
 	if err != nil {

@@ -8,25 +8,34 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
 )
 
 // keyInfo is GET /v1/key (callingKey): the calling key, what it may do,
 // its limits, what remains of them now, and its spend this month: the
-// numbers the rate-limit headers and /v1/usage show. Project and budget
-// are null until keys have them.
+// numbers the rate-limit headers and /v1/usage show; its project's limits
+// and what they leave. Budget is null until keys have one.
 type keyInfo struct {
 	Object    string       `json:"object"`
 	ID        string       `json:"id"`
 	Name      string       `json:"name"`
 	Tier      string       `json:"tier"`
-	Project   *string      `json:"project"`
+	Project   *projectInfo `json:"project"`
 	Models    []string     `json:"models"`
 	Scopes    []string     `json:"scopes"`
 	Limits    keyLimits    `json:"limits"`
 	Remaining keyRemains   `json:"remaining"`
 	Spend     keySpend     `json:"spend"`
 	Budget    *usage.Money `json:"budget"`
+}
+
+// projectInfo is the key's project: its limits, across all its keys, and
+// what they leave now.
+type projectInfo struct {
+	ID        string     `json:"id"`
+	Limits    keyLimits  `json:"limits"`
+	Remaining keyRemains `json:"remaining"`
 }
 
 // keyLimits are the key's allowances; null is unlimited.
@@ -62,12 +71,33 @@ func limit(v int64) *int64 {
 	return &v
 }
 
+func limitsOf(l quota.Limits) keyLimits {
+	return keyLimits{RPM: limit(l.RPM), TPM: limit(l.TPM), TPD: limit(l.TPD), Concurrency: limit(l.Concurrency)}
+}
+
+// remainsOf is what lim leaves by the figures of d.
+func remainsOf(lim quota.Limits, d quota.Decision, now time.Time) keyRemains {
+	r := keyRemains{InFlight: d.InFlight}
+	if lim.RPM > 0 {
+		r.Requests = &d.RequestsRemaining
+	}
+	if lim.TPM > 0 {
+		r.Tokens = &d.TokensRemaining
+	}
+	if lim.TPD > 0 {
+		left := max(lim.TPD-d.DailyUsed, 0)
+		midnight := time.Date(now.UTC().Year(), now.UTC().Month(), now.UTC().Day()+1, 0, 0, 0, 0, time.UTC)
+		r.TokensToday, r.ResetsAt = &left, &midnight
+	}
+	return r
+}
+
 func (s *Server) callingKey(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
 	if err := s.authenticate(r, c, "", ""); err != nil {
 		return err
 	}
 	k := c.key
-	d, err := s.quota.Peek(r.Context(), k.ID, k.Limits)
+	d, err := s.quota.Peek(r.Context(), subjectOf(k))
 	if err != nil {
 		return storeError(err)
 	}
@@ -83,26 +113,16 @@ func (s *Server) callingKey(w http.ResponseWriter, r *http.Request, _ httprouter
 		return unavailable("usage cannot be read", err)
 	}
 	info := keyInfo{Object: "api_key", ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes,
-		Limits: keyLimits{RPM: limit(k.Limits.RPM), TPM: limit(k.Limits.TPM), TPD: limit(k.Limits.TPD),
-			Concurrency: limit(k.Limits.Concurrency)},
-		Remaining: keyRemains{InFlight: d.InFlight},
-		Spend:     keySpend{Period: period, Cost: sum.TotalCost, Tokens: sum.TotalTokens, Currency: "usd"}}
+		Limits: limitsOf(k.Limits), Remaining: remainsOf(k.Limits, d, now),
+		Spend: keySpend{Period: period, Cost: sum.TotalCost, Tokens: sum.TotalTokens, Currency: "usd"}}
 	if info.Models == nil {
 		info.Models = []string{}
 	}
 	for _, m := range sum.ByModel {
 		info.Spend.Requests += m.Requests
 	}
-	if k.Limits.RPM > 0 {
-		info.Remaining.Requests = &d.RequestsRemaining
-	}
-	if k.Limits.TPM > 0 {
-		info.Remaining.Tokens = &d.TokensRemaining
-	}
-	if k.Limits.TPD > 0 {
-		left := max(k.Limits.TPD-d.DailyUsed, 0)
-		midnight := time.Date(now.UTC().Year(), now.UTC().Month(), now.UTC().Day()+1, 0, 0, 0, 0, time.UTC)
-		info.Remaining.TokensToday, info.Remaining.ResetsAt = &left, &midnight
+	if k.Project != "" && d.Project != nil {
+		info.Project = &projectInfo{ID: k.Project, Limits: limitsOf(k.ProjectLimits), Remaining: remainsOf(k.ProjectLimits, *d.Project, now)}
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, info)

@@ -25,7 +25,7 @@ const hi = `{"model":"hermes","messages":[{"role":"user","content":"hi"}]`
 // peek reads a key's allowances from the store the gateway uses.
 func peek(t *testing.T, q *quota.Limiter, key string, lim quota.Limits) quota.Decision {
 	t.Helper()
-	d, err := q.Peek(context.Background(), key, lim)
+	d, err := q.Peek(context.Background(), quota.One(key, lim))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,9 +363,58 @@ func TestConcurrencyCap(t *testing.T) {
 			}
 			// Every lease is released: three at once get in again.
 			poll.Until(t, "the leases to be released", func() bool {
-				d, err := e.quota.Peek(context.Background(), "key_all", quota.Limits{Concurrency: 3})
+				d, err := e.quota.Peek(context.Background(), quota.One("key_all", quota.Limits{Concurrency: 3}))
 				return err == nil && d.InFlight == 0
 			})
+		})
+	}
+}
+
+// TestProjectLimit: a project with two keys and RPM 20 admits exactly 20
+// of 60 concurrent requests split across both keys, refuses the rest
+// naming the project, and GET /v1/key shows the project's allowance.
+func TestProjectLimit(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memory", true: "redis"}[shared], func(t *testing.T) {
+			opts := []envOption{withProject("acme", quota.Limits{RPM: 20}, keyAll, keyHermes)}
+			if shared {
+				opts = append(opts, withLimiter(redisLimiter(t)))
+			}
+			e := newEnv(t, sim.Config{ReplyTokens: 3}, opts...)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			codes := map[int]int{}
+			for i := 0; i < 60; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp := e.post(t, "/v1/chat", []string{keyAll, keyHermes}[i%2], hi+`}`)
+					b, _ := io.ReadAll(resp.Body)
+					mu.Lock()
+					codes[resp.StatusCode]++
+					mu.Unlock()
+					if resp.StatusCode == 429 && !strings.Contains(string(b), `"message":"project acme: Rate limit reached for hermes on requests per min (RPM): Limit 20`) {
+						t.Errorf("a refusal: %s", b)
+					}
+				}()
+			}
+			wg.Wait()
+			if codes[200] != 20 || codes[429] != 40 {
+				t.Errorf("answers %v, want 20 admitted", codes)
+			}
+			resp := e.get(t, "/v1/key", keyHermes)
+			var k struct {
+				Project struct {
+					ID        string
+					Limits    struct{ RPM *int64 }
+					Remaining struct{ Requests *int64 }
+				}
+			}
+			json.NewDecoder(resp.Body).Decode(&k)
+			if k.Project.ID != "acme" || k.Project.Limits.RPM == nil || *k.Project.Limits.RPM != 20 ||
+				k.Project.Remaining.Requests == nil || *k.Project.Remaining.Requests != 0 {
+				t.Errorf("GET /v1/key: %+v", k.Project)
+			}
 		})
 	}
 }

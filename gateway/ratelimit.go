@@ -10,16 +10,17 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
 )
 
 // Quota admits requests against a key's limits and settles them after.
 type Quota interface {
-	// Admit reserves tokens for key, all or nothing.
-	Admit(ctx context.Context, key string, lim quota.Limits, tokens int64) (quota.Decision, error)
-	// Peek reports key's allowances without reserving anything.
-	Peek(ctx context.Context, key string, lim quota.Limits) (quota.Decision, error)
+	// Admit reserves tokens for a key and its project, all or nothing.
+	Admit(ctx context.Context, sub quota.Subject, tokens int64) (quota.Decision, error)
+	// Peek reports the allowances without reserving anything.
+	Peek(ctx context.Context, sub quota.Subject) (quota.Decision, error)
 	// Settle replaces a reservation's estimate by the actual count, and
 	// releases its concurrency lease.
 	Settle(ctx context.Context, res *quota.Reservation, actual int64) error
@@ -39,7 +40,7 @@ func estimate(req *chatRequest) int64 {
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model) error {
 	est := estimate(req)
 	ctx, span := s.child(r.Context(), "quota.admit")
-	d, err := s.quota.Admit(ctx, c.key.ID, c.key.Limits, est)
+	d, err := s.quota.Admit(ctx, subjectOf(c.key), est)
 	span.SetAttributes(attribute.Int64("obol.quota.estimate", est), attribute.Bool("obol.quota.allowed", d.Allowed))
 	span.End()
 	if err != nil {
@@ -54,7 +55,12 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *cha
 			outcome = "too_large"
 		}
 		s.metrics.decided(r.Context(), c.key.Tier, d.Denied.String(), outcome)
-		return rateLimited(m.Name, c.key.Limits, d, est)
+		if d.ByProject && d.Project != nil {
+			p := *d.Project
+			p.Denied, p.RetryAfter, p.Hopeless = d.Denied, d.RetryAfter, d.Hopeless
+			return rateLimited(m.Name, "project "+c.key.Project, c.key.ProjectLimits, p, est)
+		}
+		return rateLimited(m.Name, "", c.key.Limits, d, est)
 	}
 	s.metrics.decided(r.Context(), c.key.Tier, "none", "allowed")
 	c.reservation = d.Reservation
@@ -70,7 +76,7 @@ func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
 	if c.key == nil || c.rated {
 		return
 	}
-	d, err := s.quota.Peek(r.Context(), c.key.ID, c.key.Limits)
+	d, err := s.quota.Peek(r.Context(), subjectOf(c.key))
 	if err != nil {
 		return
 	}
@@ -97,6 +103,12 @@ func (s *Server) settle(ctx context.Context, c *call) {
 		s.log.Warn("quota settlement lost; the key stays charged the estimate",
 			"request_id", c.id, "key_id", c.key.ID, "estimate", c.reservation.Tokens, "actual", actual, "err", err)
 	}
+}
+
+// subjectOf is what a key's requests count against: the key and its
+// project.
+func subjectOf(k *keys.Identity) quota.Subject {
+	return quota.Subject{Key: k.ID, Limits: k.Limits, Project: k.Project, ProjectLimits: k.ProjectLimits}
 }
 
 func storeError(err error) error {
@@ -139,15 +151,28 @@ func resetString(d time.Duration) string {
 // it. A request that waiting cannot cure (the day's tokens are spent, or
 // it alone is larger than an allowance) says so with x-should-retry:
 // false; one larger than the allowance carries no retry delay at all.
-func rateLimited(model string, lim quota.Limits, d quota.Decision, est int64) *Error {
+// level names a project whose limit it is ("" for the key's own), and
+// then leads the message.
+func rateLimited(model, level string, lim quota.Limits, d quota.Decision, est int64) *Error {
+	e := rateLimitedAt(model, level, lim, d, est)
+	if level != "" && d.Denied != quota.Concurrent {
+		e.Message = level + ": " + e.Message
+	}
+	return e
+}
+
+func rateLimitedAt(model, level string, lim quota.Limits, d quota.Decision, est int64) *Error {
 	e := &Error{Code: CodeRateLimit, RetryAfter: d.RetryAfter}
 	var name string
 	var limit, used, requested int64
 	switch d.Denied {
 	case quota.Concurrent:
+		if level == "" {
+			level = "this API key"
+		}
 		e.RetryAfter = time.Second
-		e.Message = fmt.Sprintf("Rate limit reached: too many concurrent requests for this API key: Limit %d, in flight %d. Please try again in 1s.",
-			lim.Concurrency, d.InFlight)
+		e.Message = fmt.Sprintf("Rate limit reached: too many concurrent requests for %s: Limit %d, in flight %d. Please try again in 1s.",
+			level, lim.Concurrency, d.InFlight)
 		return e
 	case quota.Requests:
 		name, limit, requested = "requests per min (RPM)", lim.RPM, 1

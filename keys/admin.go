@@ -20,6 +20,7 @@ type Spec struct {
 	Models    []string
 	Limits    Limits
 	Scopes    []string // nil: DefaultScopes
+	Project   string   // "" for none
 	ExpiresAt *time.Time
 	Metadata  map[string]string
 }
@@ -34,7 +35,7 @@ func (r *Registry) Create(ctx context.Context, s Spec) (*Key, string, error) {
 	for attempt := 0; ; attempt++ {
 		id, secret := newSecret()
 		k := &Key{
-			ID: id, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits, Scopes: scopes,
+			ID: id, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits, Scopes: scopes, Project: s.Project,
 			Metadata: s.Metadata, Prefix: prefixOf(secret), Hash: Digest(secret),
 			CreatedAt: r.opt.Now().UTC().Truncate(time.Millisecond), ExpiresAt: s.ExpiresAt,
 		}
@@ -131,6 +132,10 @@ func (r *Registry) checkConfigured(k *Key) error {
 	if _, ok := r.opt.Tiers[k.Tier]; !ok {
 		names := slices.Sorted(maps.Keys(r.opt.Tiers))
 		return &InvalidError{Field: "tier", Msg: fmt.Sprintf("unknown tier %q; tiers: %s", k.Tier, strings.Join(names, ", "))}
+	}
+	if _, ok := r.opt.Projects[k.Project]; k.Project != "" && !ok {
+		names := slices.Sorted(maps.Keys(r.opt.Projects))
+		return &InvalidError{Field: "project", Msg: fmt.Sprintf("unknown project %q; projects: %s", k.Project, strings.Join(names, ", "))}
 	}
 	for _, m := range k.Models {
 		if !r.opt.KnownModel(m) {

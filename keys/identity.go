@@ -23,6 +23,10 @@ type Identity struct {
 	Scopes []string
 	// Limits are its tier's with the key's own overrides; 0 is unlimited.
 	Limits quota.Limits
+	// Project is the project the key belongs to ("" for none), whose
+	// limits hold across all its keys.
+	Project       string
+	ProjectLimits quota.Limits
 }
 
 // Has reports whether the identity holds scope; chat implies chat:stream.
@@ -52,18 +56,29 @@ type Static struct {
 	Models []string
 	Limits Limits
 	Scopes []string // empty: every scope
+	// Project is the configured project it belongs to; "" for none.
+	Project string
 }
 
-// resolve is a stored key as an Identity, its limits from its tier. A
-// tier dropped from the configuration must not leave its keys unlimited:
-// it is an error.
-func resolve(k *Key, tiers quota.Tiers) (*Identity, error) {
+// resolve is a stored key as an Identity, its limits from its tier and
+// its project's. A tier or project dropped from the configuration must
+// not leave its keys unlimited: it is an error.
+func resolve(k *Key, tiers quota.Tiers, projects Projects) (*Identity, error) {
 	lim, ok := tiers.Limits(k.Tier, k.Limits.override())
 	if !ok {
 		return nil, fmt.Errorf("key %s: tier %q is not configured", k.ID, k.Tier)
 	}
-	return &Identity{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes, Limits: lim}, nil
+	id := &Identity{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes, Limits: lim, Project: k.Project}
+	if k.Project != "" {
+		if id.ProjectLimits, ok = projects[k.Project]; !ok {
+			return nil, fmt.Errorf("key %s: project %q is not configured", k.ID, k.Project)
+		}
+	}
+	return id, nil
 }
+
+// Projects are the configured projects' limits, by project id.
+type Projects map[string]quota.Limits
 
 func (l Limits) override() quota.Override {
 	return quota.Override{RPM: l.RPM, TPM: l.TPM, TPD: l.TPD, Concurrency: l.Concurrency}
@@ -78,14 +93,14 @@ type staticEntry struct {
 	id     *Identity
 }
 
-func newStaticIndex(keys []Static, tiers quota.Tiers) (staticIndex, error) {
+func newStaticIndex(keys []Static, tiers quota.Tiers, projects Projects) (staticIndex, error) {
 	idx := make(staticIndex, len(keys))
 	for _, s := range keys {
 		scopes := s.Scopes
 		if len(scopes) == 0 {
 			scopes = AllScopes
 		}
-		id, err := resolve(&Key{ID: s.ID, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits, Scopes: scopes}, tiers)
+		id, err := resolve(&Key{ID: s.ID, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits, Scopes: scopes, Project: s.Project}, tiers, projects)
 		if err != nil {
 			return nil, err
 		}

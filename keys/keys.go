@@ -47,6 +47,7 @@ type Key struct {
 	Models     []string          `json:"models"` // empty: all
 	Limits     Limits            `json:"limits"`
 	Scopes     []string          `json:"scopes"`
+	Project    string            `json:"project,omitempty"` // "" for none
 	Metadata   map[string]string `json:"metadata"`
 	Prefix     string            `json:"prefix"` // the secret's start, to recognise it by
 	Hash       string            `json:"sha256"` // hex SHA-256 of the secret

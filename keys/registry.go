@@ -20,6 +20,8 @@ type Options struct {
 	// Tiers resolve a key's limits; a key of a tier not here is refused
 	// at creation and cannot be used. Nil means quota.DefaultTiers.
 	Tiers quota.Tiers
+	// Projects are the projects keys may belong to, with their limits.
+	Projects Projects
 	// KnownModel reports whether a model exists, to check a key's
 	// models at creation; nil accepts any name.
 	KnownModel func(name string) bool
@@ -94,7 +96,7 @@ func NewRegistry(ctx context.Context, store Store, o Options) (*Registry, error)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	static, err := newStaticIndex(o.Static, o.Tiers)
+	static, err := newStaticIndex(o.Static, o.Tiers, o.Projects)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +168,7 @@ func (r *Registry) fill(ctx context.Context, digest string) (*Entry, error) {
 	case err != nil:
 		return nil, err
 	default:
-		id, err := resolve(k, r.opt.Tiers)
+		id, err := resolve(k, r.opt.Tiers, r.opt.Projects)
 		if err != nil {
 			return nil, fmt.Errorf("resolve key: %w", err)
 		}

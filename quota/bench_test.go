@@ -32,7 +32,7 @@ func BenchmarkAdmitSettle(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				key := "key_" + strconv.FormatInt(n.Add(1)%64, 10)
 				for pb.Next() {
-					d, err := bc.s.Admit(ctx, key, lim, 1000)
+					d, err := bc.s.Admit(ctx, One(key, lim), 1000)
 					if err != nil || !d.Allowed {
 						b.Fatal(d, err)
 					}

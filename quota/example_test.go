@@ -22,11 +22,11 @@ func ExampleMemory() {
 	m := quota.NewMemory()
 	lim := quota.Limits{RPM: 20, TPM: 40000, TPD: 250000}
 
-	d, _ := m.Admit(ctx, "key_a", lim, 4100) // prompt estimate + max_tokens
+	d, _ := m.Admit(ctx, quota.One("key_a", lim), 4100) // prompt estimate + max_tokens
 	fmt.Println(d.Allowed, d.RequestsRemaining, d.TokensRemaining)
 	m.Settle(ctx, d.Reservation, 350) // the backend reported 350 tokens
 
-	d, _ = m.Peek(ctx, "key_a", lim)
+	d, _ = m.Peek(ctx, quota.One("key_a", lim))
 	fmt.Println(d.DailyUsed)
 	// Output:
 	// true 19 35900

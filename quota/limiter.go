@@ -20,8 +20,8 @@ var ErrUnavailable = errors.New("quota store unavailable")
 
 // Store is a shared store of allowances: Redis.
 type Store interface {
-	Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error)
-	Peek(ctx context.Context, key string, lim Limits) (Decision, error)
+	Admit(ctx context.Context, sub Subject, tokens int64) (Decision, error)
+	Peek(ctx context.Context, sub Subject) (Decision, error)
 	SettleBatch(ctx context.Context, batch []Settlement) error
 	Renew(ctx context.Context, res *Reservation) error
 	Ping(ctx context.Context) error
@@ -147,21 +147,21 @@ func (l *Limiter) fromStore(ctx context.Context, ask func(context.Context) (Deci
 	return Decision{}, false, nil
 }
 
-// Admit reserves tokens for key against lim, all or nothing.
-func (l *Limiter) Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error) {
+// Admit reserves tokens for the subject at every level, all or nothing.
+func (l *Limiter) Admit(ctx context.Context, sub Subject, tokens int64) (Decision, error) {
 	d, decided, err := l.fromStore(ctx, func(ctx context.Context) (Decision, error) {
-		return l.store.Admit(ctx, key, lim, tokens)
+		return l.store.Admit(ctx, sub, tokens)
 	})
 	if err != nil {
-		return Decision{}, fmt.Errorf("admit %s: %w", key, err)
+		return Decision{}, fmt.Errorf("admit %s: %w", sub.Key, err)
 	}
 	if decided {
 		return d, nil
 	}
 	if l.opt.Mode == FailClosed {
-		return Decision{}, fmt.Errorf("admit %s: %w", key, ErrUnavailable)
+		return Decision{}, fmt.Errorf("admit %s: %w", sub.Key, ErrUnavailable)
 	}
-	d, _ = l.local.Admit(ctx, key, l.share(lim), tokens)
+	d, _ = l.local.Admit(ctx, l.share(sub), tokens)
 	if d.Reservation != nil {
 		d.Reservation.local = true
 	}
@@ -169,21 +169,21 @@ func (l *Limiter) Admit(ctx context.Context, key string, lim Limits, tokens int6
 	return d, nil
 }
 
-// Peek reports key's allowances without reserving anything.
-func (l *Limiter) Peek(ctx context.Context, key string, lim Limits) (Decision, error) {
+// Peek reports the subject's allowances without reserving anything.
+func (l *Limiter) Peek(ctx context.Context, sub Subject) (Decision, error) {
 	d, decided, err := l.fromStore(ctx, func(ctx context.Context) (Decision, error) {
-		return l.store.Peek(ctx, key, lim)
+		return l.store.Peek(ctx, sub)
 	})
 	if err != nil {
-		return Decision{}, fmt.Errorf("peek %s: %w", key, err)
+		return Decision{}, fmt.Errorf("peek %s: %w", sub.Key, err)
 	}
 	if decided {
 		return d, nil
 	}
 	if l.opt.Mode == FailClosed {
-		return Decision{}, fmt.Errorf("peek %s: %w", key, ErrUnavailable)
+		return Decision{}, fmt.Errorf("peek %s: %w", sub.Key, ErrUnavailable)
 	}
-	return l.local.Peek(ctx, key, l.share(lim))
+	return l.local.Peek(ctx, l.share(sub))
 }
 
 // Settle replaces a reservation's estimate by the actual count, in the
@@ -254,7 +254,9 @@ func (l *Limiter) settler() {
 	}
 }
 
-func (l *Limiter) share(lim Limits) Limits {
+// share is a replica's part of every level's limits, while it decides
+// alone.
+func (l *Limiter) share(sub Subject) Subject {
 	n := int64(l.opt.Replicas)
 	div := func(v int64) int64 {
 		if v <= 0 {
@@ -262,7 +264,11 @@ func (l *Limiter) share(lim Limits) Limits {
 		}
 		return (v + n - 1) / n
 	}
-	return Limits{RPM: div(lim.RPM), TPM: div(lim.TPM), TPD: div(lim.TPD), Concurrency: div(lim.Concurrency)}
+	part := func(lim Limits) Limits {
+		return Limits{RPM: div(lim.RPM), TPM: div(lim.TPM), TPD: div(lim.TPD), Concurrency: div(lim.Concurrency)}
+	}
+	sub.Limits, sub.ProjectLimits = part(sub.Limits), part(sub.ProjectLimits)
+	return sub
 }
 
 // failed counts a store error and, on the first of an outage, logs it and

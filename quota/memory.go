@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"math"
+	"slices"
 	"sync"
 	"time"
 )
@@ -48,8 +49,10 @@ func NewMemory() *Memory {
 	return m
 }
 
-func (m *Memory) shard(key string) *memShard {
-	return &m.shards[maphash.String(m.seed, key)%uint64(len(m.shards))]
+func (m *Memory) shard(key string) *memShard { return &m.shards[m.shardIndex(key)] }
+
+func (m *Memory) shardIndex(key string) int {
+	return int(maphash.String(m.seed, key) % uint64(len(m.shards)))
 }
 
 // gcra is the scripts' gcra: whether n units fit a limit per 60 s whose
@@ -67,95 +70,178 @@ func gcra(tat, now float64, limit, n int64) (ok bool, newTAT, remaining, wait, u
 	return true, newTAT, diff / interval, 0, used
 }
 
-// Admit reserves tokens for key against lim, all or nothing.
-func (m *Memory) Admit(_ context.Context, key string, lim Limits, tokens int64) (Decision, error) {
-	return m.admit(key, lim, tokens, false), nil
+// Admit reserves tokens for the subject at every level, all or nothing.
+func (m *Memory) Admit(_ context.Context, sub Subject, tokens int64) (Decision, error) {
+	return m.admit(sub, tokens, false), nil
 }
 
-// Peek reports key's allowances without reserving anything.
-func (m *Memory) Peek(_ context.Context, key string, lim Limits) (Decision, error) {
-	return m.admit(key, lim, 0, true), nil
+// Peek reports the subject's allowances without reserving anything.
+func (m *Memory) Peek(_ context.Context, sub Subject) (Decision, error) {
+	return m.admit(sub, 0, true), nil
 }
 
-func (m *Memory) admit(key string, lim Limits, tokens int64, dry bool) Decision {
+// memLevel is one level's state during an admission, as the script's
+// decide holds it.
+type memLevel struct {
+	level
+	s                        *memShard
+	st                       *memTATs
+	rOK, tOK                 bool
+	rTAT, rRem, rWait        float64
+	tTAT, tRem, tWait, tUsed float64
+	dUsed, inFlight          int64
+	denied                   Limit
+	retry                    float64
+	hopeless                 bool
+}
+
+// lock locks the shards of the subject's levels, in shard order, and
+// returns the unlock.
+func (m *Memory) lock(levels []level) func() {
+	idx := make([]int, 0, len(levels))
+	for _, l := range levels {
+		i := m.shardIndex(l.id)
+		if !slices.Contains(idx, i) {
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		m.shards[i].mu.Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			m.shards[i].mu.Unlock()
+		}
+	}
+}
+
+func (m *Memory) admit(sub Subject, tokens int64, dry bool) Decision {
 	t := m.now()
 	now := float64(t.UnixMicro()-epoch*1e6) / 1e6
 	d, left := day(t)
-	s := m.shard(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rollover(d)
-	st := s.tats[key]
-	if st == nil {
-		st = &memTATs{}
-	}
+	levels := sub.levels()
+	defer m.lock(levels)()
 	reqs := int64(1)
 	if dry {
 		reqs = 0
 	}
-
-	var dec Decision
-	rOK, rTAT, rRem, rWait := true, now, -1.0, 0.0
-	tOK, tTAT, tRem, tWait, tUsed := true, now, -1.0, 0.0, 0.0
-	if lim.RPM > 0 {
-		rOK, rTAT, rRem, rWait, _ = gcra(st.rpm, now, lim.RPM, reqs)
-	}
-	if lim.TPM > 0 {
-		tOK, tTAT, tRem, tWait, tUsed = gcra(st.tpm, now, lim.TPM, tokens)
-	}
-	dk := dayKey{d, key}
-	dUsed := s.daily[dk]
-	retry := 0.0
-	if !rOK {
-		dec.Denied, retry = Requests, rWait
-	}
-	if !tOK && (dec.Denied == None || tWait > retry || tokens > lim.TPM) {
-		dec.Denied, retry = Tokens, tWait
-		dec.Hopeless = tokens > lim.TPM
-	}
-	if lim.TPD > 0 && dUsed+tokens > lim.TPD {
-		dec.Denied, retry = DailyTokens, left.Seconds()
-		dec.Hopeless = dec.Hopeless || tokens > lim.TPD
-	}
-	if lim.Concurrency > 0 {
-		dec.InFlight = s.inFlight(key, now)
-		if dec.Denied == None && !dry && dec.InFlight >= lim.Concurrency {
-			dec.Denied, retry = Concurrent, 1
+	states := make([]*memLevel, len(levels))
+	var worst *memLevel
+	by := 0
+	for i, l := range levels {
+		ml := m.decide(l, now, d, left, reqs, tokens, dry)
+		states[i] = ml
+		if ml.denied != None && (worst == nil || (ml.hopeless && !worst.hopeless) ||
+			(ml.hopeless == worst.hopeless && ml.retry > worst.retry)) {
+			worst, by = ml, i
 		}
 	}
 	lease := ""
-	if dec.Denied == None && !dry {
-		if lim.RPM > 0 {
-			st.rpm = rTAT
-		}
-		if lim.TPM > 0 && tTAT > now {
-			st.tpm = tTAT
-		}
-		if s.tats[key] == nil {
-			s.tats[key] = st
-		}
-		if tokens > 0 {
-			s.daily[dk] = dUsed + tokens
-			s.dirty[dk] = struct{}{}
-		}
-		if lim.Concurrency > 0 {
+	if worst == nil && !dry {
+		if sub.concurrent() {
 			lease = newLease()
-			s.hold(key, lease, now+LeaseTTL.Seconds())
+		}
+		for _, ml := range states {
+			ml.take(now, d, tokens, lease)
 		}
 	}
-	sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
+	dec := states[0].figures(now)
+	if len(states) > 1 {
+		p := states[1].figures(now)
+		dec.Project = &p
+	}
+	if worst != nil {
+		dec.Denied, dec.ByProject = worst.denied, by == 1
+		dec.RetryAfter, dec.Hopeless = time.Duration(worst.retry*float64(time.Second)), worst.hopeless
+	}
 	dec.Allowed = dec.Denied == None
-	dec.RetryAfter = sec(retry)
-	dec.RequestsRemaining = int64(rRem)
-	dec.RequestsReset = sec(math.Max(rTAT-now, 0))
-	dec.TokensUsed = int64(tUsed + 0.5)
-	dec.TokensRemaining = int64(tRem)
-	dec.TokensReset = sec(math.Max(tTAT-now, 0))
-	dec.DailyUsed = dUsed
 	if dec.Allowed && !dry {
-		dec.Reservation = &Reservation{Key: key, Day: d, Tokens: tokens, Limits: lim, Lease: lease}
+		dec.Reservation = &Reservation{Subject: sub, Day: d, Tokens: tokens, Lease: lease}
 	}
 	return dec
+}
+
+// decide checks one level; its shard is locked.
+func (m *Memory) decide(l level, now float64, d string, left time.Duration, reqs, tokens int64, dry bool) *memLevel {
+	s := m.shard(l.id)
+	s.rollover(d)
+	ml := &memLevel{level: l, s: s, st: s.tats[l.id], rOK: true, rTAT: now, rRem: -1, tOK: true, tTAT: now, tRem: -1}
+	if ml.st == nil {
+		ml.st = &memTATs{}
+	}
+	lim := l.lim
+	if lim.RPM > 0 {
+		ml.rOK, ml.rTAT, ml.rRem, ml.rWait, _ = gcra(ml.st.rpm, now, lim.RPM, reqs)
+	}
+	if lim.TPM > 0 {
+		ml.tOK, ml.tTAT, ml.tRem, ml.tWait, ml.tUsed = gcra(ml.st.tpm, now, lim.TPM, tokens)
+	}
+	ml.dUsed = s.daily[dayKey{d, l.id}]
+	if !ml.rOK {
+		ml.denied, ml.retry = Requests, ml.rWait
+	}
+	if !ml.tOK && (ml.denied == None || ml.tWait > ml.retry || tokens > lim.TPM) {
+		ml.denied, ml.retry = Tokens, ml.tWait
+		ml.hopeless = tokens > lim.TPM
+	}
+	if lim.TPD > 0 && ml.dUsed+tokens > lim.TPD {
+		ml.denied, ml.retry = DailyTokens, left.Seconds()
+		ml.hopeless = ml.hopeless || tokens > lim.TPD
+	}
+	if lim.Concurrency > 0 {
+		ml.inFlight = s.inFlight(l.id, now)
+		if ml.denied == None && !dry && ml.inFlight >= lim.Concurrency {
+			ml.denied, ml.retry = Concurrent, 1
+		}
+	}
+	return ml
+}
+
+// take writes the level's reservation; its shard is locked.
+func (ml *memLevel) take(now float64, d string, tokens int64, lease string) {
+	s, lim := ml.s, ml.lim
+	if lim.RPM > 0 {
+		ml.st.rpm = ml.rTAT
+	}
+	if lim.TPM > 0 && ml.tTAT > now {
+		ml.st.tpm = ml.tTAT
+	}
+	if s.tats[ml.id] == nil {
+		s.tats[ml.id] = ml.st
+	}
+	if tokens > 0 {
+		dk := dayKey{d, ml.id}
+		s.daily[dk] = ml.dUsed + tokens
+		s.dirty[dk] = struct{}{}
+	}
+	if lim.Concurrency > 0 {
+		s.hold(ml.id, lease, now+LeaseTTL.Seconds())
+	}
+}
+
+// whole is an allowance left, in whole units: floored, but not below a
+// count float arithmetic left a hair short (100 - 13 requests is
+// 86.99999… in seconds of GCRA).
+func whole(v float64) int64 {
+	if v < 0 {
+		return int64(v) // -1 is unlimited; a debt truncates as before
+	}
+	return int64(v + 1e-6)
+}
+
+// figures are the level's numbers for the headers.
+func (ml *memLevel) figures(now float64) Decision {
+	sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
+	return Decision{
+		RequestsRemaining: whole(ml.rRem),
+		RequestsReset:     sec(math.Max(ml.rTAT-now, 0)),
+		TokensUsed:        int64(ml.tUsed + 0.5),
+		TokensRemaining:   whole(ml.tRem),
+		TokensReset:       sec(math.Max(ml.tTAT-now, 0)),
+		DailyUsed:         ml.dUsed,
+		InFlight:          ml.inFlight,
+	}
 }
 
 // inFlight frees key's expired leases and counts the rest; s.mu is held.
@@ -180,17 +266,19 @@ func (s *memShard) hold(key, lease string, until float64) {
 	s.leases[key][lease] = until
 }
 
-// Renew extends res's lease by LeaseTTL, if it is still held.
+// Renew extends res's lease by LeaseTTL at every level that still holds it.
 func (m *Memory) Renew(_ context.Context, res *Reservation) error {
 	if res == nil || res.Lease == "" {
 		return nil
 	}
 	now := float64(m.now().UnixMicro()-epoch*1e6) / 1e6
-	s := m.shard(res.Key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.leases[res.Key][res.Lease]; ok {
-		s.leases[res.Key][res.Lease] = now + LeaseTTL.Seconds()
+	levels := res.levels()
+	defer m.lock(levels)()
+	for _, l := range levels {
+		s := m.shard(l.id)
+		if _, ok := s.leases[l.id][res.Lease]; ok {
+			s.leases[l.id][res.Lease] = now + LeaseTTL.Seconds()
+		}
 	}
 	return nil
 }
@@ -217,37 +305,43 @@ func yesterday(d string) string {
 	return t.AddDate(0, 0, -1).Format("20060102")
 }
 
-// Settle replaces a reservation's estimate by the actual token count, as
-// the settle script does.
+// Settle replaces a reservation's estimate by the actual token count at
+// every level, and releases its lease, as the settle script does.
 func (m *Memory) Settle(_ context.Context, res *Reservation, actual int64) error {
 	if res == nil {
 		return errors.New("settle: no reservation")
 	}
 	delta := actual - res.Tokens
 	now := float64(m.now().UnixMicro()-epoch*1e6) / 1e6
-	s := m.shard(res.Key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	levels := res.levels()
+	defer m.lock(levels)()
+	for _, l := range levels {
+		m.shard(l.id).settle(l, res, delta, now)
+	}
+	return nil
+}
+
+// settle settles one level; s.mu is held.
+func (s *memShard) settle(l level, res *Reservation, delta int64, now float64) {
 	if res.Lease != "" {
-		delete(s.leases[res.Key], res.Lease)
+		delete(s.leases[l.id], res.Lease)
 	}
 	if delta == 0 {
-		return nil
+		return
 	}
-	if res.Limits.TPM > 0 {
-		st := s.tats[res.Key]
+	if l.lim.TPM > 0 {
+		st := s.tats[l.id]
 		if st == nil {
 			st = &memTATs{}
-			s.tats[res.Key] = st
+			s.tats[l.id] = st
 		}
-		st.tpm = math.Max(math.Max(st.tpm, now)+(60/float64(res.Limits.TPM))*float64(delta), now)
+		st.tpm = math.Max(math.Max(st.tpm, now)+(60/float64(l.lim.TPM))*float64(delta), now)
 	}
-	dk := dayKey{res.Day, res.Key}
+	dk := dayKey{res.Day, l.id}
 	if v, ok := s.daily[dk]; ok || delta > 0 {
 		s.daily[dk] = max(v+delta, 0)
 		s.dirty[dk] = struct{}{}
 	}
-	return nil
 }
 
 // dirtyDaily returns the daily counters changed since the last call.

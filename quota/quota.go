@@ -56,11 +56,50 @@ func (l Limit) String() string {
 	return "none"
 }
 
+// Subject is what a request counts against: its key and, when the key
+// belongs to a project, the project as well. Both levels are decided in
+// one step and charged together, so replicas admit together what one
+// would.
+type Subject struct {
+	Key    string
+	Limits Limits
+	// Project is "" when the key belongs to none.
+	Project       string
+	ProjectLimits Limits
+}
+
+// One is the subject of a key that belongs to no project.
+func One(key string, lim Limits) Subject { return Subject{Key: key, Limits: lim} }
+
+// level is one of a subject's levels: its counters' name and its limits.
+type level struct {
+	id  string
+	lim Limits
+}
+
+// levels are the key's, then the project's.
+func (s Subject) levels() []level {
+	ls := []level{{s.Key, s.Limits}}
+	if s.Project != "" {
+		ls = append(ls, level{"project:" + s.Project, s.ProjectLimits})
+	}
+	return ls
+}
+
+// concurrent reports whether a level caps requests in flight (and so
+// the request takes a lease).
+func (s Subject) concurrent() bool {
+	return s.Limits.Concurrency > 0 || (s.Project != "" && s.ProjectLimits.Concurrency > 0)
+}
+
 // Decision is the outcome of an admission, with what the rate-limit
-// headers need whether or not the request was admitted.
+// headers need whether or not the request was admitted. Its figures are
+// the key's; Project has the project's.
 type Decision struct {
 	Allowed bool
 	Denied  Limit
+	// ByProject: the refusal is the project's limit, not the key's.
+	ByProject bool
 	// RetryAfter is how long until the request would be admitted; for a
 	// request that can never be (Hopeless), it is meaningless.
 	RetryAfter time.Duration
@@ -75,18 +114,20 @@ type Decision struct {
 	DailyUsed         int64 // TPD spent today before this request
 	InFlight          int64 // leases held before this request (with a concurrency cap)
 
+	// Project is the project level's figures; nil without a project.
+	Project *Decision
+
 	// Reservation is what settlement needs; nil when not admitted.
 	Reservation *Reservation
 }
 
 // Reservation is an admitted request's estimate, to be settled once.
 type Reservation struct {
-	Key    string
+	Subject
 	Day    string // the UTC day the tokens were reserved on (YYYYMMDD)
 	Tokens int64
-	Limits Limits
-	// Lease is the concurrency lease the request holds ("" without a
-	// cap), released when it is settled.
+	// Lease is the concurrency lease the request holds at every level
+	// with a cap ("" without one), released when it is settled.
 	Lease string
 	local bool // made by a Limiter's local fallback, settled there
 }

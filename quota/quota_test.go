@@ -10,8 +10,8 @@ import (
 
 // store is what the semantic tests exercise, in Redis and in process.
 type store interface {
-	Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error)
-	Peek(ctx context.Context, key string, lim Limits) (Decision, error)
+	Admit(ctx context.Context, sub Subject, tokens int64) (Decision, error)
+	Peek(ctx context.Context, sub Subject) (Decision, error)
 	Settle(ctx context.Context, res *Reservation, actual int64) error
 }
 
@@ -32,7 +32,7 @@ func forEachStore(t *testing.T, f func(t *testing.T, r store, clock *time.Time))
 
 func admit(t *testing.T, r store, lim Limits, tokens int64) Decision {
 	t.Helper()
-	d, err := r.Admit(context.Background(), "key_a", lim, tokens)
+	d, err := r.Admit(context.Background(), One("key_a", lim), tokens)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestSettlementRefundAndDebt(t *testing.T) {
 		*clock = clock.Add(time.Hour)
 		d = admit(t, r, lim, 10)
 		r.Settle(ctx, d.Reservation, 0)
-		r.Settle(ctx, &Reservation{Key: "key_a", Day: d.Reservation.Day, Tokens: 500, Limits: lim}, 0)
+		r.Settle(ctx, &Reservation{Subject: One("key_a", lim), Day: d.Reservation.Day, Tokens: 500}, 0)
 		if d := admit(t, r, lim, 1001); d.Allowed {
 			t.Fatalf("a refund lifted TPM above its limit: %+v", d)
 		}
@@ -170,7 +170,7 @@ func TestConcurrentAdmissionIsExact(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for i := 0; i < 40; i++ {
-					d, err := r.Admit(context.Background(), "key_a", lim, 100)
+					d, err := r.Admit(context.Background(), One("key_a", lim), 100)
 					if err != nil {
 						t.Error(err)
 						return
@@ -193,7 +193,7 @@ func TestPeekReservesNothing(t *testing.T) {
 		lim := Limits{RPM: 5, TPM: 1000, TPD: 5000}
 		admit(t, r, lim, 300)
 		for i := 0; i < 3; i++ {
-			d, err := r.Peek(context.Background(), "key_a", lim)
+			d, err := r.Peek(context.Background(), One("key_a", lim))
 			if err != nil {
 				t.Fatal(err)
 			}

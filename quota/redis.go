@@ -27,22 +27,24 @@ end
 
 // admitScript is redis_rate's GCRA (github.com/go-redis/redis_rate/v10,
 // lua.go: the same tat arithmetic, key per limit, burst = rate) extended to
-// decide RPM, TPM and TPD together: every limit is checked first and
-// written only if all admit, so a denied request consumes nothing. One
-// script, one round trip. redis_rate's API decides one limit per call,
-// which cannot be all-or-nothing over three.
+// decide RPM, TPM, TPD and concurrency together, at every level of the
+// subject (the key, then its project): every limit of every level is
+// checked first and written only if all admit, so a denied request
+// consumes nothing anywhere. One script, one round trip. redis_rate's API
+// decides one limit per call, which cannot be all-or-nothing over several.
 //
-// KEYS: rpm tat, tpm tat, tpd counter, leases (a sorted set of lease id
-// → expiry), all hash-tagged on the API key.
-// ARGV: now (seconds since epoch; "" = Redis TIME), rpm, tpm, tpd, tokens,
-// seconds until the day ends, dry ("1": decide for no request and write
-// nothing, for the headers of answers that reserve nothing), concurrency,
-// lease id, lease ttl (seconds).
+// KEYS, four per level: rpm tat, tpm tat, tpd counter, leases (a sorted
+// set of lease id → expiry), all hash-tagged alike (one Cluster slot).
+// ARGV: now (seconds since epoch; "" = Redis TIME), tokens, seconds until
+// the day ends, dry ("1": decide for no request and write nothing, for
+// the headers of answers that reserve nothing), lease id, lease ttl
+// (seconds); then per level rpm, tpm, tpd, concurrency.
+// It returns denied (a Limit), the refusing level (0-based), retry,
+// hopeless, then seven figures per level.
 var admitScript = redis.NewScript(luaNow + `
-local rpm, tpm, tpd = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local cost, day_left = tonumber(ARGV[5]), tonumber(ARGV[6])
-local dry = ARGV[7] == "1"
-local conc, lease_ttl = tonumber(ARGV[8]), tonumber(ARGV[10])
+local cost, day_left = tonumber(ARGV[2]), tonumber(ARGV[3])
+local dry = ARGV[4] == "1"
+local lease, lease_ttl = ARGV[5], tonumber(ARGV[6])
 local reqs = 1
 if dry then reqs, cost = 0, 0 end
 
@@ -61,88 +63,117 @@ local function gcra(key, limit, n)
   return true, new_tat, diff / interval, 0, used
 end
 
-local denied, retry, hopeless = 0, 0, 0
-local r_ok, r_tat, r_rem, r_wait = true, now, -1, 0
-local t_ok, t_tat, t_rem, t_wait, t_used = true, now, -1, 0, 0
-if rpm > 0 then
-  r_ok, r_tat, r_rem, r_wait = gcra(KEYS[1], rpm, reqs)
-end
-if tpm > 0 then
-  t_ok, t_tat, t_rem, t_wait, t_used = gcra(KEYS[2], tpm, cost)
-end
-local d_used = tonumber(redis.call("GET", KEYS[3]) or 0)
-
-if not r_ok then
-  denied, retry = 1, r_wait
-end
-if not t_ok and (denied == 0 or t_wait > retry or cost > tpm) then
-  denied, retry = 2, t_wait
-  if cost > tpm then hopeless = 1 end
-end
-if tpd > 0 and d_used + cost > tpd then
-  denied, retry = 3, day_left
-  if cost > tpd then hopeless = 1 end
-end
--- Leases past their expiry belong to requests that ended without a
--- settlement (a replica that died): they are freed here.
-local inflight = 0
-if conc > 0 then
-  redis.call("ZREMRANGEBYSCORE", KEYS[4], "-inf", now)
-  inflight = redis.call("ZCARD", KEYS[4])
-  if denied == 0 and not dry and inflight >= conc then
-    denied, retry = 4, 1
+-- decide checks one level (KEYS from k+1, ARGV from a) and returns its
+-- state and its refusal (0 for none), retry and hopelessness.
+local function decide(k, a)
+  local s = {rpm = tonumber(ARGV[a]), tpm = tonumber(ARGV[a + 1]),
+    tpd = tonumber(ARGV[a + 2]), conc = tonumber(ARGV[a + 3]),
+    r_ok = true, r_tat = now, r_rem = -1, r_wait = 0,
+    t_ok = true, t_tat = now, t_rem = -1, t_wait = 0, t_used = 0, inflight = 0}
+  if s.rpm > 0 then
+    s.r_ok, s.r_tat, s.r_rem, s.r_wait = gcra(KEYS[k + 1], s.rpm, reqs)
   end
+  if s.tpm > 0 then
+    s.t_ok, s.t_tat, s.t_rem, s.t_wait, s.t_used = gcra(KEYS[k + 2], s.tpm, cost)
+  end
+  s.d_used = tonumber(redis.call("GET", KEYS[k + 3]) or 0)
+  local denied, retry, hopeless = 0, 0, 0
+  if not s.r_ok then
+    denied, retry = 1, s.r_wait
+  end
+  if not s.t_ok and (denied == 0 or s.t_wait > retry or cost > s.tpm) then
+    denied, retry = 2, s.t_wait
+    if cost > s.tpm then hopeless = 1 end
+  end
+  if s.tpd > 0 and s.d_used + cost > s.tpd then
+    denied, retry = 3, day_left
+    if cost > s.tpd then hopeless = 1 end
+  end
+  -- Leases past their expiry belong to requests that ended without a
+  -- settlement (a replica that died): they are freed here.
+  if s.conc > 0 then
+    redis.call("ZREMRANGEBYSCORE", KEYS[k + 4], "-inf", now)
+    s.inflight = redis.call("ZCARD", KEYS[k + 4])
+    if denied == 0 and not dry and s.inflight >= s.conc then
+      denied, retry = 4, 1
+    end
+  end
+  return s, denied, retry, hopeless
 end
 
-if denied == 0 and not dry then
+-- take writes one level's reservation.
+local function take(k, s)
   -- A tat within float precision of now (a huge limit) is not stored:
   -- SET EX 0 is an error.
-  if rpm > 0 and r_tat > now then
-    redis.call("SET", KEYS[1], r_tat, "EX", math.max(1, math.ceil(r_tat - now)))
+  if s.rpm > 0 and s.r_tat > now then
+    redis.call("SET", KEYS[k + 1], s.r_tat, "EX", math.max(1, math.ceil(s.r_tat - now)))
   end
-  if tpm > 0 and t_tat > now then
-    redis.call("SET", KEYS[2], t_tat, "EX", math.max(1, math.ceil(t_tat - now)))
+  if s.tpm > 0 and s.t_tat > now then
+    redis.call("SET", KEYS[k + 2], s.t_tat, "EX", math.max(1, math.ceil(s.t_tat - now)))
   end
   if cost > 0 then
-    redis.call("INCRBY", KEYS[3], cost)
-    redis.call("EXPIRE", KEYS[3], math.ceil(day_left) + 3600)
+    redis.call("INCRBY", KEYS[k + 3], cost)
+    redis.call("EXPIRE", KEYS[k + 3], math.ceil(day_left) + 3600)
   end
-  if conc > 0 then
-    redis.call("ZADD", KEYS[4], now + lease_ttl, ARGV[9])
-    redis.call("EXPIRE", KEYS[4], math.ceil(lease_ttl) + 60)
+  if s.conc > 0 then
+    redis.call("ZADD", KEYS[k + 4], now + lease_ttl, lease)
+    redis.call("EXPIRE", KEYS[k + 4], math.ceil(lease_ttl) + 60)
   end
 end
-local r_reset = math.max(r_tat - now, 0)
-local t_reset = math.max(t_tat - now, 0)
-return {denied, tostring(retry), hopeless, tostring(r_rem), tostring(r_reset),
-  tostring(t_used), tostring(t_rem), tostring(t_reset), d_used, inflight}
+
+local levels = #KEYS / 4
+local states = {}
+local denied, level, retry, hopeless = 0, 0, 0, 0
+for i = 0, levels - 1 do
+  local s, d, r, h = decide(4 * i, 7 + 4 * i)
+  states[i + 1] = s
+  -- The refusal a wait cannot cure, else the longest wait, speaks for
+  -- the request.
+  if d ~= 0 and (denied == 0 or h > hopeless or (h == hopeless and r > retry)) then
+    denied, level, retry, hopeless = d, i, r, h
+  end
+end
+if denied == 0 and not dry then
+  for i = 0, levels - 1 do take(4 * i, states[i + 1]) end
+end
+local out = {denied, level, tostring(retry), hopeless}
+for i = 1, levels do
+  local s = states[i]
+  for _, v in ipairs({tostring(s.r_rem), tostring(math.max(s.r_tat - now, 0)), tostring(s.t_used),
+      tostring(s.t_rem), tostring(math.max(s.t_tat - now, 0)), s.d_used, s.inflight}) do
+    out[#out + 1] = v
+  end
+end
+return out
 `)
 
-// settleScript replaces an estimate by the real count: delta tokens
-// (negative refunds) move the TPM tat and the TPD counter of the day the
-// reservation was made. A refund never lifts the TPM allowance above full;
-// a charge may push it past the limit, a debt later requests wait out.
+// settleScript replaces an estimate by the real count at every level:
+// delta tokens (negative refunds) move the TPM tat and the TPD counter of
+// the day the reservation was made. A refund never lifts the TPM
+// allowance above full; a charge may push it past the limit, a debt later
+// requests wait out. It also releases the request's concurrency lease.
 //
-// It also releases the request's concurrency lease.
-//
-// KEYS: tpm tat, tpd counter, leases. ARGV: now ("" = Redis TIME), tpm,
-// delta, lease id ("" for none).
+// KEYS, three per level: tpm tat, tpd counter, leases. ARGV: now ("" =
+// Redis TIME), delta, lease id ("" for none), then each level's tpm.
 var settleScript = redis.NewScript(luaNow + `
-local tpm, delta = tonumber(ARGV[2]), tonumber(ARGV[3])
-if ARGV[4] ~= "" then redis.call("ZREM", KEYS[3], ARGV[4]) end
-if tpm > 0 then
-  local tat = math.max(tonumber(redis.call("GET", KEYS[1]) or now), now)
-  local new_tat = math.max(tat + (60 / tpm) * delta, now)
-  if new_tat > now then
-    redis.call("SET", KEYS[1], new_tat, "EX", math.max(1, math.ceil(new_tat - now)))
-  else
-    redis.call("DEL", KEYS[1])
+local delta = tonumber(ARGV[2])
+for i = 0, #KEYS / 3 - 1 do
+  local k, tpm = 3 * i, tonumber(ARGV[4 + i])
+  if ARGV[3] ~= "" then redis.call("ZREM", KEYS[k + 3], ARGV[3]) end
+  if tpm > 0 and delta ~= 0 then
+    local tat = math.max(tonumber(redis.call("GET", KEYS[k + 1]) or now), now)
+    local new_tat = math.max(tat + (60 / tpm) * delta, now)
+    if new_tat > now then
+      redis.call("SET", KEYS[k + 1], new_tat, "EX", math.max(1, math.ceil(new_tat - now)))
+    else
+      redis.call("DEL", KEYS[k + 1])
+    end
   end
-end
-if redis.call("EXISTS", KEYS[2]) == 1 or delta > 0 then
-  local left = redis.call("INCRBY", KEYS[2], delta)
-  if left < 0 then redis.call("SET", KEYS[2], 0, "KEEPTTL") end
-  if redis.call("TTL", KEYS[2]) < 0 then redis.call("EXPIRE", KEYS[2], 90000) end
+  if delta ~= 0 and (redis.call("EXISTS", KEYS[k + 2]) == 1 or delta > 0) then
+    local left = redis.call("INCRBY", KEYS[k + 2], delta)
+    if left < 0 then redis.call("SET", KEYS[k + 2], 0, "KEEPTTL") end
+    if redis.call("TTL", KEYS[k + 2]) < 0 then redis.call("EXPIRE", KEYS[k + 2], 90000) end
+  end
 end
 return 1
 `)
@@ -171,11 +202,24 @@ type Pipelines interface {
 // SetPipelines sends the batched writes through p.
 func (r *Redis) SetPipelines(p Pipelines) { r.pipe = p }
 
-// keys returns the four keys of an API key, hash-tagged so that a Redis
-// Cluster keeps them in one slot: rpm, tpm, tpd of the day, leases.
-func (r *Redis) keys(key, day string) []string {
-	base := r.prefix + "{" + key + "}:"
-	return []string{base + "rpm", base + "tpm", base + "tpd:" + day, base + "leases"}
+// keys returns the four keys of each of a subject's levels (rpm, tpm,
+// tpd of the day, leases), hash-tagged alike so that a Redis Cluster
+// keeps them in one slot: on the key, or on its project when it has one
+// (a key that changes project starts with fresh counters there).
+func (r *Redis) keys(s Subject, day string) []string {
+	tag := s.Key
+	if s.Project != "" {
+		tag = "project:" + s.Project
+	}
+	var out []string
+	for _, l := range s.levels() {
+		base := r.prefix + "{" + tag + "}:"
+		if l.id != tag {
+			base += l.id + ":"
+		}
+		out = append(out, base+"rpm", base+"tpm", base+"tpd:"+day, base+"leases")
+	}
+	return out
 }
 
 func (r *Redis) clock() (time.Time, string) {
@@ -186,20 +230,20 @@ func (r *Redis) clock() (time.Time, string) {
 	return time.Now(), ""
 }
 
-// Admit reserves tokens for key against lim, all or nothing.
-func (r *Redis) Admit(ctx context.Context, key string, lim Limits, tokens int64) (Decision, error) {
-	return r.admit(ctx, key, lim, tokens, false)
+// Admit reserves tokens for the subject at every level, all or nothing.
+func (r *Redis) Admit(ctx context.Context, sub Subject, tokens int64) (Decision, error) {
+	return r.admit(ctx, sub, tokens, false)
 }
 
-// Peek reports key's allowances without reserving anything.
-func (r *Redis) Peek(ctx context.Context, key string, lim Limits) (Decision, error) {
-	return r.admit(ctx, key, lim, 0, true)
+// Peek reports the subject's allowances without reserving anything.
+func (r *Redis) Peek(ctx context.Context, sub Subject) (Decision, error) {
+	return r.admit(ctx, sub, 0, true)
 }
 
 // Ping reports whether Redis answers.
 func (r *Redis) Ping(ctx context.Context) error { return r.rdb.Ping(ctx).Err() }
 
-func (r *Redis) admit(ctx context.Context, key string, lim Limits, tokens int64, dry bool) (Decision, error) {
+func (r *Redis) admit(ctx context.Context, sub Subject, tokens int64, dry bool) (Decision, error) {
 	now, nowArg := r.clock()
 	d, left := day(now)
 	dryArg := "0"
@@ -207,16 +251,20 @@ func (r *Redis) admit(ctx context.Context, key string, lim Limits, tokens int64,
 		dryArg = "1"
 	}
 	lease := ""
-	if lim.Concurrency > 0 && !dry {
+	if sub.concurrent() && !dry {
 		lease = newLease()
 	}
-	res, err := admitScript.Run(ctx, r.rdb, r.keys(key, d),
-		nowArg, lim.RPM, lim.TPM, lim.TPD, tokens, left.Seconds(), dryArg, lim.Concurrency, lease, LeaseTTL.Seconds()).Slice()
-	if err != nil {
-		return Decision{}, fmt.Errorf("admit %s: %w", key, err)
+	levels := sub.levels()
+	args := []any{nowArg, tokens, left.Seconds(), dryArg, lease, LeaseTTL.Seconds()}
+	for _, l := range levels {
+		args = append(args, l.lim.RPM, l.lim.TPM, l.lim.TPD, l.lim.Concurrency)
 	}
-	if len(res) != 10 {
-		return Decision{}, fmt.Errorf("admit %s: script returned %d values", key, len(res))
+	res, err := admitScript.Run(ctx, r.rdb, r.keys(sub, d), args...).Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("admit %s: %w", sub.Key, err)
+	}
+	if len(res) != 4+7*len(levels) {
+		return Decision{}, fmt.Errorf("admit %s: script returned %d values", sub.Key, len(res))
 	}
 	f := func(i int) float64 {
 		s, _ := res[i].(string)
@@ -225,30 +273,38 @@ func (r *Redis) admit(ctx context.Context, key string, lim Limits, tokens int64,
 	}
 	n := func(i int) int64 { v, _ := res[i].(int64); return v }
 	sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
-	dec := Decision{
-		Denied:            Limit(n(0)),
-		RetryAfter:        sec(f(1)),
-		Hopeless:          n(2) == 1,
-		RequestsRemaining: int64(f(3)),
-		RequestsReset:     sec(f(4)),
-		TokensUsed:        int64(f(5) + 0.5),
-		TokensRemaining:   int64(f(6)),
-		TokensReset:       sec(f(7)),
-		DailyUsed:         n(8),
-		InFlight:          n(9),
+	figures := func(i int) Decision {
+		return Decision{
+			RequestsRemaining: whole(f(i)),
+			RequestsReset:     sec(f(i + 1)),
+			TokensUsed:        int64(f(i+2) + 0.5),
+			TokensRemaining:   whole(f(i + 3)),
+			TokensReset:       sec(f(i + 4)),
+			DailyUsed:         n(i + 5),
+			InFlight:          n(i + 6),
+		}
 	}
+	dec := figures(4)
+	if len(levels) > 1 {
+		p := figures(11)
+		dec.Project = &p
+	}
+	dec.Denied, dec.ByProject = Limit(n(0)), n(1) == 1
+	dec.RetryAfter, dec.Hopeless = sec(f(2)), n(3) == 1
 	dec.Allowed = dec.Denied == None
 	if dec.Allowed && !dry {
-		dec.Reservation = &Reservation{Key: key, Day: d, Tokens: tokens, Limits: lim, Lease: lease}
+		dec.Reservation = &Reservation{Subject: sub, Day: d, Tokens: tokens, Lease: lease}
 	}
 	return dec, nil
 }
 
-// renewScript extends a lease that is still held. KEYS: leases. ARGV: now
-// ("" = Redis TIME), lease id, ttl.
+// renewScript extends a lease that is still held, at every level. KEYS:
+// leases. ARGV: now ("" = Redis TIME), lease id, ttl.
 var renewScript = redis.NewScript(luaNow + `
-redis.call("ZADD", KEYS[1], "XX", now + tonumber(ARGV[3]), ARGV[2])
-redis.call("EXPIRE", KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
+for _, k in ipairs(KEYS) do
+  redis.call("ZADD", k, "XX", now + tonumber(ARGV[3]), ARGV[2])
+  redis.call("EXPIRE", k, math.ceil(tonumber(ARGV[3])) + 60)
+end
 return 1
 `)
 
@@ -258,8 +314,12 @@ func (r *Redis) Renew(ctx context.Context, res *Reservation) error {
 		return nil
 	}
 	_, nowArg := r.clock()
-	k := r.keys(res.Key, res.Day)
-	if err := renewScript.Run(ctx, r.rdb, k[3:], nowArg, res.Lease, LeaseTTL.Seconds()).Err(); err != nil {
+	k := r.keys(res.Subject, res.Day)
+	var leases []string
+	for i := 3; i < len(k); i += 4 {
+		leases = append(leases, k[i])
+	}
+	if err := renewScript.Run(ctx, r.rdb, leases, nowArg, res.Lease, LeaseTTL.Seconds()).Err(); err != nil {
 		return fmt.Errorf("renew lease of %s: %w", res.Key, err)
 	}
 	return nil
@@ -280,8 +340,8 @@ func (r *Redis) SettleBatch(ctx context.Context, batch []Settlement) error {
 		cmds := make([]*redis.Cmd, len(todo))
 		_, err := r.pipe.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, st := range todo {
-				k := r.keys(st.Res.Key, st.Res.Day)
-				cmds[i] = settleScript.EvalSha(ctx, p, []string{k[1], k[2], k[3]}, nowArg, st.Res.Limits.TPM, st.Actual-st.Res.Tokens, st.Res.Lease)
+				keys, args := r.settleArgs(st, nowArg)
+				cmds[i] = settleScript.EvalSha(ctx, p, keys, args...)
 			}
 			return nil
 		})
@@ -314,12 +374,24 @@ func (r *Redis) SettleBatch(ctx context.Context, batch []Settlement) error {
 	return nil
 }
 
+// settleArgs are a settlement's KEYS and ARGV for settleScript.
+func (r *Redis) settleArgs(st Settlement, nowArg string) ([]string, []any) {
+	k := r.keys(st.Res.Subject, st.Res.Day)
+	var keys []string
+	args := []any{nowArg, st.Actual - st.Res.Tokens, st.Res.Lease}
+	for i, l := range st.Res.levels() {
+		keys = append(keys, k[4*i+1], k[4*i+2], k[4*i+3])
+		args = append(args, l.lim.TPM)
+	}
+	return keys, args
+}
+
 // Load puts the scripts into Redis's script cache (on every master of a
 // Cluster), so the first requests need no fallback. A Redis that restarts
 // or flushes its cache later is served by go-redis's Script.Run, which
 // falls back from EVALSHA to EVAL on NOSCRIPT.
 func (r *Redis) Load(ctx context.Context) error {
-	for _, s := range []*redis.Script{admitScript, settleScript} {
+	for _, s := range []*redis.Script{admitScript, settleScript, renewScript} {
 		if err := s.Load(ctx, r.rdb).Err(); err != nil {
 			return fmt.Errorf("load quota scripts: %w", err)
 		}

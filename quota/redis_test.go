@@ -65,7 +65,7 @@ func TestSettleBatch(t *testing.T) {
 	lim := Limits{TPM: 10_000, TPD: 100_000}
 	var batch []Settlement
 	for i, key := range []string{"a", "b", "c", "a"} {
-		d, err := r.Admit(ctx, key, lim, 1000)
+		d, err := r.Admit(ctx, One(key, lim), 1000)
 		if err != nil || !d.Allowed {
 			t.Fatalf("admit %s: %+v %v", key, d, err)
 		}
@@ -79,19 +79,19 @@ func TestSettleBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	for key, want := range map[string]int64{"a": 100 + 400, "b": 200, "c": 300} {
-		if d, _ := r.Peek(ctx, key, lim); d.DailyUsed != want {
+		if d, _ := r.Peek(ctx, One(key, lim)); d.DailyUsed != want {
 			t.Errorf("%s: %d tokens today, want %d", key, d.DailyUsed, want)
 		}
 	}
 
 	l := NewLimiter(r, Options{})
-	d, err := l.Admit(ctx, "d", lim, 1000)
+	d, err := l.Admit(ctx, One("d", lim), 1000)
 	if err != nil || !d.Allowed {
 		t.Fatal(err)
 	}
 	l.Settle(ctx, d.Reservation, 10)
 	l.Close()
-	if d, _ := r.Peek(ctx, "d", lim); d.DailyUsed != 10 {
+	if d, _ := r.Peek(ctx, One("d", lim)); d.DailyUsed != 10 {
 		t.Errorf("d after Close: %d tokens, want 10", d.DailyUsed)
 	}
 }

@@ -77,6 +77,7 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(stri
 	reg, err := keys.NewRegistry(ctx, st.keys, keys.Options{
 		Static:     staticKeysOf(cfg),
 		Tiers:      tiersOf(cfg),
+		Projects:   projectsOf(cfg),
 		KnownModel: func(name string) bool { return catalog.Get(name) != nil },
 		Log:        log,
 	})

@@ -51,12 +51,21 @@ func tiersOf(c *Config) quota.Tiers {
 	return t
 }
 
+// projectsOf is the configured projects' limits, as keys resolve them.
+func projectsOf(c *Config) keys.Projects {
+	p := make(keys.Projects, len(c.Projects))
+	for id, pc := range c.Projects {
+		p[id] = quota.Limits(pc.Limits)
+	}
+	return p
+}
+
 // staticKeysOf is the file's keys as the key registry takes them.
 func staticKeysOf(c *Config) []keys.Static {
 	out := make([]keys.Static, 0, len(c.Keys))
 	for _, k := range c.Keys {
 		s := keys.Static{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes,
-			Limits: keys.Limits(k.Limits)}
+			Limits: keys.Limits(k.Limits), Project: k.Project}
 		hex.Decode(s.SHA256[:], []byte(k.SHA256))
 		out = append(out, s)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -42,8 +43,10 @@ type Config struct {
 	Tiers           map[string]TierConfig  `yaml:"tiers"`
 	Models          map[string]ModelConfig `yaml:"models"`
 	Keys            []KeyConfig            `yaml:"keys"`
-	Breaker         BreakerConfig          `yaml:"breaker"`
-	CORS            CORSConfig             `yaml:"cors"`
+	// Projects group keys under limits that hold across all of them.
+	Projects map[string]ProjectConfig `yaml:"projects"`
+	Breaker  BreakerConfig            `yaml:"breaker"`
+	CORS     CORSConfig               `yaml:"cors"`
 }
 
 // CORSConfig lets web pages of other origins call the gateway.
@@ -130,6 +133,15 @@ type KeyConfig struct {
 	// Scopes limit what the key may do (chat, chat:stream, models,
 	// usage); empty means everything.
 	Scopes []string `yaml:"scopes"`
+	// Project is the id of the project the key belongs to, if any.
+	Project string `yaml:"project"`
+}
+
+// ProjectConfig is a project: a name for people and limits that hold
+// across all its keys, whichever key drives them (0 or absent: none).
+type ProjectConfig struct {
+	Name   string     `yaml:"name"`
+	Limits TierConfig `yaml:"limits"`
 }
 
 // LimitsOverride is a key's own limits; an absent one is the tier's.
@@ -139,6 +151,24 @@ type LimitsOverride struct {
 	TPM         *int64 `yaml:"tpm"`
 	TPD         *int64 `yaml:"tpd"`
 	Concurrency *int64 `yaml:"concurrency"`
+}
+
+// projectID is what a project id may be: it names Redis keys and
+// appears in URLs and CSV.
+var projectID = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+
+// checkProjects validates the projects' ids and limits.
+func (c *Config) checkProjects() error {
+	for _, id := range sortedKeys(c.Projects) {
+		l := c.Projects[id].Limits
+		if !projectID.MatchString(id) {
+			return invalid("projects."+id, "a project id is 1 to 64 of a-z, 0-9, _ and -")
+		}
+		if l.RPM < 0 || l.TPM < 0 || l.TPD < 0 || l.Concurrency < 0 {
+			return invalid("projects."+id+".limits", "limits must be 0 (unlimited) or positive")
+		}
+	}
+	return nil
 }
 
 // check fills defaults and validates, naming the field at fault.
@@ -201,6 +231,9 @@ func (c *Config) check() error {
 			return invalid("tiers."+name, "limits must be 0 (unlimited) or positive")
 		}
 	}
+	if err := c.checkProjects(); err != nil {
+		return err
+	}
 	if len(c.Models) == 0 {
 		return invalid("models", "at least one model is required")
 	}
@@ -252,6 +285,9 @@ func (c *Config) checkKeys() error {
 			if v != nil && *v < 0 {
 				return invalid(f+".limits."+name, "must be 0 (unlimited) or positive")
 			}
+		}
+		if _, ok := c.Projects[k.Project]; k.Project != "" && !ok {
+			return invalid(f+".project", "unknown project %q; projects: %s", k.Project, strings.Join(sortedKeys(c.Projects), ", "))
 		}
 		for j, sc := range k.Scopes {
 			if !slices.Contains(keys.AllScopes, sc) {

@@ -54,6 +54,8 @@ func TestBadConfigs(t *testing.T) {
 		"bad-postgres-url":       "postgres.url: want postgres://",
 		"bad-serves":             "models.hermes.serves[0]: want chat, completions or embeddings",
 		"bad-cors-origin":        "cors.allowed_origins[0]",
+		"key-unknown-project":    `keys[0] (k1).project: unknown project "beta"; projects: acme`,
+		"bad-project":            "projects.acme.limits: limits must be 0 (unlimited) or positive",
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {

@@ -16,12 +16,12 @@ import (
 
 const keysUsage = `usage:
   obol keys create --tier T [--name N] [--models M,M] [--scopes S,S] [--rpm N] [--tpm N] [--tpd N]
-                   [--concurrency N]
+                   [--concurrency N] [--project P]
                    [--expires RFC3339 | --expires-in 720h] [--meta k=v]...
   obol keys list
   obol keys get ID
   obol keys update ID [--tier T] [--name N] [--models M,M] [--scopes S,S] [--rpm N|tier] [--tpm N|tier]
-                   [--tpd N|tier] [--concurrency N|tier] [--expires RFC3339|never] [--meta k=v]...
+                   [--tpd N|tier] [--concurrency N|tier] [--project P|none] [--expires RFC3339|never] [--meta k=v]...
   obol keys revoke ID
 every command: [--server URL (default $OBOL_SERVER or http://127.0.0.1:8080)] [--json]
 the admin token is read from $OBOL_ADMIN_TOKEN`
@@ -34,6 +34,7 @@ type cliKey struct {
 	Models     []string          `json:"models"`
 	Limits     map[string]int64  `json:"limits"`
 	Scopes     []string          `json:"scopes"`
+	Project    *string           `json:"project"`
 	Metadata   map[string]string `json:"metadata"`
 	Prefix     string            `json:"prefix"`
 	Status     string            `json:"status"`
@@ -126,9 +127,9 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 
 // keySpecFlags are the flags of create and update.
 type keySpecFlags struct {
-	name, tier, models, scopes, rpm, tpm, tpd, concurrency, expires *string
-	expiresIn                                                       *time.Duration
-	meta                                                            metaFlag
+	name, tier, models, scopes, rpm, tpm, tpd, concurrency, project, expires *string
+	expiresIn                                                                *time.Duration
+	meta                                                                     metaFlag
 }
 
 type metaFlag map[string]string
@@ -154,6 +155,7 @@ func newKeySpecFlags(fs *flag.FlagSet) *keySpecFlags {
 	f.tpm = fs.String("tpm", "", "tokens per minute of its own")
 	f.tpd = fs.String("tpd", "", "tokens per day of its own")
 	f.concurrency = fs.String("concurrency", "", "requests in flight at once of its own")
+	f.project = fs.String("project", "", "the project it belongs to (update: \"none\" to leave it)")
 	f.expires = fs.String("expires", "", "when the key stops working, RFC 3339 (update: \"never\" to clear)")
 	f.expiresIn = fs.Duration("expires-in", 0, "the key stops working after this long")
 	fs.Var(f.meta, "meta", "metadata name=value (repeatable)")
@@ -185,6 +187,12 @@ func (f *keySpecFlags) body(fs *flag.FlagSet, create bool) (map[string]any, erro
 	}
 	if set["scopes"] {
 		body["scopes"] = list(*f.scopes)
+	}
+	if set["project"] {
+		body["project"] = *f.project
+		if *f.project == "none" && !create {
+			body["project"] = nil
+		}
 	}
 	limits := map[string]any{}
 	for name, v := range map[string]*string{"rpm": f.rpm, "tpm": f.tpm, "tpd": f.tpd, "concurrency": f.concurrency} {
@@ -246,6 +254,9 @@ func (a *admin) printKey(b []byte, created bool) error {
 	row("models", orAll(strings.Join(k.Models, ", ")))
 	row("scopes", strings.Join(k.Scopes, ", "))
 	row("limits", limitsString(k.Limits))
+	if k.Project != nil {
+		row("project", *k.Project)
+	}
 	row("created", stamp(&k.CreatedAt))
 	row("expires", stamp(k.ExpiresAt))
 	row("last used", stamp(k.LastUsedAt))
