@@ -14,8 +14,9 @@ import (
 )
 
 // TestReplicasShareLimits: three gateway processes on one Redis together
-// admit exactly a key's RPM, as one would. RPM 6 refills one request every
-// 10 s, far longer than the burst takes, so the count is exact.
+// admit exactly a key's RPM, and a project's across its two keys, as one
+// would. RPM 6 refills one request every 10 s and RPM 20 one every 3 s,
+// longer than a burst takes, so the counts are exact.
 func TestReplicasShareLimits(t *testing.T) {
 	_, prefix := redistest.Shared(t)
 	_, pgURL := pgtest.Shared(t)
@@ -28,6 +29,20 @@ func TestReplicasShareLimits(t *testing.T) {
 			"TEST_DATA_DIR="+t.TempDir(), "TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pgURL)
 		bases = append(bases, base)
 	}
+	if codes := burst(t, bases, "sk-demo-free-4f1c9a"); codes[200] != 6 || codes[429] != 54 {
+		t.Errorf("a key of RPM 6: answers %v, want exactly 6 × 200 and 54 × 429", codes)
+	}
+	if codes := burst(t, bases, "sk-demo-pro-7b2e51", "sk-demo-team-c03d88"); codes[200] != 20 || codes[429] != 40 {
+		t.Errorf("a project of RPM 20 over two keys: answers %v, want exactly 20 × 200 and 40 × 429", codes)
+	}
+	if got := s.Stats().Requests; got != 26 {
+		t.Errorf("the backend saw %d requests, want 26", got)
+	}
+}
+
+// burst sends 60 concurrent requests, spread over the replicas and the
+// secrets, and counts the answers by status.
+func burst(t *testing.T, bases []string, secrets ...string) map[int]int {
 	var mu sync.Mutex
 	codes := map[int]int{}
 	var wg sync.WaitGroup
@@ -35,8 +50,8 @@ func TestReplicasShareLimits(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequest("POST", bases[i%3]+"/v1/chat", strings.NewReader(`{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
-			req.Header.Set("Authorization", "Bearer sk-demo-free-4f1c9a")
+			req, _ := http.NewRequest("POST", bases[i%len(bases)]+"/v1/chat", strings.NewReader(`{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
+			req.Header.Set("Authorization", "Bearer "+secrets[i%len(secrets)])
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Error(err)
@@ -50,12 +65,7 @@ func TestReplicasShareLimits(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if codes[200] != 6 || codes[429] != 54 {
-		t.Errorf("answers %v, want exactly 6 × 200 and 54 × 429", codes)
-	}
-	if got := s.Stats().Requests; got != 6 {
-		t.Errorf("the backend saw %d requests, want 6", got)
-	}
+	return codes
 }
 
 // TestReplicasShareLedger: three gateway processes on one Redis and one
