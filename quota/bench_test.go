@@ -11,18 +11,22 @@ import (
 
 // BenchmarkAdmitSettle is one request's quota work: admit, then settle
 // with a different count, over 64 keys from parallel goroutines; with a
-// concurrency cap, the lease taken and released too.
+// concurrency cap, the lease taken and released too; with a project, at
+// both levels.
 func BenchmarkAdmitSettle(b *testing.B) {
 	rdb, prefix := redistest.Shared(b)
 	for _, bc := range []struct {
 		name        string
 		s           store
 		concurrency int64
+		project     bool
 	}{
-		{"memory", NewMemory(), 0},
-		{"redis", &redisStore{NewRedis(rdb, prefix)}, 0},
-		{"memory+concurrency", NewMemory(), 1 << 20},
-		{"redis+concurrency", &redisStore{NewRedis(rdb, prefix)}, 1 << 20},
+		{"memory", NewMemory(), 0, false},
+		{"redis", &redisStore{NewRedis(rdb, prefix)}, 0, false},
+		{"memory+concurrency", NewMemory(), 1 << 20, false},
+		{"redis+concurrency", &redisStore{NewRedis(rdb, prefix)}, 1 << 20, false},
+		{"memory+project", NewMemory(), 1 << 20, true},
+		{"redis+project", &redisStore{NewRedis(rdb, prefix)}, 1 << 20, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			lim := Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50, Concurrency: bc.concurrency}
@@ -30,9 +34,13 @@ func BenchmarkAdmitSettle(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
-				key := "key_" + strconv.FormatInt(n.Add(1)%64, 10)
+				i := n.Add(1)
+				sub := One("key_"+strconv.FormatInt(i%64, 10), lim)
+				if bc.project {
+					sub.Project, sub.ProjectLimits = "p"+strconv.FormatInt(i%8, 10), lim
+				}
 				for pb.Next() {
-					d, err := bc.s.Admit(ctx, One(key, lim), 1000)
+					d, err := bc.s.Admit(ctx, sub, 1000)
 					if err != nil || !d.Allowed {
 						b.Fatal(d, err)
 					}

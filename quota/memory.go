@@ -5,7 +5,6 @@ import (
 	"errors"
 	"hash/maphash"
 	"math"
-	"slices"
 	"sync"
 	"time"
 )
@@ -95,24 +94,32 @@ type memLevel struct {
 	hopeless                 bool
 }
 
-// lock locks the shards of the subject's levels, in shard order, and
-// returns the unlock.
-func (m *Memory) lock(levels []level) func() {
-	idx := make([]int, 0, len(levels))
-	for _, l := range levels {
+// shardsOf are the indexes of the shards of the levels, in order, without
+// repeats: the order every caller locks them in.
+func (m *Memory) shardsOf(ls []level) (idx [2]int, n int) {
+	for _, l := range ls {
 		i := m.shardIndex(l.id)
-		if !slices.Contains(idx, i) {
-			idx = append(idx, i)
+		if n == 1 && idx[0] == i {
+			continue
 		}
+		idx[n] = i
+		n++
 	}
-	slices.Sort(idx)
+	if n == 2 && idx[1] < idx[0] {
+		idx[0], idx[1] = idx[1], idx[0]
+	}
+	return idx, n
+}
+
+func (m *Memory) lock(idx []int) {
 	for _, i := range idx {
 		m.shards[i].mu.Lock()
 	}
-	return func() {
-		for _, i := range idx {
-			m.shards[i].mu.Unlock()
-		}
+}
+
+func (m *Memory) unlock(idx []int) {
+	for _, i := range idx {
+		m.shards[i].mu.Unlock()
 	}
 }
 
@@ -120,40 +127,41 @@ func (m *Memory) admit(sub Subject, tokens int64, dry bool) Decision {
 	t := m.now()
 	now := float64(t.UnixMicro()-epoch*1e6) / 1e6
 	d, left := day(t)
-	levels := sub.levels()
-	defer m.lock(levels)()
+	ls, n := sub.levels()
+	idx, ns := m.shardsOf(ls[:n])
+	m.lock(idx[:ns])
+	defer m.unlock(idx[:ns])
 	reqs := int64(1)
 	if dry {
 		reqs = 0
 	}
-	states := make([]*memLevel, len(levels))
-	var worst *memLevel
-	by := 0
-	for i, l := range levels {
-		ml := m.decide(l, now, d, left, reqs, tokens, dry)
-		states[i] = ml
-		if ml.denied != None && (worst == nil || (ml.hopeless && !worst.hopeless) ||
-			(ml.hopeless == worst.hopeless && ml.retry > worst.retry)) {
-			worst, by = ml, i
+	var states [2]memLevel
+	worst := -1
+	for i, l := range ls[:n] {
+		states[i] = m.decide(l, now, d, left, reqs, tokens, dry)
+		ml, w := &states[i], &states[max(worst, 0)]
+		if ml.denied != None && (worst < 0 || (ml.hopeless && !w.hopeless) || (ml.hopeless == w.hopeless && ml.retry > w.retry)) {
+			worst = i
 		}
 	}
 	lease := ""
-	if worst == nil && !dry {
+	if worst < 0 && !dry {
 		if sub.concurrent() {
 			lease = newLease()
 		}
-		for _, ml := range states {
-			ml.take(now, d, tokens, lease)
+		for i := range states[:n] {
+			states[i].take(now, d, tokens, lease)
 		}
 	}
 	dec := states[0].figures(now)
-	if len(states) > 1 {
+	if n > 1 {
 		p := states[1].figures(now)
 		dec.Project = &p
 	}
-	if worst != nil {
-		dec.Denied, dec.ByProject = worst.denied, by == 1
-		dec.RetryAfter, dec.Hopeless = time.Duration(worst.retry*float64(time.Second)), worst.hopeless
+	if worst >= 0 {
+		w := &states[worst]
+		dec.Denied, dec.ByProject = w.denied, worst == 1
+		dec.RetryAfter, dec.Hopeless = time.Duration(w.retry*float64(time.Second)), w.hopeless
 	}
 	dec.Allowed = dec.Denied == None
 	if dec.Allowed && !dry {
@@ -163,10 +171,10 @@ func (m *Memory) admit(sub Subject, tokens int64, dry bool) Decision {
 }
 
 // decide checks one level; its shard is locked.
-func (m *Memory) decide(l level, now float64, d string, left time.Duration, reqs, tokens int64, dry bool) *memLevel {
+func (m *Memory) decide(l level, now float64, d string, left time.Duration, reqs, tokens int64, dry bool) memLevel {
 	s := m.shard(l.id)
 	s.rollover(d)
-	ml := &memLevel{level: l, s: s, st: s.tats[l.id], rOK: true, rTAT: now, rRem: -1, tOK: true, tTAT: now, tRem: -1}
+	ml := memLevel{level: l, s: s, st: s.tats[l.id], rOK: true, rTAT: now, rRem: -1, tOK: true, tTAT: now, tRem: -1}
 	if ml.st == nil {
 		ml.st = &memTATs{}
 	}
@@ -272,9 +280,11 @@ func (m *Memory) Renew(_ context.Context, res *Reservation) error {
 		return nil
 	}
 	now := float64(m.now().UnixMicro()-epoch*1e6) / 1e6
-	levels := res.levels()
-	defer m.lock(levels)()
-	for _, l := range levels {
+	ls, n := res.levels()
+	idx, ns := m.shardsOf(ls[:n])
+	m.lock(idx[:ns])
+	defer m.unlock(idx[:ns])
+	for _, l := range ls[:n] {
 		s := m.shard(l.id)
 		if _, ok := s.leases[l.id][res.Lease]; ok {
 			s.leases[l.id][res.Lease] = now + LeaseTTL.Seconds()
@@ -313,9 +323,11 @@ func (m *Memory) Settle(_ context.Context, res *Reservation, actual int64) error
 	}
 	delta := actual - res.Tokens
 	now := float64(m.now().UnixMicro()-epoch*1e6) / 1e6
-	levels := res.levels()
-	defer m.lock(levels)()
-	for _, l := range levels {
+	ls, n := res.levels()
+	idx, ns := m.shardsOf(ls[:n])
+	m.lock(idx[:ns])
+	defer m.unlock(idx[:ns])
+	for _, l := range ls[:n] {
 		m.shard(l.id).settle(l, res, delta, now)
 	}
 	return nil

@@ -77,13 +77,15 @@ type level struct {
 	lim Limits
 }
 
-// levels are the key's, then the project's.
-func (s Subject) levels() []level {
-	ls := []level{{s.Key, s.Limits}}
-	if s.Project != "" {
-		ls = append(ls, level{"project:" + s.Project, s.ProjectLimits})
+// levels are the key's, then the project's; in an array, for the
+// in-process store's hot path allocates nothing.
+func (s Subject) levels() (ls [2]level, n int) {
+	ls[0] = level{s.Key, s.Limits}
+	if s.Project == "" {
+		return ls, 1
 	}
-	return ls
+	ls[1] = level{"project:" + s.Project, s.ProjectLimits}
+	return ls, 2
 }
 
 // concurrent reports whether a level caps requests in flight (and so

@@ -212,7 +212,8 @@ func (r *Redis) keys(s Subject, day string) []string {
 		tag = "project:" + s.Project
 	}
 	var out []string
-	for _, l := range s.levels() {
+	ls, n := s.levels()
+	for _, l := range ls[:n] {
 		base := r.prefix + "{" + tag + "}:"
 		if l.id != tag {
 			base += l.id + ":"
@@ -254,7 +255,8 @@ func (r *Redis) admit(ctx context.Context, sub Subject, tokens int64, dry bool) 
 	if sub.concurrent() && !dry {
 		lease = newLease()
 	}
-	levels := sub.levels()
+	ls, nl := sub.levels()
+	levels := ls[:nl]
 	args := []any{nowArg, tokens, left.Seconds(), dryArg, lease, LeaseTTL.Seconds()}
 	for _, l := range levels {
 		args = append(args, l.lim.RPM, l.lim.TPM, l.lim.TPD, l.lim.Concurrency)
@@ -379,7 +381,8 @@ func (r *Redis) settleArgs(st Settlement, nowArg string) ([]string, []any) {
 	k := r.keys(st.Res.Subject, st.Res.Day)
 	var keys []string
 	args := []any{nowArg, st.Actual - st.Res.Tokens, st.Res.Lease}
-	for i, l := range st.Res.levels() {
+	ls, n := st.Res.levels()
+	for i, l := range ls[:n] {
 		keys = append(keys, k[4*i+1], k[4*i+2], k[4*i+3])
 		args = append(args, l.lim.TPM)
 	}
