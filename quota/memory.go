@@ -280,17 +280,24 @@ func (m *Memory) Renew(_ context.Context, res *Reservation) error {
 		return nil
 	}
 	now := float64(m.now().UnixMicro()-epoch*1e6) / 1e6
+	m.eachLevel(res, func(s *memShard, l level) {
+		if _, ok := s.leases[l.id][res.Lease]; ok {
+			s.leases[l.id][res.Lease] = now + LeaseTTL.Seconds()
+		}
+	})
+	return nil
+}
+
+// eachLevel runs fn on each of res's levels with its shard, all the
+// shards locked.
+func (m *Memory) eachLevel(res *Reservation, fn func(s *memShard, l level)) {
 	ls, n := res.levels()
 	idx, ns := m.shardsOf(ls[:n])
 	m.lock(idx[:ns])
 	defer m.unlock(idx[:ns])
 	for _, l := range ls[:n] {
-		s := m.shard(l.id)
-		if _, ok := s.leases[l.id][res.Lease]; ok {
-			s.leases[l.id][res.Lease] = now + LeaseTTL.Seconds()
-		}
+		fn(m.shard(l.id), l)
 	}
-	return nil
 }
 
 // rollover forgets the daily counters of days before yesterday; s.mu is held.
@@ -323,13 +330,7 @@ func (m *Memory) Settle(_ context.Context, res *Reservation, actual int64) error
 	}
 	delta := actual - res.Tokens
 	now := float64(m.now().UnixMicro()-epoch*1e6) / 1e6
-	ls, n := res.levels()
-	idx, ns := m.shardsOf(ls[:n])
-	m.lock(idx[:ns])
-	defer m.unlock(idx[:ns])
-	for _, l := range ls[:n] {
-		m.shard(l.id).settle(l, res, delta, now)
-	}
+	m.eachLevel(res, func(s *memShard, l level) { s.settle(l, res, delta, now) })
 	return nil
 }
 
