@@ -28,12 +28,15 @@ const (
 	CodeRequestTimeout   Code = "request_timeout"
 	CodeTooLarge         Code = "request_too_large"
 	CodeRateLimit        Code = "rate_limit"
-	CodeClientClosed     Code = "client_closed"
-	CodeServerError      Code = "server_error"
-	CodeNotImplemented   Code = "not_implemented"
-	CodeUpstreamError    Code = "upstream_error"
-	CodeOverloaded       Code = "overloaded"
-	CodeUpstreamTimeout  Code = "upstream_timeout"
+	// CodeInsufficientQuota is OpenAI's code for a spent balance: here a
+	// monthly budget spent.
+	CodeInsufficientQuota Code = "insufficient_quota"
+	CodeClientClosed      Code = "client_closed"
+	CodeServerError       Code = "server_error"
+	CodeNotImplemented    Code = "not_implemented"
+	CodeUpstreamError     Code = "upstream_error"
+	CodeOverloaded        Code = "overloaded"
+	CodeUpstreamTimeout   Code = "upstream_timeout"
 )
 
 // StatusClientClosed is the status of a request whose client left before
@@ -59,7 +62,7 @@ func (c Code) Status() int {
 		return http.StatusRequestTimeout
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case CodeRateLimit:
+	case CodeRateLimit, CodeInsufficientQuota:
 		return http.StatusTooManyRequests
 	case CodeClientClosed:
 		return StatusClientClosed
@@ -109,8 +112,11 @@ func unavailable(what string, err error) *Error {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// errorType is the OpenAI error type the SDKs expect for a status.
-func errorType(status int) string {
+// errorType is the OpenAI error type the SDKs expect for an error.
+func errorType(code Code, status int) string {
+	if code == CodeInsufficientQuota {
+		return "insufficient_quota"
+	}
 	switch status {
 	case http.StatusUnauthorized:
 		return "authentication_error"
@@ -150,7 +156,7 @@ type errorBody struct {
 
 func (e *Error) body() []byte {
 	var b errorBody
-	b.Error.Code, b.Error.Message, b.Error.Type = string(e.Code), e.Message, errorType(e.Status())
+	b.Error.Code, b.Error.Message, b.Error.Type = string(e.Code), e.Message, errorType(e.Code, e.Status())
 	if e.Param != "" {
 		b.Error.Param = &e.Param
 	}

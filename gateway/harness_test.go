@@ -69,7 +69,11 @@ func withProject(id string, lim quota.Limits, secrets ...string) envOption {
 		if c.projects == nil {
 			c.projects = keys.Projects{}
 		}
-		c.projects[id] = lim
+		c.projects[id] = &keys.Project{ID: id, Config: true,
+			Limits: keys.Limits{RPM: &lim.RPM, TPM: &lim.TPM, TPD: &lim.TPD, Concurrency: &lim.Concurrency}}
+		if lim.Budget > 0 {
+			c.projects[id].Budget = &keys.Budget{Monthly: usage.Money(lim.Budget)}
+		}
 		for _, secret := range secrets {
 			k := c.keys[secret]
 			k.Project = id

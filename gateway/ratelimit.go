@@ -13,17 +13,19 @@ import (
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
+	"github.com/obol/obol/usage"
 )
 
 // Quota admits requests against a key's limits and settles them after.
 type Quota interface {
-	// Admit reserves tokens for a key and its project, all or nothing.
-	Admit(ctx context.Context, sub quota.Subject, tokens int64) (quota.Decision, error)
+	// Admit reserves tokens and a cost bound (picodollars) for a key and
+	// its project, all or nothing.
+	Admit(ctx context.Context, sub quota.Subject, tokens, cost int64) (quota.Decision, error)
 	// Peek reports the allowances without reserving anything.
 	Peek(ctx context.Context, sub quota.Subject) (quota.Decision, error)
-	// Settle replaces a reservation's estimate by the actual count, and
-	// releases its concurrency lease.
-	Settle(ctx context.Context, res *quota.Reservation, actual int64) error
+	// Settle replaces a reservation's estimate by the actual count and
+	// cost, and releases its lease.
+	Settle(ctx context.Context, res *quota.Reservation, actual, cost int64) error
 	// Renew extends a reservation's concurrency lease (quota.LeaseTTL).
 	Renew(ctx context.Context, res *quota.Reservation) error
 }
@@ -39,8 +41,9 @@ func estimate(req *chatRequest) int64 {
 // which then go out with whatever answer follows, streams included.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model) error {
 	est := estimate(req)
+	bound := s.costBound(c, req)
 	ctx, span := s.child(r.Context(), "quota.admit")
-	d, err := s.quota.Admit(ctx, subjectOf(c.key), est)
+	d, err := s.quota.Admit(ctx, subjectOf(c.key), est, int64(bound))
 	span.SetAttributes(attribute.Int64("obol.quota.estimate", est), attribute.Bool("obol.quota.allowed", d.Allowed))
 	span.End()
 	if err != nil {
@@ -55,6 +58,9 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *cha
 			outcome = "too_large"
 		}
 		s.metrics.decided(r.Context(), c.key.Tier, d.Denied.String(), outcome)
+		if d.Denied == quota.Budget {
+			return budgetSpent(c.key, d, time.Now())
+		}
 		if d.ByProject && d.Project != nil {
 			p := *d.Project
 			p.Denied, p.RetryAfter, p.Hopeless = d.Denied, d.RetryAfter, d.Hopeless
@@ -65,6 +71,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *cha
 	s.metrics.decided(r.Context(), c.key.Tier, "none", "allowed")
 	c.reservation = d.Reservation
 	if d.Reservation.Lease != "" {
+		// Renewed so that a long stream keeps its slot and its held money;
+		// a replica that dies loses both within quota.LeaseTTL.
 		c.leaseHeld = s.keepLease(d.Reservation)
 	}
 	return nil
@@ -84,11 +92,18 @@ func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
 	rateHeaders(w.Header(), c.key.Limits, d, time.Now())
 }
 
+// costBound is what the request can cost at most: its reservation at its
+// model's prices, every prompt token uncached.
+func (s *Server) costBound(c *call, req *chatRequest) usage.Money {
+	return s.prices[c.model].At(c.start).Cost(int64(req.PromptTokens), 0, int64(req.N)*int64(req.MaxTokens))
+}
+
 // settle replaces the reservation's estimate by what the request used:
 // the backend's usage, the gateway's count of what it relayed, or nothing
-// when no backend answered. It runs after the answer went out, whether
-// the request succeeded, failed or was abandoned.
-func (s *Server) settle(ctx context.Context, c *call) {
+// when no backend answered, and its cost bound by its cost (the ledger's
+// figure). It runs after the answer went out, whether the request
+// succeeded, failed or was abandoned.
+func (s *Server) settle(ctx context.Context, c *call, cost usage.Money) {
 	if c.reservation == nil {
 		return
 	}
@@ -99,7 +114,7 @@ func (s *Server) settle(ctx context.Context, c *call) {
 	if c.usage != nil {
 		actual = int64(c.usage.TotalTokens)
 	}
-	if err := s.quota.Settle(context.WithoutCancel(ctx), c.reservation, actual); err != nil {
+	if err := s.quota.Settle(context.WithoutCancel(ctx), c.reservation, actual, int64(cost)); err != nil {
 		s.log.Warn("quota settlement lost; the key stays charged the estimate",
 			"request_id", c.id, "key_id", c.key.ID, "estimate", c.reservation.Tokens, "actual", actual, "err", err)
 	}
@@ -108,7 +123,8 @@ func (s *Server) settle(ctx context.Context, c *call) {
 // subjectOf is what a key's requests count against: the key and its
 // project.
 func subjectOf(k *keys.Identity) quota.Subject {
-	return quota.Subject{Key: k.ID, Limits: k.Limits, Project: k.Project, ProjectLimits: k.ProjectLimits}
+	return quota.Subject{Key: k.ID, Limits: k.Limits, Project: k.Project, ProjectLimits: k.ProjectLimits,
+		Alerts: k.Alerts, ProjectAlerts: k.ProjectAlerts}
 }
 
 func storeError(err error) error {
@@ -226,4 +242,19 @@ func (s *Server) keepLease(res *quota.Reservation) chan struct{} {
 		}
 	}()
 	return done
+}
+
+// budgetSpent is the 429 of a monthly budget reached: OpenAI's
+// insufficient_quota, which its SDKs do not retry, naming the budget and
+// when it renews.
+func budgetSpent(k *keys.Identity, d quota.Decision, now time.Time) *Error {
+	who, lim, fig := "this API key", k.Limits, d
+	if d.ByProject && d.Project != nil {
+		who, lim, fig = "project "+k.Project, k.ProjectLimits, *d.Project
+	}
+	renews := now.UTC().Add(d.RetryAfter).Round(time.Second)
+	return &Error{Code: CodeInsufficientQuota, NoRetry: true, RetryAfter: d.RetryAfter,
+		Message: fmt.Sprintf("Budget exceeded: %s has reached its monthly budget of $%s (spent $%s, $%s held by requests in flight). "+
+			"It renews at %s, or when the budget is raised.",
+			who, usage.Money(lim.Budget).USD(), usage.Money(fig.Spent).USD(), usage.Money(fig.Held).USD(), renews.Format(time.RFC3339))}
 }

@@ -298,10 +298,10 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 			// process); waiting would only hold this connection's next
 			// request.
 			http.NewResponseController(w).Flush()
-			s.record(c, status)
+			cost := s.record(c, status)
 			if c.reservation != nil {
 				ctx, span := s.child(context.WithoutCancel(r.Context()), "quota.settle")
-				s.settle(ctx, c)
+				s.settle(ctx, c, cost)
 				span.End()
 			}
 		}
@@ -353,18 +353,20 @@ func (s *Server) logAccess(r *http.Request, c *call, status int, code Code) {
 
 // record queues what a request used for the ledger: every request a
 // backend answered, however it ended. A request no backend answered used
-// nothing and is not recorded.
-func (s *Server) record(c *call, status int) {
+// nothing and is not recorded. It returns the request's cost.
+func (s *Server) record(c *call, status int) usage.Money {
 	if c.usage == nil || c.key == nil {
-		return
+		return 0
 	}
 	cached, reasoning := c.usage.details()
+	cost := s.cost(c, c.usage)
 	s.ledger.Record(usage.Record{
-		RequestID: c.id, Key: c.key.ID, Model: c.model, Time: c.start,
+		RequestID: c.id, Key: c.key.ID, Project: c.key.Project, Model: c.model, Time: c.start,
 		PromptTokens: int64(c.usage.PromptTokens), CompletionTokens: int64(c.usage.CompletionTokens),
 		CachedTokens: cached, ReasoningTokens: reasoning, Status: status, Outcome: c.outcome, Counted: c.counted,
-		Cost: s.cost(c, c.usage), Kind: kindOf(c.api),
+		Cost: cost, Kind: kindOf(c.api),
 	})
+	return cost
 }
 
 // kindOf is the ledger's kind of a request to api.

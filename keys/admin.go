@@ -21,6 +21,7 @@ type Spec struct {
 	Limits    Limits
 	Scopes    []string // nil: DefaultScopes
 	Project   string   // "" for none
+	Budget    *Budget
 	ExpiresAt *time.Time
 	Metadata  map[string]string
 }
@@ -35,7 +36,7 @@ func (r *Registry) Create(ctx context.Context, s Spec) (*Key, string, error) {
 	for attempt := 0; ; attempt++ {
 		id, secret := newSecret()
 		k := &Key{
-			ID: id, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits, Scopes: scopes, Project: s.Project,
+			ID: id, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits, Scopes: scopes, Project: s.Project, Budget: s.Budget,
 			Metadata: s.Metadata, Prefix: prefixOf(secret), Hash: Digest(secret),
 			CreatedAt: r.opt.Now().UTC().Truncate(time.Millisecond), ExpiresAt: s.ExpiresAt,
 		}
@@ -107,21 +108,17 @@ func (r *Registry) check(k *Key) error {
 			return &InvalidError{Field: "scopes", Msg: fmt.Sprintf("unknown scope %q; the scopes are chat, chat:stream, models, usage", s)}
 		}
 	}
-	for name, l := range map[string]*int64{"rpm": k.Limits.RPM, "tpm": k.Limits.TPM, "tpd": k.Limits.TPD, "concurrency": k.Limits.Concurrency} {
-		if l != nil && *l < 0 {
-			return &InvalidError{Field: "limits." + name, Msg: "a limit is a whole number ≥ 0 (0 is unlimited)"}
-		}
+	if err := checkLimits(k.Limits); err != nil {
+		return err
+	}
+	if err := CheckBudget(k.Budget, "budget"); err != nil {
+		return err
 	}
 	if len(k.Name) > 200 {
 		return &InvalidError{Field: "name", Msg: "a name is at most 200 bytes"}
 	}
-	if len(k.Metadata) > 16 {
-		return &InvalidError{Field: "metadata", Msg: "at most 16 metadata entries"}
-	}
-	for n, v := range k.Metadata {
-		if len(n) > 64 || len(v) > 512 {
-			return &InvalidError{Field: "metadata", Msg: "metadata names are at most 64 bytes, values 512"}
-		}
+	if err := checkMetadata(k.Metadata); err != nil {
+		return err
 	}
 	return r.checkConfigured(k)
 }
@@ -133,8 +130,9 @@ func (r *Registry) checkConfigured(k *Key) error {
 		names := slices.Sorted(maps.Keys(r.opt.Tiers))
 		return &InvalidError{Field: "tier", Msg: fmt.Sprintf("unknown tier %q; tiers: %s", k.Tier, strings.Join(names, ", "))}
 	}
-	if _, ok := r.opt.Projects[k.Project]; k.Project != "" && !ok {
-		names := slices.Sorted(maps.Keys(r.opt.Projects))
+	projects := r.projects.Load()
+	if _, ok := projects.all[k.Project]; k.Project != "" && !ok {
+		names := slices.Sorted(maps.Keys(projects.all))
 		return &InvalidError{Field: "project", Msg: fmt.Sprintf("unknown project %q; projects: %s", k.Project, strings.Join(names, ", "))}
 	}
 	for _, m := range k.Models {
@@ -142,7 +140,7 @@ func (r *Registry) checkConfigured(k *Key) error {
 			return &InvalidError{Field: "models", Msg: fmt.Sprintf("unknown model %q", m)}
 		}
 	}
-	for _, e := range r.static {
+	for _, e := range projects.static {
 		if e.id.ID == k.ID {
 			return &InvalidError{Field: "id", Msg: "the id of a configuration key"}
 		}

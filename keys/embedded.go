@@ -27,7 +27,7 @@ type Embedded struct {
 // OpenEmbedded prepares the key buckets in db.
 func OpenEmbedded(db *bolt.DB) (*Embedded, error) {
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{keysBucket, digestsBucket, usedBucket} {
+		for _, b := range [][]byte{keysBucket, digestsBucket, usedBucket, projectsBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

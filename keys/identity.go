@@ -27,6 +27,9 @@ type Identity struct {
 	// limits hold across all its keys.
 	Project       string
 	ProjectLimits quota.Limits
+	// Alerts and ProjectAlerts are the fractions of the key's and the
+	// project's budgets whose crossing sends an alert.
+	Alerts, ProjectAlerts []float64
 }
 
 // Has reports whether the identity holds scope; chat implies chat:stream.
@@ -58,6 +61,7 @@ type Static struct {
 	Scopes []string // empty: every scope
 	// Project is the configured project it belongs to; "" for none.
 	Project string
+	Budget  *Budget
 }
 
 // resolve is a stored key as an Identity, its limits from its tier and
@@ -68,17 +72,18 @@ func resolve(k *Key, tiers quota.Tiers, projects Projects) (*Identity, error) {
 	if !ok {
 		return nil, fmt.Errorf("key %s: tier %q is not configured", k.ID, k.Tier)
 	}
-	id := &Identity{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes, Limits: lim, Project: k.Project}
+	lim.Budget = k.Budget.monthly()
+	id := &Identity{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes, Limits: lim,
+		Project: k.Project, Alerts: k.Budget.alerts()}
 	if k.Project != "" {
-		if id.ProjectLimits, ok = projects[k.Project]; !ok {
-			return nil, fmt.Errorf("key %s: project %q is not configured", k.ID, k.Project)
+		p, ok := projects[k.Project]
+		if !ok {
+			return nil, fmt.Errorf("key %s: project %q does not exist", k.ID, k.Project)
 		}
+		id.ProjectLimits, id.ProjectAlerts = p.quotaLimits(), p.Budget.alerts()
 	}
 	return id, nil
 }
-
-// Projects are the configured projects' limits, by project id.
-type Projects map[string]quota.Limits
 
 func (l Limits) override() quota.Override {
 	return quota.Override{RPM: l.RPM, TPM: l.TPM, TPD: l.TPD, Concurrency: l.Concurrency}
@@ -100,7 +105,8 @@ func newStaticIndex(keys []Static, tiers quota.Tiers, projects Projects) (static
 		if len(scopes) == 0 {
 			scopes = AllScopes
 		}
-		id, err := resolve(&Key{ID: s.ID, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits, Scopes: scopes, Project: s.Project}, tiers, projects)
+		id, err := resolve(&Key{ID: s.ID, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits, Scopes: scopes,
+			Project: s.Project, Budget: s.Budget}, tiers, projects)
 		if err != nil {
 			return nil, err
 		}

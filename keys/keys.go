@@ -48,6 +48,7 @@ type Key struct {
 	Limits     Limits            `json:"limits"`
 	Scopes     []string          `json:"scopes"`
 	Project    string            `json:"project,omitempty"` // "" for none
+	Budget     *Budget           `json:"budget,omitempty"`
 	Metadata   map[string]string `json:"metadata"`
 	Prefix     string            `json:"prefix"` // the secret's start, to recognise it by
 	Hash       string            `json:"sha256"` // hex SHA-256 of the secret
@@ -68,6 +69,12 @@ func (k *Key) clone() *Key {
 	c := *k
 	c.Models = append([]string(nil), k.Models...)
 	c.Scopes = append([]string(nil), k.Scopes...)
+	c.Limits = k.Limits.clone()
+	if k.Budget != nil {
+		b := *k.Budget
+		b.AlertAt = append([]float64(nil), k.Budget.AlertAt...)
+		c.Budget = &b
+	}
 	if k.Metadata != nil {
 		c.Metadata = make(map[string]string, len(k.Metadata))
 		for n, v := range k.Metadata {

@@ -33,7 +33,7 @@ const changeLock = 0x6f626f6c6b // "obolk"
 // drops its whole cache.
 const changeDays = 1
 
-const keyColumns = `id, sha256, prefix, name, tier, models, scopes, limits, metadata, created_at, expires_at, revoked_at, last_used_at, project`
+const keyColumns = `id, sha256, prefix, name, tier, models, scopes, limits, metadata, created_at, expires_at, revoked_at, last_used_at, project, budget`
 
 // change runs f in a transaction that appends id to the change log.
 func (p *Postgres) change(ctx context.Context, id string, f func(tx pgx.Tx) error) error {
@@ -60,9 +60,9 @@ func (p *Postgres) Create(ctx context.Context, k *Key) error {
 		if gone {
 			return ErrExists
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO api_keys (`+keyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		_, err := tx.Exec(ctx, `INSERT INTO api_keys (`+keyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 			k.ID, k.Hash, k.Prefix, k.Name, k.Tier, nonNilList(k.Models), nonNilList(k.Scopes), limits, meta,
-			k.CreatedAt, k.ExpiresAt, k.RevokedAt, k.LastUsedAt, k.Project)
+			k.CreatedAt, k.ExpiresAt, k.RevokedAt, k.LastUsedAt, k.Project, k.Budget)
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
 			return ErrExists
@@ -96,8 +96,8 @@ func (p *Postgres) Update(ctx context.Context, k *Key) error {
 	meta, _ := json.Marshal(nonNil(k.Metadata))
 	err := p.change(ctx, k.ID, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE api_keys SET name = $2, tier = $3, models = $4, scopes = $5, limits = $6, metadata = $7,
-			expires_at = $8, revoked_at = $9, project = $10 WHERE id = $1`,
-			k.ID, k.Name, k.Tier, nonNilList(k.Models), nonNilList(k.Scopes), limits, meta, k.ExpiresAt, k.RevokedAt, k.Project)
+			expires_at = $8, revoked_at = $9, project = $10, budget = $11 WHERE id = $1`,
+			k.ID, k.Name, k.Tier, nonNilList(k.Models), nonNilList(k.Scopes), limits, meta, k.ExpiresAt, k.RevokedAt, k.Project, k.Budget)
 		if err == nil && tag.RowsAffected() == 0 {
 			return ErrNotFound
 		}
@@ -151,7 +151,7 @@ func scanKeys(rows pgx.Rows) ([]*Key, error) {
 		var k Key
 		var limits, meta []byte
 		if err := rows.Scan(&k.ID, &k.Hash, &k.Prefix, &k.Name, &k.Tier, &k.Models, &k.Scopes, &limits, &meta,
-			&k.CreatedAt, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &k.Project); err != nil {
+			&k.CreatedAt, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &k.Project, &k.Budget); err != nil {
 			return nil, err
 		}
 		json.Unmarshal(limits, &k.Limits)

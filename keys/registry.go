@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +22,8 @@ type Options struct {
 	// Tiers resolve a key's limits; a key of a tier not here is refused
 	// at creation and cannot be used. Nil means quota.DefaultTiers.
 	Tiers quota.Tiers
-	// Projects are the projects keys may belong to, with their limits.
+	// Projects are the configuration's projects; the store's are added
+	// to them (a stored one of the same id is ignored).
 	Projects Projects
 	// KnownModel reports whether a model exists, to check a key's
 	// models at creation; nil accepts any name.
@@ -44,9 +47,9 @@ type Options struct {
 // store's change log within one Poll. It also administers the store's
 // keys (admin.go).
 type Registry struct {
-	store  Store
-	opt    Options
-	static staticIndex
+	store    Store
+	opt      Options
+	projects atomic.Pointer[projectSet]
 
 	mu      sync.RWMutex
 	byHash  map[string]*Entry // digest → key (nil entry: unknown digest)
@@ -96,11 +99,10 @@ func NewRegistry(ctx context.Context, store Store, o Options) (*Registry, error)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	static, err := newStaticIndex(o.Static, o.Tiers, o.Projects)
-	if err != nil {
+	r := &Registry{store: store, opt: o, byHash: map[string]*Entry{}, hashOf: map[string]string{}, stop: make(chan struct{})}
+	if err := r.loadProjects(ctx); err != nil {
 		return nil, err
 	}
-	r := &Registry{store: store, opt: o, static: static, byHash: map[string]*Entry{}, hashOf: map[string]string{}, stop: make(chan struct{})}
 	if store == nil {
 		return r, nil
 	}
@@ -117,7 +119,7 @@ func NewRegistry(ctx context.Context, store Store, o Options) (*Registry, error)
 // key's, or an active stored key's. It returns nil and no error for a
 // secret that is neither; an error means the store could not tell.
 func (r *Registry) Authenticate(ctx context.Context, secret string) (*Identity, error) {
-	if id := r.static.lookup(secret); id != nil {
+	if id := r.projects.Load().static.lookup(secret); id != nil {
 		return id, nil
 	}
 	e, err := r.Lookup(ctx, secret)
@@ -167,8 +169,10 @@ func (r *Registry) fill(ctx context.Context, digest string) (*Entry, error) {
 	case errors.Is(err, ErrNotFound):
 	case err != nil:
 		return nil, err
+	case k.RevokedAt != nil:
+		e = &Entry{Key: k} // never used again: nothing to resolve
 	default:
-		id, err := resolve(k, r.opt.Tiers, r.opt.Projects)
+		id, err := resolve(k, r.opt.Tiers, r.projects.Load().all)
 		if err != nil {
 			return nil, fmt.Errorf("resolve key: %w", err)
 		}
@@ -249,14 +253,17 @@ func (r *Registry) watch() {
 			r.opt.Log.Info("key changes readable again")
 			failing = false
 		}
-		if reset || r.mark == "" {
-			r.reset()
-		} else if len(ids) > 0 {
+		switch {
+		case reset || r.mark == "" || !r.projects.Load().loaded || slices.ContainsFunc(ids, isProjectChange):
+			r.reloadProjects()
+		case len(ids) > 0:
 			r.evict(ids...)
 		}
 		r.mark = next
 	}
 }
+
+func isProjectChange(id string) bool { return strings.HasPrefix(id, projectChange) }
 
 // toucher writes last-use times now and then, not per request.
 func (r *Registry) toucher() {

@@ -28,11 +28,26 @@ type Store interface {
 	Changes(ctx context.Context, since string) (ids []string, next string, reset bool, err error)
 	// Touch records when keys were last used; a later time wins.
 	Touch(ctx context.Context, used map[string]time.Time) error
+
+	// ListProjects returns the stored projects.
+	ListProjects(ctx context.Context) ([]*Project, error)
+	// CreateProject adds p; ErrExists if its id is taken.
+	CreateProject(ctx context.Context, p *Project) error
+	// UpdateProject replaces a stored project; ErrNotFound if none.
+	UpdateProject(ctx context.Context, p *Project) error
+	// DeleteProject removes a stored project; ErrNotFound if none.
+	DeleteProject(ctx context.Context, id string) error
 }
+
+// projectChange is how a project's change appears in the change log,
+// beside keys' ids: every key of the project must be resolved again.
+const projectChange = "project:"
 
 var (
 	// ErrNotFound is a key id that does not exist.
 	ErrNotFound = errors.New("no such key")
 	// ErrExists is a key id or secret that is taken already.
 	ErrExists = errors.New("key exists")
+	// ErrInUse is a project that keys still belong to.
+	ErrInUse = errors.New("project in use")
 )

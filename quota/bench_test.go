@@ -40,11 +40,11 @@ func BenchmarkAdmitSettle(b *testing.B) {
 					sub.Project, sub.ProjectLimits = "p"+strconv.FormatInt(i%8, 10), lim
 				}
 				for pb.Next() {
-					d, err := bc.s.Admit(ctx, sub, 1000)
+					d, err := bc.s.Admit(ctx, sub, 1000, 0)
 					if err != nil || !d.Allowed {
 						b.Fatal(d, err)
 					}
-					if err := bc.s.Settle(ctx, d.Reservation, 400); err != nil {
+					if err := bc.s.Settle(ctx, d.Reservation, 400, 0); err != nil {
 						b.Fatal(err)
 					}
 				}

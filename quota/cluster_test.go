@@ -26,7 +26,7 @@ func TestCluster(t *testing.T) {
 		key := fmt.Sprintf("key_%d", k)
 		allowed := 0
 		for i := 0; i < 5; i++ {
-			d, err := r.Admit(ctx, One(key, lim), 100)
+			d, err := r.Admit(ctx, One(key, lim), 100, 0)
 			if err != nil {
 				t.Fatalf("%s: %v", key, err)
 			}
@@ -49,7 +49,7 @@ func TestCluster(t *testing.T) {
 	// project's slot.
 	proj := Subject{Key: "key_p", Limits: lim, Project: "acme", ProjectLimits: Limits{RPM: 2, Concurrency: 5}}
 	for i := 0; i < 3; i++ {
-		d, err := r.Admit(ctx, proj, 100)
+		d, err := r.Admit(ctx, proj, 100, 0)
 		if err != nil || d.Allowed != (i < 2) {
 			t.Fatalf("a key of a project, request %d: %+v, %v", i, d, err)
 		}

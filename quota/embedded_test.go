@@ -27,12 +27,12 @@ func TestEmbeddedDailySurvivesRestart(t *testing.T) {
 		return db, e
 	}
 	db, e := open()
-	d, _ := e.Admit(ctx, One("key_a", lim), 500)
+	d, _ := e.Admit(ctx, One("key_a", lim), 500, 0)
 	if !d.Allowed {
 		t.Fatalf("%+v", d)
 	}
-	e.Settle(ctx, d.Reservation, 700) // the backend used more than estimated
-	d, _ = e.Admit(ctx, One("key_b", lim), 100)
+	e.Settle(ctx, d.Reservation, 700, 0) // the backend used more than estimated
+	d, _ = e.Admit(ctx, One("key_b", lim), 100, 0)
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -41,11 +41,11 @@ func TestEmbeddedDailySurvivesRestart(t *testing.T) {
 	db, e = open()
 	defer db.Close()
 	defer e.Close()
-	d, _ = e.Admit(ctx, One("key_a", lim), 400)
+	d, _ = e.Admit(ctx, One("key_a", lim), 400, 0)
 	if d.Allowed || d.Denied != DailyTokens || d.DailyUsed != 700 {
 		t.Fatalf("after a restart, key_a's day: %+v", d)
 	}
-	d, _ = e.Admit(ctx, One("key_b", lim), 900)
+	d, _ = e.Admit(ctx, One("key_b", lim), 900, 0)
 	if !d.Allowed || d.DailyUsed != 100 {
 		t.Fatalf("after a restart, key_b's day: %+v", d)
 	}

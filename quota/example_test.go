@@ -12,7 +12,7 @@ func ExampleTiers_Limits() {
 	unlimited := int64(0)
 	lim, ok := quota.DefaultTiers.Limits("free", quota.Override{RPM: &rpm, TPD: &unlimited})
 	fmt.Println(lim, ok)
-	// Output: {5 40000 0 0} true
+	// Output: {5 40000 0 0 0} true
 }
 
 // A request reserves its estimate; settlement replaces it by what the
@@ -22,9 +22,9 @@ func ExampleMemory() {
 	m := quota.NewMemory()
 	lim := quota.Limits{RPM: 20, TPM: 40000, TPD: 250000}
 
-	d, _ := m.Admit(ctx, quota.One("key_a", lim), 4100) // prompt estimate + max_tokens
+	d, _ := m.Admit(ctx, quota.One("key_a", lim), 4100, 0) // prompt estimate + max_tokens
 	fmt.Println(d.Allowed, d.RequestsRemaining, d.TokensRemaining)
-	m.Settle(ctx, d.Reservation, 350) // the backend reported 350 tokens
+	m.Settle(ctx, d.Reservation, 350, 0) // the backend reported 350 tokens
 
 	d, _ = m.Peek(ctx, quota.One("key_a", lim))
 	fmt.Println(d.DailyUsed)

@@ -20,7 +20,7 @@ var ErrUnavailable = errors.New("quota store unavailable")
 
 // Store is a shared store of allowances: Redis.
 type Store interface {
-	Admit(ctx context.Context, sub Subject, tokens int64) (Decision, error)
+	Admit(ctx context.Context, sub Subject, tokens, cost int64) (Decision, error)
 	Peek(ctx context.Context, sub Subject) (Decision, error)
 	SettleBatch(ctx context.Context, batch []Settlement) error
 	Renew(ctx context.Context, res *Reservation) error
@@ -53,6 +53,8 @@ type Options struct {
 	// Meter records store errors and fail-open admissions; nil means the
 	// global OpenTelemetry meter provider.
 	Meter metric.Meter
+	// Money serves budgets while the limiter decides alone.
+	Money Money
 }
 
 // DefaultTimeout bounds a store call: a Redis round trip on a LAN is well
@@ -101,6 +103,7 @@ func NewLimiter(store Store, o Options) *Limiter {
 		o.Meter = otel.Meter("github.com/obol/obol/quota")
 	}
 	l := &Limiter{store: store, local: NewMemory(), opt: o, stop: make(chan struct{}), skick: make(chan struct{}, 1)}
+	l.local.SetMoney(o.Money)
 	l.settling.Add(1)
 	go l.settler()
 	l.errs, _ = o.Meter.Int64Counter("obol.quota.store.errors",
@@ -147,10 +150,11 @@ func (l *Limiter) fromStore(ctx context.Context, ask func(context.Context) (Deci
 	return Decision{}, false, nil
 }
 
-// Admit reserves tokens for the subject at every level, all or nothing.
-func (l *Limiter) Admit(ctx context.Context, sub Subject, tokens int64) (Decision, error) {
+// Admit reserves tokens and a cost bound (picodollars) for the subject
+// at every level, all or nothing.
+func (l *Limiter) Admit(ctx context.Context, sub Subject, tokens, cost int64) (Decision, error) {
 	d, decided, err := l.fromStore(ctx, func(ctx context.Context) (Decision, error) {
-		return l.store.Admit(ctx, sub, tokens)
+		return l.store.Admit(ctx, sub, tokens, cost)
 	})
 	if err != nil {
 		return Decision{}, fmt.Errorf("admit %s: %w", sub.Key, err)
@@ -161,7 +165,10 @@ func (l *Limiter) Admit(ctx context.Context, sub Subject, tokens int64) (Decisio
 	if l.opt.Mode == FailClosed {
 		return Decision{}, fmt.Errorf("admit %s: %w", sub.Key, ErrUnavailable)
 	}
-	d, _ = l.local.Admit(ctx, l.share(sub), tokens)
+	d, err = l.local.Admit(ctx, l.share(sub), tokens, cost)
+	if err != nil {
+		return Decision{}, err
+	}
 	if d.Reservation != nil {
 		d.Reservation.local = true
 	}
@@ -186,23 +193,24 @@ func (l *Limiter) Peek(ctx context.Context, sub Subject) (Decision, error) {
 	return l.local.Peek(ctx, l.share(sub))
 }
 
-// Settle replaces a reservation's estimate by the actual count, in the
-// store that made it. For the shared store it queues the settlement and
+// Settle replaces a reservation's estimate by the actual count and cost
+// (picodollars), in the store that made it. For the shared store it queues the settlement and
 // returns: settlements are written in the background, many per round
 // trip. One the store cannot take is dropped and logged: the key stays
 // charged the estimate, which errs on the safe side.
-func (l *Limiter) Settle(ctx context.Context, res *Reservation, actual int64) error {
+func (l *Limiter) Settle(ctx context.Context, res *Reservation, actual, cost int64) error {
 	if res == nil {
 		return errors.New("settle: no reservation")
 	}
 	if res.local {
-		return l.local.Settle(ctx, res, actual)
+		return l.local.Settle(ctx, res, actual, cost)
 	}
-	if actual == res.Tokens && res.Lease == "" {
+	st := Settlement{Res: res, Actual: actual, Cost: cost}
+	if st.moot() {
 		return nil
 	}
 	l.smu.Lock()
-	l.settles = append(l.settles, Settlement{Res: res, Actual: actual})
+	l.settles = append(l.settles, st)
 	l.smu.Unlock()
 	select {
 	case l.skick <- struct{}{}:
@@ -265,7 +273,9 @@ func (l *Limiter) share(sub Subject) Subject {
 		return (v + n - 1) / n
 	}
 	part := func(lim Limits) Limits {
-		return Limits{RPM: div(lim.RPM), TPM: div(lim.TPM), TPD: div(lim.TPD), Concurrency: div(lim.Concurrency)}
+		// A budget is not divided: each replica's counter starts from
+		// the ledger's spend of every replica.
+		return Limits{RPM: div(lim.RPM), TPM: div(lim.TPM), TPD: div(lim.TPD), Concurrency: div(lim.Concurrency), Budget: lim.Budget}
 	}
 	sub.Limits, sub.ProjectLimits = part(sub.Limits), part(sub.ProjectLimits)
 	return sub

@@ -64,7 +64,7 @@ func TestLimiterFailOpen(t *testing.T) {
 	env := newLimiterEnv(t, FailOpen, 2)
 	ctx := context.Background()
 	lim := Limits{RPM: 6, TPM: 100000}
-	d, err := env.lim.Admit(ctx, One("k", lim), 10)
+	d, err := env.lim.Admit(ctx, One("k", lim), 10, 0)
 	if err != nil || !d.Allowed || d.RequestsRemaining != 5 {
 		t.Fatalf("with Redis up: %+v, %v", d, err)
 	}
@@ -73,13 +73,13 @@ func TestLimiterFailOpen(t *testing.T) {
 	// Down: each of the 2 replicas admits half the RPM, 3, locally.
 	var allowed int
 	for i := 0; i < 5; i++ {
-		d, err := env.lim.Admit(ctx, One("k", lim), 10)
+		d, err := env.lim.Admit(ctx, One("k", lim), 10, 0)
 		if err != nil {
 			t.Fatalf("fail open returned an error: %v", err)
 		}
 		if d.Allowed {
 			allowed++
-			if err := env.lim.Settle(ctx, d.Reservation, 5); err != nil {
+			if err := env.lim.Settle(ctx, d.Reservation, 5, 0); err != nil {
 				t.Fatalf("a local reservation settles locally: %v", err)
 			}
 		}
@@ -99,7 +99,7 @@ func TestLimiterFailOpen(t *testing.T) {
 
 	env.srv.Restart() // empty: the key starts afresh in Redis
 	waitAvailable(t, env.lim)
-	d, err = env.lim.Admit(ctx, One("k", lim), 10)
+	d, err = env.lim.Admit(ctx, One("k", lim), 10, 0)
 	if err != nil || !d.Allowed || d.RequestsRemaining != 5 {
 		t.Fatalf("after Redis came back: %+v, %v", d, err)
 	}
@@ -118,7 +118,7 @@ func TestLimiterFailOpenConcurrency(t *testing.T) {
 	env.srv.Stop()
 	var held []*Reservation
 	for i := 0; i < 3; i++ {
-		d, err := env.lim.Admit(ctx, One("k", lim), 1)
+		d, err := env.lim.Admit(ctx, One("k", lim), 1, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,10 +131,10 @@ func TestLimiterFailOpenConcurrency(t *testing.T) {
 	if len(held) != 2 {
 		t.Fatalf("%d in flight locally, want 2 (a cap of 4 over 2 replicas)", len(held))
 	}
-	if err := env.lim.Settle(ctx, held[0], 1); err != nil {
+	if err := env.lim.Settle(ctx, held[0], 1, 0); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := env.lim.Admit(ctx, One("k", lim), 1); err != nil || !d.Allowed {
+	if d, err := env.lim.Admit(ctx, One("k", lim), 1, 0); err != nil || !d.Allowed {
 		t.Errorf("after a settlement: %+v, %v", d, err)
 	}
 }
@@ -145,7 +145,7 @@ func TestLimiterFailClosed(t *testing.T) {
 	lim := Limits{RPM: 6}
 	env.srv.Stop()
 	for i := 0; i < 3; i++ {
-		if _, err := env.lim.Admit(ctx, One("k", lim), 1); !errors.Is(err, ErrUnavailable) {
+		if _, err := env.lim.Admit(ctx, One("k", lim), 1, 0); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("fail closed: %v, want ErrUnavailable", err)
 		}
 	}
@@ -154,7 +154,7 @@ func TestLimiterFailClosed(t *testing.T) {
 	}
 	env.srv.Restart()
 	waitAvailable(t, env.lim)
-	if d, err := env.lim.Admit(ctx, One("k", lim), 1); err != nil || !d.Allowed {
+	if d, err := env.lim.Admit(ctx, One("k", lim), 1, 0); err != nil || !d.Allowed {
 		t.Fatalf("after Redis came back: %+v, %v", d, err)
 	}
 }
@@ -165,12 +165,12 @@ func TestLimiterUnresponsiveStore(t *testing.T) {
 	env := newLimiterEnv(t, FailClosed, 1)
 	ctx := context.Background()
 	lim := Limits{RPM: 6}
-	if _, err := env.lim.Admit(ctx, One("k", lim), 1); err != nil {
+	if _, err := env.lim.Admit(ctx, One("k", lim), 1, 0); err != nil {
 		t.Fatal(err)
 	}
 	env.srv.Pause()
 	for i := 0; i < 3; i++ {
-		if _, err := env.lim.Admit(ctx, One("k", lim), 1); !errors.Is(err, ErrUnavailable) {
+		if _, err := env.lim.Admit(ctx, One("k", lim), 1, 0); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("paused Redis: %v, want ErrUnavailable", err)
 		}
 	}
@@ -182,7 +182,7 @@ func TestLimiterUnresponsiveStore(t *testing.T) {
 	// The call that timed out was in Redis's socket and ran on resume: it
 	// stays charged, once (no client retry could charge it twice). With
 	// the first request and this one, 3 of 6 remain.
-	if d, err := env.lim.Admit(ctx, One("k", lim), 1); err != nil || !d.Allowed || d.RequestsRemaining != 3 {
+	if d, err := env.lim.Admit(ctx, One("k", lim), 1, 0); err != nil || !d.Allowed || d.RequestsRemaining != 3 {
 		t.Fatalf("after Redis resumed: %+v, %v", d, err)
 	}
 }
@@ -192,7 +192,7 @@ func TestLimiterClientGone(t *testing.T) {
 	env := newLimiterEnv(t, FailClosed, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := env.lim.Admit(ctx, One("k", Limits{RPM: 6}), 1); !errors.Is(err, context.Canceled) {
+	if _, err := env.lim.Admit(ctx, One("k", Limits{RPM: 6}), 1, 0); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled caller: %v", err)
 	}
 	if env.lim.down.Load() {

@@ -3,6 +3,7 @@ package quota
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"math"
 	"sync"
@@ -16,6 +17,7 @@ import (
 type Memory struct {
 	now    func() time.Time
 	seed   maphash.Seed
+	money  Money
 	shards [32]memShard
 }
 
@@ -25,9 +27,20 @@ type memShard struct {
 	daily map[dayKey]int64
 	dirty map[dayKey]struct{}
 	today string
-	// leases are the concurrency leases held, by key: lease → expiry (the
-	// scripts' seconds).
+	// leases are the leases held, by key: lease → expiry (the scripts'
+	// seconds).
 	leases map[string]map[string]float64
+	// spend is each level's money in a month.
+	spend map[monthKey]*memSpend
+}
+
+type monthKey struct{ month, key string }
+
+// memSpend is the spend hash of the scripts: spent, held by requests in
+// flight, and what each lease holds.
+type memSpend struct {
+	spent, held int64
+	holds       map[string]int64
 }
 
 // memTATs are a key's GCRA theoretical arrival times, in seconds since
@@ -44,9 +57,13 @@ func NewMemory() *Memory {
 		m.shards[i].daily = map[dayKey]int64{}
 		m.shards[i].dirty = map[dayKey]struct{}{}
 		m.shards[i].leases = map[string]map[string]float64{}
+		m.shards[i].spend = map[monthKey]*memSpend{}
 	}
 	return m
 }
+
+// SetMoney gives budgets their ledger and listener.
+func (m *Memory) SetMoney(money Money) { m.money = money }
 
 func (m *Memory) shard(key string) *memShard { return &m.shards[m.shardIndex(key)] }
 
@@ -69,14 +86,46 @@ func gcra(tat, now float64, limit, n int64) (ok bool, newTAT, remaining, wait, u
 	return true, newTAT, diff / interval, 0, used
 }
 
-// Admit reserves tokens for the subject at every level, all or nothing.
-func (m *Memory) Admit(_ context.Context, sub Subject, tokens int64) (Decision, error) {
-	return m.admit(sub, tokens, false), nil
+// Admit reserves tokens and a cost bound (picodollars) for the subject
+// at every level, all or nothing.
+func (m *Memory) Admit(ctx context.Context, sub Subject, tokens, cost int64) (Decision, error) {
+	return m.seeded(ctx, sub, func() (Decision, bool) { return m.admit(sub, tokens, cost, false) })
 }
 
 // Peek reports the subject's allowances without reserving anything.
-func (m *Memory) Peek(_ context.Context, sub Subject) (Decision, error) {
-	return m.admit(sub, 0, true), nil
+func (m *Memory) Peek(ctx context.Context, sub Subject) (Decision, error) {
+	return m.seeded(ctx, sub, func() (Decision, bool) { return m.admit(sub, 0, 0, true) })
+}
+
+// seeded runs an admission, and again after starting the spend counters
+// it found missing from the ledger (outside the locks: the ledger may be
+// a database).
+func (m *Memory) seeded(ctx context.Context, sub Subject, admit func() (Decision, bool)) (Decision, error) {
+	d, ok := admit()
+	if ok {
+		return d, nil
+	}
+	mo, _ := month(m.now())
+	ls, n := sub.levels()
+	for _, l := range ls[:n] {
+		if l.lim.Budget <= 0 {
+			continue
+		}
+		v, err := m.money.spent(ctx, l, sub, mo)
+		if err != nil {
+			return Decision{}, fmt.Errorf("admit %s: spend of %s in %s from the ledger: %w", sub.Key, l.id, mo, err)
+		}
+		s := m.shard(l.id)
+		s.mu.Lock()
+		if s.spend[monthKey{mo, l.id}] == nil {
+			s.spend[monthKey{mo, l.id}] = &memSpend{spent: v}
+		}
+		s.mu.Unlock()
+	}
+	if d, ok = admit(); !ok {
+		return Decision{}, fmt.Errorf("admit %s: spend counters not started", sub.Key)
+	}
+	return d, nil
 }
 
 // memLevel is one level's state during an admission, as the script's
@@ -89,6 +138,8 @@ type memLevel struct {
 	rTAT, rRem, rWait        float64
 	tTAT, tRem, tWait, tUsed float64
 	dUsed, inFlight          int64
+	sp                       *memSpend
+	spent, held              int64
 	denied                   Limit
 	retry                    float64
 	hopeless                 bool
@@ -123,10 +174,13 @@ func (m *Memory) unlock(idx []int) {
 	}
 }
 
-func (m *Memory) admit(sub Subject, tokens int64, dry bool) Decision {
+// admit decides; ok is false, and nothing is written, when a budget's
+// spend counter must be started first.
+func (m *Memory) admit(sub Subject, tokens, cost int64, dry bool) (Decision, bool) {
 	t := m.now()
 	now := float64(t.UnixMicro()-epoch*1e6) / 1e6
 	d, left := day(t)
+	mo, moLeft := month(t)
 	ls, n := sub.levels()
 	idx, ns := m.shardsOf(ls[:n])
 	m.lock(idx[:ns])
@@ -140,17 +194,20 @@ func (m *Memory) admit(sub Subject, tokens int64, dry bool) Decision {
 	for i, l := range ls[:n] {
 		states[i] = m.decide(l, now, d, left, reqs, tokens, dry)
 		ml, w := &states[i], &states[max(worst, 0)]
+		if !ml.spendOK(mo, moLeft, dry) {
+			return Decision{}, false
+		}
 		if ml.denied != None && (worst < 0 || (ml.hopeless && !w.hopeless) || (ml.hopeless == w.hopeless && ml.retry > w.retry)) {
 			worst = i
 		}
 	}
 	lease := ""
 	if worst < 0 && !dry {
-		if sub.concurrent() {
+		if sub.leased() {
 			lease = newLease()
 		}
 		for i := range states[:n] {
-			states[i].take(now, d, tokens, lease)
+			states[i].take(now, d, tokens, cost, lease)
 		}
 	}
 	dec := states[0].figures(now)
@@ -165,9 +222,26 @@ func (m *Memory) admit(sub Subject, tokens int64, dry bool) Decision {
 	}
 	dec.Allowed = dec.Denied == None
 	if dec.Allowed && !dry {
-		dec.Reservation = &Reservation{Subject: sub, Day: d, Tokens: tokens, Lease: lease}
+		dec.Reservation = &Reservation{Subject: sub, Day: d, Month: mo, Tokens: tokens, Cost: cost, Lease: lease}
 	}
-	return dec
+	return dec, true
+}
+
+// spendOK decides the level's budget, after its other limits; false: its
+// spend counter is missing. Its shard is locked.
+func (ml *memLevel) spendOK(mo string, left time.Duration, dry bool) bool {
+	if ml.lim.Budget <= 0 {
+		return true
+	}
+	ml.sp = ml.s.spend[monthKey{mo, ml.id}]
+	if ml.sp == nil {
+		return false
+	}
+	ml.spent, ml.held = ml.sp.spent, ml.sp.held
+	if !dry && !ml.hopeless && ml.spent+ml.held >= ml.lim.Budget {
+		ml.denied, ml.retry, ml.hopeless = Budget, left.Seconds(), false
+	}
+	return true
 }
 
 // decide checks one level; its shard is locked.
@@ -197,8 +271,10 @@ func (m *Memory) decide(l level, now float64, d string, left time.Duration, reqs
 		ml.denied, ml.retry = DailyTokens, left.Seconds()
 		ml.hopeless = ml.hopeless || tokens > lim.TPD
 	}
-	if lim.Concurrency > 0 {
+	if l.leased() {
 		ml.inFlight = s.inFlight(l.id, now)
+	}
+	if lim.Concurrency > 0 {
 		if ml.denied == None && !dry && ml.inFlight >= lim.Concurrency {
 			ml.denied, ml.retry = Concurrent, 1
 		}
@@ -207,7 +283,7 @@ func (m *Memory) decide(l level, now float64, d string, left time.Duration, reqs
 }
 
 // take writes the level's reservation; its shard is locked.
-func (ml *memLevel) take(now float64, d string, tokens int64, lease string) {
+func (ml *memLevel) take(now float64, d string, tokens, cost int64, lease string) {
 	s, lim := ml.s, ml.lim
 	if lim.RPM > 0 {
 		ml.st.rpm = ml.rTAT
@@ -223,8 +299,15 @@ func (ml *memLevel) take(now float64, d string, tokens int64, lease string) {
 		s.daily[dk] = ml.dUsed + tokens
 		s.dirty[dk] = struct{}{}
 	}
-	if lim.Concurrency > 0 {
+	if ml.leased() {
 		s.hold(ml.id, lease, now+LeaseTTL.Seconds())
+	}
+	if ml.sp != nil && cost > 0 {
+		ml.sp.held += cost
+		if ml.sp.holds == nil {
+			ml.sp.holds = map[string]int64{}
+		}
+		ml.sp.holds[lease] = cost
 	}
 }
 
@@ -249,21 +332,38 @@ func (ml *memLevel) figures(now float64) Decision {
 		TokensReset:       sec(math.Max(ml.tTAT-now, 0)),
 		DailyUsed:         ml.dUsed,
 		InFlight:          ml.inFlight,
+		Spent:             ml.spent,
+		Held:              ml.held,
 	}
 }
 
-// inFlight frees key's expired leases and counts the rest; s.mu is held.
+// inFlight frees key's expired leases, giving back the money they held,
+// and counts the rest; s.mu is held.
 func (s *memShard) inFlight(key string, now float64) int64 {
 	ls := s.leases[key]
 	for l, until := range ls {
 		if until <= now {
 			delete(ls, l)
+			s.release(key, l)
 		}
 	}
 	if len(ls) == 0 {
 		delete(s.leases, key)
 	}
 	return int64(len(ls))
+}
+
+// release gives back the money a lease holds in any month; s.mu is held.
+func (s *memShard) release(key, lease string) {
+	for mk, sp := range s.spend {
+		if mk.key != key {
+			continue
+		}
+		if v, ok := sp.holds[lease]; ok {
+			sp.held -= v
+			delete(sp.holds, lease)
+		}
+	}
 }
 
 // hold records a lease until a time; s.mu is held.
@@ -306,6 +406,11 @@ func (s *memShard) rollover(d string) {
 		return
 	}
 	s.today = d
+	for k := range s.spend {
+		if k.month < d[:6] {
+			delete(s.spend, k)
+		}
+	}
 	for k := range s.daily {
 		if k.day < yesterday(d) {
 			delete(s.daily, k)
@@ -322,22 +427,42 @@ func yesterday(d string) string {
 	return t.AddDate(0, 0, -1).Format("20060102")
 }
 
-// Settle replaces a reservation's estimate by the actual token count at
-// every level, and releases its lease, as the settle script does.
-func (m *Memory) Settle(_ context.Context, res *Reservation, actual int64) error {
+// Settle replaces a reservation's estimate by the actual token count and
+// cost at every level, and releases its lease, as the settle script does.
+func (m *Memory) Settle(_ context.Context, res *Reservation, actual, cost int64) error {
 	if res == nil {
 		return errors.New("settle: no reservation")
 	}
 	delta := actual - res.Tokens
 	now := float64(m.now().UnixMicro()-epoch*1e6) / 1e6
-	m.eachLevel(res, func(s *memShard, l level) { s.settle(l, res, delta, now) })
+	var spends [2]Spend
+	var ns int
+	m.eachLevel(res, func(s *memShard, l level) {
+		s.settle(l, res, delta, now)
+		if sp := s.spend[monthKey{res.Month, l.id}]; sp != nil && cost != 0 {
+			before := sp.spent
+			sp.spent += cost
+			if x, ok := spendOf(l, res, before, sp.spent); ok {
+				spends[ns], ns = x, ns+1
+			}
+		}
+	})
+	for _, sp := range spends[:ns] {
+		m.money.report(sp, true)
+	}
 	return nil
 }
 
-// settle settles one level; s.mu is held.
+// settle settles one level's tokens and lease; s.mu is held.
 func (s *memShard) settle(l level, res *Reservation, delta int64, now float64) {
 	if res.Lease != "" {
 		delete(s.leases[l.id], res.Lease)
+		if sp := s.spend[monthKey{res.Month, l.id}]; sp != nil {
+			if v, ok := sp.holds[res.Lease]; ok {
+				sp.held -= v
+				delete(sp.holds, res.Lease)
+			}
+		}
 	}
 	if delta == 0 {
 		return

@@ -26,7 +26,7 @@ func TestProjectLimitsAcrossKeys(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				d, err := r.Admit(ctx, subs[i%2], 10)
+				d, err := r.Admit(ctx, subs[i%2], 10, 0)
 				if err != nil {
 					t.Error(err)
 					return
@@ -67,34 +67,34 @@ func TestProjectSettlesAndLeases(t *testing.T) {
 		proj := Limits{TPM: 1000, TPD: 5000, Concurrency: 2}
 		a := Subject{Key: "key_a", Limits: Limits{TPM: 900}, Project: "beta", ProjectLimits: proj}
 		b := Subject{Key: "key_b", Project: "beta", ProjectLimits: proj}
-		first, _ := r.Admit(ctx, a, 800)
+		first, _ := r.Admit(ctx, a, 800, 0)
 		if !first.Allowed || first.Reservation.Lease == "" {
 			t.Fatalf("first: %+v", first)
 		}
-		if d, _ := r.Admit(ctx, b, 800); d.Allowed || !d.ByProject || d.Denied != Tokens {
+		if d, _ := r.Admit(ctx, b, 800, 0); d.Allowed || !d.ByProject || d.Denied != Tokens {
 			t.Fatalf("over the project's TPM through another key: %+v", d)
 		}
-		if err := r.Settle(ctx, first.Reservation, 100); err != nil {
+		if err := r.Settle(ctx, first.Reservation, 100, 0); err != nil {
 			t.Fatal(err)
 		}
-		second, _ := r.Admit(ctx, b, 800)
+		second, _ := r.Admit(ctx, b, 800, 0)
 		if !second.Allowed || second.Project.InFlight != 0 {
 			t.Fatalf("after the refund, through the other key: %+v", second)
 		}
-		third, _ := r.Admit(ctx, a, 1)
+		third, _ := r.Admit(ctx, a, 1, 0)
 		if !third.Allowed {
 			t.Fatalf("a second request in flight: %+v", third)
 		}
-		if d, _ := r.Admit(ctx, b, 1); d.Allowed || !d.ByProject || d.Denied != Concurrent {
+		if d, _ := r.Admit(ctx, b, 1, 0); d.Allowed || !d.ByProject || d.Denied != Concurrent {
 			t.Fatalf("a third in flight in the project: %+v", d)
 		}
 		if err := r.(renewer).Renew(ctx, second.Reservation); err != nil {
 			t.Fatal(err)
 		}
-		r.Settle(ctx, second.Reservation, 800)
-		r.Settle(ctx, third.Reservation, 1)
+		r.Settle(ctx, second.Reservation, 800, 0)
+		r.Settle(ctx, third.Reservation, 1, 0)
 		*clock = clock.Add(time.Minute)
-		if d, _ := r.Admit(ctx, b, 6000); d.Allowed || !d.ByProject || !d.Hopeless {
+		if d, _ := r.Admit(ctx, b, 6000, 0); d.Allowed || !d.ByProject || !d.Hopeless {
 			t.Fatalf("more than the project's day: %+v", d)
 		}
 		d, _ := r.Peek(ctx, a)

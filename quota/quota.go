@@ -5,6 +5,7 @@
 package quota
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"time"
@@ -19,6 +20,11 @@ type Limits struct {
 	// lease until it is settled, or until the lease expires (LeaseTTL)
 	// unless renewed, so a replica that dies frees its leases.
 	Concurrency int64
+	// Budget is the money the level may spend in a UTC calendar month,
+	// in picodollars (usage.Money). A request is admitted while what is
+	// spent plus what requests in flight have reserved is below it, and
+	// reserves its cost bound; settlement replaces that with its cost.
+	Budget int64
 }
 
 // LeaseTTL is how long a concurrency lease lives without renewal; a
@@ -39,9 +45,12 @@ const (
 	DailyTokens
 	// Concurrent is the cap on requests in flight.
 	Concurrent
+	// Budget is the monthly money budget.
+	Budget
 )
 
-// String is the limit's short name, as metrics label it: rpm, tpm, tpd.
+// String is the limit's short name, as metrics label it: rpm, tpm, tpd,
+// concurrency, budget.
 func (l Limit) String() string {
 	switch l {
 	case Requests:
@@ -52,6 +61,8 @@ func (l Limit) String() string {
 		return "tpd"
 	case Concurrent:
 		return "concurrency"
+	case Budget:
+		return "budget"
 	}
 	return "none"
 }
@@ -66,6 +77,9 @@ type Subject struct {
 	// Project is "" when the key belongs to none.
 	Project       string
 	ProjectLimits Limits
+	// Alerts and ProjectAlerts are the fractions of each level's budget
+	// whose crossing is reported (Options.OnSpend); none: nothing is.
+	Alerts, ProjectAlerts []float64
 }
 
 // One is the subject of a key that belongs to no project.
@@ -73,26 +87,34 @@ func One(key string, lim Limits) Subject { return Subject{Key: key, Limits: lim}
 
 // level is one of a subject's levels: its counters' name and its limits.
 type level struct {
-	id  string
-	lim Limits
+	id      string
+	lim     Limits
+	project bool
+	alerts  []float64
 }
+
+// leased reports whether the level's requests hold a lease while in
+// flight: to be counted against a cap, or to have their reserved cost
+// given back if they are never settled.
+func (l level) leased() bool { return l.lim.Concurrency > 0 || l.lim.Budget > 0 }
 
 // levels are the key's, then the project's; in an array, for the
 // in-process store's hot path allocates nothing.
 func (s Subject) levels() (ls [2]level, n int) {
-	ls[0] = level{s.Key, s.Limits}
+	ls[0] = level{id: s.Key, lim: s.Limits, alerts: s.Alerts}
 	if s.Project == "" {
 		return ls, 1
 	}
-	ls[1] = level{"project:" + s.Project, s.ProjectLimits}
+	ls[1] = level{id: "project:" + s.Project, lim: s.ProjectLimits, project: true, alerts: s.ProjectAlerts}
 	return ls, 2
 }
 
-// concurrent reports whether a level caps requests in flight (and so
-// the request takes a lease).
-func (s Subject) concurrent() bool {
-	return s.Limits.Concurrency > 0 || (s.Project != "" && s.ProjectLimits.Concurrency > 0)
+// leased reports whether a level takes a lease for the request.
+func (s Subject) leased() bool {
+	return s.Limits.leasedBy() || (s.Project != "" && s.ProjectLimits.leasedBy())
 }
+
+func (l Limits) leasedBy() bool { return l.Concurrency > 0 || l.Budget > 0 }
 
 // Decision is the outcome of an admission, with what the rate-limit
 // headers need whether or not the request was admitted. Its figures are
@@ -115,6 +137,10 @@ type Decision struct {
 	TokensReset       time.Duration
 	DailyUsed         int64 // TPD spent today before this request
 	InFlight          int64 // leases held before this request (with a concurrency cap)
+	// Spent is the money spent this month and Held what requests in
+	// flight have reserved, in picodollars, before this request (with a
+	// budget).
+	Spent, Held int64
 
 	// Project is the project level's figures; nil without a project.
 	Project *Decision
@@ -127,9 +153,12 @@ type Decision struct {
 type Reservation struct {
 	Subject
 	Day    string // the UTC day the tokens were reserved on (YYYYMMDD)
+	Month  string // the UTC month its cost is charged to (YYYYMM)
 	Tokens int64
-	// Lease is the concurrency lease the request holds at every level
-	// with a cap ("" without one), released when it is settled.
+	Cost   int64 // the cost bound reserved, in picodollars
+	// Lease is the lease the request holds at every level with a
+	// concurrency cap or a budget ("" without one), released when it is
+	// settled.
 	Lease string
 	local bool // made by a Limiter's local fallback, settled there
 }
@@ -139,6 +168,50 @@ func day(t time.Time) (string, time.Duration) {
 	t = t.UTC()
 	end := time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, time.UTC)
 	return t.Format("20060102"), end.Sub(t)
+}
+
+// month returns the UTC calendar month of t as YYYYMM and the time until
+// it ends.
+func month(t time.Time) (string, time.Duration) {
+	t = t.UTC()
+	end := time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+	return t.Format("200601"), end.Sub(t)
+}
+
+// Spend is a level's spending this month moving from Before to After
+// with a settlement (picodollars), reported so that budget alerts can be
+// sent: the store's counter moves atomically, so one settlement, on one
+// replica, sees a threshold crossed.
+type Spend struct {
+	Key     string // the key, or "" for a project's level
+	Project string // the project, or "" for a key's level
+	Month   string // YYYYMM
+	Before  int64
+	After   int64
+	Budget  int64
+	Alerts  []float64
+}
+
+// Ledger tells what a key or a project (one of them "") has spent in a
+// month (YYYYMM), in picodollars: a budget counter the store does not
+// hold (a new month, a restarted Redis) starts from it.
+type Ledger interface {
+	Spent(ctx context.Context, key, project, month string) (int64, error)
+}
+
+// spendOf is the Spend of a level, or false when nothing was crossed
+// that anyone listens for.
+func spendOf(l level, res *Reservation, before, after int64) (Spend, bool) {
+	if l.lim.Budget <= 0 || len(l.alerts) == 0 || after <= before {
+		return Spend{}, false
+	}
+	sp := Spend{Month: res.Month, Before: before, After: after, Budget: l.lim.Budget, Alerts: l.alerts}
+	if l.project {
+		sp.Project = res.Project
+	} else {
+		sp.Key = res.Key
+	}
+	return sp, true
 }
 
 // Tiers are the named sets of limits keys belong to.
@@ -153,7 +226,7 @@ var DefaultTiers = Tiers{
 
 // Override is a key's own limits; a nil one is the tier's, 0 is unlimited.
 type Override struct {
-	RPM, TPM, TPD, Concurrency *int64
+	RPM, TPM, TPD, Concurrency, Budget *int64
 }
 
 // Limits returns a key's limits: its tier's with o applied. ok is false
@@ -171,6 +244,9 @@ func (t Tiers) Limits(tier string, o Override) (lim Limits, ok bool) {
 	}
 	if o.Concurrency != nil {
 		lim.Concurrency = *o.Concurrency
+	}
+	if o.Budget != nil {
+		lim.Budget = *o.Budget
 	}
 	return lim, ok
 }

@@ -10,9 +10,11 @@ import (
 
 // store is what the semantic tests exercise, in Redis and in process.
 type store interface {
-	Admit(ctx context.Context, sub Subject, tokens int64) (Decision, error)
+	Admit(ctx context.Context, sub Subject, tokens, cost int64) (Decision, error)
 	Peek(ctx context.Context, sub Subject) (Decision, error)
-	Settle(ctx context.Context, res *Reservation, actual int64) error
+	Settle(ctx context.Context, res *Reservation, actual, cost int64) error
+	Renew(ctx context.Context, res *Reservation) error
+	SetMoney(Money)
 }
 
 // forEachStore runs f against real Redis and against Memory, each with a
@@ -32,7 +34,7 @@ func forEachStore(t *testing.T, f func(t *testing.T, r store, clock *time.Time))
 
 func admit(t *testing.T, r store, lim Limits, tokens int64) Decision {
 	t.Helper()
-	d, err := r.Admit(context.Background(), One("key_a", lim), tokens)
+	d, err := r.Admit(context.Background(), One("key_a", lim), tokens, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func TestSettlementRefundAndDebt(t *testing.T) {
 		ctx := context.Background()
 		lim := Limits{TPM: 1000, TPD: 10000}
 		d := admit(t, r, lim, 800)
-		if err := r.Settle(ctx, d.Reservation, 200); err != nil {
+		if err := r.Settle(ctx, d.Reservation, 200, 0); err != nil {
 			t.Fatal(err)
 		}
 		if d := admit(t, r, lim, 800); !d.Allowed || d.TokensUsed != 200 || d.DailyUsed != 200 {
@@ -135,7 +137,7 @@ func TestSettlementRefundAndDebt(t *testing.T) {
 		}
 		*clock = clock.Add(time.Hour) // everything refilled
 		d = admit(t, r, lim, 100)
-		if err := r.Settle(ctx, d.Reservation, 1500); err != nil {
+		if err := r.Settle(ctx, d.Reservation, 1500, 0); err != nil {
 			t.Fatal(err)
 		}
 		// 1500 in use against 1000: a debt of 500, plus the 1 requested.
@@ -150,8 +152,8 @@ func TestSettlementRefundAndDebt(t *testing.T) {
 		// A refund never makes the allowance more than full.
 		*clock = clock.Add(time.Hour)
 		d = admit(t, r, lim, 10)
-		r.Settle(ctx, d.Reservation, 0)
-		r.Settle(ctx, &Reservation{Subject: One("key_a", lim), Day: d.Reservation.Day, Tokens: 500}, 0)
+		r.Settle(ctx, d.Reservation, 0, 0)
+		r.Settle(ctx, &Reservation{Subject: One("key_a", lim), Day: d.Reservation.Day, Tokens: 500}, 0, 0)
 		if d := admit(t, r, lim, 1001); d.Allowed {
 			t.Fatalf("a refund lifted TPM above its limit: %+v", d)
 		}
@@ -170,7 +172,7 @@ func TestConcurrentAdmissionIsExact(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for i := 0; i < 40; i++ {
-					d, err := r.Admit(context.Background(), One("key_a", lim), 100)
+					d, err := r.Admit(context.Background(), One("key_a", lim), 100, 0)
 					if err != nil {
 						t.Error(err)
 						return
@@ -215,7 +217,7 @@ func TestHugeLimits(t *testing.T) {
 			if !d.Allowed {
 				t.Fatalf("%+v", d)
 			}
-			if err := r.Settle(context.Background(), d.Reservation, 1); err != nil {
+			if err := r.Settle(context.Background(), d.Reservation, 1, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -236,7 +238,7 @@ func TestConcurrencyLeases(t *testing.T) {
 		if c.Allowed || c.Denied != Concurrent || c.RetryAfter != time.Second || c.InFlight != 2 {
 			t.Fatalf("the third: %+v", c)
 		}
-		if err := r.Settle(context.Background(), a.Reservation, 1); err != nil {
+		if err := r.Settle(context.Background(), a.Reservation, 1, 0); err != nil {
 			t.Fatal(err)
 		}
 		if d := admit(t, r, lim, 1); !d.Allowed {

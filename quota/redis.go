@@ -27,26 +27,31 @@ end
 
 // admitScript is redis_rate's GCRA (github.com/go-redis/redis_rate/v10,
 // lua.go: the same tat arithmetic, key per limit, burst = rate) extended to
-// decide RPM, TPM, TPD and concurrency together, at every level of the
-// subject (the key, then its project): every limit of every level is
-// checked first and written only if all admit, so a denied request
-// consumes nothing anywhere. One script, one round trip. redis_rate's API
-// decides one limit per call, which cannot be all-or-nothing over several.
+// decide RPM, TPM, TPD, concurrency and the monthly budget together, at
+// every level of the subject (the key, then its project): every limit of
+// every level is checked first and written only if all admit, so a
+// denied request consumes nothing anywhere. One script, one round trip.
+// redis_rate's API decides one limit per call, which cannot be
+// all-or-nothing over several.
 //
-// KEYS, four per level: rpm tat, tpm tat, tpd counter, leases (a sorted
-// set of lease id → expiry), all hash-tagged alike (one Cluster slot).
-// ARGV: now (seconds since epoch; "" = Redis TIME), tokens, seconds until
-// the day ends, dry ("1": decide for no request and write nothing, for
-// the headers of answers that reserve nothing), lease id, lease ttl
-// (seconds); then per level rpm, tpm, tpd, concurrency.
-// It returns denied (a Limit), the refusing level (0-based), retry,
-// hopeless, then seven figures per level.
+// KEYS, five per level: rpm tat, tpm tat, tpd counter, leases (a sorted
+// set of lease id → expiry), spend of the month (a hash: s spent, h held
+// by requests in flight, l:<lease> what each holds), all hash-tagged alike
+// (one Cluster slot). ARGV: now (seconds since epoch; "" = Redis TIME),
+// tokens, seconds until the day ends, dry ("1": decide for no request and
+// write nothing, for the headers of answers that reserve nothing), lease
+// id, lease ttl (seconds), cost bound (picodollars), seconds until the
+// month ends; then per level rpm, tpm, tpd, concurrency, budget.
+// It returns denied (a Limit; -1: a budget's counter is missing and must
+// be seeded from the ledger first, nothing written), the refusing level
+// (0-based), retry, hopeless, then nine figures per level.
 var admitScript = redis.NewScript(luaNow + `
 local cost, day_left = tonumber(ARGV[2]), tonumber(ARGV[3])
 local dry = ARGV[4] == "1"
 local lease, lease_ttl = ARGV[5], tonumber(ARGV[6])
+local money, month_left = ARGV[7], tonumber(ARGV[8])
 local reqs = 1
-if dry then reqs, cost = 0, 0 end
+if dry then reqs, cost, money = 0, 0, "0" end
 
 -- GCRA over a 60 s period with burst = rate: returns whether n fits, the
 -- new tat, the remaining allowance, the wait until it would fit, and the
@@ -63,13 +68,30 @@ local function gcra(key, limit, n)
   return true, new_tat, diff / interval, 0, used
 end
 
+-- expire frees a level's leases past their expiry (requests that ended
+-- without a settlement: a replica that died) and gives back the money
+-- they held.
+local function expire(leases, spend)
+  local gone = redis.call("ZRANGEBYSCORE", leases, "-inf", now)
+  if #gone == 0 then return end
+  redis.call("ZREMRANGEBYSCORE", leases, "-inf", now)
+  for _, l in ipairs(gone) do
+    local held = redis.call("HGET", spend, "l:" .. l)
+    if held then
+      redis.call("HINCRBY", spend, "h", "-" .. held)
+      redis.call("HDEL", spend, "l:" .. l)
+    end
+  end
+end
+
 -- decide checks one level (KEYS from k+1, ARGV from a) and returns its
 -- state and its refusal (0 for none), retry and hopelessness.
 local function decide(k, a)
   local s = {rpm = tonumber(ARGV[a]), tpm = tonumber(ARGV[a + 1]),
-    tpd = tonumber(ARGV[a + 2]), conc = tonumber(ARGV[a + 3]),
+    tpd = tonumber(ARGV[a + 2]), conc = tonumber(ARGV[a + 3]), budget = tonumber(ARGV[a + 4]),
     r_ok = true, r_tat = now, r_rem = -1, r_wait = 0,
-    t_ok = true, t_tat = now, t_rem = -1, t_wait = 0, t_used = 0, inflight = 0}
+    t_ok = true, t_tat = now, t_rem = -1, t_wait = 0, t_used = 0, inflight = 0,
+    spent = "0", held = "0"}
   if s.rpm > 0 then
     s.r_ok, s.r_tat, s.r_rem, s.r_wait = gcra(KEYS[k + 1], s.rpm, reqs)
   end
@@ -89,13 +111,19 @@ local function decide(k, a)
     denied, retry = 3, day_left
     if cost > s.tpd then hopeless = 1 end
   end
-  -- Leases past their expiry belong to requests that ended without a
-  -- settlement (a replica that died): they are freed here.
+  if s.conc > 0 or s.budget > 0 then expire(KEYS[k + 4], KEYS[k + 5]) end
   if s.conc > 0 then
-    redis.call("ZREMRANGEBYSCORE", KEYS[k + 4], "-inf", now)
     s.inflight = redis.call("ZCARD", KEYS[k + 4])
     if denied == 0 and not dry and s.inflight >= s.conc then
       denied, retry = 4, 1
+    end
+  end
+  if s.budget > 0 then
+    local v = redis.call("HMGET", KEYS[k + 5], "s", "h")
+    if not v[1] then return s, -1, 0, 0 end
+    s.spent, s.held = v[1], v[2] or "0"
+    if not dry and hopeless == 0 and tonumber(s.spent) + tonumber(s.held) >= s.budget then
+      denied, retry, hopeless = 5, month_left, 0
     end
   end
   return s, denied, retry, hopeless
@@ -115,17 +143,22 @@ local function take(k, s)
     redis.call("INCRBY", KEYS[k + 3], cost)
     redis.call("EXPIRE", KEYS[k + 3], math.ceil(day_left) + 3600)
   end
-  if s.conc > 0 then
+  if s.conc > 0 or s.budget > 0 then
     redis.call("ZADD", KEYS[k + 4], now + lease_ttl, lease)
     redis.call("EXPIRE", KEYS[k + 4], math.ceil(lease_ttl) + 60)
   end
+  if s.budget > 0 and money ~= "0" then
+    redis.call("HINCRBY", KEYS[k + 5], "h", money)
+    redis.call("HSET", KEYS[k + 5], "l:" .. lease, money)
+  end
 end
 
-local levels = #KEYS / 4
+local levels = #KEYS / 5
 local states = {}
 local denied, level, retry, hopeless = 0, 0, 0, 0
 for i = 0, levels - 1 do
-  local s, d, r, h = decide(4 * i, 7 + 4 * i)
+  local s, d, r, h = decide(5 * i, 9 + 5 * i)
+  if d == -1 then return {-1, i, "0", 0} end
   states[i + 1] = s
   -- The refusal a wait cannot cure, else the longest wait, speaks for
   -- the request.
@@ -134,32 +167,61 @@ for i = 0, levels - 1 do
   end
 end
 if denied == 0 and not dry then
-  for i = 0, levels - 1 do take(4 * i, states[i + 1]) end
+  for i = 0, levels - 1 do take(5 * i, states[i + 1]) end
 end
 local out = {denied, level, tostring(retry), hopeless}
 for i = 1, levels do
   local s = states[i]
   for _, v in ipairs({tostring(s.r_rem), tostring(math.max(s.r_tat - now, 0)), tostring(s.t_used),
-      tostring(s.t_rem), tostring(math.max(s.t_tat - now, 0)), s.d_used, s.inflight}) do
+      tostring(s.t_rem), tostring(math.max(s.t_tat - now, 0)), s.d_used, s.inflight, s.spent, s.held}) do
     out[#out + 1] = v
   end
 end
 return out
 `)
 
+// seedScript starts the spend counters Redis does not hold from the
+// ledger's figures, unless a replica got there first. KEYS: spend
+// hashes. ARGV: their spent figures (picodollars), then the seconds until
+// the month ends.
+var seedScript = redis.NewScript(`
+local ttl = math.ceil(tonumber(ARGV[#ARGV])) + 86400
+for i, k in ipairs(KEYS) do
+  if redis.call("HSETNX", k, "s", ARGV[i]) == 1 then redis.call("EXPIRE", k, ttl) end
+end
+return 1
+`)
+
 // settleScript replaces an estimate by the real count at every level:
 // delta tokens (negative refunds) move the TPM tat and the TPD counter of
 // the day the reservation was made. A refund never lifts the TPM
 // allowance above full; a charge may push it past the limit, a debt later
-// requests wait out. It also releases the request's concurrency lease.
+// requests wait out. It releases the request's lease, gives back the
+// money it held and adds its cost to the month's spending (where a
+// counter is kept: one that is missing is seeded from the ledger, which
+// has the cost).
 //
-// KEYS, three per level: tpm tat, tpd counter, leases. ARGV: now ("" =
-// Redis TIME), delta, lease id ("" for none), then each level's tpm.
+// KEYS, four per level: tpm tat, tpd counter, leases, spend. ARGV: now
+// ("" = Redis TIME), delta, lease id ("" for none), cost, then each
+// level's tpm. It returns each level's spending before the cost was
+// added ("" where no counter is kept).
 var settleScript = redis.NewScript(luaNow + `
 local delta = tonumber(ARGV[2])
-for i = 0, #KEYS / 3 - 1 do
-  local k, tpm = 3 * i, tonumber(ARGV[4 + i])
-  if ARGV[3] ~= "" then redis.call("ZREM", KEYS[k + 3], ARGV[3]) end
+local lease, cost = ARGV[3], ARGV[4]
+local out = {}
+for i = 0, #KEYS / 4 - 1 do
+  local k, tpm = 4 * i, tonumber(ARGV[5 + i])
+  if lease ~= "" then
+    redis.call("ZREM", KEYS[k + 3], lease)
+    local held = redis.call("HGET", KEYS[k + 4], "l:" .. lease)
+    if held then
+      redis.call("HINCRBY", KEYS[k + 4], "h", "-" .. held)
+      redis.call("HDEL", KEYS[k + 4], "l:" .. lease)
+    end
+  end
+  local before = redis.call("HGET", KEYS[k + 4], "s")
+  if before and cost ~= "0" then redis.call("HINCRBY", KEYS[k + 4], "s", cost) end
+  out[i + 1] = before or ""
   if tpm > 0 and delta ~= 0 then
     local tat = math.max(tonumber(redis.call("GET", KEYS[k + 1]) or now), now)
     local new_tat = math.max(tat + (60 / tpm) * delta, now)
@@ -175,7 +237,7 @@ for i = 0, #KEYS / 3 - 1 do
     if redis.call("TTL", KEYS[k + 2]) < 0 then redis.call("EXPIRE", KEYS[k + 2], 90000) end
   end
 end
-return 1
+return out
 `)
 
 // Redis admits and settles in a Redis shared by every replica.
@@ -183,9 +245,34 @@ type Redis struct {
 	rdb    redis.UniversalClient
 	pipe   Pipelines // rdb, or a batcher shared with other writers
 	prefix string
+	money  Money
 	// now, when set, replaces Redis TIME (tests); the TPD day is always
 	// taken from now or the local clock.
 	now func() time.Time
+}
+
+// Money is what budgets need beyond the counters: the ledger that a
+// missing spend counter starts from, and who hears of spending (alerts).
+// Without a Ledger a missing counter starts at 0.
+type Money struct {
+	Ledger  Ledger
+	OnSpend func(Spend)
+}
+
+func (m Money) spent(ctx context.Context, l level, sub Subject, month string) (int64, error) {
+	if m.Ledger == nil {
+		return 0, nil
+	}
+	if l.project {
+		return m.Ledger.Spent(ctx, "", sub.Project, month)
+	}
+	return m.Ledger.Spent(ctx, sub.Key, "", month)
+}
+
+func (m Money) report(sp Spend, ok bool) {
+	if ok && m.OnSpend != nil {
+		m.OnSpend(sp)
+	}
 }
 
 // NewRedis returns a limiter over rdb; every key starts with prefix.
@@ -202,11 +289,17 @@ type Pipelines interface {
 // SetPipelines sends the batched writes through p.
 func (r *Redis) SetPipelines(p Pipelines) { r.pipe = p }
 
-// keys returns the four keys of each of a subject's levels (rpm, tpm,
-// tpd of the day, leases), hash-tagged alike so that a Redis Cluster
-// keeps them in one slot: on the key, or on its project when it has one
-// (a key that changes project starts with fresh counters there).
-func (r *Redis) keys(s Subject, day string) []string {
+// SetMoney gives budgets their ledger and listener.
+func (r *Redis) SetMoney(m Money) { r.money = m }
+
+// perLevel is how many keys each level has in admitScript.
+const perLevel = 5
+
+// keys returns the keys of each of a subject's levels (rpm, tpm, tpd of
+// the day, leases, spend of the month), hash-tagged alike so that a Redis
+// Cluster keeps them in one slot: on the key, or on its project when it
+// has one (a key that changes project starts with fresh counters there).
+func (r *Redis) keys(s Subject, day, month string) []string {
 	tag := s.Key
 	if s.Project != "" {
 		tag = "project:" + s.Project
@@ -218,7 +311,7 @@ func (r *Redis) keys(s Subject, day string) []string {
 		if l.id != tag {
 			base += l.id + ":"
 		}
-		out = append(out, base+"rpm", base+"tpm", base+"tpd:"+day, base+"leases")
+		out = append(out, base+"rpm", base+"tpm", base+"tpd:"+day, base+"leases", base+"spend:"+month)
 	}
 	return out
 }
@@ -231,49 +324,73 @@ func (r *Redis) clock() (time.Time, string) {
 	return time.Now(), ""
 }
 
-// Admit reserves tokens for the subject at every level, all or nothing.
-func (r *Redis) Admit(ctx context.Context, sub Subject, tokens int64) (Decision, error) {
-	return r.admit(ctx, sub, tokens, false)
+// Admit reserves tokens and a cost bound (picodollars) for the subject at
+// every level, all or nothing.
+func (r *Redis) Admit(ctx context.Context, sub Subject, tokens, cost int64) (Decision, error) {
+	return r.admit(ctx, sub, tokens, cost, false)
 }
 
 // Peek reports the subject's allowances without reserving anything.
 func (r *Redis) Peek(ctx context.Context, sub Subject) (Decision, error) {
-	return r.admit(ctx, sub, 0, true)
+	return r.admit(ctx, sub, 0, 0, true)
 }
 
 // Ping reports whether Redis answers.
 func (r *Redis) Ping(ctx context.Context) error { return r.rdb.Ping(ctx).Err() }
 
-func (r *Redis) admit(ctx context.Context, sub Subject, tokens int64, dry bool) (Decision, error) {
+func (r *Redis) admit(ctx context.Context, sub Subject, tokens, cost int64, dry bool) (Decision, error) {
 	now, nowArg := r.clock()
 	d, left := day(now)
+	mo, moLeft := month(now)
 	dryArg := "0"
 	if dry {
 		dryArg = "1"
 	}
 	lease := ""
-	if sub.concurrent() && !dry {
+	if sub.leased() && !dry {
 		lease = newLease()
 	}
 	ls, nl := sub.levels()
 	levels := ls[:nl]
-	args := []any{nowArg, tokens, left.Seconds(), dryArg, lease, LeaseTTL.Seconds()}
+	args := []any{nowArg, tokens, left.Seconds(), dryArg, lease, LeaseTTL.Seconds(), cost, moLeft.Seconds()}
 	for _, l := range levels {
-		args = append(args, l.lim.RPM, l.lim.TPM, l.lim.TPD, l.lim.Concurrency)
+		args = append(args, l.lim.RPM, l.lim.TPM, l.lim.TPD, l.lim.Concurrency, l.lim.Budget)
 	}
-	res, err := admitScript.Run(ctx, r.rdb, r.keys(sub, d), args...).Slice()
+	keys := r.keys(sub, d, mo)
+	res, err := admitScript.Run(ctx, r.rdb, keys, args...).Slice()
+	if err == nil && len(res) > 0 && res[0] == int64(-1) {
+		if err = r.seed(ctx, sub, keys, mo, moLeft); err == nil {
+			res, err = admitScript.Run(ctx, r.rdb, keys, args...).Slice()
+		}
+	}
 	if err != nil {
 		return Decision{}, fmt.Errorf("admit %s: %w", sub.Key, err)
 	}
-	if len(res) != 4+7*len(levels) {
+	if len(res) != 4+9*len(levels) {
 		return Decision{}, fmt.Errorf("admit %s: script returned %d values", sub.Key, len(res))
 	}
+	dec := decision(res, len(levels))
+	if dec.Allowed && !dry {
+		dec.Reservation = &Reservation{Subject: sub, Day: d, Month: mo, Tokens: tokens, Cost: cost, Lease: lease}
+	}
+	return dec, nil
+}
+
+// decision reads admitScript's answer.
+func decision(res []any, levels int) Decision {
 	f := func(i int) float64 {
 		s, _ := res[i].(string)
 		v, _ := strconv.ParseFloat(s, 64)
 		return v
 	}
-	n := func(i int) int64 { v, _ := res[i].(int64); return v }
+	n := func(i int) int64 {
+		if s, ok := res[i].(string); ok {
+			v, _ := strconv.ParseInt(s, 10, 64)
+			return v
+		}
+		v, _ := res[i].(int64)
+		return v
+	}
 	sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
 	figures := func(i int) Decision {
 		return Decision{
@@ -284,20 +401,39 @@ func (r *Redis) admit(ctx context.Context, sub Subject, tokens int64, dry bool) 
 			TokensReset:       sec(f(i + 4)),
 			DailyUsed:         n(i + 5),
 			InFlight:          n(i + 6),
+			Spent:             n(i + 7),
+			Held:              n(i + 8),
 		}
 	}
 	dec := figures(4)
-	if len(levels) > 1 {
-		p := figures(11)
+	if levels > 1 {
+		p := figures(13)
 		dec.Project = &p
 	}
 	dec.Denied, dec.ByProject = Limit(n(0)), n(1) == 1
 	dec.RetryAfter, dec.Hopeless = sec(f(2)), n(3) == 1
 	dec.Allowed = dec.Denied == None
-	if dec.Allowed && !dry {
-		dec.Reservation = &Reservation{Subject: sub, Day: d, Tokens: tokens, Lease: lease}
+	return dec
+}
+
+// seed starts the subject's missing spend counters from the ledger.
+func (r *Redis) seed(ctx context.Context, sub Subject, keys []string, mo string, left time.Duration) error {
+	var hashes []string
+	var args []any
+	ls, n := sub.levels()
+	for i, l := range ls[:n] {
+		if l.lim.Budget <= 0 {
+			continue
+		}
+		v, err := r.money.spent(ctx, l, sub, mo)
+		if err != nil {
+			return fmt.Errorf("spend of %s in %s from the ledger: %w", l.id, mo, err)
+		}
+		hashes = append(hashes, keys[perLevel*i+4])
+		args = append(args, v)
 	}
-	return dec, nil
+	args = append(args, left.Seconds())
+	return seedScript.Run(ctx, r.rdb, hashes, args...).Err()
 }
 
 // renewScript extends a lease that is still held, at every level. KEYS:
@@ -316,9 +452,9 @@ func (r *Redis) Renew(ctx context.Context, res *Reservation) error {
 		return nil
 	}
 	_, nowArg := r.clock()
-	k := r.keys(res.Subject, res.Day)
+	k := r.keys(res.Subject, res.Day, res.Month)
 	var leases []string
-	for i := 3; i < len(k); i += 4 {
+	for i := 3; i < len(k); i += perLevel {
 		leases = append(leases, k[i])
 	}
 	if err := renewScript.Run(ctx, r.rdb, leases, nowArg, res.Lease, LeaseTTL.Seconds()).Err(); err != nil {
@@ -327,10 +463,18 @@ func (r *Redis) Renew(ctx context.Context, res *Reservation) error {
 	return nil
 }
 
-// Settlement is a reservation and what the request actually used.
+// Settlement is a reservation and what the request actually used:
+// tokens, and their cost in picodollars.
 type Settlement struct {
 	Res    *Reservation
 	Actual int64
+	Cost   int64
+}
+
+// moot reports whether settling changes nothing: the estimate was exact,
+// nothing was held and nothing was spent.
+func (st Settlement) moot() bool {
+	return st.Actual == st.Res.Tokens && st.Res.Lease == "" && st.Cost == 0
 }
 
 // SettleBatch settles many reservations in one pipelined round trip (one
@@ -351,13 +495,15 @@ func (r *Redis) SettleBatch(ctx context.Context, batch []Settlement) error {
 		for i, c := range cmds {
 			if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
 				again = append(again, todo[i])
+			} else if c.Err() == nil {
+				r.spent(todo[i], c.Val())
 			}
 		}
 		return again, err
 	}
 	var todo []Settlement
 	for _, st := range batch {
-		if st.Res != nil && (st.Actual != st.Res.Tokens || st.Res.Lease != "") {
+		if st.Res != nil && !st.moot() {
 			todo = append(todo, st)
 		}
 	}
@@ -378,15 +524,29 @@ func (r *Redis) SettleBatch(ctx context.Context, batch []Settlement) error {
 
 // settleArgs are a settlement's KEYS and ARGV for settleScript.
 func (r *Redis) settleArgs(st Settlement, nowArg string) ([]string, []any) {
-	k := r.keys(st.Res.Subject, st.Res.Day)
+	k := r.keys(st.Res.Subject, st.Res.Day, st.Res.Month)
 	var keys []string
-	args := []any{nowArg, st.Actual - st.Res.Tokens, st.Res.Lease}
+	args := []any{nowArg, st.Actual - st.Res.Tokens, st.Res.Lease, st.Cost}
 	ls, n := st.Res.levels()
 	for i, l := range ls[:n] {
-		keys = append(keys, k[4*i+1], k[4*i+2], k[4*i+3])
+		keys = append(keys, k[perLevel*i+1], k[perLevel*i+2], k[perLevel*i+3], k[perLevel*i+4])
 		args = append(args, l.lim.TPM)
 	}
 	return keys, args
+}
+
+// spent reports what a settlement moved, from settleScript's answer.
+func (r *Redis) spent(st Settlement, val any) {
+	before, _ := val.([]any)
+	ls, n := st.Res.levels()
+	for i, l := range ls[:min(n, len(before))] {
+		s, _ := before[i].(string)
+		b, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			continue
+		}
+		r.money.report(spendOf(l, st.Res, b, b+st.Cost))
+	}
 }
 
 // Load puts the scripts into Redis's script cache (on every master of a
@@ -394,7 +554,7 @@ func (r *Redis) settleArgs(st Settlement, nowArg string) ([]string, []any) {
 // or flushes its cache later is served by go-redis's Script.Run, which
 // falls back from EVALSHA to EVAL on NOSCRIPT.
 func (r *Redis) Load(ctx context.Context) error {
-	for _, s := range []*redis.Script{admitScript, settleScript, renewScript} {
+	for _, s := range []*redis.Script{admitScript, seedScript, settleScript, renewScript} {
 		if err := s.Load(ctx, r.rdb).Err(); err != nil {
 			return fmt.Errorf("load quota scripts: %w", err)
 		}

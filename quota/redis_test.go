@@ -23,8 +23,8 @@ func testRedis(t *testing.T) (*redisStore, *time.Time) {
 // do; the gateway settles through a Limiter, in batches.
 type redisStore struct{ *Redis }
 
-func (r *redisStore) Settle(ctx context.Context, res *Reservation, actual int64) error {
-	return r.SettleBatch(ctx, []Settlement{{Res: res, Actual: actual}})
+func (r *redisStore) Settle(ctx context.Context, res *Reservation, actual, cost int64) error {
+	return r.SettleBatch(ctx, []Settlement{{Res: res, Actual: actual, Cost: cost}})
 }
 
 // TestScriptFlushed: after SCRIPT FLUSH (a Redis restart, a failover),
@@ -65,7 +65,7 @@ func TestSettleBatch(t *testing.T) {
 	lim := Limits{TPM: 10_000, TPD: 100_000}
 	var batch []Settlement
 	for i, key := range []string{"a", "b", "c", "a"} {
-		d, err := r.Admit(ctx, One(key, lim), 1000)
+		d, err := r.Admit(ctx, One(key, lim), 1000, 0)
 		if err != nil || !d.Allowed {
 			t.Fatalf("admit %s: %+v %v", key, d, err)
 		}
@@ -85,11 +85,11 @@ func TestSettleBatch(t *testing.T) {
 	}
 
 	l := NewLimiter(r, Options{})
-	d, err := l.Admit(ctx, One("d", lim), 1000)
+	d, err := l.Admit(ctx, One("d", lim), 1000, 0)
 	if err != nil || !d.Allowed {
 		t.Fatal(err)
 	}
-	l.Settle(ctx, d.Reservation, 10)
+	l.Settle(ctx, d.Reservation, 10, 0)
 	l.Close()
 	if d, _ := r.Peek(ctx, One("d", lim)); d.DailyUsed != 10 {
 		t.Errorf("d after Close: %d tokens, want 10", d.DailyUsed)

@@ -15,9 +15,10 @@ import (
 )
 
 var (
-	// daysBucket: "YYYY-MM/key/model/DD" → prompt, cached prompt,
-	// completion, reasoning, requests, cost in picodollars (6 × uint64): a
-	// row per key, model and UTC day, a key's month under one prefix.
+	// daysBucket: "YYYY-MM/key/model[#kind][@project]/DD" → prompt, cached
+	// prompt, completion, reasoning, requests, cost in picodollars (6 ×
+	// uint64): a row per key, model, kind, project and UTC day, a key's
+	// month under one prefix.
 	daysBucket = []byte("usage_days")
 	reqsBucket = []byte("usage_reqs") // a bucket per UTC day of request: request id → nothing
 	// oldRowsBucket held monthly rows ("YYYY-MM/key/model" → prompt,
@@ -133,7 +134,7 @@ func add(tx *bolt.Tx, rec Record) (bool, error) {
 		return false, err
 	}
 	rows := tx.Bucket(daysBucket)
-	k := []byte(rec.Period() + "/" + rec.Key + "/" + modelKind(rec.Model, rec.kind()) + "/" + rec.Time.UTC().Format("02"))
+	k := []byte(rec.Period() + "/" + rec.Key + "/" + modelKind(rec.Model, rec.kind(), rec.Project) + "/" + rec.Time.UTC().Format("02"))
 	row := decodeRow(rows.Get(k))
 	row.AddRow(rec.row())
 	return true, rows.Put(k, encodeRow(row))
@@ -147,7 +148,7 @@ func (e *Embedded) Summary(_ context.Context, key, period string) (*Summary, err
 		c := tx.Bucket(daysBucket).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			if k2, mk, day, ok := splitDayKey(k[len(period)+1:]); ok && k2 == key {
-				model, _ := splitModelKind(mk)
+				model, _, _ := splitModelKind(mk)
 				s.add(model, period+"-"+day, decodeRow(v))
 			}
 		}
@@ -170,7 +171,7 @@ func (e *Embedded) All(_ context.Context, period string) (map[string]*Summary, e
 			if !ok {
 				continue
 			}
-			model, _ := splitModelKind(mk)
+			model, _, _ := splitModelKind(mk)
 			s := out[key]
 			if s == nil {
 				s = newSummary(period)
@@ -186,20 +187,25 @@ func (e *Embedded) All(_ context.Context, period string) (map[string]*Summary, e
 	return out, nil
 }
 
-// modelKind is a row key's model part: the model, and for embeddings
-// "#embeddings" after it (model names have no "#").
-func modelKind(model, kind string) string {
+// modelKind is a row key's model part: the model, for embeddings
+// "#embeddings" after it, and for a key of a project "@" and the project
+// (model names and project ids have neither "#" nor "@").
+func modelKind(model, kind, project string) string {
 	if kind == KindEmbeddings {
-		return model + "#" + kind
+		model += "#" + kind
+	}
+	if project != "" {
+		model += "@" + project
 	}
 	return model
 }
 
-func splitModelKind(s string) (model, kind string) {
+func splitModelKind(s string) (model, kind, project string) {
+	s, project, _ = strings.Cut(s, "@")
 	if m, k, ok := strings.Cut(s, "#"); ok {
-		return m, k
+		return m, k, project
 	}
-	return s, KindCompletions
+	return s, KindCompletions, project
 }
 
 // splitDayKey reads "key/model/DD" (model names and days have no "/";
@@ -278,19 +284,12 @@ func (e *Embedded) Buckets(_ context.Context, q BucketQuery) ([]BucketRow, error
 				if !ok {
 					continue
 				}
-				model, kind := splitModelKind(mk)
+				model, kind, project := splitModelKind(mk)
 				d, err := time.Parse("2006-01-02", m.Format("2006-01")+"-"+day)
-				if err != nil || d.Before(q.Start) || !d.Before(q.End) || (q.Kind != "" && kind != q.Kind) ||
-					(len(q.Keys) > 0 && !slices.Contains(q.Keys, key)) || (len(q.Models) > 0 && !slices.Contains(q.Models, model)) {
+				if err != nil || d.Before(q.Start) || !d.Before(q.End) || !q.selects(key, model, kind, project) {
 					continue
 				}
-				if !q.ByKey {
-					key = ""
-				}
-				if !q.ByModel {
-					model = ""
-				}
-				out = append(out, BucketRow{Start: d, Key: key, Model: model, Kind: kind, Row: decodeRow(v)})
+				out = append(out, q.row(d, key, model, kind, project, decodeRow(v)))
 			}
 		}
 		return nil
@@ -300,6 +299,27 @@ func (e *Embedded) Buckets(_ context.Context, q BucketQuery) ([]BucketRow, error
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
 	return out, nil
+}
+
+// selects reports whether the query wants a row.
+func (q *BucketQuery) selects(key, model, kind, project string) bool {
+	return (q.Kind == "" || kind == q.Kind) && (len(q.Keys) == 0 || slices.Contains(q.Keys, key)) &&
+		(len(q.Models) == 0 || slices.Contains(q.Models, model)) && (len(q.Projects) == 0 || slices.Contains(q.Projects, project))
+}
+
+// row is a stored row as the query asks for it: summed over what it does
+// not keep apart.
+func (q *BucketQuery) row(start time.Time, key, model, kind, project string, r Row) BucketRow {
+	if !q.ByKey {
+		key = ""
+	}
+	if !q.ByModel {
+		model = ""
+	}
+	if !q.ByProject {
+		project = ""
+	}
+	return BucketRow{Start: start, Key: key, Model: model, Project: project, Kind: kind, Row: r}
 }
 
 func monthStart(t time.Time) time.Time {

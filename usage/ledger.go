@@ -2,6 +2,7 @@ package usage
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -185,6 +186,31 @@ func (l *Ledger) Buckets(ctx context.Context, q BucketQuery) ([]BucketRow, error
 	ctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
 	defer cancel()
 	return l.store.Buckets(ctx, q)
+}
+
+// Spent is what a key or a project (the other "") has spent in a month
+// (YYYYMM), in picodollars, as the store has it: where a budget's counter
+// starts.
+func (l *Ledger) Spent(ctx context.Context, key, project, month string) (int64, error) {
+	start, err := time.Parse("200601", month)
+	if err != nil {
+		return 0, fmt.Errorf("spent in %q: %w", month, err)
+	}
+	q := BucketQuery{Start: start, End: start.AddDate(0, 1, 0)}
+	if project != "" {
+		q.Projects = []string{project}
+	} else {
+		q.Keys = []string{key}
+	}
+	rows, err := l.Buckets(ctx, q)
+	if err != nil {
+		return 0, err
+	}
+	var sum Money
+	for _, r := range rows {
+		sum += r.Cost
+	}
+	return int64(sum), nil
 }
 
 // All is every key's ledger for a month.

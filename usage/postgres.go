@@ -38,8 +38,8 @@ const writeSQL = `
 WITH input AS (
   SELECT DISTINCT ON (request_id) *
   FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::bigint[],
-              $8::bigint[], $9::int[], $10::text[], $11::boolean[], $13::bigint[], $14::text[])
-       AS t(request_id, key_id, model, at, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind)
+              $8::bigint[], $9::int[], $10::text[], $11::boolean[], $13::bigint[], $14::text[], $15::text[])
+       AS t(request_id, key_id, model, at, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project)
 ),
 new AS (
   INSERT INTO usage_request_ids (request_id, at) SELECT request_id, now() FROM input
@@ -47,16 +47,16 @@ new AS (
 ),
 logged AS (
   INSERT INTO request_log (request_id, at, key_id, model, prompt_tokens, cached_prompt_tokens, completion_tokens,
-                           reasoning_tokens, status, stream_outcome, counted, cost_pusd, kind)
-  SELECT request_id, at, key_id, model, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind
+                           reasoning_tokens, status, stream_outcome, counted, cost_pusd, kind, project)
+  SELECT request_id, at, key_id, model, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project
   FROM input JOIN new USING (request_id) WHERE $12
 )
-INSERT INTO usage_hourly AS u (key_id, model, kind, hour, prompt_tokens, cached_prompt_tokens, completion_tokens,
+INSERT INTO usage_hourly AS u (key_id, project, model, kind, hour, prompt_tokens, cached_prompt_tokens, completion_tokens,
                                reasoning_tokens, requests, cost_pusd)
-SELECT key_id, model, kind, date_trunc('hour', at), sum(prompt), sum(cached), sum(completion), sum(reasoning), count(*), sum(cost)
+SELECT key_id, project, model, kind, date_trunc('hour', at), sum(prompt), sum(cached), sum(completion), sum(reasoning), count(*), sum(cost)
 FROM input JOIN new USING (request_id)
-GROUP BY key_id, model, kind, date_trunc('hour', at)
-ON CONFLICT (key_id, model, kind, hour) DO UPDATE SET
+GROUP BY key_id, project, model, kind, date_trunc('hour', at)
+ON CONFLICT (key_id, project, model, kind, hour) DO UPDATE SET
   prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
   cached_prompt_tokens = u.cached_prompt_tokens + excluded.cached_prompt_tokens,
   completion_tokens = u.completion_tokens + excluded.completion_tokens,
@@ -71,14 +71,14 @@ func (p *Postgres) Write(ctx context.Context, recs []Record) error {
 	at := make([]time.Time, n)
 	prompt, cached, completion, reasoning := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	status, outcome, counted := make([]int32, n), make([]string, n), make([]bool, n)
-	cost, kind := make([]int64, n), make([]string, n)
+	cost, kind, project := make([]int64, n), make([]string, n), make([]string, n)
 	for i, r := range recs {
-		cost[i], kind[i] = int64(r.Cost), r.kind()
+		cost[i], kind[i], project[i] = int64(r.Cost), r.kind(), r.Project
 		ids[i], keys[i], models[i], at[i] = r.RequestID, r.Key, r.Model, r.Time.UTC()
 		prompt[i], cached[i], completion[i], reasoning[i] = r.PromptTokens, r.CachedTokens, r.CompletionTokens, r.ReasoningTokens
 		status[i], outcome[i], counted[i] = int32(r.Status), r.Outcome, r.Counted
 	}
-	_, err := p.pool.Exec(ctx, writeSQL, ids, keys, models, at, prompt, cached, completion, reasoning, status, outcome, counted, p.logDays > 0, cost, kind)
+	_, err := p.pool.Exec(ctx, writeSQL, ids, keys, models, at, prompt, cached, completion, reasoning, status, outcome, counted, p.logDays > 0, cost, kind, project)
 	if err != nil {
 		return fmt.Errorf("write %d usage records: %w", n, err)
 	}
@@ -164,13 +164,15 @@ func (p *Postgres) month(ctx context.Context, key, period string) (map[string]*S
 // bucketsSQL sums in the database, by the dimensions asked for only, so
 // that a month of every key's usage comes back as a few rows.
 const bucketsSQL = `
-SELECT date_trunc($1, hour), CASE WHEN $7 THEN key_id ELSE '' END, CASE WHEN $8 THEN model ELSE '' END, kind,
+SELECT date_trunc($1, hour), CASE WHEN $7 THEN key_id ELSE '' END, CASE WHEN $8 THEN model ELSE '' END,
+       CASE WHEN $10 THEN project ELSE '' END, kind,
        sum(prompt_tokens)::bigint, sum(cached_prompt_tokens)::bigint, sum(completion_tokens)::bigint,
        sum(reasoning_tokens)::bigint, sum(requests)::bigint, sum(cost_pusd)::bigint
 FROM usage_hourly
 WHERE hour >= $2 AND hour < $3 AND ($4 = '' OR kind = $4)
   AND (cardinality($5::text[]) = 0 OR key_id = ANY($5)) AND (cardinality($6::text[]) = 0 OR model = ANY($6))
-GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4`
+  AND (cardinality($9::text[]) = 0 OR project = ANY($9))
+GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5`
 
 // Buckets reads usage by hour or day (UTC).
 func (p *Postgres) Buckets(ctx context.Context, q BucketQuery) ([]BucketRow, error) {
@@ -178,7 +180,8 @@ func (p *Postgres) Buckets(ctx context.Context, q BucketQuery) ([]BucketRow, err
 	if q.Hourly {
 		grain = "hour"
 	}
-	rows, err := p.pool.Query(ctx, bucketsSQL, grain, q.Start, q.End, q.Kind, nonNilStrings(q.Keys), nonNilStrings(q.Models), q.ByKey, q.ByModel)
+	rows, err := p.pool.Query(ctx, bucketsSQL, grain, q.Start, q.End, q.Kind, nonNilStrings(q.Keys), nonNilStrings(q.Models),
+		q.ByKey, q.ByModel, nonNilStrings(q.Projects), q.ByProject)
 	if err != nil {
 		return nil, fmt.Errorf("usage buckets: %w", err)
 	}
@@ -186,7 +189,7 @@ func (p *Postgres) Buckets(ctx context.Context, q BucketQuery) ([]BucketRow, err
 	var out []BucketRow
 	for rows.Next() {
 		var b BucketRow
-		if err := rows.Scan(&b.Start, &b.Key, &b.Model, &b.Kind, &b.Prompt, &b.CachedPrompt, &b.Completion,
+		if err := rows.Scan(&b.Start, &b.Key, &b.Model, &b.Project, &b.Kind, &b.Prompt, &b.CachedPrompt, &b.Completion,
 			&b.Reasoning, &b.Requests, &b.Cost); err != nil {
 			return nil, fmt.Errorf("usage buckets: %w", err)
 		}

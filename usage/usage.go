@@ -10,10 +10,11 @@ import (
 
 // Record is one request's usage, written to the ledger exactly once.
 type Record struct {
-	RequestID        string    `json:"request_id"` // the idempotency key: a second write of it is a no-op
-	Key              string    `json:"key_id"`     // the API key's id
-	Model            string    `json:"model"`      // the public model name
-	Time             time.Time `json:"time"`       // when the request arrived; it picks the hour, day and month
+	RequestID        string    `json:"request_id"`        // the idempotency key: a second write of it is a no-op
+	Key              string    `json:"key_id"`            // the API key's id
+	Project          string    `json:"project,omitempty"` // the key's project when the request arrived
+	Model            string    `json:"model"`             // the public model name
+	Time             time.Time `json:"time"`              // when the request arrived; it picks the hour, day and month
 	PromptTokens     int64     `json:"prompt_tokens"`
 	CompletionTokens int64     `json:"completion_tokens"`
 	// CachedTokens are the prompt tokens the backend served from its cache
@@ -144,16 +145,18 @@ type BucketQuery struct {
 	Kind       string    // KindCompletions, KindEmbeddings, or "" for both
 	Keys       []string  // only these keys; none: every key
 	Models     []string  // only these models; none: every model
-	// ByKey and ByModel keep keys and models apart; otherwise a bucket's
-	// rows are summed over them (Key, Model "").
-	ByKey, ByModel bool
+	Projects   []string  // only these projects ("" is no project); none: all
+	// ByKey, ByModel and ByProject keep keys, models and projects apart;
+	// otherwise a bucket's rows are summed over them (Key, Model, Project
+	// "").
+	ByKey, ByModel, ByProject bool
 }
 
 // BucketRow is one key's usage of one model in one bucket.
 type BucketRow struct {
-	Start      time.Time
-	Key, Model string
-	Kind       string
+	Start               time.Time
+	Key, Model, Project string
+	Kind                string
 	Row
 }
 

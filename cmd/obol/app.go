@@ -63,7 +63,7 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(stri
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	st, err := openStore(ctx, cfg, log, tracing)
+	st, err := openStore(ctx, cfg, log, tracing, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -46,18 +46,25 @@ func catalogOf(c *Config, getenv func(string) string) (*models.Catalog, error) {
 func tiersOf(c *Config) quota.Tiers {
 	t := make(quota.Tiers, len(c.Tiers))
 	for name, tc := range c.Tiers {
-		t[name] = quota.Limits(tc)
+		t[name] = quota.Limits{RPM: tc.RPM, TPM: tc.TPM, TPD: tc.TPD, Concurrency: tc.Concurrency}
 	}
 	return t
 }
 
-// projectsOf is the configured projects' limits, as keys resolve them.
+// projectsOf is the configured projects, as keys resolve them.
 func projectsOf(c *Config) keys.Projects {
 	p := make(keys.Projects, len(c.Projects))
 	for id, pc := range c.Projects {
-		p[id] = quota.Limits(pc.Limits)
+		p[id] = projectOf(id, pc)
 	}
 	return p
+}
+
+// projectOf is a configured project as keys take it (0 is unlimited).
+func projectOf(id string, pc ProjectConfig) *keys.Project {
+	l := pc.Limits
+	return &keys.Project{ID: id, Name: pc.Name, Config: true, Budget: pc.Budget.budget(), Metadata: pc.Metadata,
+		Limits: keys.Limits{RPM: &l.RPM, TPM: &l.TPM, TPD: &l.TPD, Concurrency: &l.Concurrency}}
 }
 
 // staticKeysOf is the file's keys as the key registry takes them.
@@ -65,7 +72,7 @@ func staticKeysOf(c *Config) []keys.Static {
 	out := make([]keys.Static, 0, len(c.Keys))
 	for _, k := range c.Keys {
 		s := keys.Static{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes,
-			Limits: keys.Limits(k.Limits), Project: k.Project}
+			Limits: keys.Limits(k.Limits), Project: k.Project, Budget: k.Budget.budget()}
 		hex.Decode(s.SHA256[:], []byte(k.SHA256))
 		out = append(out, s)
 	}

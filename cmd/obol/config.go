@@ -7,14 +7,16 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"gopkg.in/yaml.v3"
+
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/quota"
-	"github.com/redis/go-redis/v9"
+	"github.com/obol/obol/usage"
 )
 
 // Config is the YAML configuration. Its field names are a public interface.
@@ -135,13 +137,48 @@ type KeyConfig struct {
 	Scopes []string `yaml:"scopes"`
 	// Project is the id of the project the key belongs to, if any.
 	Project string `yaml:"project"`
+	// Budget is the key's own monthly budget.
+	Budget *BudgetConfig `yaml:"budget"`
 }
 
-// ProjectConfig is a project: a name for people and limits that hold
-// across all its keys, whichever key drives them (0 or absent: none).
+// ProjectConfig is a project: a name for people, limits and a monthly
+// budget that hold across all its keys, whichever key drives them (0 or
+// absent: none).
 type ProjectConfig struct {
-	Name   string     `yaml:"name"`
-	Limits TierConfig `yaml:"limits"`
+	Name     string            `yaml:"name"`
+	Limits   TierConfig        `yaml:"limits"`
+	Budget   *BudgetConfig     `yaml:"budget"`
+	Metadata map[string]string `yaml:"metadata"`
+}
+
+// BudgetConfig is a monthly budget (UTC calendar month) in USD, and the
+// fractions of it whose crossing sends an alert to the webhooks (absent:
+// 0.5, 0.8 and 1.0; [] none).
+type BudgetConfig struct {
+	Monthly USD       `yaml:"monthly"`
+	AlertAt []float64 `yaml:"alert_at"`
+}
+
+// USD is an amount of dollars read exactly from its decimal digits, with
+// no float step.
+type USD usage.Money
+
+// UnmarshalYAML reads a decimal number of dollars.
+func (u *USD) UnmarshalYAML(n *yaml.Node) error {
+	m, err := usage.ParseUSD(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*u = USD(m)
+	return nil
+}
+
+// budget is the configured budget as keys take it.
+func (b *BudgetConfig) budget() *keys.Budget {
+	if b == nil {
+		return nil
+	}
+	return &keys.Budget{Monthly: usage.Money(b.Monthly), AlertAt: b.AlertAt}
 }
 
 // LimitsOverride is a key's own limits; an absent one is the tier's.
@@ -153,19 +190,23 @@ type LimitsOverride struct {
 	Concurrency *int64 `yaml:"concurrency"`
 }
 
-// projectID is what a project id may be: it names Redis keys and
-// appears in URLs and CSV.
-var projectID = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
-
 // checkProjects validates the projects' ids and limits.
 func (c *Config) checkProjects() error {
 	for _, id := range sortedKeys(c.Projects) {
-		l := c.Projects[id].Limits
-		if !projectID.MatchString(id) {
+		p := c.Projects[id]
+		l := p.Limits
+		if !keys.ProjectID.MatchString(id) {
 			return invalid("projects."+id, "a project id is 1 to 64 of a-z, 0-9, _ and -")
 		}
 		if l.RPM < 0 || l.TPM < 0 || l.TPD < 0 || l.Concurrency < 0 {
 			return invalid("projects."+id+".limits", "limits must be 0 (unlimited) or positive")
+		}
+		if err := keys.CheckProject(projectOf(id, p)); err != nil {
+			var ie *keys.InvalidError
+			if errors.As(err, &ie) {
+				return invalid("projects."+id+"."+ie.Field, "%s", ie.Msg)
+			}
+			return err
 		}
 	}
 	return nil
@@ -222,7 +263,7 @@ func (c *Config) check() error {
 	if len(c.Tiers) == 0 {
 		c.Tiers = map[string]TierConfig{}
 		for name, lim := range quota.DefaultTiers {
-			c.Tiers[name] = TierConfig(lim)
+			c.Tiers[name] = TierConfig{RPM: lim.RPM, TPM: lim.TPM, TPD: lim.TPD, Concurrency: lim.Concurrency}
 		}
 	}
 	for _, name := range sortedKeys(c.Tiers) {
@@ -288,6 +329,9 @@ func (c *Config) checkKeys() error {
 		}
 		if _, ok := c.Projects[k.Project]; k.Project != "" && !ok {
 			return invalid(f+".project", "unknown project %q; projects: %s", k.Project, strings.Join(sortedKeys(c.Projects), ", "))
+		}
+		if err := keys.CheckBudget(k.Budget.budget(), f+".budget"); err != nil {
+			return invalid(f+".budget", "%s", err.Error())
 		}
 		for j, sc := range k.Scopes {
 			if !slices.Contains(keys.AllScopes, sc) {

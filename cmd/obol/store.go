@@ -73,7 +73,7 @@ func ledgerOptions(c *Config, log *slog.Logger) usage.Options {
 // process) and the records (PostgreSQL, the system of record of several
 // replicas, or the embedded bbolt file), and the bbolt file under
 // data_dir when either is embedded.
-func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (st *store, err error) {
+func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, onSpend func(quota.Spend)) (st *store, err error) {
 	st = &store{}
 	var closers []func() error
 	st.close = func() error {
@@ -94,16 +94,6 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (
 			return nil, err
 		}
 		closers = append(closers, db.Close)
-	}
-	if c.Redis.URL == "" {
-		e, err := quota.OpenEmbedded(db, log)
-		if err != nil {
-			return nil, err
-		}
-		closers = append(closers, func() error { e.Close(); return nil })
-		st.quota = e
-	} else if err := openRedis(ctx, c, log, tracing, st, &closers); err != nil {
-		return nil, err
 	}
 	lo := ledgerOptions(c, log)
 	var ledger usage.Store
@@ -127,6 +117,19 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool) (
 		lo.Linger = postgresLinger
 	}
 	st.ledger = usage.NewLedger(ledger, lo)
+	// Budgets' counters start from the ledger's spend.
+	money := quota.Money{Ledger: st.ledger, OnSpend: onSpend}
+	if c.Redis.URL == "" {
+		e, err := quota.OpenEmbedded(db, log)
+		if err != nil {
+			return nil, err
+		}
+		e.SetMoney(money)
+		closers = append(closers, func() error { e.Close(); return nil })
+		st.quota = e
+	} else if err := openRedis(ctx, c, log, tracing, money, st, &closers); err != nil {
+		return nil, err
+	}
 	return st, nil
 }
 
@@ -147,7 +150,7 @@ func openBolt(c *Config) (*bolt.DB, error) {
 
 // openRedis sets st's counters in Redis: quota behind a Limiter that
 // rides out outages, settlements batched, and failed authentications.
-func openRedis(ctx context.Context, c *Config, log *slog.Logger, tracing bool, st *store, closers *[]func() error) error {
+func openRedis(ctx context.Context, c *Config, log *slog.Logger, tracing bool, money quota.Money, st *store, closers *[]func() error) error {
 	rdb, err := c.Redis.client()
 	if err != nil {
 		return err
@@ -164,11 +167,12 @@ func openRedis(ctx context.Context, c *Config, log *slog.Logger, tracing bool, s
 	// Settlements of many requests share a pipeline.
 	r := quota.NewRedis(rdb, c.Redis.Prefix)
 	r.SetPipelines(redisbatch.New(rdb, redisLinger, c.Redis.Timeout))
+	r.SetMoney(money)
 	mode := quota.FailOpen
 	if c.Redis.FailMode == "closed" {
 		mode = quota.FailClosed
 	}
-	l := quota.NewLimiter(r, quota.Options{Timeout: c.Redis.Timeout, Mode: mode, Replicas: c.Redis.Replicas, Log: log})
+	l := quota.NewLimiter(r, quota.Options{Timeout: c.Redis.Timeout, Mode: mode, Replicas: c.Redis.Replicas, Log: log, Money: money})
 	*closers = append(*closers, func() error { l.Close(); return nil })
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

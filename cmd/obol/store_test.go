@@ -42,7 +42,7 @@ func TestRedisModes(t *testing.T) {
 			}
 			lim := quota.Limits{RPM: 2}
 			for i, want := range []bool{true, true, false} {
-				d, err := r.Admit(ctx, quota.One("key_"+tt.mode, lim), 1)
+				d, err := r.Admit(ctx, quota.One("key_"+tt.mode, lim), 1, 0)
 				if err != nil || d.Allowed != want {
 					t.Fatalf("request %d: %+v, %v", i, d, err)
 				}

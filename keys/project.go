@@ -1,0 +1,164 @@
+package keys
+
+import (
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/obol/obol/quota"
+	"github.com/obol/obol/usage"
+)
+
+// Project groups keys under limits and a budget that hold across all of
+// them, whichever key drives them. A project is declared in the
+// configuration (read-only to the API) or stored by the admin API.
+type Project struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Limits are the project's own; nil or 0 is unlimited (a project has
+	// no tier).
+	Limits    Limits            `json:"limits"`
+	Budget    *Budget           `json:"budget"`
+	Metadata  map[string]string `json:"metadata"`
+	CreatedAt time.Time         `json:"created_at"`
+	// Config: declared in the configuration file.
+	Config bool `json:"-"`
+}
+
+// Budget is a monthly money budget (UTC calendar month) and the
+// fractions of it whose crossing sends an alert.
+type Budget struct {
+	Monthly usage.Money `json:"monthly"`
+	// AlertAt are fractions of Monthly in (0, 10], ascending; nil is
+	// DefaultAlertAt, empty is none.
+	AlertAt []float64 `json:"alert_at"`
+}
+
+// DefaultAlertAt are the thresholds of a budget that names none.
+var DefaultAlertAt = []float64{0.5, 0.8, 1.0}
+
+// Projects are projects by id.
+type Projects map[string]*Project
+
+// ProjectID is what a project id may be: it names Redis keys and appears
+// in URLs and CSV.
+var ProjectID = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+
+// quotaLimits are the project's limits as quota decides them.
+func (p *Project) quotaLimits() quota.Limits {
+	v := func(x *int64) int64 {
+		if x == nil {
+			return 0
+		}
+		return *x
+	}
+	return quota.Limits{RPM: v(p.Limits.RPM), TPM: v(p.Limits.TPM), TPD: v(p.Limits.TPD),
+		Concurrency: v(p.Limits.Concurrency), Budget: p.Budget.monthly()}
+}
+
+func (b *Budget) monthly() int64 {
+	if b == nil {
+		return 0
+	}
+	return int64(b.Monthly)
+}
+
+// alerts are the budget's thresholds.
+func (b *Budget) alerts() []float64 {
+	switch {
+	case b == nil || b.Monthly <= 0:
+		return nil
+	case b.AlertAt == nil:
+		return DefaultAlertAt
+	}
+	return b.AlertAt
+}
+
+// clone returns a copy that shares nothing mutable with p.
+func (p *Project) clone() *Project {
+	c := *p
+	c.Limits = p.Limits.clone()
+	if p.Budget != nil {
+		b := *p.Budget
+		b.AlertAt = slices.Clone(p.Budget.AlertAt)
+		c.Budget = &b
+	}
+	if p.Metadata != nil {
+		c.Metadata = make(map[string]string, len(p.Metadata))
+		for n, v := range p.Metadata {
+			c.Metadata[n] = v
+		}
+	}
+	return &c
+}
+
+func (l Limits) clone() Limits {
+	cp := func(x *int64) *int64 {
+		if x == nil {
+			return nil
+		}
+		v := *x
+		return &v
+	}
+	return Limits{RPM: cp(l.RPM), TPM: cp(l.TPM), TPD: cp(l.TPD), Concurrency: cp(l.Concurrency)}
+}
+
+// CheckBudget validates a budget; field names it in errors.
+func CheckBudget(b *Budget, field string) error {
+	if b == nil {
+		return nil
+	}
+	if b.Monthly < 0 {
+		return &InvalidError{Field: field + ".monthly", Msg: "a budget is an amount of USD ≥ 0 (0 is none)"}
+	}
+	if len(b.AlertAt) > 10 {
+		return &InvalidError{Field: field + ".alert_at", Msg: "at most 10 thresholds"}
+	}
+	for i, a := range b.AlertAt {
+		if !(a > 0 && a <= 10) || (i > 0 && a <= b.AlertAt[i-1]) {
+			return &InvalidError{Field: field + ".alert_at", Msg: "thresholds are fractions of the budget in (0, 10], ascending (1.0 is the whole budget)"}
+		}
+	}
+	return nil
+}
+
+// checkLimits validates a key's or project's own limits.
+func checkLimits(l Limits) error {
+	for name, v := range map[string]*int64{"rpm": l.RPM, "tpm": l.TPM, "tpd": l.TPD, "concurrency": l.Concurrency} {
+		if v != nil && *v < 0 {
+			return &InvalidError{Field: "limits." + name, Msg: "a limit is a whole number ≥ 0 (0 is unlimited)"}
+		}
+	}
+	return nil
+}
+
+// checkMetadata validates metadata: what a dashboard can show.
+func checkMetadata(m map[string]string) error {
+	if len(m) > 16 {
+		return &InvalidError{Field: "metadata", Msg: "at most 16 metadata entries"}
+	}
+	for n, v := range m {
+		if len(n) > 64 || len(v) > 512 {
+			return &InvalidError{Field: "metadata", Msg: "metadata names are at most 64 bytes, values 512"}
+		}
+	}
+	return nil
+}
+
+// CheckProject validates a project as the admin API and the
+// configuration take it.
+func CheckProject(p *Project) error {
+	if !ProjectID.MatchString(p.ID) {
+		return &InvalidError{Field: "id", Msg: "a project id is 1 to 64 of a-z, 0-9, _ and -"}
+	}
+	if len(p.Name) > 200 {
+		return &InvalidError{Field: "name", Msg: "a name is at most 200 bytes"}
+	}
+	if err := checkLimits(p.Limits); err != nil {
+		return err
+	}
+	if err := CheckBudget(p.Budget, "budget"); err != nil {
+		return err
+	}
+	return checkMetadata(p.Metadata)
+}
