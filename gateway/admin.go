@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"sort"
 	"strings"
 	"time"
 
@@ -28,9 +27,8 @@ type KeyAdmin interface {
 	Revoke(ctx context.Context, id string) (*keys.Key, error)
 }
 
-// UsageAdmin reads every key's ledger for a month in one read.
+// UsageAdmin reads every key's ledger.
 type UsageAdmin interface {
-	All(ctx context.Context, period string) (map[string]*usage.Summary, error)
 	// Buckets reads usage by time bucket (usage.ErrGrain: too fine).
 	Buckets(ctx context.Context, q usage.BucketQuery) ([]usage.BucketRow, error)
 }
@@ -43,6 +41,7 @@ func (s *Server) adminRoutes(r *httprouter.Router) {
 		s.add(r, "GET", p+"/keys/:id", "adm", s.admin(s.getKey))
 		s.add(r, "PATCH", p+"/keys/:id", "adm", s.admin(s.updateKey))
 		s.add(r, "DELETE", p+"/keys/:id", "adm", s.admin(s.revokeKey))
+		s.projectRoutes(r, p)
 		s.add(r, "GET", p+"/usage", "adm", s.admin(s.adminUsage))
 		s.add(r, "GET", p+"/backends", "adm", s.admin(s.listBackends))
 		s.add(r, "POST", p+"/backends/*rest", "adm", s.admin(s.resetBackend))
@@ -64,6 +63,7 @@ type keyView struct {
 	Limits     keys.Limits       `json:"limits"`
 	Scopes     []string          `json:"scopes"`
 	Project    *string           `json:"project"` // null for none
+	Budget     *keys.Budget      `json:"budget"`  // null for none
 	Metadata   map[string]string `json:"metadata"`
 	Prefix     string            `json:"prefix"`
 	Status     string            `json:"status"` // active, expired, revoked
@@ -75,7 +75,7 @@ type keyView struct {
 }
 
 func viewOf(k *keys.Key) keyView {
-	v := keyView{ID: k.ID, Object: "api_key", Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: k.Limits,
+	v := keyView{ID: k.ID, Object: "api_key", Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: k.Limits, Budget: k.Budget,
 		Scopes: k.Scopes, Metadata: k.Metadata, Prefix: k.Prefix, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt,
 		LastUsedAt: k.LastUsedAt, RevokedAt: k.RevokedAt, Status: "active"}
 	switch {
@@ -90,6 +90,11 @@ func viewOf(k *keys.Key) keyView {
 	if k.Project != "" {
 		v.Project = &k.Project
 	}
+	if k.Budget != nil && k.Budget.AlertAt == nil {
+		b := *k.Budget
+		b.AlertAt = keys.DefaultAlertAt
+		v.Budget = &b
+	}
 	if v.Metadata == nil {
 		v.Metadata = map[string]string{}
 	}
@@ -97,8 +102,8 @@ func viewOf(k *keys.Key) keyView {
 }
 
 // keyRequest is the body of a create or an update. Fields that may be
-// cleared (limits, project, expires_at) are read raw, so that null
-// (clear) and absent (leave) differ.
+// cleared (limits, project, budget, expires_at) are read raw, so that
+// null (clear) and absent (leave) differ.
 type keyRequest struct {
 	Name      *string                    `json:"name"`
 	Tier      *string                    `json:"tier"`
@@ -106,6 +111,7 @@ type keyRequest struct {
 	Limits    map[string]json.RawMessage `json:"limits"`
 	Scopes    *[]string                  `json:"scopes"`
 	Project   json.RawMessage            `json:"project"`
+	Budget    json.RawMessage            `json:"budget"`
 	ExpiresAt json.RawMessage            `json:"expires_at"`
 	Metadata  *map[string]string         `json:"metadata"`
 }
@@ -126,7 +132,7 @@ func decodeKeyRequest(r *http.Request, maxBody int64) (*keyRequest, error) {
 	dec.DisallowUnknownFields()
 	var kr keyRequest
 	if err := dec.Decode(&kr); err != nil {
-		return nil, badRequest(jsonField(err), "the body must be a JSON object of name, tier, models, limits, scopes, project, expires_at, metadata: "+err.Error())
+		return nil, badRequest(jsonField(err), "the body must be a JSON object of name, tier, models, limits, scopes, project, budget, expires_at, metadata: "+err.Error())
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, badRequest("", "the body must be one JSON object with nothing after it")
@@ -163,29 +169,11 @@ func (kr *keyRequest) apply(k *keys.Key, now time.Time) error {
 	if kr.Metadata != nil {
 		k.Metadata = *kr.Metadata
 	}
-	for name, raw := range kr.Limits {
-		var dst **int64
-		switch name {
-		case "rpm":
-			dst = &k.Limits.RPM
-		case "tpm":
-			dst = &k.Limits.TPM
-		case "tpd":
-			dst = &k.Limits.TPD
-		case "concurrency":
-			dst = &k.Limits.Concurrency
-		default:
-			return badRequest("limits."+name, "the limits are rpm, tpm, tpd and concurrency")
-		}
-		if string(raw) == "null" {
-			*dst = nil // back to the tier's
-			continue
-		}
-		var v int64
-		if json.Unmarshal(raw, &v) != nil || v < 0 {
-			return badRequest("limits."+name, "a limit is a whole number ≥ 0 (0 is unlimited), or null for the tier's")
-		}
-		*dst = &v
+	if err := applyLimits(&k.Limits, kr.Limits, "null for the tier's"); err != nil {
+		return err
+	}
+	if err := applyBudget(&k.Budget, kr.Budget); err != nil {
+		return err
 	}
 	if len(kr.Project) > 0 {
 		k.Project = ""
@@ -207,6 +195,36 @@ func (kr *keyRequest) apply(k *keys.Key, now time.Time) error {
 			t = t.UTC()
 			k.ExpiresAt = &t
 		}
+	}
+	return nil
+}
+
+// applyLimits writes limits read raw into l: a whole number, or null
+// (what null means is said in the error).
+func applyLimits(l *keys.Limits, raw map[string]json.RawMessage, null string) error {
+	for name, v := range raw {
+		var dst **int64
+		switch name {
+		case "rpm":
+			dst = &l.RPM
+		case "tpm":
+			dst = &l.TPM
+		case "tpd":
+			dst = &l.TPD
+		case "concurrency":
+			dst = &l.Concurrency
+		default:
+			return badRequest("limits."+name, "the limits are rpm, tpm, tpd and concurrency")
+		}
+		if string(v) == "null" {
+			*dst = nil
+			continue
+		}
+		var n int64
+		if json.Unmarshal(v, &n) != nil || n < 0 {
+			return badRequest("limits."+name, "a limit is a whole number ≥ 0 (0 is unlimited), or "+null)
+		}
+		*dst = &n
 	}
 	return nil
 }
@@ -242,7 +260,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ httprouter.
 	if err := kr.apply(&k, time.Now()); err != nil {
 		return err
 	}
-	spec := keys.Spec{Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: k.Limits, Project: k.Project,
+	spec := keys.Spec{Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: k.Limits, Project: k.Project, Budget: k.Budget,
 		ExpiresAt: k.ExpiresAt, Metadata: k.Metadata}
 	if kr.Scopes != nil {
 		spec.Scopes = k.Scopes
@@ -309,58 +327,6 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, ps httprouter
 	}
 	s.log.Info("key revoked", "key_id", k.ID)
 	return writeJSON(w, http.StatusOK, viewOf(k))
-}
-
-// adminUsage is GET /v1/admin/usage?period=YYYY-MM[&key=ID]: every key's
-// month, for a billing run, in one read of the ledger.
-func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
-	period, err := periodParam(r)
-	if err != nil {
-		return err
-	}
-	q := r.URL.Query()
-	if s.usageAdmin == nil {
-		return &Error{Code: CodeNotImplemented, Message: "this ledger cannot list every key"}
-	}
-	all, err := s.usageAdmin.All(r.Context(), period)
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return err
-		}
-		return unavailable("usage cannot be read", err)
-	}
-	type keyUsage = struct {
-		TotalTokens int64                `json:"total_tokens"`
-		TotalCost   usage.Money          `json:"total_cost"`
-		ByModel     map[string]usage.Row `json:"by_model"`
-	}
-	out := struct {
-		Period      string              `json:"period"`
-		TotalTokens int64               `json:"total_tokens"`
-		TotalCost   usage.Money         `json:"total_cost"`
-		Currency    string              `json:"currency"`
-		Keys        map[string]keyUsage `json:"keys"`
-	}{Period: period, Currency: "usd", Keys: map[string]keyUsage{}}
-	ids := make([]string, 0, len(all))
-	for id := range all {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	only := q.Get("key")
-	for _, id := range ids {
-		if only != "" && id != only {
-			continue
-		}
-		sum := all[id]
-		out.Keys[id] = keyUsage{TotalTokens: sum.TotalTokens, TotalCost: sum.TotalCost, ByModel: sum.ByModel}
-		out.TotalTokens += sum.TotalTokens
-		out.TotalCost += sum.TotalCost
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	if q.Get("format") == "csv" {
-		return writeUsageCSV(w, period, out.Keys)
-	}
-	return writeJSON(w, http.StatusOK, out)
 }
 
 // BackendAdmin reports the backends' run-time state and resets their

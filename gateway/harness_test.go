@@ -201,7 +201,7 @@ func newKeys(t testing.TB, c *envConfig, cat *models.Catalog) *keys.Registry {
 	}
 	t.Cleanup(reg.Close)
 	if c.keyStore != nil {
-		c.Admin = reg
+		c.Admin, c.Projects = reg, reg
 	}
 	return reg
 }

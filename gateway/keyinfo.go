@@ -8,14 +8,15 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/keys"
 	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
 )
 
 // keyInfo is GET /v1/key (callingKey): the calling key, what it may do,
-// its limits, what remains of them now, and its spend this month: the
-// numbers the rate-limit headers and /v1/usage show; its project's limits
-// and what they leave. Budget is null until keys have one.
+// its limits, what remains of them now, its spend this month and its
+// budget: the numbers the rate-limit headers and /v1/usage show; its
+// project's limits, spend and budget, and what they leave.
 type keyInfo struct {
 	Object    string       `json:"object"`
 	ID        string       `json:"id"`
@@ -27,15 +28,48 @@ type keyInfo struct {
 	Limits    keyLimits    `json:"limits"`
 	Remaining keyRemains   `json:"remaining"`
 	Spend     keySpend     `json:"spend"`
-	Budget    *usage.Money `json:"budget"`
+	Budget    *budgetInfo  `json:"budget"` // null: none
 }
 
 // projectInfo is the key's project: its limits, across all its keys, and
-// what they leave now.
+// what they leave now; its spend this month (every key's) and budget.
 type projectInfo struct {
-	ID        string     `json:"id"`
-	Limits    keyLimits  `json:"limits"`
-	Remaining keyRemains `json:"remaining"`
+	ID        string      `json:"id"`
+	Name      string      `json:"name"`
+	Limits    keyLimits   `json:"limits"`
+	Remaining keyRemains  `json:"remaining"`
+	Spend     *keySpend   `json:"spend"`
+	Budget    *budgetInfo `json:"budget"`
+}
+
+// budgetInfo is a monthly budget and what is left of it: the budget less
+// the ledger's spend this month (what /v1/usage shows). Held is what
+// requests in flight have reserved against it; a request is admitted
+// while spent + held is below the budget.
+type budgetInfo struct {
+	Monthly   usage.Money `json:"monthly"`
+	AlertAt   []float64   `json:"alert_at"`
+	Period    string      `json:"period"`
+	Spent     usage.Money `json:"spent"`
+	Held      usage.Money `json:"held"`
+	Remaining usage.Money `json:"remaining"`
+	ResetsAt  time.Time   `json:"resets_at"`
+	Currency  string      `json:"currency"`
+}
+
+// budgetOf is a level's budget by its spend, or nil without one.
+func budgetOf(lim quota.Limits, alerts []float64, spent usage.Money, d quota.Decision, now time.Time) *budgetInfo {
+	if lim.Budget <= 0 {
+		return nil
+	}
+	now = now.UTC()
+	b := &budgetInfo{Monthly: usage.Money(lim.Budget), AlertAt: alerts, Period: now.Format("2006-01"), Spent: spent,
+		Held: usage.Money(d.Held), Remaining: max(usage.Money(lim.Budget)-spent, 0),
+		ResetsAt: time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC), Currency: "usd"}
+	if b.AlertAt == nil {
+		b.AlertAt = []float64{}
+	}
+	return b
 }
 
 // keyLimits are the key's allowances; null is unlimited.
@@ -121,9 +155,26 @@ func (s *Server) callingKey(w http.ResponseWriter, r *http.Request, _ httprouter
 	for _, m := range sum.ByModel {
 		info.Spend.Requests += m.Requests
 	}
+	info.Budget = budgetOf(k.Limits, k.Alerts, sum.TotalCost, d, now)
 	if k.Project != "" && d.Project != nil {
-		info.Project = &projectInfo{ID: k.Project, Limits: limitsOf(k.ProjectLimits), Remaining: remainsOf(k.ProjectLimits, *d.Project, now)}
+		info.Project = s.projectInfoOf(r.Context(), k, *d.Project, now)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, info)
+}
+
+// projectInfoOf is the calling key's project as /v1/key shows it.
+func (s *Server) projectInfoOf(ctx context.Context, k *keys.Identity, d quota.Decision, now time.Time) *projectInfo {
+	p := &projectInfo{ID: k.Project, Limits: limitsOf(k.ProjectLimits), Remaining: remainsOf(k.ProjectLimits, d, now)}
+	if s.projects != nil {
+		if pr, ok := s.projects.Project(k.Project); ok {
+			p.Name = pr.Name
+		}
+	}
+	if spend := s.projectSpend(ctx, k.Project); spend != nil {
+		row := spend[k.Project]
+		p.Spend = spendOf(row)
+		p.Budget = budgetOf(k.ProjectLimits, k.ProjectAlerts, row.Cost, d, now)
+	}
+	return p
 }

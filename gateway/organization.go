@@ -54,6 +54,7 @@ type reportQuery struct {
 	groups     []string
 	models     []string
 	keys       []string
+	projects   []string
 	csv        bool
 }
 
@@ -86,7 +87,8 @@ func (s *Server) organization(rep report) handlerFunc {
 }
 
 // parseReport reads OpenAI's parameters: start_time (required), end_time,
-// bucket_width, limit, page, group_by, models, api_key_ids, format.
+// bucket_width, limit, page, group_by, models, api_key_ids, project_ids,
+// format.
 func parseReport(v url.Values, rep report) (*reportQuery, error) {
 	q := &reportQuery{width: "1d", csv: v.Get("format") == "csv"}
 	if f := v.Get("format"); f != "" && f != "csv" && f != "json" {
@@ -141,7 +143,7 @@ func parseReport(v url.Values, rep report) (*reportQuery, error) {
 			q.groups = append(q.groups, g)
 		}
 	}
-	q.models, q.keys = listParam(v, "models"), listParam(v, "api_key_ids")
+	q.models, q.keys, q.projects = listParam(v, "models"), listParam(v, "api_key_ids"), listParam(v, "project_ids")
 	return q, nil
 }
 
@@ -174,8 +176,9 @@ func (s *Server) reportBuckets(ctx context.Context, rep report, q *reportQuery) 
 		end = q.end
 	}
 	rows, err := s.usageAdmin.Buckets(ctx, usage.BucketQuery{Start: q.start, End: end, Hourly: q.width != "1d",
-		Kind: rep.kind, Keys: q.keys, Models: q.models, ByKey: slices.Contains(q.groups, "api_key_id"),
-		ByModel: slices.Contains(q.groups, "model") || slices.Contains(q.groups, "line_item")})
+		Kind: rep.kind, Keys: q.keys, Models: q.models, Projects: q.projects, ByKey: slices.Contains(q.groups, "api_key_id"),
+		ByModel:   slices.Contains(q.groups, "model") || slices.Contains(q.groups, "line_item"),
+		ByProject: slices.Contains(q.groups, "project_id")})
 	switch {
 	case errors.Is(err, usage.ErrGrain):
 		return nil, "", errGrain(q.width)
@@ -206,8 +209,8 @@ func errGrain(w string) *Error {
 // dimension is null, as OpenAI's are.
 func (rep report) results(rows []usage.BucketRow, groups []string) []map[string]any {
 	type agg struct {
-		key, model string
-		row        usage.Row
+		key, model, project string
+		row                 usage.Row
 	}
 	var order []string
 	sums := map[string]*agg{}
@@ -219,7 +222,10 @@ func (rep report) results(rows []usage.BucketRow, groups []string) []map[string]
 		if slices.Contains(groups, "model") || slices.Contains(groups, "line_item") {
 			a.model = r.Model
 		}
-		id := a.key + "\x00" + a.model
+		if slices.Contains(groups, "project_id") {
+			a.project = r.Project
+		}
+		id := a.key + "\x00" + a.model + "\x00" + a.project
 		if sums[id] == nil {
 			sums[id] = &a
 			order = append(order, id)
@@ -229,7 +235,7 @@ func (rep report) results(rows []usage.BucketRow, groups []string) []map[string]
 	out := make([]map[string]any, 0, len(order))
 	for _, id := range order {
 		a := sums[id]
-		res := map[string]any{"object": rep.object, "project_id": nil, "api_key_id": nullable(a.key)}
+		res := map[string]any{"object": rep.object, "project_id": nullable(a.project), "api_key_id": nullable(a.key)}
 		switch {
 		case rep.costs:
 			res["amount"] = map[string]any{"value": a.row.Cost, "currency": "usd"}
@@ -298,36 +304,4 @@ func csvValue(v any) string {
 		return ""
 	}
 	return fmt.Sprint(v)
-}
-
-// writeUsageCSV writes GET /v1/admin/usage?format=csv: a row per key and
-// model of the month.
-func writeUsageCSV(w http.ResponseWriter, period string, keys map[string]struct {
-	TotalTokens int64                `json:"total_tokens"`
-	TotalCost   usage.Money          `json:"total_cost"`
-	ByModel     map[string]usage.Row `json:"by_model"`
-}) error {
-	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Content-Disposition", `attachment; filename="obol-usage-`+period+`.csv"`)
-	cw := csv.NewWriter(w)
-	cw.Write([]string{"period", "api_key_id", "model", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "reasoning_tokens", "requests", "cost_usd"})
-	ids := make([]string, 0, len(keys))
-	for id := range keys {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		models := make([]string, 0, len(keys[id].ByModel))
-		for m := range keys[id].ByModel {
-			models = append(models, m)
-		}
-		slices.Sort(models)
-		for _, m := range models {
-			r := keys[id].ByModel[m]
-			cw.Write([]string{period, id, m, strconv.FormatInt(r.Prompt, 10), strconv.FormatInt(r.CachedPrompt, 10),
-				strconv.FormatInt(r.Completion, 10), strconv.FormatInt(r.Reasoning, 10), strconv.FormatInt(r.Requests, 10), r.Cost.USD()})
-		}
-	}
-	cw.Flush()
-	return cw.Error()
 }

@@ -64,6 +64,9 @@ type Options struct {
 	// opens the admin API. Either unset: the admin API answers 403.
 	Admin      KeyAdmin
 	AdminToken string
+	// Projects administers the projects; nil: /v1/admin/projects
+	// answers 501.
+	Projects ProjectAdmin
 	// UsageAdmin reads every key's ledger for GET /v1/admin/usage; nil:
 	// that route answers 501.
 	UsageAdmin UsageAdmin
@@ -120,6 +123,7 @@ type Server struct {
 	bodyTimeout time.Duration
 
 	admins      KeyAdmin
+	projects    ProjectAdmin
 	usageAdmin  UsageAdmin
 	backends    BackendAdmin
 	shared      Pinger
@@ -156,7 +160,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.metrics = newMetrics(o.Meter)
 	s.tracer = defaultTracer(o.Tracer)
-	s.admins = o.Admin
+	s.admins, s.projects = o.Admin, o.Projects
 	s.usageAdmin, s.backends, s.shared = o.UsageAdmin, o.Backends, o.SharedStore
 	s.adminToken = keys.NewAdminToken(o.AdminToken)
 	if s.log == nil {

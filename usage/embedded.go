@@ -149,7 +149,7 @@ func (e *Embedded) Summary(_ context.Context, key, period string) (*Summary, err
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			if k2, mk, day, ok := splitDayKey(k[len(period)+1:]); ok && k2 == key {
 				model, _, _ := splitModelKind(mk)
-				s.add(model, period+"-"+day, decodeRow(v))
+				s.Add(model, period+"-"+day, decodeRow(v))
 			}
 		}
 		return nil
@@ -177,7 +177,7 @@ func (e *Embedded) All(_ context.Context, period string) (map[string]*Summary, e
 				s = newSummary(period)
 				out[key] = s
 			}
-			s.add(model, period+"-"+day, decodeRow(v))
+			s.Add(model, period+"-"+day, decodeRow(v))
 		}
 		return nil
 	})

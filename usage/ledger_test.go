@@ -56,7 +56,7 @@ func rec(i int) Record {
 func want(recs ...Record) *Summary {
 	s := newSummary("2026-11")
 	for _, r := range recs {
-		s.add(r.Model, r.Time.UTC().Format("2006-01-02"), r.row())
+		s.Add(r.Model, r.Time.UTC().Format("2006-01-02"), r.row())
 	}
 	return s
 }

@@ -153,7 +153,7 @@ func (p *Postgres) month(ctx context.Context, key, period string) (map[string]*S
 			s = newSummary(period)
 			out[k] = s
 		}
-		s.add(model, day, r)
+		s.Add(model, day, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("usage in %s: %w", period, err)

@@ -106,8 +106,8 @@ func newSummary(period string) *Summary {
 	return &Summary{Period: period, Currency: "usd", ByModel: map[string]Row{}}
 }
 
-// add counts a row of a model on a day (YYYY-MM-DD; "" when unknown).
-func (s *Summary) add(model, date string, r Row) {
+// Add counts a row of a model on a day (YYYY-MM-DD; "" when unknown).
+func (s *Summary) Add(model, date string, r Row) {
 	cur := s.ByModel[model]
 	cur.AddRow(r)
 	s.ByModel[model] = cur

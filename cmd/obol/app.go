@@ -88,7 +88,7 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(stri
 	upstream := models.NewClient(models.BreakerOptions(cfg.Breaker))
 	a.gw, err = gateway.New(gateway.Options{
 		Catalog: catalog, Upstream: upstream, Backends: upstream,
-		Keys: reg, Admin: reg, AdminToken: adminToken,
+		Keys: reg, Admin: reg, Projects: reg, AdminToken: adminToken,
 		Quota: st.quota, SharedStore: st.shared,
 		Ledger: st.ledger, UsageAdmin: st.ledger,
 		FailureGuard: st.failures, CORS: gateway.CORS{AllowedOrigins: cfg.CORS.AllowedOrigins}, Prices: pricesOf(cfg),

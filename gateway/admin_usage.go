@@ -1,0 +1,140 @@
+package gateway
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/usage"
+)
+
+// usageTotals is a month's usage of a key, a project or the gateway.
+type usageTotals struct {
+	TotalTokens int64                `json:"total_tokens"`
+	TotalCost   usage.Money          `json:"total_cost"`
+	ByModel     map[string]usage.Row `json:"by_model"`
+	// Project is a key's project (absent for none; the last it had in the
+	// month, if it moved).
+	Project *string `json:"project,omitempty"`
+}
+
+func (t *usageTotals) add(model string, r usage.Row) {
+	if t.ByModel == nil {
+		t.ByModel = map[string]usage.Row{}
+	}
+	cur := t.ByModel[model]
+	cur.AddRow(r)
+	t.ByModel[model] = cur
+	t.TotalTokens += r.Prompt + r.Completion
+	t.TotalCost += r.Cost
+}
+
+// adminUsageReport is GET /v1/admin/usage's answer.
+type adminUsageReport struct {
+	Period      string                  `json:"period"`
+	TotalTokens int64                   `json:"total_tokens"`
+	TotalCost   usage.Money             `json:"total_cost"`
+	Currency    string                  `json:"currency"`
+	ByModel     map[string]usage.Row    `json:"by_model"`
+	Keys        map[string]*usageTotals `json:"keys"`
+	Projects    map[string]*usageTotals `json:"projects"`
+	Days        []*usage.Day            `json:"days,omitempty"`
+}
+
+// adminUsage is GET /v1/admin/usage?period=YYYY-MM[&key=ID][&project=ID]
+// [&by=day][&format=csv]: every key's and project's month, for a billing
+// run, in one read of the ledger.
+func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
+	period, err := periodParam(r)
+	if err != nil {
+		return err
+	}
+	if s.usageAdmin == nil {
+		return &Error{Code: CodeNotImplemented, Message: "this ledger cannot list every key"}
+	}
+	q := r.URL.Query()
+	start, _ := time.Parse("2006-01", period)
+	bq := usage.BucketQuery{Start: start, End: start.AddDate(0, 1, 0), ByKey: true, ByModel: true, ByProject: true}
+	if k := q.Get("key"); k != "" {
+		bq.Keys = []string{k}
+	}
+	if p := q.Get("project"); p != "" {
+		bq.Projects = []string{p}
+	}
+	rows, err := s.usageAdmin.Buckets(r.Context(), bq)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+		return unavailable("usage cannot be read", err)
+	}
+	out := sumUsage(period, rows, q.Get("by") == "day")
+	w.Header().Set("Cache-Control", "no-store")
+	if q.Get("format") == "csv" {
+		return writeUsageCSV(w, period, out.Keys)
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// sumUsage sums a month's daily rows by key, project, model and day.
+func sumUsage(period string, rows []usage.BucketRow, byDay bool) *adminUsageReport {
+	out := &adminUsageReport{Period: period, Currency: "usd", ByModel: map[string]usage.Row{},
+		Keys: map[string]*usageTotals{}, Projects: map[string]*usageTotals{}}
+	all := usageTotals{ByModel: out.ByModel}
+	days := &usage.Summary{ByModel: map[string]usage.Row{}}
+	for _, b := range rows {
+		all.add(b.Model, b.Row)
+		k := out.Keys[b.Key]
+		if k == nil {
+			k = &usageTotals{}
+			out.Keys[b.Key] = k
+		}
+		k.add(b.Model, b.Row)
+		if b.Project != "" {
+			k.Project = &b.Project
+			p := out.Projects[b.Project]
+			if p == nil {
+				p = &usageTotals{}
+				out.Projects[b.Project] = p
+			}
+			p.add(b.Model, b.Row)
+		}
+		if byDay {
+			days.Add(b.Model, b.Start.Format("2006-01-02"), b.Row)
+		}
+	}
+	out.TotalTokens, out.TotalCost, out.Days = all.TotalTokens, all.TotalCost, days.Days
+	return out
+}
+
+// writeUsageCSV writes the admin usage as CSV: a line per key and model,
+// the same figures as the JSON.
+func writeUsageCSV(w http.ResponseWriter, period string, keys map[string]*usageTotals) error {
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="obol-usage-`+period+`.csv"`)
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"period", "api_key_id", "model", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
+		"reasoning_tokens", "requests", "cost_usd", "project_id"})
+	for _, id := range slices.Sorted(maps.Keys(keys)) {
+		k := keys[id]
+		project := ""
+		if k.Project != nil {
+			project = *k.Project
+		}
+		for _, m := range slices.Sorted(maps.Keys(k.ByModel)) {
+			r := k.ByModel[m]
+			cw.Write([]string{period, id, m, strconv.FormatInt(r.Prompt, 10), strconv.FormatInt(r.CachedPrompt, 10),
+				strconv.FormatInt(r.Completion, 10), strconv.FormatInt(r.Reasoning, 10), strconv.FormatInt(r.Requests, 10),
+				r.Cost.USD(), project})
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
