@@ -246,15 +246,21 @@ func (s *Server) keepLease(res *quota.Reservation) chan struct{} {
 
 // budgetSpent is the 429 of a monthly budget reached: OpenAI's
 // insufficient_quota, which its SDKs do not retry, naming the budget and
-// when it renews.
+// when it renews. A budget not spent but held by requests in flight (their
+// cost bounds) is a rate limit a second's wait may cure.
 func budgetSpent(k *keys.Identity, d quota.Decision, now time.Time) *Error {
 	who, lim, fig := "this API key", k.Limits, d
 	if d.ByProject && d.Project != nil {
 		who, lim, fig = "project "+k.Project, k.ProjectLimits, *d.Project
 	}
+	budget, spent, held := usage.Money(lim.Budget).USD(), usage.Money(fig.Spent).USD(), usage.Money(fig.Held).USD()
+	if fig.Spent < lim.Budget {
+		return &Error{Code: CodeRateLimit, RetryAfter: time.Second,
+			Message: fmt.Sprintf("Rate limit reached: the monthly budget of $%s of %s is spent ($%s) or held by requests in flight ($%s) until they end. Please try again in 1s.",
+				budget, who, spent, held)}
+	}
 	renews := now.UTC().Add(d.RetryAfter).Round(time.Second)
 	return &Error{Code: CodeInsufficientQuota, NoRetry: true, RetryAfter: d.RetryAfter,
 		Message: fmt.Sprintf("Budget exceeded: %s has reached its monthly budget of $%s (spent $%s, $%s held by requests in flight). "+
-			"It renews at %s, or when the budget is raised.",
-			who, usage.Money(lim.Budget).USD(), usage.Money(fig.Spent).USD(), usage.Money(fig.Held).USD(), renews.Format(time.RFC3339))}
+			"It renews at %s, or when the budget is raised.", who, budget, spent, held, renews.Format(time.RFC3339))}
 }

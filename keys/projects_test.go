@@ -1,0 +1,98 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/obol/obol/internal/pgtest"
+	"github.com/obol/obol/internal/poll"
+	"github.com/obol/obol/usage"
+)
+
+// TestProjectStore: a stored project comes back whole from each store,
+// keys resolve against it, and it can be neither made twice nor deleted
+// while a key belongs to it; the configuration's cannot be changed.
+func TestProjectStore(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st Store) {
+		ctx := context.Background()
+		cfg := Projects{"acme": {ID: "acme", Config: true, Limits: Limits{RPM: int64p(5)}}}
+		r := newRegistry(t, st, Options{Projects: cfg})
+		p := &Project{ID: "beta", Name: "Beta", Limits: Limits{TPM: int64p(900)},
+			Budget: &Budget{Monthly: 2 * usage.PerDollar, AlertAt: []float64{0.5, 1}}, Metadata: map[string]string{"team": "x"}}
+		if err := r.CreateProject(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.CreateProject(ctx, &Project{ID: "beta"}); !errors.Is(err, ErrExists) {
+			t.Errorf("beta twice: %v", err)
+		}
+		if err := r.CreateProject(ctx, &Project{ID: "acme"}); !errors.Is(err, ErrExists) {
+			t.Errorf("a project of the configuration's id: %v", err)
+		}
+		if _, err := r.UpdateProject(ctx, "acme", func(*Project) error { return nil }); !errors.Is(err, ErrConfigured) {
+			t.Errorf("changed the configuration's project: %v", err)
+		}
+		if err := r.CreateProject(ctx, &Project{ID: "Bad id"}); err == nil {
+			t.Error("a bad id was taken")
+		}
+		// A second registry over the store reads it back whole.
+		again := newRegistry(t, st, Options{Projects: cfg})
+		got, ok := again.Project("beta")
+		if !ok || got.Name != "Beta" || *got.Limits.TPM != 900 || got.Budget.Monthly != 2*usage.PerDollar ||
+			!slices.Equal(got.Budget.AlertAt, []float64{0.5, 1}) || got.Metadata["team"] != "x" || got.CreatedAt.IsZero() {
+			t.Fatalf("read back %+v %+v", got, got.Budget)
+		}
+		k, secret, err := r.Create(ctx, Spec{Tier: "free", Project: "beta", Budget: &Budget{Monthly: usage.PerDollar}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := r.Authenticate(ctx, secret)
+		if id == nil || id.ProjectLimits.TPM != 900 || id.ProjectLimits.Budget != int64(2*usage.PerDollar) ||
+			id.Limits.Budget != int64(usage.PerDollar) || !slices.Equal(id.Alerts, DefaultAlertAt) || !slices.Equal(id.ProjectAlerts, []float64{0.5, 1}) {
+			t.Fatalf("the key resolved to %+v", id)
+		}
+		if err := r.DeleteProject(ctx, "beta"); !errors.Is(err, ErrInUse) {
+			t.Errorf("deleted a project with a key: %v", err)
+		}
+		if _, err := r.Revoke(ctx, k.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.DeleteProject(ctx, "beta"); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := r.Project("beta"); ok {
+			t.Error("beta is still there")
+		}
+		if id, err := r.Authenticate(ctx, secret); id != nil || err != nil {
+			t.Errorf("the revoked key of a deleted project: %v %v", id, err)
+		}
+	})
+}
+
+// TestProjectChangeReachesReplicas: a budget raised on one replica is
+// what another's keys resolve to within its poll.
+func TestProjectChangeReachesReplicas(t *testing.T) {
+	pool, _ := pgtest.Shared(t)
+	ctx := context.Background()
+	a := newRegistry(t, NewPostgres(pool), Options{})
+	b := newRegistry(t, NewPostgres(pool), Options{})
+	if err := a.CreateProject(ctx, &Project{ID: "gamma", Budget: &Budget{Monthly: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := a.Create(ctx, Spec{Tier: "free", Project: "gamma"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, "b to know the key of the new project", func() bool {
+		id, _ := b.Authenticate(ctx, secret)
+		return id != nil && id.ProjectLimits.Budget == 1
+	})
+	if _, err := a.UpdateProject(ctx, "gamma", func(p *Project) error { p.Budget.Monthly = 500; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, "b to see the raise", func() bool {
+		id, _ := b.Authenticate(ctx, secret)
+		return id != nil && id.ProjectLimits.Budget == 500
+	})
+}
