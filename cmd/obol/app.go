@@ -63,7 +63,11 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(stri
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	st, err := openStore(ctx, cfg, log, tracing, nil)
+	hooks, err := webhooksOf(cfg, getenv)
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStore(ctx, cfg, log, tracing, hooks)
 	if err != nil {
 		return nil, err
 	}

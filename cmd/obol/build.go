@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 
+	"github.com/obol/obol/alerts"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/quota"
@@ -131,4 +132,18 @@ func pricesOf(c *Config) map[string]usage.Prices {
 		out[name], _ = pricesFrom(mc, "models."+name) // checked at load
 	}
 	return out
+}
+
+// webhooksOf is the configured webhooks with their secrets from the
+// environment; a secret not set is a configuration error.
+func webhooksOf(c *Config, getenv func(string) string) ([]alerts.Webhook, error) {
+	var out []alerts.Webhook
+	for i, w := range c.Webhooks {
+		secret := getenv(w.SecretEnv)
+		if secret == "" {
+			return nil, &configError{msg: fmt.Sprintf("config: webhooks[%d].secret_env: the environment variable %s is not set", i, w.SecretEnv)}
+		}
+		out = append(out, alerts.Webhook{URL: w.URL, Secret: secret})
+	}
+	return out, nil
 }

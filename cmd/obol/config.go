@@ -49,6 +49,15 @@ type Config struct {
 	Projects map[string]ProjectConfig `yaml:"projects"`
 	Breaker  BreakerConfig            `yaml:"breaker"`
 	CORS     CORSConfig               `yaml:"cors"`
+	// Webhooks receive budget alerts.
+	Webhooks []WebhookConfig `yaml:"webhooks"`
+}
+
+// WebhookConfig is a receiver of budget alerts: events are POSTed to URL
+// signed with the secret in the environment variable SecretEnv.
+type WebhookConfig struct {
+	URL       string `yaml:"url"`
+	SecretEnv string `yaml:"secret_env"`
 }
 
 // CORSConfig lets web pages of other origins call the gateway.
@@ -212,6 +221,22 @@ func (c *Config) checkProjects() error {
 	return nil
 }
 
+// checkWebhooks validates the webhooks' URLs (their secrets are read
+// when the app is built).
+func (c *Config) checkWebhooks() error {
+	for i, w := range c.Webhooks {
+		f := fmt.Sprintf("webhooks[%d]", i)
+		u, err := url.Parse(w.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return invalid(f+".url", "want an http:// or https:// URL, got %q", w.URL)
+		}
+		if w.SecretEnv == "" {
+			return invalid(f+".secret_env", "name the environment variable that holds the signing secret")
+		}
+	}
+	return nil
+}
+
 // check fills defaults and validates, naming the field at fault.
 func (c *Config) check() error {
 	if c.Listen == "" {
@@ -273,6 +298,9 @@ func (c *Config) check() error {
 		}
 	}
 	if err := c.checkProjects(); err != nil {
+		return err
+	}
+	if err := c.checkWebhooks(); err != nil {
 		return err
 	}
 	if len(c.Models) == 0 {

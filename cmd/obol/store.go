@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/obol/obol/alerts"
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/internal/pgdb"
 	"github.com/obol/obol/internal/redisbatch"
@@ -40,15 +41,17 @@ type store struct {
 	failures gateway.FailureGuard
 	ledger   *usage.Ledger
 	keys     keys.Store
+	alerts   *alerts.Notifier
 	close    func() error
 }
 
 // closeAll writes the ledger's queue, for at most flush, spooling what
-// the store will not take, then closes the stores.
+// the store will not take, gives the alerts being sent as long, then
+// closes the stores.
 func (s *store) closeAll(flush time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), flush)
 	defer cancel()
-	return errors.Join(s.ledger.Close(ctx), s.close())
+	return errors.Join(s.ledger.Close(ctx), s.alerts.Close(ctx), s.close())
 }
 
 // embeddedLinger groups the embedded ledger's records into at most 100
@@ -73,7 +76,7 @@ func ledgerOptions(c *Config, log *slog.Logger) usage.Options {
 // process) and the records (PostgreSQL, the system of record of several
 // replicas, or the embedded bbolt file), and the bbolt file under
 // data_dir when either is embedded.
-func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, onSpend func(quota.Spend)) (st *store, err error) {
+func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, hooks []alerts.Webhook) (st *store, err error) {
 	st = &store{}
 	var closers []func() error
 	st.close = func() error {
@@ -97,12 +100,16 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, o
 	}
 	lo := ledgerOptions(c, log)
 	var ledger usage.Store
+	var claims alerts.Claims
 	if c.Postgres.URL == "" {
 		u, err := usage.OpenEmbedded(db)
 		if err != nil {
 			return nil, err
 		}
 		if st.keys, err = keys.OpenEmbedded(db); err != nil {
+			return nil, err
+		}
+		if claims, err = alerts.OpenEmbedded(db); err != nil {
 			return nil, err
 		}
 		ledger, lo.Linger = u, embeddedLinger
@@ -114,11 +121,14 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, o
 		}
 		closers = append(closers, func() error { pool.Close(); return nil })
 		ledger, st.keys = usage.NewPostgres(pool, *c.Postgres.RequestLogDays), keys.NewPostgres(pool)
+		claims = alerts.NewPostgres(pool)
 		lo.Linger = postgresLinger
 	}
 	st.ledger = usage.NewLedger(ledger, lo)
-	// Budgets' counters start from the ledger's spend.
-	money := quota.Money{Ledger: st.ledger, OnSpend: onSpend}
+	st.alerts = alerts.New(alerts.Options{Webhooks: hooks, Claims: claims, Log: log})
+	// Budgets' counters start from the ledger's spend; their thresholds
+	// crossed send alerts.
+	money := quota.Money{Ledger: st.ledger, OnSpend: st.alerts.Observe}
 	if c.Redis.URL == "" {
 		e, err := quota.OpenEmbedded(db, log)
 		if err != nil {

@@ -1,0 +1,101 @@
+package alerts
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Postgres keeps claims in alert_deliveries (internal/pgdb has the
+// schema): its primary key (subject, period, threshold) lets one insert
+// win across replicas.
+type Postgres struct{ pool *pgxpool.Pool }
+
+// NewPostgres keeps claims in pool.
+func NewPostgres(pool *pgxpool.Pool) *Postgres { return &Postgres{pool: pool} }
+
+func (p *Postgres) Claim(ctx context.Context, a Alert) (bool, error) {
+	tag, err := p.pool.Exec(ctx, `INSERT INTO alert_deliveries (subject, period, threshold, event_id)
+		VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, a.Subject(), a.Period, a.ThresholdText(), a.ID)
+	if err != nil {
+		return false, fmt.Errorf("claim alert %s: %w", a.ID, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+func (p *Postgres) Sent(ctx context.Context, a Alert, delivered bool, attempts int) error {
+	_, err := p.pool.Exec(ctx, `UPDATE alert_deliveries SET attempts = $2,
+		delivered_at = CASE WHEN $3 THEN now() END WHERE event_id = $1`, a.ID, attempts, delivered)
+	if err != nil {
+		return fmt.Errorf("record alert %s: %w", a.ID, err)
+	}
+	return nil
+}
+
+// Embedded keeps claims in the single replica's bbolt file.
+type Embedded struct{ db *bolt.DB }
+
+var claimsBucket = []byte("alert_deliveries") // event id → claim (JSON)
+
+// OpenEmbedded prepares the claims bucket in db.
+func OpenEmbedded(db *bolt.DB) (*Embedded, error) {
+	err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(claimsBucket)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open embedded alert claims: %w", err)
+	}
+	return &Embedded{db: db}, nil
+}
+
+type claim struct {
+	Subject     string     `json:"subject"`
+	Period      string     `json:"period"`
+	Threshold   string     `json:"threshold"`
+	ClaimedAt   time.Time  `json:"claimed_at"`
+	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
+	Attempts    int        `json:"attempts"`
+}
+
+func (e *Embedded) Claim(_ context.Context, a Alert) (bool, error) {
+	won := false
+	err := e.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(claimsBucket)
+		if b.Get([]byte(a.ID)) != nil {
+			return nil
+		}
+		v, _ := json.Marshal(claim{Subject: a.Subject(), Period: a.Period, Threshold: a.ThresholdText(), ClaimedAt: time.Now().UTC()})
+		won = true
+		return b.Put([]byte(a.ID), v)
+	})
+	if err != nil {
+		return false, fmt.Errorf("claim alert %s: %w", a.ID, err)
+	}
+	return won, nil
+}
+
+func (e *Embedded) Sent(_ context.Context, a Alert, delivered bool, attempts int) error {
+	err := e.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(claimsBucket)
+		var c claim
+		if json.Unmarshal(b.Get([]byte(a.ID)), &c) != nil {
+			return nil
+		}
+		c.Attempts = attempts
+		if delivered {
+			now := time.Now().UTC()
+			c.DeliveredAt = &now
+		}
+		v, _ := json.Marshal(c)
+		return b.Put([]byte(a.ID), v)
+	})
+	if err != nil {
+		return fmt.Errorf("record alert %s: %w", a.ID, err)
+	}
+	return nil
+}
