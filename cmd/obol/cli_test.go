@@ -84,9 +84,12 @@ func TestOperatorsFirstDay(t *testing.T) {
 	chat := `{"model":"hermes","messages":[{"role":"user","content":"hello there"}],"max_tokens":5}`
 
 	alice := createdKey(t, a, "--tier", "free", "--name", "alice", "--meta", "customer=alice-co")
-	bob := createdKey(t, a, "--tier", "pro", "--name", "bob", "--tpm", "100000", "--concurrency", "4")
-	if bob.Limits["tpm"] != 100000 || bob.Limits["concurrency"] != 4 {
-		t.Errorf("bob's own limits: %v", bob.Limits)
+	bob := createdKey(t, a, "--tier", "pro", "--name", "bob", "--tpm", "100000", "--concurrency", "4", "--budget", "12.5", "--alert-at", "0.9")
+	if bob.Limits["tpm"] != 100000 || bob.Limits["concurrency"] != 4 || bob.Budget == nil || bob.Budget.Monthly != "12.5" || len(bob.Budget.AlertAt) != 1 {
+		t.Errorf("bob's own limits: %v, budget %+v", bob.Limits, bob.Budget)
+	}
+	if out := mustCLI(t, "keys", "get", bob.ID, "--server", b); !strings.Contains(out, "$12.5 a month, alerts at 90%") {
+		t.Errorf("bob's budget in the table:\n%s", out)
 	}
 	carol := createdKey(t, a, "--tier", "team", "--name", "carol", "--expires-in", "720h")
 	dash := createdKey(t, a, "--tier", "free", "--name", "billing dashboard", "--scopes", "usage")
@@ -214,6 +217,9 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"keys", "create", "--server", base, "--tier", "gold"}, false, "400 bad_request: unknown tier"},
 		{[]string{"keys", "create", "--server", base, "--tier", "free", "--rpm", "-3"}, true, "--rpm"},
 		{[]string{"keys", "create", "--server", base, "--tier", "free", "--expires", "soon"}, true, "RFC 3339"},
+		{[]string{"keys", "create", "--server", base, "--tier", "free", "--budget", "lots"}, true, "--budget"},
+		{[]string{"keys", "create", "--server", base, "--tier", "free", "--alert-at", "0.5"}, true, "goes with --budget"},
+		{[]string{"keys", "create", "--server", base, "--tier", "free", "--budget", "1", "--alert-at", "2,1"}, false, "(budget.alert_at)"},
 		{[]string{"keys", "get", "--server", base}, true, "id comes first"},
 		{[]string{"keys", "get", "key_NOSUCHKEY0", "--server", base}, false, "404 not_found"},
 		{[]string{"keys", "update", "key_NOSUCHKEY0", "--server", base}, true, "nothing to change"},

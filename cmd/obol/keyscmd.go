@@ -12,29 +12,36 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/obol/obol/usage"
 )
 
 const keysUsage = `usage:
   obol keys create --tier T [--name N] [--models M,M] [--scopes S,S] [--rpm N] [--tpm N] [--tpd N]
-                   [--concurrency N] [--project P]
+                   [--concurrency N] [--project P] [--budget USD [--alert-at 0.5,0.8,1]]
                    [--expires RFC3339 | --expires-in 720h] [--meta k=v]...
   obol keys list
   obol keys get ID
   obol keys update ID [--tier T] [--name N] [--models M,M] [--scopes S,S] [--rpm N|tier] [--tpm N|tier]
-                   [--tpd N|tier] [--concurrency N|tier] [--project P|none] [--expires RFC3339|never] [--meta k=v]...
+                   [--tpd N|tier] [--concurrency N|tier] [--project P|none] [--budget USD|none [--alert-at F,F]]
+                   [--expires RFC3339|never] [--meta k=v]...
   obol keys revoke ID
 every command: [--server URL (default $OBOL_SERVER or http://127.0.0.1:8080)] [--json]
 the admin token is read from $OBOL_ADMIN_TOKEN`
 
 // cliKey is a key as the admin API shows it.
 type cliKey struct {
-	ID         string            `json:"id"`
-	Name       string            `json:"name"`
-	Tier       string            `json:"tier"`
-	Models     []string          `json:"models"`
-	Limits     map[string]int64  `json:"limits"`
-	Scopes     []string          `json:"scopes"`
-	Project    *string           `json:"project"`
+	ID      string           `json:"id"`
+	Name    string           `json:"name"`
+	Tier    string           `json:"tier"`
+	Models  []string         `json:"models"`
+	Limits  map[string]int64 `json:"limits"`
+	Scopes  []string         `json:"scopes"`
+	Project *string          `json:"project"`
+	Budget  *struct {
+		Monthly json.Number `json:"monthly"`
+		AlertAt []float64   `json:"alert_at"`
+	} `json:"budget"`
 	Metadata   map[string]string `json:"metadata"`
 	Prefix     string            `json:"prefix"`
 	Status     string            `json:"status"`
@@ -127,9 +134,9 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 
 // keySpecFlags are the flags of create and update.
 type keySpecFlags struct {
-	name, tier, models, scopes, rpm, tpm, tpd, concurrency, project, expires *string
-	expiresIn                                                                *time.Duration
-	meta                                                                     metaFlag
+	name, tier, models, scopes, rpm, tpm, tpd, concurrency, project, expires, budget, alertAt *string
+	expiresIn                                                                                 *time.Duration
+	meta                                                                                      metaFlag
 }
 
 type metaFlag map[string]string
@@ -156,6 +163,8 @@ func newKeySpecFlags(fs *flag.FlagSet) *keySpecFlags {
 	f.tpd = fs.String("tpd", "", "tokens per day of its own")
 	f.concurrency = fs.String("concurrency", "", "requests in flight at once of its own")
 	f.project = fs.String("project", "", "the project it belongs to (update: \"none\" to leave it)")
+	f.budget = fs.String("budget", "", "a monthly budget of its own in USD (update: \"none\" to remove it)")
+	f.alertAt = fs.String("alert-at", "", "comma-separated fractions of the budget that send alerts (default 0.5,0.8,1)")
 	f.expires = fs.String("expires", "", "when the key stops working, RFC 3339 (update: \"never\" to clear)")
 	f.expiresIn = fs.Duration("expires-in", 0, "the key stops working after this long")
 	fs.Var(f.meta, "meta", "metadata name=value (repeatable)")
@@ -212,6 +221,9 @@ func (f *keySpecFlags) body(fs *flag.FlagSet, create bool) (map[string]any, erro
 	if len(limits) > 0 {
 		body["limits"] = limits
 	}
+	if err := f.budgetBody(set, body, create); err != nil {
+		return nil, err
+	}
 	switch {
 	case set["expires"] && set["expires-in"]:
 		return nil, &usageError{msg: "--expires and --expires-in: one or the other"}
@@ -235,6 +247,39 @@ func (f *keySpecFlags) body(fs *flag.FlagSet, create bool) (map[string]any, erro
 	return body, nil
 }
 
+// budgetBody sets the body's budget from --budget and --alert-at.
+func (f *keySpecFlags) budgetBody(set map[string]bool, body map[string]any, create bool) error {
+	switch {
+	case set["alert-at"] && !set["budget"]:
+		return &usageError{msg: "--alert-at goes with --budget"}
+	case !set["budget"]:
+		return nil
+	case *f.budget == "none" && !create:
+		body["budget"] = nil
+		return nil
+	}
+	if m, err := usage.ParseUSD(*f.budget); err != nil || m < 0 {
+		return &usageError{msg: fmt.Sprintf("--budget %q: want an amount of USD, such as 25 or 0.50", *f.budget)}
+	}
+	b := map[string]any{"monthly": json.Number(*f.budget)}
+	if set["alert-at"] {
+		at := []float64{}
+		for _, v := range strings.Split(*f.alertAt, ",") {
+			if v = strings.TrimSpace(v); v == "" {
+				continue
+			}
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return &usageError{msg: fmt.Sprintf("--alert-at %q: want fractions such as 0.5,0.8,1", *f.alertAt)}
+			}
+			at = append(at, x)
+		}
+		b["alert_at"] = at
+	}
+	body["budget"] = b
+	return nil
+}
+
 func (a *admin) printKey(b []byte, created bool) error {
 	if a.json {
 		_, err := a.out.Write(append(b, '\n'))
@@ -256,6 +301,13 @@ func (a *admin) printKey(b []byte, created bool) error {
 	row("limits", limitsString(k.Limits))
 	if k.Project != nil {
 		row("project", *k.Project)
+	}
+	if k.Budget != nil {
+		var at []string
+		for _, x := range k.Budget.AlertAt {
+			at = append(at, strconv.FormatFloat(100*x, 'f', -1, 64)+"%")
+		}
+		row("budget", "$"+string(k.Budget.Monthly)+" a month, alerts at "+orNone(strings.Join(at, ", ")))
 	}
 	row("created", stamp(&k.CreatedAt))
 	row("expires", stamp(k.ExpiresAt))
@@ -330,4 +382,11 @@ func limitsString(l map[string]int64) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
