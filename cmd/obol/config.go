@@ -358,8 +358,9 @@ func (c *Config) checkKeys() error {
 		if _, ok := c.Projects[k.Project]; k.Project != "" && !ok {
 			return invalid(f+".project", "unknown project %q; projects: %s", k.Project, strings.Join(sortedKeys(c.Projects), ", "))
 		}
-		if err := keys.CheckBudget(k.Budget.budget(), f+".budget"); err != nil {
-			return invalid(f+".budget", "%s", err.Error())
+		var ie *keys.InvalidError
+		if err := keys.CheckBudget(k.Budget.budget(), "budget"); errors.As(err, &ie) {
+			return invalid(f+"."+ie.Field, "%s", ie.Msg)
 		}
 		for j, sc := range k.Scopes {
 			if !slices.Contains(keys.AllScopes, sc) {

@@ -56,6 +56,11 @@ func TestBadConfigs(t *testing.T) {
 		"bad-cors-origin":        "cors.allowed_origins[0]",
 		"key-unknown-project":    `keys[0] (k1).project: unknown project "beta"; projects: acme`,
 		"bad-project":            "projects.acme.limits: limits must be 0 (unlimited) or positive",
+		"project-bad-alerts":     "projects.acme.budget.alert_at: thresholds are fractions of the budget in (0, 10], ascending",
+		"project-bad-budget":     `amount "a lot": not a number`,
+		"key-negative-budget":    "keys[0] (k1).budget.monthly: a budget is an amount of USD ≥ 0",
+		"webhook-bad-url":        "webhooks[0].url: want an http:// or https:// URL",
+		"webhook-no-secret":      "webhooks[0].secret_env: name the environment variable",
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {
