@@ -12,7 +12,7 @@ import (
 // BenchmarkAdmitSettle is one request's quota work: admit, then settle
 // with a different count, over 64 keys from parallel goroutines; with a
 // concurrency cap, the lease taken and released too; with a project, at
-// both levels.
+// both levels; with budgets, a cost held and settled at both.
 func BenchmarkAdmitSettle(b *testing.B) {
 	rdb, prefix := redistest.Shared(b)
 	for _, bc := range []struct {
@@ -20,16 +20,19 @@ func BenchmarkAdmitSettle(b *testing.B) {
 		s           store
 		concurrency int64
 		project     bool
+		budget      int64
 	}{
-		{"memory", NewMemory(), 0, false},
-		{"redis", &redisStore{NewRedis(rdb, prefix)}, 0, false},
-		{"memory+concurrency", NewMemory(), 1 << 20, false},
-		{"redis+concurrency", &redisStore{NewRedis(rdb, prefix)}, 1 << 20, false},
-		{"memory+project", NewMemory(), 1 << 20, true},
-		{"redis+project", &redisStore{NewRedis(rdb, prefix)}, 1 << 20, true},
+		{"memory", NewMemory(), 0, false, 0},
+		{"redis", &redisStore{NewRedis(rdb, prefix)}, 0, false, 0},
+		{"memory+concurrency", NewMemory(), 1 << 20, false, 0},
+		{"redis+concurrency", &redisStore{NewRedis(rdb, prefix)}, 1 << 20, false, 0},
+		{"memory+project", NewMemory(), 1 << 20, true, 0},
+		{"redis+project", &redisStore{NewRedis(rdb, prefix)}, 1 << 20, true, 0},
+		{"memory+project+budgets", NewMemory(), 1 << 20, true, 1 << 60},
+		{"redis+project+budgets", &redisStore{NewRedis(rdb, prefix)}, 1 << 20, true, 1 << 60},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			lim := Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50, Concurrency: bc.concurrency}
+			lim := Limits{RPM: 1 << 40, TPM: 1 << 50, TPD: 1 << 50, Concurrency: bc.concurrency, Budget: bc.budget}
 			var n atomic.Int64
 			ctx := context.Background()
 			b.ReportAllocs()
@@ -40,11 +43,11 @@ func BenchmarkAdmitSettle(b *testing.B) {
 					sub.Project, sub.ProjectLimits = "p"+strconv.FormatInt(i%8, 10), lim
 				}
 				for pb.Next() {
-					d, err := bc.s.Admit(ctx, sub, 1000, 0)
+					d, err := bc.s.Admit(ctx, sub, 1000, 1_500_000_000)
 					if err != nil || !d.Allowed {
 						b.Fatal(d, err)
 					}
-					if err := bc.s.Settle(ctx, d.Reservation, 400, 0); err != nil {
+					if err := bc.s.Settle(ctx, d.Reservation, 400, 600_000_000); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -89,22 +89,32 @@ func gcra(tat, now float64, limit, n int64) (ok bool, newTAT, remaining, wait, u
 // Admit reserves tokens and a cost bound (picodollars) for the subject
 // at every level, all or nothing.
 func (m *Memory) Admit(ctx context.Context, sub Subject, tokens, cost int64) (Decision, error) {
-	return m.seeded(ctx, sub, func() (Decision, bool) { return m.admit(sub, tokens, cost, false) })
+	if d, ok := m.admit(sub, tokens, cost, false); ok {
+		return d, nil
+	}
+	if err := m.startSpend(ctx, sub); err != nil {
+		return Decision{}, err
+	}
+	d, _ := m.admit(sub, tokens, cost, false)
+	return d, nil
 }
 
 // Peek reports the subject's allowances without reserving anything.
 func (m *Memory) Peek(ctx context.Context, sub Subject) (Decision, error) {
-	return m.seeded(ctx, sub, func() (Decision, bool) { return m.admit(sub, 0, 0, true) })
-}
-
-// seeded runs an admission, and again after starting the spend counters
-// it found missing from the ledger (outside the locks: the ledger may be
-// a database).
-func (m *Memory) seeded(ctx context.Context, sub Subject, admit func() (Decision, bool)) (Decision, error) {
-	d, ok := admit()
-	if ok {
+	if d, ok := m.admit(sub, 0, 0, true); ok {
 		return d, nil
 	}
+	if err := m.startSpend(ctx, sub); err != nil {
+		return Decision{}, err
+	}
+	d, _ := m.admit(sub, 0, 0, true)
+	return d, nil
+}
+
+// startSpend starts the subject's missing spend counters from the ledger,
+// outside the locks (the ledger may be a database); one started
+// meanwhile is left as it is.
+func (m *Memory) startSpend(ctx context.Context, sub Subject) error {
 	mo, _ := month(m.now())
 	ls, n := sub.levels()
 	for _, l := range ls[:n] {
@@ -113,7 +123,7 @@ func (m *Memory) seeded(ctx context.Context, sub Subject, admit func() (Decision
 		}
 		v, err := m.money.spent(ctx, l, sub, mo)
 		if err != nil {
-			return Decision{}, fmt.Errorf("admit %s: spend of %s in %s from the ledger: %w", sub.Key, l.id, mo, err)
+			return fmt.Errorf("admit %s: spend of %s in %s from the ledger: %w", sub.Key, l.id, mo, err)
 		}
 		s := m.shard(l.id)
 		s.mu.Lock()
@@ -122,10 +132,7 @@ func (m *Memory) seeded(ctx context.Context, sub Subject, admit func() (Decision
 		}
 		s.mu.Unlock()
 	}
-	if d, ok = admit(); !ok {
-		return Decision{}, fmt.Errorf("admit %s: spend counters not started", sub.Key)
-	}
-	return d, nil
+	return nil
 }
 
 // memLevel is one level's state during an admission, as the script's
