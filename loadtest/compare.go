@@ -230,7 +230,9 @@ func profileName(target string) string {
 }
 
 // obolConfig writes dir/name.yaml: obol in front of the simulator, with
-// one key (secret) whose limits never refuse, counters in the Redis at
+// one key (secret) whose limits never refuse, in a project whose limits
+// and monthly budget never refuse either (so both levels are decided and
+// every request is priced and charged), counters in the Redis at
 // redisURL and records in the PostgreSQL at pgURL (each empty: the
 // embedded store), and extra top-level YAML.
 func obolConfig(dir, name, redisURL, pgURL, simURL, secret, extra string) (string, error) {
@@ -246,9 +248,12 @@ tiers:
 models:
   hermes:
     context_window: 32768
+    price: {input: 0.5, output: 1.5}
     backends: [{url: %q, model: "sim"}]
 keys:
-  - {id: key_bench, tier: bench, sha256: %q}
+  - {id: key_bench, tier: bench, sha256: %q, project: bench, budget: {monthly: 1000000}}
+projects:
+  bench: {limits: {rpm: 1000000000, concurrency: 100000}, budget: {monthly: 1000000}}
 `, extra, filepath.Join(dir, name), redisURL, prefix, pgURL, simURL+"/v1", hex.EncodeToString(d[:]))
 	p := filepath.Join(dir, name+".yaml")
 	return p, os.WriteFile(p, []byte(cfg), 0o600)
