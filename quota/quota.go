@@ -5,7 +5,6 @@
 package quota
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"time"
@@ -168,50 +167,6 @@ func day(t time.Time) (string, time.Duration) {
 	t = t.UTC()
 	end := time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, time.UTC)
 	return t.Format("20060102"), end.Sub(t)
-}
-
-// month returns the UTC calendar month of t as YYYYMM and the time until
-// it ends.
-func month(t time.Time) (string, time.Duration) {
-	t = t.UTC()
-	end := time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
-	return t.Format("200601"), end.Sub(t)
-}
-
-// Spend is a level's spending this month moving from Before to After
-// with a settlement (picodollars), reported so that budget alerts can be
-// sent: the store's counter moves atomically, so one settlement, on one
-// replica, sees a threshold crossed.
-type Spend struct {
-	Key     string // the key, or "" for a project's level
-	Project string // the project, or "" for a key's level
-	Month   string // YYYYMM
-	Before  int64
-	After   int64
-	Budget  int64
-	Alerts  []float64
-}
-
-// Ledger tells what a key or a project (one of them "") has spent in a
-// month (YYYYMM), in picodollars: a budget counter the store does not
-// hold (a new month, a restarted Redis) starts from it.
-type Ledger interface {
-	Spent(ctx context.Context, key, project, month string) (int64, error)
-}
-
-// spendOf is the Spend of a level, or false when nothing was crossed
-// that anyone listens for.
-func spendOf(l level, res *Reservation, before, after int64) (Spend, bool) {
-	if l.lim.Budget <= 0 || len(l.alerts) == 0 || after <= before {
-		return Spend{}, false
-	}
-	sp := Spend{Month: res.Month, Before: before, After: after, Budget: l.lim.Budget, Alerts: l.alerts}
-	if l.project {
-		sp.Project = res.Project
-	} else {
-		sp.Key = res.Key
-	}
-	return sp, true
 }
 
 // Tiers are the named sets of limits keys belong to.

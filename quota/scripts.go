@@ -1,0 +1,247 @@
+package quota
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts of the Redis store: each decision or settlement is one
+// script call, atomic in Redis.
+
+// epoch is redis_rate's: times in the scripts are seconds since
+// 2017-01-01 UTC, so that a float64 keeps microseconds until 2048.
+const epoch = 1483228800
+
+// luaNow sets now from ARGV[1] (seconds since epoch; tests inject it) or,
+// when that is empty, from Redis TIME, the one clock all replicas share.
+const luaNow = `
+local now
+if ARGV[1] ~= "" then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call("TIME")
+  now = (t[1] - 1483228800) + (t[2] / 1000000)
+end
+`
+
+// admitScript is redis_rate's GCRA (github.com/go-redis/redis_rate/v10,
+// lua.go: the same tat arithmetic, key per limit, burst = rate) extended to
+// decide RPM, TPM, TPD, concurrency and the monthly budget together, at
+// every level of the subject (the key, then its project): every limit of
+// every level is checked first and written only if all admit, so a
+// denied request consumes nothing anywhere. One script, one round trip.
+// redis_rate's API decides one limit per call, which cannot be
+// all-or-nothing over several.
+//
+// KEYS, five per level: rpm tat, tpm tat, tpd counter, leases (a sorted
+// set of lease id → expiry), spend of the month (a hash: s spent, h held
+// by requests in flight, l:<lease> what each holds), all hash-tagged alike
+// (one Cluster slot). ARGV: now (seconds since epoch; "" = Redis TIME),
+// tokens, seconds until the day ends, dry ("1": decide for no request and
+// write nothing, for the headers of answers that reserve nothing), lease
+// id, lease ttl (seconds), cost bound (picodollars), seconds until the
+// month ends; then per level rpm, tpm, tpd, concurrency, budget.
+// It returns denied (a Limit; -1: a budget's counter is missing and must
+// be seeded from the ledger first, nothing written), the refusing level
+// (0-based), retry, hopeless, then nine figures per level.
+var admitScript = redis.NewScript(luaNow + `
+local cost, day_left = tonumber(ARGV[2]), tonumber(ARGV[3])
+local dry = ARGV[4] == "1"
+local lease, lease_ttl = ARGV[5], tonumber(ARGV[6])
+local money, month_left = ARGV[7], tonumber(ARGV[8])
+local reqs = 1
+if dry then reqs, cost, money = 0, 0, "0" end
+
+-- GCRA over a 60 s period with burst = rate: returns whether n fits, the
+-- new tat, the remaining allowance, the wait until it would fit, and the
+-- amount in use before this request.
+local function gcra(key, limit, n)
+  local interval = 60 / limit
+  local tat = math.max(tonumber(redis.call("GET", key) or now), now)
+  local used = (tat - now) / interval
+  local new_tat = tat + interval * n
+  local diff = now - (new_tat - 60)
+  if diff < 0 then
+    return false, tat, limit - used, -diff, used
+  end
+  return true, new_tat, diff / interval, 0, used
+end
+
+-- expire frees a level's leases past their expiry (requests that ended
+-- without a settlement: a replica that died) and gives back the money
+-- they held.
+local function expire(leases, spend)
+  local gone = redis.call("ZRANGEBYSCORE", leases, "-inf", now)
+  if #gone == 0 then return end
+  redis.call("ZREMRANGEBYSCORE", leases, "-inf", now)
+  for _, l in ipairs(gone) do
+    local held = redis.call("HGET", spend, "l:" .. l)
+    if held then
+      redis.call("HINCRBY", spend, "h", "-" .. held)
+      redis.call("HDEL", spend, "l:" .. l)
+    end
+  end
+end
+
+-- decide checks one level (KEYS from k+1, ARGV from a) and returns its
+-- state and its refusal (0 for none), retry and hopelessness.
+local function decide(k, a)
+  local s = {rpm = tonumber(ARGV[a]), tpm = tonumber(ARGV[a + 1]),
+    tpd = tonumber(ARGV[a + 2]), conc = tonumber(ARGV[a + 3]), budget = tonumber(ARGV[a + 4]),
+    r_ok = true, r_tat = now, r_rem = -1, r_wait = 0,
+    t_ok = true, t_tat = now, t_rem = -1, t_wait = 0, t_used = 0, inflight = 0,
+    spent = "0", held = "0"}
+  if s.rpm > 0 then
+    s.r_ok, s.r_tat, s.r_rem, s.r_wait = gcra(KEYS[k + 1], s.rpm, reqs)
+  end
+  if s.tpm > 0 then
+    s.t_ok, s.t_tat, s.t_rem, s.t_wait, s.t_used = gcra(KEYS[k + 2], s.tpm, cost)
+  end
+  s.d_used = tonumber(redis.call("GET", KEYS[k + 3]) or 0)
+  local denied, retry, hopeless = 0, 0, 0
+  if not s.r_ok then
+    denied, retry = 1, s.r_wait
+  end
+  if not s.t_ok and (denied == 0 or s.t_wait > retry or cost > s.tpm) then
+    denied, retry = 2, s.t_wait
+    if cost > s.tpm then hopeless = 1 end
+  end
+  if s.tpd > 0 and s.d_used + cost > s.tpd then
+    denied, retry = 3, day_left
+    if cost > s.tpd then hopeless = 1 end
+  end
+  if s.conc > 0 or s.budget > 0 then expire(KEYS[k + 4], KEYS[k + 5]) end
+  if s.conc > 0 then
+    s.inflight = redis.call("ZCARD", KEYS[k + 4])
+    if denied == 0 and not dry and s.inflight >= s.conc then
+      denied, retry = 4, 1
+    end
+  end
+  if s.budget > 0 then
+    local v = redis.call("HMGET", KEYS[k + 5], "s", "h")
+    if not v[1] then return s, -1, 0, 0 end
+    s.spent, s.held = v[1], v[2] or "0"
+    if not dry and hopeless == 0 and tonumber(s.spent) + tonumber(s.held) >= s.budget then
+      denied, retry, hopeless = 5, month_left, 0
+    end
+  end
+  return s, denied, retry, hopeless
+end
+
+-- take writes one level's reservation.
+local function take(k, s)
+  -- A tat within float precision of now (a huge limit) is not stored:
+  -- SET EX 0 is an error.
+  if s.rpm > 0 and s.r_tat > now then
+    redis.call("SET", KEYS[k + 1], s.r_tat, "EX", math.max(1, math.ceil(s.r_tat - now)))
+  end
+  if s.tpm > 0 and s.t_tat > now then
+    redis.call("SET", KEYS[k + 2], s.t_tat, "EX", math.max(1, math.ceil(s.t_tat - now)))
+  end
+  if cost > 0 then
+    redis.call("INCRBY", KEYS[k + 3], cost)
+    redis.call("EXPIRE", KEYS[k + 3], math.ceil(day_left) + 3600)
+  end
+  if s.conc > 0 or s.budget > 0 then
+    redis.call("ZADD", KEYS[k + 4], now + lease_ttl, lease)
+    redis.call("EXPIRE", KEYS[k + 4], math.ceil(lease_ttl) + 60)
+  end
+  if s.budget > 0 and money ~= "0" then
+    redis.call("HINCRBY", KEYS[k + 5], "h", money)
+    redis.call("HSET", KEYS[k + 5], "l:" .. lease, money)
+  end
+end
+
+local levels = #KEYS / 5
+local states = {}
+local denied, level, retry, hopeless = 0, 0, 0, 0
+for i = 0, levels - 1 do
+  local s, d, r, h = decide(5 * i, 9 + 5 * i)
+  if d == -1 then return {-1, i, "0", 0} end
+  states[i + 1] = s
+  -- The refusal a wait cannot cure, else the longest wait, speaks for
+  -- the request.
+  if d ~= 0 and (denied == 0 or h > hopeless or (h == hopeless and r > retry)) then
+    denied, level, retry, hopeless = d, i, r, h
+  end
+end
+if denied == 0 and not dry then
+  for i = 0, levels - 1 do take(5 * i, states[i + 1]) end
+end
+local out = {denied, level, tostring(retry), hopeless}
+for i = 1, levels do
+  local s = states[i]
+  for _, v in ipairs({tostring(s.r_rem), tostring(math.max(s.r_tat - now, 0)), tostring(s.t_used),
+      tostring(s.t_rem), tostring(math.max(s.t_tat - now, 0)), s.d_used, s.inflight, s.spent, s.held}) do
+    out[#out + 1] = v
+  end
+end
+return out
+`)
+
+// seedScript starts the spend counters Redis does not hold from the
+// ledger's figures, unless a replica got there first. KEYS: spend
+// hashes. ARGV: their spent figures (picodollars), then the seconds until
+// the month ends.
+var seedScript = redis.NewScript(`
+local ttl = math.ceil(tonumber(ARGV[#ARGV])) + 86400
+for i, k in ipairs(KEYS) do
+  if redis.call("HSETNX", k, "s", ARGV[i]) == 1 then redis.call("EXPIRE", k, ttl) end
+end
+return 1
+`)
+
+// settleScript replaces an estimate by the real count at every level:
+// delta tokens (negative refunds) move the TPM tat and the TPD counter of
+// the day the reservation was made. A refund never lifts the TPM
+// allowance above full; a charge may push it past the limit, a debt later
+// requests wait out. It releases the request's lease, gives back the
+// money it held and adds its cost to the month's spending (where a
+// counter is kept: one that is missing is seeded from the ledger, which
+// has the cost).
+//
+// KEYS, four per level: tpm tat, tpd counter, leases, spend. ARGV: now
+// ("" = Redis TIME), delta, lease id ("" for none), cost, then each
+// level's tpm. It returns each level's spending before the cost was
+// added ("" where no counter is kept).
+var settleScript = redis.NewScript(luaNow + `
+local delta = tonumber(ARGV[2])
+local lease, cost = ARGV[3], ARGV[4]
+local out = {}
+for i = 0, #KEYS / 4 - 1 do
+  local k, tpm = 4 * i, tonumber(ARGV[5 + i])
+  if lease ~= "" then
+    redis.call("ZREM", KEYS[k + 3], lease)
+    local held = redis.call("HGET", KEYS[k + 4], "l:" .. lease)
+    if held then
+      redis.call("HINCRBY", KEYS[k + 4], "h", "-" .. held)
+      redis.call("HDEL", KEYS[k + 4], "l:" .. lease)
+    end
+  end
+  local before = redis.call("HGET", KEYS[k + 4], "s")
+  if before and cost ~= "0" then redis.call("HINCRBY", KEYS[k + 4], "s", cost) end
+  out[i + 1] = before or ""
+  if tpm > 0 and delta ~= 0 then
+    local tat = math.max(tonumber(redis.call("GET", KEYS[k + 1]) or now), now)
+    local new_tat = math.max(tat + (60 / tpm) * delta, now)
+    if new_tat > now then
+      redis.call("SET", KEYS[k + 1], new_tat, "EX", math.max(1, math.ceil(new_tat - now)))
+    else
+      redis.call("DEL", KEYS[k + 1])
+    end
+  end
+  if delta ~= 0 and (redis.call("EXISTS", KEYS[k + 2]) == 1 or delta > 0) then
+    local left = redis.call("INCRBY", KEYS[k + 2], delta)
+    if left < 0 then redis.call("SET", KEYS[k + 2], 0, "KEEPTTL") end
+    if redis.call("TTL", KEYS[k + 2]) < 0 then redis.call("EXPIRE", KEYS[k + 2], 90000) end
+  end
+end
+return out
+`)
+
+// renewScript extends a lease that is still held, at every level. KEYS:
+// leases. ARGV: now ("" = Redis TIME), lease id, ttl.
+var renewScript = redis.NewScript(luaNow + `
+for _, k in ipairs(KEYS) do
+  redis.call("ZADD", k, "XX", now + tonumber(ARGV[3]), ARGV[2])
+  redis.call("EXPIRE", k, math.ceil(tonumber(ARGV[3])) + 60)
+end
+return 1
+`)
