@@ -117,27 +117,36 @@ type keyRequest struct {
 }
 
 func decodeKeyRequest(r *http.Request, maxBody int64) (*keyRequest, error) {
+	var kr keyRequest
+	if err := decodeAdminBody(r, maxBody, &kr, "name, tier, models, limits, scopes, project, budget, expires_at, metadata"); err != nil {
+		return nil, err
+	}
+	return &kr, nil
+}
+
+// decodeAdminBody reads an admin request's body, at most 64 KiB: one
+// JSON object of the fields named, nothing after it.
+func decodeAdminBody(r *http.Request, maxBody int64, dst any, fields string) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, min(maxBody, 64<<10)+1))
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
-			return nil, e // the body did not arrive in time
+			return e // the body did not arrive in time
 		}
-		return nil, badRequest("", "the request body could not be read")
+		return badRequest("", "the request body could not be read")
 	}
 	if int64(len(body)) > min(maxBody, 64<<10) {
-		return nil, &Error{Code: CodeTooLarge, Message: "an admin request body is at most 64 KiB"}
+		return &Error{Code: CodeTooLarge, Message: "an admin request body is at most 64 KiB"}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	var kr keyRequest
-	if err := dec.Decode(&kr); err != nil {
-		return nil, badRequest(jsonField(err), "the body must be a JSON object of name, tier, models, limits, scopes, project, budget, expires_at, metadata: "+err.Error())
+	if err := dec.Decode(dst); err != nil {
+		return badRequest(jsonField(err), "the body must be a JSON object of "+fields+": "+err.Error())
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, badRequest("", "the body must be one JSON object with nothing after it")
+		return badRequest("", "the body must be one JSON object with nothing after it")
 	}
-	return &kr, nil
+	return nil
 }
 
 // jsonField names the field a decoding error is about, where it can.

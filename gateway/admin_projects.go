@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -83,25 +82,9 @@ type projectRequest struct {
 }
 
 func decodeProjectRequest(r *http.Request, maxBody int64) (*projectRequest, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, min(maxBody, 64<<10)+1))
-	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			return nil, e
-		}
-		return nil, badRequest("", "the request body could not be read")
-	}
-	if int64(len(body)) > min(maxBody, 64<<10) {
-		return nil, &Error{Code: CodeTooLarge, Message: "an admin request body is at most 64 KiB"}
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	var pr projectRequest
-	if err := dec.Decode(&pr); err != nil {
-		return nil, badRequest(jsonField(err), "the body must be a JSON object of id, name, limits, budget, metadata: "+err.Error())
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, badRequest("", "the body must be one JSON object with nothing after it")
+	if err := decodeAdminBody(r, maxBody, &pr, "id, name, limits, budget, metadata"); err != nil {
+		return nil, err
 	}
 	return &pr, nil
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash/crc32"
+	"maps"
 	"strings"
 	"time"
 
@@ -69,18 +70,7 @@ func (k *Key) clone() *Key {
 	c := *k
 	c.Models = append([]string(nil), k.Models...)
 	c.Scopes = append([]string(nil), k.Scopes...)
-	c.Limits = k.Limits.clone()
-	if k.Budget != nil {
-		b := *k.Budget
-		b.AlertAt = append([]float64(nil), k.Budget.AlertAt...)
-		c.Budget = &b
-	}
-	if k.Metadata != nil {
-		c.Metadata = make(map[string]string, len(k.Metadata))
-		for n, v := range k.Metadata {
-			c.Metadata[n] = v
-		}
-	}
+	c.Limits, c.Budget, c.Metadata = k.Limits.clone(), k.Budget.clone(), maps.Clone(k.Metadata)
 	return &c
 }
 

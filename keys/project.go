@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"maps"
 	"regexp"
 	"slices"
 	"time"
@@ -77,18 +78,16 @@ func (b *Budget) alerts() []float64 {
 // clone returns a copy that shares nothing mutable with p.
 func (p *Project) clone() *Project {
 	c := *p
-	c.Limits = p.Limits.clone()
-	if p.Budget != nil {
-		b := *p.Budget
-		b.AlertAt = slices.Clone(p.Budget.AlertAt)
-		c.Budget = &b
+	c.Limits, c.Budget, c.Metadata = p.Limits.clone(), p.Budget.clone(), maps.Clone(p.Metadata)
+	return &c
+}
+
+func (b *Budget) clone() *Budget {
+	if b == nil {
+		return nil
 	}
-	if p.Metadata != nil {
-		c.Metadata = make(map[string]string, len(p.Metadata))
-		for n, v := range p.Metadata {
-			c.Metadata[n] = v
-		}
-	}
+	c := *b
+	c.AlertAt = slices.Clone(b.AlertAt)
 	return &c
 }
 
