@@ -66,8 +66,9 @@ type keyView struct {
 	Budget     *keys.Budget      `json:"budget"`  // null for none
 	Metadata   map[string]string `json:"metadata"`
 	Prefix     string            `json:"prefix"`
-	Status     string            `json:"status"` // active, expired, revoked
-	CreatedAt  time.Time         `json:"created_at"`
+	Status     string            `json:"status"`     // active, expired, revoked
+	Source     string            `json:"source"`     // config (read-only) or api
+	CreatedAt  *time.Time        `json:"created_at"` // null for a configuration key
 	ExpiresAt  *time.Time        `json:"expires_at"`
 	LastUsedAt *time.Time        `json:"last_used_at"`
 	RevokedAt  *time.Time        `json:"revoked_at"`
@@ -76,8 +77,13 @@ type keyView struct {
 
 func viewOf(k *keys.Key) keyView {
 	v := keyView{ID: k.ID, Object: "api_key", Name: k.Name, Tier: k.Tier, Models: k.Models, Limits: k.Limits, Budget: k.Budget,
-		Scopes: k.Scopes, Metadata: k.Metadata, Prefix: k.Prefix, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt,
-		LastUsedAt: k.LastUsedAt, RevokedAt: k.RevokedAt, Status: "active"}
+		Scopes: k.Scopes, Metadata: k.Metadata, Prefix: k.Prefix, ExpiresAt: k.ExpiresAt,
+		LastUsedAt: k.LastUsedAt, RevokedAt: k.RevokedAt, Status: "active", Source: "api"}
+	if k.Config {
+		v.Source = "config"
+	} else {
+		v.CreatedAt = &k.CreatedAt
+	}
 	switch {
 	case k.RevokedAt != nil:
 		v.Status = "revoked"
@@ -246,6 +252,8 @@ func adminError(err error) error {
 		return badRequest(ie.Field, ie.Msg)
 	case errors.Is(err, keys.ErrNotFound):
 		return &Error{Code: CodeNotFound, Param: "id", Message: "no such key"}
+	case errors.Is(err, keys.ErrConfigured):
+		return &Error{Code: CodeConflict, Param: "id", Message: "a configuration key: change it in the configuration file"}
 	case errors.Is(err, context.Canceled):
 		return err
 	}

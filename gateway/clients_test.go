@@ -201,16 +201,7 @@ func TestGoOpenAIRateLimit(t *testing.T) {
 // another origin than the gateway; the page streams a chat with fetch and
 // reads x-ratelimit-remaining-requests, which CORS must let it do.
 func TestBrowserCrossOrigin(t *testing.T) {
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("Chromium is missing (.ci/run installs Debian's chromium): %v", err)
-		}
-		t.Skipf("Chromium is missing (apt-get install chromium): %v", err)
-	}
+	chromium := chromiumPath(t)
 	e := newEnv(t, sim.Config{ReplyTokens: 5}, withLimits(keyAll, quota.Limits{RPM: 10}), func(c *envConfig) {
 		c.CORS = gateway.CORS{AllowedOrigins: []string{"http://127.0.0.1:*"}}
 	})

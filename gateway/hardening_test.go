@@ -240,7 +240,7 @@ func TestAdminBodyIsOneObject(t *testing.T) {
 			t.Errorf("%s: %d %s", body, resp.StatusCode, b)
 		}
 	}
-	if _, b := e.do(t, "GET", "/v1/admin/keys", adminToken, ""); strings.Contains(string(b), `"tier":"pro"`) {
+	if _, b := e.do(t, "GET", "/v1/admin/keys", adminToken, ""); strings.Contains(string(b), `"source":"api"`) {
 		t.Errorf("a refused body created a key: %s", b)
 	}
 	if resp, _ := e.do(t, "POST", "/v1/admin/keys", adminToken, `{"tier":"pro"}  `+"\n"); resp.StatusCode != 200 && resp.StatusCode != 201 {

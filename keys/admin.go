@@ -59,15 +59,38 @@ func (r *Registry) Create(ctx context.Context, s Spec) (*Key, string, error) {
 	}
 }
 
-// Get returns the key with id.
-func (r *Registry) Get(ctx context.Context, id string) (*Key, error) { return r.store.Get(ctx, id) }
+// Get returns the key with id: a configuration key, or a stored one.
+func (r *Registry) Get(ctx context.Context, id string) (*Key, error) {
+	for _, s := range r.opt.Static {
+		if s.ID == id {
+			return s.key(), nil
+		}
+	}
+	return r.store.Get(ctx, id)
+}
 
-// List returns every key.
-func (r *Registry) List(ctx context.Context) ([]*Key, error) { return r.store.List(ctx) }
+// List returns every key: the configuration's, in its order, then the
+// stored ones, oldest first.
+func (r *Registry) List(ctx context.Context) ([]*Key, error) {
+	stored, err := r.store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Key, 0, len(r.opt.Static)+len(stored))
+	for _, s := range r.opt.Static {
+		out = append(out, s.key())
+	}
+	return append(out, stored...), nil
+}
 
 // Update applies change to the key with id and stores it; every replica
 // drops the old version within one Poll, this one at once.
 func (r *Registry) Update(ctx context.Context, id string, change func(*Key) error) (*Key, error) {
+	for _, s := range r.opt.Static {
+		if s.ID == id {
+			return nil, fmt.Errorf("key %s: %w", id, ErrConfigured)
+		}
+	}
 	cur, err := r.store.Get(ctx, id)
 	if err != nil {
 		return nil, err

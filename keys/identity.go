@@ -64,6 +64,17 @@ type Static struct {
 	Budget  *Budget
 }
 
+// key is the configuration key as the admin API lists it (Config set;
+// no secret digest shown, no times).
+func (s Static) key() *Key {
+	scopes := s.Scopes
+	if len(scopes) == 0 {
+		scopes = AllScopes
+	}
+	return &Key{ID: s.ID, Name: s.Name, Tier: s.Tier, Models: s.Models, Limits: s.Limits.clone(), Scopes: scopes,
+		Project: s.Project, Budget: s.Budget.clone(), Config: true}
+}
+
 // resolve is a stored key as an Identity, its limits from its tier and
 // its project's. A tier or project dropped from the configuration must
 // not leave its keys unlimited: it is an error.

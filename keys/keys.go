@@ -57,6 +57,8 @@ type Key struct {
 	ExpiresAt  *time.Time        `json:"expires_at"`
 	RevokedAt  *time.Time        `json:"revoked_at"`
 	LastUsedAt *time.Time        `json:"last_used_at"`
+	// Config: declared in the configuration file, not stored.
+	Config bool `json:"-"`
 }
 
 // Active reports whether the key may be used at now: not revoked and

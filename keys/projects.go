@@ -143,7 +143,8 @@ func (r *Registry) DeleteProject(ctx context.Context, id string) error {
 	return nil
 }
 
-// ErrConfigured is a change asked of what the configuration declares.
+// ErrConfigured is a change asked of a key or project the configuration
+// declares.
 var ErrConfigured = errors.New("declared in the configuration file; change it there")
 
 func (r *Registry) configured(id string) error {

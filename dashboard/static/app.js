@@ -1,0 +1,439 @@
+// obol's usage and billing page. It reads the gateway's own APIs with
+// the credential its user typed (kept in sessionStorage, sent as
+// Authorization, never in a URL) and renders what they answer: money is
+// shown as the API writes it, never recomputed. Every text from the API
+// goes into the page as text (textContent), never as HTML.
+'use strict';
+
+(() => {
+  const STORE = 'obol.dashboard.credential';
+  const state = { cred: null, kind: null, keyId: null, loading: 0 };
+  const $ = (id) => document.getElementById(id);
+
+  // h makes an element; attributes are set as attributes, children as
+  // nodes or text.
+  function h(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'class') e.className = v;
+      else e.setAttribute(k, v === true ? '' : String(v));
+    }
+    append(e, kids);
+    return e;
+  }
+  const SVG = 'http://www.w3.org/2000/svg';
+  function s(tag, attrs, ...kids) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+    append(e, kids);
+    return e;
+  }
+  function append(e, kids) {
+    for (const k of kids.flat(Infinity)) {
+      if (k === null || k === undefined || k === false) continue;
+      e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+    }
+  }
+
+  // Money fields keep the API's exact decimal text: they are turned into
+  // strings before JSON.parse, so no float ever rounds them. A key name
+  // cannot fake one: inside a JSON string every quote is escaped, so
+  // `{"` or `,"` only ever starts a real key.
+  const MONEY = /([{,])"(total_cost|cost|spent|held|remaining|monthly|value)":(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)/g;
+  const parse = (text) => JSON.parse(text.replace(MONEY, '$1"$2":"$3"'));
+
+  class APIError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function api(path) {
+    const r = await fetch(path, { headers: { Authorization: 'Bearer ' + state.cred }, cache: 'no-store' });
+    const text = await r.text();
+    if (!r.ok) {
+      let msg = r.status + ' ' + r.statusText;
+      try {
+        const e = JSON.parse(text).error;
+        if (e && e.message) msg = e.message;
+      } catch (_) { /* not JSON: the status says it */ }
+      throw new APIError(r.status, msg);
+    }
+    return parse(text);
+  }
+
+  // usd formats an amount the API wrote ("1234.5", "0.0000125") with its
+  // currency and thousands separators, digits untouched.
+  function usd(v) {
+    if (v === null || v === undefined) return '—';
+    let t = String(v);
+    const neg = t.startsWith('-');
+    if (neg) t = t.slice(1);
+    if (/e/i.test(t)) t = Number(t).toFixed(12).replace(/0+$/, '').replace(/\.$/, '');
+    const [i, f] = t.split('.');
+    const int = i.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+    return (neg ? '-' : '') + '$' + int + (f ? '.' + f : '');
+  }
+  function money(v) { return h('span', { class: 'usd', 'data-usd': v === undefined || v === null ? null : String(v) }, usd(v)); }
+  const num = (n) => (n === null || n === undefined ? 'unlimited' : Number(n).toLocaleString('en-US'));
+
+  // utc shows a time in UTC, the user's local time on hover.
+  function utc(iso, dateOnly) {
+    const d = new Date(iso);
+    const text = dateOnly ? d.toISOString().slice(0, 10) : d.toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+    return h('time', { datetime: d.toISOString(), title: 'Your local time: ' + d.toLocaleString() }, text);
+  }
+
+  function thisMonth() { return new Date().toISOString().slice(0, 7); }
+
+  function months() {
+    const out = [];
+    const d = new Date();
+    let y = d.getUTCFullYear(), m = d.getUTCMonth();
+    for (let i = 0; i < 13; i++) {
+      out.push(y + '-' + String(m + 1).padStart(2, '0'));
+      if (--m < 0) { m = 11; y--; }
+    }
+    return out;
+  }
+
+  function showError(id, msg) {
+    const e = $(id);
+    e.textContent = msg || '';
+    e.hidden = !msg;
+  }
+
+  // ---- signing in and out ------------------------------------------
+
+  async function signIn(cred, quiet) {
+    state.cred = cred;
+    try {
+      const who = await api('/dashboard/session');
+      state.kind = who.kind;
+      state.keyId = who.id || null;
+      sessionStorage.setItem(STORE, cred);
+      showError('signin-error', '');
+      $('signin').hidden = true;
+      $('view').hidden = false;
+      $('who').hidden = false;
+      $('who-label').textContent = state.kind === 'admin' ? 'Signed in with the admin token' : 'Signed in as ' + state.keyId;
+      $('project-filter').hidden = $('key-filter').hidden = $('csv').hidden = state.kind !== 'admin';
+      await render();
+    } catch (e) {
+      forget();
+      if (!quiet || e.status !== 401) showError('signin-error', e.message);
+    }
+  }
+
+  function forget() {
+    state.cred = state.kind = state.keyId = null;
+    sessionStorage.removeItem(STORE);
+    $('content').replaceChildren();
+    $('project').replaceChildren();
+    $('key').replaceChildren();
+    showError('error', '');
+    $('view').hidden = true;
+    $('who').hidden = true;
+    $('signin').hidden = false;
+    $('credential').value = '';
+  }
+
+  // ---- pieces ------------------------------------------------------
+
+  function stat(label, value, note) {
+    return h('div', { class: 'stat' }, h('div', { class: 'label' }, label), h('div', { class: 'value' }, value),
+      note ? h('div', { class: 'note' }, note) : null);
+  }
+
+  // budgetBar shows spent against a budget: amber from the first alert
+  // threshold, red once spent.
+  function budgetBar(label, b, compact) {
+    if (!b) return compact ? h('span', { class: 'muted' }, 'none') : h('div', { class: 'budget' }, h('div', { class: 'head' }, h('strong', {}, label), h('span', { class: 'muted' }, 'No budget')));
+    const spent = Number(b.spent), monthly = Number(b.monthly);
+    const ratio = monthly > 0 ? spent / monthly : 0;
+    const first = (b.alert_at && b.alert_at.length) ? b.alert_at[0] : 1;
+    const level = ratio >= 1 ? 'red' : ratio >= first ? 'amber' : 'ok';
+    const fill = h('div', { class: 'fill' });
+    fill.style.width = Math.min(ratio, 1) * 100 + '%';
+    const bar = h('div', { class: 'bar ' + level, role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': b.monthly, 'aria-valuenow': b.spent, 'aria-label': label }, fill);
+    for (const a of b.alert_at || []) {
+      if (a >= 1) continue;
+      const m = h('div', { class: 'mark', title: Math.round(a * 100) + '% alert' });
+      m.style.left = a * 100 + '%';
+      bar.append(m);
+    }
+    const pct = Math.floor(ratio * 1000) / 10;
+    const words = level === 'red' ? 'Spent: requests are refused until it renews or is raised' : level === 'amber' ? 'Past the first alert threshold' : 'Within budget';
+    if (compact) return h('div', { class: 'mini' }, h('span', {}, money(b.spent), ' of ', money(b.monthly)), bar);
+    return h('div', { class: 'budget' },
+      h('div', { class: 'head' }, h('strong', {}, label), h('span', { class: 'fig' }, money(b.spent), ' of ', money(b.monthly), ' (' + pct + '%)')),
+      bar,
+      h('div', { class: 'state ' + level }, words,
+        b.held && Number(b.held) > 0 ? [' · ', money(b.held), ' held by requests in flight'] : null,
+        b.resets_at ? [' · renews ', utc(b.resets_at)] : null));
+  }
+
+  function modelTable(byModel) {
+    const names = Object.keys(byModel || {}).sort();
+    if (!names.length) return h('p', { class: 'muted' }, 'No usage in this month.');
+    const rows = names.map((m) => {
+      const r = byModel[m];
+      return h('tr', {}, h('td', { class: 'name' }, m), h('td', {}, num(r.prompt)), h('td', {}, num(r.cached_prompt)),
+        h('td', {}, num(r.completion)), h('td', {}, num(r.requests)), h('td', {}, money(r.cost)));
+    });
+    return h('div', { class: 'scroll' }, h('table', {},
+      h('thead', {}, h('tr', {}, ['Model', 'Prompt', 'Cached', 'Completion', 'Requests', 'Cost'].map((t) => h('th', {}, t)))),
+      h('tbody', {}, rows)));
+  }
+
+  // chart draws a month's days as stacked bars by model: value(row) is
+  // the height, label(row) the exact figure its tooltip shows.
+  function chart(title, period, days, models, value, label, axis) {
+    const [y, m] = period.split('-').map(Number);
+    const n = new Date(Date.UTC(y, m, 0)).getUTCDate();
+    const byDate = {};
+    for (const d of days || []) byDate[d.date] = d;
+    let max = 0;
+    const cols = [];
+    for (let i = 1; i <= n; i++) {
+      const date = period + '-' + String(i).padStart(2, '0');
+      const d = byDate[date];
+      let total = 0;
+      for (const md of models) total += d && d.by_model[md] ? value(d.by_model[md]) : 0;
+      max = Math.max(max, total);
+      cols.push({ date, d });
+    }
+    // Drawn at about the size it is shown, so that its text stays legible.
+    const W = window.innerWidth < 600 ? 380 : 720, H = W < 720 ? 180 : 200, L = 64, R = 8, T = 10, B = 24;
+    const bw = (W - L - R) / n;
+    const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': title });
+    svg.append(s('line', { class: 'axis', x1: L, y1: H - B, x2: W - R, y2: H - B }));
+    const scale = max > 0 ? (H - T - B) / max : 0;
+    for (const f of [0, 0.5, 1]) {
+      const yy = H - B - f * (H - T - B);
+      svg.append(s('line', { class: 'axis', x1: L, y1: yy, x2: W - R, y2: yy }));
+      svg.append(s('text', { x: L - 6, y: yy + 4, 'text-anchor': 'end' }, axis(max * f)));
+    }
+    cols.forEach((c, i) => {
+      let top = H - B;
+      models.forEach((md, j) => {
+        const r = c.d && c.d.by_model[md];
+        if (!r) return;
+        const hgt = value(r) * scale;
+        if (hgt <= 0) return;
+        top -= hgt;
+        svg.append(s('rect', { class: 'm' + (j % 8), x: L + i * bw + 1, y: top, width: Math.max(bw - 2, 1), height: hgt },
+          s('title', {}, `${c.date} · ${md}: ${label(r)}`)));
+      });
+      if (i === 0 || (i + 1) % (W < 720 ? 10 : 5) === 0) {
+        svg.append(s('text', { x: L + i * bw + bw / 2, y: H - 7, 'text-anchor': 'middle' }, String(i + 1)));
+      }
+    });
+    const legend = h('div', { class: 'legend' }, models.map((md, j) => h('span', {}, h('span', { class: 'sw m' + (j % 8) }), md)));
+    return h('div', { class: 'card chart' }, h('h2', {}, title), svg, legend);
+  }
+
+  function charts(period, days, byModel) {
+    const models = Object.keys(byModel || {}).sort();
+    const tokens = (r) => r.prompt + r.completion;
+    return h('div', { class: 'grid2' },
+      chart('Cost per day (UTC)', period, days, models, (r) => Number(r.cost), (r) => usd(r.cost), (v) => '$' + (v < 0.01 && v > 0 ? v.toPrecision(2) : v.toFixed(2))),
+      chart('Tokens per day (UTC)', period, days, models, tokens, (r) => num(tokens(r)) + ' tokens', (v) => Math.round(v).toLocaleString('en-US')));
+  }
+
+  function requestsOf(byModel) {
+    return Object.values(byModel || {}).reduce((n, r) => n + r.requests, 0);
+  }
+
+  // ---- a key's view ------------------------------------------------
+
+  async function renderKey(period) {
+    const [me, use] = await Promise.allSettled([api('/v1/key'), api('/v1/usage?by=day&period=' + encodeURIComponent(period))]);
+    if (me.status === 'rejected') throw me.reason;
+    const k = me.value;
+    const parts = [];
+    const meta = ['tier ' + k.tier];
+    if (k.project) meta.push('project ' + (k.project.name ? k.project.name + ' (' + k.project.id + ')' : k.project.id));
+    parts.push(h('div', { class: 'title' }, h('h1', {}, k.name || k.id), h('span', { class: 'meta' }, k.id + ' · ' + meta.join(' · '))));
+    if (use.status === 'rejected') {
+      showError('error', use.reason.message);
+    } else {
+      const u = use.value;
+      parts.push(h('div', { class: 'stats' },
+        stat('Spend, ' + period, money(u.total_cost), 'USD'),
+        stat('Tokens, ' + period, num(u.total_tokens)),
+        stat('Requests, ' + period, num(requestsOf(u.by_model)))));
+    }
+    if (period === thisMonth()) {
+      parts.push(h('div', { class: 'card' }, h('h2', {}, 'Budgets this month'),
+        budgetBar('This key', k.budget),
+        k.project ? budgetBar('Project ' + (k.project.name || k.project.id), k.project.budget) : null));
+    }
+    parts.push(remaining(k));
+    if (use.status === 'fulfilled') {
+      parts.push(charts(period, use.value.days, use.value.by_model));
+      parts.push(h('div', { class: 'card' }, h('h2', {}, 'By model, ' + period), modelTable(use.value.by_model)));
+    }
+    return parts;
+  }
+
+  function remaining(k) {
+    const cell = (label, v, note) => h('div', {}, h('div', { class: 'label' }, label), h('div', { class: 'value' }, v), note ? h('div', { class: 'label' }, note) : null);
+    const r = k.remaining || {};
+    const rows = [
+      cell('Requests this minute', num(r.requests), k.limits.rpm ? 'of ' + num(k.limits.rpm) + ' a minute' : null),
+      cell('Tokens this minute', num(r.tokens), k.limits.tpm ? 'of ' + num(k.limits.tpm) + ' a minute' : null),
+      cell('Tokens today', num(r.tokens_today), r.tokens_today_reset ? ['resets ', utc(r.tokens_today_reset)] : null),
+      cell('In flight', num(r.in_flight), k.limits.concurrency ? 'of ' + num(k.limits.concurrency) + ' at once' : null),
+    ];
+    const p = k.project;
+    const proj = p ? [h('h2', {}, 'Project ' + (p.name || p.id) + ', across its keys'), h('div', { class: 'remain' },
+      cell('Requests this minute', num(p.remaining.requests)), cell('Tokens this minute', num(p.remaining.tokens)),
+      cell('Tokens today', num(p.remaining.tokens_today)), cell('In flight', num(p.remaining.in_flight)))] : null;
+    return h('div', { class: 'card' }, h('h2', {}, 'Remaining now'), h('div', { class: 'remain' }, rows), proj);
+  }
+
+  // ---- the admin view ----------------------------------------------
+
+  function fillSelect(sel, options, label) {
+    const cur = sel.value;
+    sel.replaceChildren(h('option', { value: '' }, label), ...options.map(([v, t]) => h('option', { value: v }, t)));
+    sel.value = options.some(([v]) => v === cur) ? cur : '';
+  }
+
+  function usageQuery(period, format) {
+    const q = new URLSearchParams({ period });
+    if ($('project').value) q.set('project', $('project').value);
+    if ($('key').value) q.set('key', $('key').value);
+    if (format) q.set('format', format); else q.set('by', 'day');
+    return '/v1/admin/usage?' + q.toString();
+  }
+
+  async function renderAdmin(period) {
+    const [keys, projects] = await Promise.all([api('/v1/admin/keys'), api('/v1/admin/projects')]);
+    fillSelect($('project'), projects.data.map((p) => [p.id, p.name ? p.name + ' (' + p.id + ')' : p.id]), 'All projects');
+    fillSelect($('key'), keys.data.map((k) => [k.id, k.name ? k.name + ' (' + k.id + ')' : k.id]), 'All keys');
+    const u = await api(usageQuery(period));
+    const scope = [$('project').value && 'project ' + $('project').value, $('key').value && 'key ' + $('key').value].filter(Boolean).join(', ');
+    const parts = [h('div', { class: 'title' }, h('h1', {}, 'Every key and project'), h('span', { class: 'meta' }, scope ? 'showing ' + scope : 'the whole gateway'))];
+    parts.push(h('div', { class: 'stats' },
+      stat('Spend, ' + period, money(u.total_cost), 'USD'),
+      stat('Tokens, ' + period, num(u.total_tokens)),
+      stat('Requests, ' + period, num(requestsOf(u.by_model))),
+      stat('Keys with usage', num(Object.keys(u.keys).length), 'of ' + keys.data.length + ' keys')));
+    parts.push(charts(period, u.days, u.by_model));
+    parts.push(h('div', { class: 'card' }, h('h2', {}, 'By model, ' + period), modelTable(u.by_model)));
+    parts.push(keysTable(period, u, keys.data));
+    parts.push(projectsTable(period, u, projects.data));
+    return parts;
+  }
+
+  const bySpend = (a, b) => Number(b.cost) - Number(a.cost) || a.id.localeCompare(b.id);
+
+  function keysTable(period, u, keys) {
+    const known = new Map(keys.map((k) => [k.id, k]));
+    const ids = new Set([...Object.keys(u.keys), ...(($('project').value || $('key').value) ? [] : keys.map((k) => k.id))]);
+    const rows = [...ids].map((id) => {
+      const t = u.keys[id];
+      return { id, k: known.get(id), t, cost: t ? t.total_cost : '0' };
+    }).sort(bySpend);
+    const current = period === thisMonth();
+    const body = rows.map(({ id, k, t }) => {
+      const b = current && k && k.budget ? { monthly: k.budget.monthly, alert_at: k.budget.alert_at, spent: t ? t.total_cost : '0' } : null;
+      return h('tr', {},
+        h('td', { class: 'name' }, (k && k.name) || id, h('span', { class: 'id' }, id + (k ? ' · ' + k.tier + (k.source === 'config' ? ' · config' : '') + (k.status !== 'active' ? ' · ' + k.status : '') : ''))),
+        h('td', { class: 'l' }, (t && t.project) || (k && k.project) || '—'),
+        h('td', {}, num(t ? t.total_tokens : 0)),
+        h('td', {}, num(t ? requestsOf(t.by_model) : 0)),
+        h('td', {}, money(t ? t.total_cost : '0')),
+        h('td', { class: 'l' }, current ? budgetBar('budget', b, true) : h('span', { class: 'muted' }, '—')));
+    });
+    return h('div', { class: 'card' }, h('h2', {}, 'Keys by spend, ' + period),
+      h('div', { class: 'scroll' }, h('table', { id: 'keys-table' },
+        h('thead', {}, h('tr', {}, ['Key', 'Project', 'Tokens', 'Requests', 'Cost', 'Budget this month'].map((t, i) => h('th', { class: i === 1 || i === 5 ? 'l' : null }, t)))),
+        h('tbody', {}, body))));
+  }
+
+  function projectsTable(period, u, projects) {
+    const known = new Map(projects.map((p) => [p.id, p]));
+    const ids = new Set([...Object.keys(u.projects), ...(($('project').value || $('key').value) ? [] : projects.map((p) => p.id))]);
+    if (!ids.size) return null;
+    const current = period === thisMonth();
+    const rows = [...ids].map((id) => ({ id, p: known.get(id), t: u.projects[id], cost: u.projects[id] ? u.projects[id].total_cost : '0' })).sort(bySpend);
+    const body = rows.map(({ id, p, t }) => {
+      const b = current && p && p.budget && p.spend ? { monthly: p.budget.monthly, alert_at: p.budget.alert_at, spent: p.spend.cost } : null;
+      return h('tr', {},
+        h('td', { class: 'name' }, (p && p.name) || id, h('span', { class: 'id' }, id + (p && p.source === 'config' ? ' · config' : ''))),
+        h('td', {}, num(t ? t.total_tokens : 0)),
+        h('td', {}, num(t ? requestsOf(t.by_model) : 0)),
+        h('td', {}, money(t ? t.total_cost : '0')),
+        h('td', { class: 'l' }, current ? budgetBar('budget', b, true) : h('span', { class: 'muted' }, '—')));
+    });
+    return h('div', { class: 'card' }, h('h2', {}, 'Projects by spend, ' + period),
+      h('div', { class: 'scroll' }, h('table', { id: 'projects-table' },
+        h('thead', {}, h('tr', {}, ['Project', 'Tokens', 'Requests', 'Cost', 'Budget this month'].map((t, i) => h('th', { class: i === 4 ? 'l' : null }, t)))),
+        h('tbody', {}, body))));
+  }
+
+  async function downloadCSV() {
+    const period = $('month').value;
+    try {
+      const r = await fetch(usageQuery(period, 'csv'), { headers: { Authorization: 'Bearer ' + state.cred }, cache: 'no-store' });
+      if (!r.ok) throw new APIError(r.status, (await r.text()) || r.statusText);
+      const blob = await r.blob();
+      const a = h('a', { href: URL.createObjectURL(blob), download: 'obol-usage-' + period + '.csv' });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    } catch (e) {
+      showError('error', e.message);
+    }
+  }
+
+  // ---- rendering ---------------------------------------------------
+
+  async function render() {
+    const ticket = ++state.loading;
+    showError('error', '');
+    const period = $('month').value || thisMonth();
+    try {
+      const parts = state.kind === 'admin' ? await renderAdmin(period) : await renderKey(period);
+      if (ticket !== state.loading) return; // a newer render won
+      $('content').replaceChildren(...parts.filter(Boolean));
+      $('updated').replaceChildren('Read ', utc(new Date().toISOString()), '.');
+    } catch (e) {
+      if (ticket !== state.loading) return;
+      if (e.status === 401) {
+        forget();
+        showError('signin-error', e.message);
+        return;
+      }
+      showError('error', e.message);
+    }
+  }
+
+  function start() {
+    $('month').replaceChildren(...months().map((m) => h('option', { value: m }, m)));
+    $('signin-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const c = $('credential').value.trim();
+      if (c) signIn(c, false);
+    });
+    $('signout').addEventListener('click', forget);
+    $('month').addEventListener('change', render);
+    $('project').addEventListener('change', render);
+    $('key').addEventListener('change', render);
+    $('csv').addEventListener('click', downloadCSV);
+    let narrow = window.innerWidth < 600;
+    window.addEventListener('resize', () => {
+      const n = window.innerWidth < 600;
+      if (n !== narrow && state.kind) render(); // the charts are drawn for the width
+      narrow = n;
+    });
+    const saved = sessionStorage.getItem(STORE);
+    if (saved) signIn(saved, true);
+    else forget();
+  }
+
+  start();
+})();

@@ -1,0 +1,58 @@
+package gateway
+
+import (
+	"net/http"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/dashboard"
+)
+
+// dashboardRoutes serves the usage and billing page: /dashboard, its
+// files under /dashboard/assets/, and /dashboard/session, which tells the
+// page what the credential its user typed opens.
+func (s *Server) dashboardRoutes(r *httprouter.Router) {
+	get(r, "/dashboard", s.dashboardPage)
+	get(r, "/dashboard/", s.dashboardPage)
+	get(r, "/dashboard/assets/:file", s.dashboardAsset)
+	s.add(r, "GET", "/dashboard/session", "req", s.dashboardSession)
+}
+
+// pageHeaders are a page's: its CSP, and no sniffing, referrer or framing.
+func pageHeaders(h http.Header, contentType string) {
+	h.Set("Content-Type", contentType)
+	h.Set("Content-Security-Policy", dashboard.CSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Cache-Control", "no-cache")
+}
+
+func (s *Server) dashboardPage(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+	pageHeaders(w.Header(), "text/html; charset=utf-8")
+	w.Write(dashboard.Page())
+}
+
+func (s *Server) dashboardAsset(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	b, ct, ok := dashboard.Asset(ps.ByName("file"))
+	if !ok {
+		writeError(w, errNotFound)
+		return
+	}
+	pageHeaders(w.Header(), ct)
+	w.Write(b)
+}
+
+// dashboardSession is GET /dashboard/session: {"kind":"admin"} for the
+// admin token, {"kind":"key","id"} for an API key, else the
+// authentication error (the failed-auth guard counts it).
+func (s *Server) dashboardSession(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	w.Header().Set("Cache-Control", "no-store")
+	if tok := secret(r); tok != "" && s.adminToken.Set() && s.adminToken.Matches(tok) {
+		return writeJSON(w, http.StatusOK, map[string]string{"kind": "admin"})
+	}
+	if err := s.authenticate(r, c, "", ""); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"kind": "key", "id": c.key.ID})
+}

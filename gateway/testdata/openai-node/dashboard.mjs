@@ -1,0 +1,134 @@
+// Drives obol's /dashboard in headless Chromium as its users would: signs
+// in with an API key, then with the admin token, and checks what the page
+// shows against what the API answered (OBOL_WANT_*). Run by
+// gateway/dashboard_test.go.
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { chromium } from 'playwright-core';
+
+const base = process.env.OBOL_URL;
+const shots = process.env.OBOL_SCREENSHOTS;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+let failed = 0;
+const check = async (name, f) => {
+  try {
+    await f();
+    console.log('ok   ' + name);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${name}: ${e.message}`);
+  }
+};
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const page = await context.newPage();
+  const errors = [], foreign = [], dialogs = [];
+  let expect401 = false;
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !(expect401 && /401/.test(m.text()))) errors.push(m.text());
+  });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
+  page.on('request', (r) => { if (new URL(r.url()).origin !== new URL(base).origin && !r.url().startsWith('blob:')) foreign.push(r.url()); });
+
+  const shot = async (name, width, height) => {
+    if (!shots) return;
+    await page.setViewportSize({ width, height });
+    await page.waitForTimeout(500);
+    await page.screenshot({ path: `${shots}/dashboard-${name}-${width}.png` });
+  };
+
+  await page.goto(base + '/dashboard');
+  await page.waitForSelector('#signin:not([hidden])');
+
+  await check('an API key signs in and sees the month cost /v1/usage reports', async () => {
+    await page.fill('#credential', process.env.OBOL_KEY);
+    await page.click('#signin-form button');
+    await page.waitForSelector('.stat .usd');
+    const cost = await page.$eval('.stat .usd', (e) => e.dataset.usd);
+    const text = await page.$eval('.stat .usd', (e) => e.textContent);
+    assert.equal(cost, process.env.OBOL_WANT_COST);
+    assert.equal(text, '$' + process.env.OBOL_WANT_COST);
+    const stored = await page.evaluate(() => Object.keys(sessionStorage));
+    assert.deepEqual(stored, ['obol.dashboard.credential']);
+    assert.ok(!page.url().includes(process.env.OBOL_KEY), 'the key is in the URL');
+    const budgets = await page.$$eval('.budget .head strong', (es) => es.map((e) => e.textContent));
+    assert.deepEqual(budgets, ['This key', 'Project acme']);
+    assert.equal(await page.$eval('.budget .bar.amber, .budget .bar.red, .budget .bar.ok', (e) => e.className), 'bar amber');
+    const models = await page.$$eval('.card table tbody tr td:first-child', (es) => es.map((e) => e.textContent));
+    assert.deepEqual(models, ['hermes']);
+    assert.equal(await page.$$eval('.chart svg rect', (es) => es.length) > 0, true, 'no bars in the charts');
+  });
+  await shot('key', 1280, 800);
+  await shot('key', 390, 844);
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  await check('another month shows its own (empty) figures', async () => {
+    const last = await page.$eval('#month', (s) => s.options[1].value);
+    await page.selectOption('#month', last);
+    await page.waitForFunction((m) => document.querySelector('.stat .label')?.textContent.includes(m), last);
+    assert.equal(await page.$eval('.stat .usd', (e) => e.dataset.usd), '0');
+    await page.selectOption('#month', await page.$eval('#month', (s) => s.options[0].value));
+    await page.waitForFunction((c) => document.querySelector('.stat .usd')?.dataset.usd === c, process.env.OBOL_WANT_COST);
+  });
+
+  await check('signing out forgets the credential', async () => {
+    await page.click('#signout');
+    await page.waitForSelector('#signin:not([hidden])');
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    assert.equal(await page.$eval('#content', (e) => e.childElementCount), 0);
+  });
+
+  await check('a wrong credential shows the API\'s message', async () => {
+    expect401 = true;
+    await page.fill('#credential', 'sk-not-a-real-key-0000');
+    await page.click('#signin-form button');
+    await page.waitForSelector('#signin-error:not([hidden])');
+    assert.equal(await page.$eval('#signin-error', (e) => e.textContent), 'invalid API key');
+    expect401 = false;
+  });
+
+  await check('the admin token sees every key, the HTML-named one as text', async () => {
+    await page.fill('#credential', process.env.OBOL_ADMIN);
+    await page.click('#signin-form button');
+    await page.waitForSelector('#keys-table');
+    const text = await page.$eval('#keys-table', (e) => e.textContent);
+    for (const id of process.env.OBOL_WANT_KEYS.split(',')) assert.ok(text.includes(id), `${id} is not listed`);
+    assert.ok(text.includes(process.env.OBOL_HTML_NAME), 'the HTML name is not shown as text');
+    assert.equal(await page.$$eval('#content img', (es) => es.length), 0);
+    assert.equal(await page.$eval('.stat .usd', (e) => e.dataset.usd), process.env.OBOL_WANT_TOTAL);
+    const projects = await page.$eval('#projects-table', (e) => e.textContent);
+    assert.ok(projects.includes('acme'), 'project acme is not listed');
+  });
+  await shot('admin', 1280, 800);
+  await shot('admin', 390, 844);
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  await check('the CSV download is the API\'s CSV', async () => {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#csv')]);
+    const got = await readFile(await download.path(), 'utf8');
+    assert.equal(got, await readFile(process.env.OBOL_WANT_CSV, 'utf8'));
+    assert.match(download.suggestedFilename(), /^obol-usage-\d{4}-\d{2}\.csv$/);
+  });
+
+  await check('filtering by project shows only its keys', async () => {
+    await page.selectOption('#project', 'acme');
+    await page.waitForFunction(() => document.querySelector('.title .meta')?.textContent.includes('project acme'));
+    const rows = await page.$$eval('#keys-table tbody tr .id', (es) => es.map((e) => e.textContent.split(' ')[0]));
+    assert.deepEqual(rows, ['key_all']);
+  });
+
+  await check('no console error, no script run from data, no request to another origin', async () => {
+    assert.deepEqual(errors, []);
+    assert.deepEqual(dialogs, []);
+    assert.deepEqual(foreign, []);
+  });
+} finally {
+  await browser.close();
+}
+console.log(`node dashboard checks: ${failed} failed`);
+process.exit(failed ? 1 : 0);
