@@ -67,6 +67,10 @@ type Options struct {
 	// Projects administers the projects; nil: /v1/admin/projects
 	// answers 501.
 	Projects ProjectAdmin
+	// AccessLog, when set, receives each request's access-log line as
+	// JSON, encoded by hand, in one Write (Log's JSON handler must write
+	// to the same writer for one stream); nil: the line goes through Log.
+	AccessLog io.Writer
 	// UsageAdmin reads every key's ledger for GET /v1/admin/usage; nil:
 	// that route answers 501.
 	UsageAdmin UsageAdmin
@@ -123,6 +127,7 @@ type Server struct {
 	bodyTimeout time.Duration
 
 	admins      KeyAdmin
+	accessLog   io.Writer
 	projects    ProjectAdmin
 	usageAdmin  UsageAdmin
 	backends    BackendAdmin
@@ -161,6 +166,7 @@ func New(o Options) (*Server, error) {
 	s.metrics = newMetrics(o.Meter)
 	s.tracer = defaultTracer(o.Tracer)
 	s.admins, s.projects = o.Admin, o.Projects
+	s.accessLog = o.AccessLog
 	s.usageAdmin, s.backends, s.shared = o.UsageAdmin, o.Backends, o.SharedStore
 	s.adminToken = keys.NewAdminToken(o.AdminToken)
 	if s.log == nil {
@@ -313,46 +319,6 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 		endSpan(span, c, status, code)
 		s.metrics.done(r.Context(), route, r.Method, status, c, time.Since(c.start))
 	}
-}
-
-func (s *Server) logAccess(r *http.Request, c *call, status int, code Code) {
-	attrs := []slog.Attr{
-		slog.String("request_id", c.id),
-		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
-		slog.Int("status", status),
-		slog.Float64("duration_ms", float64(time.Since(c.start).Microseconds())/1000),
-	}
-	if c.key != nil {
-		attrs = append(attrs, slog.String("key_id", c.key.ID), slog.String("tier", c.key.Tier))
-	}
-	if c.model != "" {
-		attrs = append(attrs, slog.String("model", c.model))
-	}
-	if c.backend != "" {
-		attrs = append(attrs, slog.String("backend", c.backend))
-	}
-	if code != "" {
-		attrs = append(attrs, slog.String("error_code", string(code)))
-	}
-	if c.usage != nil {
-		attrs = append(attrs, slog.Int("prompt_tokens", c.usage.PromptTokens),
-			slog.Int("completion_tokens", c.usage.CompletionTokens), slog.Bool("usage_counted", c.counted))
-	}
-	if c.stream {
-		attrs = append(attrs, slog.Bool("stream", true))
-	}
-	if c.outcome != "" {
-		attrs = append(attrs, slog.String("stream_outcome", c.outcome))
-	}
-	if c.ttft > 0 {
-		attrs = append(attrs, slog.Float64("ttft_ms", float64(c.ttft.Microseconds())/1000))
-	}
-	if c.upstream > 0 {
-		attrs = append(attrs, slog.Float64("upstream_ms", float64(c.upstream.Microseconds())/1000),
-			slog.Float64("overhead_ms", float64(max(time.Since(c.start)-c.upstream, 0).Microseconds())/1000))
-	}
-	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }
 
 // record queues what a request used for the ledger: every request a

@@ -20,6 +20,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/obol/obol/internal/pgdb"
 )
 
@@ -110,8 +112,9 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		url   string
 		proc  *exec.Cmd // whose CPU is counted
 		admin string    // obol's admin listener, with -profile
+		redis string    // the Redis whose CPU is counted too
 	}
-	targets := []target{{"simulator (direct)", simURL, simCmd, ""}, {"ReverseProxy (floor)", proxyURL, proxyProc, ""}}
+	targets := []target{{"simulator (direct)", simURL, simCmd, "", ""}, {"ReverseProxy (floor)", proxyURL, proxyProc, "", ""}}
 	variants := []struct{ name, label, redis, pg string }{{"embedded", "obol, embedded store", "", ""}}
 	if *pgURL != "" {
 		schema, err := benchSchema(ctx, *pgURL)
@@ -133,23 +136,28 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		targets = append(targets, target{v.label, url, proc, adminAddrs[v.name]})
+		targets = append(targets, target{v.label, url, proc, adminAddrs[v.name], v.redis})
 	}
 
 	c.Keys = []string{secret}
 	type row struct {
-		name string
-		rep  *report
-		cpu  time.Duration // of the target's own process, during the measured load
+		name  string
+		rep   *report
+		cpu   time.Duration // of the target's own process, during the measured load
+		gen   time.Duration // of this load generator, meanwhile
+		redis time.Duration // of Redis, meanwhile (-1: not used)
 	}
 	var rows []row
 	for _, t := range targets {
 		lc := c
 		lc.Target = t.url
-		var before time.Duration
+		var before, genBefore, redisBefore time.Duration
 		profiled := make(chan error, 1)
 		lc.onStart = func() {
-			before = cpuTime(t.proc.Process.Pid)
+			before, genBefore = cpuTime(t.proc.Process.Pid), cpuTime(os.Getpid())
+			if t.redis != "" {
+				redisBefore = redisCPU(ctx, t.redis)
+			}
 			if t.admin != "" {
 				go func() {
 					profiled <- fetchProfile(t.admin, lc.Duration, filepath.Join(*profileDir, profileName(t.name)))
@@ -165,7 +173,11 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				return fmt.Errorf("%s: profile: %w", t.name, err)
 			}
 		}
-		rows = append(rows, row{t.name, rep, cpuTime(t.proc.Process.Pid) - before})
+		r := row{t.name, rep, cpuTime(t.proc.Process.Pid) - before, cpuTime(os.Getpid()) - genBefore, -1}
+		if t.redis != "" {
+			r.redis = redisCPU(ctx, t.redis) - redisBefore
+		}
+		rows = append(rows, r)
 		rep.print(stderr, t.name)
 	}
 
@@ -179,17 +191,21 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stdout, "\n%s, %s, %s per target, %s\n\n", kind, mode, c.Duration, time.Now().UTC().Format("2006-01-02"))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "target\treq/s\t× floor\tp50\tp99\tp50 added\tp99 TTFT\tadded\tCPU µs/req\t× floor\terrors\t\n")
+	fmt.Fprintf(tw, "target\treq/s\t× floor\tp50\tp99\tp50 added\tp99 TTFT\tadded\tCPU µs/req\t× floor\tRedis µs/req\tgen µs/req\terrors\t\n")
 	floor := rows[1]
 	floorCPU := perRequest(floor.cpu, floor.rep)
 	for _, r := range rows {
 		cpu := perRequest(r.cpu, r.rep)
 		errs := r.rep.Requests - len(r.rep.Latencies)
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%d\t\n", r.name, r.rep.Throughput, r.rep.Throughput/floor.rep.Throughput,
+		redis := "-"
+		if r.redis >= 0 {
+			redis = fmt.Sprintf("%.1f", perRequest(r.redis, r.rep))
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%s\t%.1f\t%d\t\n", r.name, r.rep.Throughput, r.rep.Throughput/floor.rep.Throughput,
 			round(pct(r.rep.Latencies, 50)), round(pct(r.rep.Latencies, 99)),
 			round(pct(r.rep.Latencies, 50)-pct(rows[0].rep.Latencies, 50)), round(pct(r.rep.TTFT, 99)),
 			round(pct(r.rep.TTFT, 99)-pct(rows[0].rep.TTFT, 99)),
-			cpu, cpu/floorCPU, errs)
+			cpu, cpu/floorCPU, redis, perRequest(r.gen, r.rep), errs)
 	}
 	return tw.Flush()
 }
@@ -229,7 +245,8 @@ func profileName(target string) string {
 	return "obol-embedded.pprof"
 }
 
-// obolConfig writes dir/name.yaml: obol in front of the simulator, with
+// obolConfig writes dir/name.yaml: obol with the defaults a user runs
+// (access log at info, JSON) in front of the simulator, with
 // one key (secret) whose limits never refuse, in a project whose limits
 // and monthly budget never refuse either (so both levels are decided and
 // every request is priced and charged), counters in the Redis at
@@ -242,7 +259,6 @@ func obolConfig(dir, name, redisURL, pgURL, simURL, secret, extra string) (strin
 %sdata_dir: %q
 redis: {url: %q, prefix: %q}
 postgres: {url: %q}
-log: {level: warn}
 tiers:
   bench: {rpm: 1000000000, tpm: 1000000000000, tpd: 1000000000000000}
 models:
@@ -335,6 +351,30 @@ func round(d time.Duration) time.Duration {
 		return d.Round(10 * time.Microsecond)
 	}
 	return d.Round(time.Microsecond)
+}
+
+// redisCPU is the CPU time Redis at url has used so far (INFO cpu), or 0
+// when it cannot be asked.
+func redisCPU(ctx context.Context, url string) time.Duration {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return 0
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	info, err := rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }
 
 // cpuTime is a process's user + system CPU time so far, from /proc.

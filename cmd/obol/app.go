@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -30,7 +31,7 @@ type app struct {
 
 // newApp builds everything serve needs, from the configuration, without
 // listening. On error, what was built is closed.
-func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(string) string) (_ *app, err error) {
+func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer, getenv func(string) string) (_ *app, err error) {
 	a := &app{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
@@ -97,7 +98,7 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(stri
 		Ledger: st.ledger, UsageAdmin: st.ledger,
 		FailureGuard: st.failures, CORS: gateway.CORS{AllowedOrigins: cfg.CORS.AllowedOrigins}, Prices: pricesOf(cfg),
 		Log: log, MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.BodyTimeout, KeepAlive: cfg.StreamKeepAlive,
-		SeparateAdmin: cfg.AdminListen != "", Metrics: metricsHandler,
+		SeparateAdmin: cfg.AdminListen != "", Metrics: metricsHandler, AccessLog: access,
 	})
 	if err != nil {
 		return nil, err

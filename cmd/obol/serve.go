@@ -25,6 +25,8 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/obol/obol/internal/logsink"
 )
 
 // serve is obol serve: load the configuration, build the gateway, run
@@ -34,13 +36,26 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return err
 	}
-	a, err := newApp(ctx, cfg, newLogger(stderr, cfg.Log), getenv)
+	// Log lines are gathered and written every logFlush, not one write
+	// per line; the deferred Close writes the last of them.
+	sink := logsink.New(stderr, logFlush)
+	defer sink.Close()
+	log := newLogger(sink, cfg.Log)
+	var access io.Writer
+	if cfg.Log.Format == "json" {
+		access = sink // access lines encoded by hand, into the same stream
+	}
+	a, err := newApp(ctx, cfg, log, access, getenv)
 	if err != nil {
 		return err
 	}
 	defer a.close()
 	return a.run(ctx)
 }
+
+// logFlush is how often gathered log lines are written: what a kill -9
+// can lose.
+const logFlush = 100 * time.Millisecond
 
 // serveConfig reads serve's flags and the configuration they name.
 func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (*Config, error) {
