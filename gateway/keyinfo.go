@@ -131,7 +131,7 @@ func (s *Server) callingKey(w http.ResponseWriter, r *http.Request, _ httprouter
 		return err
 	}
 	k := c.key
-	d, err := s.quota.Peek(r.Context(), subjectOf(k))
+	d, err := s.quota.Peek(r.Context(), k.Subject())
 	if err != nil {
 		return storeError(err)
 	}

@@ -43,7 +43,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *cha
 	est := estimate(req)
 	bound := s.costBound(c, req)
 	ctx, span := s.child(r.Context(), "quota.admit")
-	d, err := s.quota.Admit(ctx, subjectOf(c.key), est, int64(bound))
+	d, err := s.quota.Admit(ctx, c.key.Subject(), est, int64(bound))
 	span.SetAttributes(attribute.Int64("obol.quota.estimate", est), attribute.Bool("obol.quota.allowed", d.Allowed))
 	span.End()
 	if err != nil {
@@ -84,7 +84,7 @@ func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
 	if c.key == nil || c.rated {
 		return
 	}
-	d, err := s.quota.Peek(r.Context(), subjectOf(c.key))
+	d, err := s.quota.Peek(r.Context(), c.key.Subject())
 	if err != nil {
 		return
 	}
@@ -118,13 +118,6 @@ func (s *Server) settle(ctx context.Context, c *call, cost usage.Money) {
 		s.log.Warn("quota settlement lost; the key stays charged the estimate",
 			"request_id", c.id, "key_id", c.key.ID, "estimate", c.reservation.Tokens, "actual", actual, "err", err)
 	}
-}
-
-// subjectOf is what a key's requests count against: the key and its
-// project.
-func subjectOf(k *keys.Identity) quota.Subject {
-	return quota.Subject{Key: k.ID, Limits: k.Limits, Project: k.Project, ProjectLimits: k.ProjectLimits,
-		Alerts: k.Alerts, ProjectAlerts: k.ProjectAlerts}
 }
 
 func storeError(err error) error {

@@ -30,6 +30,21 @@ type Identity struct {
 	// Alerts and ProjectAlerts are the fractions of the key's and the
 	// project's budgets whose crossing sends an alert.
 	Alerts, ProjectAlerts []float64
+	subject               quota.Subject
+}
+
+// Subject is what the key's requests count against: the key and its
+// project, made once when the key was resolved.
+func (i *Identity) Subject() quota.Subject {
+	if i.subject.Key == "" {
+		return i.newSubject()
+	}
+	return i.subject
+}
+
+func (i *Identity) newSubject() quota.Subject {
+	return quota.Subject{Key: i.ID, Limits: i.Limits, Project: i.Project, ProjectLimits: i.ProjectLimits,
+		Alerts: i.Alerts, ProjectAlerts: i.ProjectAlerts}.Prepared()
 }
 
 // Has reports whether the identity holds scope; chat implies chat:stream.
@@ -93,6 +108,7 @@ func resolve(k *Key, tiers quota.Tiers, projects Projects) (*Identity, error) {
 		}
 		id.ProjectLimits, id.ProjectAlerts = p.quotaLimits(), p.Budget.alerts()
 	}
+	id.subject = id.newSubject()
 	return id, nil
 }
 

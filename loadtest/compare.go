@@ -71,6 +71,7 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	tps := fs.Float64("tps", 0, "simulator tokens per second per stream (0: at once)")
 	first := fs.Duration("first-token", 0, "simulator delay before the first token")
 	profileDir := fs.String("profile", "", "write each obol's CPU profile of the measured load to this directory")
+	logLevel := fs.String("log-level", "info", "obol's log level (info, the default, writes an access-log line per request)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -105,7 +106,7 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			admin = fmt.Sprintf("admin_listen: \"127.0.0.1:%d\"\npprof: true\n", port)
 			adminAddrs[name] = fmt.Sprintf("127.0.0.1:%d", port)
 		}
-		return obolConfig(dir, name, redis, pg, simURL, secret, admin)
+		return obolConfig(dir, name, redis, pg, simURL, secret, admin+"log: {level: "+*logLevel+"}\n")
 	}
 	type target struct {
 		name  string

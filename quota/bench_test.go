@@ -42,6 +42,7 @@ func BenchmarkAdmitSettle(b *testing.B) {
 				if bc.project {
 					sub.Project, sub.ProjectLimits = "p"+strconv.FormatInt(i%8, 10), lim
 				}
+				sub = sub.Prepared() // as a key's resolved identity holds it
 				for pb.Next() {
 					d, err := bc.s.Admit(ctx, sub, 1000, 1_500_000_000)
 					if err != nil || !d.Allowed {

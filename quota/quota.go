@@ -79,6 +79,18 @@ type Subject struct {
 	// Alerts and ProjectAlerts are the fractions of each level's budget
 	// whose crossing is reported (Options.OnSpend); none: nothing is.
 	Alerts, ProjectAlerts []float64
+	// projectLevel is the project level's counters' name, made once by
+	// Prepared instead of on every decision.
+	projectLevel string
+}
+
+// Prepared returns the subject with its levels' names made, for a caller
+// that decides for it many times.
+func (s Subject) Prepared() Subject {
+	if s.Project != "" {
+		s.projectLevel = "project:" + s.Project
+	}
+	return s
 }
 
 // One is the subject of a key that belongs to no project.
@@ -104,7 +116,11 @@ func (s Subject) levels() (ls [2]level, n int) {
 	if s.Project == "" {
 		return ls, 1
 	}
-	ls[1] = level{id: "project:" + s.Project, lim: s.ProjectLimits, project: true, alerts: s.ProjectAlerts}
+	id := s.projectLevel
+	if id == "" {
+		id = "project:" + s.Project
+	}
+	ls[1] = level{id: id, lim: s.ProjectLimits, project: true, alerts: s.ProjectAlerts}
 	return ls, 2
 }
 
