@@ -39,18 +39,21 @@ type Claims interface {
 	Claim(ctx context.Context, a Alert) (bool, error)
 	// Sent records an alert's outcome: delivered to every webhook or not.
 	Sent(ctx context.Context, a Alert, delivered bool, attempts int) error
+	// Abandoned claims for this replica at most limit alerts claimed
+	// before cutoff whose claimant never recorded an outcome (it died).
+	Abandoned(ctx context.Context, cutoff time.Time, limit int) ([]Alert, error)
 }
 
 // Alert is one threshold of one budget crossed in one month.
 type Alert struct {
-	ID        string // evt_…, the same for the same subject, month and threshold
-	Key       string // the key whose budget it is, or ""
-	Project   string // the project whose budget it is, or ""
-	Period    string // YYYY-MM
-	Threshold float64
-	Spent     usage.Money
-	Budget    usage.Money
-	Created   time.Time
+	ID        string      `json:"id"` // evt_…, the same for the same subject, month and threshold
+	Key       string      `json:"key,omitempty"`
+	Project   string      `json:"project,omitempty"`
+	Period    string      `json:"period"` // YYYY-MM
+	Threshold float64     `json:"threshold"`
+	Spent     usage.Money `json:"spent"`
+	Budget    usage.Money `json:"budget"`
+	Created   time.Time   `json:"created"`
 }
 
 // Subject is "project:<id>" or "key:<id>".
@@ -81,9 +84,13 @@ type Options struct {
 	Retry, MaxRetry time.Duration
 	// Timeout bounds one POST; 0 means 10 s.
 	Timeout time.Duration
-	Client  *http.Client
-	Log     *slog.Logger
-	Meter   metric.Meter
+	// Abandoned is how old an unfinished claim must be before another
+	// replica sends it (its claimant died): longer than all the attempts
+	// take. 0 means 10 minutes; the claims are looked at every tenth of it.
+	Abandoned time.Duration
+	Client    *http.Client
+	Log       *slog.Logger
+	Meter     metric.Meter
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -126,10 +133,45 @@ func New(o Options) *Notifier {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Abandoned <= 0 {
+		o.Abandoned = 10 * time.Minute
+	}
 	n := &Notifier{opt: o, seen: map[string]bool{}, open: true, stop: make(chan struct{})}
 	n.sent, _ = o.Meter.Int64Counter("obol.alerts.deliveries",
 		metric.WithDescription("Budget alert deliveries to webhooks, by outcome: delivered, retried, failed"))
+	if len(o.Webhooks) > 0 {
+		n.wg.Add(1)
+		go n.sweep()
+	}
 	return n
+}
+
+// sweep sends, now and then, the alerts whose claimant died before it
+// finished: a claim protects against two replicas sending at once, and
+// this against none sending at all.
+func (n *Notifier) sweep() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.opt.Abandoned / 10)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.opt.Timeout)
+		as, err := n.opt.Claims.Abandoned(ctx, n.opt.Now().Add(-n.opt.Abandoned), 100)
+		cancel()
+		if err != nil {
+			n.opt.Log.Warn("abandoned budget alerts not read", "err", err)
+			continue
+		}
+		for _, a := range as {
+			n.opt.Log.Info("budget alert abandoned by its claimant; sending it", "event_id", a.ID, "subject", a.Subject())
+			n.wg.Add(1)
+			go n.deliverAll(a)
+		}
+	}
 }
 
 // Observe reports a move of spend; every threshold at or past which the
@@ -186,12 +228,20 @@ func (n *Notifier) send(a Alert) {
 	if !ok {
 		return
 	}
+	n.wg.Add(1)
+	n.deliverAll(a)
+}
+
+// deliverAll sends a claimed alert to every webhook and records the
+// outcome.
+func (n *Notifier) deliverAll(a Alert) {
+	defer n.wg.Done()
 	delivered, attempts := true, 0
 	for _, w := range n.opt.Webhooks {
 		ok, tries := n.deliver(w, a)
 		delivered, attempts = delivered && ok, max(attempts, tries)
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), n.opt.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), n.opt.Timeout)
 	defer cancel()
 	if err := n.opt.Claims.Sent(ctx, a, delivered, attempts); err != nil {
 		n.opt.Log.Warn("budget alert outcome not recorded", "event_id", a.ID, "err", err)

@@ -186,3 +186,33 @@ func TestAlertRace(t *testing.T) {
 		t.Errorf("%d events, want 2 (0.5 and 0.8)", len(evs))
 	}
 }
+
+// TestAbandonedAlertSent: an alert claimed by a replica that died before
+// sending it is sent by another, once, after Abandoned.
+func TestAbandonedAlertSent(t *testing.T) {
+	forEachClaims(t, func(t *testing.T, claims func() alerts.Claims) {
+		rcv := newReceiver(t, 0)
+		dead := claims()
+		a := alerts.Alert{ID: "evt_abandoned", Project: "acme", Period: "2026-11", Threshold: 0.5, Spent: 600, Budget: 1000,
+			Created: time.Now().UTC()}
+		if ok, err := dead.Claim(context.Background(), a); !ok || err != nil {
+			t.Fatalf("claim: %v %v", ok, err)
+		}
+		var ns []*alerts.Notifier
+		for i := 0; i < 2; i++ {
+			n := alerts.New(alerts.Options{Webhooks: []alerts.Webhook{{URL: rcv.URL, Secret: secret}}, Claims: claims(),
+				Retry: 10 * time.Millisecond, Abandoned: 100 * time.Millisecond})
+			t.Cleanup(func() { n.Close(context.Background()) })
+			ns = append(ns, n)
+		}
+		poll.Until(t, "the abandoned alert", func() bool { return len(rcv.events()) == 1 })
+		time.Sleep(300 * time.Millisecond) // more sweeps: none sends it again
+		for _, n := range ns {
+			n.Close(context.Background())
+		}
+		evs := rcv.events()
+		if len(evs) != 1 || evs[0]["id"] != "evt_abandoned" || evs[0]["spent"].(float64) != 6e-10 || rcv.badSig != 0 {
+			t.Errorf("events %v", evs)
+		}
+	})
+}

@@ -19,8 +19,8 @@ type Postgres struct{ pool *pgxpool.Pool }
 func NewPostgres(pool *pgxpool.Pool) *Postgres { return &Postgres{pool: pool} }
 
 func (p *Postgres) Claim(ctx context.Context, a Alert) (bool, error) {
-	tag, err := p.pool.Exec(ctx, `INSERT INTO alert_deliveries (subject, period, threshold, event_id)
-		VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, a.Subject(), a.Period, a.ThresholdText(), a.ID)
+	tag, err := p.pool.Exec(ctx, `INSERT INTO alert_deliveries (subject, period, threshold, event_id, alert)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, a.Subject(), a.Period, a.ThresholdText(), a.ID, a)
 	if err != nil {
 		return false, fmt.Errorf("claim alert %s: %w", a.ID, err)
 	}
@@ -34,6 +34,27 @@ func (p *Postgres) Sent(ctx context.Context, a Alert, delivered bool, attempts i
 		return fmt.Errorf("record alert %s: %w", a.ID, err)
 	}
 	return nil
+}
+
+// Abandoned claims again, for this replica, at most limit alerts claimed
+// before cutoff whose claimant never finished trying (it died).
+func (p *Postgres) Abandoned(ctx context.Context, cutoff time.Time, limit int) ([]Alert, error) {
+	rows, err := p.pool.Query(ctx, `UPDATE alert_deliveries SET claimed_at = now() WHERE event_id IN (
+		SELECT event_id FROM alert_deliveries WHERE delivered_at IS NULL AND attempts = 0 AND claimed_at < $1
+		ORDER BY claimed_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING alert`, cutoff, limit)
+	if err != nil {
+		return nil, fmt.Errorf("abandoned alerts: %w", err)
+	}
+	defer rows.Close()
+	var out []Alert
+	for rows.Next() {
+		var a Alert
+		if err := rows.Scan(&a); err != nil {
+			return nil, fmt.Errorf("abandoned alerts: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
 }
 
 // Embedded keeps claims in the single replica's bbolt file.
@@ -60,6 +81,7 @@ type claim struct {
 	ClaimedAt   time.Time  `json:"claimed_at"`
 	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
 	Attempts    int        `json:"attempts"`
+	Alert       Alert      `json:"alert"`
 }
 
 func (e *Embedded) Claim(_ context.Context, a Alert) (bool, error) {
@@ -69,7 +91,7 @@ func (e *Embedded) Claim(_ context.Context, a Alert) (bool, error) {
 		if b.Get([]byte(a.ID)) != nil {
 			return nil
 		}
-		v, _ := json.Marshal(claim{Subject: a.Subject(), Period: a.Period, Threshold: a.ThresholdText(), ClaimedAt: time.Now().UTC()})
+		v, _ := json.Marshal(claim{Subject: a.Subject(), Period: a.Period, Threshold: a.ThresholdText(), ClaimedAt: time.Now().UTC(), Alert: a})
 		won = true
 		return b.Put([]byte(a.ID), v)
 	})
@@ -98,4 +120,35 @@ func (e *Embedded) Sent(_ context.Context, a Alert, delivered bool, attempts int
 		return fmt.Errorf("record alert %s: %w", a.ID, err)
 	}
 	return nil
+}
+
+// Abandoned claims again the alerts claimed before cutoff that were never
+// finished (the process stopped while sending), at most limit.
+func (e *Embedded) Abandoned(_ context.Context, cutoff time.Time, limit int) ([]Alert, error) {
+	var out []Alert
+	err := e.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(claimsBucket)
+		var again []claim
+		var ids [][]byte
+		b.ForEach(func(k, v []byte) error {
+			var c claim
+			if len(out)+len(again) < limit && json.Unmarshal(v, &c) == nil && c.DeliveredAt == nil && c.Attempts == 0 && c.ClaimedAt.Before(cutoff) {
+				again, ids = append(again, c), append(ids, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		for i, c := range again {
+			c.ClaimedAt = time.Now().UTC()
+			v, _ := json.Marshal(c)
+			if err := b.Put(ids[i], v); err != nil {
+				return err
+			}
+			out = append(out, c.Alert)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("abandoned alerts: %w", err)
+	}
+	return out, nil
 }

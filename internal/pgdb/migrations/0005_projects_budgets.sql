@@ -24,7 +24,8 @@ ALTER TABLE request_log ADD COLUMN project text NOT NULL DEFAULT '';
 
 -- Budget alerts claimed for delivery: one row per (subject, month,
 -- threshold), inserted by the replica that sends it, so that each is
--- sent once across replicas.
+-- sent once across replicas; one whose claimant died before it finished
+-- is claimed again by another replica after a while.
 CREATE TABLE alert_deliveries (
     subject      text NOT NULL,  -- project:<id> or key:<id>
     period       text NOT NULL,  -- YYYY-MM
@@ -32,6 +33,8 @@ CREATE TABLE alert_deliveries (
     event_id     text NOT NULL UNIQUE,
     claimed_at   timestamptz NOT NULL DEFAULT now(),
     delivered_at timestamptz,
-    attempts     int NOT NULL DEFAULT 0,
+    attempts     int NOT NULL DEFAULT 0,   -- 0 until the claimant finished trying
+    alert        jsonb NOT NULL,           -- what is sent, so that another replica can send it
     PRIMARY KEY (subject, period, threshold)
 );
+CREATE INDEX alert_deliveries_unsent ON alert_deliveries (claimed_at) WHERE delivered_at IS NULL AND attempts = 0;
