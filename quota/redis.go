@@ -189,10 +189,13 @@ func (r *Redis) Renew(ctx context.Context, res *Reservation) error {
 	_, nowArg := r.clock()
 	k := r.keys(res.Subject, res.Day, res.Month)
 	var leases []string
-	for i := 3; i < len(k); i += perLevel {
-		leases = append(leases, k[i])
+	args := []any{nowArg, LeaseTTL.Seconds()}
+	ls, n := res.levels()
+	for i, l := range ls[:n] {
+		leases = append(leases, k[perLevel*i+3])
+		args = append(args, res.Lease+"/"+held(l, res))
 	}
-	if err := renewScript.Run(ctx, r.rdb, leases, nowArg, res.Lease, LeaseTTL.Seconds()).Err(); err != nil {
+	if err := renewScript.Run(ctx, r.rdb, leases, args...).Err(); err != nil {
 		return fmt.Errorf("renew lease of %s: %w", res.Key, err)
 	}
 	return nil
@@ -265,9 +268,19 @@ func (r *Redis) settleArgs(st Settlement, nowArg string) ([]string, []any) {
 	ls, n := st.Res.levels()
 	for i, l := range ls[:n] {
 		keys = append(keys, k[perLevel*i+1], k[perLevel*i+2], k[perLevel*i+3], k[perLevel*i+4])
-		args = append(args, l.lim.TPM)
+		args = append(args, l.lim.TPM, held(l, st.Res))
 	}
 	return keys, args
+}
+
+// held is what a reservation's lease holds at a level, as the admission
+// script wrote it in the lease's member: its cost bound where the level
+// has a budget.
+func held(l level, res *Reservation) string {
+	if l.lim.Budget > 0 {
+		return strconv.FormatInt(res.Cost, 10)
+	}
+	return "0"
 }
 
 // spent reports what a settlement moved, from settleScript's answer.

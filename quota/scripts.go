@@ -31,8 +31,8 @@ end
 // all-or-nothing over several.
 //
 // KEYS, five per level: rpm tat, tpm tat, tpd counter, leases (a sorted
-// set of lease id → expiry), spend of the month (a hash: s spent, h held
-// by requests in flight, l:<lease> what each holds), all hash-tagged alike
+// set of "<lease id>/<picodollars it holds>" → expiry), spend of the month
+// (a hash: s spent, h held by requests in flight), all hash-tagged alike
 // (one Cluster slot). ARGV: now (seconds since epoch; "" = Redis TIME),
 // tokens, seconds until the day ends, dry ("1": decide for no request and
 // write nothing, for the headers of answers that reserve nothing), lease
@@ -66,17 +66,14 @@ end
 
 -- expire frees a level's leases past their expiry (requests that ended
 -- without a settlement: a replica that died) and gives back the money
--- they held.
+-- they held, which each lease's member carries after its "/".
 local function expire(leases, spend)
   local gone = redis.call("ZRANGEBYSCORE", leases, "-inf", now)
   if #gone == 0 then return end
   redis.call("ZREMRANGEBYSCORE", leases, "-inf", now)
   for _, l in ipairs(gone) do
-    local held = redis.call("HGET", spend, "l:" .. l)
-    if held then
-      redis.call("HINCRBY", spend, "h", "-" .. held)
-      redis.call("HDEL", spend, "l:" .. l)
-    end
+    local held = string.match(l, "/(%d+)$")
+    if held and held ~= "0" then redis.call("HINCRBY", spend, "h", "-" .. held) end
   end
 end
 
@@ -135,18 +132,16 @@ local function take(k, s)
   if s.tpm > 0 and s.t_tat > now then
     redis.call("SET", KEYS[k + 2], s.t_tat, "EX", math.max(1, math.ceil(s.t_tat - now)))
   end
-  if cost > 0 then
-    redis.call("INCRBY", KEYS[k + 3], cost)
-    redis.call("EXPIRE", KEYS[k + 3], math.ceil(day_left) + 3600)
+  if cost > 0 and redis.call("INCRBY", KEYS[k + 3], cost) == cost then
+    redis.call("EXPIRE", KEYS[k + 3], math.ceil(day_left) + 3600) -- a new day's counter
   end
+  local held = "0"
+  if s.budget > 0 then held = money end
   if s.conc > 0 or s.budget > 0 then
-    redis.call("ZADD", KEYS[k + 4], now + lease_ttl, lease)
+    redis.call("ZADD", KEYS[k + 4], now + lease_ttl, lease .. "/" .. held)
     redis.call("EXPIRE", KEYS[k + 4], math.ceil(lease_ttl) + 60)
   end
-  if s.budget > 0 and money ~= "0" then
-    redis.call("HINCRBY", KEYS[k + 5], "h", money)
-    redis.call("HSET", KEYS[k + 5], "l:" .. lease, money)
-  end
+  if held ~= "0" then redis.call("HINCRBY", KEYS[k + 5], "h", held) end
 end
 
 local levels = #KEYS / 5
@@ -198,22 +193,18 @@ return 1
 // has the cost).
 //
 // KEYS, four per level: tpm tat, tpd counter, leases, spend. ARGV: now
-// ("" = Redis TIME), delta, lease id ("" for none), cost, then each
-// level's tpm. It returns each level's spending before the cost was
-// added ("" where no counter is kept).
+// ("" = Redis TIME), delta, lease id ("" for none), cost, then per level
+// its tpm and what its lease holds (picodollars). It returns each level's
+// spending before the cost was added ("" where no counter is kept).
 var settleScript = redis.NewScript(luaNow + `
 local delta = tonumber(ARGV[2])
 local lease, cost = ARGV[3], ARGV[4]
 local out = {}
 for i = 0, #KEYS / 4 - 1 do
-  local k, tpm = 4 * i, tonumber(ARGV[5 + i])
-  if lease ~= "" then
-    redis.call("ZREM", KEYS[k + 3], lease)
-    local held = redis.call("HGET", KEYS[k + 4], "l:" .. lease)
-    if held then
-      redis.call("HINCRBY", KEYS[k + 4], "h", "-" .. held)
-      redis.call("HDEL", KEYS[k + 4], "l:" .. lease)
-    end
+  local k, tpm, held = 4 * i, tonumber(ARGV[5 + 2 * i]), ARGV[6 + 2 * i]
+  -- A lease already expired gave its hold back then.
+  if lease ~= "" and redis.call("ZREM", KEYS[k + 3], lease .. "/" .. held) == 1 and held ~= "0" then
+    redis.call("HINCRBY", KEYS[k + 4], "h", "-" .. held)
   end
   local before = redis.call("HGET", KEYS[k + 4], "s")
   if before and cost ~= "0" then redis.call("HINCRBY", KEYS[k + 4], "s", cost) end
@@ -227,21 +218,22 @@ for i = 0, #KEYS / 4 - 1 do
       redis.call("DEL", KEYS[k + 1])
     end
   end
-  if delta ~= 0 and (redis.call("EXISTS", KEYS[k + 2]) == 1 or delta > 0) then
+  if delta ~= 0 then
     local left = redis.call("INCRBY", KEYS[k + 2], delta)
+    if left == delta then redis.call("EXPIRE", KEYS[k + 2], 90000) end -- it was not there
     if left < 0 then redis.call("SET", KEYS[k + 2], 0, "KEEPTTL") end
-    if redis.call("TTL", KEYS[k + 2]) < 0 then redis.call("EXPIRE", KEYS[k + 2], 90000) end
   end
 end
 return out
 `)
 
 // renewScript extends a lease that is still held, at every level. KEYS:
-// leases. ARGV: now ("" = Redis TIME), lease id, ttl.
+// leases. ARGV: now ("" = Redis TIME), ttl, then each level's lease
+// member.
 var renewScript = redis.NewScript(luaNow + `
-for _, k in ipairs(KEYS) do
-  redis.call("ZADD", k, "XX", now + tonumber(ARGV[3]), ARGV[2])
-  redis.call("EXPIRE", k, math.ceil(tonumber(ARGV[3])) + 60)
+for i, k in ipairs(KEYS) do
+  redis.call("ZADD", k, "XX", now + tonumber(ARGV[2]), ARGV[2 + i])
+  redis.call("EXPIRE", k, math.ceil(tonumber(ARGV[2])) + 60)
 end
 return 1
 `)
