@@ -15,15 +15,18 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 // streamsCmd holds many streams open at once through obol, against a slow
 // simulator, and reports obol's resident memory and goroutines when idle,
 // with every stream open, and after they all closed. The client side
-// speaks h2c, so that the streams share a few connections: the gateway
-// then holds one file descriptor per stream (its upstream connection),
-// not two, and 10,000 streams fit under a 20,000 descriptor limit.
+// speaks h2c (the streams share a few connections: the gateway holds one
+// descriptor per stream, its upstream connection), or HTTP/1.1 with
+// -http1 (a connection per stream: two descriptors each in the gateway);
+// the descriptor limit is raised first, for this process and the ones it
+// starts.
 func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("streams", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -43,8 +46,12 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return nil
 	})
 	heapProfile := fs.String("heap", "", "write obol's heap profile, with every stream open, to this file")
+	http1 := fs.Bool("http1", false, "clients speak HTTP/1.1, a connection per stream (default h2c)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if err := raiseNoFile(4**n + 1000); err != nil {
+		fmt.Fprintf(stderr, "descriptor limit not raised: %v\n", err)
 	}
 	ps, err := newProcs("obol-streams")
 	if err != nil {
@@ -85,6 +92,11 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var h2 http.Protocols
 	h2.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{Protocols: &h2, DisableCompression: true}
+	clients := "h2c clients"
+	if *http1 {
+		tr = &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: *n}
+		clients = "HTTP/1.1 clients, a connection each"
+	}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
 	body := []byte(`{"model":"hermes","messages":[{"role":"user","content":"Hold this stream open, please."}],"max_tokens":` + strconv.Itoa(*tokens) + `,"stream":true}`)
@@ -134,8 +146,8 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *redisURL != "" {
 		store = "Redis"
 	}
-	fmt.Fprintf(stdout, "\n%d concurrent streams through obol (%s, h2c clients), %d tokens at %.0f/s each, %s %s\n\n",
-		*n, store, *tokens, *tps, strings.Join(env, " "), time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(stdout, "\n%d concurrent streams through obol (%s, %s), %d tokens at %.0f/s each, %s %s\n\n",
+		*n, store, clients, *tokens, *tps, strings.Join(env, " "), time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(stdout, "%-28s %11s %11s %11s %10s\n%s%s%s%s", "", "RSS", "heap in use", "stacks", "goroutines", idle, open, closed, after)
 	fmt.Fprintf(stdout, "streams completed with [DONE]: %d of %d\n", done, *n)
 	return nil
@@ -278,4 +290,20 @@ func goroutines(admin string) (int, error) {
 		return 0, errors.New("goroutine profile: unexpected " + line)
 	}
 	return strconv.Atoi(total)
+}
+
+// raiseNoFile lifts this process's descriptor limit to at least n (the
+// hard limit too, which root may), so that it and the processes it starts
+// can hold n connections.
+func raiseNoFile(n int) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	if lim.Cur >= uint64(n) {
+		return nil
+	}
+	lim.Cur = uint64(n)
+	lim.Max = max(lim.Max, uint64(n))
+	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 }
