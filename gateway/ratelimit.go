@@ -26,8 +26,8 @@ type Quota interface {
 	// Settle replaces a reservation's estimate by the actual count and
 	// cost, and releases its lease.
 	Settle(ctx context.Context, res *quota.Reservation, actual, cost int64) error
-	// Renew extends a reservation's concurrency lease (quota.LeaseTTL).
-	Renew(ctx context.Context, res *quota.Reservation) error
+	// Renew extends reservations' leases (quota.LeaseTTL).
+	Renew(ctx context.Context, res ...*quota.Reservation) error
 }
 
 // estimate is what admission reserves: an upper bound of what the request
@@ -73,7 +73,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *cha
 	if d.Reservation.Lease != "" {
 		// Renewed so that a long stream keeps its slot and its held money;
 		// a replica that dies loses both within quota.LeaseTTL.
-		c.leaseHeld = s.keepLease(d.Reservation)
+		s.leases.hold(d.Reservation)
 	}
 	return nil
 }
@@ -107,8 +107,8 @@ func (s *Server) settle(ctx context.Context, c *call, cost usage.Money) {
 	if c.reservation == nil {
 		return
 	}
-	if c.leaseHeld != nil {
-		close(c.leaseHeld)
+	if c.reservation.Lease != "" {
+		s.leases.release(c.reservation)
 	}
 	var actual int64
 	if c.usage != nil {
@@ -213,28 +213,6 @@ func retryString(d time.Duration) string {
 		return d.Round(10 * time.Millisecond).String()
 	}
 	return d.Round(time.Second).String()
-}
-
-// keepLease renews a concurrency lease every third of its life until the
-// returned channel is closed (at settlement), so that a long stream keeps
-// its slot and a replica that dies loses its leases within quota.LeaseTTL.
-func (s *Server) keepLease(res *quota.Reservation) chan struct{} {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(quota.LeaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if err := s.quota.Renew(context.Background(), res); err != nil {
-					s.log.Warn("concurrency lease not renewed", "key_id", res.Key, "err", err)
-				}
-			}
-		}
-	}()
-	return done
 }
 
 // budgetSpent is the 429 of a monthly budget reached: OpenAI's

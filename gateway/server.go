@@ -127,6 +127,7 @@ type Server struct {
 	bodyTimeout time.Duration
 
 	admins      KeyAdmin
+	leases      *leases
 	accessLog   io.Writer
 	projects    ProjectAdmin
 	usageAdmin  UsageAdmin
@@ -154,6 +155,7 @@ func New(o Options) (*Server, error) {
 		maxBody: o.MaxBodyBytes, keepAlive: o.KeepAlive,
 	}
 	s.abort, s.abortNow = context.WithCancel(context.Background())
+	s.leases = newLeases(o.Quota, s.log)
 	s.corsOpt, s.prices = o.CORS, o.Prices
 	s.bodyTimeout = o.BodyTimeout
 	if s.bodyTimeout <= 0 {
@@ -230,9 +232,6 @@ type call struct {
 	rated bool
 	// reservation is the admitted estimate, settled once the answer is out.
 	reservation *quota.Reservation
-	// leaseHeld, closed at settlement, stops the renewal of its
-	// concurrency lease.
-	leaseHeld chan struct{}
 }
 
 // Usage is an OpenAI usage object. Its details (cached prompt tokens,

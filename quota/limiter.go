@@ -23,7 +23,7 @@ type Store interface {
 	Admit(ctx context.Context, sub Subject, tokens, cost int64) (Decision, error)
 	Peek(ctx context.Context, sub Subject) (Decision, error)
 	SettleBatch(ctx context.Context, batch []Settlement) error
-	Renew(ctx context.Context, res *Reservation) error
+	Renew(ctx context.Context, res ...*Reservation) error
 	Ping(ctx context.Context) error
 }
 
@@ -219,19 +219,27 @@ func (l *Limiter) Settle(ctx context.Context, res *Reservation, actual, cost int
 	return nil
 }
 
-// Renew extends res's concurrency lease, in the store that made it; a
-// lease Redis cannot renew now is left to expire or to be renewed next
-// time.
-func (l *Limiter) Renew(ctx context.Context, res *Reservation) error {
-	if res == nil || res.Lease == "" {
+// Renew extends the reservations' leases, each in the store that made
+// it; a lease Redis cannot renew now is left to expire or to be renewed
+// next time.
+func (l *Limiter) Renew(ctx context.Context, res ...*Reservation) error {
+	var shared []*Reservation
+	for _, rs := range res {
+		switch {
+		case rs == nil || rs.Lease == "":
+		case rs.local:
+			l.local.Renew(ctx, rs)
+		default:
+			shared = append(shared, rs)
+		}
+	}
+	if len(shared) == 0 {
 		return nil
 	}
-	if res.local {
-		return l.local.Renew(ctx, res)
-	}
-	ctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
+	// Many leases share the round trip: more time than one decision.
+	ctx, cancel := context.WithTimeout(ctx, max(l.opt.Timeout, LeaseTTL/6))
 	defer cancel()
-	return l.store.Renew(ctx, res)
+	return l.store.Renew(ctx, shared...)
 }
 
 // settler writes queued settlements until Close, then the last of them.

@@ -287,17 +287,20 @@ func (ml *memLevel) figures(now float64) Decision {
 	}
 }
 
-// Renew extends res's lease by LeaseTTL at every level that still holds it.
-func (m *Memory) Renew(_ context.Context, res *Reservation) error {
-	if res == nil || res.Lease == "" {
-		return nil
-	}
+// Renew extends the reservations' leases by LeaseTTL at every level that
+// still holds them.
+func (m *Memory) Renew(_ context.Context, res ...*Reservation) error {
 	now := float64(m.now().UnixMicro()-epoch*1e6) / 1e6
-	m.eachLevel(res, func(s *memShard, l level) {
-		if _, ok := s.leases[l.id][res.Lease]; ok {
-			s.leases[l.id][res.Lease] = now + LeaseTTL.Seconds()
+	for _, rs := range res {
+		if rs == nil || rs.Lease == "" {
+			continue
 		}
-	})
+		m.eachLevel(rs, func(s *memShard, l level) {
+			if _, ok := s.leases[l.id][rs.Lease]; ok {
+				s.leases[l.id][rs.Lease] = now + LeaseTTL.Seconds()
+			}
+		})
+	}
 	return nil
 }
 

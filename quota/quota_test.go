@@ -13,7 +13,7 @@ type store interface {
 	Admit(ctx context.Context, sub Subject, tokens, cost int64) (Decision, error)
 	Peek(ctx context.Context, sub Subject) (Decision, error)
 	Settle(ctx context.Context, res *Reservation, actual, cost int64) error
-	Renew(ctx context.Context, res *Reservation) error
+	Renew(ctx context.Context, res ...*Reservation) error
 	SetMoney(Money)
 }
 
@@ -260,5 +260,5 @@ func TestConcurrencyLeases(t *testing.T) {
 }
 
 type renewer interface {
-	Renew(ctx context.Context, res *Reservation) error
+	Renew(ctx context.Context, res ...*Reservation) error
 }

@@ -181,12 +181,50 @@ func (r *Redis) seed(ctx context.Context, sub Subject, keys []string, mo string,
 	return seedScript.Run(ctx, r.rdb, hashes, args...).Err()
 }
 
-// Renew extends res's concurrency lease by LeaseTTL.
-func (r *Redis) Renew(ctx context.Context, res *Reservation) error {
-	if res == nil || res.Lease == "" {
+// Renew extends the leases of reservations by LeaseTTL, all in one
+// pipelined round trip; a lease already gone stays gone.
+func (r *Redis) Renew(ctx context.Context, res ...*Reservation) error {
+	_, nowArg := r.clock()
+	send := func(todo []*Reservation) ([]*Reservation, error) {
+		cmds := make([]*redis.Cmd, len(todo))
+		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, rs := range todo {
+				keys, args := r.renewArgs(rs, nowArg)
+				cmds[i] = renewScript.EvalSha(ctx, p, keys, args...)
+			}
+			return nil
+		})
+		var again []*Reservation
+		for i, c := range cmds {
+			if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+				again = append(again, todo[i])
+			}
+		}
+		return again, err
+	}
+	var todo []*Reservation
+	for _, rs := range res {
+		if rs != nil && rs.Lease != "" {
+			todo = append(todo, rs)
+		}
+	}
+	if len(todo) == 0 {
 		return nil
 	}
-	_, nowArg := r.clock()
+	again, err := send(todo)
+	if len(again) > 0 {
+		if err = renewScript.Load(ctx, r.rdb).Err(); err == nil {
+			_, err = send(again)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("renew %d leases: %w", len(todo), err)
+	}
+	return nil
+}
+
+// renewArgs are a lease's KEYS and ARGV for renewScript.
+func (r *Redis) renewArgs(res *Reservation, nowArg string) ([]string, []any) {
 	k := r.keys(res.Subject, res.Day, res.Month)
 	var leases []string
 	args := []any{nowArg, LeaseTTL.Seconds()}
@@ -195,10 +233,7 @@ func (r *Redis) Renew(ctx context.Context, res *Reservation) error {
 		leases = append(leases, k[perLevel*i+3])
 		args = append(args, res.Lease+"/"+held(l, res))
 	}
-	if err := renewScript.Run(ctx, r.rdb, leases, args...).Err(); err != nil {
-		return fmt.Errorf("renew lease of %s: %w", res.Key, err)
-	}
-	return nil
+	return leases, args
 }
 
 // Settlement is a reservation and what the request actually used:
