@@ -185,42 +185,64 @@ func (r *Redis) seed(ctx context.Context, sub Subject, keys []string, mo string,
 // pipelined round trip; a lease already gone stays gone.
 func (r *Redis) Renew(ctx context.Context, res ...*Reservation) error {
 	_, nowArg := r.clock()
-	send := func(todo []*Reservation) ([]*Reservation, error) {
-		cmds := make([]*redis.Cmd, len(todo))
-		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, rs := range todo {
-				keys, args := r.renewArgs(rs, nowArg)
-				cmds[i] = renewScript.EvalSha(ctx, p, keys, args...)
+	var calls []scriptCall
+	for _, rs := range res {
+		if rs != nil && rs.Lease != "" {
+			keys, args := r.renewArgs(rs, nowArg)
+			calls = append(calls, scriptCall{keys, args})
+		}
+	}
+	if err := r.evalEach(ctx, r.rdb, renewScript, calls, nil); err != nil {
+		return fmt.Errorf("renew %d leases: %w", len(calls), err)
+	}
+	return nil
+}
+
+// scriptCall is one call of a script: its KEYS and ARGV.
+type scriptCall struct {
+	keys []string
+	args []any
+}
+
+// evalEach runs script once per call in one pipeline through p (one round
+// trip; one per node on a Cluster). A script call need not be idempotent,
+// so only the calls Redis did not run because it had lost the script
+// (NOSCRIPT, after a restart) are sent again, once it is loaded. done,
+// when set, gets the answer of each call that ran, by its index.
+func (r *Redis) evalEach(ctx context.Context, p Pipelines, script *redis.Script, calls []scriptCall, done func(i int, val any)) error {
+	send := func(idx []int) ([]int, error) {
+		cmds := make([]*redis.Cmd, len(idx))
+		_, err := p.Pipelined(ctx, func(pl redis.Pipeliner) error {
+			for j, i := range idx {
+				cmds[j] = script.EvalSha(ctx, pl, calls[i].keys, calls[i].args...)
 			}
 			return nil
 		})
-		var again []*Reservation
-		for i, c := range cmds {
-			if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-				again = append(again, todo[i])
+		var again []int
+		for j, c := range cmds {
+			switch {
+			case c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT"):
+				again = append(again, idx[j])
+			case c.Err() == nil && done != nil:
+				done(idx[j], c.Val())
 			}
 		}
 		return again, err
 	}
-	var todo []*Reservation
-	for _, rs := range res {
-		if rs != nil && rs.Lease != "" {
-			todo = append(todo, rs)
-		}
-	}
-	if len(todo) == 0 {
+	if len(calls) == 0 {
 		return nil
 	}
-	again, err := send(todo)
+	all := make([]int, len(calls))
+	for i := range all {
+		all[i] = i
+	}
+	again, err := send(all)
 	if len(again) > 0 {
-		if err = renewScript.Load(ctx, r.rdb).Err(); err == nil {
+		if err = script.Load(ctx, r.rdb).Err(); err == nil {
 			_, err = send(again)
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("renew %d leases: %w", len(todo), err)
-	}
-	return nil
+	return err
 }
 
 // renewArgs are a lease's KEYS and ARGV for renewScript.
@@ -251,44 +273,18 @@ func (st Settlement) moot() bool {
 }
 
 // SettleBatch settles many reservations in one pipelined round trip (one
-// per node on a Cluster). A settlement is not idempotent, so only those
-// Redis did not run (NOSCRIPT after a restart) are sent again.
+// per node on a Cluster), through the batcher other writers share.
 func (r *Redis) SettleBatch(ctx context.Context, batch []Settlement) error {
 	_, nowArg := r.clock()
-	send := func(todo []Settlement) ([]Settlement, error) {
-		cmds := make([]*redis.Cmd, len(todo))
-		_, err := r.pipe.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, st := range todo {
-				keys, args := r.settleArgs(st, nowArg)
-				cmds[i] = settleScript.EvalSha(ctx, p, keys, args...)
-			}
-			return nil
-		})
-		var again []Settlement
-		for i, c := range cmds {
-			if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-				again = append(again, todo[i])
-			} else if c.Err() == nil {
-				r.spent(todo[i], c.Val())
-			}
-		}
-		return again, err
-	}
 	var todo []Settlement
+	var calls []scriptCall
 	for _, st := range batch {
 		if st.Res != nil && !st.moot() {
-			todo = append(todo, st)
+			keys, args := r.settleArgs(st, nowArg)
+			todo, calls = append(todo, st), append(calls, scriptCall{keys, args})
 		}
 	}
-	if len(todo) == 0 {
-		return nil
-	}
-	again, err := send(todo)
-	if len(again) > 0 {
-		if err = settleScript.Load(ctx, r.rdb).Err(); err == nil {
-			_, err = send(again)
-		}
-	}
+	err := r.evalEach(ctx, r.pipe, settleScript, calls, func(i int, val any) { r.spent(todo[i], val) })
 	if err != nil {
 		return fmt.Errorf("settle %d reservations: %w", len(todo), err)
 	}
