@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 )
 
 // accessLine is one request's access-log line: the fields, in order, as
@@ -133,51 +132,9 @@ func appendMs(b []byte, name string, d time.Duration) []byte {
 	return strconv.AppendFloat(b, ms(d), 'f', -1, 64)
 }
 
-// appendStr appends ,"name":"value" with value escaped as encoding/json
-// escapes it (without HTML escaping, as slog does): quotes, backslashes,
-// control characters, invalid UTF-8 as U+FFFD, U+2028 and U+2029.
+// appendStr appends ,"name":"value", value escaped as slog escapes it
+// (without HTML escaping).
 func appendStr(b []byte, name, v string) []byte {
-	b = append(append(append(b, `,"`...), name...), `":"`...)
-	const hex = "0123456789abcdef"
-	start := 0
-	for i := 0; i < len(v); {
-		ch := v[i]
-		if ch < utf8.RuneSelf {
-			if ch >= 0x20 && ch != '"' && ch != '\\' {
-				i++
-				continue
-			}
-			b = append(b, v[start:i]...)
-			switch ch {
-			case '"', '\\':
-				b = append(b, '\\', ch)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[ch>>4], hex[ch&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(v[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(append(b, v[start:i]...), `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(append(b, v[start:i]...), '\\', 'u', '2', '0', '2', hex[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	return append(append(b, v[start:]...), '"')
+	b = append(append(append(b, `,"`...), name...), `":`...)
+	return appendQuoted(b, v, false)
 }
