@@ -3,16 +3,13 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
 
-	"github.com/obol/obol/internal/crockford"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/usage"
 )
@@ -161,7 +158,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request, _ httprou
 	if err != nil {
 		return err
 	}
-	p := &keys.Project{ID: newProjectID()}
+	p := &keys.Project{} // without an id, the registry makes one
 	if pr.ID != nil {
 		p.ID = *pr.ID
 	}
@@ -173,16 +170,6 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request, _ httprou
 	}
 	s.log.Info("project created", "project", p.ID, "name", p.Name)
 	return writeJSON(w, http.StatusCreated, s.withSpend(r.Context(), projectViewOf(p)))
-}
-
-// newProjectID is an id for a project created without one.
-func newProjectID() string {
-	b := make([]byte, 10)
-	rand.Read(b)
-	for i := range b {
-		b[i] = crockford.Alphabet[b[i]&31]
-	}
-	return "proj_" + strings.ToLower(string(b))
 }
 
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {

@@ -77,8 +77,12 @@ func (r *Registry) Projects() []*Project {
 	return out
 }
 
-// CreateProject stores a new project.
+// CreateProject stores a new project; one without an id is given one,
+// proj_ and ten random characters.
 func (r *Registry) CreateProject(ctx context.Context, p *Project) error {
+	if p.ID == "" {
+		p.ID = "proj_" + strings.ToLower(randomBase32(10))
+	}
 	if err := CheckProject(p); err != nil {
 		return err
 	}
