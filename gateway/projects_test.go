@@ -49,6 +49,10 @@ func TestAdminProjects(t *testing.T) {
 		{"PATCH", "/v1/admin/projects/beta", `{"id":"gamma"}`, 400, `"param":"id"`},
 		{"GET", "/v1/admin/projects/nope", ``, 404, `no such project`},
 		{"DELETE", "/v1/admin/projects/acme", ``, 409, `declared in the configuration`},
+		// The configuration's keys are listed and read, never changed.
+		{"GET", "/v1/admin/keys/key_all", ``, 200, `"source":"config"`},
+		{"PATCH", "/v1/admin/keys/key_all", `{"name":"x"}`, 409, `a configuration key`},
+		{"DELETE", "/v1/admin/keys/key_hermes", ``, 409, `a configuration key`},
 	} {
 		resp, body := e.do(t, tt.method, tt.path, adminToken, tt.body)
 		if resp.StatusCode != tt.status || !strings.Contains(string(body), tt.want) {

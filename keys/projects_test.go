@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"slices"
 	"testing"
@@ -95,4 +96,33 @@ func TestProjectChangeReachesReplicas(t *testing.T) {
 		id, _ := b.Authenticate(ctx, secret)
 		return id != nil && id.ProjectLimits.Budget == 500
 	})
+}
+
+// TestConfigKeyBudget: a configuration key's own budget and its
+// configuration project's resolve into its identity, thresholds
+// defaulted; the admin API lists it read-only.
+func TestConfigKeyBudget(t *testing.T) {
+	ctx := context.Background()
+	secret := "sk-config-budget-0123456789"
+	r := newRegistry(t, nil, Options{
+		Static:   []Static{{ID: "key_cfg", Tier: "pro", SHA256: sha256.Sum256([]byte(secret)), Project: "acme", Budget: &Budget{Monthly: 2 * usage.PerDollar, AlertAt: []float64{0.9}}}},
+		Projects: Projects{"acme": {ID: "acme", Config: true, Budget: &Budget{Monthly: 5 * usage.PerDollar}}},
+	})
+	id, err := r.Authenticate(ctx, secret)
+	if err != nil || id == nil {
+		t.Fatal(id, err)
+	}
+	sub := id.Subject()
+	if id.Limits.Budget != int64(2*usage.PerDollar) || !slices.Equal(id.Alerts, []float64{0.9}) ||
+		id.ProjectLimits.Budget != int64(5*usage.PerDollar) || !slices.Equal(id.ProjectAlerts, DefaultAlertAt) ||
+		sub.Limits.Budget != id.Limits.Budget || sub.ProjectLimits.Budget != id.ProjectLimits.Budget || sub.Project != "acme" {
+		t.Errorf("identity %+v, subject %+v", id, sub)
+	}
+	k, err := r.Get(ctx, "key_cfg")
+	if err != nil || !k.Config || k.Budget.Monthly != 2*usage.PerDollar {
+		t.Errorf("Get: %+v %v", k, err)
+	}
+	if _, err := r.Update(ctx, "key_cfg", func(*Key) error { return nil }); !errors.Is(err, ErrConfigured) {
+		t.Errorf("a configuration key was changed: %v", err)
+	}
 }

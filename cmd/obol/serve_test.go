@@ -181,6 +181,9 @@ func TestBadConfigExits2(t *testing.T) {
 		// Failing after the metrics, tracing and the data dir were set up.
 		{"testdata/good.yaml", []string{"OBOL_ADMIN_TOKEN=short", "TEST_UPSTREAM=http://127.0.0.1:9/v1", "TEST_DATA_DIR=" + t.TempDir()},
 			"OBOL_ADMIN_TOKEN: at least 16 characters"},
+		// A webhook whose signing secret is not in the environment.
+		{"testdata/budget.yaml", []string{"TEST_UPSTREAM=http://127.0.0.1:9/v1", "TEST_DATA_DIR=" + t.TempDir(), "TEST_WEBHOOK_URL=http://127.0.0.1:9/hook"},
+			"webhooks[0].secret_env: the environment variable TEST_WEBHOOK_SECRET is not set"},
 	} {
 		cmd := exec.Command(bin, "serve", "-config", c.config)
 		cmd.Env = append(os.Environ(), c.env...)
