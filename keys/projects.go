@@ -32,6 +32,11 @@ func (r *Registry) loadProjects(ctx context.Context) error {
 		stored, err := r.store.ListProjects(cctx)
 		cancel()
 		if err != nil {
+			if prev := r.projects.Load(); prev != nil && prev.loaded {
+				// What was read before stays in use, as cached keys do.
+				r.opt.Log.Warn("stored projects cannot be read; the last read stays in use", "err", err)
+				return errKeepProjects
+			}
 			loaded = false
 			r.opt.Log.Warn("stored projects cannot be read; their keys wait until they can", "err", err)
 		}
@@ -49,13 +54,24 @@ func (r *Registry) loadProjects(ctx context.Context) error {
 	return nil
 }
 
+// errKeepProjects: the store's projects could not be read again; the
+// last read stays.
+var errKeepProjects = errors.New("projects kept")
+
 // reloadProjects reads the projects again and forgets every resolved key.
-func (r *Registry) reloadProjects() {
-	if err := r.loadProjects(context.Background()); err != nil {
+// It reports false when they could not be read: the keys resolved against
+// the last read stay, for the change log's reader to try again.
+func (r *Registry) reloadProjects() bool {
+	err := r.loadProjects(context.Background())
+	switch {
+	case errors.Is(err, errKeepProjects):
+		return false
+	case err != nil:
 		r.opt.Log.Error("projects not reloaded", "err", err)
-		return
+	default:
+		r.reset()
 	}
-	r.reset()
+	return true
 }
 
 // Project returns the project with id, from the configuration or the store.

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/poll"
@@ -125,4 +127,52 @@ func TestConfigKeyBudget(t *testing.T) {
 	if _, err := r.Update(ctx, "key_cfg", func(*Key) error { return nil }); !errors.Is(err, ErrConfigured) {
 		t.Errorf("a configuration key was changed: %v", err)
 	}
+}
+
+// flakyProjects is a real store whose project list fails on demand.
+type flakyProjects struct {
+	Store
+	fail atomic.Bool
+}
+
+func (f *flakyProjects) ListProjects(ctx context.Context) ([]*Project, error) {
+	if f.fail.Load() {
+		return nil, errors.New("projects unreadable")
+	}
+	return f.Store.ListProjects(ctx)
+}
+
+// TestProjectsKeptWhenUnreadable: while the stored projects cannot be
+// read again, the keys of a stored project keep resolving against the
+// last read, and a change made meanwhile is applied once they can.
+func TestProjectsKeptWhenUnreadable(t *testing.T) {
+	pool, _ := pgtest.Shared(t)
+	ctx := context.Background()
+	a := newRegistry(t, NewPostgres(pool), Options{})
+	st := &flakyProjects{Store: NewPostgres(pool)}
+	b := newRegistry(t, st, Options{})
+	if err := a.CreateProject(ctx, &Project{ID: "delta", Budget: &Budget{Monthly: 7}}); err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := a.Create(ctx, Spec{Tier: "free", Project: "delta"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, "b to know the key", func() bool {
+		id, _ := b.Authenticate(ctx, secret)
+		return id != nil && id.ProjectLimits.Budget == 7
+	})
+	st.fail.Store(true)
+	if _, err := a.UpdateProject(ctx, "delta", func(p *Project) error { p.Budget.Monthly = 9; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // several polls that cannot read the projects
+	if id, err := b.Authenticate(ctx, secret); id == nil || err != nil || id.ProjectLimits.Budget != 7 {
+		t.Fatalf("while unreadable: %+v %v", id, err)
+	}
+	st.fail.Store(false)
+	poll.Until(t, "b to see the change", func() bool {
+		id, _ := b.Authenticate(ctx, secret)
+		return id != nil && id.ProjectLimits.Budget == 9
+	})
 }

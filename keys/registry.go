@@ -255,7 +255,9 @@ func (r *Registry) watch() {
 		}
 		switch {
 		case reset || r.mark == "" || !r.projects.Load().loaded || slices.ContainsFunc(ids, isProjectChange):
-			r.reloadProjects()
+			if !r.reloadProjects() {
+				continue // read these changes again next time
+			}
 		case len(ids) > 0:
 			r.evict(ids...)
 		}
