@@ -160,33 +160,6 @@ func (e *Embedded) Summary(_ context.Context, key, period string) (*Summary, err
 	return s, nil
 }
 
-// All is every key's ledger for a month, in one read transaction.
-func (e *Embedded) All(_ context.Context, period string) (map[string]*Summary, error) {
-	out := map[string]*Summary{}
-	prefix := []byte(period + "/")
-	err := e.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(daysBucket).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			key, mk, day, ok := splitDayKey(k[len(prefix):])
-			if !ok {
-				continue
-			}
-			model, _, _ := splitModelKind(mk)
-			s := out[key]
-			if s == nil {
-				s = newSummary(period)
-				out[key] = s
-			}
-			s.Add(model, period+"-"+day, decodeRow(v))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("usage in %s: %w", period, err)
-	}
-	return out, nil
-}
-
 // modelKind is a row key's model part: the model, for embeddings
 // "#embeddings" after it, and for a key of a project "@" and the project
 // (model names and project ids have neither "#" nor "@").

@@ -18,7 +18,6 @@ type Store interface {
 	// (after a timeout whose fate is unknown) adds nothing twice.
 	Write(ctx context.Context, recs []Record) error
 	Summary(ctx context.Context, key, period string) (*Summary, error)
-	All(ctx context.Context, period string) (map[string]*Summary, error)
 	// Buckets reads usage by time bucket for the organization reports;
 	// ErrGrain for buckets finer than the store keeps.
 	Buckets(ctx context.Context, q BucketQuery) ([]BucketRow, error)
@@ -211,13 +210,6 @@ func (l *Ledger) Spent(ctx context.Context, key, project, month string) (int64, 
 		sum += r.Cost
 	}
 	return int64(sum), nil
-}
-
-// All is every key's ledger for a month.
-func (l *Ledger) All(ctx context.Context, period string) (map[string]*Summary, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
-	defer cancel()
-	return l.store.All(ctx, period)
 }
 
 // Close writes what is queued, retrying until ctx ends; then it spools

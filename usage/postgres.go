@@ -126,11 +126,6 @@ func (p *Postgres) Summary(ctx context.Context, key, period string) (*Summary, e
 	return newSummary(period), nil
 }
 
-// All is every key's ledger for a month.
-func (p *Postgres) All(ctx context.Context, period string) (map[string]*Summary, error) {
-	return p.month(ctx, "", period)
-}
-
 func (p *Postgres) month(ctx context.Context, key, period string) (map[string]*Summary, error) {
 	start, end, err := monthRange(period)
 	if err != nil {
