@@ -2,7 +2,9 @@ package quota
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 type Redis struct {
 	rdb    redis.UniversalClient
 	pipe   Pipelines // rdb, or a batcher shared with other writers
+	admits Pipelines // nil (a command each), or a batcher that sends concurrent admissions together
 	prefix string
 	money  Money
 	// now, when set, replaces Redis TIME (tests); the TPD day is always
@@ -33,6 +36,10 @@ type Pipelines interface {
 
 // SetPipelines sends the batched writes through p.
 func (r *Redis) SetPipelines(p Pipelines) { r.pipe = p }
+
+// SetAdmissions sends admissions through p: one that waits for no
+// linger, or every request waits for it.
+func (r *Redis) SetAdmissions(p Pipelines) { r.admits = p }
 
 // SetMoney gives budgets their ledger and listener.
 func (r *Redis) SetMoney(m Money) { r.money = m }
@@ -97,15 +104,16 @@ func (r *Redis) admit(ctx context.Context, sub Subject, tokens, cost int64, dry 
 	}
 	ls, nl := sub.levels()
 	levels := ls[:nl]
-	args := []any{nowArg, tokens, left.Seconds(), dryArg, lease, LeaseTTL.Seconds(), cost, moLeft.Seconds()}
+	args := []any{nowArg, tokens, left.Seconds(), dryArg, lease, LeaseTTL.Seconds(), cost, moLeft.Seconds(),
+		int64(math.Ceil(left.Seconds())) + 3600, int64(math.Ceil(LeaseTTL.Seconds())) + 60}
 	for _, l := range levels {
 		args = append(args, l.lim.RPM, l.lim.TPM, l.lim.TPD, l.lim.Concurrency, l.lim.Budget)
 	}
 	keys := r.keys(sub, d, mo)
-	res, err := admitScript.Run(ctx, r.rdb, keys, args...).Slice()
+	res, err := r.admitOnce(ctx, keys, args)
 	if err == nil && len(res) > 0 && res[0] == int64(-1) {
 		if err = r.seed(ctx, sub, keys, mo, moLeft); err == nil {
-			res, err = admitScript.Run(ctx, r.rdb, keys, args...).Slice()
+			res, err = r.admitOnce(ctx, keys, args)
 		}
 	}
 	if err != nil {
@@ -121,13 +129,24 @@ func (r *Redis) admit(ctx context.Context, sub Subject, tokens, cost int64, dry 
 	return dec, nil
 }
 
+// admitOnce runs admitScript, in a pipeline other admissions may share
+// when there is a batcher for them.
+func (r *Redis) admitOnce(ctx context.Context, keys []string, args []any) ([]any, error) {
+	if r.admits == nil {
+		return admitScript.Run(ctx, r.rdb, keys, args...).Slice()
+	}
+	var res []any
+	err := r.evalEach(ctx, r.admits, admitScript, []scriptCall{{keys, args}}, func(_ int, val any) {
+		res, _ = val.([]any)
+	})
+	if err == nil && res == nil {
+		err = errors.New("admission script: no answer")
+	}
+	return res, err
+}
+
 // decision reads admitScript's answer.
 func decision(res []any, levels int) Decision {
-	f := func(i int) float64 {
-		s, _ := res[i].(string)
-		v, _ := strconv.ParseFloat(s, 64)
-		return v
-	}
 	n := func(i int) int64 {
 		if s, ok := res[i].(string); ok {
 			v, _ := strconv.ParseInt(s, 10, 64)
@@ -136,14 +155,14 @@ func decision(res []any, levels int) Decision {
 		v, _ := res[i].(int64)
 		return v
 	}
-	sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
+	us := func(i int) time.Duration { return time.Duration(n(i)) * time.Microsecond }
 	figures := func(i int) Decision {
 		return Decision{
-			RequestsRemaining: whole(f(i)),
-			RequestsReset:     sec(f(i + 1)),
-			TokensUsed:        int64(f(i+2) + 0.5),
-			TokensRemaining:   whole(f(i + 3)),
-			TokensReset:       sec(f(i + 4)),
+			RequestsRemaining: n(i),
+			RequestsReset:     us(i + 1),
+			TokensUsed:        n(i + 2),
+			TokensRemaining:   n(i + 3),
+			TokensReset:       us(i + 4),
 			DailyUsed:         n(i + 5),
 			InFlight:          n(i + 6),
 			Spent:             n(i + 7),
@@ -156,7 +175,7 @@ func decision(res []any, levels int) Decision {
 		dec.Project = &p
 	}
 	dec.Denied, dec.ByProject = Limit(n(0)), n(1) == 1
-	dec.RetryAfter, dec.Hopeless = sec(f(2)), n(3) == 1
+	dec.RetryAfter, dec.Hopeless = us(2), n(3) == 1
 	dec.Allowed = dec.Denied == None
 	return dec
 }

@@ -5,16 +5,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/redisbatch"
 	"github.com/obol/obol/internal/redistest"
 )
 
 // testRedis returns a limiter on the shared test Redis under a prefix of
-// its own, with a clock the test moves.
+// its own, with a clock the test moves; concurrent admissions share
+// pipelines, as the gateway's do.
 func testRedis(t *testing.T) (*redisStore, *time.Time) {
 	t.Helper()
 	rdb, prefix := redistest.Shared(t)
 	clock := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	r := NewRedis(rdb, prefix)
+	r.SetAdmissions(redisbatch.NewEager(rdb, 2, 5*time.Second))
 	r.now = func() time.Time { return clock }
 	return &redisStore{r}, &clock
 }

@@ -31,30 +31,47 @@ end
 // all-or-nothing over several.
 //
 // KEYS, five per level: rpm tat, tpm tat, tpd counter, leases (a sorted
-// set of "<lease id>/<picodollars it holds>" → expiry), spend of the month
-// (a hash: s spent, h held by requests in flight), all hash-tagged alike
-// (one Cluster slot). ARGV: now (seconds since epoch; "" = Redis TIME),
-// tokens, seconds until the day ends, dry ("1": decide for no request and
-// write nothing, for the headers of answers that reserve nothing), lease
-// id, lease ttl (seconds), cost bound (picodollars), seconds until the
-// month ends; then per level rpm, tpm, tpd, concurrency, budget.
+// set of "<lease id>/<picodollars it holds>" → expiry, in whole seconds:
+// a small sorted set is a listpack, where an insert reads every member's
+// score, and an integer score is read without parsing text), spend of the
+// month (a hash: s spent, h held by requests in flight), all hash-tagged
+// alike (one Cluster slot). ARGV: now (seconds since epoch; "" = Redis
+// TIME), tokens, seconds until the day ends, dry ("1": decide for no
+// request and write nothing, for the headers of answers that reserve
+// nothing), lease id, lease ttl (seconds), cost bound (picodollars),
+// seconds until the month ends, the TPD counter's ttl, the leases' ttl;
+// then per level rpm, tpm, tpd, concurrency, budget.
+//
+// Each number turned into text or back costs Redis thousands of
+// instructions, more than a command: figures Go already has as text are
+// passed to commands as they came, a level's unset limits are not parsed,
+// and the answer is integers (durations in microseconds) but for the
+// spend figures, passed through as Redis holds them.
+//
 // It returns denied (a Limit; -1: a budget's counter is missing and must
 // be seeded from the ledger first, nothing written), the refusing level
-// (0-based), retry, hopeless, then nine figures per level.
+// (0-based), retry (µs), hopeless, then nine figures per level.
 var admitScript = redis.NewScript(luaNow + `
-local cost, day_left = tonumber(ARGV[2]), tonumber(ARGV[3])
+local cost, tokens = tonumber(ARGV[2]), ARGV[2]
 local dry = ARGV[4] == "1"
 local lease, lease_ttl = ARGV[5], tonumber(ARGV[6])
-local money, month_left = ARGV[7], tonumber(ARGV[8])
+local money = ARGV[7]
 local reqs = 1
 if dry then reqs, cost, money = 0, 0, "0" end
 
--- GCRA over a 60 s period with burst = rate: returns whether n fits, the
--- new tat, the remaining allowance, the wait until it would fit, and the
--- amount in use before this request.
-local function gcra(key, limit, n)
+local function num(a)
+  local v = ARGV[a]
+  if v == "0" then return 0 end
+  return tonumber(v)
+end
+
+-- GCRA over a 60 s period with burst = rate: from the stored tat v,
+-- returns whether n fits, the new tat, the remaining allowance, the wait
+-- until it would fit, and the amount in use before this request.
+local function gcra(v, limit, n)
   local interval = 60 / limit
-  local tat = math.max(tonumber(redis.call("GET", key) or now), now)
+  local tat = now
+  if v then tat = math.max(tonumber(v), now) end
   local used = (tat - now) / interval
   local new_tat = tat + interval * n
   local diff = now - (new_tat - 60)
@@ -67,31 +84,53 @@ end
 -- expire frees a level's leases past their expiry (requests that ended
 -- without a settlement: a replica that died) and gives back the money
 -- they held, which each lease's member carries after its "/".
+local cutoff
 local function expire(leases, spend)
-  local gone = redis.call("ZRANGEBYSCORE", leases, "-inf", now)
+  cutoff = cutoff or string.format("%d", math.floor(now))
+  local gone = redis.call("ZRANGEBYSCORE", leases, "-inf", cutoff)
   if #gone == 0 then return end
-  redis.call("ZREMRANGEBYSCORE", leases, "-inf", now)
+  redis.call("ZREMRANGEBYSCORE", leases, "-inf", cutoff)
   for _, l in ipairs(gone) do
     local held = string.match(l, "/(%d+)$")
     if held and held ~= "0" then redis.call("HINCRBY", spend, "h", "-" .. held) end
   end
 end
 
+-- leased reads a level's leases in flight and its spend into s, and
+-- reports whether they are at its concurrency cap or budget (-1: the
+-- spend counter is missing). A dry run frees expired leases first.
+local function leased(k, s)
+  if s.conc <= 0 and s.budget <= 0 then return false end
+  if dry then expire(KEYS[k + 4], KEYS[k + 5]) end
+  local full = false
+  if s.conc > 0 then
+    s.inflight = redis.call("ZCARD", KEYS[k + 4])
+    full = s.inflight >= s.conc
+  end
+  if s.budget > 0 then
+    local v = redis.call("HMGET", KEYS[k + 5], "s", "h")
+    if not v[1] then return -1 end
+    s.spent, s.held = v[1], v[2] or "0"
+    full = full or tonumber(s.spent) + tonumber(s.held) >= s.budget
+  end
+  return full
+end
+
 -- decide checks one level (KEYS from k+1, ARGV from a) and returns its
 -- state and its refusal (0 for none), retry and hopelessness.
 local function decide(k, a)
-  local s = {rpm = tonumber(ARGV[a]), tpm = tonumber(ARGV[a + 1]),
-    tpd = tonumber(ARGV[a + 2]), conc = tonumber(ARGV[a + 3]), budget = tonumber(ARGV[a + 4]),
+  local s = {rpm = num(a), tpm = num(a + 1), tpd = num(a + 2), conc = num(a + 3), budget = num(a + 4),
     r_ok = true, r_tat = now, r_rem = -1, r_wait = 0,
     t_ok = true, t_tat = now, t_rem = -1, t_wait = 0, t_used = 0, inflight = 0,
-    spent = "0", held = "0"}
+    d_used = 0, spent = "0", held = "0"}
+  local v = redis.call("MGET", KEYS[k + 1], KEYS[k + 2], KEYS[k + 3])
   if s.rpm > 0 then
-    s.r_ok, s.r_tat, s.r_rem, s.r_wait = gcra(KEYS[k + 1], s.rpm, reqs)
+    s.r_ok, s.r_tat, s.r_rem, s.r_wait = gcra(v[1], s.rpm, reqs)
   end
   if s.tpm > 0 then
-    s.t_ok, s.t_tat, s.t_rem, s.t_wait, s.t_used = gcra(KEYS[k + 2], s.tpm, cost)
+    s.t_ok, s.t_tat, s.t_rem, s.t_wait, s.t_used = gcra(v[2], s.tpm, cost)
   end
-  s.d_used = tonumber(redis.call("GET", KEYS[k + 3]) or 0)
+  if v[3] then s.d_used = tonumber(v[3]) end
   local denied, retry, hopeless = 0, 0, 0
   if not s.r_ok then
     denied, retry = 1, s.r_wait
@@ -101,55 +140,65 @@ local function decide(k, a)
     if cost > s.tpm then hopeless = 1 end
   end
   if s.tpd > 0 and s.d_used + cost > s.tpd then
-    denied, retry = 3, day_left
+    denied, retry = 3, tonumber(ARGV[3])
     if cost > s.tpd then hopeless = 1 end
   end
-  if s.conc > 0 or s.budget > 0 then expire(KEYS[k + 4], KEYS[k + 5]) end
-  if s.conc > 0 then
-    s.inflight = redis.call("ZCARD", KEYS[k + 4])
-    if denied == 0 and not dry and s.inflight >= s.conc then
-      denied, retry = 4, 1
-    end
+  -- Leases past their expiry are freed where they would refuse the
+  -- request (and for a dry run's figures), not on every admission.
+  local full = leased(k, s)
+  if full and not dry then
+    expire(KEYS[k + 4], KEYS[k + 5])
+    full = leased(k, s)
   end
-  if s.budget > 0 then
-    local v = redis.call("HMGET", KEYS[k + 5], "s", "h")
-    if not v[1] then return s, -1, 0, 0 end
-    s.spent, s.held = v[1], v[2] or "0"
-    if not dry and hopeless == 0 and tonumber(s.spent) + tonumber(s.held) >= s.budget then
-      denied, retry, hopeless = 5, month_left, 0
-    end
+  if full == -1 then return s, -1, 0, 0 end
+  if not dry and s.conc > 0 and denied == 0 and s.inflight >= s.conc then
+    denied, retry = 4, 1
+  end
+  if not dry and hopeless == 0 and s.budget > 0 and tonumber(s.spent) + tonumber(s.held) >= s.budget then
+    denied, retry, hopeless = 5, tonumber(ARGV[8]), 0
   end
   return s, denied, retry, hopeless
 end
 
--- take writes one level's reservation.
+-- take writes one level's reservation. An admitted tat is at most 60 s
+-- ahead (burst = rate), so its key lives 61 s; a tat within float
+-- precision of now (a huge limit) is not stored.
+local expiry
 local function take(k, s)
-  -- A tat within float precision of now (a huge limit) is not stored:
-  -- SET EX 0 is an error.
   if s.rpm > 0 and s.r_tat > now then
-    redis.call("SET", KEYS[k + 1], s.r_tat, "EX", math.max(1, math.ceil(s.r_tat - now)))
+    redis.call("SET", KEYS[k + 1], s.r_tat, "EX", "61")
   end
   if s.tpm > 0 and s.t_tat > now then
-    redis.call("SET", KEYS[k + 2], s.t_tat, "EX", math.max(1, math.ceil(s.t_tat - now)))
+    redis.call("SET", KEYS[k + 2], s.t_tat, "EX", "61")
   end
-  if cost > 0 and redis.call("INCRBY", KEYS[k + 3], cost) == cost then
-    redis.call("EXPIRE", KEYS[k + 3], math.ceil(day_left) + 3600) -- a new day's counter
+  if cost > 0 and redis.call("INCRBY", KEYS[k + 3], tokens) == cost then
+    redis.call("EXPIRE", KEYS[k + 3], ARGV[9]) -- a new day's counter
   end
   local held = "0"
   if s.budget > 0 then held = money end
   if s.conc > 0 or s.budget > 0 then
-    redis.call("ZADD", KEYS[k + 4], now + lease_ttl, lease .. "/" .. held)
-    redis.call("EXPIRE", KEYS[k + 4], math.ceil(lease_ttl) + 60)
+    expiry = expiry or string.format("%d", math.ceil(now + lease_ttl))
+    redis.call("ZADD", KEYS[k + 4], expiry, lease .. "/" .. held)
+    redis.call("EXPIRE", KEYS[k + 4], ARGV[10])
   end
   if held ~= "0" then redis.call("HINCRBY", KEYS[k + 5], "h", held) end
 end
+
+-- whole is an allowance as a whole number: an unlimited -1 or a debt
+-- truncated towards zero, else rounded down.
+local function whole(v)
+  if v < 0 then return math.ceil(v) end
+  return math.floor(v + 1e-6)
+end
+
+local function us(v) return math.floor(v * 1000000) end
 
 local levels = #KEYS / 5
 local states = {}
 local denied, level, retry, hopeless = 0, 0, 0, 0
 for i = 0, levels - 1 do
-  local s, d, r, h = decide(5 * i, 9 + 5 * i)
-  if d == -1 then return {-1, i, "0", 0} end
+  local s, d, r, h = decide(5 * i, 11 + 5 * i)
+  if d == -1 then return {-1, i, 0, 0} end
   states[i + 1] = s
   -- The refusal a wait cannot cure, else the longest wait, speaks for
   -- the request.
@@ -160,13 +209,14 @@ end
 if denied == 0 and not dry then
   for i = 0, levels - 1 do take(5 * i, states[i + 1]) end
 end
-local out = {denied, level, tostring(retry), hopeless}
+local out = {denied, level, us(retry), hopeless}
+local n = 4
 for i = 1, levels do
   local s = states[i]
-  for _, v in ipairs({tostring(s.r_rem), tostring(math.max(s.r_tat - now, 0)), tostring(s.t_used),
-      tostring(s.t_rem), tostring(math.max(s.t_tat - now, 0)), s.d_used, s.inflight, s.spent, s.held}) do
-    out[#out + 1] = v
-  end
+  out[n + 1], out[n + 2], out[n + 3] = whole(s.r_rem), us(math.max(s.r_tat - now, 0)), math.floor(s.t_used + 0.5)
+  out[n + 4], out[n + 5], out[n + 6] = whole(s.t_rem), us(math.max(s.t_tat - now, 0)), s.d_used
+  out[n + 7], out[n + 8], out[n + 9] = s.inflight, s.spent, s.held
+  n = n + 9
 end
 return out
 `)
@@ -232,7 +282,7 @@ return out
 // member.
 var renewScript = redis.NewScript(luaNow + `
 for i, k in ipairs(KEYS) do
-  redis.call("ZADD", k, "XX", now + tonumber(ARGV[2]), ARGV[2 + i])
+  redis.call("ZADD", k, "XX", math.ceil(now + tonumber(ARGV[2])), ARGV[2 + i])
   redis.call("EXPIRE", k, math.ceil(tonumber(ARGV[2])) + 60)
 end
 return 1

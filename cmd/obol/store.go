@@ -64,6 +64,10 @@ const embeddedLinger = 10 * time.Millisecond
 // carries many requests'; a record waits that much longer to be stored.
 const redisLinger = time.Millisecond
 
+// admitPipelines is how many pipelines of admissions may be in flight
+// at once; the requests that come meanwhile wait for the next.
+const admitPipelines = 2
+
 // ledgerTimeout bounds a ledger write.
 const ledgerTimeout = 2 * time.Second
 
@@ -177,6 +181,12 @@ func openRedis(ctx context.Context, c *Config, log *slog.Logger, tracing bool, m
 	// Settlements of many requests share a pipeline.
 	r := quota.NewRedis(rdb, c.Redis.Prefix)
 	r.SetPipelines(redisbatch.New(rdb, redisLinger, c.Redis.Timeout))
+	// Admissions of concurrent requests share a round trip too, with no
+	// wait: one alone leaves at once. Traced, each admission keeps its
+	// own command, a span under its request.
+	if !tracing {
+		r.SetAdmissions(redisbatch.NewEager(rdb, admitPipelines, c.Redis.Timeout))
+	}
 	r.SetMoney(money)
 	mode := quota.FailOpen
 	if c.Redis.FailMode == "closed" {

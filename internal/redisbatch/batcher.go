@@ -14,13 +14,20 @@ import (
 // Batcher runs the pipelines of several writers as one. A writer's call
 // waits, up to the linger, for the others to join, then for the shared
 // round trip; it gets back its own commands and their first error.
+//
+// Without a linger (NewEager) a writer's pipeline leaves at once unless
+// as many as the batcher allows are already in flight; writers that come
+// meanwhile go together in the next one. Alone, a writer waits no longer
+// than its own round trip; under load, one round trip carries many.
 type Batcher struct {
-	rdb     redis.UniversalClient
-	linger  time.Duration
-	timeout time.Duration
+	rdb      redis.UniversalClient
+	linger   time.Duration
+	timeout  time.Duration
+	inFlight int // eager only: pipelines allowed at once
 
-	mu   sync.Mutex
-	jobs []*job
+	mu      sync.Mutex
+	jobs    []*job
+	running int
 }
 
 type job struct {
@@ -37,6 +44,13 @@ func New(rdb redis.UniversalClient, linger, timeout time.Duration) *Batcher {
 	return &Batcher{rdb: rdb, linger: linger, timeout: timeout}
 }
 
+// NewEager returns a Batcher over rdb that sends a writer's pipeline at
+// once, with at most inFlight pipelines in flight; each has timeout to
+// run.
+func NewEager(rdb redis.UniversalClient, inFlight int, timeout time.Duration) *Batcher {
+	return &Batcher{rdb: rdb, timeout: timeout, inFlight: max(inFlight, 1)}
+}
+
 // Pipelined has the signature of go-redis's: fn queues commands, which
 // run in the next shared pipeline. It returns fn's commands and the first
 // of their errors. If ctx ends first it returns ctx's error, and the
@@ -46,10 +60,20 @@ func (b *Batcher) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error)
 	j := &job{fn: fn, done: make(chan struct{})}
 	b.mu.Lock()
 	b.jobs = append(b.jobs, j)
-	if len(b.jobs) == 1 {
-		time.AfterFunc(b.linger, b.run)
+	lead := false
+	switch {
+	case b.linger > 0:
+		if len(b.jobs) == 1 {
+			time.AfterFunc(b.linger, b.run)
+		}
+	case b.running < b.inFlight:
+		b.running++
+		lead = true
 	}
 	b.mu.Unlock()
+	if lead {
+		b.lead()
+	}
 	select {
 	case <-j.done:
 		return j.cmds, j.err
@@ -58,11 +82,29 @@ func (b *Batcher) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error)
 	}
 }
 
+// lead runs pipelines, the first in the caller's goroutine (so a writer
+// alone pays no hand-over), the next ones, while writers are waiting, in
+// another, so that the caller goes on with its own answer.
+func (b *Batcher) lead() {
+	b.run()
+	b.mu.Lock()
+	if len(b.jobs) == 0 {
+		b.running--
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	go b.lead()
+}
+
 func (b *Batcher) run() {
 	b.mu.Lock()
 	jobs := b.jobs
 	b.jobs = nil
 	b.mu.Unlock()
+	if len(jobs) == 0 {
+		return // another pipeline took them
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
 	cmds, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {

@@ -2,6 +2,7 @@ package redisbatch
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -122,4 +123,69 @@ func TestCallerContext(t *testing.T) {
 	if err == nil {
 		t.Error("a Redis that never answers: no error")
 	}
+}
+
+// gate holds every pipeline until it is opened, counting them.
+type gate struct {
+	pipelineCounter
+	open chan struct{}
+}
+
+func (g *gate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		g.n.Add(1)
+		<-g.open
+		return next(ctx, cmds)
+	}
+}
+
+// TestEagerSendsAtOnceAndGathersTheRest: a writer alone is sent at once,
+// with no linger; writers that come while the allowed pipelines are in
+// flight go together in one more.
+func TestEagerSendsAtOnceAndGathersTheRest(t *testing.T) {
+	rdb, prefix := redistest.Shared(t)
+	ctx := context.Background()
+	rdb.Pipelined(ctx, func(p redis.Pipeliner) error { p.Ping(ctx); return nil })
+	g := &gate{open: make(chan struct{})}
+	rdb.AddHook(g)
+	b := NewEager(rdb, 1, 5*time.Second)
+
+	incr := func(done chan<- error) {
+		cmds, err := b.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Incr(ctx, prefix+"n")
+			return nil
+		})
+		if err == nil && len(cmds) != 1 {
+			err = errors.New("not its one command back")
+		}
+		done <- err
+	}
+	done := make(chan error, 6)
+	go incr(done)
+	poll.Until(t, "the first writer's pipeline sent with no other writer", func() bool { return g.n.Load() == 1 })
+	for range 5 {
+		go incr(done)
+	}
+	poll.Until(t, "five writers waiting", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.jobs) == 5
+	})
+	close(g.open)
+	for range 6 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := g.n.Load(); n != 2 {
+		t.Errorf("%d pipelines for 1 writer then 5 together, want 2", n)
+	}
+	if v, _ := rdb.Get(ctx, prefix+"n").Int(); v != 6 {
+		t.Errorf("n = %d, want 6", v)
+	}
+	poll.Until(t, "no pipeline counted as running", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.running == 0
+	})
 }
