@@ -36,6 +36,7 @@ func BenchmarkAdmitSettle(b *testing.B) {
 			var n atomic.Int64
 			ctx := context.Background()
 			b.ReportAllocs()
+			cpu := redistest.CPU(b, rdb)
 			b.RunParallel(func(pb *testing.PB) {
 				i := n.Add(1)
 				sub := One("key_"+strconv.FormatInt(i%64, 10), lim)
@@ -53,6 +54,10 @@ func BenchmarkAdmitSettle(b *testing.B) {
 					}
 				}
 			})
+			if _, ok := bc.s.(*redisStore); ok {
+				used := redistest.CPU(b, rdb) - cpu
+				b.ReportMetric(float64(used.Microseconds())/float64(b.N), "redis-µs/op")
+			}
 		})
 	}
 }

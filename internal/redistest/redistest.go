@@ -238,3 +238,26 @@ func MastersUsed(t testing.TB, addrs []string) int {
 	}
 	return used
 }
+
+// CPU is the CPU time the Redis server behind rdb has used so far (user
+// and system, from INFO cpu): benchmarks report Redis's own cost per
+// operation from two readings.
+func CPU(t testing.TB, rdb redis.UniversalClient) time.Duration {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		t.Fatalf("INFO cpu: %v", err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("INFO cpu %s: %v", k, err)
+			}
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
