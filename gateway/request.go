@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/models"
 )
@@ -65,7 +68,8 @@ func decodeChat(body []byte) (*chatRequest, error) {
 // newRequest parses a body as a JSON object with a model.
 func newRequest(body []byte) (*chatRequest, error) {
 	c := &chatRequest{}
-	if err := json.Unmarshal(body, &c.fields); err != nil {
+	var err error
+	if c.fields, err = objectFields(body); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return nil, badRequest("", "the request body must be a JSON object")
@@ -79,13 +83,40 @@ func newRequest(body []byte) (*chatRequest, error) {
 	if !ok || isNull(raw) {
 		return nil, badRequest("model", "missing required parameter: model")
 	}
-	if json.Unmarshal(raw, &c.Model) != nil {
+	if c.Model, err = decodeString(raw); err != nil {
 		return nil, badRequest("model", "model must be a string")
 	}
 	if c.Model == "" {
 		return nil, badRequest("model", "model must not be empty")
 	}
 	return c, nil
+}
+
+// objectFields splits a JSON object into its members' raw values, which
+// share body's bytes: in one pass where the object is plain, else (names
+// with escapes, invalid JSON, not an object) through encoding/json, which
+// words the error.
+func objectFields(body []byte) (map[string]json.RawMessage, error) {
+	f := make(map[string]json.RawMessage, 8)
+	if chunk.Fields(body, func(name, value []byte) bool {
+		f[string(name)] = value
+		return utf8.Valid(name)
+	}) {
+		return f, nil
+	}
+	f = nil
+	err := json.Unmarshal(body, &f)
+	return f, err
+}
+
+// decodeString decodes a JSON string, at once where it holds no escape.
+func decodeString(raw []byte) (string, error) {
+	if s, ok := chunk.String(raw); ok {
+		return s, nil
+	}
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err
 }
 
 // decodeSampling checks what chat and legacy completions share: the
@@ -149,8 +180,8 @@ func (c *chatRequest) decodeMessages() error {
 	if !ok || isNull(raw) {
 		return badRequest("messages", "missing required parameter: messages")
 	}
-	var msgs []json.RawMessage
-	if json.Unmarshal(raw, &msgs) != nil {
+	msgs, ok := arrayElements(raw)
+	if !ok {
 		return badRequest("messages", "messages must be an array of message objects")
 	}
 	if len(msgs) == 0 {
@@ -158,18 +189,18 @@ func (c *chatRequest) decodeMessages() error {
 	}
 	chars := 0
 	for i, rm := range msgs {
-		param := "messages[" + strconv.Itoa(i) + "]"
-		var m message
-		if len(rm) == 0 || rm[0] != '{' || json.Unmarshal(rm, &m) != nil {
-			return badRequest(param, param+" must be an object with a string role")
+		param := func() string { return "messages[" + strconv.Itoa(i) + "]" }
+		m, ok := decodeMessage(rm)
+		if !ok {
+			return badRequest(param(), param()+" must be an object with a string role")
 		}
 		if m.Role == nil {
-			return badRequest(param+".role", "missing required parameter: "+param+".role")
+			return badRequest(param()+".role", "missing required parameter: "+param()+".role")
 		}
 		if !roles[*m.Role] {
-			return badRequest(param+".role", fmt.Sprintf("unknown role %q: use system, developer, user, assistant or tool", clip.String(*m.Role, 40)))
+			return badRequest(param()+".role", fmt.Sprintf("unknown role %q: use system, developer, user, assistant or tool", clip.String(*m.Role, 40)))
 		}
-		n, err := c.decodeContent(param+".content", *m.Role, m.Content)
+		n, err := c.decodeContent(param, *m.Role, m.Content)
 		if err != nil {
 			return err
 		}
@@ -179,29 +210,73 @@ func (c *chatRequest) decodeMessages() error {
 	return nil
 }
 
-// decodeContent checks one message's content and returns its character count.
-func (c *chatRequest) decodeContent(param, role string, raw json.RawMessage) (int, error) {
+// arrayElements splits a JSON array into its elements' raw values, in one
+// pass, or through encoding/json where that walk bails.
+func arrayElements(raw []byte) ([]json.RawMessage, bool) {
+	out := make([]json.RawMessage, 0, 4)
+	if chunk.Elements(raw, func(v []byte) bool { out = append(out, v); return true }) {
+		return out, true
+	}
+	out = nil
+	return out, json.Unmarshal(raw, &out) == nil
+}
+
+// decodeMessage reads a message's role and content. Plain member names
+// are matched in one pass; a name that only folds to role or content
+// (encoding/json matches struct fields regardless of case) sends the
+// message through encoding/json, as does a role that is not a plain string.
+func decodeMessage(rm []byte) (message, bool) {
+	var m message
+	if len(rm) == 0 || rm[0] != '{' {
+		return m, false
+	}
+	if chunk.Fields(rm, func(name, value []byte) bool {
+		switch string(name) {
+		case "role":
+			if isNull(value) {
+				m.Role = nil
+				return true
+			}
+			s, ok := chunk.String(value)
+			m.Role = &s
+			return ok
+		case "content":
+			m.Content = value
+			return true
+		}
+		return !bytes.EqualFold(name, []byte("role")) && !bytes.EqualFold(name, []byte("content"))
+	}) {
+		return m, true
+	}
+	m = message{}
+	return m, json.Unmarshal(rm, &m) == nil
+}
+
+// decodeContent checks one message's content and returns its character
+// count; msg names the message, for errors.
+func (c *chatRequest) decodeContent(msg func() string, role string, raw json.RawMessage) (int, error) {
+	param := func() string { return msg() + ".content" }
 	if len(raw) == 0 || isNull(raw) {
 		if role == "assistant" || role == "function" {
 			return 0, nil // an assistant turn that only called tools
 		}
-		return 0, badRequest(param, "missing required parameter: "+param)
+		return 0, badRequest(param(), "missing required parameter: "+param())
 	}
 	switch raw[0] {
 	case '"':
-		var s string
-		if json.Unmarshal(raw, &s) != nil {
-			return 0, badRequest(param, param+" is not a valid string")
+		s, err := decodeString(raw)
+		if err != nil {
+			return 0, badRequest(param(), param()+" is not a valid string")
 		}
 		return utf8.RuneCountInString(s), nil
 	case '[':
 		var parts []json.RawMessage
 		if json.Unmarshal(raw, &parts) != nil {
-			return 0, badRequest(param, param+" must be a string or an array of content parts")
+			return 0, badRequest(param(), param()+" must be a string or an array of content parts")
 		}
 		chars := 0
 		for j, rp := range parts {
-			pp := param + "[" + strconv.Itoa(j) + "]"
+			pp := param() + "[" + strconv.Itoa(j) + "]"
 			var p contentPart
 			if len(rp) == 0 || rp[0] != '{' || json.Unmarshal(rp, &p) != nil {
 				return 0, badRequest(pp, pp+" must be a content part object with a type")
@@ -228,7 +303,7 @@ func (c *chatRequest) decodeContent(param, role string, raw json.RawMessage) (in
 		}
 		return chars, nil
 	}
-	return 0, badRequest(param, param+" must be a string or an array of content parts")
+	return 0, badRequest(param(), param()+" must be a string or an array of content parts")
 }
 
 func (c *chatRequest) checkNumber(name string, min, max float64) error {
@@ -304,31 +379,60 @@ func (c *chatRequest) capOutput(m *models.Model) {
 
 // upstreamBody is the request to send the backend, without "model" (the
 // backend's own name is added per backend). Streams always ask for usage,
-// so that every stream can be charged what the backend counted.
+// so that every stream can be charged what the backend counted. It is
+// written by hand, the members sorted by name and their values as the
+// client sent them (checked JSON).
 func (c *chatRequest) upstreamBody(stream bool) []byte {
-	f := make(map[string]json.RawMessage, len(c.fields)+1)
+	names := make([]string, 0, len(c.fields)+2)
+	size := 32
 	for k, v := range c.fields {
-		f[k] = v
-	}
-	delete(f, "model")
-	if c.api == models.EmbeddingsAPI {
-		b, _ := json.Marshal(f)
-		return b
-	}
-	if stream {
-		f["stream"] = json.RawMessage("true")
-		so := map[string]json.RawMessage{}
-		if raw, ok := c.fields["stream_options"]; ok {
-			json.Unmarshal(raw, &so) // checked in decodeChat
+		if k != "model" && (c.api == models.EmbeddingsAPI || k != "stream" && k != "stream_options") {
+			names = append(names, k)
+			size += len(k) + len(v) + 4
 		}
-		so["include_usage"] = json.RawMessage("true")
-		f["stream_options"], _ = json.Marshal(so)
-	} else {
-		f["stream"] = json.RawMessage("false")
-		delete(f, "stream_options")
 	}
-	b, _ := json.Marshal(f)
-	return b
+	if c.api != models.EmbeddingsAPI {
+		names = append(names, "stream")
+		if stream {
+			names = append(names, "stream_options")
+		}
+	}
+	slices.Sort(names)
+	b := make([]byte, 0, size+len(c.fields["stream_options"]))
+	b = append(b, '{')
+	for i, k := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendJSONString(b, k), ':')
+		switch {
+		case c.api == models.EmbeddingsAPI:
+			b = append(b, c.fields[k]...)
+		case k == "stream":
+			b = strconv.AppendBool(b, stream)
+		case k == "stream_options":
+			b = c.appendStreamOptions(b)
+		default:
+			b = append(b, c.fields[k]...)
+		}
+	}
+	return append(b, '}')
+}
+
+// appendStreamOptions appends the client's stream_options (checked in
+// decodeChat) with include_usage set.
+func (c *chatRequest) appendStreamOptions(b []byte) []byte {
+	b = append(b, '{')
+	if raw, ok := c.fields["stream_options"]; ok {
+		so, _ := objectFields(raw)
+		for _, k := range slices.Sorted(maps.Keys(so)) {
+			if k != "include_usage" {
+				b = append(append(appendJSONString(b, k), ':'), so[k]...)
+				b = append(b, ',')
+			}
+		}
+	}
+	return append(b, `"include_usage":true}`...)
 }
 
 func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -109,6 +110,67 @@ func FuzzDecodeChat(f *testing.F) {
 		}
 		c.check(&models.Model{Name: "m", ContextWindow: 1000, Vision: false})
 	})
+}
+
+// FuzzSplittersAgree: the one-pass object, array and message splitters
+// read what encoding/json reads, and fail where it fails.
+func FuzzSplittersAgree(f *testing.F) {
+	for _, seed := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`, `{"a":1,"a":2}`, `{"\u0061":1}`,
+		"{\"\xff\":1}", `{"role":"user","ROLE":"tool"}`, `{"role":null,"content":[1]}`, `{"Content":"x","role":"user"}`,
+		`{"role":5}`, `{"role":"us\u0065r"}`, `[1, {"a":[]} ,"x"]`, `[]`, ` [ ] `, `[1,]`, `{}`, `null`, `{"a":1}x`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want map[string]json.RawMessage
+		wantErr := json.Unmarshal(data, &want)
+		got, err := objectFields(data)
+		if (err == nil) != (wantErr == nil) || !sameRaw(got, want) {
+			t.Fatalf("objectFields(%q) = %q, %v; encoding/json: %q, %v", data, got, err, want, wantErr)
+		}
+		var wantA []json.RawMessage
+		wantAErr := json.Unmarshal(data, &wantA)
+		gotA, ok := arrayElements(data)
+		if ok != (wantAErr == nil) || len(gotA) != len(wantA) {
+			t.Fatalf("arrayElements(%q) = %q, %v; encoding/json: %q, %v", data, gotA, ok, wantA, wantAErr)
+		}
+		for i := range gotA {
+			if !sameRaw(map[string]json.RawMessage{"": gotA[i]}, map[string]json.RawMessage{"": wantA[i]}) {
+				t.Fatalf("element %d: %q, encoding/json %q", i, gotA[i], wantA[i])
+			}
+		}
+		var wantM message
+		wantMOK := len(data) > 0 && data[0] == '{' && json.Unmarshal(data, &wantM) == nil
+		gotM, ok := decodeMessage(data)
+		if ok != wantMOK || (gotM.Role == nil) != (wantM.Role == nil) ||
+			gotM.Role != nil && *gotM.Role != *wantM.Role || !bytes.Equal(compactJSON(gotM.Content), compactJSON(wantM.Content)) {
+			t.Fatalf("decodeMessage(%q) = %+v, %v; encoding/json: %+v, %v", data, gotM, ok, wantM, wantMOK)
+		}
+	})
+}
+
+// sameRaw reports whether two member maps hold the same values, up to
+// insignificant whitespace.
+func sameRaw(a, b map[string]json.RawMessage) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		w, ok := b[k]
+		if !ok || !bytes.Equal(compactJSON(v), compactJSON(w)) {
+			return false
+		}
+	}
+	return true
+}
+
+func compactJSON(raw []byte) []byte {
+	var out bytes.Buffer
+	if json.Compact(&out, raw) != nil {
+		return raw
+	}
+	return out.Bytes()
 }
 
 func BenchmarkDecodeChat(b *testing.B) {

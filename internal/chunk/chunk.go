@@ -228,7 +228,7 @@ func (p *parser) choice(c *Chunk) bool {
 			if isNull(raw) {
 				return true
 			}
-			s, ok := str(raw)
+			s, ok := String(raw)
 			if !ok {
 				return false
 			}
@@ -257,7 +257,7 @@ func (p *parser) content(c *Chunk, raw []byte, text *string) bool {
 	if isNull(raw) {
 		return true
 	}
-	s, ok := str(raw)
+	s, ok := String(raw)
 	if !ok {
 		return false
 	}

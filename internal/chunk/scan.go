@@ -48,8 +48,46 @@ func Fields(data []byte, field func(name, value []byte) bool) bool {
 	return ok && p.i == len(p.b)
 }
 
-// str decodes a JSON string literal; false if raw is not one.
-func str(raw []byte) (string, bool) {
+// Elements calls elem with the raw value of each element of the array
+// data, in order. It reports false if data is not one valid JSON array,
+// or if elem returns false.
+func Elements(data []byte, elem func(value []byte) bool) bool {
+	p := parser{b: data}
+	p.ws()
+	if p.i >= len(p.b) || p.b[p.i] != '[' {
+		return false
+	}
+	p.i++
+	p.ws()
+	if p.i < len(p.b) && p.b[p.i] == ']' {
+		p.i++
+	} else {
+		for {
+			p.ws()
+			start, ok := p.value(0)
+			if !ok || !elem(p.b[start:p.i]) {
+				return false
+			}
+			p.ws()
+			if p.i >= len(p.b) {
+				return false
+			}
+			if p.b[p.i] == ']' {
+				p.i++
+				break
+			}
+			if p.b[p.i] != ',' {
+				return false
+			}
+			p.i++
+		}
+	}
+	p.ws()
+	return p.i == len(p.b)
+}
+
+// String decodes a JSON string literal; false if raw is not one.
+func String(raw []byte) (string, bool) {
 	if len(raw) < 2 || raw[0] != '"' {
 		return "", false
 	}
