@@ -254,15 +254,21 @@ var (
 	ErrAnswerCut = errors.New("the backend's answer was cut short")
 )
 
+// eventBuffer is the size of a stream's event reader: a few events of
+// tokens (a longer line is joined whole).
+const eventBuffer = 1 << 10
+
 // peekFirstEvent reads a stream up to the end of its first event with
 // substance (content, a tool call, a finish reason, usage), past any
 // role-only chunk, so that a backend that fails before it can still be
 // failed over: nothing read so far has reached the client. The events it
 // read are held, to be read again first.
 func peekFirstEvent(r io.Reader) (*Events, error) {
-	// The relay reads on through the same reader: one buffer per stream.
+	// The relay reads on through the same reader: one buffer per stream,
+	// held while the stream lasts. It reads from the connection's own
+	// buffer, not the socket, so a small one costs copies, not syscalls.
 	lr := &limited{r: r, n: maxPeek}
-	ev := &Events{r: sse.NewReader(lr, 4<<10)}
+	ev := &Events{r: sse.NewReader(lr, eventBuffer)}
 	for {
 		data, err := ev.r.Next()
 		if err != nil {

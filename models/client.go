@@ -86,6 +86,10 @@ func NewClient(o BreakerOptions) *Client {
 		// Streams must reach the client as they arrive; a compressed
 		// upstream body would be buffered by the decompressor.
 		DisableCompression: true,
+		// A connection keeps its write buffer while it lives, and a
+		// stream holds its connection: 1 KiB, not 4, for a request's
+		// headers (a larger body is written past the buffer).
+		WriteBufferSize: 1 << 10,
 	}
 	c := &Client{hc: &http.Client{Transport: t}, breaker: o.withDefaults()}
 	c.instrument(otel.Meter("github.com/obol/obol/models"))
