@@ -91,13 +91,14 @@ func TestFleetUnderFaults(t *testing.T) {
 		t.Errorf("%d streams cut; no more than the six in flight at the kill can be", cut.Load())
 	}
 
-	// The ledger against the access log, line by line, and the backends'
-	// reports for every request not cut.
+	// The ledger against the access log, line by line, and each backend's
+	// reports against what was logged as reported by it.
 	var lines map[string]accessLine
-	var logged, reported tally
+	var logged tally
+	var reported map[string]*tally
 	poll.Until(t, "the ledger to hold every logged request", func() bool {
 		lines = accessLog(t, e)
-		logged, reported = tally{}, tally{}
+		logged, reported = tally{}, map[string]*tally{"a": {}, "b": {}, "c": {}}
 		for _, l := range lines {
 			if l.PromptTokens == nil {
 				continue
@@ -105,21 +106,23 @@ func TestFleetUnderFaults(t *testing.T) {
 			logged.prompt += *l.PromptTokens
 			logged.completion += l.CompletionTokens
 			logged.requests++
-			if !l.Counted {
-				reported.prompt += *l.PromptTokens
-				reported.completion += l.CompletionTokens
+			if r := reported[l.Backend]; !l.Counted && r != nil {
+				r.prompt += *l.PromptTokens
+				r.completion += l.CompletionTokens
 			}
 		}
 		return ledgerTally(e.usageOf(t, keyAll, "")) == logged
 	})
-	var backendPrompt, backendCompletion int64
-	for _, s := range sims {
-		st := s.Stats()
-		backendPrompt += st.ReportedPrompt
-		backendCompletion += st.ReportedTokens
-	}
-	if reported.prompt != backendPrompt || reported.completion != backendCompletion {
-		t.Errorf("backend-reported usage: logged %+v, the backends reported %d + %d", reported, backendPrompt, backendCompletion)
+	for i, name := range []string{"a", "b", "c"} {
+		st, r := sims[i].Stats(), reported[name]
+		exact := r.prompt == st.ReportedPrompt && r.completion == st.ReportedTokens
+		// The killed backend may have written the usage of a stream the
+		// kill cut before the gateway could read it: the gateway then
+		// charged its own count. It never logs a report it did not get.
+		lost := name == "a" && cut.Load() > 0 && r.prompt <= st.ReportedPrompt && r.completion <= st.ReportedTokens
+		if !exact && !lost {
+			t.Errorf("backend %s: logged as reported %+v, it reported %d + %d", name, *r, st.ReportedPrompt, st.ReportedTokens)
+		}
 	}
 	if logged.requests != intact.Load()+cut.Load() {
 		t.Errorf("%d requests recorded, %d answered", logged.requests, intact.Load()+cut.Load())

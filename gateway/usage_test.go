@@ -185,6 +185,7 @@ type accessLine struct {
 	PromptTokens     *int64 `json:"prompt_tokens"`
 	CompletionTokens int64  `json:"completion_tokens"`
 	Counted          bool   `json:"usage_counted"`
+	Backend          string `json:"backend"`
 	Outcome          string `json:"stream_outcome"`
 }
 
