@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/obol/obol/internal/pgdb"
+	"github.com/obol/obol/internal/redisinfo"
 )
 
 // proxyCmd serves a bare httputil.ReverseProxy: the floor a gateway is
@@ -363,19 +364,8 @@ func redisCPU(ctx context.Context, url string) time.Duration {
 	}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
-	info, err := rdb.Info(ctx, "cpu").Result()
-	if err != nil {
-		return 0
-	}
-	var total float64
-	for _, line := range strings.Split(info, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
-			f, _ := strconv.ParseFloat(v, 64)
-			total += f
-		}
-	}
-	return time.Duration(total * float64(time.Second))
+	d, _ := redisinfo.CPU(ctx, rdb)
+	return d
 }
 
 // cpuTime is a process's user + system CPU time so far, from /proc.

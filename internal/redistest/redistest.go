@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/obol/obol/internal/redisinfo"
 )
 
 // URL is the shared test Redis: REDIS_URL, or the local default.
@@ -239,25 +241,13 @@ func MastersUsed(t testing.TB, addrs []string) int {
 	return used
 }
 
-// CPU is the CPU time the Redis server behind rdb has used so far (user
-// and system, from INFO cpu): benchmarks report Redis's own cost per
-// operation from two readings.
+// CPU is the CPU time the Redis server behind rdb has used so far:
+// benchmarks report Redis's own cost per operation from two readings.
 func CPU(t testing.TB, rdb redis.UniversalClient) time.Duration {
 	t.Helper()
-	info, err := rdb.Info(context.Background(), "cpu").Result()
+	d, err := redisinfo.CPU(context.Background(), rdb)
 	if err != nil {
-		t.Fatalf("INFO cpu: %v", err)
+		t.Fatal(err)
 	}
-	var total float64
-	for _, line := range strings.Split(info, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("INFO cpu %s: %v", k, err)
-			}
-			total += f
-		}
-	}
-	return time.Duration(total * float64(time.Second))
+	return d
 }
