@@ -2,6 +2,7 @@ package quota
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -58,6 +59,23 @@ func spendOf(l level, res *Reservation, before, after int64) (Spend, bool) {
 type Money struct {
 	Ledger  Ledger
 	OnSpend func(Spend)
+}
+
+// eachSpent reads from the ledger what each of the subject's levels with
+// a budget has spent in month, for fn; i is the level's index.
+func (m Money) eachSpent(ctx context.Context, sub Subject, month string, fn func(i int, l level, spent int64)) error {
+	ls, n := sub.levels()
+	for i, l := range ls[:n] {
+		if l.lim.Budget <= 0 {
+			continue
+		}
+		v, err := m.spent(ctx, l, sub, month)
+		if err != nil {
+			return fmt.Errorf("spend of %s in %s from the ledger: %w", l.id, month, err)
+		}
+		fn(i, l, v)
+	}
+	return nil
 }
 
 func (m Money) spent(ctx context.Context, l level, sub Subject, month string) (int64, error) {

@@ -29,21 +29,16 @@ type dayKey struct{ day, key string }
 // meanwhile is left as it is.
 func (m *Memory) startSpend(ctx context.Context, sub Subject) error {
 	mo, _ := month(m.now())
-	ls, n := sub.levels()
-	for _, l := range ls[:n] {
-		if l.lim.Budget <= 0 {
-			continue
-		}
-		v, err := m.money.spent(ctx, l, sub, mo)
-		if err != nil {
-			return fmt.Errorf("admit %s: spend of %s in %s from the ledger: %w", sub.Key, l.id, mo, err)
-		}
+	err := m.money.eachSpent(ctx, sub, mo, func(_ int, l level, spent int64) {
 		s := m.shard(l.id)
 		s.mu.Lock()
 		if s.spend[monthKey{mo, l.id}] == nil {
-			s.spend[monthKey{mo, l.id}] = &memSpend{spent: v}
+			s.spend[monthKey{mo, l.id}] = &memSpend{spent: spent}
 		}
 		s.mu.Unlock()
+	})
+	if err != nil {
+		return fmt.Errorf("admit %s: %w", sub.Key, err)
 	}
 	return nil
 }

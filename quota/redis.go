@@ -184,17 +184,12 @@ func decision(res []any, levels int) Decision {
 func (r *Redis) seed(ctx context.Context, sub Subject, keys []string, mo string, left time.Duration) error {
 	var hashes []string
 	var args []any
-	ls, n := sub.levels()
-	for i, l := range ls[:n] {
-		if l.lim.Budget <= 0 {
-			continue
-		}
-		v, err := r.money.spent(ctx, l, sub, mo)
-		if err != nil {
-			return fmt.Errorf("spend of %s in %s from the ledger: %w", l.id, mo, err)
-		}
+	err := r.money.eachSpent(ctx, sub, mo, func(i int, _ level, spent int64) {
 		hashes = append(hashes, keys[perLevel*i+4])
-		args = append(args, v)
+		args = append(args, spent)
+	})
+	if err != nil {
+		return err
 	}
 	args = append(args, left.Seconds())
 	return seedScript.Run(ctx, r.rdb, hashes, args...).Err()
