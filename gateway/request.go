@@ -189,18 +189,17 @@ func (c *chatRequest) decodeMessages() error {
 	}
 	chars := 0
 	for i, rm := range msgs {
-		param := func() string { return "messages[" + strconv.Itoa(i) + "]" }
 		m, ok := decodeMessage(rm)
 		if !ok {
-			return badRequest(param(), param()+" must be an object with a string role")
+			return badRequest(msgParam(i, ""), msgParam(i, "")+" must be an object with a string role")
 		}
 		if m.Role == nil {
-			return badRequest(param()+".role", "missing required parameter: "+param()+".role")
+			return badRequest(msgParam(i, ".role"), "missing required parameter: "+msgParam(i, ".role"))
 		}
 		if !roles[*m.Role] {
-			return badRequest(param()+".role", fmt.Sprintf("unknown role %q: use system, developer, user, assistant or tool", clip.String(*m.Role, 40)))
+			return badRequest(msgParam(i, ".role"), fmt.Sprintf("unknown role %q: use system, developer, user, assistant or tool", clip.String(*m.Role, 40)))
 		}
-		n, err := c.decodeContent(param, *m.Role, m.Content)
+		n, err := c.decodeContent(i, *m.Role, m.Content)
 		if err != nil {
 			return err
 		}
@@ -209,6 +208,10 @@ func (c *chatRequest) decodeMessages() error {
 	c.PromptTokens += (chars + 3) / 4
 	return nil
 }
+
+// msgParam names message i's field (suffix ".role", …), for an error:
+// built only when one is answered.
+func msgParam(i int, suffix string) string { return "messages[" + strconv.Itoa(i) + "]" + suffix }
 
 // arrayElements splits a JSON array into its elements' raw values, in one
 // pass, or through encoding/json where that walk bails.
@@ -252,10 +255,10 @@ func decodeMessage(rm []byte) (message, bool) {
 	return m, json.Unmarshal(rm, &m) == nil
 }
 
-// decodeContent checks one message's content and returns its character
-// count; msg names the message, for errors.
-func (c *chatRequest) decodeContent(msg func() string, role string, raw json.RawMessage) (int, error) {
-	param := func() string { return msg() + ".content" }
+// decodeContent checks message i's content and returns its character
+// count.
+func (c *chatRequest) decodeContent(i int, role string, raw json.RawMessage) (int, error) {
+	param := func() string { return msgParam(i, ".content") }
 	if len(raw) == 0 || isNull(raw) {
 		if role == "assistant" || role == "function" {
 			return 0, nil // an assistant turn that only called tools
