@@ -191,7 +191,9 @@ local function whole(v)
   return math.floor(v + 1e-6)
 end
 
-local function us(v) return math.floor(v * 1000000) end
+-- us is a duration in whole microseconds, rounded up: a wait is never
+-- told shorter than it is.
+local function us(v) return math.ceil(v * 1000000) end
 
 local levels = #KEYS / 5
 local states = {}
