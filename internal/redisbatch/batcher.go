@@ -39,8 +39,12 @@ type job struct {
 }
 
 // New returns a Batcher over rdb that waits linger for writers to join a
-// pipeline, which then has timeout to run.
+// pipeline, which then has timeout to run. No linger is NewEager's with
+// one pipeline in flight.
 func New(rdb redis.UniversalClient, linger, timeout time.Duration) *Batcher {
+	if linger <= 0 {
+		return NewEager(rdb, 1, timeout)
+	}
 	return &Batcher{rdb: rdb, linger: linger, timeout: timeout}
 }
 

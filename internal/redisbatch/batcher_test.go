@@ -189,3 +189,18 @@ func TestEagerSendsAtOnceAndGathersTheRest(t *testing.T) {
 		return b.running == 0
 	})
 }
+
+// TestNoLingerIsEager: a batcher made with no linger sends at once (it
+// would otherwise wait for a timer never set).
+func TestNoLingerIsEager(t *testing.T) {
+	rdb, prefix := redistest.Shared(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cmds, err := New(rdb, 0, time.Second).Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Incr(ctx, prefix+"n")
+		return nil
+	})
+	if err != nil || len(cmds) != 1 || cmds[0].(*redis.IntCmd).Val() != 1 {
+		t.Fatalf("%v %v", cmds, err)
+	}
+}
