@@ -56,99 +56,129 @@ func proxyCmd(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // compareCmd runs one load, in one run, against the simulator directly,
-// a bare ReverseProxy in front of it, obol with its embedded store and
-// obol with Redis, and prints each one's throughput, latency and CPU per
-// request side by side, as ratios to the ReverseProxy.
+// a bare ReverseProxy in front of it, obol with its embedded store, with
+// its records in PostgreSQL and with Redis, and prints each one's
+// throughput, latency and CPU per request side by side, as ratios to the
+// ReverseProxy.
 func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c loadConfig
 	c.flags(fs)
-	obolBin := fs.String("obol", "bin/obol", "the obol binary")
-	redisURL := fs.String("redis", "redis://127.0.0.1:6379/0", "Redis for the Redis + PostgreSQL variant (empty: skip it)")
-	pgURL := fs.String("postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+	var o compareOptions
+	fs.StringVar(&o.obolBin, "obol", "bin/obol", "the obol binary")
+	fs.StringVar(&o.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis for the Redis + PostgreSQL variant (empty: skip it)")
+	fs.StringVar(&o.pgURL, "postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
 		"PostgreSQL for the variants that keep records there, in a schema of their own (empty: skip them)")
-	tokens := fs.Int("tokens", 20, "tokens per reply (stream chunks)")
-	tps := fs.Float64("tps", 0, "simulator tokens per second per stream (0: at once)")
-	first := fs.Duration("first-token", 0, "simulator delay before the first token")
-	profileDir := fs.String("profile", "", "write each obol's CPU profile of the measured load to this directory")
-	logLevel := fs.String("log-level", "info", "obol's log level (info, the default, writes an access-log line per request)")
+	fs.IntVar(&o.tokens, "tokens", 20, "tokens per reply (stream chunks)")
+	fs.Float64Var(&o.tps, "tps", 0, "simulator tokens per second per stream (0: at once)")
+	fs.DurationVar(&o.first, "first-token", 0, "simulator delay before the first token")
+	fs.StringVar(&o.profileDir, "profile", "", "write each obol's CPU profile of the measured load to this directory")
+	fs.StringVar(&o.logLevel, "log-level", "info", "obol's log level (info, the default, writes an access-log line per request)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if _, err := os.Stat(*obolBin); err != nil {
-		return fmt.Errorf("-obol %s: %w (make build)", *obolBin, err)
+	if _, err := os.Stat(o.obolBin); err != nil {
+		return fmt.Errorf("-obol %s: %w (make build)", o.obolBin, err)
 	}
 	ps, err := newProcs("obol-compare")
 	if err != nil {
 		return err
 	}
 	defer ps.close()
-	self, dir, start := ps.self, ps.dir, ps.start
-
-	simCmd, simURL, err := start("sim", nil, self, "sim", "-tokens", strconv.Itoa(*tokens),
-		"-tps", strconv.FormatFloat(*tps, 'f', -1, 64), "-first-token", first.String())
-	if err != nil {
-		return err
-	}
-	proxyProc, proxyURL, err := start("proxy", nil, self, "proxy", "-target", simURL)
-	if err != nil {
-		return err
-	}
 	secret := "sk-bench-" + randHex(12)
-	adminAddrs := map[string]string{} // by config name, with -profile
-	writeConfig := func(name, redis, pg string) (string, error) {
-		admin := ""
-		if *profileDir != "" {
-			port, err := freePort()
-			if err != nil {
-				return "", err
-			}
-			admin = fmt.Sprintf("admin_listen: \"127.0.0.1:%d\"\npprof: true\n", port)
-			adminAddrs[name] = fmt.Sprintf("127.0.0.1:%d", port)
-		}
-		return obolConfig(dir, name, redis, pg, simURL, secret, admin+"log: {level: "+*logLevel+"}\n")
+	targets, drop, err := startTargets(ctx, ps, o, secret)
+	defer drop()
+	if err != nil {
+		return err
 	}
-	type target struct {
-		name  string
-		url   string
-		proc  *exec.Cmd // whose CPU is counted
-		admin string    // obol's admin listener, with -profile
-		redis string    // the Redis whose CPU is counted too
+	c.Keys = []string{secret}
+	rows, err := measure(ctx, c, targets, o.profileDir, stderr)
+	if err != nil {
+		return err
 	}
-	targets := []target{{"simulator (direct)", simURL, simCmd, "", ""}, {"ReverseProxy (floor)", proxyURL, proxyProc, "", ""}}
+	return printRows(stdout, c, o.tokens, rows)
+}
+
+// compareOptions are compare's own flags.
+type compareOptions struct {
+	obolBin, redisURL, pgURL string
+	tokens                   int
+	tps                      float64
+	first                    time.Duration
+	profileDir, logLevel     string
+}
+
+// target is one process compare loads.
+type target struct {
+	name  string
+	url   string
+	proc  *exec.Cmd // whose CPU is counted
+	admin string    // obol's admin listener, with -profile
+	redis string    // the Redis whose CPU is counted too
+}
+
+// startTargets starts the simulator, the floor in front of it and each
+// obol variant; drop removes the PostgreSQL schema they used.
+func startTargets(ctx context.Context, ps *procs, o compareOptions, secret string) (targets []target, drop func(), err error) {
+	drop = func() {}
+	simCmd, simURL, err := ps.start("sim", nil, ps.self, "sim", "-tokens", strconv.Itoa(o.tokens),
+		"-tps", strconv.FormatFloat(o.tps, 'f', -1, 64), "-first-token", o.first.String())
+	if err != nil {
+		return nil, drop, err
+	}
+	proxyProc, proxyURL, err := ps.start("proxy", nil, ps.self, "proxy", "-target", simURL)
+	if err != nil {
+		return nil, drop, err
+	}
+	targets = []target{{"simulator (direct)", simURL, simCmd, "", ""}, {"ReverseProxy (floor)", proxyURL, proxyProc, "", ""}}
 	variants := []struct{ name, label, redis, pg string }{{"embedded", "obol, embedded store", "", ""}}
-	if *pgURL != "" {
-		schema, err := benchSchema(ctx, *pgURL)
+	if o.pgURL != "" {
+		schema, err := benchSchema(ctx, o.pgURL)
 		if err != nil {
-			return err
+			return nil, drop, err
 		}
-		defer schema.drop()
+		drop = schema.drop
 		variants = append(variants, struct{ name, label, redis, pg string }{"postgres", "obol, PostgreSQL", "", schema.url})
-		if *redisURL != "" {
-			variants = append(variants, struct{ name, label, redis, pg string }{"redis", "obol, Redis + PostgreSQL", *redisURL, schema.url})
+		if o.redisURL != "" {
+			variants = append(variants, struct{ name, label, redis, pg string }{"redis", "obol, Redis + PostgreSQL", o.redisURL, schema.url})
 		}
 	}
 	for _, v := range variants {
-		cfg, err := writeConfig(v.name, v.redis, v.pg)
-		if err != nil {
-			return err
+		extra, admin := "log: {level: "+o.logLevel+"}\n", ""
+		if o.profileDir != "" {
+			port, err := freePort()
+			if err != nil {
+				return nil, drop, err
+			}
+			admin = fmt.Sprintf("127.0.0.1:%d", port)
+			extra += fmt.Sprintf("admin_listen: %q\npprof: true\n", admin)
 		}
-		proc, url, err := start("obol-"+v.name, nil, *obolBin, "serve", "-config", cfg)
+		cfg, err := obolConfig(ps.dir, v.name, v.redis, v.pg, simURL, secret, extra)
 		if err != nil {
-			return err
+			return nil, drop, err
 		}
-		targets = append(targets, target{v.label, url, proc, adminAddrs[v.name], v.redis})
+		proc, url, err := ps.start("obol-"+v.name, nil, o.obolBin, "serve", "-config", cfg)
+		if err != nil {
+			return nil, drop, err
+		}
+		targets = append(targets, target{v.label, url, proc, admin, v.redis})
 	}
+	return targets, drop, nil
+}
 
-	c.Keys = []string{secret}
-	type row struct {
-		name  string
-		rep   *report
-		cpu   time.Duration // of the target's own process, during the measured load
-		gen   time.Duration // of this load generator, meanwhile
-		redis time.Duration // of Redis, meanwhile (-1: not used)
-	}
+// row is one target's measurement.
+type row struct {
+	name  string
+	rep   *report
+	cpu   time.Duration // of the target's own process, during the measured load
+	gen   time.Duration // of this load generator, meanwhile
+	redis time.Duration // of Redis, meanwhile (-1: not used)
+}
+
+// measure runs the load against each target in turn, counting CPU over
+// the measured part (and keeping obol's profile of it, with profileDir).
+func measure(ctx context.Context, c loadConfig, targets []target, profileDir string, stderr io.Writer) ([]row, error) {
 	var rows []row
 	for _, t := range targets {
 		lc := c
@@ -162,17 +192,17 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 			if t.admin != "" {
 				go func() {
-					profiled <- fetchProfile(t.admin, lc.Duration, filepath.Join(*profileDir, profileName(t.name)))
+					profiled <- fetchProfile(t.admin, lc.Duration, filepath.Join(profileDir, profileName(t.name)))
 				}()
 			}
 		}
 		rep, err := runLoad(ctx, lc)
 		if err != nil {
-			return fmt.Errorf("%s: %w", t.name, err)
+			return nil, fmt.Errorf("%s: %w", t.name, err)
 		}
 		if t.admin != "" {
 			if err := <-profiled; err != nil {
-				return fmt.Errorf("%s: profile: %w", t.name, err)
+				return nil, fmt.Errorf("%s: profile: %w", t.name, err)
 			}
 		}
 		r := row{t.name, rep, cpuTime(t.proc.Process.Pid) - before, cpuTime(os.Getpid()) - genBefore, -1}
@@ -182,14 +212,19 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		rows = append(rows, r)
 		rep.print(stderr, t.name)
 	}
+	return rows, nil
+}
 
+// printRows prints the table: each target against the floor (rows[1]),
+// latencies added over the simulator's (rows[0]).
+func printRows(stdout io.Writer, c loadConfig, tokens int, rows []row) error {
 	mode := fmt.Sprintf("closed loop, %d connections", c.Conns)
 	if c.Rate > 0 {
 		mode = fmt.Sprintf("open loop, %.0f requests/s", c.Rate)
 	}
 	kind := "non-streaming"
 	if c.Stream {
-		kind = fmt.Sprintf("streaming, %d chunks", *tokens)
+		kind = fmt.Sprintf("streaming, %d chunks", tokens)
 	}
 	fmt.Fprintf(stdout, "\n%s, %s, %s per target, %s\n\n", kind, mode, c.Duration, time.Now().UTC().Format("2006-01-02"))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
