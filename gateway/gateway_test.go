@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"reflect"
@@ -339,6 +340,23 @@ func TestOpenAIStreamUsage(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestCutBeforeFirstToken: a backend that drops the connection before its
+// first token (nothing has reached the client yet) is answered 502
+// upstream_error, streamed or not, never a 500.
+func TestCutBeforeFirstToken(t *testing.T) {
+	for _, stream := range []bool{true, false} {
+		e := newEnv(t, sim.Config{ReplyTokens: 10, Fault: sim.Fault{Kind: sim.Disconnect, After: 0}})
+		resp := e.post(t, "/v1/chat/completions", keyAll,
+			fmt.Sprintf(`{"model":"hermes","stream":%t,"messages":[{"role":"user","content":"hi"}]}`, stream))
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("stream %t: status %d, want 502", stream, resp.StatusCode)
+		}
+		if body := readError(t, resp); body.Error.Code != "upstream_error" {
+			t.Errorf("stream %t: %+v", stream, body.Error)
+		}
+	}
 }
 
 func TestStreamFailuresEndWithErrorEventAndDone(t *testing.T) {

@@ -272,13 +272,16 @@ func peekFirstEvent(r io.Reader) (*Events, error) {
 	for {
 		data, err := ev.r.Next()
 		if err != nil {
-			if errors.Is(err, errPeekTooLong) {
+			switch {
+			case errors.Is(err, errPeekTooLong):
 				return nil, fmt.Errorf("%w: no token in the first %d bytes", ErrAnswerCut, maxPeek)
+			case err == io.EOF:
+				return nil, ErrAnswerCut
 			}
-			if err == io.EOF {
-				err = ErrAnswerCut
-			}
-			return nil, err
+			// A connection broken off (a body cut mid-chunk, a reset), as
+			// readWhole says of an answer not streamed; a timeout is told
+			// by the attempt's context.
+			return nil, fmt.Errorf("%w: %v", ErrAnswerCut, err)
 		}
 		if ev.r.EOF() {
 			return nil, ErrAnswerCut // the event was cut by the end of the answer

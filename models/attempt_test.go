@@ -2,8 +2,10 @@ package models
 
 import (
 	"errors"
+	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/obol/obol/internal/sse"
 )
@@ -25,6 +27,12 @@ func TestPeekFirstEvent(t *testing.T) {
 		{"cut inside the first token", role + strings.TrimSuffix(text, "\n\n"), ErrAnswerCut},
 		{"no token in a megabyte", strings.Repeat(role, maxPeek/len(role)+200) + text, ErrAnswerCut},
 	}
+	t.Run("connection broken off", func(t *testing.T) {
+		r := io.MultiReader(strings.NewReader(role), iotest.ErrReader(io.ErrUnexpectedEOF))
+		if _, err := peekFirstEvent(r); !errors.Is(err, ErrAnswerCut) {
+			t.Fatalf("err %v, want %v", err, ErrAnswerCut)
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ev, err := peekFirstEvent(strings.NewReader(tt.in))
