@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -32,12 +33,15 @@ const (
 )
 
 type env struct {
-	sim    *sim.Server
-	gw     *httptest.Server
-	srv    *gateway.Server
-	log    *syncbuf.Buffer
-	ledger *usage.Ledger // nil when an option put another Ledger in
-	quota  gateway.Quota
+	sim *sim.Server
+	gw  *httptest.Server
+	srv *gateway.Server
+	log *syncbuf.Buffer
+	// serverLog is what Go's HTTP server logged: a handler's panic, a
+	// broken connection.
+	serverLog *syncbuf.Buffer
+	ledger    *usage.Ledger // nil when an option put another Ledger in
+	quota     gateway.Quota
 }
 
 // envConfig is what an envOption may change before the gateway starts.
@@ -50,6 +54,8 @@ type envConfig struct {
 	keyStore keys.Store
 	keyPoll  time.Duration
 	projects keys.Projects
+	// h2c: the gateway also speaks HTTP/2 without TLS, as with h2: true.
+	h2c bool
 }
 
 type envOption func(*envConfig)
@@ -175,13 +181,20 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 	}
 	gw := httptest.NewUnstartedServer(srv)
 	gw.Config.BaseContext = srv.BaseContext
+	serverLog := &syncbuf.Buffer{}
+	gw.Config.ErrorLog = log.New(serverLog, "", 0)
+	if c.h2c {
+		gw.Config.Protocols = new(http.Protocols)
+		gw.Config.Protocols.SetHTTP1(true)
+		gw.Config.Protocols.SetUnencryptedHTTP2(true)
+	}
 	gw.Start()
 	t.Cleanup(gw.Close)
 	// First (cleanups run last-in first-out): end the backend calls that
 	// outlive their clients, as a shutdown does.
 	t.Cleanup(srv.Abort)
 	l, _ := c.Ledger.(*usage.Ledger)
-	return &env{sim: s, gw: gw, srv: srv, log: logBuf, ledger: l, quota: c.Quota}
+	return &env{sim: s, gw: gw, srv: srv, log: logBuf, serverLog: serverLog, ledger: l, quota: c.Quota}
 }
 
 // newKeys is the registry of the test's keys, and of run-time keys when

@@ -70,6 +70,11 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *cha
 	}
 	s.metrics.decided(r.Context(), c.key.Tier, "none", "allowed")
 	c.reservation = d.Reservation
+	if err := r.Context().Err(); err != nil {
+		// The client left while it was admitted: no backend is called, and
+		// the reservation is settled at zero once the handler returns.
+		return err
+	}
 	if d.Reservation.Lease != "" {
 		// Renewed so that a long stream keeps its slot and its held money;
 		// a replica that dies loses both within quota.LeaseTTL.

@@ -159,20 +159,24 @@ func (l *Limiter) Admit(ctx context.Context, sub Subject, tokens, cost int64) (D
 	if err != nil {
 		return Decision{}, fmt.Errorf("admit %s: %w", sub.Key, err)
 	}
-	if decided {
-		return d, nil
+	if !decided {
+		if l.opt.Mode == FailClosed {
+			return Decision{}, fmt.Errorf("admit %s: %w", sub.Key, ErrUnavailable)
+		}
+		if d, err = l.local.Admit(ctx, l.share(sub), tokens, cost); err != nil {
+			return Decision{}, err
+		}
+		if d.Reservation != nil {
+			d.Reservation.local = true
+		}
+		l.failOpen.Add(ctx, 1, metric.WithAttributes(attribute.Bool("allowed", d.Allowed)))
 	}
-	if l.opt.Mode == FailClosed {
-		return Decision{}, fmt.Errorf("admit %s: %w", sub.Key, ErrUnavailable)
+	if d.Reservation != nil && ctx.Err() != nil {
+		// The caller left while its admission ran: what it reserved comes
+		// back at once, not when its lease expires.
+		l.Settle(context.WithoutCancel(ctx), d.Reservation, 0, 0)
+		return Decision{}, fmt.Errorf("admit %s: %w", sub.Key, ctx.Err())
 	}
-	d, err = l.local.Admit(ctx, l.share(sub), tokens, cost)
-	if err != nil {
-		return Decision{}, err
-	}
-	if d.Reservation != nil {
-		d.Reservation.local = true
-	}
-	l.failOpen.Add(ctx, 1, metric.WithAttributes(attribute.Bool("allowed", d.Allowed)))
 	return d, nil
 }
 

@@ -133,6 +133,10 @@ func (r *Redis) admit(ctx context.Context, sub Subject, tokens, cost int64, dry 
 // when there is a batcher for them.
 func (r *Redis) admitOnce(ctx context.Context, keys []string, args []any) ([]any, error) {
 	if r.admits == nil {
+		// Once sent, an admission is waited for whatever the caller does:
+		// if it reserved, its caller must know to settle it.
+		ctx, cancel := uncancelled(ctx)
+		defer cancel()
 		return admitScript.Run(ctx, r.rdb, keys, args...).Slice()
 	}
 	var res []any
@@ -143,6 +147,14 @@ func (r *Redis) admitOnce(ctx context.Context, keys []string, args []any) ([]any
 		err = errors.New("admission script: no answer")
 	}
 	return res, err
+}
+
+// uncancelled is ctx without its cancellation, keeping its deadline.
+func uncancelled(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok {
+		return context.WithDeadline(context.WithoutCancel(ctx), dl)
+	}
+	return context.WithCancel(context.WithoutCancel(ctx))
 }
 
 // decision reads admitScript's answer.
@@ -235,6 +247,7 @@ func (r *Redis) evalEach(ctx context.Context, p Pipelines, script *redis.Script,
 		var again []int
 		for j, c := range cmds {
 			switch {
+			case c == nil: // withdrawn before it was sent: it never ran
 			case c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT"):
 				again = append(again, idx[j])
 			case c.Err() == nil && done != nil:

@@ -22,3 +22,16 @@ func Until(t testing.TB, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Try polls cond until it holds, reporting true, or for Bound, reporting
+// false: for a test that says what it saw when it fails.
+func Try(cond func() bool) bool {
+	deadline := time.Now().Add(Bound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}

@@ -57,9 +57,11 @@ func NewEager(rdb redis.UniversalClient, inFlight int, timeout time.Duration) *B
 
 // Pipelined has the signature of go-redis's: fn queues commands, which
 // run in the next shared pipeline. It returns fn's commands and the first
-// of their errors. If ctx ends first it returns ctx's error, and the
-// commands may still run: a writer's commands must bear that (a
-// settlement may be lost either way).
+// of their errors. If ctx ends before the commands are sent, they are
+// withdrawn and never run, and ctx's error is returned with no commands;
+// once sent, their answer is waited for (within the batcher's timeout),
+// so that a caller always knows whether what it asked for ran: an
+// admission that reserved must be settled.
 func (b *Batcher) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
 	j := &job{fn: fn, done: make(chan struct{})}
 	b.mu.Lock()
@@ -82,8 +84,25 @@ func (b *Batcher) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error)
 	case <-j.done:
 		return j.cmds, j.err
 	case <-ctx.Done():
+	}
+	if b.withdraw(j) {
 		return nil, ctx.Err()
 	}
+	<-j.done // sent: its pipeline's timeout bounds the wait
+	return j.cmds, j.err
+}
+
+// withdraw takes j out of the queue; false if a pipeline took it.
+func (b *Batcher) withdraw(j *job) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, q := range b.jobs {
+		if q == j {
+			b.jobs = append(b.jobs[:i], b.jobs[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // lead runs pipelines, the first in the caller's goroutine (so a writer

@@ -3,6 +3,7 @@ package redisbatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -82,20 +83,63 @@ func TestWritersShareOneRoundTrip(t *testing.T) {
 	}
 }
 
-// TestCallerContext: a writer whose context ends stops waiting; a Redis
-// that does not answer fails every writer with the batcher's timeout.
+// TestCallerContext: a writer whose context ends before its commands are
+// sent withdraws them (they never run); one whose commands were sent gets
+// their answer, whatever its context; a Redis that does not answer fails
+// every writer with the batcher's timeout.
 func TestCallerContext(t *testing.T) {
 	rdb, prefix := redistest.Shared(t)
-	b := New(rdb, time.Hour, time.Second)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx := context.Background()
+	b := New(rdb, time.Hour, time.Second) // run by hand below
+	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := b.Pipelined(ctx, func(p redis.Pipeliner) error {
+	if cmds, err := b.Pipelined(cctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, prefix+"x", "1", time.Minute)
 		return nil
-	}); err != context.Canceled {
-		t.Errorf("cancelled writer: %v", err)
+	}); err != context.Canceled || cmds != nil {
+		t.Errorf("cancelled writer: %v %v, want no commands and context.Canceled", cmds, err)
 	}
-	b.run() // the queued command still runs, harmlessly
+	b.run()
+	if n, _ := rdb.Exists(ctx, prefix+"x").Result(); n != 0 {
+		t.Error("a withdrawn writer's command ran")
+	}
+
+	// Sent, then cancelled: the answer still comes back. The first
+	// writer leads; the second's pipeline is the next one, held at the
+	// gate when its context ends.
+	g := gate{open: make(chan struct{})}
+	opt := *rdb.Options()
+	opt.DisableIdentity = true // no pipeline of its own to set up a connection
+	slow := redis.NewClient(&opt)
+	defer slow.Close()
+	slow.AddHook(&g)
+	b = NewEager(slow, 1, 5*time.Second)
+	go b.Pipelined(ctx, func(p redis.Pipeliner) error { p.Ping(ctx); return nil })
+	poll.Until(t, "the first pipeline sent", func() bool { return g.n.Load() == 1 })
+	cctx, cancel = context.WithCancel(ctx)
+	got := make(chan error, 1)
+	go func() {
+		cmds, err := b.Pipelined(cctx, func(p redis.Pipeliner) error {
+			p.Incr(ctx, prefix+"sent")
+			return nil
+		})
+		if err == nil && (len(cmds) != 1 || cmds[0].(*redis.IntCmd).Val() != 1) {
+			err = fmt.Errorf("answer %v", cmds)
+		}
+		got <- err
+	}()
+	poll.Until(t, "the second writer queued", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.jobs) == 1
+	})
+	g.open <- struct{}{}
+	poll.Until(t, "the second pipeline sent", func() bool { return g.n.Load() == 2 })
+	cancel()
+	g.open <- struct{}{}
+	if err := <-got; err != nil {
+		t.Errorf("a writer cancelled after its commands were sent: %v, want their answer", err)
+	}
 
 	// A listener that accepts and never answers.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
