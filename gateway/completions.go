@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -34,15 +33,16 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, _ httproute
 // (a string, strings, or token ids), the sampling fields chat has, and
 // best_of, which the backend generates and so is charged.
 func decodeCompletion(body []byte) (*chatRequest, error) {
-	c, err := newRequest(body)
+	c, err := newRequest(body, completionFields)
 	if err != nil {
 		return nil, err
 	}
-	prompts, tokens, err := textOrTokens(c.fields, "prompt")
+	prompts, err := c.textOrTokens("prompt")
 	if err != nil {
 		return nil, err
 	}
-	c.PromptTokens = tokens
+	c.text.addRead(c.fields, completionUnread)
+	c.template = templatePerInput * prompts
 	if err := c.decodeSampling(); err != nil {
 		return nil, err
 	}
@@ -59,34 +59,34 @@ func decodeCompletion(body []byte) (*chatRequest, error) {
 }
 
 // textOrTokens reads a field that is a string, an array of strings, token
-// ids or arrays of them (a prompt, an embedding's input): how many items,
-// and their tokens (characters / 4 for text).
-func textOrTokens(fields map[string]json.RawMessage, name string) (items, tokens int, err error) {
-	raw, ok := fields[name]
+// ids or arrays of them (a prompt, an embedding's input), measures it
+// into c.text, and says how many items it holds.
+func (c *chatRequest) textOrTokens(name string) (items int, err error) {
+	raw, ok := c.fields[name]
 	if !ok || isNull(raw) {
-		return 0, 0, badRequest(name, "missing required parameter: "+name)
+		return 0, badRequest(name, "missing required parameter: "+name)
 	}
 	var one string
 	if json.Unmarshal(raw, &one) == nil {
-		return 1, (utf8.RuneCountInString(one) + 3) / 4, nil
+		c.text.add(raw)
+		return 1, nil
 	}
 	var texts []string
 	if json.Unmarshal(raw, &texts) == nil && len(texts) > 0 {
-		for _, t := range texts {
-			tokens += (utf8.RuneCountInString(t) + 3) / 4
-		}
-		return len(texts), tokens, nil
+		c.text.add(raw)
+		return len(texts), nil
 	}
 	var ids []int64
 	if json.Unmarshal(raw, &ids) == nil && len(ids) > 0 {
-		return 1, len(ids), nil
+		c.text.exact += len(ids)
+		return 1, nil
 	}
 	var many [][]int64
 	if json.Unmarshal(raw, &many) == nil && len(many) > 0 {
 		for _, m := range many {
-			tokens += len(m)
+			c.text.exact += len(m)
 		}
-		return len(many), tokens, nil
+		return len(many), nil
 	}
-	return 0, 0, badRequest(name, name+" must be a non-empty string, array of strings, or array of token ids")
+	return 0, badRequest(name, name+" must be a non-empty string, array of strings, or array of token ids")
 }

@@ -57,17 +57,18 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, _ httprouter
 // decodeEmbeddings parses and checks an embeddings body: its input is
 // what is reserved and charged.
 func decodeEmbeddings(body []byte) (*chatRequest, error) {
-	c, err := newRequest(body)
+	c, err := newRequest(body, embeddingFields)
 	if err != nil {
 		return nil, err
 	}
-	items, tokens, err := textOrTokens(c.fields, "input")
+	items, err := c.textOrTokens("input")
 	if err != nil {
 		return nil, err
 	}
 	if items > maxEmbeddingInputs {
 		return nil, badRequest("input", fmt.Sprintf("input has %d items; at most %d", items, maxEmbeddingInputs))
 	}
-	c.PromptTokens, c.N = tokens, 1
+	c.text.addRead(c.fields, embeddingUnread)
+	c.template, c.N = templatePerInput*items, 1
 	return c, nil
 }

@@ -297,8 +297,8 @@ func TestNativeStreamCountsWhenBackendReportsNoUsage(t *testing.T) {
 	events, _ := readEvents(t, resp.Body)
 	last := events[len(events)-2].m
 	u, _ := last["usage"].(map[string]any)
-	// 8 characters → 2 prompt tokens estimated; 4 content chunks.
-	if u["prompt_tokens"] != float64(2) || u["completion_tokens"] != float64(4) {
+	// The message's 36 bytes → 9 prompt tokens estimated; 4 content chunks.
+	if u["prompt_tokens"] != float64(9) || u["completion_tokens"] != float64(4) {
 		t.Errorf("usage = %v", last["usage"])
 	}
 }

@@ -1,18 +1,16 @@
 package gateway
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/internal/clip"
 )
 
-// A chat request's messages: their roles and content, and what they add
-// to the prompt estimate.
+// A chat request's messages: their roles and content, and what the model
+// reads of them.
 
 type message struct {
 	Role    *string         `json:"role"`
@@ -25,6 +23,10 @@ type contentPart struct {
 	ImageURL json.RawMessage `json:"image_url"`
 }
 
+// decodeMessages checks the messages and measures them: every byte of
+// each message the model reads (its role, content, name, tool calls and
+// their arguments, tool call ids, and whatever else it carries), but an
+// image part's, which counts as an image.
 func (c *chatRequest) decodeMessages() error {
 	raw, ok := c.fields["messages"]
 	if !ok || isNull(raw) {
@@ -37,11 +39,10 @@ func (c *chatRequest) decodeMessages() error {
 	if len(msgs) == 0 {
 		return badRequest("messages", "messages must not be empty")
 	}
-	chars := 0
 	for i, rm := range msgs {
-		m, ok := decodeMessage(rm)
-		if !ok {
-			return badRequest(msgParam(i, ""), msgParam(i, "")+" must be an object with a string role")
+		m, err := decodeMessage(i, rm)
+		if err != nil {
+			return err
 		}
 		if m.Role == nil {
 			return badRequest(msgParam(i, ".role"), "missing required parameter: "+msgParam(i, ".role"))
@@ -49,13 +50,12 @@ func (c *chatRequest) decodeMessages() error {
 		if !roles[*m.Role] {
 			return badRequest(msgParam(i, ".role"), fmt.Sprintf("unknown role %q: use system, developer, user, assistant or tool", clip.String(*m.Role, 40)))
 		}
-		n, err := c.decodeContent(i, *m.Role, m.Content)
-		if err != nil {
+		c.text.add(rm)
+		if err := c.decodeContent(i, *m.Role, m.Content); err != nil {
 			return err
 		}
-		chars += n
 	}
-	c.PromptTokens += (chars + 3) / 4
+	c.messages = len(msgs)
 	return nil
 }
 
@@ -74,15 +74,19 @@ func arrayElements(raw []byte) ([]json.RawMessage, bool) {
 	return out, json.Unmarshal(raw, &out) == nil
 }
 
-// decodeMessage reads a message's role and content. Plain member names
-// are matched in one pass; a name that only folds to role or content
-// (encoding/json matches struct fields regardless of case) sends the
-// message through encoding/json, as does a role that is not a plain string.
-func decodeMessage(rm []byte) (message, bool) {
+// decodeMessage reads message i's role and content, refusing a member
+// whose name folds to one of a message's fields without being it. Plain
+// member names are matched in one pass; escaped names, and a role that is
+// not a plain string, go through encoding/json.
+func decodeMessage(i int, rm []byte) (message, error) {
 	var m message
-	if len(rm) == 0 || rm[0] != '{' {
-		return m, false
+	bad := func() error {
+		return badRequest(msgParam(i, ""), msgParam(i, "")+" must be an object with a string role")
 	}
+	if len(rm) == 0 || rm[0] != '{' {
+		return m, bad()
+	}
+	var folded []byte
 	if chunk.Fields(rm, func(name, value []byte) bool {
 		switch string(name) {
 		case "role":
@@ -97,64 +101,88 @@ func decodeMessage(rm []byte) (message, bool) {
 			m.Content = value
 			return true
 		}
-		return !bytes.EqualFold(name, []byte("role")) && !bytes.EqualFold(name, []byte("content"))
+		if !messageFields.exact[string(name)] && messageFields.check("", string(name)) != nil {
+			folded = name
+		}
+		return folded == nil
 	}) {
-		return m, true
+		return m, nil
+	}
+	if folded != nil {
+		return m, messageFields.check(msgParam(i, ""), string(folded))
+	}
+	fields, err := objectFields(rm)
+	if err != nil || fields == nil {
+		return m, bad()
+	}
+	if err := messageFields.checkObject(msgParam(i, ""), fields); err != nil {
+		return m, err
 	}
 	m = message{}
-	return m, json.Unmarshal(rm, &m) == nil
+	if json.Unmarshal(rm, &m) != nil {
+		return m, bad()
+	}
+	return m, nil
 }
 
-// decodeContent checks message i's content and returns its character
-// count.
-func (c *chatRequest) decodeContent(i int, role string, raw json.RawMessage) (int, error) {
+// decodeContent checks message i's content; an image part's bytes are
+// taken back out of the measure, and the part counted as an image.
+func (c *chatRequest) decodeContent(i int, role string, raw json.RawMessage) error {
 	param := func() string { return msgParam(i, ".content") }
 	if len(raw) == 0 || isNull(raw) {
 		if role == "assistant" || role == "function" {
-			return 0, nil // an assistant turn that only called tools
+			return nil // an assistant turn that only called tools
 		}
-		return 0, badRequest(param(), "missing required parameter: "+param())
+		return badRequest(param(), "missing required parameter: "+param())
 	}
 	switch raw[0] {
 	case '"':
-		s, err := decodeString(raw)
-		if err != nil {
-			return 0, badRequest(param(), param()+" is not a valid string")
+		if _, err := decodeString(raw); err != nil {
+			return badRequest(param(), param()+" is not a valid string")
 		}
-		return utf8.RuneCountInString(s), nil
+		return nil
 	case '[':
 		var parts []json.RawMessage
 		if json.Unmarshal(raw, &parts) != nil {
-			return 0, badRequest(param(), param()+" must be a string or an array of content parts")
+			return badRequest(param(), param()+" must be a string or an array of content parts")
 		}
-		chars := 0
 		for j, rp := range parts {
-			pp := param() + "[" + strconv.Itoa(j) + "]"
-			var p contentPart
-			if len(rp) == 0 || rp[0] != '{' || json.Unmarshal(rp, &p) != nil {
-				return 0, badRequest(pp, pp+" must be a content part object with a type")
-			}
-			switch p.Type {
-			case "text":
-				if p.Text == nil {
-					return 0, badRequest(pp+".text", "a text part needs a string text")
-				}
-				chars += utf8.RuneCountInString(*p.Text)
-			case "image_url":
-				var img struct {
-					URL string `json:"url"`
-				}
-				if len(p.ImageURL) == 0 || p.ImageURL[0] != '{' || json.Unmarshal(p.ImageURL, &img) != nil || img.URL == "" {
-					return 0, badRequest(pp+".image_url", "an image_url part needs image_url.url")
-				}
-				c.images++
-				c.PromptTokens += imageTokens
-			case "refusal":
-			default:
-				return 0, badRequest(pp+".type", fmt.Sprintf("unsupported content part type %q: use text or image_url", clip.String(p.Type, 40)))
+			if err := c.decodePart(param()+"["+strconv.Itoa(j)+"]", rp); err != nil {
+				return err
 			}
 		}
-		return chars, nil
+		return nil
 	}
-	return 0, badRequest(param(), param()+" must be a string or an array of content parts")
+	return badRequest(param(), param()+" must be a string or an array of content parts")
+}
+
+// decodePart checks one content part, pp its name in an error.
+func (c *chatRequest) decodePart(pp string, rp json.RawMessage) error {
+	var p contentPart
+	fields, err := objectFields(rp)
+	if err != nil || fields == nil || json.Unmarshal(rp, &p) != nil {
+		return badRequest(pp, pp+" must be a content part object with a type")
+	}
+	if err := partFields.checkObject(pp, fields); err != nil {
+		return err
+	}
+	switch p.Type {
+	case "text":
+		if p.Text == nil {
+			return badRequest(pp+".text", "a text part needs a string text")
+		}
+	case "image_url":
+		var img struct {
+			URL string `json:"url"`
+		}
+		if len(p.ImageURL) == 0 || p.ImageURL[0] != '{' || json.Unmarshal(p.ImageURL, &img) != nil || img.URL == "" {
+			return badRequest(pp+".image_url", "an image_url part needs image_url.url")
+		}
+		c.text.sub(rp)
+		c.images++
+	case "refusal":
+	default:
+		return badRequest(pp+".type", fmt.Sprintf("unsupported content part type %q: use text or image_url", clip.String(p.Type, 40)))
+	}
+	return nil
 }

@@ -22,6 +22,10 @@ import (
 
 const hi = `{"model":"hermes","messages":[{"role":"user","content":"hi"}]`
 
+// hiPrompt is the gateway's estimate of hi's prompt: its message's 30
+// ASCII bytes at four a token.
+const hiPrompt = 8
+
 // peek reads a key's allowances from the store the gateway uses.
 func peek(t *testing.T, q *quota.Limiter, key string, lim quota.Limits) quota.Decision {
 	t.Helper()
@@ -161,14 +165,14 @@ func TestTokensPerMinute(t *testing.T) {
 		t.Fatalf("request over TPM: %d", resp.StatusCode)
 	}
 	msg, retryAfter := rateLimitBody(t, resp)
-	if want := "Request too large for hermes on tokens per min (TPM): Limit 1000, Requested 1201."; !strings.HasPrefix(msg, want) {
+	if want := "Request too large for hermes on tokens per min (TPM): Limit 1000, Requested 1208."; !strings.HasPrefix(msg, want) {
 		t.Errorf("message %q, want it to start %q", msg, want)
 	}
 	if resp.Header.Get("X-Should-Retry") != "false" || resp.Header.Get("Retry-After") != "" || retryAfter != nil {
 		t.Errorf("hopeless 429: x-should-retry %q, Retry-After %q, retryAfter %v",
 			resp.Header.Get("X-Should-Retry"), resp.Header.Get("Retry-After"), retryAfter)
 	}
-	// Two reservations of 601 do not fit in 1000 at once.
+	// Two reservations of 608 do not fit in 1000 at once.
 	e.sim.SetConfig(sim.Config{ReplyTokens: 1, FirstTokenDelay: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -181,10 +185,10 @@ func TestTokensPerMinute(t *testing.T) {
 		t.Fatalf("second reservation: %d", resp.StatusCode)
 	}
 	msg, retryAfter = rateLimitBody(t, resp)
-	if want := "Rate limit reached for hermes on tokens per min (TPM): Limit 1000, Used 601, Requested 601. Please try again in "; !strings.HasPrefix(msg, want) {
+	if want := "Rate limit reached for hermes on tokens per min (TPM): Limit 1000, Used 608, Requested 608. Please try again in "; !strings.HasPrefix(msg, want) {
 		t.Errorf("message %q, want it to start %q", msg, want)
 	}
-	// 202 tokens short at 1000/min: about 12.1 s.
+	// 216 tokens short at 1000/min: about 13 s.
 	if ra := resp.Header.Get("Retry-After"); ra != "13" || retryAfter == nil || *retryAfter != 13 || resp.Header.Get("X-Should-Retry") != "" {
 		t.Errorf("Retry-After %q, retryAfter %v, x-should-retry %q", ra, retryAfter, resp.Header.Get("X-Should-Retry"))
 	}
@@ -201,7 +205,7 @@ func TestTokensPerDay(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	// Settled in the background, a moment after the answer.
 	poll.Until(t, "settlement", func() bool { return peek(t, q, "key_all", lim).DailyUsed == 9 })
-	resp = e.post(t, "/v1/chat", keyAll, hi+`,"max_tokens":995}`) // 9 used + 996 > 1000
+	resp = e.post(t, "/v1/chat", keyAll, hi+`,"max_tokens":988}`) // 9 used + 996 > 1000
 	if resp.StatusCode != 429 {
 		t.Fatalf("over TPD: %d", resp.StatusCode)
 	}

@@ -30,9 +30,10 @@ type Quota interface {
 	Renew(ctx context.Context, res ...*quota.Reservation) error
 }
 
-// estimate is what admission reserves: an upper bound of what the request
-// can be charged, the prompt estimate plus n choices of the output cap
-// the backend is held to (capOutput has set one).
+// estimate is what admission reserves against the rate limits: the
+// prompt's realistic estimate plus n choices of the output cap the
+// backend is held to (capOutput has set one). Using more is a debt later
+// requests wait out.
 func estimate(req *chatRequest) int64 {
 	return int64(req.PromptTokens) + int64(req.N)*int64(req.MaxTokens)
 }
@@ -97,10 +98,11 @@ func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
 	rateHeaders(w.Header(), c.key.Limits, d, time.Now())
 }
 
-// costBound is what the request can cost at most: its reservation at its
-// model's prices, every prompt token uncached.
+// costBound is what the request can cost at most, which budgets hold:
+// the prompt's bound, every token uncached, and n choices of the output
+// cap, at its model's prices.
 func (s *Server) costBound(c *call, req *chatRequest) usage.Money {
-	return s.prices[c.model].At(c.start).Cost(int64(req.PromptTokens), 0, int64(req.N)*int64(req.MaxTokens))
+	return s.prices[c.model].At(c.start).Cost(int64(req.PromptBound), 0, int64(req.N)*int64(req.MaxTokens))
 }
 
 // settle replaces the reservation's estimate by what the request used:

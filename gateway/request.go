@@ -14,11 +14,6 @@ import (
 	"github.com/obol/obol/models"
 )
 
-// imageTokens is what one image part adds to a prompt estimate: the cost
-// of a 1024×1024 image at high detail in OpenAI's accounting. The estimate
-// only has to be close; settlement replaces it with the backend's count.
-const imageTokens = 765
-
 // chatRequest is what the gateway needs of a chat request. Every field the
 // client sent, known or not, is kept in fields and passed to the backend.
 type chatRequest struct {
@@ -36,10 +31,18 @@ type chatRequest struct {
 	MaxTokens int
 	// N is how many choices the backend generates (n, 1 by default).
 	N int
-	// PromptTokens is the estimate of the prompt: characters / 4, rounded
-	// up, plus imageTokens per image.
-	PromptTokens int
-	images       int
+	// PromptTokens is the realistic estimate of the prompt, which rate
+	// limits reserve and the context window is checked against;
+	// PromptBound the most tokens a backend can bill for it, which
+	// budgets hold (bound.go). Both are set by measure, once the model
+	// (and so what an image costs) is known.
+	PromptTokens, PromptBound int
+	// text is what the model reads of the request, images its images,
+	// and template the chat template's own tokens the bound allows.
+	text     promptText
+	images   int
+	messages int
+	template int
 }
 
 // roles the gateway accepts in messages.
@@ -48,7 +51,7 @@ var roles = map[string]bool{"system": true, "developer": true, "user": true, "as
 // decodeChat parses and checks a chat request body. Its errors are
 // *Error values naming the offending field.
 func decodeChat(body []byte) (*chatRequest, error) {
-	c, err := newRequest(body)
+	c, err := newRequest(body, chatFields)
 	if err != nil {
 		return nil, err
 	}
@@ -58,14 +61,17 @@ func decodeChat(body []byte) (*chatRequest, error) {
 	if err := c.decodeSampling(); err != nil {
 		return nil, err
 	}
-	if raw, ok := c.fields["tools"]; ok {
-		c.PromptTokens += (len(raw) + 3) / 4
-	}
+	c.text.addRead(c.fields, chatUnread)
+	c.template = templatePerRequest + templatePerMessage*c.messages
 	return c, nil
 }
 
-// newRequest parses a body as a JSON object with a model.
-func newRequest(body []byte) (*chatRequest, error) {
+// newRequest parses a body as a JSON object with a model, none of whose
+// members' names folds to one of names without being it.
+func newRequest(body []byte, names *fieldNames) (*chatRequest, error) {
+	if !utf8.Valid(body) {
+		return nil, badRequest("", "the request body is not valid UTF-8 (JSON must be)")
+	}
 	c := &chatRequest{}
 	var err error
 	if c.fields, err = objectFields(body); err != nil {
@@ -77,6 +83,9 @@ func newRequest(body []byte) (*chatRequest, error) {
 	}
 	if c.fields == nil {
 		return nil, badRequest("", "the request body must be a JSON object")
+	}
+	if err := names.checkObject("", c.fields); err != nil {
+		return nil, err
 	}
 	raw, ok := c.fields["model"]
 	if !ok || isNull(raw) {
@@ -158,6 +167,10 @@ func (c *chatRequest) decodeSampling() error {
 		if raw[0] != '{' || json.Unmarshal(raw, &so) != nil {
 			return badRequest("stream_options", "stream_options must be an object with a boolean include_usage")
 		}
+		members, _ := objectFields(raw)
+		if err := streamOptionsFields.checkObject("stream_options", members); err != nil {
+			return err
+		}
 		c.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
 	}
 	return nil
@@ -194,11 +207,21 @@ func (c *chatRequest) positiveInt(name string) (int, error) {
 	return int(n), nil
 }
 
-// check applies the model's limits: vision and the context window.
+// measure sets the prompt's estimate and bound: its text, its images at
+// what one costs on m, and (the bound) the template's tokens.
+func (c *chatRequest) measure(m *models.Model) {
+	images := c.images * m.ImageTokens
+	c.PromptTokens = c.text.estimate() + images
+	c.PromptBound = c.text.bound() + images + c.template
+}
+
+// check measures the request for m and applies the model's limits:
+// vision and the context window.
 func (c *chatRequest) check(m *models.Model) error {
 	if c.images > 0 && !m.Vision {
 		return badRequest("messages", m.Name+" does not accept image input; use a model with vision")
 	}
+	c.measure(m)
 	if c.MaxTokens > 0 && c.PromptTokens+c.MaxTokens > m.ContextWindow || c.PromptTokens > m.ContextWindow {
 		return &Error{Code: CodeContextLength, Param: "messages",
 			Message: fmt.Sprintf("%s's maximum context length is %d tokens; this request asks for about %d (%d in the messages, %d in the completion): shorten the messages or lower max_tokens",

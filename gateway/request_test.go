@@ -4,27 +4,44 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/obol/obol/models"
 )
 
-func TestDecodeChatEstimate(t *testing.T) {
+// TestPromptMeasure: the prompt's bound is the raw length of what the
+// model reads (every message but its image parts, the tools, the
+// response format, members obol does not know) plus the template's
+// tokens and each image's; the estimate counts the same bytes, four
+// ASCII bytes or one other character a token.
+func TestPromptMeasure(t *testing.T) {
+	m := &models.Model{Name: "m", ContextWindow: 1 << 20, Vision: true, ImageTokens: 1000}
+	msg := func(content string) string { return `{"role":"user","content":` + content + `}` }
+	tools := `[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]`
+	call := `{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"q\":\"` + strings.Repeat("x", 400) + `\"}"}}]}`
 	tests := []struct {
-		name      string
-		body      string
-		prompt    int
-		maxTokens int
+		name          string
+		body          string
+		read          []string // what the model reads, raw
+		wide, images  int      // its non-ASCII characters, its images
+		messages      int
+		estimateDelta int // beyond the estimate of read
 	}{
-		{"string content", `{"model":"m","messages":[{"role":"user","content":"abcdefgh"}]}`, 2, 0},
-		{"rounded up", `{"model":"m","messages":[{"role":"user","content":"abcdefghi"}]}`, 3, 0},
-		{"runes, not bytes", `{"model":"m","messages":[{"role":"user","content":"ééééé"}]}`, 2, 0},
-		{"parts and an image", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url","image_url":{"url":"x"}}]}]}`, 1 + imageTokens, 0},
-		{"several messages", `{"model":"m","messages":[{"role":"system","content":"abcd"},{"role":"user","content":"efgh"}]}`, 2, 0},
-		{"assistant tool call", `{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[]},{"role":"tool","content":"42","tool_call_id":"a"}]}`, 1, 0},
-		{"max_tokens", `{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"x"}]}`, 1, 50},
-		{"max_completion_tokens wins", `{"model":"m","max_completion_tokens":70,"max_tokens":50,"messages":[{"role":"user","content":"x"}]}`, 1, 70},
-		{"nulls are absent", `{"model":"m","max_tokens":null,"temperature":null,"stream":null,"messages":[{"role":"user","content":"x"}]}`, 1, 0},
+		{"a string", `{"model":"m","messages":[` + msg(`"abcdefgh"`) + `]}`, []string{msg(`"abcdefgh"`)}, 0, 0, 1, 0},
+		{"CJK", `{"model":"m","messages":[` + msg(`"日本語のテキスト"`) + `]}`, []string{msg(`"日本語のテキスト"`)}, 8, 0, 1, 0},
+		{"emoji", `{"model":"m","messages":[` + msg(`"🙂🙂"`) + `]}`, []string{msg(`"🙂🙂"`)}, 2, 0, 1, 0},
+		{"sampling members are not read", `{"model":"m","max_tokens":5,"temperature":1,"n":1,"stream":false,"seed":3,"messages":[` + msg(`"a"`) + `]}`,
+			[]string{msg(`"a"`)}, 0, 0, 1, 0},
+		{"tools, tool_choice, response_format", `{"model":"m","tools":` + tools + `,"tool_choice":"auto","response_format":{"type":"json_object"},"messages":[` + msg(`"a"`) + `]}`,
+			[]string{msg(`"a"`), tools, `"auto"`, `{"type":"json_object"}`}, 0, 0, 1, 0},
+		{"tool calls and results", `{"model":"m","messages":[` + msg(`"a"`) + `,` + call + `,{"role":"tool","tool_call_id":"c1","content":"42"}]}`,
+			[]string{msg(`"a"`), call, `{"role":"tool","tool_call_id":"c1","content":"42"}`}, 0, 0, 3, 0},
+		{"an unknown member", `{"model":"m","chat_template_kwargs":{"x":"yyyy"},"messages":[` + msg(`"a"`) + `]}`,
+			[]string{msg(`"a"`), `{"x":"yyyy"}`}, 0, 0, 1, 0},
+		{"an image part counts as an image", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"ab"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}`,
+			[]string{`{"role":"user","content":[{"type":"text","text":"ab"},]}`}, 0, 1, 1, 1000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -32,10 +49,47 @@ func TestDecodeChatEstimate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.PromptTokens != tt.prompt || c.MaxTokens != tt.maxTokens {
-				t.Errorf("prompt %d max %d, want %d %d", c.PromptTokens, c.MaxTokens, tt.prompt, tt.maxTokens)
+			if err := c.check(m); err != nil {
+				t.Fatal(err)
+			}
+			bytes := 0
+			for _, r := range tt.read {
+				bytes += len(r)
+			}
+			bound := bytes + tt.images*1000 + templatePerRequest + templatePerMessage*tt.messages
+			ascii := bytes - len(strings.Join(tt.read, "")) + countASCII(strings.Join(tt.read, ""))
+			estimate := (ascii+3)/4 + tt.wide + tt.estimateDelta
+			if c.PromptBound != bound || c.PromptTokens != estimate {
+				t.Errorf("bound %d, estimate %d; want %d, %d", c.PromptBound, c.PromptTokens, bound, estimate)
 			}
 		})
+	}
+}
+
+func countASCII(s string) (n int) {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x80 {
+			n++
+		}
+	}
+	return n
+}
+
+// TestOutputCap: the output cap is the larger of max_tokens and
+// max_completion_tokens.
+func TestOutputCap(t *testing.T) {
+	for body, want := range map[string]int{
+		`{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"x"}]}`:                                    50,
+		`{"model":"m","max_completion_tokens":70,"max_tokens":50,"messages":[{"role":"user","content":"x"}]}`:         70,
+		`{"model":"m","max_tokens":null,"temperature":null,"stream":null,"messages":[{"role":"user","content":"x"}]}`: 0,
+	} {
+		c, err := decodeChat([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.MaxTokens != want {
+			t.Errorf("%s: max %d, want %d", body, c.MaxTokens, want)
+		}
 	}
 }
 
@@ -45,8 +99,8 @@ func TestContextWindow(t *testing.T) {
 		body string
 		ok   bool
 	}{
-		{`{"model":"m","max_tokens":99,"messages":[{"role":"user","content":"abcd"}]}`, true},
-		{`{"model":"m","max_tokens":100,"messages":[{"role":"user","content":"abcd"}]}`, false},
+		{`{"model":"m","max_tokens":92,"messages":[{"role":"user","content":"abcd"}]}`, true}, // 8 + 92
+		{`{"model":"m","max_tokens":93,"messages":[{"role":"user","content":"abcd"}]}`, false},
 		{`{"model":"m","messages":[{"role":"user","content":"abcd"}]}`, true},
 	}
 	for _, tt := range tests {
@@ -142,12 +196,28 @@ func FuzzSplittersAgree(f *testing.F) {
 		}
 		var wantM message
 		wantMOK := len(data) > 0 && data[0] == '{' && json.Unmarshal(data, &wantM) == nil
-		gotM, ok := decodeMessage(data)
-		if ok != wantMOK || (gotM.Role == nil) != (wantM.Role == nil) ||
+		gotM, err := decodeMessage(0, data)
+		if err != nil && wantMOK && foldsToMessageField(data) {
+			return // refused for a name that folds to role or content
+		}
+		if (err == nil) != wantMOK || (gotM.Role == nil) != (wantM.Role == nil) ||
 			gotM.Role != nil && *gotM.Role != *wantM.Role || !bytes.Equal(compactJSON(gotM.Content), compactJSON(wantM.Content)) {
-			t.Fatalf("decodeMessage(%q) = %+v, %v; encoding/json: %+v, %v", data, gotM, ok, wantM, wantMOK)
+			t.Fatalf("decodeMessage(%q) = %+v, %v; encoding/json: %+v, %v", data, gotM, err, wantM, wantMOK)
 		}
 	})
+}
+
+// foldsToMessageField reports whether an object has a member whose name
+// folds to a message field without being it.
+func foldsToMessageField(data []byte) bool {
+	var m map[string]json.RawMessage
+	json.Unmarshal(data, &m)
+	for n := range m {
+		if messageFields.check("", n) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // sameRaw reports whether two member maps hold the same values, up to
@@ -183,4 +253,147 @@ func BenchmarkDecodeChat(b *testing.B) {
 		}
 		c.upstreamBody(true)
 	}
+}
+
+// TestFoldedNames: a member whose name is not a field but folds to one
+// (as encoding/json, and so a Go backend, reads it) is refused with a
+// 400 naming it, at the top of the body, in a message, in a content part
+// and in stream_options; an escaped name that decodes to the field
+// exactly is the field, and a name that folds to none passes through.
+func TestFoldedNames(t *testing.T) {
+	const msgs = `"messages":[{"role":"user","content":"hi"}]`
+	for _, tt := range []struct{ body, param string }{
+		{`{"model":"m","max_tokens":5,"max_tokenſ":30000,` + msgs + `}`, "max_tokenſ"},
+		{`{"model":"m","meſſages":[{"role":"user","content":"` + strings.Repeat("x", 100) + `"}],` + msgs + `}`, "meſſages"},
+		{`{"model":"m","ſtream":true,` + msgs + `}`, "ſtream"},
+		{`{"model":"m","Max_Tokens":9,` + msgs + `}`, "Max_Tokens"},
+		{`{"model":"m","max_to` + "\u212a" + `ens":9,` + msgs + `}`, "max_to\u212aens"},
+		{`{"model":"m","TOOLS":[],` + msgs + `}`, "TOOLS"},
+		{`{"model":"m","messages":[{"role":"user","content":"hi","Content":"` + strings.Repeat("x", 100) + `"}]}`, "messages[0].Content"},
+		{`{"model":"m","messages":[{"role":"user","content":"hi","\u0043ontent":"x"}]}`, "messages[0].Content"},
+		{`{"model":"m","messages":[{"rolE":"tool","role":"user","content":"hi"}]}`, "messages[0].rolE"},
+		{`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a","Text":"b"}]}]}`, "messages[0].content[0].Text"},
+		{`{"model":"m","stream":true,"stream_options":{"include_uſage":false},` + msgs + `}`, "stream_options.include_uſage"},
+	} {
+		_, err := decodeChat([]byte(tt.body))
+		e := (*Error)(nil)
+		if !errors.As(err, &e) || e.Code != CodeBadRequest || e.Param != tt.param || !strings.Contains(e.Message, tt.param) {
+			t.Errorf("%s: %v, want a 400 naming %s", tt.body, err, tt.param)
+		}
+	}
+	var e *Error
+	c, err := decodeChat([]byte(`{"model":"m","max\u005ftokens":7,"top_k":3,` + msgs + `}`))
+	if err != nil || c.MaxTokens != 7 || string(c.fields["top_k"]) != "3" {
+		t.Errorf("an escaped field and an unknown one: %+v, %v", c, err)
+	}
+	for _, body := range []string{`{"model":"m","inpuT":"hi"}`, `{"model":"m","input":"hi","max_output_tokenſ":9}`} {
+		if _, _, err := translateResponses([]byte(body)); !errors.As(err, &e) || e.Code != CodeBadRequest {
+			t.Errorf("responses %s: %v, want a 400", body, err)
+		}
+	}
+	for _, body := range []string{`{"model":"m","prompt":"a","best_Of":3}`, `{"model":"m","Prompt":"a"}`} {
+		if _, err := decodeCompletion([]byte(body)); !errors.As(err, &e) || e.Code != CodeBadRequest {
+			t.Errorf("completions %s: %v, want a 400", body, err)
+		}
+	}
+	if _, err := decodeEmbeddings([]byte(`{"model":"m","input":"a","İnput":"b"}`)); err != nil {
+		t.Logf("embeddings: %v", err) // İ (U+0130) does not fold to i: passed through
+	}
+	if _, err := decodeChat([]byte("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}")); !errors.As(err, &e) || e.Code != CodeBadRequest {
+		t.Errorf("a body that is not UTF-8: %v, want a 400", err)
+	}
+}
+
+// FuzzOneMeaningPerField: whatever body the decoder accepts, the body it
+// sends a backend means the same to a decoder that matches names exactly
+// (Python's, vLLM's) and to one that folds them (encoding/json's, a Go
+// backend's): the output caps, n, stream, and each message's role and
+// content.
+func FuzzOneMeaningPerField(f *testing.F) {
+	for _, seed := range []string{
+		`{"model":"m","max_tokens":5,"max_tokenſ":30000,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","meſſages":[{"role":"user","content":"long"}],"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","ſtream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi","Content":"long"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi","\u0063ontent":"long"}]}`,
+		`{"model":"m","max\u005ftokens":7,"n":2,"N":3,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","max_tokens":1,"max_tokens":2,"messages":[{"role":"user","content":"a"},{"ROLE":"x","role":"user","content":"b"}]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	type msg struct {
+		Role    string          `json:"role"`
+		Content json.RawMessage `json:"content"`
+	}
+	type fields struct {
+		MaxTokens           *int64 `json:"max_tokens"`
+		MaxCompletionTokens *int64 `json:"max_completion_tokens"`
+		N                   *int64 `json:"n"`
+		Stream              *bool  `json:"stream"`
+		Messages            []msg  `json:"messages"`
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		c, err := decodeChat(body)
+		if err != nil {
+			return
+		}
+		up := c.upstreamBody(c.Stream)
+		var folding fields
+		if json.Unmarshal(up, &folding) != nil {
+			t.Fatalf("upstream body %q does not decode", up)
+		}
+		exact := exactFields(t, up)
+		for name, v := range map[string]any{"max_tokens": folding.MaxTokens, "max_completion_tokens": folding.MaxCompletionTokens, "n": folding.N, "stream": folding.Stream} {
+			if got, want := fmt.Sprint(deref(v)), exactValue(exact[name]); got != want {
+				t.Fatalf("%s: a folding decoder reads %s, an exact one %s, of %q", name, got, want, up)
+			}
+		}
+		var exactMsgs []map[string]json.RawMessage
+		json.Unmarshal(exact["messages"], &exactMsgs)
+		if len(exactMsgs) != len(folding.Messages) {
+			t.Fatalf("messages: %d and %d", len(folding.Messages), len(exactMsgs))
+		}
+		for i, m := range folding.Messages {
+			var role string
+			json.Unmarshal(exactMsgs[i]["role"], &role)
+			if role != m.Role || !bytes.Equal(compactJSON(exactMsgs[i]["content"]), compactJSON(m.Content)) {
+				t.Fatalf("message %d: %s %s folded, %s %s exact", i, m.Role, m.Content, role, exactMsgs[i]["content"])
+			}
+		}
+	})
+}
+
+// exactFields reads an object's members by their exact names, the last
+// of a name winning (as Python's json does).
+func exactFields(t *testing.T, body []byte) map[string]json.RawMessage {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func exactValue(raw json.RawMessage) string {
+	var v any
+	if len(raw) == 0 || json.Unmarshal(raw, &v) != nil || v == nil {
+		return "<nil>"
+	}
+	if f, ok := v.(float64); ok {
+		return fmt.Sprint(int64(f))
+	}
+	return fmt.Sprint(v)
+}
+
+func deref(v any) any {
+	switch p := v.(type) {
+	case *int64:
+		if p != nil {
+			return *p
+		}
+	case *bool:
+		if p != nil {
+			return *p
+		}
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -74,8 +75,16 @@ type responsesRequest struct {
 // Completions request that carries it.
 func translateResponses(body []byte) (*responsesRequest, []byte, error) {
 	var rr responsesRequest
+	if !utf8.Valid(body) {
+		return nil, nil, badRequest("", "the request body is not valid UTF-8 (JSON must be)")
+	}
 	if err := json.Unmarshal(body, &rr); err != nil {
 		return nil, nil, badRequest("", "the request body must be a JSON object of the Responses API: "+err.Error())
+	}
+	if fields, err := objectFields(body); err == nil {
+		if err := responsesFields.checkObject("", fields); err != nil {
+			return nil, nil, err
+		}
 	}
 	switch {
 	case rr.Store != nil && *rr.Store:

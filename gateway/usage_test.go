@@ -335,7 +335,7 @@ func TestLedgerMatchesBackend(t *testing.T) {
 			d, _ = phase(4)
 			poll.Until(t, "the backend to see the streams end", func() bool { return e.sim.Stats().Cancelled >= 4 })
 			generated := e.sim.Stats().CompletionTokens - before.CompletionTokens
-			if d.completion < 4*3 || d.completion > generated || d.prompt != 4*1 {
+			if d.completion < 4*3 || d.completion > generated || d.prompt != 4*hiPrompt {
 				t.Errorf("abandoned: ledger %+v; client read 12 tokens, backend generated %d", d, generated)
 			}
 
@@ -345,7 +345,7 @@ func TestLedgerMatchesBackend(t *testing.T) {
 			for i := 0; i < 3; i++ {
 				e.send(t, "/v1/chat/stream", hi+`}`)
 			}
-			if d, _ = phase(3); d.completion != 3*4 || d.prompt != 3*1 {
+			if d, _ = phase(3); d.completion != 3*4 || d.prompt != 3*hiPrompt {
 				t.Errorf("failed mid-stream: ledger %+v, want 12 completion tokens", d)
 			}
 

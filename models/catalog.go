@@ -65,6 +65,11 @@ func (t Timeouts) withDefaults() Timeouts {
 // DefaultMaxOutputTokens is a model's assumed output cap when none is set.
 const DefaultMaxOutputTokens = 4096
 
+// DefaultImageTokens is what one image may cost when a model says
+// nothing: OpenAI's most for one high-detail image (a 768×2048 fit of
+// eight 512-pixel tiles at 170 tokens, plus 85).
+const DefaultImageTokens = 1445
+
 // API is an OpenAI route a backend may serve, as its path under the
 // backend's base URL.
 type API string
@@ -88,7 +93,10 @@ type Model struct {
 	// DefaultMaxOutputTokens or the context window, whichever is smaller.
 	MaxOutputTokens int
 	Vision          bool
-	Timeouts        Timeouts
+	// ImageTokens is the most one image can cost on its backends, which
+	// admission holds per image; 0 means DefaultImageTokens.
+	ImageTokens int
+	Timeouts    Timeouts
 	// MaxAttempts bounds the backends one request may try; 0 means
 	// all of them, at most 3.
 	MaxAttempts int
@@ -135,6 +143,9 @@ func NewCatalog(models []Model) (*Catalog, error) {
 		}
 		if m.MaxOutputTokens <= 0 {
 			m.MaxOutputTokens = min(DefaultMaxOutputTokens, m.ContextWindow)
+		}
+		if m.ImageTokens <= 0 {
+			m.ImageTokens = DefaultImageTokens
 		}
 		m.Timeouts = m.Timeouts.withDefaults()
 		m.Backends = append([]Backend(nil), m.Backends...)

@@ -21,7 +21,7 @@ func catalogOf(c *Config, getenv func(string) string) (*models.Catalog, error) {
 		mc := c.Models[name]
 		m := models.Model{
 			Name: name, Description: mc.Description, ContextWindow: mc.ContextWindow,
-			MaxOutputTokens: mc.MaxOutputTokens, Vision: mc.Vision,
+			MaxOutputTokens: mc.MaxOutputTokens, Vision: mc.Vision, ImageTokens: mc.ImageTokens,
 			Timeouts: models.Timeouts(mc.Timeouts), MaxAttempts: mc.MaxAttempts,
 		}
 		for _, api := range mc.Serves {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/obol/obol/models"
 )
 
 // The models' configuration: each public model, its backends, prices
@@ -14,11 +16,13 @@ import (
 
 // ModelConfig is one public model.
 type ModelConfig struct {
-	ContextWindow   int            `yaml:"context_window"`
-	Description     string         `yaml:"description"`
-	Vision          bool           `yaml:"vision"`
-	MaxOutputTokens int            `yaml:"max_output_tokens"`
-	Timeouts        TimeoutsConfig `yaml:"timeouts"`
+	ContextWindow   int    `yaml:"context_window"`
+	Description     string `yaml:"description"`
+	Vision          bool   `yaml:"vision"`
+	MaxOutputTokens int    `yaml:"max_output_tokens"`
+	// ImageTokens is the most one image can cost on its backends.
+	ImageTokens int            `yaml:"image_tokens"`
+	Timeouts    TimeoutsConfig `yaml:"timeouts"`
 	// MaxAttempts bounds the backends one request tries (failover);
 	// 0 means all of them, at most 3.
 	MaxAttempts int `yaml:"max_attempts"`
@@ -93,6 +97,9 @@ func (m ModelConfig) check(f, name string) error {
 	}
 	if m.MaxOutputTokens < 0 || m.MaxOutputTokens > m.ContextWindow {
 		return invalid(f+".max_output_tokens", "must be between 0 (default) and the context window")
+	}
+	if m.ImageTokens < 0 {
+		return invalid(f+".image_tokens", "must not be negative (0: the default, %d)", models.DefaultImageTokens)
 	}
 	for _, t := range []struct {
 		name string

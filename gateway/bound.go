@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"encoding/json"
+	"unicode/utf8"
+)
+
+// What a request's prompt can cost, measured two ways over the same
+// complete text — every member of the body the model may read:
+//
+//   - the bound, for money: no byte-level tokenizer (BPE over bytes, as
+//     every current model's) makes more tokens of a text than it has
+//     UTF-8 bytes, and a JSON value's raw bytes are at least the UTF-8
+//     bytes of every string in it (an escape is longer than what it
+//     stands for; the body must be UTF-8), so the raw length of what the
+//     model reads bounds its tokens, plus the chat template's own tokens
+//     and a fixed allowance per image;
+//   - the estimate, for rate limits and the context window: four ASCII
+//     bytes a token and a token per other character (CJK, emoji), as
+//     current tokenizers roughly count, over the same bytes.
+
+// Template tokens the bound allows beyond the text: a chat template adds
+// a few tokens per message (turn markers, the role) and per request (the
+// assistant's priming, a default system preamble); a tokenizer adds
+// begin and end tokens to each prompt or input.
+const (
+	templatePerMessage = 8
+	templatePerRequest = 32
+	templatePerInput   = 2
+)
+
+// promptText measures what the model reads.
+type promptText struct {
+	bytes int // UTF-8 bytes
+	ascii int // of which ASCII
+	wide  int // characters that are not ASCII
+	// exact are tokens given as token ids: counted as they are.
+	exact int
+}
+
+// add measures raw, as the model reads it.
+func (p *promptText) add(raw []byte) {
+	p.bytes += len(raw)
+	for _, b := range raw {
+		switch {
+		case b < utf8.RuneSelf:
+			p.ascii++
+		case b >= 0xC0: // a multi-byte character's first byte
+			p.wide++
+		}
+	}
+}
+
+// sub takes raw back out of the measure (an image part, counted as an
+// image instead).
+func (p *promptText) sub(raw []byte) {
+	var q promptText
+	q.add(raw)
+	p.bytes -= q.bytes
+	p.ascii -= q.ascii
+	p.wide -= q.wide
+}
+
+// estimate is the realistic token count of the text.
+func (p *promptText) estimate() int { return p.exact + (p.ascii+3)/4 + p.wide }
+
+// bound is the most tokens the text can be.
+func (p *promptText) bound() int { return p.exact + p.bytes }
+
+// addRead measures every member of fields but those in skip, which the
+// model does not read (sampling parameters, caps, flags) or which were
+// measured on their own.
+func (p *promptText) addRead(fields map[string]json.RawMessage, skip map[string]bool) {
+	for name, raw := range fields {
+		if !skip[name] {
+			p.add(raw)
+		}
+	}
+}
+
+// set is a set of member names.
+func set(names ...string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+// Members the model does not read, or that are measured on their own
+// (messages, a prompt, an input), by API. Every other member counts at
+// its raw length: tools, tool_choice, response_format, functions, and any
+// member obol does not know (a backend may render chat_template_kwargs
+// or documents into the prompt).
+var (
+	chatUnread = set("model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n",
+		"temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "user", "logprobs",
+		"top_logprobs", "logit_bias", "parallel_tool_calls", "metadata", "store", "service_tier", "stop",
+		"safety_identifier", "prompt_cache_key", "prompt_cache_retention", "reasoning_effort", "verbosity",
+		"modalities")
+	completionUnread = set("model", "prompt", "stream", "stream_options", "max_tokens", "n", "best_of",
+		"temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "user", "logprobs", "logit_bias",
+		"echo", "stop")
+	embeddingUnread = set("model", "input", "encoding_format", "dimensions", "user")
+)
