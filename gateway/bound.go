@@ -13,8 +13,9 @@ import (
 //     UTF-8 bytes, and a JSON value's raw bytes are at least the UTF-8
 //     bytes of every string in it (an escape is longer than what it
 //     stands for; the body must be UTF-8), so the raw length of what the
-//     model reads bounds its tokens, plus the chat template's own tokens
-//     and a fixed allowance per image;
+//     model reads, widened to its longest JSON rendering (add), bounds
+//     its tokens, plus the chat template's own tokens and a fixed
+//     allowance per image;
 //   - the estimate, for rate limits and the context window: four ASCII
 //     bytes a token and a token per other character (CJK, emoji), as
 //     current tokenizers roughly count, over the same bytes.
@@ -38,15 +39,29 @@ type promptText struct {
 	exact int
 }
 
-// add measures raw, as the model reads it.
+// add measures raw, as the model reads it: its bytes as its longest
+// common JSON rendering has them, for a template renders tools, schemas
+// and tool-call arguments as JSON: a ',' or ':' may be followed by a space
+// (Python's json.dumps, Jinja's tojson), and '<', '>' and '&' may be
+// escaped as \u003c, and U+2028 and U+2029 as \u2028 (Go's
+// encoding/json).
 func (p *promptText) add(raw []byte) {
 	p.bytes += len(raw)
-	for _, b := range raw {
+	for i, b := range raw {
 		switch {
+		case b == ',' || b == ':':
+			p.bytes++
+			p.ascii++
+		case b == '<' || b == '>' || b == '&':
+			p.bytes += 5
+			p.ascii++
 		case b < utf8.RuneSelf:
 			p.ascii++
 		case b >= 0xC0: // a multi-byte character's first byte
 			p.wide++
+			if b == 0xE2 && i+2 < len(raw) && raw[i+1] == 0x80 && (raw[i+2] == 0xA8 || raw[i+2] == 0xA9) {
+				p.bytes += 3
+			}
 		}
 	}
 }

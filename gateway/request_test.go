@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
 )
 
@@ -30,6 +31,7 @@ func TestPromptMeasure(t *testing.T) {
 		estimateDelta int // beyond the estimate of read
 	}{
 		{"a string", `{"model":"m","messages":[` + msg(`"abcdefgh"`) + `]}`, []string{msg(`"abcdefgh"`)}, 0, 0, 1, 0},
+		{"markup", `{"model":"m","messages":[` + msg(`"<b>a, b: c</b>"`) + `]}`, []string{msg(`"<b>a, b: c</b>"`)}, 0, 0, 1, 0},
 		{"CJK", `{"model":"m","messages":[` + msg(`"日本語のテキスト"`) + `]}`, []string{msg(`"日本語のテキスト"`)}, 8, 0, 1, 0},
 		{"emoji", `{"model":"m","messages":[` + msg(`"🙂🙂"`) + `]}`, []string{msg(`"🙂🙂"`)}, 2, 0, 1, 0},
 		{"sampling members are not read", `{"model":"m","max_tokens":5,"temperature":1,"n":1,"stream":false,"seed":3,"messages":[` + msg(`"a"`) + `]}`,
@@ -54,10 +56,10 @@ func TestPromptMeasure(t *testing.T) {
 			}
 			bytes := 0
 			for _, r := range tt.read {
-				bytes += len(r)
+				bytes += len(r) + strings.Count(r, ",") + strings.Count(r, ":") + 5*(strings.Count(r, "<")+strings.Count(r, ">")+strings.Count(r, "&"))
 			}
 			bound := bytes + tt.images*1000 + templatePerRequest + templatePerMessage*tt.messages
-			ascii := bytes - len(strings.Join(tt.read, "")) + countASCII(strings.Join(tt.read, ""))
+			ascii := countASCII(strings.Join(tt.read, ""))
 			estimate := (ascii+3)/4 + tt.wide + tt.estimateDelta
 			if c.PromptBound != bound || c.PromptTokens != estimate {
 				t.Errorf("bound %d, estimate %d; want %d, %d", c.PromptBound, c.PromptTokens, bound, estimate)
@@ -396,4 +398,33 @@ func deref(v any) any {
 		}
 	}
 	return nil
+}
+
+// FuzzBoundHoldsWorstCase: whatever chat body the decoder accepts, its
+// prompt bound is at least what a backend billing a token per byte of what
+// the model reads (the simulator's worst case) bills for the body the
+// gateway sends, and the estimate is within the bound.
+func FuzzBoundHoldsWorstCase(f *testing.F) {
+	call := `{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\":[1,2,3],\"b\":\"<x & y>\"}"}}]}`
+	for _, seed := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"h"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"日本語🙂"}],"max_tokens":3}`,
+		`{"model":"m","messages":[{"role":"user","content":"a"},` + call + `,{"role":"tool","tool_call_id":"c","content":"{\"ok\":true}"}]}`,
+		`{"model":"m","tools":[{"type":"function","function":{"name":"f","description":"<b>a, b: c</b>","parameters":{"type":"object","properties":{"x":{"type":"string"}}}}}],"tool_choice":{"type":"function","function":{"name":"f"}},"messages":[{"role":"user","content":"a"}]}`,
+		`{"model":"m","response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object"}}},"messages":[{"role":"system","content":"x"},{"role":"user","name":"n","content":[{"type":"text","text":"a\u2028b"},{"type":"image_url","image_url":{"url":"data:,"}}]}]}`,
+		`{"model":"m","documents":[{"text":"a,b:c"}],"messages":[{"role":"user","content":"\"\\\u00e9"}]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	m := &models.Model{Name: "m", ContextWindow: 1 << 30, Vision: true, ImageTokens: 85}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		c, err := decodeChat(body)
+		if err != nil || c.check(m) != nil {
+			return
+		}
+		up := c.upstreamBody(c.Stream)
+		if worst := sim.WorstPrompt(up); c.PromptBound < worst || c.PromptTokens > c.PromptBound {
+			t.Fatalf("bound %d, estimate %d; the worst case bills %d for %q", c.PromptBound, c.PromptTokens, worst, up)
+		}
+	})
 }

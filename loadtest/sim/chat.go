@@ -135,7 +135,11 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, cfg *Config) {
 		return
 	}
 	defer s.enter()()
-	g := s.newGeneration(r.Context(), cfg, "chatcmpl", req.Model, promptTokens(req.Messages), req.N, maxTokens(req.MaxTokens, req.MaxCompletionTokens))
+	prompt := promptTokens(req.Messages)
+	if cfg.WorstCase {
+		prompt = WorstPrompt(body)
+	}
+	g := s.newGeneration(r.Context(), cfg, "chatcmpl", req.Model, prompt, req.N, maxTokens(req.MaxTokens, req.MaxCompletionTokens))
 	if g.tool = toolName(&req); g.tool != "" {
 		g.n, g.finish = ToolCallTokens(), "tool_calls"
 	}
