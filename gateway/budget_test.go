@@ -176,7 +176,7 @@ func TestKeyBudgetAdmin(t *testing.T) {
 	e := newEnv(t, sim.Config{ReplyTokens: 7}, withPrices(usage.Prices{hermesPrice}), withAdmin(t))
 	k := e.createKey(t, `{"tier":"pro","budget":{"monthly":0.00001,"alert_at":[0.5,1]}}`)
 	resp, body := e.do(t, "GET", "/v1/admin/keys/"+k.ID, adminToken, "")
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"budget":{"monthly":0.00001,"alert_at":[0.5,1]}`) {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"budget":{"monthly":0.00001,"alert_at":[0.5,1],"strict":false}`) {
 		t.Fatalf("the key's budget: %s", body)
 	}
 	for i := 0; ; i++ {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redisbatch"
 	"github.com/obol/obol/internal/redistest"
@@ -21,10 +23,21 @@ import (
 )
 
 // fleetLimiter decides quotas in the shared test Redis as cmd/obol's
-// replicas do: admissions sharing eager pipelines, settlements batched,
-// budgets started from the ledger.
+// replicas do (replicaLimiter), under a prefix of the test's own.
 func fleetLimiter(t testing.TB, ledger quota.Ledger, mode quota.FailMode) (*quota.Limiter, *quota.Redis) {
 	rdb, prefix := redistest.Shared(t)
+	return replicaLimiterMode(t, rdb, prefix, ledger, mode)
+}
+
+// replicaLimiter is one replica's limiter over rdb as cmd/obol makes it:
+// admissions sharing eager pipelines, settlements batched, budgets
+// started from the ledger; failing closed.
+func replicaLimiter(t testing.TB, rdb *redis.Client, prefix string, ledger quota.Ledger) *quota.Limiter {
+	l, _ := replicaLimiterMode(t, rdb, prefix, ledger, quota.FailClosed)
+	return l
+}
+
+func replicaLimiterMode(t testing.TB, rdb *redis.Client, prefix string, ledger quota.Ledger, mode quota.FailMode) (*quota.Limiter, *quota.Redis) {
 	r := quota.NewRedis(rdb, prefix)
 	r.SetPipelines(redisbatch.New(rdb, time.Millisecond, quota.DefaultTimeout))
 	r.SetAdmissions(redisbatch.NewEager(rdb, 4, quota.DefaultTimeout))

@@ -55,6 +55,9 @@ type budgetInfo struct {
 	Remaining usage.Money `json:"remaining"`
 	ResetsAt  time.Time   `json:"resets_at"`
 	Currency  string      `json:"currency"`
+	// Strict: a request is admitted only if its cost bound fits in what
+	// is left, so spend never passes the budget.
+	Strict bool `json:"strict"`
 }
 
 // budgetOf is a level's budget by its spend, or nil without one.
@@ -65,7 +68,7 @@ func budgetOf(lim quota.Limits, alerts []float64, spent usage.Money, d quota.Dec
 	now = now.UTC()
 	b := &budgetInfo{Monthly: usage.Money(lim.Budget), AlertAt: alerts, Period: now.Format("2006-01"), Spent: spent,
 		Held: usage.Money(d.Held), Remaining: max(usage.Money(lim.Budget)-spent, 0),
-		ResetsAt: time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC), Currency: "usd"}
+		ResetsAt: time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC), Currency: "usd", Strict: lim.StrictBudget}
 	if b.AlertAt == nil {
 		b.AlertAt = []float64{}
 	}

@@ -21,7 +21,7 @@ func TestAdminProjects(t *testing.T) {
 	e := newEnv(t, sim.Config{ReplyTokens: 2}, withAdmin(t), withLedger(postgresLedger(t)), withProject("acme", quota.Limits{RPM: 100}))
 	resp, body := e.do(t, "POST", "/v1/admin/projects", adminToken,
 		`{"id":"beta","name":"Beta <b>","limits":{"rpm":2},"budget":{"monthly":5,"alert_at":[0.5,1]},"metadata":{"team":"x"}}`)
-	if resp.StatusCode != 201 || !strings.Contains(string(body), `"budget":{"monthly":5,"alert_at":[0.5,1]}`) ||
+	if resp.StatusCode != 201 || !strings.Contains(string(body), `"budget":{"monthly":5,"alert_at":[0.5,1],"strict":false}`) ||
 		!strings.Contains(string(body), `"limits":{"rpm":2,"tpm":null,"tpd":null,"concurrency":null}`) || !strings.Contains(string(body), `"source":"api"`) {
 		t.Fatalf("create: %d %s", resp.StatusCode, body)
 	}

@@ -60,7 +60,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *cha
 		}
 		s.metrics.decided(r.Context(), c.key.Tier, d.Denied.String(), outcome)
 		if d.Denied == quota.Budget {
-			return budgetSpent(c.key, d, time.Now())
+			return budgetSpent(c.key, d, bound, time.Now())
 		}
 		if d.ByProject && d.Project != nil {
 			p := *d.Project
@@ -224,14 +224,22 @@ func retryString(d time.Duration) string {
 
 // budgetSpent is the 429 of a monthly budget reached: OpenAI's
 // insufficient_quota, which its SDKs do not retry, naming the budget and
-// when it renews. A budget not spent but held by requests in flight (their
-// cost bounds) is a rate limit a second's wait may cure.
-func budgetSpent(k *keys.Identity, d quota.Decision, now time.Time) *Error {
+// when it renews; for a strict budget, also when what it leaves is less
+// than the request's cost bound. A budget not spent but held by requests
+// in flight (their cost bounds) is a rate limit a second's wait may cure.
+func budgetSpent(k *keys.Identity, d quota.Decision, bound usage.Money, now time.Time) *Error {
 	who, lim, fig := "this API key", k.Limits, d
 	if d.ByProject && d.Project != nil {
 		who, lim, fig = "project "+k.Project, k.ProjectLimits, *d.Project
 	}
 	budget, spent, held := usage.Money(lim.Budget).USD(), usage.Money(fig.Spent).USD(), usage.Money(fig.Held).USD()
+	if lim.StrictBudget && fig.Spent < lim.Budget && fig.Spent+int64(bound) > lim.Budget {
+		renews := now.UTC().Add(d.RetryAfter).Round(time.Second)
+		return &Error{Code: CodeInsufficientQuota, NoRetry: true, RetryAfter: d.RetryAfter,
+			Message: fmt.Sprintf("Budget exceeded: the strict monthly budget of $%s of %s has $%s left (spent $%s), less than this request may cost ($%s). "+
+				"Lower max_tokens or shorten the prompt; the budget renews at %s, or when it is raised.",
+				budget, who, usage.Money(lim.Budget-fig.Spent).USD(), spent, bound.USD(), renews.Format(time.RFC3339))}
+	}
 	if fig.Spent < lim.Budget {
 		return &Error{Code: CodeRateLimit, RetryAfter: time.Second,
 			Message: fmt.Sprintf("Rate limit reached: the monthly budget of $%s of %s is spent ($%s) or held by requests in flight ($%s) until they end. Please try again in 1s.",

@@ -98,7 +98,7 @@ func resolve(k *Key, tiers quota.Tiers, projects Projects) (*Identity, error) {
 	if !ok {
 		return nil, fmt.Errorf("key %s: tier %q is not configured", k.ID, k.Tier)
 	}
-	lim.Budget = k.Budget.monthly()
+	lim.Budget, lim.StrictBudget = k.Budget.monthly(), k.Budget.strict()
 	id := &Identity{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes, Limits: lim,
 		Project: k.Project, Alerts: k.Budget.alerts()}
 	if k.Project != "" {

@@ -33,6 +33,11 @@ type Budget struct {
 	// AlertAt are fractions of Monthly in (0, 10], ascending; nil is
 	// DefaultAlertAt, empty is none.
 	AlertAt []float64 `json:"alert_at"`
+	// Strict admits a request only while its cost bound fits in what the
+	// budget leaves (spent and held by requests in flight), so that spend
+	// never passes it; otherwise spend may pass it by the bounds of the
+	// requests in flight when it was reached.
+	Strict bool `json:"strict"`
 }
 
 // DefaultAlertAt are the thresholds of a budget that names none.
@@ -54,8 +59,11 @@ func (p *Project) quotaLimits() quota.Limits {
 		return *x
 	}
 	return quota.Limits{RPM: v(p.Limits.RPM), TPM: v(p.Limits.TPM), TPD: v(p.Limits.TPD),
-		Concurrency: v(p.Limits.Concurrency), Budget: p.Budget.monthly()}
+		Concurrency: v(p.Limits.Concurrency), Budget: p.Budget.monthly(), StrictBudget: p.Budget.strict()}
 }
+
+// strict reports whether the budget is strict; none is not.
+func (b *Budget) strict() bool { return b != nil && b.Strict }
 
 func (b *Budget) monthly() int64 {
 	if b == nil {

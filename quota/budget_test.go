@@ -131,3 +131,44 @@ func TestBudgetConcurrent(t *testing.T) {
 		}
 	})
 }
+
+// TestStrictBudget: a strict budget admits a request only while spent,
+// held and its own bound fit in it, at the key's level and the
+// project's, in every store; a denied request holds nothing.
+func TestStrictBudget(t *testing.T) {
+	forEachStore(t, func(t *testing.T, r store, clock *time.Time) {
+		ctx := context.Background()
+		for _, sub := range []Subject{
+			{Key: "key_s", Limits: Limits{Budget: 100, StrictBudget: true}},
+			{Key: "key_p", Project: "strict", ProjectLimits: Limits{Budget: 100, StrictBudget: true}},
+		} {
+			level := func(d Decision) Decision {
+				if sub.Project != "" {
+					return *d.Project
+				}
+				return d
+			}
+			first, _ := r.Admit(ctx, sub, 1, 60)
+			if !first.Allowed {
+				t.Fatalf("%s: 60 of 100: %+v", sub.Key, first)
+			}
+			if d, _ := r.Admit(ctx, sub, 1, 41); d.Allowed || d.Denied != Budget || level(d).Held != 60 {
+				t.Fatalf("%s: 60 held + 41 of 100: %+v", sub.Key, d)
+			}
+			if d, _ := r.Admit(ctx, sub, 1, 40); !d.Allowed {
+				t.Fatalf("%s: 60 held + 40 of 100: %+v", sub.Key, d)
+			} else if err := r.Settle(ctx, d.Reservation, 1, 40); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Settle(ctx, first.Reservation, 1, 30); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := r.Admit(ctx, sub, 1, 31); d.Allowed || level(d).Spent != 70 || level(d).Held != 0 {
+				t.Fatalf("%s: 70 spent + 31 of 100: %+v", sub.Key, level(d))
+			}
+			if d, _ := r.Admit(ctx, sub, 1, 30); !d.Allowed {
+				t.Fatalf("%s: 70 spent + 30 of 100: %+v", sub.Key, d)
+			}
+		}
+	})
+}

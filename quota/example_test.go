@@ -12,7 +12,7 @@ func ExampleTiers_Limits() {
 	unlimited := int64(0)
 	lim, ok := quota.DefaultTiers.Limits("free", quota.Override{RPM: &rpm, TPD: &unlimited})
 	fmt.Println(lim, ok)
-	// Output: {5 40000 0 0 0} true
+	// Output: {5 40000 0 0 0 false} true
 }
 
 // A request reserves its estimate; settlement replaces it by what the

@@ -161,7 +161,7 @@ func (m *Memory) admit(sub Subject, tokens, cost int64, dry bool) (Decision, boo
 	for i, l := range ls[:n] {
 		states[i] = m.decide(l, now, d, left, reqs, tokens, dry)
 		ml, w := &states[i], &states[max(worst, 0)]
-		if !ml.spendOK(mo, moLeft, dry) {
+		if !ml.spendOK(mo, moLeft, cost, dry) {
 			return Decision{}, false
 		}
 		if ml.denied != None && (worst < 0 || (ml.hopeless && !w.hopeless) || (ml.hopeless == w.hopeless && ml.retry > w.retry)) {

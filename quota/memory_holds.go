@@ -45,7 +45,7 @@ func (m *Memory) startSpend(ctx context.Context, sub Subject) error {
 
 // spendOK decides the level's budget, after its other limits; false: its
 // spend counter is missing. Its shard is locked.
-func (ml *memLevel) spendOK(mo string, left time.Duration, dry bool) bool {
+func (ml *memLevel) spendOK(mo string, left time.Duration, cost int64, dry bool) bool {
 	if ml.lim.Budget <= 0 {
 		return true
 	}
@@ -54,7 +54,8 @@ func (ml *memLevel) spendOK(mo string, left time.Duration, dry bool) bool {
 		return false
 	}
 	ml.spent, ml.held = ml.sp.spent, ml.sp.held
-	if !dry && !ml.hopeless && ml.spent+ml.held >= ml.lim.Budget {
+	used := ml.spent + ml.held
+	if !dry && !ml.hopeless && (used >= ml.lim.Budget || ml.lim.StrictBudget && used+cost > ml.lim.Budget) {
 		ml.denied, ml.retry, ml.hopeless = Budget, left.Seconds(), false
 	}
 	return true

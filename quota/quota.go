@@ -23,7 +23,13 @@ type Limits struct {
 	// in picodollars (usage.Money). A request is admitted while what is
 	// spent plus what requests in flight have reserved is below it, and
 	// reserves its cost bound; settlement replaces that with its cost.
+	// Spend passes it by less than the bounds of the requests in flight
+	// when it was reached.
 	Budget int64
+	// StrictBudget admits a request only while what is spent, what
+	// requests in flight hold and its own cost bound fit in Budget, so
+	// that spend never passes it.
+	StrictBudget bool
 }
 
 // LeaseTTL is how long a concurrency lease lives without renewal; a

@@ -107,7 +107,11 @@ func (r *Redis) admit(ctx context.Context, sub Subject, tokens, cost int64, dry 
 	args := []any{nowArg, tokens, left.Seconds(), dryArg, lease, LeaseTTL.Seconds(), cost, moLeft.Seconds(),
 		int64(math.Ceil(left.Seconds())) + 3600, int64(math.Ceil(LeaseTTL.Seconds())) + 60}
 	for _, l := range levels {
-		args = append(args, l.lim.RPM, l.lim.TPM, l.lim.TPD, l.lim.Concurrency, l.lim.Budget)
+		strict := "0"
+		if l.lim.StrictBudget {
+			strict = "1"
+		}
+		args = append(args, l.lim.RPM, l.lim.TPM, l.lim.TPD, l.lim.Concurrency, l.lim.Budget, strict)
 	}
 	keys := r.keys(sub, d, mo)
 	res, err := r.admitOnce(ctx, keys, args)

@@ -40,7 +40,8 @@ end
 // request and write nothing, for the headers of answers that reserve
 // nothing), lease id, lease ttl (seconds), cost bound (picodollars),
 // seconds until the month ends, the TPD counter's ttl, the leases' ttl;
-// then per level rpm, tpm, tpd, concurrency, budget.
+// then per level rpm, tpm, tpd, concurrency, budget, strict ("1": the
+// request's cost bound must fit in what the budget leaves).
 //
 // Each number turned into text or back costs Redis thousands of
 // instructions, more than a command: figures Go already has as text are
@@ -120,6 +121,7 @@ end
 -- state and its refusal (0 for none), retry and hopelessness.
 local function decide(k, a)
   local s = {rpm = num(a), tpm = num(a + 1), tpd = num(a + 2), conc = num(a + 3), budget = num(a + 4),
+    strict = ARGV[a + 5] == "1",
     r_ok = true, r_tat = now, r_rem = -1, r_wait = 0,
     t_ok = true, t_tat = now, t_rem = -1, t_wait = 0, t_used = 0, inflight = 0,
     d_used = 0, spent = "0", held = "0"}
@@ -154,8 +156,11 @@ local function decide(k, a)
   if not dry and s.conc > 0 and denied == 0 and s.inflight >= s.conc then
     denied, retry = 4, 1
   end
-  if not dry and hopeless == 0 and s.budget > 0 and tonumber(s.spent) + tonumber(s.held) >= s.budget then
-    denied, retry, hopeless = 5, tonumber(ARGV[8]), 0
+  if not dry and hopeless == 0 and s.budget > 0 then
+    local used = tonumber(s.spent) + tonumber(s.held)
+    if used >= s.budget or (s.strict and used + tonumber(money) > s.budget) then
+      denied, retry, hopeless = 5, tonumber(ARGV[8]), 0
+    end
   end
   return s, denied, retry, hopeless
 end
@@ -199,7 +204,7 @@ local levels = #KEYS / 5
 local states = {}
 local denied, level, retry, hopeless = 0, 0, 0, 0
 for i = 0, levels - 1 do
-  local s, d, r, h = decide(5 * i, 11 + 5 * i)
+  local s, d, r, h = decide(5 * i, 11 + 6 * i)
   if d == -1 then return {-1, i, 0, 0} end
   states[i + 1] = s
   -- The refusal a wait cannot cure, else the longest wait, speaks for

@@ -218,7 +218,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"keys", "create", "--server", base, "--tier", "free", "--rpm", "-3"}, true, "--rpm"},
 		{[]string{"keys", "create", "--server", base, "--tier", "free", "--expires", "soon"}, true, "RFC 3339"},
 		{[]string{"keys", "create", "--server", base, "--tier", "free", "--budget", "lots"}, true, "--budget"},
-		{[]string{"keys", "create", "--server", base, "--tier", "free", "--alert-at", "0.5"}, true, "goes with --budget"},
+		{[]string{"keys", "create", "--server", base, "--tier", "free", "--alert-at", "0.5"}, true, "go with --budget"},
 		{[]string{"keys", "create", "--server", base, "--tier", "free", "--budget", "1", "--alert-at", "2,1"}, false, "(budget.alert_at)"},
 		{[]string{"keys", "get", "--server", base}, true, "id comes first"},
 		{[]string{"keys", "get", "key_NOSUCHKEY0", "--server", base}, false, "404 not_found"},

@@ -166,6 +166,8 @@ type ProjectConfig struct {
 type BudgetConfig struct {
 	Monthly USD       `yaml:"monthly"`
 	AlertAt []float64 `yaml:"alert_at"`
+	// Strict: spend never passes the budget (keys.Budget.Strict).
+	Strict bool `yaml:"strict"`
 }
 
 // USD is an amount of dollars read exactly from its decimal digits, with
@@ -187,7 +189,7 @@ func (b *BudgetConfig) budget() *keys.Budget {
 	if b == nil {
 		return nil
 	}
-	return &keys.Budget{Monthly: usage.Money(b.Monthly), AlertAt: b.AlertAt}
+	return &keys.Budget{Monthly: usage.Money(b.Monthly), AlertAt: b.AlertAt, Strict: b.Strict}
 }
 
 // LimitsOverride is a key's own limits; an absent one is the tier's.

@@ -18,12 +18,12 @@ import (
 
 const keysUsage = `usage:
   obol keys create --tier T [--name N] [--models M,M] [--scopes S,S] [--rpm N] [--tpm N] [--tpd N]
-                   [--concurrency N] [--project P] [--budget USD [--alert-at 0.5,0.8,1]]
+                   [--concurrency N] [--project P] [--budget USD [--alert-at 0.5,0.8,1] [--strict]]
                    [--expires RFC3339 | --expires-in 720h] [--meta k=v]...
   obol keys list
   obol keys get ID
   obol keys update ID [--tier T] [--name N] [--models M,M] [--scopes S,S] [--rpm N|tier] [--tpm N|tier]
-                   [--tpd N|tier] [--concurrency N|tier] [--project P|none] [--budget USD|none [--alert-at F,F]]
+                   [--tpd N|tier] [--concurrency N|tier] [--project P|none] [--budget USD|none [--alert-at F,F] [--strict]]
                    [--expires RFC3339|never] [--meta k=v]...
   obol keys revoke ID
 every command: [--server URL (default $OBOL_SERVER or http://127.0.0.1:8080)] [--json]
@@ -41,6 +41,7 @@ type cliKey struct {
 	Budget  *struct {
 		Monthly json.Number `json:"monthly"`
 		AlertAt []float64   `json:"alert_at"`
+		Strict  bool        `json:"strict"`
 	} `json:"budget"`
 	Metadata   map[string]string `json:"metadata"`
 	Prefix     string            `json:"prefix"`
@@ -135,6 +136,7 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 // keySpecFlags are the flags of create and update.
 type keySpecFlags struct {
 	name, tier, models, scopes, rpm, tpm, tpd, concurrency, project, expires, budget, alertAt *string
+	strict                                                                                    *bool
 	expiresIn                                                                                 *time.Duration
 	meta                                                                                      metaFlag
 }
@@ -165,6 +167,7 @@ func newKeySpecFlags(fs *flag.FlagSet) *keySpecFlags {
 	f.project = fs.String("project", "", "the project it belongs to (update: \"none\" to leave it)")
 	f.budget = fs.String("budget", "", "a monthly budget of its own in USD (update: \"none\" to remove it)")
 	f.alertAt = fs.String("alert-at", "", "comma-separated fractions of the budget that send alerts (default 0.5,0.8,1)")
+	f.strict = fs.Bool("strict", false, "with --budget: admit a request only if its cost bound fits in what the budget leaves, so spend never passes it")
 	f.expires = fs.String("expires", "", "when the key stops working, RFC 3339 (update: \"never\" to clear)")
 	f.expiresIn = fs.Duration("expires-in", 0, "the key stops working after this long")
 	fs.Var(f.meta, "meta", "metadata name=value (repeatable)")
@@ -250,8 +253,8 @@ func (f *keySpecFlags) body(fs *flag.FlagSet, create bool) (map[string]any, erro
 // budgetBody sets the body's budget from --budget and --alert-at.
 func (f *keySpecFlags) budgetBody(set map[string]bool, body map[string]any, create bool) error {
 	switch {
-	case set["alert-at"] && !set["budget"]:
-		return &usageError{msg: "--alert-at goes with --budget"}
+	case (set["alert-at"] || set["strict"]) && !set["budget"]:
+		return &usageError{msg: "--alert-at and --strict go with --budget"}
 	case !set["budget"]:
 		return nil
 	case *f.budget == "none" && !create:
@@ -275,6 +278,9 @@ func (f *keySpecFlags) budgetBody(set map[string]bool, body map[string]any, crea
 			at = append(at, x)
 		}
 		b["alert_at"] = at
+	}
+	if *f.strict {
+		b["strict"] = true
 	}
 	body["budget"] = b
 	return nil
@@ -307,7 +313,11 @@ func (a *admin) printKey(b []byte, created bool) error {
 		for _, x := range k.Budget.AlertAt {
 			at = append(at, strconv.FormatFloat(100*x, 'f', -1, 64)+"%")
 		}
-		row("budget", "$"+string(k.Budget.Monthly)+" a month, alerts at "+orNone(strings.Join(at, ", ")))
+		strict := ""
+		if k.Budget.Strict {
+			strict = ", strict"
+		}
+		row("budget", "$"+string(k.Budget.Monthly)+" a month"+strict+", alerts at "+orNone(strings.Join(at, ", ")))
 	}
 	row("created", stamp(&k.CreatedAt))
 	row("expires", stamp(k.ExpiresAt))

@@ -46,7 +46,11 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, cfg *Config
 	}
 	prompt := 0
 	for _, p := range prompts {
-		prompt += len(strings.Fields(p))
+		n := len(strings.Fields(p))
+		if cfg.WorstCase {
+			n = len(p) + 1 // a token a byte, and one to begin
+		}
+		prompt += n
 	}
 	g := s.newGeneration(r.Context(), cfg, "cmpl", req.Model, prompt, max1(req.N)*len(prompts), max)
 	if req.Stream {

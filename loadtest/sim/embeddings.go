@@ -37,7 +37,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, cfg *Config)
 		writeError(w, http.StatusBadRequest, "model and input are required", "BadRequestError")
 		return
 	}
-	tokens, n := embeddingTokens(req.Input)
+	tokens, n := embeddingTokens(req.Input, cfg.WorstCase)
 	if n == 0 {
 		writeError(w, http.StatusBadRequest, "input must be a string, an array of strings, or token ids", "BadRequestError")
 		return
@@ -62,10 +62,14 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, cfg *Config)
 }
 
 // embeddingTokens counts an input's tokens and its items.
-func embeddingTokens(raw json.RawMessage) (tokens, items int) {
+func embeddingTokens(raw json.RawMessage, worst bool) (tokens, items int) {
 	if texts := textInputs(raw); texts != nil {
 		for _, t := range texts {
-			tokens += max(len(strings.Fields(t)), 1)
+			n := max(len(strings.Fields(t)), 1)
+			if worst {
+				n = len(t) + 1 // a token a byte, and one to begin
+			}
+			tokens += n
 		}
 		return tokens, len(texts)
 	}

@@ -67,8 +67,9 @@ type Config struct {
 	// completion_tokens_details.reasoning_tokens (of the completion), as
 	// OpenAI reports them.
 	CachedTokens, ReasoningTokens int
-	// WorstCase bills a chat request's prompt as the worst a byte-level
-	// tokenizer could: a token per byte of what the model reads (WorstPrompt).
+	// WorstCase bills a prompt as the worst a byte-level tokenizer could:
+	// a token per byte of what the model reads (WorstPrompt for chat; a
+	// legacy prompt's or an embedding input's bytes and a begin token).
 	WorstCase bool
 	// Fingerprint and ServiceTier, when set, are sent as
 	// system_fingerprint and service_tier in every answer and chunk.
