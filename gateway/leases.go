@@ -18,6 +18,9 @@ type leases struct {
 	q     Quota
 	log   *slog.Logger
 	every time.Duration
+	// watch, when the store can say so, is how often it is asked whether
+	// it lost the leases (a flushed Redis), which are then renewed at once.
+	watch time.Duration
 	mu    sync.Mutex
 	held  map[*quota.Reservation]struct{}
 	// running: the renewer goroutine is up; it stops when none is held.
@@ -25,7 +28,13 @@ type leases struct {
 }
 
 func newLeases(q Quota, log *slog.Logger) *leases {
-	return &leases{q: q, log: log, every: quota.LeaseTTL / 3, held: map[*quota.Reservation]struct{}{}}
+	return &leases{q: q, log: log, every: quota.LeaseTTL / 3, watch: time.Second, held: map[*quota.Reservation]struct{}{}}
+}
+
+// leaseWatcher is a store that can tell, in one cheap call, that it lost
+// the leases it was given.
+type leaseWatcher interface {
+	LeasesLost(ctx context.Context) bool
 }
 
 // hold renews res's lease until release.
@@ -45,11 +54,19 @@ func (l *leases) release(res *quota.Reservation) {
 	l.mu.Unlock()
 }
 
-// renew renews every held lease each tick, and ends when none is held.
+// renew renews every held lease every l.every, and at once when the
+// store says it lost them (asked every l.watch); it ends when none is
+// held.
 func (l *leases) renew() {
-	t := time.NewTicker(l.every)
+	watcher, watching := l.q.(leaseWatcher)
+	tick := l.every
+	if watching {
+		tick = min(l.watch, l.every)
+	}
+	t := time.NewTicker(tick)
 	defer t.Stop()
 	var batch []*quota.Reservation
+	last := time.Now()
 	for range t.C {
 		l.mu.Lock()
 		if len(l.held) == 0 {
@@ -57,6 +74,12 @@ func (l *leases) renew() {
 			l.mu.Unlock()
 			return
 		}
+		l.mu.Unlock()
+		if time.Since(last) < l.every-tick/2 && !(watching && watcher.LeasesLost(context.Background())) {
+			continue
+		}
+		last = time.Now()
+		l.mu.Lock()
 		batch = batch[:0]
 		for res := range l.held {
 			batch = append(batch, res)

@@ -32,10 +32,12 @@ type Spend struct {
 }
 
 // Ledger tells what a key or a project (one of them "") has spent in a
-// month (YYYYMM), in picodollars: a budget counter the store does not
-// hold (a new month, a restarted Redis) starts from it.
+// month (YYYYMM), in picodollars, and the tokens it used on a UTC day
+// (YYYYMMDD): a budget's or a day's counter the store does not hold (a
+// new month or day, a flushed or restarted Redis) starts from it.
 type Ledger interface {
 	Spent(ctx context.Context, key, project, month string) (int64, error)
+	Used(ctx context.Context, key, project, day string) (int64, error)
 }
 
 // spendOf is the Spend of a level, or false when nothing was crossed
@@ -74,6 +76,31 @@ func (m Money) eachSpent(ctx context.Context, sub Subject, month string, fn func
 			return fmt.Errorf("spend of %s in %s from the ledger: %w", l.id, month, err)
 		}
 		fn(i, l, v)
+	}
+	return nil
+}
+
+// eachUsed reads from the ledger the tokens each of the subject's levels
+// with a TPD used on day, for fn; i is the level's index.
+func (m Money) eachUsed(ctx context.Context, sub Subject, day string, fn func(i int, used int64)) error {
+	ls, n := sub.levels()
+	for i, l := range ls[:n] {
+		if l.lim.TPD <= 0 {
+			continue
+		}
+		var v int64
+		var err error
+		switch {
+		case m.Ledger == nil:
+		case l.project:
+			v, err = m.Ledger.Used(ctx, "", sub.Project, day)
+		default:
+			v, err = m.Ledger.Used(ctx, sub.Key, "", day)
+		}
+		if err != nil {
+			return fmt.Errorf("tokens of %s on %s from the ledger: %w", l.id, day, err)
+		}
+		fn(i, v)
 	}
 	return nil
 }

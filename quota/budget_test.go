@@ -15,6 +15,11 @@ func (l ledgerStub) Spent(_ context.Context, key, project, month string) (int64,
 	return l[key+"|"+project+"|"+month], nil
 }
 
+// Used is what the stub holds for a day (key|project|YYYYMMDD).
+func (l ledgerStub) Used(_ context.Context, key, project, day string) (int64, error) {
+	return l[key+"|"+project+"|"+day], nil
+}
+
 // TestBudgetReservesAndSettles: a request is admitted while spent plus
 // held is below the budget and holds its cost bound; settlement replaces
 // the bound by the cost; the refusal is the project's, consumes nothing,

@@ -24,6 +24,7 @@ type Store interface {
 	Peek(ctx context.Context, sub Subject) (Decision, error)
 	SettleBatch(ctx context.Context, batch []Settlement) error
 	Renew(ctx context.Context, res ...*Reservation) error
+	LeasesLost(ctx context.Context) (bool, error)
 	Ping(ctx context.Context) error
 }
 
@@ -104,6 +105,7 @@ func NewLimiter(store Store, o Options) *Limiter {
 	}
 	l := &Limiter{store: store, local: NewMemory(), opt: o, stop: make(chan struct{}), skick: make(chan struct{}, 1)}
 	l.local.SetMoney(o.Money)
+	l.local.budgetShare = int64(o.Replicas)
 	l.settling.Add(1)
 	go l.settler()
 	l.errs, _ = o.Meter.Int64Counter("obol.quota.store.errors",
@@ -246,6 +248,19 @@ func (l *Limiter) Renew(ctx context.Context, res ...*Reservation) error {
 	return l.store.Renew(ctx, shared...)
 }
 
+// LeasesLost reports whether the shared store lost the leases this
+// replica holds there, so that they are renewed (registered again) now.
+// A store known to be down has lost nothing yet that renewing could mend.
+func (l *Limiter) LeasesLost(ctx context.Context) bool {
+	if l.down.Load() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.opt.Timeout)
+	defer cancel()
+	lost, err := l.store.LeasesLost(ctx)
+	return err == nil && lost
+}
+
 // settler writes queued settlements until Close, then the last of them.
 func (l *Limiter) settler() {
 	defer l.settling.Done()
@@ -285,9 +300,11 @@ func (l *Limiter) share(sub Subject) Subject {
 		return (v + n - 1) / n
 	}
 	part := func(lim Limits) Limits {
-		// A budget is not divided: each replica's counter starts from
-		// the ledger's spend of every replica.
-		return Limits{RPM: div(lim.RPM), TPM: div(lim.TPM), TPD: div(lim.TPD), Concurrency: div(lim.Concurrency), Budget: lim.Budget}
+		// A budget is divided by the local store: each replica's counter
+		// starts from the ledger's spend of every replica, and it may
+		// spend 1/Replicas of what was left.
+		return Limits{RPM: div(lim.RPM), TPM: div(lim.TPM), TPD: div(lim.TPD), Concurrency: div(lim.Concurrency),
+			Budget: lim.Budget, StrictBudget: lim.StrictBudget}
 	}
 	sub.Limits, sub.ProjectLimits = part(sub.Limits), part(sub.ProjectLimits)
 	return sub
@@ -306,6 +323,7 @@ func (l *Limiter) failed(err error) {
 		return
 	}
 	l.since = time.Now()
+	l.local.forgetSpend() // each outage starts from the ledger's spend
 	mode := "failing open: admitting under per-replica local limits"
 	if l.opt.Mode == FailClosed {
 		mode = "failing closed: refusing requests with 503"

@@ -19,6 +19,7 @@ import (
 
 type limiterEnv struct {
 	srv    *redistest.Server
+	redis  *Redis
 	lim    *Limiter
 	log    *syncbuf.Buffer
 	reader *sdkmetric.ManualReader
@@ -28,6 +29,13 @@ type limiterEnv struct {
 // client settings the gateway uses: no retries, short timeouts.
 func newLimiterEnv(t *testing.T, mode FailMode, replicas int) *limiterEnv {
 	t.Helper()
+	return newLimiterEnvMoney(t, mode, replicas, Money{})
+}
+
+// newLimiterEnvMoney is newLimiterEnv whose budgets and days start from
+// money's ledger.
+func newLimiterEnvMoney(t *testing.T, mode FailMode, replicas int, money Money) *limiterEnv {
+	t.Helper()
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1,
 		DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond,
@@ -35,9 +43,11 @@ func newLimiterEnv(t *testing.T, mode FailMode, replicas int) *limiterEnv {
 	t.Cleanup(func() { rdb.Close() })
 	env := &limiterEnv{srv: srv, log: &syncbuf.Buffer{}, reader: sdkmetric.NewManualReader()}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(env.reader))
-	env.lim = NewLimiter(NewRedis(rdb, "t:"), Options{
+	env.redis = NewRedis(rdb, "t:")
+	env.redis.SetMoney(money)
+	env.lim = NewLimiter(env.redis, Options{
 		Mode: mode, Replicas: replicas, Timeout: 200 * time.Millisecond, ProbeInterval: 20 * time.Millisecond,
-		Log: slog.New(slog.NewTextHandler(env.log, nil)), Meter: mp.Meter("test"),
+		Log: slog.New(slog.NewTextHandler(env.log, nil)), Meter: mp.Meter("test"), Money: money,
 	})
 	t.Cleanup(env.lim.Close)
 	return env

@@ -14,10 +14,13 @@ import (
 // safe for concurrent use. It serves one replica: alone as the embedded
 // store, or as a replica's local fallback while Redis is unreachable.
 type Memory struct {
-	now    func() time.Time
-	seed   maphash.Seed
-	money  Money
-	shards [32]memShard
+	now   func() time.Time
+	seed  maphash.Seed
+	money Money
+	// budgetShare divides what budgets leave among the replicas that
+	// decide alone (a Limiter's fallback); 0 or 1: the whole of it.
+	budgetShare int64
+	shards      [32]memShard
 }
 
 type memShard struct {
@@ -161,7 +164,7 @@ func (m *Memory) admit(sub Subject, tokens, cost int64, dry bool) (Decision, boo
 	for i, l := range ls[:n] {
 		states[i] = m.decide(l, now, d, left, reqs, tokens, dry)
 		ml, w := &states[i], &states[max(worst, 0)]
-		if !ml.spendOK(mo, moLeft, cost, dry) {
+		if !ml.spendOK(mo, moLeft, cost, m.budgetShare, dry) {
 			return Decision{}, false
 		}
 		if ml.denied != None && (worst < 0 || (ml.hopeless && !w.hopeless) || (ml.hopeless == w.hopeless && ml.retry > w.retry)) {

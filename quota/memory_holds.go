@@ -16,6 +16,8 @@ type monthKey struct{ month, key string }
 type memSpend struct {
 	spent, held int64
 	holds       map[string]int64
+	// start is the ledger's spend the counter started from.
+	start int64
 }
 
 // memTATs are a key's GCRA theoretical arrival times, in seconds since
@@ -33,7 +35,7 @@ func (m *Memory) startSpend(ctx context.Context, sub Subject) error {
 		s := m.shard(l.id)
 		s.mu.Lock()
 		if s.spend[monthKey{mo, l.id}] == nil {
-			s.spend[monthKey{mo, l.id}] = &memSpend{spent: spent}
+			s.spend[monthKey{mo, l.id}] = &memSpend{spent: spent, start: spent}
 		}
 		s.mu.Unlock()
 	})
@@ -45,7 +47,10 @@ func (m *Memory) startSpend(ctx context.Context, sub Subject) error {
 
 // spendOK decides the level's budget, after its other limits; false: its
 // spend counter is missing. Its shard is locked.
-func (ml *memLevel) spendOK(mo string, left time.Duration, cost int64, dry bool) bool {
+// share is the level's budget divided (share > 1) among replicas that
+// decide alone: what the ledger had spent when the counter started, and
+// 1/share of what was left.
+func (ml *memLevel) spendOK(mo string, left time.Duration, cost, share int64, dry bool) bool {
 	if ml.lim.Budget <= 0 {
 		return true
 	}
@@ -54,11 +59,26 @@ func (ml *memLevel) spendOK(mo string, left time.Duration, cost int64, dry bool)
 		return false
 	}
 	ml.spent, ml.held = ml.sp.spent, ml.sp.held
-	used := ml.spent + ml.held
-	if !dry && !ml.hopeless && (used >= ml.lim.Budget || ml.lim.StrictBudget && used+cost > ml.lim.Budget) {
+	used, budget := ml.spent+ml.held, ml.lim.Budget
+	if share > 1 {
+		budget = ml.sp.start + max(budget-ml.sp.start, 0)/share
+	}
+	if !dry && !ml.hopeless && (used >= budget || ml.lim.StrictBudget && used+cost > budget) {
 		ml.denied, ml.retry, ml.hopeless = Budget, left.Seconds(), false
 	}
 	return true
+}
+
+// forgetSpend drops every spend counter, so that each starts again from
+// the ledger: a replica that begins to decide alone starts from what
+// every replica spent.
+func (m *Memory) forgetSpend() {
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		clear(s.spend)
+		s.mu.Unlock()
+	}
 }
 
 // inFlight frees key's expired leases, giving back the money they held,

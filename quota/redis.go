@@ -21,12 +21,18 @@ type Redis struct {
 	// now, when set, replaces Redis TIME (tests); the TPD day is always
 	// taken from now or the local clock.
 	now func() time.Time
+	// marker is this replica's key in Redis, there while Redis keeps what
+	// it was given: missing, Redis lost the leases (LeasesLost).
+	marker string
 }
 
 // NewRedis returns a limiter over rdb; every key starts with prefix.
 func NewRedis(rdb redis.UniversalClient, prefix string) *Redis {
-	return &Redis{rdb: rdb, pipe: rdb, prefix: prefix}
+	return &Redis{rdb: rdb, pipe: rdb, prefix: prefix, marker: prefix + "replica:" + newLease()}
 }
+
+// markerTTL is how long a replica's marker outlives its last renewal.
+const markerTTL = 24 * time.Hour
 
 // Pipelines runs pipelines: the Redis client itself, or a batcher that
 // sends other writers' commands in the same round trip.
@@ -116,7 +122,7 @@ func (r *Redis) admit(ctx context.Context, sub Subject, tokens, cost int64, dry 
 	keys := r.keys(sub, d, mo)
 	res, err := r.admitOnce(ctx, keys, args)
 	if err == nil && len(res) > 0 && res[0] == int64(-1) {
-		if err = r.seed(ctx, sub, keys, mo, moLeft); err == nil {
+		if err = r.seed(ctx, sub, keys, d, mo, left, moLeft); err == nil {
 			res, err = r.admitOnce(ctx, keys, args)
 		}
 	}
@@ -196,29 +202,46 @@ func decision(res []any, levels int) Decision {
 	return dec
 }
 
-// seed starts the subject's missing spend counters from the ledger.
-func (r *Redis) seed(ctx context.Context, sub Subject, keys []string, mo string, left time.Duration) error {
-	var hashes []string
-	var args []any
-	err := r.money.eachSpent(ctx, sub, mo, func(i int, _ level, spent int64) {
-		hashes = append(hashes, keys[perLevel*i+4])
-		args = append(args, spent)
+// seed starts the subject's missing counters from the ledger: the
+// spend of month at each level with a budget, and the tokens of day at
+// each level with a TPD. Counters Redis holds are left as they are.
+func (r *Redis) seed(ctx context.Context, sub Subject, keys []string, day, mo string, dayLeft, moLeft time.Duration) error {
+	var spends, days []string
+	var spent, used []any
+	err := r.money.eachSpent(ctx, sub, mo, func(i int, _ level, v int64) {
+		spends, spent = append(spends, keys[perLevel*i+4]), append(spent, v)
 	})
 	if err != nil {
 		return err
 	}
-	args = append(args, left.Seconds())
-	return seedScript.Run(ctx, r.rdb, hashes, args...).Err()
+	err = r.money.eachUsed(ctx, sub, day, func(i int, v int64) {
+		days, used = append(days, keys[perLevel*i+2]), append(used, v)
+	})
+	if err != nil {
+		return err
+	}
+	args := append(append(append([]any{len(spends)}, spent...), used...),
+		int64(math.Ceil(moLeft.Seconds()))+86400, int64(math.Ceil(dayLeft.Seconds()))+3600)
+	return seedScript.Run(ctx, r.rdb, append(spends, days...), args...).Err()
 }
 
 // Renew extends the leases of reservations by LeaseTTL, all in one
-// pipelined round trip; a lease already gone stays gone.
+// pipelined round trip; a lease already gone stays gone, unless Redis
+// lost every lease since this replica last renewed (its marker is
+// missing: flushed, restarted empty, replaced), and then each is
+// registered again with the money it holds, so that concurrency caps
+// and budgets count the requests in flight again.
 func (r *Redis) Renew(ctx context.Context, res ...*Reservation) error {
 	_, nowArg := r.clock()
+	err := r.rdb.SetArgs(ctx, r.marker, "1", redis.SetArgs{TTL: markerTTL, Get: true}).Err()
+	again := errors.Is(err, redis.Nil)
+	if err != nil && !again {
+		return fmt.Errorf("renew leases: %w", err)
+	}
 	var calls []scriptCall
 	for _, rs := range res {
 		if rs != nil && rs.Lease != "" {
-			keys, args := r.renewArgs(rs, nowArg)
+			keys, args := r.renewArgs(rs, nowArg, again)
 			calls = append(calls, scriptCall{keys, args})
 		}
 	}
@@ -276,17 +299,29 @@ func (r *Redis) evalEach(ctx context.Context, p Pipelines, script *redis.Script,
 	return err
 }
 
+// LeasesLost reports whether Redis lost the leases this replica gave it
+// (its marker is gone), one command: checked every second, so that they
+// are registered again at once rather than at the next renewal.
+func (r *Redis) LeasesLost(ctx context.Context) (bool, error) {
+	n, err := r.rdb.Exists(ctx, r.marker).Result()
+	return n == 0, err
+}
+
 // renewArgs are a lease's KEYS and ARGV for renewScript.
-func (r *Redis) renewArgs(res *Reservation, nowArg string) ([]string, []any) {
+func (r *Redis) renewArgs(res *Reservation, nowArg string, again bool) ([]string, []any) {
 	k := r.keys(res.Subject, res.Day, res.Month)
-	var leases []string
-	args := []any{nowArg, LeaseTTL.Seconds()}
+	var keys []string
+	flag := "0"
+	if again {
+		flag = "1"
+	}
+	args := []any{nowArg, LeaseTTL.Seconds(), flag}
 	ls, n := res.levels()
 	for i, l := range ls[:n] {
-		leases = append(leases, k[perLevel*i+3])
+		keys = append(keys, k[perLevel*i+3], k[perLevel*i+4])
 		args = append(args, res.Lease+"/"+held(l, res))
 	}
-	return leases, args
+	return keys, args
 }
 
 // Settlement is a reservation and what the request actually used:

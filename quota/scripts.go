@@ -49,8 +49,9 @@ end
 // and the answer is integers (durations in microseconds) but for the
 // spend figures, passed through as Redis holds them.
 //
-// It returns denied (a Limit; -1: a budget's counter is missing and must
-// be seeded from the ledger first, nothing written), the refusing level
+// It returns denied (a Limit; -1: a budget's or, with a TPD, the day's
+// counter is missing and must be seeded from the ledger first, nothing
+// written), the refusing level
 // (0-based), retry (µs), hopeless, then nine figures per level.
 var admitScript = redis.NewScript(luaNow + `
 local cost, tokens = tonumber(ARGV[2]), ARGV[2]
@@ -126,6 +127,9 @@ local function decide(k, a)
     t_ok = true, t_tat = now, t_rem = -1, t_wait = 0, t_used = 0, inflight = 0,
     d_used = 0, spent = "0", held = "0"}
   local v = redis.call("MGET", KEYS[k + 1], KEYS[k + 2], KEYS[k + 3])
+  -- A day's counter that is missing where a TPD decides is started from
+  -- the ledger first: Redis may have lost it.
+  if s.tpd > 0 and not v[3] then return s, -1, 0, 0 end
   if s.rpm > 0 then
     s.r_ok, s.r_tat, s.r_rem, s.r_wait = gcra(v[1], s.rpm, reqs)
   end
@@ -228,14 +232,20 @@ end
 return out
 `)
 
-// seedScript starts the spend counters Redis does not hold from the
-// ledger's figures, unless a replica got there first. KEYS: spend
-// hashes. ARGV: their spent figures (picodollars), then the seconds until
-// the month ends.
+// seedScript starts the counters Redis does not hold from the ledger's
+// figures, unless a replica got there first: spend hashes and days' token
+// counters. KEYS: the spend hashes, then the day counters. ARGV: how many
+// spend hashes, their spent figures (picodollars) and the day counters'
+// tokens, then the spend hashes' and the day counters' ttl (seconds).
 var seedScript = redis.NewScript(`
-local ttl = math.ceil(tonumber(ARGV[#ARGV])) + 86400
+local spends = tonumber(ARGV[1])
+local month_ttl, day_ttl = ARGV[#ARGV - 1], ARGV[#ARGV]
 for i, k in ipairs(KEYS) do
-  if redis.call("HSETNX", k, "s", ARGV[i]) == 1 then redis.call("EXPIRE", k, ttl) end
+  if i <= spends then
+    if redis.call("HSETNX", k, "s", ARGV[1 + i]) == 1 then redis.call("EXPIRE", k, month_ttl) end
+  else
+    redis.call("SET", k, ARGV[1 + i], "NX", "EX", day_ttl)
+  end
 end
 return 1
 `)
@@ -247,7 +257,7 @@ return 1
 // requests wait out. It releases the request's lease, gives back the
 // money it held and adds its cost to the month's spending (where a
 // counter is kept: one that is missing is seeded from the ledger, which
-// has the cost).
+// has the cost; so is a day's token counter).
 //
 // KEYS, four per level: tpm tat, tpd counter, leases, spend. ARGV: now
 // ("" = Redis TIME), delta, lease id ("" for none), cost, then per level
@@ -277,20 +287,41 @@ for i = 0, #KEYS / 4 - 1 do
   end
   if delta ~= 0 then
     local left = redis.call("INCRBY", KEYS[k + 2], delta)
-    if left == delta then redis.call("EXPIRE", KEYS[k + 2], 90000) end -- it was not there
-    if left < 0 then redis.call("SET", KEYS[k + 2], 0, "KEEPTTL") end
+    if left == delta then
+      -- It was not there (Redis lost it): the ledger, which has this
+      -- request, starts it at the next admission.
+      redis.call("DEL", KEYS[k + 2])
+    elseif left < 0 then
+      redis.call("SET", KEYS[k + 2], 0, "KEEPTTL")
+    end
   end
 end
 return out
 `)
 
-// renewScript extends a lease that is still held, at every level. KEYS:
-// leases. ARGV: now ("" = Redis TIME), ttl, then each level's lease
-// member.
+// renewScript extends a lease that is still held, at every level; one
+// that is gone stays gone, unless Redis lost its leases (flushed,
+// replaced): then the replica holding it registers it again, with the
+// money it holds. KEYS, two per level: leases, spend. ARGV: now ("" =
+// Redis TIME), ttl, again ("1": register leases that are missing), then
+// each level's lease member.
 var renewScript = redis.NewScript(luaNow + `
-for i, k in ipairs(KEYS) do
-  redis.call("ZADD", k, "XX", math.ceil(now + tonumber(ARGV[2])), ARGV[2 + i])
-  redis.call("EXPIRE", k, math.ceil(tonumber(ARGV[2])) + 60)
+local ttl, again = tonumber(ARGV[2]), ARGV[3] == "1"
+local expiry = math.ceil(now + ttl)
+for i = 1, #KEYS / 2 do
+  local leases, spend, member = KEYS[2 * i - 1], KEYS[2 * i], ARGV[3 + i]
+  if again then
+    if redis.call("ZADD", leases, expiry, member) == 1 then
+      local held = string.match(member, "/(%d+)$")
+      if held and held ~= "0" then
+        redis.call("HINCRBY", spend, "h", held)
+        if redis.call("TTL", spend) < 0 then redis.call("EXPIRE", spend, 3456000) end
+      end
+    end
+  else
+    redis.call("ZADD", leases, "XX", expiry, member)
+  end
+  redis.call("EXPIRE", leases, math.ceil(ttl) + 60)
 end
 return 1
 `)

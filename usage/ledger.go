@@ -212,6 +212,31 @@ func (l *Ledger) Spent(ctx context.Context, key, project, month string) (int64, 
 	return int64(sum), nil
 }
 
+// Used is how many tokens a key or a project (the other "") used on a
+// UTC day (YYYYMMDD), prompt and completion, as the store has it: where
+// a day's token counter starts when the counters lost it.
+func (l *Ledger) Used(ctx context.Context, key, project, day string) (int64, error) {
+	start, err := time.Parse("20060102", day)
+	if err != nil {
+		return 0, fmt.Errorf("used on %q: %w", day, err)
+	}
+	q := BucketQuery{Start: start, End: start.AddDate(0, 0, 1)}
+	if project != "" {
+		q.Projects = []string{project}
+	} else {
+		q.Keys = []string{key}
+	}
+	rows, err := l.Buckets(ctx, q)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, r := range rows {
+		sum += r.Prompt + r.Completion
+	}
+	return sum, nil
+}
+
 // Close writes what is queued, retrying until ctx ends; then it spools
 // the rest. Records that arrive after Close go to the spool.
 func (l *Ledger) Close(ctx context.Context) error {

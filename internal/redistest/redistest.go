@@ -140,6 +140,17 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
+// Flush empties the server (FLUSHALL), as an operator's mistake or a
+// failover to an empty replica would.
+func (s *Server) Flush() {
+	s.t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer rdb.Close()
+	if err := rdb.FlushAll(context.Background()).Err(); err != nil {
+		s.t.Fatalf("FLUSHALL: %v", err)
+	}
+}
+
 // Restart starts the server again on the same port, empty.
 func (s *Server) Restart() {
 	s.t.Helper()
