@@ -1,9 +1,6 @@
 package gateway
 
-import (
-	"encoding/json"
-	"unicode/utf8"
-)
+import "unicode/utf8"
 
 // What a request's prompt can cost, measured two ways over the same
 // complete text — every member of the body the model may read:
@@ -82,17 +79,6 @@ func (p *promptText) estimate() int { return p.exact + (p.ascii+3)/4 + p.wide }
 // bound is the most tokens the text can be.
 func (p *promptText) bound() int { return p.exact + p.bytes }
 
-// addRead measures every member of fields but those in skip, which the
-// model does not read (sampling parameters, caps, flags) or which were
-// measured on their own.
-func (p *promptText) addRead(fields map[string]json.RawMessage, skip map[string]bool) {
-	for name, raw := range fields {
-		if !skip[name] {
-			p.add(raw)
-		}
-	}
-}
-
 // set is a set of member names.
 func set(names ...string) map[string]bool {
 	m := make(map[string]bool, len(names))
@@ -101,6 +87,21 @@ func set(names ...string) map[string]bool {
 	}
 	return m
 }
+
+// bodyShape is what the gateway knows of an API's request body: the
+// members it names (a member that only folds to one is refused) and
+// those the model does not read or that are measured on their own.
+type bodyShape struct {
+	names  *fieldNames
+	unread map[string]bool
+}
+
+// The body shapes of the APIs that call a model.
+var (
+	chatShape       = bodyShape{chatFields, chatUnread}
+	completionShape = bodyShape{completionFields, completionUnread}
+	embeddingShape  = bodyShape{embeddingFields, embeddingUnread}
+)
 
 // Members the model does not read, or that are measured on their own
 // (messages, a prompt, an input), by API. Every other member counts at

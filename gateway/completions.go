@@ -33,7 +33,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, _ httproute
 // (a string, strings, or token ids), the sampling fields chat has, and
 // best_of, which the backend generates and so is charged.
 func decodeCompletion(body []byte) (*chatRequest, error) {
-	c, err := newRequest(body, completionFields)
+	c, err := newRequest(body, completionShape)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +41,6 @@ func decodeCompletion(body []byte) (*chatRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.text.addRead(c.fields, completionUnread)
 	c.template = templatePerInput * prompts
 	if err := c.decodeSampling(); err != nil {
 		return nil, err

@@ -57,7 +57,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, _ httprouter
 // decodeEmbeddings parses and checks an embeddings body: its input is
 // what is reserved and charged.
 func decodeEmbeddings(body []byte) (*chatRequest, error) {
-	c, err := newRequest(body, embeddingFields)
+	c, err := newRequest(body, embeddingShape)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +68,6 @@ func decodeEmbeddings(body []byte) (*chatRequest, error) {
 	if items > maxEmbeddingInputs {
 		return nil, badRequest("input", fmt.Sprintf("input has %d items; at most %d", items, maxEmbeddingInputs))
 	}
-	c.text.addRead(c.fields, embeddingUnread)
 	c.template, c.N = templatePerInput*items, 1
 	return c, nil
 }

@@ -159,11 +159,10 @@ func (c *chatRequest) decodeContent(i int, role string, raw json.RawMessage) err
 // decodePart checks one content part, pp its name in an error.
 func (c *chatRequest) decodePart(pp string, rp json.RawMessage) error {
 	var p contentPart
-	fields, err := objectFields(rp)
-	if err != nil || fields == nil || json.Unmarshal(rp, &p) != nil {
+	if len(rp) == 0 || rp[0] != '{' || json.Unmarshal(rp, &p) != nil {
 		return badRequest(pp, pp+" must be a content part object with a type")
 	}
-	if err := partFields.checkObject(pp, fields); err != nil {
+	if err := partFields.checkRaw(pp, rp); err != nil {
 		return err
 	}
 	switch p.Type {

@@ -6,6 +6,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/internal/clip"
 )
 
@@ -64,6 +65,25 @@ func (f *fieldNames) checkObject(where string, fields map[string]json.RawMessage
 		return nil
 	}
 	return f.check(where, bad)
+}
+
+// checkRaw is checkObject of a raw JSON object, read in one pass where
+// its names are plain (no map is made); not an object is no error here.
+func (f *fieldNames) checkRaw(where string, raw []byte) error {
+	var bad []byte
+	if chunk.Fields(raw, func(name, _ []byte) bool {
+		if !f.exact[string(name)] && f.check("", string(name)) != nil {
+			bad = name
+		}
+		return bad == nil
+	}) {
+		return nil
+	}
+	if bad != nil {
+		return f.check(where, string(bad))
+	}
+	fields, _ := objectFields(raw)
+	return f.checkObject(where, fields)
 }
 
 // foldName is encoding/json's: ASCII letters upper-cased, every other rune

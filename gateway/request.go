@@ -51,7 +51,7 @@ var roles = map[string]bool{"system": true, "developer": true, "user": true, "as
 // decodeChat parses and checks a chat request body. Its errors are
 // *Error values naming the offending field.
 func decodeChat(body []byte) (*chatRequest, error) {
-	c, err := newRequest(body, chatFields)
+	c, err := newRequest(body, chatShape)
 	if err != nil {
 		return nil, err
 	}
@@ -61,14 +61,14 @@ func decodeChat(body []byte) (*chatRequest, error) {
 	if err := c.decodeSampling(); err != nil {
 		return nil, err
 	}
-	c.text.addRead(c.fields, chatUnread)
 	c.template = templatePerRequest + templatePerMessage*c.messages
 	return c, nil
 }
 
-// newRequest parses a body as a JSON object with a model, none of whose
-// members' names folds to one of names without being it.
-func newRequest(body []byte, names *fieldNames) (*chatRequest, error) {
+// newRequest parses a body of shape as a JSON object with a model, none
+// of whose members' names folds to a field without being it, and
+// measures the members the model reads but those measured on their own.
+func newRequest(body []byte, shape bodyShape) (*chatRequest, error) {
 	if !utf8.Valid(body) {
 		return nil, badRequest("", "the request body is not valid UTF-8 (JSON must be)")
 	}
@@ -84,8 +84,17 @@ func newRequest(body []byte, names *fieldNames) (*chatRequest, error) {
 	if c.fields == nil {
 		return nil, badRequest("", "the request body must be a JSON object")
 	}
-	if err := names.checkObject("", c.fields); err != nil {
-		return nil, err
+	var folded string
+	for name, raw := range c.fields {
+		if !shape.names.exact[name] && shape.names.check("", name) != nil && (folded == "" || name < folded) {
+			folded = name
+		}
+		if !shape.unread[name] {
+			c.text.add(raw)
+		}
+	}
+	if folded != "" {
+		return nil, shape.names.check("", folded)
 	}
 	raw, ok := c.fields["model"]
 	if !ok || isNull(raw) {
@@ -167,8 +176,7 @@ func (c *chatRequest) decodeSampling() error {
 		if raw[0] != '{' || json.Unmarshal(raw, &so) != nil {
 			return badRequest("stream_options", "stream_options must be an object with a boolean include_usage")
 		}
-		members, _ := objectFields(raw)
-		if err := streamOptionsFields.checkObject("stream_options", members); err != nil {
+		if err := streamOptionsFields.checkRaw("stream_options", raw); err != nil {
 			return err
 		}
 		c.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
