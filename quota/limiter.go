@@ -25,6 +25,9 @@ type Store interface {
 	SettleBatch(ctx context.Context, batch []Settlement) error
 	Renew(ctx context.Context, res ...*Reservation) error
 	LeasesLost(ctx context.Context) (bool, error)
+	// Replay adds to the counters the store still holds what requests
+	// decided without it used: tokens to their day, cost to the month.
+	Replay(ctx context.Context, used []Settlement) error
 	Ping(ctx context.Context) error
 }
 
@@ -80,8 +83,11 @@ type Limiter struct {
 	failOpen metric.Int64Counter
 
 	// Settlements are queued and written in batches by settler.
-	smu      sync.Mutex
-	settles  []Settlement
+	smu     sync.Mutex
+	settles []Settlement
+	// missed are what requests decided locally used, by subject and day,
+	// for the store's counters when it answers again.
+	missed   map[missedKey]*Settlement
 	skick    chan struct{}
 	settling sync.WaitGroup
 }
@@ -209,6 +215,7 @@ func (l *Limiter) Settle(ctx context.Context, res *Reservation, actual, cost int
 		return errors.New("settle: no reservation")
 	}
 	if res.local {
+		l.miss(res, actual, cost)
 		return l.local.Settle(ctx, res, actual, cost)
 	}
 	st := Settlement{Res: res, Actual: actual, Cost: cost}
@@ -346,6 +353,11 @@ func (l *Limiter) probe() {
 		ctx, cancel := context.WithTimeout(context.Background(), l.opt.Timeout)
 		err := l.store.Ping(ctx)
 		cancel()
+		if err == nil {
+			// What was used meanwhile reaches the counters Redis kept
+			// before it decides again.
+			err = l.replay()
+		}
 		if err != nil {
 			continue
 		}

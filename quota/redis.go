@@ -357,6 +357,26 @@ func (r *Redis) SettleBatch(ctx context.Context, batch []Settlement) error {
 	return nil
 }
 
+// Replay adds to the day and month counters Redis still holds what
+// requests decided without it used (Settlement: tokens and cost), all in
+// one pipelined round trip.
+func (r *Redis) Replay(ctx context.Context, used []Settlement) error {
+	calls := make([]scriptCall, 0, len(used))
+	for _, u := range used {
+		k := r.keys(u.Res.Subject, u.Res.Day, u.Res.Month)
+		var keys []string
+		_, n := u.Res.levels()
+		for i := range n {
+			keys = append(keys, k[perLevel*i+2], k[perLevel*i+4])
+		}
+		calls = append(calls, scriptCall{keys, []any{u.Actual, u.Cost}})
+	}
+	if err := r.evalEach(ctx, r.rdb, replayScript, calls, nil); err != nil {
+		return fmt.Errorf("replay %d subjects' use: %w", len(calls), err)
+	}
+	return nil
+}
+
 // settleArgs are a settlement's KEYS and ARGV for settleScript.
 func (r *Redis) settleArgs(st Settlement, nowArg string) ([]string, []any) {
 	k := r.keys(st.Res.Subject, st.Res.Day, st.Res.Month)
@@ -399,7 +419,7 @@ func (r *Redis) spent(st Settlement, val any) {
 // or flushes its cache later is served by go-redis's Script.Run, which
 // falls back from EVALSHA to EVAL on NOSCRIPT.
 func (r *Redis) Load(ctx context.Context) error {
-	for _, s := range []*redis.Script{admitScript, seedScript, settleScript, renewScript} {
+	for _, s := range []*redis.Script{admitScript, seedScript, settleScript, renewScript, replayScript} {
 		if err := s.Load(ctx, r.rdb).Err(); err != nil {
 			return fmt.Errorf("load quota scripts: %w", err)
 		}

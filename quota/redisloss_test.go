@@ -139,3 +139,37 @@ func TestFailOpenBudgetShare(t *testing.T) {
 		t.Fatalf("600 spent, this replica's share: %+v", d)
 	}
 }
+
+// TestOutageUseReplayed: what requests decided without Redis used (a
+// Redis paused, its counters kept) reaches its day's and month's counters
+// when it answers again, before it decides again.
+func TestOutageUseReplayed(t *testing.T) {
+	env := newLimiterEnvMoney(t, FailOpen, 1, Money{Ledger: ledgerStub{}})
+	ctx := context.Background()
+	sub := Subject{Key: "key_o", Limits: Limits{TPD: 10_000, Budget: 10_000}}
+	settle := func(tokens, cost int64) {
+		t.Helper()
+		d, err := env.lim.Admit(ctx, sub, 10, 50)
+		if err != nil || !d.Allowed {
+			t.Fatalf("%+v %v", d, err)
+		}
+		if err := env.lim.Settle(ctx, d.Reservation, tokens, cost); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle(100, 100)
+	waitSettled(t, env.lim, sub, func(d Decision) int64 { return d.DailyUsed }, 100)
+	env.srv.Pause()
+	settle(200, 300) // decided locally: the store times out
+	if !env.lim.down.Load() {
+		t.Fatal("the paused store was not noticed")
+	}
+	env.srv.Resume()
+	waitAvailable(t, env.lim)
+	// The admission that timed out reached the paused Redis and ran when
+	// it resumed: it stays charged its estimate, 10 tokens, once.
+	d, err := env.lim.Peek(ctx, sub)
+	if err != nil || d.DailyUsed != 300+10 || d.Spent != 400 {
+		t.Fatalf("after the outage: %d tokens today, %d spent; want 310 and 400 (%v)", d.DailyUsed, d.Spent, err)
+	}
+}

@@ -325,3 +325,16 @@ for i = 1, #KEYS / 2 do
 end
 return 1
 `)
+
+// replayScript adds what requests decided without Redis used to the
+// counters Redis still holds (a counter it lost starts from the ledger,
+// which has them). KEYS, two per level: the day's tokens, the month's
+// spend. ARGV: tokens, cost (picodollars).
+var replayScript = redis.NewScript(`
+for i = 1, #KEYS / 2 do
+  local day, spend = KEYS[2 * i - 1], KEYS[2 * i]
+  if ARGV[1] ~= "0" and redis.call("EXISTS", day) == 1 then redis.call("INCRBY", day, ARGV[1]) end
+  if ARGV[2] ~= "0" and redis.call("HEXISTS", spend, "s") == 1 then redis.call("HINCRBY", spend, "s", ARGV[2]) end
+end
+return 1
+`)
