@@ -70,6 +70,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 			return nil, &Error{Code: CodeTooLarge, Message: fmt.Sprintf("the request body is over the limit of %d bytes", mbe.Limit)}
 		case errors.As(err, &e):
 			return nil, e
+		case r.Context().Err() != nil:
+			return nil, r.Context().Err() // the client left (a reset stream, a closed connection)
 		}
 		return nil, badRequest("", "the request body could not be read")
 	}

@@ -118,6 +118,11 @@ func TestHangUpsCostNothing(t *testing.T) {
 	if strings.Contains(e.serverLog.String(), "panic") {
 		t.Fatalf("a handler panicked:\n%.3000s", e.serverLog.String())
 	}
+	for _, line := range strings.Split(e.log.String(), "\n") {
+		if strings.Contains(line, `"status":400`) || strings.Contains(line, `"status":500`) {
+			t.Errorf("a client that hung up answered as a bad request or a bug: %s", line)
+		}
+	}
 	period := time.Now().UTC().Format("2006-01")
 	var d quota.Decision
 	var s *usage.Summary

@@ -77,6 +77,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	tps := fs.Float64("tps", 0, "tokens per second per stream; 0 = as fast as possible")
 	first := fs.Duration("first-token", 0, "delay before the first token")
 	noUsage := fs.Bool("no-usage", false, "never report usage, even when asked")
+	worst := fs.Bool("worst-case", false, "bill prompts as the worst byte-level tokenizer would: a token per byte the model reads")
 	fault := fs.String("fault", "none", "inject a fault into every request: none, status:CODE, stream-error:AFTER, disconnect:AFTER, hang:AFTER")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -85,7 +86,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s := sim.New(sim.Config{ReplyTokens: *tokens, TokensPerSecond: *tps, FirstTokenDelay: *first, NoUsage: *noUsage, Fault: f})
+	s := sim.New(sim.Config{ReplyTokens: *tokens, TokensPerSecond: *tps, FirstTokenDelay: *first, NoUsage: *noUsage, WorstCase: *worst, Fault: f})
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
