@@ -195,21 +195,12 @@ func (l *Ledger) Spent(ctx context.Context, key, project, month string) (int64, 
 	if err != nil {
 		return 0, fmt.Errorf("spent in %q: %w", month, err)
 	}
-	q := BucketQuery{Start: start, End: start.AddDate(0, 1, 0)}
-	if project != "" {
-		q.Projects = []string{project}
-	} else {
-		q.Keys = []string{key}
-	}
-	rows, err := l.Buckets(ctx, q)
-	if err != nil {
-		return 0, err
-	}
+	rows, err := l.levelRows(ctx, key, project, start, start.AddDate(0, 1, 0))
 	var sum Money
 	for _, r := range rows {
 		sum += r.Cost
 	}
-	return int64(sum), nil
+	return int64(sum), err
 }
 
 // Used is how many tokens a key or a project (the other "") used on a
@@ -220,21 +211,24 @@ func (l *Ledger) Used(ctx context.Context, key, project, day string) (int64, err
 	if err != nil {
 		return 0, fmt.Errorf("used on %q: %w", day, err)
 	}
-	q := BucketQuery{Start: start, End: start.AddDate(0, 0, 1)}
+	rows, err := l.levelRows(ctx, key, project, start, start.AddDate(0, 0, 1))
+	var sum int64
+	for _, r := range rows {
+		sum += r.Prompt + r.Completion
+	}
+	return sum, err
+}
+
+// levelRows are a key's or a project's (the other "") buckets from start
+// to end.
+func (l *Ledger) levelRows(ctx context.Context, key, project string, start, end time.Time) ([]BucketRow, error) {
+	q := BucketQuery{Start: start, End: end}
 	if project != "" {
 		q.Projects = []string{project}
 	} else {
 		q.Keys = []string{key}
 	}
-	rows, err := l.Buckets(ctx, q)
-	if err != nil {
-		return 0, err
-	}
-	var sum int64
-	for _, r := range rows {
-		sum += r.Prompt + r.Completion
-	}
-	return sum, nil
+	return l.Buckets(ctx, q)
 }
 
 // Close writes what is queued, retrying until ctx ends; then it spools

@@ -7,7 +7,8 @@ import (
 
 // TestProjectInLedger: each record keeps its key's project; spend is
 // summed by key or by project (a key that moved counts where it was),
-// and buckets filter and group by project, in both stores.
+// tokens of a day likewise, and buckets filter and group by project, in
+// both stores.
 func TestProjectInLedger(t *testing.T) {
 	forEachLedger(t, func(t *testing.T, l ledger) {
 		ctx := context.Background()
@@ -30,6 +31,16 @@ func TestProjectInLedger(t *testing.T) {
 		}{{"key_a", "", 207}, {"", "acme", 250}, {"", "beta", 1000}, {"key_b", "", 50}, {"", "none", 0}} {
 			if got, err := led.Spent(ctx, tt.key, tt.project, "202611"); err != nil || got != tt.want {
 				t.Errorf("spent by %q/%q: %d, %v; want %d", tt.key, tt.project, got, err, tt.want)
+			}
+		}
+		// Tokens of a day, prompt and completion, embeddings too.
+		day := nov.Format("20060102")
+		for _, tt := range []struct {
+			key, project, day string
+			want              int64
+		}{{"key_a", "", day, 21}, {"", "acme", day, 20}, {"key_b", "", day, 0}, {"key_b", "", nov.AddDate(0, 0, 1).Format("20060102"), 5}} {
+			if got, err := led.Used(ctx, tt.key, tt.project, tt.day); err != nil || got != tt.want {
+				t.Errorf("used by %q/%q on %s: %d, %v; want %d", tt.key, tt.project, tt.day, got, err, tt.want)
 			}
 		}
 		rows, err := led.Buckets(ctx, BucketQuery{Start: nov.AddDate(0, 0, -14), End: nov.AddDate(0, 0, 16), ByProject: true, Projects: []string{"acme", ""}})
