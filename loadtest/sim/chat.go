@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -134,7 +135,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, cfg *Config) {
 		MaxTokens: maxTokens(req.MaxTokens, req.MaxCompletionTokens), Body: body}) {
 		return
 	}
-	defer s.enter()()
+	defer s.enter(r.Context())()
 	prompt := promptTokens(req.Messages)
 	if cfg.WorstCase {
 		prompt = WorstPrompt(body)
@@ -150,12 +151,17 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, cfg *Config) {
 	}
 }
 
-// enter counts a generation running until the returned func is called.
-func (s *Server) enter() func() {
+// enter counts a generation running until the returned func is called
+// or its client goes (a generation notices that only at its next token;
+// the client, a gateway, counts it gone when it hangs up).
+func (s *Server) enter(ctx context.Context) func() {
 	n := s.inFlight.Add(1)
 	for m := s.maxInFlight.Load(); n > m && !s.maxInFlight.CompareAndSwap(m, n); m = s.maxInFlight.Load() {
 	}
-	return func() { s.inFlight.Add(-1) }
+	var once sync.Once
+	leave := func() { once.Do(func() { s.inFlight.Add(-1) }) }
+	stop := context.AfterFunc(ctx, leave)
+	return func() { stop(); leave() }
 }
 
 // begin counts and records a request and answers a Status fault; it
