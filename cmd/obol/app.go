@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/obol/obol/gateway"
@@ -117,6 +119,8 @@ func (a *app) close() {
 // run serves until ctx ends, then shuts down within the grace: requests
 // and streams in flight finish, or are cut and still recorded.
 func (a *app) run(ctx context.Context) error {
+	stopHUP := a.ignoreHUP(ctx)
+	defer stopHUP()
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -156,6 +160,28 @@ func (a *app) run(ctx context.Context) error {
 	}
 	a.log.Info("stopped")
 	return nil
+}
+
+// ignoreHUP keeps SIGHUP, which would end the process and cut its
+// streams unrecorded, from doing harm: obol does not reload its
+// configuration, and says so. Only the shutdown path ends requests.
+func (a *app) ignoreHUP(ctx context.Context) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				a.log.Warn("SIGHUP received and ignored: obol does not reload its configuration; restart it to apply a change (SIGTERM lets requests in flight finish)")
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(hup); close(done) }
 }
 
 // server is an http.Server for h with the gateway's timeouts: the public

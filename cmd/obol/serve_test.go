@@ -328,3 +328,56 @@ func (nopLedger) Record(usage.Record) <-chan struct{} {
 func (nopLedger) Summary(context.Context, string, string) (*usage.Summary, error) {
 	return &usage.Summary{}, nil
 }
+
+// TestSIGHUPDoesNoHarm: SIGHUP during a stream is logged as not a reload;
+// the stream runs to [DONE] and the gateway goes on serving.
+func TestSIGHUPDoesNoHarm(t *testing.T) {
+	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 20, TokensPerSecond: 60}))
+	defer up.Close()
+	cmd, base, logs := startObolWith(t, "testdata/good.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir())
+	req, _ := http.NewRequest("POST", base+"/v1/chat/stream", strings.NewReader(`{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Authorization", "Bearer sk-demo-free-4f1c9a")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, logs, "SIGHUP received and ignored")
+	rest, err := io.ReadAll(br)
+	if err != nil || !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
+		t.Fatalf("the stream after SIGHUP: %v …%s", err, tail(string(rest)))
+	}
+	if r, err := http.Get(base + "/healthz"); err != nil || r.StatusCode != 200 {
+		t.Fatalf("serving after SIGHUP: %v", err)
+	}
+	waitLog(t, logs, `"stream_outcome":"completed"`)
+}
+
+// TestSecondProcessOnOneDataDir: a second obol on a data_dir another one
+// holds exits saying so (status 1), never with a panic.
+func TestSecondProcessOnOneDataDir(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"TEST_UPSTREAM=http://127.0.0.1:9/v1", "TEST_DATA_DIR=" + dir}
+	startObolWith(t, "testdata/good.yaml", env...)
+	bin, err := buildObol()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "-config", "testdata/good.yaml", "-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || strings.Contains(stderr.String(), "panic") ||
+		!strings.Contains(stderr.String(), "held by another process") {
+		t.Errorf("a second obol on one data_dir: %v\n%s", err, stderr.String())
+	}
+}

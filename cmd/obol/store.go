@@ -80,8 +80,8 @@ func ledgerOptions(c *Config, log *slog.Logger) usage.Options {
 // process) and the records (PostgreSQL, the system of record of several
 // replicas, or the embedded bbolt file), and the bbolt file under
 // data_dir when either is embedded.
-func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, hooks []alerts.Webhook) (st *store, err error) {
-	st = &store{}
+func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, hooks []alerts.Webhook) (_ *store, err error) {
+	st := &store{}
 	var closers []func() error
 	st.close = func() error {
 		var errs []error
@@ -92,7 +92,7 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, h
 	}
 	defer func() {
 		if err != nil {
-			st.close()
+			st.close() // st, not the nil this returns
 		}
 	}()
 	var db *bolt.DB
