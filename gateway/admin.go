@@ -144,6 +144,9 @@ func decodeAdminBody(r *http.Request, maxBody int64, dst any, fields string) err
 	if int64(len(body)) > min(maxBody, 64<<10) {
 		return &Error{Code: CodeTooLarge, Message: "an admin request body is at most 64 KiB"}
 	}
+	if err := exactNames("", body, dst); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {

@@ -109,9 +109,12 @@ func applyBudget(dst **keys.Budget, raw json.RawMessage) error {
 		*dst = nil
 		return nil
 	}
+	var b keys.Budget
+	if err := exactNames("budget", raw, &b); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	var b keys.Budget
 	if err := dec.Decode(&b); err != nil {
 		return badRequest("budget", `budget is {"monthly": USD, "alert_at": [fractions of it]}, or null for none: `+err.Error())
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/bolttest"
 	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/keys"
@@ -357,5 +358,52 @@ func TestAdminKeyProject(t *testing.T) {
 	resp, b = e.do(t, "PATCH", "/v1/admin/keys/"+k.ID, adminToken, `{"project":null}`)
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"project":null`) {
 		t.Errorf("leaving the project: %d %s", resp.StatusCode, b)
+	}
+}
+
+// withEmbeddedAdmin is withAdmin with run-time keys in an embedded store.
+func withEmbeddedAdmin(t *testing.T) envOption {
+	st, err := keys.OpenEmbedded(bolttest.Open(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(c *envConfig) {
+		c.keyStore, c.keyPoll, c.AdminToken = st, 20*time.Millisecond, adminToken
+	}
+}
+
+// TestAdminRefusesNUL: a NUL character in a key's or a project's name or
+// metadata is a 400 naming the field, on create and on update, in both
+// stores, not a store failure; so is a member whose name folds to a field
+// without being it.
+func TestAdminRefusesNUL(t *testing.T) {
+	for name, opt := range map[string]func(*testing.T) envOption{"postgres": withAdmin, "embedded": withEmbeddedAdmin} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, sim.Config{}, opt(t))
+			k := e.createKey(t, `{"tier":"free","name":"ok"}`)
+			resp, b := e.do(t, "POST", "/v1/admin/projects", adminToken, `{"id":"nul","name":"ok"}`)
+			if resp.StatusCode != 201 {
+				t.Fatalf("project: %d %s", resp.StatusCode, b)
+			}
+			for _, tt := range []struct{ method, path, body, param string }{
+				{"POST", "/v1/admin/keys", `{"tier":"free","name":"a\u0000b"}`, "name"},
+				{"POST", "/v1/admin/keys", `{"tier":"free","metadata":{"team":"x\u0000"}}`, "metadata.team"},
+				{"PATCH", "/v1/admin/keys/" + k.ID, `{"name":"\u0000"}`, "name"},
+				{"PATCH", "/v1/admin/keys/" + k.ID, `{"metadata":{"a\u0000":"x"}}`, "metadata"},
+				{"POST", "/v1/admin/projects", `{"id":"p2","name":"a\u0000"}`, "name"},
+				{"PATCH", "/v1/admin/projects/nul", `{"metadata":{"k":"\u0000"}}`, "metadata.k"},
+				// Folded names, which encoding/json would take for the fields.
+				{"POST", "/v1/admin/keys", `{"tieR":"team"}`, "tieR"},
+				{"PATCH", "/v1/admin/keys/" + k.ID, `{"budget":{"monthlY":1}}`, "budget.monthlY"},
+				{"POST", "/v1/admin/projects", `{"id":"p3","Budget":{"monthly":1}}`, "Budget"},
+			} {
+				resp, b := e.do(t, tt.method, tt.path, adminToken, tt.body)
+				var ae apiError
+				json.Unmarshal(b, &ae)
+				if resp.StatusCode != 400 || ae.Error.Param == nil || *ae.Error.Param != tt.param {
+					t.Errorf("%s %s %s: %d %s, want a 400 naming %s", tt.method, tt.path, tt.body, resp.StatusCode, b, tt.param)
+				}
+			}
+		})
 	}
 }

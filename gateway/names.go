@@ -3,6 +3,9 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
+	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -116,6 +119,29 @@ func foldRune(r rune) rune {
 		}
 		r = r2
 	}
+}
+
+// structNames are the JSON member names of a struct type's fields, made
+// once per type: the admin API's bodies are decoded into structs by
+// encoding/json, which would take {"tieR": …} for tier.
+var structNames sync.Map // reflect.Type → *fieldNames
+
+// exactNames refuses a member of the object raw (at where, "" for the
+// body) whose name folds to one of dst's (a pointer to a struct) fields
+// without being it.
+func exactNames(where string, raw []byte, dst any) error {
+	t := reflect.TypeOf(dst).Elem()
+	f, ok := structNames.Load(t)
+	if !ok {
+		var names []string
+		for i := range t.NumField() {
+			if n, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); n != "" && n != "-" {
+				names = append(names, n)
+			}
+		}
+		f, _ = structNames.LoadOrStore(t, newFieldNames(names...))
+	}
+	return f.(*fieldNames).checkRaw(where, raw)
 }
 
 // The members of each object obol reads, as OpenAI's API reference names

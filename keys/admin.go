@@ -137,8 +137,8 @@ func (r *Registry) check(k *Key) error {
 	if err := CheckBudget(k.Budget, "budget"); err != nil {
 		return err
 	}
-	if len(k.Name) > 200 {
-		return &InvalidError{Field: "name", Msg: "a name is at most 200 bytes"}
+	if err := checkName(k.Name); err != nil {
+		return err
 	}
 	if err := checkMetadata(k.Metadata); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/obol/obol/quota"
@@ -148,6 +149,29 @@ func checkMetadata(m map[string]string) error {
 		if len(n) > 64 || len(v) > 512 {
 			return &InvalidError{Field: "metadata", Msg: "metadata names are at most 64 bytes, values 512"}
 		}
+		if err := checkText("metadata", n); err != nil {
+			return err
+		}
+		if err := checkText("metadata."+n, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkName validates a key's or a project's name.
+func checkName(name string) error {
+	if len(name) > 200 {
+		return &InvalidError{Field: "name", Msg: "a name is at most 200 bytes"}
+	}
+	return checkText("name", name)
+}
+
+// checkText refuses what no store keeps as text: a NUL character
+// (PostgreSQL's text and jsonb refuse it).
+func checkText(field, s string) error {
+	if strings.IndexByte(s, 0) >= 0 {
+		return &InvalidError{Field: field, Msg: "must not contain a NUL character (U+0000)"}
 	}
 	return nil
 }
@@ -158,8 +182,8 @@ func CheckProject(p *Project) error {
 	if !ProjectID.MatchString(p.ID) {
 		return &InvalidError{Field: "id", Msg: "a project id is 1 to 64 of a-z, 0-9, _ and -"}
 	}
-	if len(p.Name) > 200 {
-		return &InvalidError{Field: "name", Msg: "a name is at most 200 bytes"}
+	if err := checkName(p.Name); err != nil {
+		return err
 	}
 	if err := checkLimits(p.Limits); err != nil {
 		return err
