@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"math"
 	"slices"
+	"unicode/utf8"
 
 	"github.com/obol/obol/quota"
 )
@@ -174,4 +176,43 @@ func (t AdminToken) Set() bool { return t.digest != nil }
 func (t AdminToken) Matches(secret string) bool {
 	d := sha256.Sum256([]byte(secret))
 	return t.digest != nil && subtle.ConstantTimeCompare(d[:], t.digest) == 1
+}
+
+// CheckAdminToken refuses an admin token that is easy to guess: under 16
+// characters, fewer than 10 distinct ones, or under 128 bits by a simple
+// estimate (its length times the bits of a character drawn from the
+// classes it uses: digits, lower case, upper case, others).
+func CheckAdminToken(token string) error {
+	const how = "make one with: openssl rand -hex 32"
+	if len(token) < 16 {
+		return fmt.Errorf("at least 16 characters, please (%s)", how)
+	}
+	distinct := map[rune]bool{}
+	var digit, lower, upper, other bool
+	for _, r := range token {
+		distinct[r] = true
+		switch {
+		case r >= '0' && r <= '9':
+			digit = true
+		case r >= 'a' && r <= 'z':
+			lower = true
+		case r >= 'A' && r <= 'Z':
+			upper = true
+		default:
+			other = true
+		}
+	}
+	pool := 0.0
+	for _, c := range []struct {
+		in   bool
+		size float64
+	}{{digit, 10}, {lower, 26}, {upper, 26}, {other, 33}} {
+		if c.in {
+			pool += c.size
+		}
+	}
+	if len(distinct) < 10 || float64(utf8.RuneCountInString(token))*math.Log2(pool) < 128 {
+		return fmt.Errorf("too easy to guess (fewer than 10 distinct characters, or under 128 bits); %s", how)
+	}
+	return nil
 }

@@ -328,3 +328,19 @@ func TestRevocationAcrossReplicasAndPartition(t *testing.T) {
 	proxy.Restore()
 	poll.Until(t, "the cut-off replica to refuse the revoked key once back", func() bool { e, _ := c.Lookup(ctx, secret); return e == nil })
 }
+
+// TestCheckAdminToken: tokens easy to guess are refused, saying how to
+// make one; what openssl makes is taken.
+func TestCheckAdminToken(t *testing.T) {
+	for tok, ok := range map[string]bool{
+		"short": false, "aaaaaaaaaaaaaaaa": false, "abababababababababababababababab": false,
+		"0123456789abcdef":              false, // 16 hex characters: 83 bits
+		"demo-admin-token-not-a-secret": true, "3f9c1e7a5b2d8046c1e9f7a3b5d2086e4c1a9f7e3b5d2c80f6a4e2c9b7d1f305": true,
+		"pQ7vX2mR9tK4wL8zN3bH6jF1": true,
+	} {
+		err := CheckAdminToken(tok)
+		if (err == nil) != ok || err != nil && !strings.Contains(err.Error(), "openssl rand -hex 32") {
+			t.Errorf("%q: %v, want ok %v", tok, err, ok)
+		}
+	}
+}

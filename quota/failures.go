@@ -95,14 +95,50 @@ type SharedFailures struct {
 	local  *Failures
 }
 
-// NewSharedFailures counts in rdb under prefix.
+// NewSharedFailures counts in rdb under prefix: every key it writes
+// starts with it (redis_rate's own "rate:" follows it).
 func NewSharedFailures(rdb redis.UniversalClient, prefix string, l FailureLimit) *SharedFailures {
 	return &SharedFailures{
-		lim:    redis_rate.NewLimiter(rdb),
+		lim:    redis_rate.NewLimiter(prefixed{rdb, prefix}),
 		limit:  redis_rate.Limit{Rate: l.PerMinute, Burst: l.Burst, Period: time.Minute},
-		prefix: prefix + "authfail:",
+		prefix: "authfail:",
 		local:  NewFailures(l),
 	}
+}
+
+// prefixed puts prefix before the keys of redis_rate's scripts, which
+// start theirs with its own "rate:".
+type prefixed struct {
+	redis.UniversalClient
+	prefix string
+}
+
+func (p prefixed) keys(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = p.prefix + k
+	}
+	return out
+}
+
+func (p prefixed) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return p.UniversalClient.Eval(ctx, script, p.keys(keys), args...)
+}
+
+func (p prefixed) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	return p.UniversalClient.EvalSha(ctx, sha1, p.keys(keys), args...)
+}
+
+func (p prefixed) EvalRO(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return p.UniversalClient.EvalRO(ctx, script, p.keys(keys), args...)
+}
+
+func (p prefixed) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	return p.UniversalClient.EvalShaRO(ctx, sha1, p.keys(keys), args...)
+}
+
+func (p prefixed) Del(ctx context.Context, keys ...string) *redis.IntCmd {
+	return p.UniversalClient.Del(ctx, p.keys(keys)...)
 }
 
 // Fail counts a failed attempt from addr, as Failures.Fail does.

@@ -3,8 +3,11 @@ package quota
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/obol/obol/internal/redistest"
 )
@@ -62,5 +65,30 @@ func TestFailuresMemoryBounded(t *testing.T) {
 	}
 	if n := f.Len(); n > maxAddresses {
 		t.Errorf("%d addresses held in a flood, want at most %d", n, maxAddresses)
+	}
+}
+
+// TestSharedFailuresUnderPrefix: the failed-auth counts live under the
+// configured prefix, as every key obol writes does.
+func TestSharedFailuresUnderPrefix(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	f := NewSharedFailures(rdb, "tenant-a:", FailureLimit{PerMinute: 10, Burst: 2})
+	ctx := context.Background()
+	for i := range 3 {
+		ok, _, err := f.Fail(ctx, "192.0.2.1")
+		if err != nil || ok != (i < 2) {
+			t.Fatalf("failure %d: %v %v", i, ok, err)
+		}
+	}
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("keys %v, %v", keys, err)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "tenant-a:") {
+			t.Errorf("key %q is not under the prefix", k)
+		}
 	}
 }

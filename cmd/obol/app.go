@@ -60,8 +60,8 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 	adminToken := getenv("OBOL_ADMIN_TOKEN")
 	if adminToken == "" {
 		log.Info("admin API off: OBOL_ADMIN_TOKEN is not set")
-	} else if len(adminToken) < 16 {
-		return nil, &configError{msg: "OBOL_ADMIN_TOKEN: at least 16 characters, please (openssl rand -hex 32)"}
+	} else if err := keys.CheckAdminToken(adminToken); err != nil {
+		return nil, &configError{msg: "OBOL_ADMIN_TOKEN: " + err.Error()}
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)

@@ -181,6 +181,8 @@ func TestBadConfigExits2(t *testing.T) {
 		// Failing after the metrics, tracing and the data dir were set up.
 		{"testdata/good.yaml", []string{"OBOL_ADMIN_TOKEN=short", "TEST_UPSTREAM=http://127.0.0.1:9/v1", "TEST_DATA_DIR=" + t.TempDir()},
 			"OBOL_ADMIN_TOKEN: at least 16 characters"},
+		{"testdata/good.yaml", []string{"OBOL_ADMIN_TOKEN=aaaaaaaaaaaaaaaa", "TEST_UPSTREAM=http://127.0.0.1:9/v1", "TEST_DATA_DIR=" + t.TempDir()},
+			"OBOL_ADMIN_TOKEN: too easy to guess"},
 		// A webhook whose signing secret is not in the environment.
 		{"testdata/budget.yaml", []string{"TEST_UPSTREAM=http://127.0.0.1:9/v1", "TEST_DATA_DIR=" + t.TempDir(), "TEST_WEBHOOK_URL=http://127.0.0.1:9/hook"},
 			"webhooks[0].secret_env: the environment variable TEST_WEBHOOK_SECRET is not set"},
