@@ -147,10 +147,10 @@ func runNode(t *testing.T, script, pkg string, env ...string) {
 }
 
 // TestOpenAINodeClient runs the official openai npm client against the
-// gateway: chat, streams, responses, embeddings, legacy completions and
-// the errors.
+// gateway: chat, streams, responses, embeddings, legacy completions, the
+// errors, and its admin client's organization usage and costs.
 func TestOpenAINodeClient(t *testing.T) {
-	e := newEnv(t, sim.Config{ReplyTokens: 8}, withAPIs)
+	e := newEnv(t, sim.Config{ReplyTokens: 8}, withAPIs, withEmbeddedAdmin(t))
 	faulty := newEnv(t, sim.Config{ReplyTokens: 8, Fault: sim.Fault{Kind: sim.StreamError, After: 2}})
 	limited := newEnv(t, sim.Config{ReplyTokens: 8}, withQuota(redisLimiter(t)), withLimits(keyAll, quota.Limits{RPM: 2, TPM: 1000}))
 	runNode(t, "check.mjs", "openai",
@@ -159,6 +159,7 @@ func TestOpenAINodeClient(t *testing.T) {
 		"OBOL_LIMITED_BASE_URL="+limited.gw.URL+"/v1",
 		"OBOL_KEY_ALL="+keyAll,
 		"OBOL_KEY_HERMES="+keyHermes,
+		"OBOL_ADMIN_TOKEN="+adminToken,
 	)
 	// Every route's usage is in the ledger, as the backend reported it
 	// (the last records are written a moment after their answers).

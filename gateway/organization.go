@@ -14,6 +14,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/usage"
 )
 
@@ -90,6 +91,12 @@ func (s *Server) organization(rep report) handlerFunc {
 // bucket_width, limit, page, group_by, models, api_key_ids, project_ids,
 // format.
 func parseReport(v url.Values, rep report) (*reportQuery, error) {
+	for name := range v {
+		if base, list := strings.CutSuffix(name, "[]"); !reportParams[name] && !(list && reportLists[base]) {
+			return nil, badRequest(name, fmt.Sprintf("unknown parameter %q; these reports take start_time, end_time, bucket_width, limit, page, group_by, models, api_key_ids, project_ids and format",
+				clip.String(name, 40)))
+		}
+	}
 	q := &reportQuery{width: "1d", csv: v.Get("format") == "csv"}
 	if f := v.Get("format"); f != "" && f != "csv" && f != "json" {
 		return nil, badRequest("format", "format must be json or csv")
@@ -135,17 +142,23 @@ func parseReport(v url.Values, rep report) (*reportQuery, error) {
 		}
 		q.start = time.Unix(at, 0).UTC()
 	}
-	for _, g := range v["group_by"] {
-		for _, g := range strings.Split(g, ",") {
-			if !slices.Contains(rep.groups, g) {
-				return nil, badRequest("group_by", "group_by must be one of "+strings.Join(rep.groups, ", "))
-			}
-			q.groups = append(q.groups, g)
+	for _, g := range listParam(v, "group_by") {
+		if !slices.Contains(rep.groups, g) {
+			return nil, badRequest("group_by", "group_by must be one of "+strings.Join(rep.groups, ", "))
 		}
+		q.groups = append(q.groups, g)
 	}
 	q.models, q.keys, q.projects = listParam(v, "models"), listParam(v, "api_key_ids"), listParam(v, "project_ids")
 	return q, nil
 }
+
+// reportParams are the parameters the reports take; reportLists those
+// that are lists, also taken as name[] (as the openai SDKs send arrays).
+var (
+	reportParams = map[string]bool{"start_time": true, "end_time": true, "bucket_width": true, "limit": true,
+		"page": true, "group_by": true, "models": true, "api_key_ids": true, "project_ids": true, "format": true}
+	reportLists = map[string]bool{"group_by": true, "models": true, "api_key_ids": true, "project_ids": true}
+)
 
 // listParam reads a list given as name=a&name=b, name[]=a or name=a,b.
 func listParam(v url.Values, name string) []string {

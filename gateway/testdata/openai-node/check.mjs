@@ -272,5 +272,25 @@ await check('completions.create, streamed and not', async () => {
   assert.equal(text, 'Hello from');
 });
 
+await check('admin.organization.usage.completions and costs, grouped (arrays sent as name[])', async () => {
+  const admin = new OpenAI({ baseURL: base, apiKey: 'unused', adminAPIKey: process.env.OBOL_ADMIN_TOKEN, maxRetries: 0 });
+  const start_time = Math.floor(Date.now() / 1000) - 86400;
+  let grouped = [];
+  for (let i = 0; i < 50 && grouped.length === 0; i++) { // the last records land a moment after their answers
+    const u = await admin.admin.organization.usage.completions({ start_time, group_by: ['model', 'api_key_id'], models: ['hermes'] });
+    grouped = u.data.flatMap((b) => b.results);
+    if (grouped.length === 0) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(grouped.length > 0, 'no usage');
+  for (const r of grouped) {
+    assert.equal(r.model, 'hermes');
+    assert.equal(r.api_key_id, 'key_all');
+  }
+  const c = await admin.admin.organization.usage.costs({ start_time, group_by: ['line_item'] });
+  assert.ok(c.data.flatMap((b) => b.results).every((r) => r.line_item === 'hermes'));
+  await assert.rejects(admin.admin.organization.usage.completions({ start_time, user_ids: ['u1'] }),
+    (e) => e.status === 400 && /user_ids/.test(e.message));
+});
+
 console.log(`node openai checks: ${failed} failed`);
 process.exit(failed ? 1 : 0);
