@@ -318,9 +318,13 @@ func TestAdminOffAndSeparate(t *testing.T) {
 	if resp, b := e.do(t, "GET", "/v1/admin/keys", adminToken, ""); resp.StatusCode != 403 || !strings.Contains(string(b), "OBOL_ADMIN_TOKEN") {
 		t.Errorf("admin without a token configured: %d %s", resp.StatusCode, b)
 	}
-	e = newEnv(t, sim.Config{}, withAdmin(t), func(c *envConfig) { c.SeparateAdmin = true })
+	e = newEnv(t, sim.Config{}, withAdmin(t), func(c *envConfig) { c.SeparateAdmin, c.AdminAddr = true, "127.0.0.1:9090" })
 	if resp, _ := e.do(t, "GET", "/v1/admin/keys", adminToken, ""); resp.StatusCode != 404 {
 		t.Errorf("admin API on the public listener: %d", resp.StatusCode)
+	}
+	// The public dashboard refuses the admin token, saying where its view is.
+	if resp, b := e.do(t, "GET", "/dashboard/session", adminToken, ""); resp.StatusCode != 403 || !strings.Contains(string(b), "127.0.0.1:9090") {
+		t.Errorf("the admin token on the public dashboard: %d %s", resp.StatusCode, b)
 	}
 	admin := httptest.NewServer(e.srv.AdminHandler())
 	defer admin.Close()
@@ -332,6 +336,11 @@ func TestAdminOffAndSeparate(t *testing.T) {
 	}
 	if resp, err := http.Get(admin.URL + "/v1/models"); err != nil || resp.StatusCode != 404 {
 		t.Errorf("the public API on the admin listener: %v %v", resp, err)
+	}
+	req, _ = http.NewRequest("GET", admin.URL+"/dashboard/session", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("the admin token on the admin listener's dashboard: %v %v", resp, err)
 	}
 }
 

@@ -11,11 +11,15 @@ import (
 // dashboardRoutes serves the usage and billing page: /dashboard, its
 // files under /dashboard/assets/, and /dashboard/session, which tells the
 // page what the credential its user typed opens.
-func (s *Server) dashboardRoutes(r *httprouter.Router) {
+// adminView is whether the admin view is served there (the admin API
+// is on the same listener).
+func (s *Server) dashboardRoutes(r *httprouter.Router, adminView bool) {
 	get(r, "/dashboard", s.dashboardPage)
 	get(r, "/dashboard/", s.dashboardPage)
 	get(r, "/dashboard/assets/:file", s.dashboardAsset)
-	s.add(r, "GET", "/dashboard/session", "req", s.dashboardSession)
+	s.add(r, "GET", "/dashboard/session", "req", func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
+		return s.dashboardSession(w, r, c, adminView)
+	})
 }
 
 // pageHeaders are a page's: its CSP, and no sniffing, referrer or framing.
@@ -44,11 +48,16 @@ func (s *Server) dashboardAsset(w http.ResponseWriter, r *http.Request, ps httpr
 }
 
 // dashboardSession is GET /dashboard/session: {"kind":"admin"} for the
-// admin token, {"kind":"key","id"} for an API key, else the
+// admin token where the admin view is served (elsewhere a 403 saying
+// where it is), {"kind":"key","id"} for an API key, else the
 // authentication error (the failed-auth guard counts it).
-func (s *Server) dashboardSession(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+func (s *Server) dashboardSession(w http.ResponseWriter, r *http.Request, c *call, adminView bool) error {
 	w.Header().Set("Cache-Control", "no-store")
 	if tok := secret(r); tok != "" && s.adminToken.Set() && s.adminToken.Matches(tok) {
+		if !adminView {
+			return &Error{Code: CodeForbidden, Message: "the admin view is served on the admin listener, not here: open /dashboard at " +
+				s.adminAddr + " (admin_listen) and sign in there with the admin token"}
+		}
 		return writeJSON(w, http.StatusOK, map[string]string{"kind": "admin"})
 	}
 	if err := s.authenticate(r, c, "", ""); err != nil {

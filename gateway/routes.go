@@ -31,11 +31,11 @@ func (s *Server) routes(o Options) {
 	get(r, "/healthz", s.healthz)
 	get(r, "/health", s.healthz)
 	get(r, "/readyz", s.readyz)
-	s.dashboardRoutes(r)
+	s.dashboardRoutes(r, !o.SeparateAdmin)
 	s.adminRouter = newRouter()
 	s.adminRoutes(s.adminRouter)
 	if o.SeparateAdmin {
-		s.dashboardRoutes(s.adminRouter) // the admin view, where the admin API is
+		s.dashboardRoutes(s.adminRouter, true) // the admin view, where the admin API is
 	}
 	if !o.SeparateAdmin {
 		s.adminRoutes(r)

@@ -94,6 +94,9 @@ type Options struct {
 	// handler; they are then served only by AdminHandler, on a listener of
 	// their own.
 	SeparateAdmin bool
+	// AdminAddr is where the admin listener is, for the messages that
+	// send a person there.
+	AdminAddr string
 	// Meter receives the gateway's metrics; nil means the global
 	// OpenTelemetry meter provider.
 	Meter metric.Meter
@@ -134,6 +137,7 @@ type Server struct {
 	backends    BackendAdmin
 	shared      Pinger
 	adminToken  keys.AdminToken
+	adminAddr   string
 	adminRouter *httprouter.Router
 	metrics     *metrics
 	tracer      trace.Tracer
@@ -170,7 +174,7 @@ func New(o Options) (*Server, error) {
 	s.admins, s.projects = o.Admin, o.Projects
 	s.accessLog = o.AccessLog
 	s.usageAdmin, s.backends, s.shared = o.UsageAdmin, o.Backends, o.SharedStore
-	s.adminToken = keys.NewAdminToken(o.AdminToken)
+	s.adminToken, s.adminAddr = keys.NewAdminToken(o.AdminToken), o.AdminAddr
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}

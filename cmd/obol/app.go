@@ -100,7 +100,7 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 		Ledger: st.ledger, UsageAdmin: st.ledger,
 		FailureGuard: st.failures, CORS: gateway.CORS{AllowedOrigins: cfg.CORS.AllowedOrigins}, Prices: pricesOf(cfg),
 		Log: log, MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.BodyTimeout, KeepAlive: cfg.StreamKeepAlive,
-		SeparateAdmin: cfg.AdminListen != "", Metrics: metricsHandler, AccessLog: access,
+		SeparateAdmin: cfg.AdminListen != "", AdminAddr: cfg.AdminListen, Metrics: metricsHandler, AccessLog: access,
 	})
 	if err != nil {
 		return nil, err
