@@ -153,6 +153,7 @@ func (r *Registry) checkConfigured(k *Key) error {
 		names := slices.Sorted(maps.Keys(r.opt.Tiers))
 		return &InvalidError{Field: "tier", Msg: fmt.Sprintf("unknown tier %q; tiers: %s", k.Tier, strings.Join(names, ", "))}
 	}
+	r.knowProject(context.Background(), k.Project)
 	projects := r.projects.Load()
 	if _, ok := projects.all[k.Project]; k.Project != "" && !ok {
 		names := slices.Sorted(maps.Keys(projects.all))

@@ -106,7 +106,7 @@ func resolve(k *Key, tiers quota.Tiers, projects Projects) (*Identity, error) {
 	if k.Project != "" {
 		p, ok := projects[k.Project]
 		if !ok {
-			return nil, fmt.Errorf("key %s: project %q does not exist", k.ID, k.Project)
+			return nil, fmt.Errorf("key %s: project %q: %w", k.ID, k.Project, errUnknownProject)
 		}
 		id.ProjectLimits, id.ProjectAlerts = p.quotaLimits(), p.Budget.alerts()
 	}

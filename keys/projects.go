@@ -58,6 +58,31 @@ func (r *Registry) loadProjects(ctx context.Context) error {
 // last read stays.
 var errKeepProjects = errors.New("projects kept")
 
+// errUnknownProject: a key names a project the registry does not hold.
+var errUnknownProject = errors.New("no such project")
+
+// knowProject reports whether project id exists, reading the store's
+// projects again when this replica does not hold it: one made on another
+// replica is in the system of record before this one's change log reader
+// sees it. The keys already resolved stay (a project changed meanwhile
+// reaches them with the change log, as before); misses read the store
+// one at a time.
+func (r *Registry) knowProject(ctx context.Context, id string) bool {
+	if _, ok := r.projects.Load().all[id]; ok || id == "" || r.store == nil {
+		return ok
+	}
+	r.reload.Lock()
+	defer r.reload.Unlock()
+	if _, ok := r.projects.Load().all[id]; ok {
+		return true // read by the miss before this one
+	}
+	if err := r.loadProjects(ctx); err != nil && !errors.Is(err, errKeepProjects) {
+		r.opt.Log.Error("projects not read again", "err", err)
+	}
+	_, ok := r.projects.Load().all[id]
+	return ok
+}
+
 // reloadProjects reads the projects again and forgets every resolved key.
 // It reports false when they could not be read: the keys resolved against
 // the last read stay, for the change log's reader to try again.
@@ -76,6 +101,7 @@ func (r *Registry) reloadProjects() bool {
 
 // Project returns the project with id, from the configuration or the store.
 func (r *Registry) Project(id string) (*Project, bool) {
+	r.knowProject(context.Background(), id)
 	p, ok := r.projects.Load().all[id]
 	if !ok {
 		return nil, false
@@ -119,6 +145,7 @@ func (r *Registry) UpdateProject(ctx context.Context, id string, change func(*Pr
 	if err := r.configured(id); err != nil {
 		return nil, err
 	}
+	r.knowProject(ctx, id)
 	cur, ok := r.projects.Load().all[id]
 	if !ok {
 		return nil, fmt.Errorf("project %s: %w", id, ErrNotFound)

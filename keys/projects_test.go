@@ -176,3 +176,42 @@ func TestProjectsKeptWhenUnreadable(t *testing.T) {
 		return id != nil && id.ProjectLimits.Budget == 9
 	})
 }
+
+// TestProjectMadeElsewhereAtOnce: a project made on one replica is known
+// at once on another, long before its change log reader would see it:
+// a key can be made in it there, read, and used, and the project read
+// and changed there.
+func TestProjectMadeElsewhereAtOnce(t *testing.T) {
+	pool, _ := pgtest.Shared(t)
+	ctx := context.Background()
+	a := newRegistry(t, NewPostgres(pool), Options{Poll: time.Hour})
+	b := newRegistry(t, NewPostgres(pool), Options{Poll: time.Hour})
+	if err := a.CreateProject(ctx, &Project{ID: "delta", Limits: Limits{RPM: int64p(7)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Create(ctx, Spec{Tier: "free", Project: "delta"}); err != nil {
+		t.Fatalf("a key in it made on b: %v", err)
+	}
+	if err := a.CreateProject(ctx, &Project{ID: "epsilon", Limits: Limits{RPM: int64p(8)}}); err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := a.Create(ctx, Spec{Tier: "free", Project: "epsilon"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := b.Authenticate(ctx, secret); err != nil || id == nil || id.ProjectLimits.RPM != 8 {
+		t.Fatalf("a key of a project made on a, used on b: %+v %v", id, err)
+	}
+	if err := a.CreateProject(ctx, &Project{ID: "zeta"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.Project("zeta"); !ok {
+		t.Error("a project made on a, read on b: not found")
+	}
+	if err := a.CreateProject(ctx, &Project{ID: "eta"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.UpdateProject(ctx, "eta", func(p *Project) error { p.Name = "Eta"; return nil }); err != nil {
+		t.Errorf("a project made on a, changed on b: %v", err)
+	}
+}

@@ -50,6 +50,8 @@ type Registry struct {
 	store    Store
 	opt      Options
 	projects atomic.Pointer[projectSet]
+	// reload lets one lookup at a time read the projects again (knowProject).
+	reload sync.Mutex
 
 	mu      sync.RWMutex
 	byHash  map[string]*Entry // digest → key (nil entry: unknown digest)
@@ -172,6 +174,7 @@ func (r *Registry) fill(ctx context.Context, digest string) (*Entry, error) {
 	case k.RevokedAt != nil:
 		e = &Entry{Key: k} // never used again: nothing to resolve
 	default:
+		r.knowProject(ctx, k.Project) // made on another replica a moment ago
 		id, err := resolve(k, r.opt.Tiers, r.projects.Load().all)
 		if err != nil {
 			return nil, fmt.Errorf("resolve key: %w", err)
