@@ -1,14 +1,17 @@
 // Package alerts sends budget alerts: when a key's or a project's spend
 // this month crosses one of its budget's thresholds, a signed event is
-// POSTed to every configured webhook, retried with backoff until a 2xx.
-// Each (subject, month, threshold) is claimed in the shared store before
-// it is sent, so that one replica sends it, once, however many saw it.
+// POSTed to every configured webhook. Each (subject, month, threshold) is
+// recorded once in the shared store before it is sent (an outbox), so
+// that one replica sends it however many saw it; then any replica drives
+// it: every due delivery is leased, tried, and its outcome recorded, with
+// backoff, until every webhook took it or the retry window is over.
 package alerts
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -31,18 +34,30 @@ type Webhook struct {
 	Secret string
 }
 
-// Claims record which alerts were sent: PostgreSQL with several
-// replicas, the embedded file with one.
-type Claims interface {
-	// Claim reserves an alert for this replica to send: false if it was
-	// claimed before, here or on another replica.
+// MinSecret is the shortest webhook secret taken.
+const MinSecret = 16
+
+// Store keeps the deliveries: PostgreSQL with several replicas, the
+// embedded file with one.
+type Store interface {
+	// Claim records an alert as pending, due now: false if it was recorded
+	// before, here or on another replica.
 	Claim(ctx context.Context, a Alert) (bool, error)
-	// Sent records an alert's outcome: delivered to every webhook or not.
-	Sent(ctx context.Context, a Alert, delivered bool, attempts int) error
-	// Abandoned claims for this replica at most limit alerts claimed
-	// before cutoff whose claimant never recorded an outcome (it died).
-	Abandoned(ctx context.Context, cutoff time.Time, limit int) ([]Alert, error)
+	// Due leases to this replica, until lease, at most limit pending
+	// deliveries due at now: no other replica takes them meanwhile, and
+	// one whose replica died is due again when its lease ends.
+	Due(ctx context.Context, now, lease time.Time, limit int) ([]Delivery, error)
+	// Record stores a delivery's state after an attempt.
+	Record(ctx context.Context, d Delivery) error
+	// List reads deliveries, newest first.
+	List(ctx context.Context, f Filter) ([]Delivery, error)
+	// Redeliver makes a delivery pending again, due now, as if new:
+	// ErrNotFound if there is none.
+	Redeliver(ctx context.Context, id string, now time.Time) (Delivery, error)
 }
+
+// ErrNotFound is a delivery that does not exist.
+var ErrNotFound = errors.New("no such alert delivery")
 
 // Alert is one threshold of one budget crossed in one month.
 type Alert struct {
@@ -64,7 +79,7 @@ func (a Alert) Subject() string {
 	return "key:" + a.Key
 }
 
-// ThresholdText is the threshold as its claim records it.
+// ThresholdText is the threshold as its record keeps it.
 func (a Alert) ThresholdText() string { return strconv.FormatFloat(a.Threshold, 'f', -1, 64) }
 
 // eventID is the same for every replica that sees the same crossing, so
@@ -74,52 +89,88 @@ func eventID(subject, period, threshold string) string {
 	return "evt_" + hex.EncodeToString(h[:12])
 }
 
+// The states of a delivery.
+const (
+	Pending   = "pending"   // to be tried (again) at NextAt
+	Delivered = "delivered" // every webhook answered 2xx
+	Failed    = "failed"    // the retry window ended first; kept, and may be redelivered
+)
+
+// Delivery is an alert and how its delivery stands.
+type Delivery struct {
+	Alert
+	State     string
+	Attempts  int
+	LastError string
+	// DeliveredTo are the webhooks (by URL) that took it: not sent again.
+	DeliveredTo []string
+	ClaimedAt   time.Time // when it was recorded (or redelivered): the retry window's start
+	NextAt      time.Time // its next attempt, while pending
+	DeliveredAt *time.Time
+	FailedAt    *time.Time
+}
+
+// Filter selects deliveries to list; empty fields select all.
+type Filter struct {
+	Subject string // project:<id> or key:<id>
+	Period  string // YYYY-MM
+	State   string
+	Limit   int // 0 means 100
+}
+
 // Options configure a Notifier.
 type Options struct {
 	Webhooks []Webhook
-	Claims   Claims
-	// Attempts bounds the tries of one delivery; 0 means 8. Retry is the
-	// first wait, doubled each time up to MaxRetry; 0 means 1 s and 60 s.
-	Attempts        int
-	Retry, MaxRetry time.Duration
+	Store    Store
+	// Retry is the first wait after a failed attempt, doubled each time up
+	// to MaxRetry; 0 means 1 s and 60 s. RetryFor is how long a delivery is
+	// retried before it is kept as failed; 0 means 24 hours.
+	Retry, MaxRetry, RetryFor time.Duration
 	// Timeout bounds one POST; 0 means 10 s.
 	Timeout time.Duration
-	// Abandoned is how old an unfinished claim must be before another
-	// replica sends it (its claimant died): longer than all the attempts
-	// take. 0 means 10 minutes; the claims are looked at every tenth of it.
-	Abandoned time.Duration
-	Client    *http.Client
-	Log       *slog.Logger
-	Meter     metric.Meter
+	// Poll is how often due deliveries and unrecorded crossings are looked
+	// for; 0 means 1 s.
+	Poll   time.Duration
+	Client *http.Client
+	Log    *slog.Logger
+	Meter  metric.Meter
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
 
-// Notifier turns spend reports into alerts and delivers them in the
-// background. Observe never blocks a settlement.
+// Notifier turns spend reports into alerts and drives their delivery in
+// the background. Observe never blocks a settlement.
 type Notifier struct {
 	opt  Options
 	mu   sync.Mutex
-	seen map[string]bool // claims tried by this replica, this month
-	open bool
-	wg   sync.WaitGroup
-	stop chan struct{}
-	sent metric.Int64Counter
+	seen map[string]bool // recorded by this replica (or by another before)
+	// unrecorded are crossings the store could not take yet: recorded
+	// when it answers again, not at a later settlement (a spent budget
+	// has none).
+	unrecorded map[string]Alert
+	open       bool
+	wg         sync.WaitGroup
+	stop       chan struct{}
+	kick       chan struct{}
+	sent       metric.Int64Counter
 }
 
 // New returns a Notifier; with no webhooks it sends nothing.
 func New(o Options) *Notifier {
-	if o.Attempts <= 0 {
-		o.Attempts = 8
-	}
 	if o.Retry <= 0 {
 		o.Retry = time.Second
 	}
 	if o.MaxRetry <= 0 {
 		o.MaxRetry = time.Minute
 	}
+	if o.RetryFor <= 0 {
+		o.RetryFor = 24 * time.Hour
+	}
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
 	}
 	if o.Client == nil {
 		o.Client = &http.Client{Timeout: o.Timeout}
@@ -133,49 +184,20 @@ func New(o Options) *Notifier {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Abandoned <= 0 {
-		o.Abandoned = 10 * time.Minute
-	}
-	n := &Notifier{opt: o, seen: map[string]bool{}, open: true, stop: make(chan struct{})}
+	n := &Notifier{opt: o, seen: map[string]bool{}, unrecorded: map[string]Alert{}, open: true,
+		stop: make(chan struct{}), kick: make(chan struct{}, 1)}
 	n.sent, _ = o.Meter.Int64Counter("obol.alerts.deliveries",
-		metric.WithDescription("Budget alert deliveries to webhooks, by outcome: delivered, retried, failed"))
+		metric.WithDescription("Budget alert delivery attempts to webhooks, by outcome: delivered, retried, failed"))
 	if len(o.Webhooks) > 0 {
 		n.wg.Add(1)
-		go n.sweep()
+		go n.drive()
 	}
 	return n
 }
 
-// sweep sends, now and then, the alerts whose claimant died before it
-// finished: a claim protects against two replicas sending at once, and
-// this against none sending at all.
-func (n *Notifier) sweep() {
-	defer n.wg.Done()
-	t := time.NewTicker(n.opt.Abandoned / 10)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), n.opt.Timeout)
-		as, err := n.opt.Claims.Abandoned(ctx, n.opt.Now().Add(-n.opt.Abandoned), 100)
-		cancel()
-		if err != nil {
-			n.opt.Log.Warn("abandoned budget alerts not read", "err", err)
-			continue
-		}
-		for _, a := range as {
-			n.opt.Log.Info("budget alert abandoned by its claimant; sending it", "event_id", a.ID, "subject", a.Subject())
-			n.wg.Add(1)
-			go n.deliverAll(a)
-		}
-	}
-}
-
 // Observe reports a move of spend; every threshold at or past which the
-// spend now stands, not claimed yet by this replica, is claimed and sent.
+// spend now stands, not recorded yet by this replica, is recorded for
+// delivery.
 func (n *Notifier) Observe(sp quota.Spend) {
 	if len(n.opt.Webhooks) == 0 || sp.Budget <= 0 {
 		return
@@ -188,75 +210,140 @@ func (n *Notifier) Observe(sp quota.Spend) {
 		a := Alert{Key: sp.Key, Project: sp.Project, Period: period, Threshold: th,
 			Spent: usage.Money(sp.After), Budget: usage.Money(sp.Budget), Created: n.opt.Now().UTC()}
 		a.ID = eventID(a.Subject(), period, a.ThresholdText())
-		if !n.first(a) {
-			continue
+		if n.first(a) {
+			n.wg.Add(1)
+			go func() { defer n.wg.Done(); n.record(a) }()
 		}
-		n.wg.Add(1)
-		go n.send(a)
 	}
 }
 
-// first reports whether this replica has not tried the alert's claim
-// yet, and notes it; false after Close.
+// first reports whether this replica has not recorded the alert yet and
+// is not trying to, and notes it; false after Close.
 func (n *Notifier) first(a Alert) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.open || n.seen[a.ID] {
+	if _, waiting := n.unrecorded[a.ID]; !n.open || n.seen[a.ID] || waiting {
 		return false
 	}
-	if len(n.seen) > 100_000 { // months turn; a claim forgotten is asked of the store again
+	if len(n.seen) > 100_000 { // months turn; one forgotten is asked of the store again
 		n.seen = map[string]bool{}
 	}
 	n.seen[a.ID] = true
 	return true
 }
 
-// send claims the alert and delivers it to every webhook.
-func (n *Notifier) send(a Alert) {
-	defer n.wg.Done()
+// record puts the alert in the store for delivery; one the store cannot
+// take now is kept and recorded by the driver when it answers.
+func (n *Notifier) record(a Alert) {
 	ctx, cancel := context.WithTimeout(context.Background(), n.opt.Timeout)
-	ok, err := n.opt.Claims.Claim(ctx, a)
+	won, err := n.opt.Store.Claim(ctx, a)
+	cancel()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err != nil {
+		if _, again := n.unrecorded[a.ID]; !again {
+			n.opt.Log.Warn("budget alert not recorded; trying again until the store answers", "event_id", a.ID,
+				"subject", a.Subject(), "threshold", a.Threshold, "err", err)
+		}
+		n.unrecorded[a.ID] = a
+		delete(n.seen, a.ID)
+		return
+	}
+	delete(n.unrecorded, a.ID)
+	n.seen[a.ID] = true
+	if won {
+		select {
+		case n.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// drive records the crossings the store could not take, and tries the
+// due deliveries, every Poll (at once after a new one) until Close.
+func (n *Notifier) drive() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.opt.Poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		case <-n.kick:
+		}
+		n.mu.Lock()
+		var again []Alert
+		for _, a := range n.unrecorded {
+			again = append(again, a)
+		}
+		n.mu.Unlock()
+		for _, a := range again {
+			n.record(a)
+		}
+		n.tryDue()
+	}
+}
+
+// dueBatch is how many deliveries one replica tries at once.
+const dueBatch = 32
+
+// tryDue leases the due deliveries and tries each, in parallel.
+func (n *Notifier) tryDue() {
+	now := n.opt.Now()
+	// The lease outlasts one attempt at every webhook.
+	lease := now.Add(time.Duration(len(n.opt.Webhooks)+1) * n.opt.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), n.opt.Timeout)
+	due, err := n.opt.Store.Due(ctx, now, lease, dueBatch)
 	cancel()
 	if err != nil {
-		n.mu.Lock()
-		delete(n.seen, a.ID) // ask again at the next settlement
-		n.mu.Unlock()
-		n.opt.Log.Warn("budget alert not claimed; trying again at the next settlement", "subject", a.Subject(),
-			"threshold", a.Threshold, "err", err)
+		n.opt.Log.Warn("due budget alerts not read", "err", err)
 		return
 	}
-	if !ok {
-		return
+	var wg sync.WaitGroup
+	for _, d := range due {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.attempt(d) }()
 	}
-	n.wg.Add(1)
-	n.deliverAll(a)
+	wg.Wait()
 }
 
-// deliverAll sends a claimed alert to every webhook and records the
-// outcome.
-func (n *Notifier) deliverAll(a Alert) {
-	defer n.wg.Done()
-	delivered, attempts := true, 0
-	for _, w := range n.opt.Webhooks {
-		ok, tries := n.deliver(w, a)
-		delivered, attempts = delivered && ok, max(attempts, tries)
+// Deliveries lists the deliveries, for the admin API.
+func (n *Notifier) Deliveries(ctx context.Context, f Filter) ([]Delivery, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.opt.Timeout)
-	defer cancel()
-	if err := n.opt.Claims.Sent(ctx, a, delivered, attempts); err != nil {
-		n.opt.Log.Warn("budget alert outcome not recorded", "event_id", a.ID, "err", err)
-	}
+	return n.opt.Store.List(ctx, f)
 }
 
-// Close stops new alerts and waits, until ctx ends, for those being
-// delivered.
+// Redeliver makes a delivery pending again, sent at once (to every
+// webhook) and retried for a new window.
+func (n *Notifier) Redeliver(ctx context.Context, id string) (Delivery, error) {
+	d, err := n.opt.Store.Redeliver(ctx, id, n.opt.Now().UTC())
+	if err != nil {
+		return Delivery{}, err
+	}
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+	return d, nil
+}
+
+// Close stops new alerts and waits, until ctx ends, for the attempts in
+// flight; what is pending stays in the store for the next start or
+// another replica.
 func (n *Notifier) Close(ctx context.Context) error {
 	n.mu.Lock()
 	if n.open {
 		n.open = false
 		close(n.stop)
 	}
+	pending := len(n.unrecorded)
 	n.mu.Unlock()
+	if pending > 0 {
+		n.opt.Log.Error("budget alerts crossed but never recorded: the store did not answer before the shutdown", "alerts", pending)
+	}
 	done := make(chan struct{})
 	go func() { n.wg.Wait(); close(done) }()
 	select {

@@ -7,9 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/obol/obol/usage"
@@ -39,42 +43,95 @@ func (a Alert) Body() []byte {
 	return b
 }
 
-// Sign is the X-Obol-Signature of body with secret: sha256= and the hex
-// HMAC-SHA256.
-func Sign(secret string, body []byte) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+// Sign is the X-Obol-Signature of body sent at t with secret, as Stripe
+// signs: "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">", so that
+// a receiver can refuse an old event replayed.
+func Sign(secret string, t time.Time, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	return "t=" + ts + ",v1=" + mac(secret, ts, body)
 }
 
-// deliver POSTs the alert to w until a 2xx or the attempts run out,
-// waiting Retry, then twice that, up to MaxRetry, between them; it
-// reports the outcome and the attempts made.
-func (n *Notifier) deliver(w Webhook, a Alert) (bool, int) {
-	body := a.Body()
-	wait := n.opt.Retry
-	for attempt := 1; ; attempt++ {
-		err := n.post(w, a.ID, body)
-		if err == nil {
-			n.count("delivered")
-			n.opt.Log.Info("budget alert delivered", "event_id", a.ID, "subject", a.Subject(), "threshold", a.Threshold,
-				"webhook", w.URL, "attempts", attempt)
-			return true, attempt
+func mac(secret, ts string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Verify checks a signature header of body, as a receiver would: a v1
+// that is the body's HMAC with secret, at a time within tolerance of now.
+func Verify(secret, header string, body []byte, now time.Time, tolerance time.Duration) error {
+	var ts string
+	var sigs []string
+	for _, part := range strings.Split(header, ",") {
+		k, v, _ := strings.Cut(part, "=")
+		switch k {
+		case "t":
+			ts = v
+		case "v1":
+			sigs = append(sigs, v)
 		}
-		if attempt == n.opt.Attempts {
-			n.count("failed")
-			n.opt.Log.Error("budget alert not delivered; giving up", "event_id", a.ID, "subject", a.Subject(),
-				"threshold", a.Threshold, "webhook", w.URL, "attempts", attempt, "err", err, "body", string(body))
-			return false, attempt
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return errors.New("no timestamp in the signature")
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > tolerance || d < -tolerance {
+		return fmt.Errorf("signed %s from now: outside the tolerance", d.Round(time.Second))
+	}
+	want := mac(secret, ts, body)
+	for _, s := range sigs {
+		if hmac.Equal([]byte(s), []byte(want)) {
+			return nil
 		}
+	}
+	return errors.New("no signature matches")
+}
+
+// attempt tries a leased delivery once at every webhook that has not
+// taken it, and records how it stands: delivered, pending again after a
+// backoff, or failed once the retry window is over.
+func (n *Notifier) attempt(d Delivery) {
+	body := d.Body()
+	var lastErr error
+	for _, w := range n.opt.Webhooks {
+		if slices.Contains(d.DeliveredTo, w.URL) {
+			continue
+		}
+		if err := n.post(w, d.ID, body); err != nil {
+			lastErr = fmt.Errorf("%s: %w", w.URL, err)
+			continue
+		}
+		d.DeliveredTo = append(d.DeliveredTo, w.URL)
+		n.count("delivered")
+		n.opt.Log.Info("budget alert delivered", "event_id", d.ID, "subject", d.Subject(), "threshold", d.Threshold,
+			"webhook", w.URL, "attempt", d.Attempts+1)
+	}
+	now := n.opt.Now().UTC()
+	d.Attempts++
+	switch {
+	case lastErr == nil:
+		d.State, d.DeliveredAt, d.LastError = Delivered, &now, ""
+	case now.Sub(d.ClaimedAt) >= n.opt.RetryFor:
+		d.State, d.FailedAt, d.LastError = Failed, &now, lastErr.Error()
+		n.count("failed")
+		n.opt.Log.Error("budget alert not delivered within its retry window; kept as failed (POST /v1/admin/alerts/ID/redeliver sends it again)",
+			"event_id", d.ID, "subject", d.Subject(), "threshold", d.Threshold, "attempts", d.Attempts, "err", lastErr, "body", string(body))
+	default:
+		wait := n.opt.Retry << min(d.Attempts-1, 30)
+		if wait <= 0 || wait > n.opt.MaxRetry {
+			wait = n.opt.MaxRetry
+		}
+		d.NextAt, d.LastError = now.Add(wait), lastErr.Error()
 		n.count("retried")
-		n.opt.Log.Warn("budget alert delivery failed; retrying", "event_id", a.ID, "webhook", w.URL,
-			"attempt", attempt, "in", wait.String(), "err", err)
-		select {
-		case <-time.After(wait):
-		case <-n.stop: // shutting down: one last try, at once
-		}
-		wait = min(2*wait, n.opt.MaxRetry)
+		n.opt.Log.Warn("budget alert delivery failed; retrying", "event_id", d.ID, "attempt", d.Attempts,
+			"in", wait.String(), "err", lastErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.opt.Timeout)
+	defer cancel()
+	if err := n.opt.Store.Record(ctx, d); err != nil {
+		n.opt.Log.Warn("budget alert outcome not recorded; it is tried again when its lease ends", "event_id", d.ID, "err", err)
 	}
 }
 
@@ -90,7 +147,7 @@ func (n *Notifier) post(w Webhook, id string, body []byte) error {
 	req.Header.Set("User-Agent", "obol-webhooks")
 	req.Header.Set("X-Obol-Event-Id", id)
 	req.Header.Set("X-Obol-Event-Type", "budget.threshold")
-	req.Header.Set("X-Obol-Signature", Sign(w.Secret, body))
+	req.Header.Set("X-Obol-Signature", Sign(w.Secret, n.opt.Now(), body))
 	resp, err := n.opt.Client.Do(req)
 	if err != nil {
 		return err

@@ -2,153 +2,91 @@ package alerts
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	bolt "go.etcd.io/bbolt"
 )
 
-// Postgres keeps claims in alert_deliveries (internal/pgdb has the
+// Postgres keeps deliveries in alert_deliveries (internal/pgdb has the
 // schema): its primary key (subject, period, threshold) lets one insert
-// win across replicas.
+// win across replicas, and a row is leased with FOR UPDATE SKIP LOCKED.
 type Postgres struct{ pool *pgxpool.Pool }
 
-// NewPostgres keeps claims in pool.
+// NewPostgres keeps deliveries in pool.
 func NewPostgres(pool *pgxpool.Pool) *Postgres { return &Postgres{pool: pool} }
 
 func (p *Postgres) Claim(ctx context.Context, a Alert) (bool, error) {
 	tag, err := p.pool.Exec(ctx, `INSERT INTO alert_deliveries (subject, period, threshold, event_id, alert)
 		VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, a.Subject(), a.Period, a.ThresholdText(), a.ID, a)
 	if err != nil {
-		return false, fmt.Errorf("claim alert %s: %w", a.ID, err)
+		return false, fmt.Errorf("record alert %s: %w", a.ID, err)
 	}
 	return tag.RowsAffected() == 1, nil
 }
 
-func (p *Postgres) Sent(ctx context.Context, a Alert, delivered bool, attempts int) error {
-	_, err := p.pool.Exec(ctx, `UPDATE alert_deliveries SET attempts = $2,
-		delivered_at = CASE WHEN $3 THEN now() END WHERE event_id = $1`, a.ID, attempts, delivered)
+const deliveryColumns = `alert, state, attempts, last_error, delivered_to, claimed_at, next_at, delivered_at, failed_at`
+
+func scanDelivery(row pgx.Row) (Delivery, error) {
+	var d Delivery
+	err := row.Scan(&d.Alert, &d.State, &d.Attempts, &d.LastError, &d.DeliveredTo, &d.ClaimedAt, &d.NextAt, &d.DeliveredAt, &d.FailedAt)
+	return d, err
+}
+
+func (p *Postgres) Due(ctx context.Context, now, lease time.Time, limit int) ([]Delivery, error) {
+	return p.query(ctx, `UPDATE alert_deliveries SET next_at = $2 WHERE event_id IN (
+		SELECT event_id FROM alert_deliveries WHERE state = 'pending' AND next_at <= $1
+		ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING `+deliveryColumns, now, lease, limit)
+}
+
+func (p *Postgres) Record(ctx context.Context, d Delivery) error {
+	_, err := p.pool.Exec(ctx, `UPDATE alert_deliveries SET state = $2, attempts = $3, last_error = $4, delivered_to = $5,
+		next_at = $6, delivered_at = $7, failed_at = $8 WHERE event_id = $1`,
+		d.ID, d.State, d.Attempts, d.LastError, d.DeliveredTo, d.NextAt, d.DeliveredAt, d.FailedAt)
 	if err != nil {
-		return fmt.Errorf("record alert %s: %w", a.ID, err)
+		return fmt.Errorf("record alert %s: %w", d.ID, err)
 	}
 	return nil
 }
 
-// Abandoned claims again, for this replica, at most limit alerts claimed
-// before cutoff whose claimant never finished trying (it died).
-func (p *Postgres) Abandoned(ctx context.Context, cutoff time.Time, limit int) ([]Alert, error) {
-	rows, err := p.pool.Query(ctx, `UPDATE alert_deliveries SET claimed_at = now() WHERE event_id IN (
-		SELECT event_id FROM alert_deliveries WHERE delivered_at IS NULL AND attempts = 0 AND claimed_at < $1
-		ORDER BY claimed_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING alert`, cutoff, limit)
+func (p *Postgres) List(ctx context.Context, f Filter) ([]Delivery, error) {
+	return p.query(ctx, `SELECT `+deliveryColumns+` FROM alert_deliveries
+		WHERE ($1 = '' OR subject = $1) AND ($2 = '' OR period = $2) AND ($3 = '' OR state = $3)
+		ORDER BY claimed_at DESC, event_id LIMIT $4`, f.Subject, f.Period, f.State, f.Limit)
+}
+
+func (p *Postgres) Redeliver(ctx context.Context, id string, now time.Time) (Delivery, error) {
+	ds, err := p.query(ctx, `UPDATE alert_deliveries SET state = 'pending', attempts = 0, last_error = '',
+		delivered_to = '{}', claimed_at = $2, next_at = $2, delivered_at = NULL, failed_at = NULL
+		WHERE event_id = $1 RETURNING `+deliveryColumns, id, now)
 	if err != nil {
-		return nil, fmt.Errorf("abandoned alerts: %w", err)
+		return Delivery{}, err
+	}
+	if len(ds) == 0 {
+		return Delivery{}, fmt.Errorf("redeliver %s: %w", id, ErrNotFound)
+	}
+	return ds[0], nil
+}
+
+func (p *Postgres) query(ctx context.Context, sql string, args ...any) ([]Delivery, error) {
+	rows, err := p.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("alert deliveries: %w", err)
 	}
 	defer rows.Close()
-	var out []Alert
+	var out []Delivery
 	for rows.Next() {
-		var a Alert
-		if err := rows.Scan(&a); err != nil {
-			return nil, fmt.Errorf("abandoned alerts: %w", err)
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, fmt.Errorf("alert deliveries: %w", err)
 		}
-		out = append(out, a)
+		d.ClaimedAt, d.NextAt = d.ClaimedAt.UTC(), d.NextAt.UTC()
+		out = append(out, d)
 	}
-	return out, rows.Err()
-}
-
-// Embedded keeps claims in the single replica's bbolt file.
-type Embedded struct{ db *bolt.DB }
-
-var claimsBucket = []byte("alert_deliveries") // event id → claim (JSON)
-
-// OpenEmbedded prepares the claims bucket in db.
-func OpenEmbedded(db *bolt.DB) (*Embedded, error) {
-	err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(claimsBucket)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open embedded alert claims: %w", err)
-	}
-	return &Embedded{db: db}, nil
-}
-
-type claim struct {
-	Subject     string     `json:"subject"`
-	Period      string     `json:"period"`
-	Threshold   string     `json:"threshold"`
-	ClaimedAt   time.Time  `json:"claimed_at"`
-	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
-	Attempts    int        `json:"attempts"`
-	Alert       Alert      `json:"alert"`
-}
-
-func (e *Embedded) Claim(_ context.Context, a Alert) (bool, error) {
-	won := false
-	err := e.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(claimsBucket)
-		if b.Get([]byte(a.ID)) != nil {
-			return nil
-		}
-		v, _ := json.Marshal(claim{Subject: a.Subject(), Period: a.Period, Threshold: a.ThresholdText(), ClaimedAt: time.Now().UTC(), Alert: a})
-		won = true
-		return b.Put([]byte(a.ID), v)
-	})
-	if err != nil {
-		return false, fmt.Errorf("claim alert %s: %w", a.ID, err)
-	}
-	return won, nil
-}
-
-func (e *Embedded) Sent(_ context.Context, a Alert, delivered bool, attempts int) error {
-	err := e.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(claimsBucket)
-		var c claim
-		if json.Unmarshal(b.Get([]byte(a.ID)), &c) != nil {
-			return nil
-		}
-		c.Attempts = attempts
-		if delivered {
-			now := time.Now().UTC()
-			c.DeliveredAt = &now
-		}
-		v, _ := json.Marshal(c)
-		return b.Put([]byte(a.ID), v)
-	})
-	if err != nil {
-		return fmt.Errorf("record alert %s: %w", a.ID, err)
-	}
-	return nil
-}
-
-// Abandoned claims again the alerts claimed before cutoff that were never
-// finished (the process stopped while sending), at most limit.
-func (e *Embedded) Abandoned(_ context.Context, cutoff time.Time, limit int) ([]Alert, error) {
-	var out []Alert
-	err := e.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(claimsBucket)
-		var again []claim
-		var ids [][]byte
-		b.ForEach(func(k, v []byte) error {
-			var c claim
-			if len(out)+len(again) < limit && json.Unmarshal(v, &c) == nil && c.DeliveredAt == nil && c.Attempts == 0 && c.ClaimedAt.Before(cutoff) {
-				again, ids = append(again, c), append(ids, append([]byte(nil), k...))
-			}
-			return nil
-		})
-		for i, c := range again {
-			c.ClaimedAt = time.Now().UTC()
-			v, _ := json.Marshal(c)
-			if err := b.Put(ids[i], v); err != nil {
-				return err
-			}
-			out = append(out, c.Alert)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("abandoned alerts: %w", err)
+	if err := rows.Err(); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("alert deliveries: %w", err)
 	}
 	return out, nil
 }

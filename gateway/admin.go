@@ -42,6 +42,7 @@ func (s *Server) adminRoutes(r *httprouter.Router) {
 		s.add(r, "PATCH", p+"/keys/:id", "adm", s.admin(s.updateKey))
 		s.add(r, "DELETE", p+"/keys/:id", "adm", s.admin(s.revokeKey))
 		s.projectRoutes(r, p)
+		s.alertRoutes(r, p)
 		s.add(r, "GET", p+"/usage", "adm", s.admin(s.adminUsage))
 		s.add(r, "GET", p+"/backends", "adm", s.admin(s.listBackends))
 		s.add(r, "POST", p+"/backends/*rest", "adm", s.admin(s.resetBackend))

@@ -74,6 +74,9 @@ type Options struct {
 	// UsageAdmin reads every key's ledger for GET /v1/admin/usage; nil:
 	// that route answers 501.
 	UsageAdmin UsageAdmin
+	// Alerts lists and redelivers budget alerts (the admin API); nil:
+	// those routes answer 501.
+	Alerts AlertAdmin
 	// Backends reports and resets the backends' breakers (the admin API,
 	// readiness); nil: the admin routes answer 501, readiness lists none.
 	Backends BackendAdmin
@@ -134,6 +137,7 @@ type Server struct {
 	accessLog   io.Writer
 	projects    ProjectAdmin
 	usageAdmin  UsageAdmin
+	alerts      AlertAdmin
 	backends    BackendAdmin
 	shared      Pinger
 	adminToken  keys.AdminToken
@@ -173,7 +177,7 @@ func New(o Options) (*Server, error) {
 	s.tracer = defaultTracer(o.Tracer)
 	s.admins, s.projects = o.Admin, o.Projects
 	s.accessLog = o.AccessLog
-	s.usageAdmin, s.backends, s.shared = o.UsageAdmin, o.Backends, o.SharedStore
+	s.usageAdmin, s.backends, s.shared, s.alerts = o.UsageAdmin, o.Backends, o.SharedStore, o.Alerts
 	s.adminToken, s.adminAddr = keys.NewAdminToken(o.AdminToken), o.AdminAddr
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))

@@ -97,7 +97,7 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 		Catalog: catalog, Upstream: upstream, Backends: upstream,
 		Keys: reg, Admin: reg, Projects: reg, AdminToken: adminToken,
 		Quota: st.quota, SharedStore: st.shared,
-		Ledger: st.ledger, UsageAdmin: st.ledger,
+		Ledger: st.ledger, UsageAdmin: st.ledger, Alerts: st.alertAdmin(),
 		FailureGuard: st.failures, CORS: gateway.CORS{AllowedOrigins: cfg.CORS.AllowedOrigins}, Prices: pricesOf(cfg),
 		Log: log, MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.BodyTimeout, KeepAlive: cfg.StreamKeepAlive,
 		SeparateAdmin: cfg.AdminListen != "", AdminAddr: cfg.AdminListen, Metrics: metricsHandler, AccessLog: access,

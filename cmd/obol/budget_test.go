@@ -33,7 +33,7 @@ func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if r.Header.Get("X-Obol-Signature") != alerts.Sign(hookSecret, body) {
+	if alerts.Verify(hookSecret, r.Header.Get("X-Obol-Signature"), body, time.Now(), time.Minute) != nil {
 		h.bad++
 	}
 	var ev map[string]any

@@ -143,6 +143,10 @@ func webhooksOf(c *Config, getenv func(string) string) ([]alerts.Webhook, error)
 		if secret == "" {
 			return nil, &configError{msg: fmt.Sprintf("config: webhooks[%d].secret_env: the environment variable %s is not set", i, w.SecretEnv)}
 		}
+		if len(secret) < alerts.MinSecret {
+			return nil, &configError{msg: fmt.Sprintf("config: webhooks[%d].secret_env: the secret in %s is under %d characters (openssl rand -hex 32 makes one)",
+				i, w.SecretEnv, alerts.MinSecret)}
+		}
 		out = append(out, alerts.Webhook{URL: w.URL, Secret: secret})
 	}
 	return out, nil

@@ -51,6 +51,14 @@ type Config struct {
 	CORS     CORSConfig               `yaml:"cors"`
 	// Webhooks receive budget alerts.
 	Webhooks []WebhookConfig `yaml:"webhooks"`
+	Alerts   AlertsConfig    `yaml:"alerts"`
+}
+
+// AlertsConfig sets how budget alerts are delivered.
+type AlertsConfig struct {
+	// RetryFor is how long a delivery is retried, with backoff up to a
+	// minute, before it is kept as failed; 0 means 24 hours.
+	RetryFor time.Duration `yaml:"retry_for"`
 }
 
 // WebhookConfig is a receiver of budget alerts: events are POSTed to URL
@@ -235,6 +243,9 @@ func (c *Config) checkWebhooks() error {
 		if w.SecretEnv == "" {
 			return invalid(f+".secret_env", "name the environment variable that holds the signing secret")
 		}
+	}
+	if c.Alerts.RetryFor < 0 {
+		return invalid("alerts.retry_for", "must not be negative (0: the default, 24h)")
 	}
 	return nil
 }

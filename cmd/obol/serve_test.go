@@ -186,6 +186,8 @@ func TestBadConfigExits2(t *testing.T) {
 		// A webhook whose signing secret is not in the environment.
 		{"testdata/budget.yaml", []string{"TEST_UPSTREAM=http://127.0.0.1:9/v1", "TEST_DATA_DIR=" + t.TempDir(), "TEST_WEBHOOK_URL=http://127.0.0.1:9/hook"},
 			"webhooks[0].secret_env: the environment variable TEST_WEBHOOK_SECRET is not set"},
+		{"testdata/budget.yaml", []string{"TEST_UPSTREAM=http://127.0.0.1:9/v1", "TEST_DATA_DIR=" + t.TempDir(), "TEST_WEBHOOK_URL=http://127.0.0.1:9/hook", "TEST_WEBHOOK_SECRET=short"},
+			"webhooks[0].secret_env: the secret in TEST_WEBHOOK_SECRET is under 16 characters"},
 	} {
 		cmd := exec.Command(bin, "serve", "-config", c.config)
 		cmd.Env = append(os.Environ(), c.env...)

@@ -42,7 +42,17 @@ type store struct {
 	ledger   *usage.Ledger
 	keys     keys.Store
 	alerts   *alerts.Notifier
+	hooks    []alerts.Webhook
 	close    func() error
+}
+
+// alertAdmin is what the admin API lists and redelivers: nil (501)
+// without webhooks.
+func (s *store) alertAdmin() gateway.AlertAdmin {
+	if len(s.hooks) == 0 {
+		return nil
+	}
+	return s.alerts
 }
 
 // closeAll writes the ledger's queue, for at most flush, spooling what
@@ -104,7 +114,7 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, h
 	}
 	lo := ledgerOptions(c, log)
 	var ledger usage.Store
-	var claims alerts.Claims
+	var claims alerts.Store
 	if c.Postgres.URL == "" {
 		u, err := usage.OpenEmbedded(db)
 		if err != nil {
@@ -129,7 +139,7 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, h
 		lo.Linger = postgresLinger
 	}
 	st.ledger = usage.NewLedger(ledger, lo)
-	st.alerts = alerts.New(alerts.Options{Webhooks: hooks, Claims: claims, Log: log})
+	st.alerts, st.hooks = alerts.New(alerts.Options{Webhooks: hooks, Store: claims, RetryFor: c.Alerts.RetryFor, Log: log}), hooks
 	// Budgets' counters start from the ledger's spend; their thresholds
 	// crossed send alerts.
 	money := quota.Money{Ledger: st.ledger, OnSpend: st.alerts.Observe}
