@@ -224,6 +224,11 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"keys", "get", "key_NOSUCHKEY0", "--server", base}, false, "404 not_found"},
 		{[]string{"keys", "update", "key_NOSUCHKEY0", "--server", base}, true, "nothing to change"},
 		{[]string{"keys", "fly"}, true, "unknown subcommand"},
+		{[]string{"projects"}, true, "a subcommand is required"},
+		{[]string{"projects", "get", "--server", base}, true, "the project's id comes first"},
+		{[]string{"projects", "update", "nope", "--server", base}, true, "nothing to change"},
+		{[]string{"projects", "get", "nope", "--server", base}, false, "404 not_found"},
+		{[]string{"projects", "create", "Bad id", "--server", base}, false, "400 bad_request"},
 		{[]string{"usage", "--server", base, "--period", "2026-13"}, false, "400 bad_request"},
 		{[]string{"keys", "list", "--server", "not a url"}, true, "--server"},
 	}

@@ -19,7 +19,7 @@ import (
 const keysUsage = `usage:
   obol keys create --tier T [--name N] [--models M,M] [--scopes S,S] [--rpm N] [--tpm N] [--tpd N]
                    [--concurrency N] [--project P] [--budget USD [--alert-at 0.5,0.8,1] [--strict]]
-                   [--expires RFC3339 | --expires-in 720h] [--meta k=v]...
+                   [--expires RFC3339 | --expires-in 720h] [--meta k=v]... [--quiet]
   obol keys list
   obol keys get ID
   obol keys update ID [--tier T] [--name N] [--models M,M] [--scopes S,S] [--rpm N|tier] [--tpm N|tier]
@@ -31,18 +31,14 @@ the admin token is read from $OBOL_ADMIN_TOKEN`
 
 // cliKey is a key as the admin API shows it.
 type cliKey struct {
-	ID      string           `json:"id"`
-	Name    string           `json:"name"`
-	Tier    string           `json:"tier"`
-	Models  []string         `json:"models"`
-	Limits  map[string]int64 `json:"limits"`
-	Scopes  []string         `json:"scopes"`
-	Project *string          `json:"project"`
-	Budget  *struct {
-		Monthly json.Number `json:"monthly"`
-		AlertAt []float64   `json:"alert_at"`
-		Strict  bool        `json:"strict"`
-	} `json:"budget"`
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Tier       string            `json:"tier"`
+	Models     []string          `json:"models"`
+	Limits     map[string]int64  `json:"limits"`
+	Scopes     []string          `json:"scopes"`
+	Project    *string           `json:"project"`
+	Budget     *cliBudget        `json:"budget"`
 	Metadata   map[string]string `json:"metadata"`
 	Prefix     string            `json:"prefix"`
 	Status     string            `json:"status"`
@@ -71,9 +67,13 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		id, args = args[0], args[1:]
 	}
 	var spec *keySpecFlags
+	var quiet *bool
 	switch sub {
 	case "create", "update":
 		spec = newKeySpecFlags(fs)
+		if sub == "create" {
+			quiet = fs.Bool("quiet", false, "print only the key's id and secret, a space apart, for a script: read -r ID SECRET <<<\"$(obol keys create … --quiet)\"")
+		}
 	case "list", "get", "revoke":
 	default:
 		return &usageError{msg: fmt.Sprintf("keys: unknown subcommand %q\n%s", sub, keysUsage)}
@@ -96,6 +96,14 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		}
 		b, err := a.call(ctx, "POST", "/v1/admin/keys", body)
 		if err != nil {
+			return err
+		}
+		if *quiet {
+			var k cliKey
+			if err := json.Unmarshal(b, &k); err != nil {
+				return fmt.Errorf("read key: %w", err)
+			}
+			_, err := fmt.Fprintln(stdout, k.ID, k.Secret)
 			return err
 		}
 		return a.printKey(b, true)
@@ -135,10 +143,25 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 
 // keySpecFlags are the flags of create and update.
 type keySpecFlags struct {
-	name, tier, models, scopes, rpm, tpm, tpd, concurrency, project, expires, budget, alertAt *string
-	strict                                                                                    *bool
-	expiresIn                                                                                 *time.Duration
-	meta                                                                                      metaFlag
+	name, tier, models, scopes, rpm, tpm, tpd, concurrency, project, expires *string
+	expiresIn                                                                *time.Duration
+	meta                                                                     metaFlag
+	budget                                                                   budgetFlags
+}
+
+// budgetFlags are --budget, --alert-at and --strict, a key's or a
+// project's.
+type budgetFlags struct {
+	budget, alertAt *string
+	strict          *bool
+}
+
+func newBudgetFlags(fs *flag.FlagSet, of string) budgetFlags {
+	return budgetFlags{
+		budget:  fs.String("budget", "", "a monthly budget of "+of+" in USD (update: \"none\" to remove it)"),
+		alertAt: fs.String("alert-at", "", "comma-separated fractions of the budget that send alerts (default 0.5,0.8,1)"),
+		strict:  fs.Bool("strict", false, "with --budget: admit a request only if its cost bound fits in what the budget leaves, so spend never passes it"),
+	}
 }
 
 type metaFlag map[string]string
@@ -165,9 +188,7 @@ func newKeySpecFlags(fs *flag.FlagSet) *keySpecFlags {
 	f.tpd = fs.String("tpd", "", "tokens per day of its own")
 	f.concurrency = fs.String("concurrency", "", "requests in flight at once of its own")
 	f.project = fs.String("project", "", "the project it belongs to (update: \"none\" to leave it)")
-	f.budget = fs.String("budget", "", "a monthly budget of its own in USD (update: \"none\" to remove it)")
-	f.alertAt = fs.String("alert-at", "", "comma-separated fractions of the budget that send alerts (default 0.5,0.8,1)")
-	f.strict = fs.Bool("strict", false, "with --budget: admit a request only if its cost bound fits in what the budget leaves, so spend never passes it")
+	f.budget = newBudgetFlags(fs, "its own")
 	f.expires = fs.String("expires", "", "when the key stops working, RFC 3339 (update: \"never\" to clear)")
 	f.expiresIn = fs.Duration("expires-in", 0, "the key stops working after this long")
 	fs.Var(f.meta, "meta", "metadata name=value (repeatable)")
@@ -224,7 +245,7 @@ func (f *keySpecFlags) body(fs *flag.FlagSet, create bool) (map[string]any, erro
 	if len(limits) > 0 {
 		body["limits"] = limits
 	}
-	if err := f.budgetBody(set, body, create); err != nil {
+	if err := f.budget.body(set, body, create); err != nil {
 		return nil, err
 	}
 	switch {
@@ -250,8 +271,8 @@ func (f *keySpecFlags) body(fs *flag.FlagSet, create bool) (map[string]any, erro
 	return body, nil
 }
 
-// budgetBody sets the body's budget from --budget and --alert-at.
-func (f *keySpecFlags) budgetBody(set map[string]bool, body map[string]any, create bool) error {
+// body sets a body's budget from --budget, --alert-at and --strict.
+func (f budgetFlags) body(set map[string]bool, body map[string]any, create bool) error {
 	switch {
 	case (set["alert-at"] || set["strict"]) && !set["budget"]:
 		return &usageError{msg: "--alert-at and --strict go with --budget"}
@@ -309,15 +330,7 @@ func (a *admin) printKey(b []byte, created bool) error {
 		row("project", *k.Project)
 	}
 	if k.Budget != nil {
-		var at []string
-		for _, x := range k.Budget.AlertAt {
-			at = append(at, strconv.FormatFloat(100*x, 'f', -1, 64)+"%")
-		}
-		strict := ""
-		if k.Budget.Strict {
-			strict = ", strict"
-		}
-		row("budget", "$"+string(k.Budget.Monthly)+" a month"+strict+", alerts at "+orNone(strings.Join(at, ", ")))
+		row("budget", k.Budget.String())
 	}
 	row("created", stamp(&k.CreatedAt))
 	row("expires", stamp(k.ExpiresAt))
@@ -352,9 +365,19 @@ func (a *admin) printList(b []byte) error {
 		return fmt.Errorf("read keys: %w", err)
 	}
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tTIER\tSTATUS\tPREFIX\tSCOPES\tCREATED\tLAST USED\tEXPIRES")
+	fmt.Fprintln(tw, "ID\tNAME\tTIER\tPROJECT\tBUDGET\tSTATUS\tPREFIX\tSCOPES\tCREATED\tLAST USED\tEXPIRES")
 	for _, k := range list.Data {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, orDash(k.Name), k.Tier, k.Status, k.Prefix,
+		project, budget := "-", "-"
+		if k.Project != nil {
+			project = *k.Project
+		}
+		if k.Budget != nil {
+			budget = "$" + string(k.Budget.Monthly)
+			if k.Budget.Strict {
+				budget += " strict"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, orDash(k.Name), k.Tier, project, budget, k.Status, k.Prefix,
 			strings.Join(k.Scopes, ","), stamp(&k.CreatedAt), stamp(k.LastUsedAt), stamp(k.ExpiresAt))
 	}
 	return tw.Flush()

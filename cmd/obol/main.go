@@ -4,6 +4,7 @@
 //	obol serve -config FILE [-addr HOST:PORT]
 //	obol migrate -config FILE         apply the PostgreSQL schema's migrations
 //	obol keys create|list|get|update|revoke   administer API keys
+//	obol projects create|list|get|update|delete   administer projects
 //	obol usage [--period YYYY-MM]             every key's tokens for a month
 //	obol hash-key < secret        print the sha256 a config key needs
 package main
@@ -41,7 +42,8 @@ const usageText = `usage:
   obol serve -config FILE [-addr HOST:PORT]   run the gateway
   obol migrate -config FILE                   apply the PostgreSQL migrations without serving
   obol keys create|list|get|update|revoke     administer API keys (obol keys for details)
-  obol usage [--period YYYY-MM] [--key ID]    every key's tokens for a month
+  obol projects create|list|get|update|delete administer projects (obol projects for details)
+  obol usage [--period YYYY-MM] [--key ID] [--project ID]   every key's tokens and cost for a month
   obol hash-key < SECRET                      print the sha256 of a secret for a config key`
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -57,6 +59,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return hashKey(stdin, stdout)
 	case "keys":
 		return keysCmd(ctx, args[1:], stdout, stderr, getenv)
+	case "projects":
+		return projectsCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "usage":
 		return usageCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "help", "-h", "-help", "--help":

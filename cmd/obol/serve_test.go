@@ -65,12 +65,19 @@ var listening = regexp.MustCompile(`"msg":"obol listening","addr":"([^"]+)"`)
 // config file and more environment, and returns its base URL.
 func startObolWith(t *testing.T, config string, env ...string) (*exec.Cmd, string, *syncbuf.Buffer) {
 	t.Helper()
+	return startObolIn(t, "", config, env...)
+}
+
+// startObolIn is startObolWith running in dir ("" for this one).
+func startObolIn(t *testing.T, dir, config string, env ...string) (*exec.Cmd, string, *syncbuf.Buffer) {
+	t.Helper()
 	bin, err := buildObol()
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}
 	cmd := exec.Command(bin, "serve", "-config", config, "-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = dir
 	logs := &syncbuf.Buffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {

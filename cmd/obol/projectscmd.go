@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+const projectsUsage = `usage:
+  obol projects create [ID] [--name N] [--rpm N] [--tpm N] [--tpd N] [--concurrency N]
+                       [--budget USD [--alert-at 0.5,0.8,1] [--strict]] [--meta k=v]...
+  obol projects list
+  obol projects get ID
+  obol projects update ID [--name N] [--rpm N] [--tpm N] [--tpd N] [--concurrency N] (0: none)
+                       [--budget USD|none [--alert-at F,F] [--strict]] [--meta k=v]...
+  obol projects delete ID
+every command: [--server URL (default $OBOL_SERVER or http://127.0.0.1:8080)] [--json]
+the admin token is read from $OBOL_ADMIN_TOKEN`
+
+// cliProject is a project as the admin API shows it.
+type cliProject struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Limits   map[string]*int64 `json:"limits"`
+	Budget   *cliBudget        `json:"budget"`
+	Metadata map[string]string `json:"metadata"`
+	Source   string            `json:"source"`
+	Created  time.Time         `json:"created_at"`
+	Spend    *struct {
+		Cost     json.Number `json:"cost"`
+		Tokens   int64       `json:"tokens"`
+		Requests int64       `json:"requests"`
+	} `json:"spend"`
+}
+
+// cliBudget is a key's or a project's budget as the admin API shows it.
+type cliBudget struct {
+	Monthly json.Number `json:"monthly"`
+	AlertAt []float64   `json:"alert_at"`
+	Strict  bool        `json:"strict"`
+}
+
+// String is the budget as a person reads it.
+func (b *cliBudget) String() string {
+	if b == nil {
+		return "none"
+	}
+	var at []string
+	for _, x := range b.AlertAt {
+		at = append(at, strconv.FormatFloat(100*x, 'f', -1, 64)+"%")
+	}
+	strict := ""
+	if b.Strict {
+		strict = ", strict"
+	}
+	return "$" + string(b.Monthly) + " a month" + strict + ", alerts at " + orNone(strings.Join(at, ", "))
+}
+
+// projectsCmd runs obol projects SUBCOMMAND.
+func projectsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 {
+		return &usageError{msg: "projects: a subcommand is required\n" + projectsUsage}
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("projects "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server, asJSON := adminFlags(fs, getenv)
+	var id string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	}
+	var spec *projectFlags
+	switch sub {
+	case "create", "update":
+		spec = newProjectFlags(fs)
+	case "list", "get", "delete":
+	default:
+		return &usageError{msg: fmt.Sprintf("projects: unknown subcommand %q\n%s", sub, projectsUsage)}
+	}
+	if id == "" && sub != "create" && sub != "list" {
+		return &usageError{msg: "projects " + sub + ": the project's id comes first\n" + projectsUsage}
+	}
+	if err := fs.Parse(args); err != nil {
+		return &usageError{msg: err.Error()}
+	}
+	if fs.NArg() > 0 || (sub == "list" && id != "") {
+		return &usageError{msg: fmt.Sprintf("projects %s: unexpected arguments\n%s", sub, projectsUsage)}
+	}
+	a, err := newAdmin(*server, *asJSON, stdout, getenv)
+	if err != nil {
+		return err
+	}
+	path := "/v1/admin/projects"
+	if id != "" && sub != "create" {
+		path += "/" + url.PathEscape(id)
+	}
+	var b []byte
+	switch sub {
+	case "create", "update":
+		var body map[string]any
+		if body, err = spec.body(fs, sub == "create"); err != nil {
+			return err
+		}
+		if sub == "create" && id != "" {
+			body["id"] = id
+		}
+		if sub == "update" && len(body) == 0 {
+			return &usageError{msg: "projects update: nothing to change\n" + projectsUsage}
+		}
+		method := map[string]string{"create": "POST", "update": "PATCH"}[sub]
+		b, err = a.call(ctx, method, path, body)
+	case "list", "get":
+		b, err = a.call(ctx, "GET", path, nil)
+	default: // delete
+		b, err = a.call(ctx, "DELETE", path, nil)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case sub == "list":
+		return a.printProjects(b)
+	case sub == "delete" && !a.json:
+		_, err := fmt.Fprintf(a.out, "project %s deleted\n", id)
+		return err
+	}
+	return a.printProject(b)
+}
+
+// projectFlags are the flags of projects create and update.
+type projectFlags struct {
+	name, rpm, tpm, tpd, concurrency *string
+	meta                             metaFlag
+	budget                           budgetFlags
+}
+
+func newProjectFlags(fs *flag.FlagSet) *projectFlags {
+	f := &projectFlags{meta: metaFlag{}}
+	f.name = fs.String("name", "", "the project's name, for people")
+	f.rpm = fs.String("rpm", "", "requests per minute across its keys (0: none)")
+	f.tpm = fs.String("tpm", "", "tokens per minute across its keys (0: none)")
+	f.tpd = fs.String("tpd", "", "tokens per day across its keys (0: none)")
+	f.concurrency = fs.String("concurrency", "", "requests in flight at once across its keys (0: none)")
+	f.budget = newBudgetFlags(fs, "all its keys")
+	fs.Var(f.meta, "meta", "metadata name=value (repeatable)")
+	return f
+}
+
+// body is the JSON of the flags that were given.
+func (f *projectFlags) body(fs *flag.FlagSet, create bool) (map[string]any, error) {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	body := map[string]any{}
+	if set["name"] {
+		body["name"] = *f.name
+	}
+	limits := map[string]any{}
+	for name, v := range map[string]*string{"rpm": f.rpm, "tpm": f.tpm, "tpd": f.tpd, "concurrency": f.concurrency} {
+		if !set[name] {
+			continue
+		}
+		n, err := strconv.ParseInt(*v, 10, 64)
+		if err != nil || n < 0 {
+			return nil, &usageError{msg: fmt.Sprintf("--%s %q: want a whole number ≥ 0 (0 is none)", name, *v)}
+		}
+		limits[name] = n
+	}
+	if len(limits) > 0 {
+		body["limits"] = limits
+	}
+	if err := f.budget.body(set, body, create); err != nil {
+		return nil, err
+	}
+	if len(f.meta) > 0 {
+		body["metadata"] = map[string]string(f.meta)
+	}
+	return body, nil
+}
+
+func (a *admin) printProject(b []byte) error {
+	if a.json {
+		_, err := a.out.Write(append(b, '\n'))
+		return err
+	}
+	var p cliProject
+	if err := json.Unmarshal(b, &p); err != nil {
+		return fmt.Errorf("read project: %w", err)
+	}
+	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+	row := func(name, value string) { fmt.Fprintf(tw, "%s\t%s\n", name, value) }
+	row("id", p.ID)
+	row("name", orDash(p.Name))
+	row("source", p.Source)
+	row("limits", projectLimits(p.Limits))
+	row("budget", p.Budget.String())
+	if p.Spend != nil {
+		row("spend", fmt.Sprintf("$%s this month, %d tokens, %d requests", p.Spend.Cost, p.Spend.Tokens, p.Spend.Requests))
+	}
+	row("created", stamp(&p.Created))
+	for _, n := range sortedKeys(p.Metadata) {
+		row("meta "+n, p.Metadata[n])
+	}
+	return tw.Flush()
+}
+
+func (a *admin) printProjects(b []byte) error {
+	if a.json {
+		_, err := a.out.Write(append(b, '\n'))
+		return err
+	}
+	var list struct {
+		Data []cliProject `json:"data"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		return fmt.Errorf("read projects: %w", err)
+	}
+	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSOURCE\tLIMITS\tBUDGET\tSPENT")
+	for _, p := range list.Data {
+		spent := "-"
+		if p.Spend != nil {
+			spent = "$" + string(p.Spend.Cost)
+		}
+		budget := "-"
+		if p.Budget != nil {
+			budget = "$" + string(p.Budget.Monthly)
+			if p.Budget.Strict {
+				budget += " strict"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, orDash(p.Name), p.Source, projectLimits(p.Limits), budget, spent)
+	}
+	return tw.Flush()
+}
+
+// projectLimits are a project's limits as a person reads them.
+func projectLimits(l map[string]*int64) string {
+	var parts []string
+	for _, n := range []string{"rpm", "tpm", "tpd", "concurrency"} {
+		if v := l[n]; v != nil {
+			parts = append(parts, fmt.Sprintf("%s %d", n, *v))
+		}
+	}
+	return orNone(strings.Join(parts, ", "))
+}
