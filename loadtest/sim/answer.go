@@ -87,6 +87,13 @@ func (e textEvents) whole(k int) string {
 	return fmt.Sprintf(`{"text":%s,"index":%d,"logprobs":null,"finish_reason":%q}`, text, k, e.g.finish)
 }
 
+// leaving stops counting the generation in flight, if it is counted.
+func (g *generation) leaving() {
+	if g.leave != nil {
+		g.leave()
+	}
+}
+
 // complete sends the whole answer at once, after the time its tokens take.
 func (g *generation) complete(w http.ResponseWriter, sh shape) {
 	if g.cfg.Fault.Kind == Hang {
@@ -116,6 +123,7 @@ func (g *generation) complete(w http.ResponseWriter, sh shape) {
 		choices[k] = sh.whole(k)
 	}
 	w.Header().Set("Content-Type", "application/json")
+	g.leaving()
 	fmt.Fprintf(w, `{"id":%q,"object":%q,"created":%d,"model":%q%s,"choices":[%s],"usage":%s}`+"\n",
 		g.id, sh.object(false), g.created, g.model, g.extra(), strings.Join(choices, ","), g.usageJSON())
 	g.done(true)

@@ -135,12 +135,14 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, cfg *Config) {
 		MaxTokens: maxTokens(req.MaxTokens, req.MaxCompletionTokens), Body: body}) {
 		return
 	}
-	defer s.enter(r.Context())()
+	leave := s.enter(r.Context())
+	defer leave()
 	prompt := promptTokens(req.Messages)
 	if cfg.WorstCase {
 		prompt = WorstPrompt(body)
 	}
 	g := s.newGeneration(r.Context(), cfg, "chatcmpl", req.Model, prompt, req.N, maxTokens(req.MaxTokens, req.MaxCompletionTokens))
+	g.leave = leave
 	if g.tool = toolName(&req); g.tool != "" {
 		g.n, g.finish = ToolCallTokens(), "tool_calls"
 	}
@@ -153,7 +155,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, cfg *Config) {
 
 // enter counts a generation running until the returned func is called
 // or its client goes (a generation notices that only at its next token;
-// the client, a gateway, counts it gone when it hangs up).
+// the client, a gateway, counts it gone when it hangs up). The func may
+// be called more than once.
 func (s *Server) enter(ctx context.Context) func() {
 	n := s.inFlight.Add(1)
 	for m := s.maxInFlight.Load(); n > m && !s.maxInFlight.CompareAndSwap(m, n); m = s.maxInFlight.Load() {
@@ -232,6 +235,10 @@ type generation struct {
 	model   string
 	created int64
 	sent    int // tokens of choice 0 generated so far
+	// leave, when set, stops counting the generation in flight: called
+	// before its last byte is written, so that a client that has read it
+	// whole never sees it still counted.
+	leave func()
 }
 
 // wait sleeps for d or until the client is gone; it reports whether the

@@ -64,6 +64,7 @@ func (g *generation) stream(w http.ResponseWriter, sh shape, includeUsage, conti
 			g.id, sh.object(true), g.created, g.model, g.extra(), g.usageJSON())
 		g.reported()
 	}
+	g.leaving()
 	fmt.Fprint(w, "data: [DONE]\n\n")
 	rc.Flush()
 	g.done(true)
