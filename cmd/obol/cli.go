@@ -108,3 +108,16 @@ func (a *admin) call(ctx context.Context, method, path string, body any) ([]byte
 	}
 	return b, nil
 }
+
+// decoded is false, having printed b as it came, with --json; else it
+// decodes b into v (what names it in an error) for a table.
+func (a *admin) decoded(b []byte, v any, what string) (bool, error) {
+	if a.json {
+		_, err := a.out.Write(append(b, '\n'))
+		return false, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("read %s: %w", what, err)
+	}
+	return true, nil
+}

@@ -143,10 +143,48 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 
 // keySpecFlags are the flags of create and update.
 type keySpecFlags struct {
-	name, tier, models, scopes, rpm, tpm, tpd, concurrency, project, expires *string
-	expiresIn                                                                *time.Duration
-	meta                                                                     metaFlag
-	budget                                                                   budgetFlags
+	name, tier, models, scopes, project, expires *string
+	limits                                       limitFlags
+	expiresIn                                    *time.Duration
+	meta                                         metaFlag
+	budget                                       budgetFlags
+}
+
+// limitFlags are --rpm, --tpm, --tpd and --concurrency, a key's or a
+// project's.
+type limitFlags map[string]*string
+
+func newLimitFlags(fs *flag.FlagSet, of string) limitFlags {
+	return limitFlags{
+		"rpm":         fs.String("rpm", "", "requests per minute "+of),
+		"tpm":         fs.String("tpm", "", "tokens per minute "+of),
+		"tpd":         fs.String("tpd", "", "tokens per day "+of),
+		"concurrency": fs.String("concurrency", "", "requests in flight at once "+of),
+	}
+}
+
+// body sets a body's limits from the flags that were given; a value of
+// clear ("" for none) is null, and zero means what zero is.
+func (f limitFlags) body(set map[string]bool, body map[string]any, clear, zero string) error {
+	limits := map[string]any{}
+	for name, v := range f {
+		switch {
+		case !set[name]:
+			continue
+		case clear != "" && *v == clear:
+			limits[name] = nil
+			continue
+		}
+		n, err := strconv.ParseInt(*v, 10, 64)
+		if err != nil || n < 0 {
+			return &usageError{msg: fmt.Sprintf("--%s %q: want a whole number ≥ 0 (0 is %s)", name, *v, zero)}
+		}
+		limits[name] = n
+	}
+	if len(limits) > 0 {
+		body["limits"] = limits
+	}
+	return nil
 }
 
 // budgetFlags are --budget, --alert-at and --strict, a key's or a
@@ -183,10 +221,7 @@ func newKeySpecFlags(fs *flag.FlagSet) *keySpecFlags {
 	f.tier = fs.String("tier", "", "the key's tier")
 	f.models = fs.String("models", "", "comma-separated models the key may use (empty: all)")
 	f.scopes = fs.String("scopes", "", "comma-separated scopes: chat, chat:stream, models, usage")
-	f.rpm = fs.String("rpm", "", "requests per minute of its own (0: unlimited; update: \"tier\" for the tier's)")
-	f.tpm = fs.String("tpm", "", "tokens per minute of its own")
-	f.tpd = fs.String("tpd", "", "tokens per day of its own")
-	f.concurrency = fs.String("concurrency", "", "requests in flight at once of its own")
+	f.limits = newLimitFlags(fs, "of its own (0: unlimited; update: \"tier\" for the tier's)")
 	f.project = fs.String("project", "", "the project it belongs to (update: \"none\" to leave it)")
 	f.budget = newBudgetFlags(fs, "its own")
 	f.expires = fs.String("expires", "", "when the key stops working, RFC 3339 (update: \"never\" to clear)")
@@ -227,23 +262,12 @@ func (f *keySpecFlags) body(fs *flag.FlagSet, create bool) (map[string]any, erro
 			body["project"] = nil
 		}
 	}
-	limits := map[string]any{}
-	for name, v := range map[string]*string{"rpm": f.rpm, "tpm": f.tpm, "tpd": f.tpd, "concurrency": f.concurrency} {
-		if !set[name] {
-			continue
-		}
-		if *v == "tier" && !create {
-			limits[name] = nil
-			continue
-		}
-		n, err := strconv.ParseInt(*v, 10, 64)
-		if err != nil || n < 0 {
-			return nil, &usageError{msg: fmt.Sprintf("--%s %q: want a whole number ≥ 0 (0 is unlimited)", name, *v)}
-		}
-		limits[name] = n
+	tier := ""
+	if !create {
+		tier = "tier"
 	}
-	if len(limits) > 0 {
-		body["limits"] = limits
+	if err := f.limits.body(set, body, tier, "unlimited"); err != nil {
+		return nil, err
 	}
 	if err := f.budget.body(set, body, create); err != nil {
 		return nil, err
@@ -308,13 +332,9 @@ func (f budgetFlags) body(set map[string]bool, body map[string]any, create bool)
 }
 
 func (a *admin) printKey(b []byte, created bool) error {
-	if a.json {
-		_, err := a.out.Write(append(b, '\n'))
-		return err
-	}
 	var k cliKey
-	if err := json.Unmarshal(b, &k); err != nil {
-		return fmt.Errorf("read key: %w", err)
+	if ok, err := a.decoded(b, &k, "key"); !ok {
+		return err
 	}
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 	row := func(name, value string) { fmt.Fprintf(tw, "%s\t%s\n", name, value) }
@@ -354,30 +374,20 @@ func (a *admin) printKey(b []byte, created bool) error {
 }
 
 func (a *admin) printList(b []byte) error {
-	if a.json {
-		_, err := a.out.Write(append(b, '\n'))
-		return err
-	}
 	var list struct {
 		Data []cliKey `json:"data"`
 	}
-	if err := json.Unmarshal(b, &list); err != nil {
-		return fmt.Errorf("read keys: %w", err)
+	if ok, err := a.decoded(b, &list, "keys"); !ok {
+		return err
 	}
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tTIER\tPROJECT\tBUDGET\tSTATUS\tPREFIX\tSCOPES\tCREATED\tLAST USED\tEXPIRES")
 	for _, k := range list.Data {
-		project, budget := "-", "-"
+		project := "-"
 		if k.Project != nil {
 			project = *k.Project
 		}
-		if k.Budget != nil {
-			budget = "$" + string(k.Budget.Monthly)
-			if k.Budget.Strict {
-				budget += " strict"
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, orDash(k.Name), k.Tier, project, budget, k.Status, k.Prefix,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, orDash(k.Name), k.Tier, project, k.Budget.Short(), k.Status, k.Prefix,
 			strings.Join(k.Scopes, ","), stamp(&k.CreatedAt), stamp(k.LastUsedAt), stamp(k.ExpiresAt))
 	}
 	return tw.Flush()

@@ -63,6 +63,17 @@ func (b *cliBudget) String() string {
 	return "$" + string(b.Monthly) + " a month" + strict + ", alerts at " + orNone(strings.Join(at, ", "))
 }
 
+// Short is the budget in a table's column.
+func (b *cliBudget) Short() string {
+	switch {
+	case b == nil:
+		return "-"
+	case b.Strict:
+		return "$" + string(b.Monthly) + " strict"
+	}
+	return "$" + string(b.Monthly)
+}
+
 // projectsCmd runs obol projects SUBCOMMAND.
 func projectsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
@@ -136,18 +147,16 @@ func projectsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, g
 
 // projectFlags are the flags of projects create and update.
 type projectFlags struct {
-	name, rpm, tpm, tpd, concurrency *string
-	meta                             metaFlag
-	budget                           budgetFlags
+	name   *string
+	limits limitFlags
+	meta   metaFlag
+	budget budgetFlags
 }
 
 func newProjectFlags(fs *flag.FlagSet) *projectFlags {
 	f := &projectFlags{meta: metaFlag{}}
 	f.name = fs.String("name", "", "the project's name, for people")
-	f.rpm = fs.String("rpm", "", "requests per minute across its keys (0: none)")
-	f.tpm = fs.String("tpm", "", "tokens per minute across its keys (0: none)")
-	f.tpd = fs.String("tpd", "", "tokens per day across its keys (0: none)")
-	f.concurrency = fs.String("concurrency", "", "requests in flight at once across its keys (0: none)")
+	f.limits = newLimitFlags(fs, "across its keys (0: none)")
 	f.budget = newBudgetFlags(fs, "all its keys")
 	fs.Var(f.meta, "meta", "metadata name=value (repeatable)")
 	return f
@@ -161,19 +170,8 @@ func (f *projectFlags) body(fs *flag.FlagSet, create bool) (map[string]any, erro
 	if set["name"] {
 		body["name"] = *f.name
 	}
-	limits := map[string]any{}
-	for name, v := range map[string]*string{"rpm": f.rpm, "tpm": f.tpm, "tpd": f.tpd, "concurrency": f.concurrency} {
-		if !set[name] {
-			continue
-		}
-		n, err := strconv.ParseInt(*v, 10, 64)
-		if err != nil || n < 0 {
-			return nil, &usageError{msg: fmt.Sprintf("--%s %q: want a whole number ≥ 0 (0 is none)", name, *v)}
-		}
-		limits[name] = n
-	}
-	if len(limits) > 0 {
-		body["limits"] = limits
+	if err := f.limits.body(set, body, "", "none"); err != nil {
+		return nil, err
 	}
 	if err := f.budget.body(set, body, create); err != nil {
 		return nil, err
@@ -185,13 +183,9 @@ func (f *projectFlags) body(fs *flag.FlagSet, create bool) (map[string]any, erro
 }
 
 func (a *admin) printProject(b []byte) error {
-	if a.json {
-		_, err := a.out.Write(append(b, '\n'))
-		return err
-	}
 	var p cliProject
-	if err := json.Unmarshal(b, &p); err != nil {
-		return fmt.Errorf("read project: %w", err)
+	if ok, err := a.decoded(b, &p, "project"); !ok {
+		return err
 	}
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 	row := func(name, value string) { fmt.Fprintf(tw, "%s\t%s\n", name, value) }
@@ -211,15 +205,11 @@ func (a *admin) printProject(b []byte) error {
 }
 
 func (a *admin) printProjects(b []byte) error {
-	if a.json {
-		_, err := a.out.Write(append(b, '\n'))
-		return err
-	}
 	var list struct {
 		Data []cliProject `json:"data"`
 	}
-	if err := json.Unmarshal(b, &list); err != nil {
-		return fmt.Errorf("read projects: %w", err)
+	if ok, err := a.decoded(b, &list, "projects"); !ok {
+		return err
 	}
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSOURCE\tLIMITS\tBUDGET\tSPENT")
@@ -228,14 +218,7 @@ func (a *admin) printProjects(b []byte) error {
 		if p.Spend != nil {
 			spent = "$" + string(p.Spend.Cost)
 		}
-		budget := "-"
-		if p.Budget != nil {
-			budget = "$" + string(p.Budget.Monthly)
-			if p.Budget.Strict {
-				budget += " strict"
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, orDash(p.Name), p.Source, projectLimits(p.Limits), budget, spent)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, orDash(p.Name), p.Source, projectLimits(p.Limits), p.Budget.Short(), spent)
 	}
 	return tw.Flush()
 }

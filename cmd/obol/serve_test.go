@@ -106,17 +106,7 @@ func TestSIGTERMLetsStreamsFinish(t *testing.T) {
 	dataDir := t.TempDir()
 	cmd, base, logs := startObolWith(t, "testdata/good.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+dataDir)
 
-	req, _ := http.NewRequest("POST", base+"/v1/chat/stream", strings.NewReader(`{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
-	req.Header.Set("Authorization", "Bearer sk-demo-free-4f1c9a")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
-		t.Fatalf("first line %q, %v", line, err)
-	}
+	br := openStream(t, base)
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -340,23 +330,31 @@ func (nopLedger) Summary(context.Context, string, string) (*usage.Summary, error
 	return &usage.Summary{}, nil
 }
 
-// TestSIGHUPDoesNoHarm: SIGHUP during a stream is logged as not a reload;
-// the stream runs to [DONE] and the gateway goes on serving.
-func TestSIGHUPDoesNoHarm(t *testing.T) {
-	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 20, TokensPerSecond: 60}))
-	defer up.Close()
-	cmd, base, logs := startObolWith(t, "testdata/good.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir())
+// openStream starts a native stream with the demo's free key and reads
+// its first event; the rest is the caller's to read.
+func openStream(t *testing.T, base string) *bufio.Reader {
+	t.Helper()
 	req, _ := http.NewRequest("POST", base+"/v1/chat/stream", strings.NewReader(`{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
 	req.Header.Set("Authorization", "Bearer sk-demo-free-4f1c9a")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	t.Cleanup(func() { resp.Body.Close() })
 	br := bufio.NewReader(resp.Body)
 	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
 		t.Fatalf("first line %q, %v", line, err)
 	}
+	return br
+}
+
+// TestSIGHUPDoesNoHarm: SIGHUP during a stream is logged as not a reload;
+// the stream runs to [DONE] and the gateway goes on serving.
+func TestSIGHUPDoesNoHarm(t *testing.T) {
+	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 20, TokensPerSecond: 60}))
+	defer up.Close()
+	cmd, base, logs := startObolWith(t, "testdata/good.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir())
+	br := openStream(t, base)
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
