@@ -24,8 +24,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
-	"github.com/obol/obol/usage"
 )
 
 // Webhook is a receiver of events and the secret its signatures use.
@@ -66,8 +66,8 @@ type Alert struct {
 	Project   string      `json:"project,omitempty"`
 	Period    string      `json:"period"` // YYYY-MM
 	Threshold float64     `json:"threshold"`
-	Spent     usage.Money `json:"spent"`
-	Budget    usage.Money `json:"budget"`
+	Spent     money.Money `json:"spent"`
+	Budget    money.Money `json:"budget"`
 	Created   time.Time   `json:"created"`
 }
 
@@ -208,7 +208,7 @@ func (n *Notifier) Observe(sp quota.Spend) {
 			continue
 		}
 		a := Alert{Key: sp.Key, Project: sp.Project, Period: period, Threshold: th,
-			Spent: usage.Money(sp.After), Budget: usage.Money(sp.Budget), Created: n.opt.Now().UTC()}
+			Spent: money.Money(sp.After), Budget: money.Money(sp.Budget), Created: n.opt.Now().UTC()}
 		a.ID = eventID(a.Subject(), period, a.ThresholdText())
 		if n.first(a) {
 			n.wg.Add(1)

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/obol/obol/usage"
+	"github.com/obol/obol/money"
 )
 
 // event is the body POSTed: the shape the README documents.
@@ -26,8 +26,8 @@ type event struct {
 	Created   int64             `json:"created"`
 	Subject   map[string]string `json:"subject"`
 	Threshold float64           `json:"threshold"`
-	Spent     usage.Money       `json:"spent"`
-	Budget    usage.Money       `json:"budget"`
+	Spent     money.Money       `json:"spent"`
+	Budget    money.Money       `json:"budget"`
 	Currency  string            `json:"currency"`
 	Period    string            `json:"period"`
 }

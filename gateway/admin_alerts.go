@@ -13,7 +13,7 @@ import (
 
 	"github.com/obol/obol/alerts"
 	"github.com/obol/obol/internal/clip"
-	"github.com/obol/obol/usage"
+	"github.com/obol/obol/money"
 )
 
 // AlertAdmin lists budget alert deliveries and sends one again.
@@ -29,8 +29,8 @@ type alertView struct {
 	Subject     map[string]string `json:"subject"`
 	Period      string            `json:"period"`
 	Threshold   float64           `json:"threshold"`
-	Spent       usage.Money       `json:"spent"`
-	Budget      usage.Money       `json:"budget"`
+	Spent       money.Money       `json:"spent"`
+	Budget      money.Money       `json:"budget"`
 	State       string            `json:"state"`
 	Attempts    int               `json:"attempts"`
 	LastError   *string           `json:"last_error"`

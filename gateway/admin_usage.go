@@ -12,13 +12,14 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/usage"
 )
 
 // usageTotals is a month's usage of a key, a project or the gateway.
 type usageTotals struct {
 	TotalTokens int64                `json:"total_tokens"`
-	TotalCost   usage.Money          `json:"total_cost"`
+	TotalCost   money.Money          `json:"total_cost"`
 	ByModel     map[string]usage.Row `json:"by_model"`
 	// Project is a key's project (absent for none; the last it had in the
 	// month, if it moved).
@@ -40,7 +41,7 @@ func (t *usageTotals) add(model string, r usage.Row) {
 type adminUsageReport struct {
 	Period      string                  `json:"period"`
 	TotalTokens int64                   `json:"total_tokens"`
-	TotalCost   usage.Money             `json:"total_cost"`
+	TotalCost   money.Money             `json:"total_cost"`
 	Currency    string                  `json:"currency"`
 	ByModel     map[string]usage.Row    `json:"by_model"`
 	Keys        map[string]*usageTotals `json:"keys"`

@@ -14,8 +14,8 @@ import (
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
-	"github.com/obol/obol/usage"
 )
 
 // adversarial are chat bodies whose text the old estimate (content
@@ -58,7 +58,7 @@ var unread = map[string]bool{"model": true, "messages": true, "max_tokens": true
 // model may read, a ',' or ':' counting two and '<', '>', '&' six, plus
 // 8 tokens a message and 32 a request, every token at the input price;
 // and max_tokens at the output price.
-func chatBound(t *testing.T, body string, price usage.Price) usage.Money {
+func chatBound(t *testing.T, body string, price money.Price) money.Money {
 	t.Helper()
 	var fields map[string]json.RawMessage
 	var msgs []json.RawMessage
@@ -86,7 +86,7 @@ func chatBound(t *testing.T, body string, price usage.Price) usage.Money {
 
 // nativeCost sends a native chat and returns its status and, for a 200,
 // its cost (usage.cost) or, for a 429, its error code.
-func nativeCost(t *testing.T, base, key, body string) (int, usage.Money, string) {
+func nativeCost(t *testing.T, base, key, body string) (int, money.Money, string) {
 	req, _ := http.NewRequest("POST", base+"/v1/chat", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := http.DefaultClient.Do(req)
@@ -108,7 +108,7 @@ func nativeCost(t *testing.T, base, key, body string) (int, usage.Money, string)
 	if resp.StatusCode != 200 {
 		return resp.StatusCode, 0, out.Error.Code
 	}
-	cost, err := usage.ParseUSD(string(out.Usage.Cost))
+	cost, err := money.ParseUSD(string(out.Usage.Cost))
 	if err != nil {
 		t.Errorf("cost %q: %v", out.Usage.Cost, err)
 	}
@@ -143,10 +143,10 @@ func TestBudgetHoldsAgainstTheWorstCase(t *testing.T) {
 			for range 3 {
 				lim := replicaLimiter(t, rdb, prefix, ledger)
 				replicas = append(replicas, newEnv(t, sim.Config{ReplyTokens: 20, WorstCase: true, TokensPerSecond: 2000},
-					withLedger(ledger), withLimiter(lim), withPrices(usage.Prices{hermesPrice}), sub))
+					withLedger(ledger), withLimiter(lim), withPrices(money.Prices{hermesPrice}), sub))
 			}
 			bodies := adversarial()
-			var maxBound usage.Money
+			var maxBound money.Money
 			for _, b := range bodies {
 				maxBound = max(maxBound, chatBound(t, b, hermesPrice))
 			}
@@ -186,20 +186,20 @@ func TestBudgetHoldsAgainstTheWorstCase(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			var spent usage.Money
+			var spent money.Money
 			poll.Until(t, "every admitted request recorded", func() bool {
 				a, h := replicas[0].usageOf(t, keyAll, ""), replicas[0].usageOf(t, keyHermes, "")
 				spent = a.TotalCost + h.TotalCost
 				return requests(a)+requests(h) == int64(admitted)
 			})
-			t.Logf("%d admitted; spent $%s of $%s; the largest bound $%s", admitted, spent.USD(), usage.Money(budget).USD(), maxBound.USD())
+			t.Logf("%d admitted; spent $%s of $%s; the largest bound $%s", admitted, spent.USD(), money.Money(budget).USD(), maxBound.USD())
 			switch {
 			case strict && spent > budget:
-				t.Errorf("a strict budget of $%s was passed: $%s spent", usage.Money(budget).USD(), spent.USD())
+				t.Errorf("a strict budget of $%s was passed: $%s spent", money.Money(budget).USD(), spent.USD())
 			case spent >= budget+maxBound:
-				t.Errorf("spent $%s of $%s: passed by more than one request's bound ($%s)", spent.USD(), usage.Money(budget).USD(), maxBound.USD())
+				t.Errorf("spent $%s of $%s: passed by more than one request's bound ($%s)", spent.USD(), money.Money(budget).USD(), maxBound.USD())
 			case spent < budget/2:
-				t.Errorf("only $%s of $%s spent before every client was refused", spent.USD(), usage.Money(budget).USD())
+				t.Errorf("only $%s of $%s spent before every client was refused", spent.USD(), money.Money(budget).USD())
 			}
 		})
 	}
@@ -211,7 +211,7 @@ func TestBudgetHoldsAgainstTheWorstCase(t *testing.T) {
 // cost is refused it (insufficient_quota, the backend not called), and
 // one with room is served.
 func TestStrictBudgetCoversEveryAPI(t *testing.T) {
-	e := newEnv(t, sim.Config{ReplyTokens: 20, WorstCase: true}, withAdmin(t), withAPIs, withPrices(usage.Prices{hermesPrice}),
+	e := newEnv(t, sim.Config{ReplyTokens: 20, WorstCase: true}, withAdmin(t), withAPIs, withPrices(money.Prices{hermesPrice}),
 		func(c *envConfig) { c.MaxBodyBytes = 1 << 20 })
 	args := `{\"path\":\"` + strings.Repeat("日本", 300) + `\",\"body\":\"` + strings.Repeat("<p>, ", 300) + `\"}`
 	for _, tt := range []struct{ name, path, body string }{
@@ -249,9 +249,9 @@ func TestStrictBudgetCoversEveryAPI(t *testing.T) {
 
 // ledgerCost waits for key's request to be recorded and returns what it
 // cost.
-func (e *env) ledgerCost(t *testing.T, keyID string) usage.Money {
+func (e *env) ledgerCost(t *testing.T, keyID string) money.Money {
 	t.Helper()
-	var cost usage.Money
+	var cost money.Money
 	poll.Until(t, "the request recorded", func() bool {
 		s, err := e.ledger.Summary(t.Context(), keyID, time.Now().UTC().Format("2006-01"))
 		if err != nil {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
-	"github.com/obol/obol/usage"
 )
 
 // small is a request whose cost bound is small: 20 output tokens at most.
@@ -58,7 +58,7 @@ func TestProjectBudget(t *testing.T) {
 	for _, shared := range []bool{false, true} {
 		t.Run(map[bool]string{false: "memory", true: "redis"}[shared], func(t *testing.T) {
 			const budget = 100_000_000 // $0.0001: eight requests of $0.0000125
-			opts := []envOption{withPrices(usage.Prices{hermesPrice}),
+			opts := []envOption{withPrices(money.Prices{hermesPrice}),
 				withProject("acme", quota.Limits{Budget: budget}, keyAll, keyHermes)}
 			if shared {
 				opts = append(opts, withLimiter(redisLimiter(t)))
@@ -95,7 +95,7 @@ func TestProjectBudget(t *testing.T) {
 			}
 			a, h := e.usageOf(t, keyAll, ""), e.usageOf(t, keyHermes, "")
 			spent := a.TotalCost + h.TotalCost
-			perRequest := spent / usage.Money(admitted)
+			perRequest := spent / money.Money(admitted)
 			if spent < budget || spent-perRequest >= budget {
 				t.Errorf("%d requests spent %s: the last was admitted past the budget, or one more could have been", admitted, spent.USD())
 			}
@@ -117,7 +117,7 @@ func TestProjectBudget(t *testing.T) {
 // it is only held by requests in flight.
 func TestBudgetConcurrentRequests(t *testing.T) {
 	const budget = 80_000_000
-	e := newEnv(t, sim.Config{ReplyTokens: 7}, withPrices(usage.Prices{hermesPrice}), withLimiter(redisLimiter(t)),
+	e := newEnv(t, sim.Config{ReplyTokens: 7}, withPrices(money.Prices{hermesPrice}), withLimiter(redisLimiter(t)),
 		withProject("acme", quota.Limits{Budget: budget}, keyAll, keyHermes))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -142,7 +142,7 @@ func TestBudgetConcurrentRequests(t *testing.T) {
 		t.Fatalf("answers %v", codes)
 	}
 	n := int64(codes["200"])
-	var spent usage.Money
+	var spent money.Money
 	poll.Until(t, "every admitted request recorded", func() bool {
 		a, h := e.usageOf(t, keyAll, ""), e.usageOf(t, keyHermes, "")
 		spent = a.TotalCost + h.TotalCost
@@ -150,7 +150,7 @@ func TestBudgetConcurrentRequests(t *testing.T) {
 	})
 	bound := hermesPrice.Cost(20, 0, 20) // well over a request's prompt and its 20 tokens
 	if spent >= budget+bound {
-		t.Errorf("%d admitted spent %s of a budget of %s", n, spent.USD(), usage.Money(budget).USD())
+		t.Errorf("%d admitted spent %s of a budget of %s", n, spent.USD(), money.Money(budget).USD())
 	}
 	for spent < budget { // what is left is spent one request at a time
 		resp := e.post(t, "/v1/chat", keyAll, small)
@@ -166,14 +166,14 @@ func TestBudgetConcurrentRequests(t *testing.T) {
 		})
 	}
 	if code := readError(t, e.post(t, "/v1/chat", keyHermes, small)).Error.Code; code != "insufficient_quota" {
-		t.Errorf("spent %s of %s: %s", spent.USD(), usage.Money(budget).USD(), code)
+		t.Errorf("spent %s of %s: %s", spent.USD(), money.Money(budget).USD(), code)
 	}
 }
 
 // TestKeyBudgetAdmin: a key's own budget set through the admin API is
 // enforced, shown by /v1/key, and a raise takes effect at once.
 func TestKeyBudgetAdmin(t *testing.T) {
-	e := newEnv(t, sim.Config{ReplyTokens: 7}, withPrices(usage.Prices{hermesPrice}), withAdmin(t))
+	e := newEnv(t, sim.Config{ReplyTokens: 7}, withPrices(money.Prices{hermesPrice}), withAdmin(t))
 	k := e.createKey(t, `{"tier":"pro","budget":{"monthly":0.00001,"alert_at":[0.5,1]}}`)
 	resp, body := e.do(t, "GET", "/v1/admin/keys/"+k.ID, adminToken, "")
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"budget":{"monthly":0.00001,"alert_at":[0.5,1],"strict":false}`) {

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
-	"github.com/obol/obol/usage"
 )
 
 // chromiumPath is the browser the page tests drive, or the test is
@@ -63,7 +63,7 @@ func TestDashboardPage(t *testing.T) {
 // request to another origin. OBOL_SCREENSHOTS=dir keeps its screenshots.
 func TestDashboardInBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
-	e := newEnv(t, sim.Config{ReplyTokens: 7}, withAdmin(t), withPrices(usage.Prices{hermesPrice}),
+	e := newEnv(t, sim.Config{ReplyTokens: 7}, withAdmin(t), withPrices(money.Prices{hermesPrice}),
 		withProject("acme", quota.Limits{Budget: 30_000_000}, keyAll))
 	const htmlName = `<img src=x onerror=alert(1)>`
 	k := e.createKey(t, `{"tier":"pro","name":"`+strings.ReplaceAll(htmlName, `"`, `\"`)+`","budget":{"monthly":1}}`)

@@ -18,6 +18,7 @@ import (
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
 )
@@ -67,9 +68,9 @@ func TestHangUpsCostNothing(t *testing.T) {
 	ledger := embeddedLedger(t)
 	lim, _ := fleetLimiter(t, ledger, quota.FailClosed)
 	sub := hangUpSubject
-	budget := usage.Money(sub.Limits.Budget)
+	budget := money.Money(sub.Limits.Budget)
 	e := newEnv(t, sim.Config{ReplyTokens: 30, TokensPerSecond: 600}, withLedger(ledger), withLimiter(lim),
-		withPrices(usage.Prices{hermesPrice}), withLimits(keyAll, sub.Limits),
+		withPrices(money.Prices{hermesPrice}), withLimits(keyAll, sub.Limits),
 		withProject("acme", sub.ProjectLimits, keyAll), func(c *envConfig) {
 			c.h2c = true
 			k := c.keys[keyAll]
@@ -139,8 +140,8 @@ func TestHangUpsCostNothing(t *testing.T) {
 	})
 	if !settled {
 		t.Fatalf("after the hang-ups: %d and %d leases in flight, $%s and $%s held, %d tokens today and $%s spent; the ledger: %d tokens, $%s",
-			d.InFlight, d.Project.InFlight, usage.Money(d.Held).USD(), usage.Money(d.Project.Held).USD(), d.DailyUsed,
-			usage.Money(d.Spent).USD(), s.TotalTokens, s.TotalCost.USD())
+			d.InFlight, d.Project.InFlight, money.Money(d.Held).USD(), money.Money(d.Project.Held).USD(), d.DailyUsed,
+			money.Money(d.Spent).USD(), s.TotalTokens, s.TotalCost.USD())
 	}
 	if d.Project.DailyUsed != d.DailyUsed || d.Project.Spent != d.Spent {
 		t.Errorf("project: %d tokens today, spent %d; want the key's %d and %d", d.Project.DailyUsed, d.Project.Spent, d.DailyUsed, d.Spent)

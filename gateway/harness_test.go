@@ -22,6 +22,7 @@ import (
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
 )
@@ -78,7 +79,7 @@ func withProject(id string, lim quota.Limits, secrets ...string) envOption {
 		c.projects[id] = &keys.Project{ID: id, Config: true,
 			Limits: keys.Limits{RPM: &lim.RPM, TPM: &lim.TPM, TPD: &lim.TPD, Concurrency: &lim.Concurrency}}
 		if lim.Budget > 0 {
-			c.projects[id].Budget = &keys.Budget{Monthly: usage.Money(lim.Budget)}
+			c.projects[id].Budget = &keys.Budget{Monthly: money.Money(lim.Budget)}
 		}
 		for _, secret := range secrets {
 			k := c.keys[secret]

@@ -12,7 +12,7 @@ import (
 	"github.com/obol/obol/internal/crockford"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
-	"github.com/obol/obol/usage"
+	"github.com/obol/obol/money"
 )
 
 // modelInfo is an OpenAI model object plus what obol's clients need.
@@ -48,13 +48,13 @@ type datedPricing struct {
 }
 
 // perMillion is a per-token price shown per million tokens, exactly.
-type perMillion usage.Money
+type perMillion money.Money
 
 func (p perMillion) MarshalJSON() ([]byte, error) {
-	return []byte((usage.Money(p) * 1_000_000).USD()), nil
+	return []byte((money.Money(p) * 1_000_000).USD()), nil
 }
 
-func pricingOf(ps usage.Prices, now time.Time) *pricing {
+func pricingOf(ps money.Prices, now time.Time) *pricing {
 	cur := ps.At(now)
 	if cur == nil {
 		return nil

@@ -9,8 +9,8 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/keys"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
-	"github.com/obol/obol/usage"
 )
 
 // keyInfo is GET /v1/key (callingKey): the calling key, what it may do,
@@ -47,12 +47,12 @@ type projectInfo struct {
 // requests in flight have reserved against it; a request is admitted
 // while spent + held is below the budget.
 type budgetInfo struct {
-	Monthly   usage.Money `json:"monthly"`
+	Monthly   money.Money `json:"monthly"`
 	AlertAt   []float64   `json:"alert_at"`
 	Period    string      `json:"period"`
-	Spent     usage.Money `json:"spent"`
-	Held      usage.Money `json:"held"`
-	Remaining usage.Money `json:"remaining"`
+	Spent     money.Money `json:"spent"`
+	Held      money.Money `json:"held"`
+	Remaining money.Money `json:"remaining"`
 	ResetsAt  time.Time   `json:"resets_at"`
 	Currency  string      `json:"currency"`
 	// Strict: a request is admitted only if its cost bound fits in what
@@ -61,13 +61,13 @@ type budgetInfo struct {
 }
 
 // budgetOf is a level's budget by its spend, or nil without one.
-func budgetOf(lim quota.Limits, alerts []float64, spent usage.Money, d quota.Decision, now time.Time) *budgetInfo {
+func budgetOf(lim quota.Limits, alerts []float64, spent money.Money, d quota.Decision, now time.Time) *budgetInfo {
 	if lim.Budget <= 0 {
 		return nil
 	}
 	now = now.UTC()
-	b := &budgetInfo{Monthly: usage.Money(lim.Budget), AlertAt: alerts, Period: now.Format("2006-01"), Spent: spent,
-		Held: usage.Money(d.Held), Remaining: max(usage.Money(lim.Budget)-spent, 0),
+	b := &budgetInfo{Monthly: money.Money(lim.Budget), AlertAt: alerts, Period: now.Format("2006-01"), Spent: spent,
+		Held: money.Money(d.Held), Remaining: max(money.Money(lim.Budget)-spent, 0),
 		ResetsAt: time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC), Currency: "usd", Strict: lim.StrictBudget}
 	if b.AlertAt == nil {
 		b.AlertAt = []float64{}
@@ -95,7 +95,7 @@ type keyRemains struct {
 
 type keySpend struct {
 	Period   string      `json:"period"`
-	Cost     usage.Money `json:"cost"`
+	Cost     money.Money `json:"cost"`
 	Tokens   int64       `json:"tokens"`
 	Requests int64       `json:"requests"`
 	Currency string      `json:"currency"`

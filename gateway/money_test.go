@@ -8,20 +8,20 @@ import (
 	"time"
 
 	"github.com/obol/obol/loadtest/sim"
-	"github.com/obol/obol/usage"
+	"github.com/obol/obol/money"
 )
 
 // hermesPrice: $0.50, $0.05 cached, $1.50 per million tokens.
-var hermesPrice = usage.Price{Input: 500_000, CachedInput: 50_000, Output: 1_500_000}
+var hermesPrice = money.Price{Input: 500_000, CachedInput: 50_000, Output: 1_500_000}
 
-func withPrices(ps usage.Prices) envOption {
-	return func(c *envConfig) { c.Prices = map[string]usage.Prices{"hermes": ps} }
+func withPrices(ps money.Prices) envOption {
+	return func(c *envConfig) { c.Prices = map[string]money.Prices{"hermes": ps} }
 }
 
 // usd parses a JSON number of dollars exactly, as picodollars.
-func usd(t *testing.T, s string) usage.Money {
+func usd(t *testing.T, s string) money.Money {
 	t.Helper()
-	m, err := usage.ParseUSD(s)
+	m, err := money.ParseUSD(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,9 +33,9 @@ func usd(t *testing.T, s string) usage.Money {
 // the price table applied to the backend's counts (cached tokens at the
 // cached price); /v1/usage sums the same figures, by model and by day.
 func TestCostInEveryAnswer(t *testing.T) {
-	e := newEnv(t, sim.Config{ReplyTokens: 7, CachedTokens: 3}, withPrices(usage.Prices{hermesPrice}))
-	var want usage.Money
-	expect := func(u map[string]any) usage.Money {
+	e := newEnv(t, sim.Config{ReplyTokens: 7, CachedTokens: 3}, withPrices(money.Prices{hermesPrice}))
+	var want money.Money
+	expect := func(u map[string]any) money.Money {
 		prompt := int64(u["prompt_tokens"].(float64))
 		completion := int64(u["completion_tokens"].(float64))
 		c := hermesPrice.Cost(prompt, 3, completion)
@@ -98,9 +98,9 @@ func TestCostInEveryAnswer(t *testing.T) {
 // arrive from its instant on; a model without a price costs 0 and says
 // so in /v1/models.
 func TestPriceInEffectAtArrival(t *testing.T) {
-	past := usage.Price{From: time.Now().Add(-time.Hour), Input: 2 * hermesPrice.Input, CachedInput: hermesPrice.CachedInput, Output: hermesPrice.Output}
-	future := usage.Price{From: time.Now().Add(time.Hour), Input: 9_000_000, Output: 9_000_000}
-	e := newEnv(t, sim.Config{ReplyTokens: 2}, withPrices(usage.Prices{hermesPrice, past, future}))
+	past := money.Price{From: time.Now().Add(-time.Hour), Input: 2 * hermesPrice.Input, CachedInput: hermesPrice.CachedInput, Output: hermesPrice.Output}
+	future := money.Price{From: time.Now().Add(time.Hour), Input: 9_000_000, Output: 9_000_000}
+	e := newEnv(t, sim.Config{ReplyTokens: 2}, withPrices(money.Prices{hermesPrice, past, future}))
 	resp := e.post(t, "/v1/chat/completions", keyAll, hi+`}`)
 	var comp struct {
 		Usage struct {

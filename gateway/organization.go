@@ -15,6 +15,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/clip"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/usage"
 )
 
@@ -298,7 +299,7 @@ func writeReportCSV(w http.ResponseWriter, rep report, q *reportQuery, buckets [
 			for _, v := range values {
 				switch v {
 				case "amount":
-					line = append(line, res["amount"].(map[string]any)["value"].(usage.Money).USD())
+					line = append(line, res["amount"].(map[string]any)["value"].(money.Money).USD())
 				case "currency":
 					line = append(line, "usd")
 				default:

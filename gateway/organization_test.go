@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/obol/obol/loadtest/sim"
-	"github.com/obol/obol/usage"
+	"github.com/obol/obol/money"
 )
 
 // orgPage is OpenAI's organization usage and costs page.
@@ -31,7 +31,7 @@ type orgPage struct {
 // JSON; pages carry a cursor; what the ledger cannot answer is a 400.
 func TestOrganizationEndpoints(t *testing.T) {
 	e := newEnv(t, sim.Config{ReplyTokens: 5, CachedTokens: 1}, withAdmin(t), withAPIs, withLedger(postgresLedger(t)),
-		withPrices(usage.Prices{hermesPrice}))
+		withPrices(money.Prices{hermesPrice}))
 	for _, b := range []struct{ path, body string }{
 		{"/v1/chat", hi + `}`}, {"/v1/chat/stream", hi + `}`}, {"/v1/embeddings", `{"model":"hermes","input":"one two three"}`},
 	} {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
-	"github.com/obol/obol/usage"
 )
 
 // Quota admits requests against a key's limits and settles them after.
@@ -101,7 +101,7 @@ func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
 // costBound is what the request can cost at most, which budgets hold:
 // the prompt's bound, every token uncached, and n choices of the output
 // cap, at its model's prices.
-func (s *Server) costBound(c *call, req *chatRequest) usage.Money {
+func (s *Server) costBound(c *call, req *chatRequest) money.Money {
 	return s.prices[c.model].At(c.start).Cost(int64(req.PromptBound), 0, int64(req.N)*int64(req.MaxTokens))
 }
 
@@ -110,7 +110,7 @@ func (s *Server) costBound(c *call, req *chatRequest) usage.Money {
 // when no backend answered, and its cost bound by its cost (the ledger's
 // figure). It runs after the answer went out, whether the request
 // succeeded, failed or was abandoned.
-func (s *Server) settle(ctx context.Context, c *call, cost usage.Money) {
+func (s *Server) settle(ctx context.Context, c *call, cost money.Money) {
 	if c.reservation == nil {
 		return
 	}
@@ -227,18 +227,18 @@ func retryString(d time.Duration) string {
 // when it renews; for a strict budget, also when what it leaves is less
 // than the request's cost bound. A budget not spent but held by requests
 // in flight (their cost bounds) is a rate limit a second's wait may cure.
-func budgetSpent(k *keys.Identity, d quota.Decision, bound usage.Money, now time.Time) *Error {
+func budgetSpent(k *keys.Identity, d quota.Decision, bound money.Money, now time.Time) *Error {
 	who, lim, fig := "this API key", k.Limits, d
 	if d.ByProject && d.Project != nil {
 		who, lim, fig = "project "+k.Project, k.ProjectLimits, *d.Project
 	}
-	budget, spent, held := usage.Money(lim.Budget).USD(), usage.Money(fig.Spent).USD(), usage.Money(fig.Held).USD()
+	budget, spent, held := money.Money(lim.Budget).USD(), money.Money(fig.Spent).USD(), money.Money(fig.Held).USD()
 	if lim.StrictBudget && fig.Spent < lim.Budget && fig.Spent+int64(bound) > lim.Budget {
 		renews := now.UTC().Add(d.RetryAfter).Round(time.Second)
 		return &Error{Code: CodeInsufficientQuota, NoRetry: true, RetryAfter: d.RetryAfter,
 			Message: fmt.Sprintf("Budget exceeded: the strict monthly budget of $%s of %s has $%s left (spent $%s), less than this request may cost ($%s). "+
 				"Lower max_tokens or shorten the prompt; the budget renews at %s, or when it is raised.",
-				budget, who, usage.Money(lim.Budget-fig.Spent).USD(), spent, bound.USD(), renews.Format(time.RFC3339))}
+				budget, who, money.Money(lim.Budget-fig.Spent).USD(), spent, bound.USD(), renews.Format(time.RFC3339))}
 	}
 	if fig.Spent < lim.Budget {
 		return &Error{Code: CodeRateLimit, RetryAfter: time.Second,

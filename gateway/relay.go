@@ -12,7 +12,7 @@ import (
 
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/models"
-	"github.com/obol/obol/usage"
+	"github.com/obol/obol/money"
 )
 
 // Stream outcomes, as the access log reports them.
@@ -124,7 +124,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *ch
 func (s *Server) chatStreamer(c *call, req *chatRequest, m *models.Model, native bool) func(*sseWriter) streamer {
 	return func(out *sseWriter) streamer {
 		return &relay{c: c, req: req, model: m.Name, sse: out, native: native, object: req.streamObject(), created: time.Now().Unix(),
-			cost: func(u *Usage) usage.Money { return s.cost(c, u) }}
+			cost: func(u *Usage) money.Money { return s.cost(c, u) }}
 	}
 }
 
@@ -152,7 +152,7 @@ type relay struct {
 	// and service_tier, for the native events.
 	fingerprint, tier json.RawMessage
 	// cost prices a usage for the native final event.
-	cost  func(*Usage) usage.Money
+	cost  func(*Usage) money.Money
 	final *nativeChunk // native: the finish_reason event, held to carry usage
 	ch    chunk.Chunk  // the event being relayed
 	out   []byte

@@ -23,6 +23,7 @@ import (
 	"github.com/obol/obol/internal/crockford"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
 )
@@ -81,7 +82,7 @@ type Options struct {
 	// readiness); nil: the admin routes answer 501, readiness lists none.
 	Backends BackendAdmin
 	// Prices are each model's prices (none: its tokens cost nothing).
-	Prices map[string]usage.Prices
+	Prices map[string]money.Prices
 	// CORS lets pages of other origins call the gateway; none by default.
 	CORS CORS
 	// FailureGuard counts failed authentications per address; nil means
@@ -128,7 +129,7 @@ type Server struct {
 	ready     readiness
 	guard     FailureGuard
 	corsOpt   CORS
-	prices    map[string]usage.Prices
+	prices    map[string]money.Prices
 	// bodyTimeout bounds the time to receive a request body.
 	bodyTimeout time.Duration
 
@@ -252,11 +253,11 @@ type Usage struct {
 	CompletionTokensDetails json.RawMessage `json:"completion_tokens_details,omitempty"`
 	// Cost, in the native shapes only, is what the request cost (USD);
 	// a backend's own "cost" field is not read.
-	Cost *usage.Money `json:"-"`
+	Cost *money.Money `json:"-"`
 }
 
 // withCost is a copy of u carrying cost, for a native answer.
-func (u *Usage) withCost(cost usage.Money) *Usage {
+func (u *Usage) withCost(cost money.Money) *Usage {
 	c := *u
 	c.Cost = &cost
 	return &c
@@ -331,7 +332,7 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 // record queues what a request used for the ledger: every request a
 // backend answered, however it ended. A request no backend answered used
 // nothing and is not recorded. It returns the request's cost.
-func (s *Server) record(c *call, status int) usage.Money {
+func (s *Server) record(c *call, status int) money.Money {
 	if c.usage == nil || c.key == nil {
 		return 0
 	}
@@ -356,7 +357,7 @@ func kindOf(api models.API) string {
 
 // cost is what u costs at the price of c's model in effect when c
 // arrived: the one figure the answer shows and the ledger records.
-func (s *Server) cost(c *call, u *Usage) usage.Money {
+func (s *Server) cost(c *call, u *Usage) money.Money {
 	cached, _ := u.details()
 	return s.prices[c.model].At(c.start).Cost(int64(u.PromptTokens), cached, int64(u.CompletionTokens))
 }

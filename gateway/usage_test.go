@@ -18,6 +18,7 @@ import (
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
 )
@@ -205,7 +206,7 @@ func accessLog(t *testing.T, e *env) map[string]accessLine {
 // tally is a running total of tokens and money.
 type tally struct {
 	prompt, completion, requests int64
-	cost                         usage.Money
+	cost                         money.Money
 }
 
 func ledgerTally(s usage.Summary) tally {
@@ -238,7 +239,7 @@ func checkCost(t *testing.T, s usage.Summary) {
 func TestLedgerMatchesBackend(t *testing.T) {
 	for _, store := range []string{"embedded", "postgres"} {
 		t.Run(store, func(t *testing.T) {
-			opts := []envOption{withPrices(usage.Prices{hermesPrice})}
+			opts := []envOption{withPrices(money.Prices{hermesPrice})}
 			if store == "postgres" {
 				opts = append(opts, withLedger(postgresLedger(t)))
 			}
@@ -503,7 +504,7 @@ func TestContinuousUsageChargesCutStreamsExactly(t *testing.T) {
 // figure /v1/usage shows), whatever its scopes.
 func TestCallingKey(t *testing.T) {
 	e := newEnv(t, sim.Config{ReplyTokens: 3}, withLimits(keyAll, quota.Limits{RPM: 10, TPM: 10000, TPD: 50000, Concurrency: 4}),
-		withPrices(usage.Prices{hermesPrice}))
+		withPrices(money.Prices{hermesPrice}))
 	if status, _ := e.send(t, "/v1/chat", hi+`}`); status != 200 {
 		t.Fatal(status)
 	}

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
-	"github.com/obol/obol/usage"
 )
 
 // Project groups keys under limits and a budget that hold across all of
@@ -30,7 +30,7 @@ type Project struct {
 // Budget is a monthly money budget (UTC calendar month) and the
 // fractions of it whose crossing sends an alert.
 type Budget struct {
-	Monthly usage.Money `json:"monthly"`
+	Monthly money.Money `json:"monthly"`
 	// AlertAt are fractions of Monthly in (0, 10], ascending; nil is
 	// DefaultAlertAt, empty is none.
 	AlertAt []float64 `json:"alert_at"`

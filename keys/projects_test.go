@@ -11,7 +11,7 @@ import (
 
 	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/poll"
-	"github.com/obol/obol/usage"
+	"github.com/obol/obol/money"
 )
 
 // TestProjectStore: a stored project comes back whole from each store,
@@ -23,7 +23,7 @@ func TestProjectStore(t *testing.T) {
 		cfg := Projects{"acme": {ID: "acme", Config: true, Limits: Limits{RPM: int64p(5)}}}
 		r := newRegistry(t, st, Options{Projects: cfg})
 		p := &Project{ID: "beta", Name: "Beta", Limits: Limits{TPM: int64p(900)},
-			Budget: &Budget{Monthly: 2 * usage.PerDollar, AlertAt: []float64{0.5, 1}}, Metadata: map[string]string{"team": "x"}}
+			Budget: &Budget{Monthly: 2 * money.PerDollar, AlertAt: []float64{0.5, 1}}, Metadata: map[string]string{"team": "x"}}
 		if err := r.CreateProject(ctx, p); err != nil {
 			t.Fatal(err)
 		}
@@ -42,17 +42,17 @@ func TestProjectStore(t *testing.T) {
 		// A second registry over the store reads it back whole.
 		again := newRegistry(t, st, Options{Projects: cfg})
 		got, ok := again.Project("beta")
-		if !ok || got.Name != "Beta" || *got.Limits.TPM != 900 || got.Budget.Monthly != 2*usage.PerDollar ||
+		if !ok || got.Name != "Beta" || *got.Limits.TPM != 900 || got.Budget.Monthly != 2*money.PerDollar ||
 			!slices.Equal(got.Budget.AlertAt, []float64{0.5, 1}) || got.Metadata["team"] != "x" || got.CreatedAt.IsZero() {
 			t.Fatalf("read back %+v %+v", got, got.Budget)
 		}
-		k, secret, err := r.Create(ctx, Spec{Tier: "free", Project: "beta", Budget: &Budget{Monthly: usage.PerDollar}})
+		k, secret, err := r.Create(ctx, Spec{Tier: "free", Project: "beta", Budget: &Budget{Monthly: money.PerDollar}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		id, _ := r.Authenticate(ctx, secret)
-		if id == nil || id.ProjectLimits.TPM != 900 || id.ProjectLimits.Budget != int64(2*usage.PerDollar) ||
-			id.Limits.Budget != int64(usage.PerDollar) || !slices.Equal(id.Alerts, DefaultAlertAt) || !slices.Equal(id.ProjectAlerts, []float64{0.5, 1}) {
+		if id == nil || id.ProjectLimits.TPM != 900 || id.ProjectLimits.Budget != int64(2*money.PerDollar) ||
+			id.Limits.Budget != int64(money.PerDollar) || !slices.Equal(id.Alerts, DefaultAlertAt) || !slices.Equal(id.ProjectAlerts, []float64{0.5, 1}) {
 			t.Fatalf("the key resolved to %+v", id)
 		}
 		if err := r.DeleteProject(ctx, "beta"); !errors.Is(err, ErrInUse) {
@@ -107,21 +107,21 @@ func TestConfigKeyBudget(t *testing.T) {
 	ctx := context.Background()
 	secret := "sk-config-budget-0123456789"
 	r := newRegistry(t, nil, Options{
-		Static:   []Static{{ID: "key_cfg", Tier: "pro", SHA256: sha256.Sum256([]byte(secret)), Project: "acme", Budget: &Budget{Monthly: 2 * usage.PerDollar, AlertAt: []float64{0.9}}}},
-		Projects: Projects{"acme": {ID: "acme", Config: true, Budget: &Budget{Monthly: 5 * usage.PerDollar}}},
+		Static:   []Static{{ID: "key_cfg", Tier: "pro", SHA256: sha256.Sum256([]byte(secret)), Project: "acme", Budget: &Budget{Monthly: 2 * money.PerDollar, AlertAt: []float64{0.9}}}},
+		Projects: Projects{"acme": {ID: "acme", Config: true, Budget: &Budget{Monthly: 5 * money.PerDollar}}},
 	})
 	id, err := r.Authenticate(ctx, secret)
 	if err != nil || id == nil {
 		t.Fatal(id, err)
 	}
 	sub := id.Subject()
-	if id.Limits.Budget != int64(2*usage.PerDollar) || !slices.Equal(id.Alerts, []float64{0.9}) ||
-		id.ProjectLimits.Budget != int64(5*usage.PerDollar) || !slices.Equal(id.ProjectAlerts, DefaultAlertAt) ||
+	if id.Limits.Budget != int64(2*money.PerDollar) || !slices.Equal(id.Alerts, []float64{0.9}) ||
+		id.ProjectLimits.Budget != int64(5*money.PerDollar) || !slices.Equal(id.ProjectAlerts, DefaultAlertAt) ||
 		sub.Limits.Budget != id.Limits.Budget || sub.ProjectLimits.Budget != id.ProjectLimits.Budget || sub.Project != "acme" {
 		t.Errorf("identity %+v, subject %+v", id, sub)
 	}
 	k, err := r.Get(ctx, "key_cfg")
-	if err != nil || !k.Config || k.Budget.Monthly != 2*usage.PerDollar {
+	if err != nil || !k.Config || k.Budget.Monthly != 2*money.PerDollar {
 		t.Errorf("Get: %+v %v", k, err)
 	}
 	if _, err := r.Update(ctx, "key_cfg", func(*Key) error { return nil }); !errors.Is(err, ErrConfigured) {

@@ -20,7 +20,7 @@ type Limits struct {
 	// unless renewed, so a replica that dies frees its leases.
 	Concurrency int64
 	// Budget is the money the level may spend in a UTC calendar month,
-	// in picodollars (usage.Money). A request is admitted while what is
+	// in picodollars (money.Money). A request is admitted while what is
 	// spent plus what requests in flight have reserved is below it, and
 	// reserves its cost bound; settlement replaces that with its cost.
 	// Spend passes it by less than the bounds of the requests in flight

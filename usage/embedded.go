@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/obol/obol/money"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -237,7 +238,7 @@ func decodeRow(b []byte) Row {
 	v := func(i int) int64 { return int64(binary.BigEndian.Uint64(b[8*i:])) }
 	r := Row{Prompt: v(0), CachedPrompt: v(1), Completion: v(2), Reasoning: v(3), Requests: v(4)}
 	if len(b) == 48 {
-		r.Cost = Money(v(5))
+		r.Cost = money.Money(v(5))
 	}
 	return r
 }

@@ -10,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/usage"
 )
 
@@ -25,8 +26,8 @@ func ExampleLedger() {
 	l := usage.NewLedger(store, usage.Options{SpoolDir: filepath.Join(dir, "spool")})
 
 	at := time.Date(2026, 4, 2, 9, 30, 0, 0, time.UTC)
-	price := usage.Prices{{Input: 500_000, Output: 1_500_000}} // $0.50 and $1.50 per million tokens, in picodollars per token
-	cost := func(prompt, completion int64) usage.Money { return price.At(at).Cost(prompt, 0, completion) }
+	price := money.Prices{{Input: 500_000, Output: 1_500_000}} // $0.50 and $1.50 per million tokens, in picodollars per token
+	cost := func(prompt, completion int64) money.Money { return price.At(at).Cost(prompt, 0, completion) }
 	l.Record(usage.Record{RequestID: "chat_1", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 28, CompletionTokens: 12, Cost: cost(28, 12)})
 	l.Record(usage.Record{RequestID: "chat_2", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 40, CompletionTokens: 9, Cost: cost(40, 9)})
 	<-l.Record(usage.Record{RequestID: "chat_2", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 40, CompletionTokens: 9, Cost: cost(40, 9)})

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/obol/obol/money"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -196,7 +197,7 @@ func (l *Ledger) Spent(ctx context.Context, key, project, month string) (int64, 
 		return 0, fmt.Errorf("spent in %q: %w", month, err)
 	}
 	rows, err := l.levelRows(ctx, key, project, start, start.AddDate(0, 1, 0))
-	var sum Money
+	var sum money.Money
 	for _, r := range rows {
 		sum += r.Cost
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/obol/obol/money"
 )
 
 // Record is one request's usage, written to the ledger exactly once.
@@ -30,7 +32,7 @@ type Record struct {
 	Kind string `json:"kind,omitempty"`
 	// Cost is what the request cost, fixed when it was recorded: its
 	// tokens at its model's price in effect when it arrived.
-	Cost Money `json:"cost_pusd,omitempty"`
+	Cost money.Money `json:"cost_pusd,omitempty"`
 	// For the per-request log: the HTTP status answered, a stream's
 	// outcome, and whether the counts are the gateway's own.
 	Status  int    `json:"status,omitempty"`
@@ -59,12 +61,12 @@ func (r Record) Period() string { return r.Time.UTC().Format("2006-01") }
 // (cached prompt tokens are within prompt, reasoning tokens within
 // completion) and requests.
 type Row struct {
-	Prompt       int64 `json:"prompt"`
-	CachedPrompt int64 `json:"cached_prompt"`
-	Completion   int64 `json:"completion"`
-	Reasoning    int64 `json:"reasoning"`
-	Requests     int64 `json:"requests"`
-	Cost         Money `json:"cost"` // USD in JSON
+	Prompt       int64       `json:"prompt"`
+	CachedPrompt int64       `json:"cached_prompt"`
+	Completion   int64       `json:"completion"`
+	Reasoning    int64       `json:"reasoning"`
+	Requests     int64       `json:"requests"`
+	Cost         money.Money `json:"cost"` // USD in JSON
 }
 
 // AddRow adds o to r.
@@ -87,7 +89,7 @@ func (r Record) row() Row {
 type Summary struct {
 	Period      string         `json:"period"`
 	TotalTokens int64          `json:"total_tokens"`
-	TotalCost   Money          `json:"total_cost"`
+	TotalCost   money.Money    `json:"total_cost"`
 	Currency    string         `json:"currency"`
 	ByModel     map[string]Row `json:"by_model"`
 	// Days are the UTC days of the period that have usage, in order.
@@ -98,7 +100,7 @@ type Summary struct {
 type Day struct {
 	Date        string         `json:"date"` // YYYY-MM-DD
 	TotalTokens int64          `json:"total_tokens"`
-	TotalCost   Money          `json:"total_cost"`
+	TotalCost   money.Money    `json:"total_cost"`
 	ByModel     map[string]Row `json:"by_model"`
 }
 

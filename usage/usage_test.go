@@ -14,6 +14,7 @@ import (
 
 	"github.com/obol/obol/internal/bolttest"
 	"github.com/obol/obol/internal/pgtest"
+	"github.com/obol/obol/money"
 )
 
 type ledger interface {
@@ -159,8 +160,8 @@ func TestConcurrentRecords(t *testing.T) {
 
 // TestDesignExample: the /v1/usage shape, byte for byte as DESIGN.md shows it.
 func TestDesignExample(t *testing.T) {
-	s := &Summary{Period: "2026-04", TotalTokens: 1248203, TotalCost: 31416 * PerDollar / 10000, Currency: "usd",
-		ByModel: map[string]Row{"hermes": {Prompt: 412000, CachedPrompt: 120000, Completion: 98000, Requests: 1200, Cost: 4012 * PerDollar / 10000}}}
+	s := &Summary{Period: "2026-04", TotalTokens: 1248203, TotalCost: 31416 * money.PerDollar / 10000, Currency: "usd",
+		ByModel: map[string]Row{"hermes": {Prompt: 412000, CachedPrompt: 120000, Completion: 98000, Requests: 1200, Cost: 4012 * money.PerDollar / 10000}}}
 	want := `{"period":"2026-04","total_tokens":1248203,"total_cost":3.1416,"currency":"usd","by_model":{"hermes":{"prompt":412000,"cached_prompt":120000,"completion":98000,"reasoning":0,"requests":1200,"cost":0.4012}}}`
 	if got, _ := json.Marshal(s); string(got) != want {
 		t.Errorf("got %s", got)

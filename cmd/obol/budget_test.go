@@ -16,6 +16,7 @@ import (
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/usage"
 )
 
@@ -113,7 +114,7 @@ func TestReplicasShareBudget(t *testing.T) {
 }
 
 func runBudget(t *testing.T, bases []string, hook *hookReceiver) {
-	const budget = 200 * usage.Money(1_000_000) // $0.0002: 16 requests of $0.0000125
+	const budget = 200 * money.Money(1_000_000) // $0.0002: 16 requests of $0.0000125
 	if code := adminDo(t, bases[0], "POST", "/v1/admin/projects", `{"id":"acme","budget":{"monthly":0.0002}}`, nil); code != 201 {
 		t.Fatalf("create the project: %d", code)
 	}
@@ -167,7 +168,7 @@ func runBudget(t *testing.T, bases []string, hook *hookReceiver) {
 		}
 	}
 	spent := projectSpend(t, bases[0], int64(codes["200"]))
-	price := usage.Price{Input: 500_000, Output: 1_500_000}
+	price := money.Price{Input: 500_000, Output: 1_500_000}
 	bound := price.Cost(20, 0, 20)
 	if spent < budget || spent >= budget+bound {
 		t.Errorf("%d admitted spent %s of %s (bound %s)", codes["200"], spent.USD(), budget.USD(), bound.USD())
@@ -227,9 +228,9 @@ func viewKey(t *testing.T, base, secret string) keyBudgetView {
 
 // projectSpend waits for the ledger to hold n requests of project acme
 // and returns their cost.
-func projectSpend(t *testing.T, base string, n int64) usage.Money {
+func projectSpend(t *testing.T, base string, n int64) money.Money {
 	t.Helper()
-	var spent usage.Money
+	var spent money.Money
 	poll.Until(t, fmt.Sprintf("%d requests of acme in the ledger", n), func() bool {
 		var u struct {
 			Projects map[string]struct {
@@ -245,9 +246,9 @@ func projectSpend(t *testing.T, base string, n int64) usage.Money {
 	return spent
 }
 
-func usd(t *testing.T, s string) usage.Money {
+func usd(t *testing.T, s string) money.Money {
 	t.Helper()
-	m, err := usage.ParseUSD(s)
+	m, err := money.ParseUSD(s)
 	if err != nil {
 		t.Fatalf("%q: %v", s, err)
 	}

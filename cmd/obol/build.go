@@ -7,8 +7,8 @@ import (
 	"github.com/obol/obol/alerts"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
-	"github.com/obol/obol/usage"
 )
 
 // What the configuration builds: the model catalog, the tiers and the
@@ -82,10 +82,10 @@ func staticKeysOf(c *Config) []keys.Static {
 
 // pricesFrom is the model's prices as usage takes them, in time order; f
 // names the model's field for errors.
-func pricesFrom(m ModelConfig, f string) (usage.Prices, error) {
-	var out usage.Prices
+func pricesFrom(m ModelConfig, f string) (money.Prices, error) {
+	var out money.Prices
 	conv := func(field string, pc PriceConfig) error {
-		var p usage.Price
+		var p money.Price
 		var ok bool
 		cached := pc.Input
 		if pc.CachedInput != nil {
@@ -94,9 +94,9 @@ func pricesFrom(m ModelConfig, f string) (usage.Prices, error) {
 		for _, v := range []struct {
 			name string
 			usd  float64
-			dst  *usage.Money
+			dst  *money.Money
 		}{{"input", pc.Input, &p.Input}, {"cached_input", cached, &p.CachedInput}, {"output", pc.Output, &p.Output}} {
-			if *v.dst, ok = usage.FromPerMillion(v.usd); !ok {
+			if *v.dst, ok = money.FromPerMillion(v.usd); !ok {
 				return invalid(field+"."+v.name, "a price is USD per million tokens, ≥ 0, to the millionth of a dollar; got %v", v.usd)
 			}
 		}
@@ -126,8 +126,8 @@ func pricesFrom(m ModelConfig, f string) (usage.Prices, error) {
 }
 
 // pricesOf is every model's prices.
-func pricesOf(c *Config) map[string]usage.Prices {
-	out := make(map[string]usage.Prices, len(c.Models))
+func pricesOf(c *Config) map[string]money.Prices {
+	out := make(map[string]money.Prices, len(c.Models))
 	for name, mc := range c.Models {
 		out[name], _ = pricesFrom(mc, "models."+name) // checked at load
 	}

@@ -15,8 +15,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/obol/obol/keys"
+	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
-	"github.com/obol/obol/usage"
 )
 
 // Config is the YAML configuration. Its field names are a public interface.
@@ -180,11 +180,11 @@ type BudgetConfig struct {
 
 // USD is an amount of dollars read exactly from its decimal digits, with
 // no float step.
-type USD usage.Money
+type USD money.Money
 
 // UnmarshalYAML reads a decimal number of dollars.
 func (u *USD) UnmarshalYAML(n *yaml.Node) error {
-	m, err := usage.ParseUSD(n.Value)
+	m, err := money.ParseUSD(n.Value)
 	if err != nil {
 		return fmt.Errorf("line %d: %w", n.Line, err)
 	}
@@ -197,7 +197,7 @@ func (b *BudgetConfig) budget() *keys.Budget {
 	if b == nil {
 		return nil
 	}
-	return &keys.Budget{Monthly: usage.Money(b.Monthly), AlertAt: b.AlertAt, Strict: b.Strict}
+	return &keys.Budget{Monthly: money.Money(b.Monthly), AlertAt: b.AlertAt, Strict: b.Strict}
 }
 
 // LimitsOverride is a key's own limits; an absent one is the tier's.

@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/obol/obol/usage"
+	"github.com/obol/obol/money"
 )
 
 const keysUsage = `usage:
@@ -306,7 +306,7 @@ func (f budgetFlags) body(set map[string]bool, body map[string]any, create bool)
 		body["budget"] = nil
 		return nil
 	}
-	if m, err := usage.ParseUSD(*f.budget); err != nil || m < 0 {
+	if m, err := money.ParseUSD(*f.budget); err != nil || m < 0 {
 		return &usageError{msg: fmt.Sprintf("--budget %q: want an amount of USD, such as 25 or 0.50", *f.budget)}
 	}
 	b := map[string]any{"monthly": json.Number(*f.budget)}

@@ -1,4 +1,6 @@
-package usage
+// Package money is obol's integer money (picodollars) and prices: what a
+// token costs, and when a price applies.
+package money
 
 import (
 	"fmt"
