@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/obol/obol/internal/apierr"
 )
 
 // accessLine is one request's access-log line: the fields, in order, as
@@ -14,14 +16,14 @@ type accessLine struct {
 	r      *http.Request
 	c      *call
 	status int
-	code   Code
+	code   apierr.Code
 	took   time.Duration
 }
 
 // logAccess writes the request's line: encoded by hand into a pooled
 // buffer and written whole to Options.AccessLog (JSON logs), or through
 // the logger (text logs, tests). Nothing below info.
-func (s *Server) logAccess(r *http.Request, c *call, status int, code Code) {
+func (s *Server) logAccess(r *http.Request, c *call, status int, code apierr.Code) {
 	if !s.log.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/keys"
 )
 
@@ -23,7 +24,7 @@ func accessLines() []accessLine {
 	weird.URL.Path = "/v1/\"quoted\"\\\n\t\x01<&>\u2028\xff" + "é"
 	return []accessLine{
 		{r: httptest.NewRequest("POST", "/v1/chat/stream", nil), c: full, status: 200, took: 52 * time.Millisecond},
-		{r: weird, c: &call{id: "req_1"}, status: 404, code: CodeNotFound, took: 3 * time.Microsecond},
+		{r: weird, c: &call{id: "req_1"}, status: 404, code: apierr.CodeNotFound, took: 3 * time.Microsecond},
 		{r: httptest.NewRequest("GET", "/healthz", nil), c: &call{id: "req_2", upstream: time.Second}, status: 503, took: time.Millisecond},
 	}
 }

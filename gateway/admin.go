@@ -12,6 +12,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
@@ -136,14 +137,14 @@ func decodeKeyRequest(r *http.Request, maxBody int64) (*keyRequest, error) {
 func decodeAdminBody(r *http.Request, maxBody int64, dst any, fields string) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, min(maxBody, 64<<10)+1))
 	if err != nil {
-		var e *Error
+		var e *apierr.Error
 		if errors.As(err, &e) {
 			return e // the body did not arrive in time
 		}
-		return badRequest("", "the request body could not be read")
+		return apierr.BadRequest("", "the request body could not be read")
 	}
 	if int64(len(body)) > min(maxBody, 64<<10) {
-		return &Error{Code: CodeTooLarge, Message: "an admin request body is at most 64 KiB"}
+		return &apierr.Error{Code: apierr.CodeTooLarge, Message: "an admin request body is at most 64 KiB"}
 	}
 	if err := exactNames("", body, dst); err != nil {
 		return err
@@ -151,10 +152,10 @@ func decodeAdminBody(r *http.Request, maxBody int64, dst any, fields string) err
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		return badRequest(jsonField(err), "the body must be a JSON object of "+fields+": "+err.Error())
+		return apierr.BadRequest(jsonField(err), "the body must be a JSON object of "+fields+": "+err.Error())
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return badRequest("", "the body must be one JSON object with nothing after it")
+		return apierr.BadRequest("", "the body must be one JSON object with nothing after it")
 	}
 	return nil
 }
@@ -197,7 +198,7 @@ func (kr *keyRequest) apply(k *keys.Key, now time.Time) error {
 	if len(kr.Project) > 0 {
 		k.Project = ""
 		if string(kr.Project) != "null" && (json.Unmarshal(kr.Project, &k.Project) != nil || k.Project == "") {
-			return badRequest("project", "project is a configured project's id, or null for none")
+			return apierr.BadRequest("project", "project is a configured project's id, or null for none")
 		}
 	}
 	if len(kr.ExpiresAt) > 0 {
@@ -206,10 +207,10 @@ func (kr *keyRequest) apply(k *keys.Key, now time.Time) error {
 		} else {
 			var t time.Time
 			if json.Unmarshal(kr.ExpiresAt, &t) != nil {
-				return badRequest("expires_at", "expires_at is an RFC 3339 time, such as 2027-01-31T00:00:00Z, or null")
+				return apierr.BadRequest("expires_at", "expires_at is an RFC 3339 time, such as 2027-01-31T00:00:00Z, or null")
 			}
 			if !t.After(now) {
-				return badRequest("expires_at", "expires_at must be in the future")
+				return apierr.BadRequest("expires_at", "expires_at must be in the future")
 			}
 			t = t.UTC()
 			k.ExpiresAt = &t
@@ -233,7 +234,7 @@ func applyLimits(l *keys.Limits, raw map[string]json.RawMessage, null string) er
 		case "concurrency":
 			dst = &l.Concurrency
 		default:
-			return badRequest("limits."+name, "the limits are rpm, tpm, tpd and concurrency")
+			return apierr.BadRequest("limits."+name, "the limits are rpm, tpm, tpd and concurrency")
 		}
 		if string(v) == "null" {
 			*dst = nil
@@ -241,7 +242,7 @@ func applyLimits(l *keys.Limits, raw map[string]json.RawMessage, null string) er
 		}
 		var n int64
 		if json.Unmarshal(v, &n) != nil || n < 0 {
-			return badRequest("limits."+name, "a limit is a whole number ≥ 0 (0 is unlimited), or "+null)
+			return apierr.BadRequest("limits."+name, "a limit is a whole number ≥ 0 (0 is unlimited), or "+null)
 		}
 		*dst = &n
 	}
@@ -253,19 +254,19 @@ func adminError(err error) error {
 	var ie *keys.InvalidError
 	switch {
 	case errors.As(err, &ie):
-		return badRequest(ie.Field, ie.Msg)
+		return apierr.BadRequest(ie.Field, ie.Msg)
 	case errors.Is(err, keys.ErrNotFound):
-		return &Error{Code: CodeNotFound, Param: "id", Message: "no such key"}
+		return &apierr.Error{Code: apierr.CodeNotFound, Param: "id", Message: "no such key"}
 	case errors.Is(err, keys.ErrConfigured):
-		return &Error{Code: CodeConflict, Param: "id", Message: "a configuration key: change it in the configuration file"}
+		return &apierr.Error{Code: apierr.CodeConflict, Param: "id", Message: "a configuration key: change it in the configuration file"}
 	case errors.Is(err, context.Canceled):
 		return err
 	}
-	var e *Error
+	var e *apierr.Error
 	if errors.As(err, &e) {
 		return e
 	}
-	return unavailable("the key store cannot be reached", err)
+	return apierr.Unavailable("the key store cannot be reached", err)
 }
 
 // createKey is POST /v1/admin/keys: the answer holds the secret, once.
@@ -275,7 +276,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ httprouter.
 		return err
 	}
 	if kr.Tier == nil || *kr.Tier == "" {
-		return badRequest("tier", "tier is required")
+		return apierr.BadRequest("tier", "tier is required")
 	}
 	var k keys.Key
 	if err := kr.apply(&k, time.Now()); err != nil {
@@ -326,11 +327,11 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, ps httprouter
 		return err
 	}
 	if kr.Tier != nil && *kr.Tier == "" {
-		return badRequest("tier", "tier cannot be empty")
+		return apierr.BadRequest("tier", "tier cannot be empty")
 	}
 	k, err := s.admins.Update(r.Context(), ps.ByName("id"), func(k *keys.Key) error {
 		if k.RevokedAt != nil {
-			return &Error{Code: CodeConflict, Message: "the key is revoked; create a new one"}
+			return &apierr.Error{Code: apierr.CodeConflict, Message: "the key is revoked; create a new one"}
 		}
 		return kr.apply(k, time.Now())
 	})
@@ -357,7 +358,7 @@ type BackendAdmin interface {
 	Reset(ms []*models.Model, name string) int
 }
 
-var errNoBackends = &Error{Code: CodeNotImplemented, Message: "this upstream reports no backends"}
+var errNoBackends = &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this upstream reports no backends"}
 
 // listBackends is GET /v1/admin/backends: every backend's breaker state,
 // load and wait.
@@ -385,7 +386,7 @@ func (s *Server) resetBackend(w http.ResponseWriter, r *http.Request, ps httprou
 		return errNoBackends
 	}
 	if ba.Reset(s.catalog.List(), name) == 0 {
-		return &Error{Code: CodeNotFound, Param: "name", Message: "no backend is named " + clip.String(name, 40)}
+		return &apierr.Error{Code: apierr.CodeNotFound, Param: "name", Message: "no backend is named " + clip.String(name, 40)}
 	}
 	s.log.Info("backend breaker reset", "backend", name)
 	var out []models.BackendStatus

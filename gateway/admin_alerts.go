@@ -12,6 +12,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/alerts"
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/money"
 )
@@ -69,7 +70,7 @@ var alertPeriod = regexp.MustCompile(`^\d{4}-\d{2}$`)
 // subject (key= or project=), period (YYYY-MM), state and limit.
 func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
 	if s.alerts == nil {
-		return &Error{Code: CodeNotImplemented, Message: "this gateway sends no budget alerts (no webhooks are configured)"}
+		return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this gateway sends no budget alerts (no webhooks are configured)"}
 	}
 	q := r.URL.Query()
 	var f alerts.Filter
@@ -81,27 +82,27 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, _ httprouter
 			f.Subject = "project:" + v
 		case "period":
 			if !alertPeriod.MatchString(v) {
-				return badRequest("period", "period must be YYYY-MM")
+				return apierr.BadRequest("period", "period must be YYYY-MM")
 			}
 			f.Period = v
 		case "state":
 			if v != alerts.Pending && v != alerts.Delivered && v != alerts.Failed {
-				return badRequest("state", "state must be pending, delivered or failed")
+				return apierr.BadRequest("state", "state must be pending, delivered or failed")
 			}
 			f.State = v
 		case "limit":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 1000 {
-				return badRequest("limit", "limit must be 1 to 1000")
+				return apierr.BadRequest("limit", "limit must be 1 to 1000")
 			}
 			f.Limit = n
 		default:
-			return badRequest(name, fmt.Sprintf("unknown parameter %q; alerts take key, project, period, state and limit", clip.String(name, 40)))
+			return apierr.BadRequest(name, fmt.Sprintf("unknown parameter %q; alerts take key, project, period, state and limit", clip.String(name, 40)))
 		}
 	}
 	ds, err := s.alerts.Deliveries(r.Context(), f)
 	if err != nil {
-		return unavailable("the alert deliveries cannot be read right now; retry shortly", err)
+		return apierr.Unavailable("the alert deliveries cannot be read right now; retry shortly", err)
 	}
 	out := make([]alertView, 0, len(ds))
 	for _, d := range ds {
@@ -115,14 +116,14 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, _ httprouter
 // pending again, sent at once to every webhook and retried as a new one.
 func (s *Server) redeliverAlert(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
 	if s.alerts == nil {
-		return &Error{Code: CodeNotImplemented, Message: "this gateway sends no budget alerts (no webhooks are configured)"}
+		return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this gateway sends no budget alerts (no webhooks are configured)"}
 	}
 	d, err := s.alerts.Redeliver(r.Context(), ps.ByName("id"))
 	switch {
 	case errors.Is(err, alerts.ErrNotFound):
-		return &Error{Code: CodeNotFound, Param: "id", Message: fmt.Sprintf("no alert delivery %q", clip.String(ps.ByName("id"), 40))}
+		return &apierr.Error{Code: apierr.CodeNotFound, Param: "id", Message: fmt.Sprintf("no alert delivery %q", clip.String(ps.ByName("id"), 40))}
 	case err != nil:
-		return unavailable("the alert delivery cannot be changed right now; retry shortly", err)
+		return apierr.Unavailable("the alert delivery cannot be changed right now; retry shortly", err)
 	}
 	return writeJSON(w, http.StatusOK, alertViewOf(d))
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/usage"
 )
@@ -116,7 +117,7 @@ func applyBudget(dst **keys.Budget, raw json.RawMessage) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
-		return badRequest("budget", `budget is {"monthly": USD, "alert_at": [fractions of it]}, or null for none: `+err.Error())
+		return apierr.BadRequest("budget", `budget is {"monthly": USD, "alert_at": [fractions of it]}, or null for none: `+err.Error())
 	}
 	*dst = &b
 	return nil
@@ -135,7 +136,7 @@ func (s *Server) projectRoutes(r *httprouter.Router, prefix string) {
 		h := rt.h
 		s.add(r, rt.method, prefix+rt.path, "adm", s.admin(func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
 			if s.projects == nil {
-				return &Error{Code: CodeNotImplemented, Message: "this gateway has no project store"}
+				return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this gateway has no project store"}
 			}
 			return h(w, r, ps, c)
 		}))
@@ -146,11 +147,11 @@ func (s *Server) projectRoutes(r *httprouter.Router, prefix string) {
 func projectError(err error) error {
 	switch {
 	case errors.Is(err, keys.ErrNotFound):
-		return &Error{Code: CodeNotFound, Param: "id", Message: "no such project"}
+		return &apierr.Error{Code: apierr.CodeNotFound, Param: "id", Message: "no such project"}
 	case errors.Is(err, keys.ErrExists):
-		return &Error{Code: CodeConflict, Param: "id", Message: "a project with this id exists"}
+		return &apierr.Error{Code: apierr.CodeConflict, Param: "id", Message: "a project with this id exists"}
 	case errors.Is(err, keys.ErrConfigured), errors.Is(err, keys.ErrInUse):
-		return &Error{Code: CodeConflict, Message: err.Error()}
+		return &apierr.Error{Code: apierr.CodeConflict, Message: err.Error()}
 	}
 	return adminError(err)
 }
@@ -206,7 +207,7 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request, ps httpro
 		return err
 	}
 	if pr.ID != nil && *pr.ID != ps.ByName("id") {
-		return badRequest("id", "a project's id cannot change")
+		return apierr.BadRequest("id", "a project's id cannot change")
 	}
 	p, err := s.projects.UpdateProject(r.Context(), ps.ByName("id"), pr.apply)
 	if err != nil {

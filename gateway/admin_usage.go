@@ -12,6 +12,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/money"
 	"github.com/obol/obol/usage"
 )
@@ -58,7 +59,7 @@ func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter
 		return err
 	}
 	if s.usageAdmin == nil {
-		return &Error{Code: CodeNotImplemented, Message: "this ledger cannot list every key"}
+		return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this ledger cannot list every key"}
 	}
 	q := r.URL.Query()
 	start, _ := time.Parse("2006-01", period)
@@ -74,7 +75,7 @@ func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter
 		if errors.Is(err, context.Canceled) {
 			return err
 		}
-		return unavailable("usage cannot be read", err)
+		return apierr.Unavailable("usage cannot be read", err)
 	}
 	out := sumUsage(period, rows, q.Get("by") == "day")
 	w.Header().Set("Cache-Control", "no-store")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/keys"
 )
 
@@ -18,8 +19,8 @@ type Authenticator interface {
 }
 
 // needScope is the 403 for a key without scope.
-func needScope(scope, what string) *Error {
-	return &Error{Code: CodeForbidden,
+func needScope(scope, what string) *apierr.Error {
+	return &apierr.Error{Code: apierr.CodeForbidden,
 		Message: fmt.Sprintf("this API key lacks the scope %q, which %s needs", scope, what)}
 }
 
@@ -47,7 +48,7 @@ func (s *Server) authenticate(r *http.Request, c *call, scope, what string) erro
 	}
 	k, err := s.keys.Authenticate(r.Context(), sec)
 	if err != nil {
-		return unavailable("keys cannot be checked", fmt.Errorf("authenticate: %w", err))
+		return apierr.Unavailable("keys cannot be checked", fmt.Errorf("authenticate: %w", err))
 	}
 	if k == nil {
 		return s.failedAuth(r, errBadKey)
@@ -65,19 +66,19 @@ func (s *Server) authenticate(r *http.Request, c *call, scope, what string) erro
 func (s *Server) admin(h handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
 		if !s.adminToken.Set() || s.admins == nil {
-			return &Error{Code: CodeForbidden,
+			return &apierr.Error{Code: apierr.CodeForbidden,
 				Message: "the admin API is off: start the gateway with OBOL_ADMIN_TOKEN set"}
 		}
 		tok := secret(r)
 		if tok == "" {
-			return &Error{Code: CodeUnauthorized, Message: "missing admin token: send Authorization: Bearer <OBOL_ADMIN_TOKEN>"}
+			return &apierr.Error{Code: apierr.CodeUnauthorized, Message: "missing admin token: send Authorization: Bearer <OBOL_ADMIN_TOKEN>"}
 		}
 		if !s.adminToken.Matches(tok) {
 			msg := "invalid admin token"
 			if strings.HasPrefix(tok, "sk-") {
 				msg = "admin routes take the admin token, not an API key"
 			}
-			return s.failedAuth(r, &Error{Code: CodeUnauthorized, Message: msg})
+			return s.failedAuth(r, &apierr.Error{Code: apierr.CodeUnauthorized, Message: msg})
 		}
 		return h(w, r, ps, c)
 	}

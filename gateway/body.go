@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/obol/obol/internal/apierr"
 )
 
 // DefaultBodyTimeout bounds the time to receive a request body when
@@ -18,7 +20,7 @@ const DefaultBodyTimeout = 30 * time.Second
 const maxDrain = 256 << 10
 
 // errBodyTimeout answers a body that did not arrive in time.
-var errBodyTimeout = &Error{Code: CodeRequestTimeout, Message: "the request body did not arrive in time"}
+var errBodyTimeout = &apierr.Error{Code: apierr.CodeRequestTimeout, Message: "the request body did not arrive in time"}
 
 // limitBody bounds the time to receive r's body, from the request's
 // arrival: the connection's read deadline is set now and lifted once the
@@ -58,7 +60,7 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 // maxDrain), under its deadline, before an answer is written: a body
 // trickled in slowly is answered 408 when its time is up, rather than
 // holding the answer back until Go's server has drained it.
-func drainBody(r *http.Request) *Error {
+func drainBody(r *http.Request) *apierr.Error {
 	b, ok := r.Body.(*deadlineBody)
 	if !ok || b.done {
 		return nil

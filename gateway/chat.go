@@ -13,6 +13,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/keys"
@@ -64,16 +65,16 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
-		var e *Error
+		var e *apierr.Error
 		switch {
 		case errors.As(err, &mbe):
-			return nil, &Error{Code: CodeTooLarge, Message: fmt.Sprintf("the request body is over the limit of %d bytes", mbe.Limit)}
+			return nil, &apierr.Error{Code: apierr.CodeTooLarge, Message: fmt.Sprintf("the request body is over the limit of %d bytes", mbe.Limit)}
 		case errors.As(err, &e):
 			return nil, e
 		case r.Context().Err() != nil:
 			return nil, r.Context().Err() // the client left (a reset stream, a closed connection)
 		}
-		return nil, badRequest("", "the request body could not be read")
+		return nil, apierr.BadRequest("", "the request body could not be read")
 	}
 	return body, nil
 }
@@ -83,15 +84,15 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 func (s *Server) modelFor(c *call, name string, api models.API) (*models.Model, error) {
 	m := s.catalog.Get(name)
 	if m == nil {
-		return nil, &Error{Code: CodeNotFound, Param: "model",
+		return nil, &apierr.Error{Code: apierr.CodeNotFound, Param: "model",
 			Message: fmt.Sprintf("the model %q does not exist; GET /v1/models lists the models", clip.String(name, 40))}
 	}
 	c.model = m.Name
 	if !c.key.Allows(m.Name) {
-		return nil, &Error{Code: CodeForbidden, Param: "model", Message: "this API key may not use the model " + m.Name}
+		return nil, &apierr.Error{Code: apierr.CodeForbidden, Param: "model", Message: "this API key may not use the model " + m.Name}
 	}
 	if !m.Serves(api) {
-		return nil, badRequest("model", fmt.Sprintf("the model %s does not serve /v1/%s; GET /v1/models says what each model serves", m.Name, api))
+		return nil, apierr.BadRequest("model", fmt.Sprintf("the model %s does not serve /v1/%s; GET /v1/models says what each model serves", m.Name, api))
 	}
 	return m, nil
 }
@@ -140,7 +141,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	if native {
 		out = appendNativeResponse(make([]byte, 0, len(raw)+128), c.id, comp.Created, m.Name, comp, c.usage.withCost(cost))
 	} else if out, err = compatResponse(raw, c.id, req.object(), m.Name, comp.Usage == nil, c.usage); err != nil {
-		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
+		return &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %w", c.backend, err)}
 	} else {
 		w.Header().Set("X-Obol-Cost", cost.USD())
@@ -171,7 +172,7 @@ func (s *Server) fetch(r *http.Request, c *call, req *chatRequest, m *models.Mod
 	}
 	comp := new(chunk.Chunk)
 	if err := chunk.Parse(raw, comp); err != nil || comp.Choices == nil || isNull(comp.Choices) || readUsage(comp.Usage, &c.usage) != nil {
-		return nil, nil, &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
+		return nil, nil, &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw)}
 	}
 	c.finish = comp.Finish

@@ -7,6 +7,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/models"
 )
 
@@ -63,7 +64,7 @@ func decodeCompletion(body []byte) (*chatRequest, error) {
 func (c *chatRequest) textOrTokens(name string) (items int, err error) {
 	raw, ok := c.fields[name]
 	if !ok || isNull(raw) {
-		return 0, badRequest(name, "missing required parameter: "+name)
+		return 0, apierr.BadRequest(name, "missing required parameter: "+name)
 	}
 	var one string
 	if json.Unmarshal(raw, &one) == nil {
@@ -87,5 +88,5 @@ func (c *chatRequest) textOrTokens(name string) (items int, err error) {
 		}
 		return len(many), nil
 	}
-	return 0, badRequest(name, name+" must be a non-empty string, array of strings, or array of token ids")
+	return 0, apierr.BadRequest(name, name+" must be a non-empty string, array of strings, or array of token ids")
 }

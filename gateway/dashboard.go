@@ -6,6 +6,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/dashboard"
+	"github.com/obol/obol/internal/apierr"
 )
 
 // dashboardRoutes serves the usage and billing page: /dashboard, its
@@ -40,7 +41,7 @@ func (s *Server) dashboardPage(w http.ResponseWriter, _ *http.Request, _ httprou
 func (s *Server) dashboardAsset(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 	b, ct, ok := dashboard.Asset(ps.ByName("file"))
 	if !ok {
-		writeError(w, errNotFound)
+		apierr.Write(w, errNotFound)
 		return
 	}
 	pageHeaders(w.Header(), ct)
@@ -55,7 +56,7 @@ func (s *Server) dashboardSession(w http.ResponseWriter, r *http.Request, c *cal
 	w.Header().Set("Cache-Control", "no-store")
 	if tok := secret(r); tok != "" && s.adminToken.Set() && s.adminToken.Matches(tok) {
 		if !adminView {
-			return &Error{Code: CodeForbidden, Message: "the admin view is served on the admin listener, not here: open /dashboard at " +
+			return &apierr.Error{Code: apierr.CodeForbidden, Message: "the admin view is served on the admin listener, not here: open /dashboard at " +
 				s.adminAddr + " (admin_listen) and sign in there with the admin token"}
 		}
 		return writeJSON(w, http.StatusOK, map[string]string{"kind": "admin"})

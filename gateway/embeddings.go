@@ -8,6 +8,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/models"
 )
@@ -36,7 +37,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, _ httprouter
 	}
 	var ans chunk.Chunk
 	if err := chunk.Parse(raw, &ans); err != nil || readUsage(ans.Usage, &c.usage) != nil {
-		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
+		return &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed embeddings: %.200q", resp.Backend.Name, raw)}
 	}
 	if c.usage == nil {
@@ -44,7 +45,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, _ httprouter
 	}
 	out, err := compatResponse(raw, "", "", m.Name, false, nil)
 	if err != nil {
-		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
+		return &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed embeddings: %w", resp.Backend.Name, err)}
 	}
 	w.Header().Set("X-Obol-Cost", s.cost(c, c.usage).USD())
@@ -66,7 +67,7 @@ func decodeEmbeddings(body []byte) (*chatRequest, error) {
 		return nil, err
 	}
 	if items > maxEmbeddingInputs {
-		return nil, badRequest("input", fmt.Sprintf("input has %d items; at most %d", items, maxEmbeddingInputs))
+		return nil, apierr.BadRequest("input", fmt.Sprintf("input has %d items; at most %d", items, maxEmbeddingInputs))
 	}
 	c.template, c.N = templatePerInput*items, 1
 	return c, nil

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/obol/obol/internal/apierr"
 )
 
 // FailureGuard counts failed authentications per client address (OWASP
@@ -20,7 +22,7 @@ type FailureGuard interface {
 
 // failedAuth is the answer to a bad credential: 401, or 429 once the
 // address is past its allowance of failures.
-func (s *Server) failedAuth(r *http.Request, e *Error) *Error {
+func (s *Server) failedAuth(r *http.Request, e *apierr.Error) *apierr.Error {
 	s.metrics.authFail.Add(r.Context(), 1)
 	ok, wait, err := s.guard.Fail(r.Context(), clientAddr(r))
 	if err != nil {
@@ -32,8 +34,8 @@ func (s *Server) failedAuth(r *http.Request, e *Error) *Error {
 	return tooManyFailures(wait)
 }
 
-func tooManyFailures(wait time.Duration) *Error {
-	return &Error{Code: CodeRateLimit, RetryAfter: max(wait, time.Second),
+func tooManyFailures(wait time.Duration) *apierr.Error {
+	return &apierr.Error{Code: apierr.CodeRateLimit, RetryAfter: max(wait, time.Second),
 		Message: "too many failed authentications from this address; retry later with a valid key"}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/internal/crockford"
 	"github.com/obol/obol/keys"
@@ -112,7 +113,7 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.
 	s.peekHeaders(w, r, c)
 	m := s.catalog.Get(ps.ByName("model"))
 	if m == nil || !c.key.Allows(m.Name) {
-		return &Error{Code: CodeNotFound, Param: "model",
+		return &apierr.Error{Code: apierr.CodeNotFound, Param: "model",
 			Message: "the model " + clip.String(ps.ByName("model"), 40) + " does not exist"}
 	}
 	return writeJSON(w, http.StatusOK, s.info(m))

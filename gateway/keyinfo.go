@@ -8,6 +8,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
@@ -147,7 +148,7 @@ func (s *Server) callingKey(w http.ResponseWriter, r *http.Request, _ httprouter
 		if errors.Is(err, context.Canceled) {
 			return err
 		}
-		return unavailable("usage cannot be read", err)
+		return apierr.Unavailable("usage cannot be read", err)
 	}
 	info := keyInfo{Object: "api_key", ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes,
 		Limits: limitsOf(k.Limits), Remaining: remainsOf(k.Limits, d, now),

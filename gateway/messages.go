@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/internal/clip"
 )
@@ -30,14 +31,14 @@ type contentPart struct {
 func (c *chatRequest) decodeMessages() error {
 	raw, ok := c.fields["messages"]
 	if !ok || isNull(raw) {
-		return badRequest("messages", "missing required parameter: messages")
+		return apierr.BadRequest("messages", "missing required parameter: messages")
 	}
 	msgs, ok := arrayElements(raw)
 	if !ok {
-		return badRequest("messages", "messages must be an array of message objects")
+		return apierr.BadRequest("messages", "messages must be an array of message objects")
 	}
 	if len(msgs) == 0 {
-		return badRequest("messages", "messages must not be empty")
+		return apierr.BadRequest("messages", "messages must not be empty")
 	}
 	for i, rm := range msgs {
 		m, err := decodeMessage(i, rm)
@@ -45,10 +46,10 @@ func (c *chatRequest) decodeMessages() error {
 			return err
 		}
 		if m.Role == nil {
-			return badRequest(msgParam(i, ".role"), "missing required parameter: "+msgParam(i, ".role"))
+			return apierr.BadRequest(msgParam(i, ".role"), "missing required parameter: "+msgParam(i, ".role"))
 		}
 		if !roles[*m.Role] {
-			return badRequest(msgParam(i, ".role"), fmt.Sprintf("unknown role %q: use system, developer, user, assistant or tool", clip.String(*m.Role, 40)))
+			return apierr.BadRequest(msgParam(i, ".role"), fmt.Sprintf("unknown role %q: use system, developer, user, assistant or tool", clip.String(*m.Role, 40)))
 		}
 		c.text.add(rm)
 		if err := c.decodeContent(i, *m.Role, m.Content); err != nil {
@@ -81,7 +82,7 @@ func arrayElements(raw []byte) ([]json.RawMessage, bool) {
 func decodeMessage(i int, rm []byte) (message, error) {
 	var m message
 	bad := func() error {
-		return badRequest(msgParam(i, ""), msgParam(i, "")+" must be an object with a string role")
+		return apierr.BadRequest(msgParam(i, ""), msgParam(i, "")+" must be an object with a string role")
 	}
 	if len(rm) == 0 || rm[0] != '{' {
 		return m, bad()
@@ -133,18 +134,18 @@ func (c *chatRequest) decodeContent(i int, role string, raw json.RawMessage) err
 		if role == "assistant" || role == "function" {
 			return nil // an assistant turn that only called tools
 		}
-		return badRequest(param(), "missing required parameter: "+param())
+		return apierr.BadRequest(param(), "missing required parameter: "+param())
 	}
 	switch raw[0] {
 	case '"':
 		if _, err := decodeString(raw); err != nil {
-			return badRequest(param(), param()+" is not a valid string")
+			return apierr.BadRequest(param(), param()+" is not a valid string")
 		}
 		return nil
 	case '[':
 		var parts []json.RawMessage
 		if json.Unmarshal(raw, &parts) != nil {
-			return badRequest(param(), param()+" must be a string or an array of content parts")
+			return apierr.BadRequest(param(), param()+" must be a string or an array of content parts")
 		}
 		for j, rp := range parts {
 			if err := c.decodePart(param()+"["+strconv.Itoa(j)+"]", rp); err != nil {
@@ -153,14 +154,14 @@ func (c *chatRequest) decodeContent(i int, role string, raw json.RawMessage) err
 		}
 		return nil
 	}
-	return badRequest(param(), param()+" must be a string or an array of content parts")
+	return apierr.BadRequest(param(), param()+" must be a string or an array of content parts")
 }
 
 // decodePart checks one content part, pp its name in an error.
 func (c *chatRequest) decodePart(pp string, rp json.RawMessage) error {
 	var p contentPart
 	if len(rp) == 0 || rp[0] != '{' || json.Unmarshal(rp, &p) != nil {
-		return badRequest(pp, pp+" must be a content part object with a type")
+		return apierr.BadRequest(pp, pp+" must be a content part object with a type")
 	}
 	if err := partFields.checkRaw(pp, rp); err != nil {
 		return err
@@ -168,20 +169,20 @@ func (c *chatRequest) decodePart(pp string, rp json.RawMessage) error {
 	switch p.Type {
 	case "text":
 		if p.Text == nil {
-			return badRequest(pp+".text", "a text part needs a string text")
+			return apierr.BadRequest(pp+".text", "a text part needs a string text")
 		}
 	case "image_url":
 		var img struct {
 			URL string `json:"url"`
 		}
 		if len(p.ImageURL) == 0 || p.ImageURL[0] != '{' || json.Unmarshal(p.ImageURL, &img) != nil || img.URL == "" {
-			return badRequest(pp+".image_url", "an image_url part needs image_url.url")
+			return apierr.BadRequest(pp+".image_url", "an image_url part needs image_url.url")
 		}
 		c.text.sub(rp)
 		c.images++
 	case "refusal":
 	default:
-		return badRequest(pp+".type", fmt.Sprintf("unsupported content part type %q: use text or image_url", clip.String(p.Type, 40)))
+		return apierr.BadRequest(pp+".type", fmt.Sprintf("unsupported content part type %q: use text or image_url", clip.String(p.Type, 40)))
 	}
 	return nil
 }

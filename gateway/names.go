@@ -9,6 +9,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/internal/clip"
 )
@@ -51,7 +52,7 @@ func (f *fieldNames) check(where, name string) error {
 	if where != "" {
 		param = where + "." + name
 	}
-	return badRequest(param, fmt.Sprintf("unknown parameter %q: it differs from %s only in case (as JSON decoders that ignore case read it); send %s exactly",
+	return apierr.BadRequest(param, fmt.Sprintf("unknown parameter %q: it differs from %s only in case (as JSON decoders that ignore case read it); send %s exactly",
 		clip.String(param, 80), known, known))
 }
 

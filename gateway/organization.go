@@ -14,6 +14,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/money"
 	"github.com/obol/obol/usage"
@@ -63,7 +64,7 @@ type reportQuery struct {
 func (s *Server) organization(rep report) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
 		if s.usageAdmin == nil {
-			return &Error{Code: CodeNotImplemented, Message: "this ledger cannot report usage"}
+			return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this ledger cannot report usage"}
 		}
 		q, err := parseReport(r.URL.Query(), rep)
 		if err != nil {
@@ -94,23 +95,23 @@ func (s *Server) organization(rep report) handlerFunc {
 func parseReport(v url.Values, rep report) (*reportQuery, error) {
 	for name := range v {
 		if base, list := strings.CutSuffix(name, "[]"); !reportParams[name] && !(list && reportLists[base]) {
-			return nil, badRequest(name, fmt.Sprintf("unknown parameter %q; these reports take start_time, end_time, bucket_width, limit, page, group_by, models, api_key_ids, project_ids and format",
+			return nil, apierr.BadRequest(name, fmt.Sprintf("unknown parameter %q; these reports take start_time, end_time, bucket_width, limit, page, group_by, models, api_key_ids, project_ids and format",
 				clip.String(name, 40)))
 		}
 	}
 	q := &reportQuery{width: "1d", csv: v.Get("format") == "csv"}
 	if f := v.Get("format"); f != "" && f != "csv" && f != "json" {
-		return nil, badRequest("format", "format must be json or csv")
+		return nil, apierr.BadRequest("format", "format must be json or csv")
 	}
 	start, err := strconv.ParseInt(v.Get("start_time"), 10, 64)
 	if err != nil {
-		return nil, badRequest("start_time", "start_time is required: a Unix time in seconds")
+		return nil, apierr.BadRequest("start_time", "start_time is required: a Unix time in seconds")
 	}
 	q.start, q.end = time.Unix(start, 0).UTC(), time.Now().UTC()
 	if e := v.Get("end_time"); e != "" {
 		end, err := strconv.ParseInt(e, 10, 64)
 		if err != nil || end <= start {
-			return nil, badRequest("end_time", "end_time must be a Unix time after start_time")
+			return nil, apierr.BadRequest("end_time", "end_time must be a Unix time after start_time")
 		}
 		q.end = time.Unix(end, 0).UTC()
 	}
@@ -119,7 +120,7 @@ func parseReport(v url.Values, rep report) (*reportQuery, error) {
 	}
 	wd, ok := widths[q.width]
 	if !ok || (rep.costs && q.width != "1d") {
-		return nil, badRequest("bucket_width", "bucket_width must be 1d, 1h or 1m (costs: 1d)")
+		return nil, apierr.BadRequest("bucket_width", "bucket_width must be 1d, 1h or 1m (costs: 1d)")
 	}
 	q.limit, q.start = wd.limit, q.start.Truncate(wd.d)
 	if rep.costs {
@@ -132,20 +133,20 @@ func parseReport(v url.Values, rep report) (*reportQuery, error) {
 	if l := v.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > maxLimit {
-			return nil, badRequest("limit", fmt.Sprintf("limit must be 1 to %d for %s buckets", maxLimit, q.width))
+			return nil, apierr.BadRequest("limit", fmt.Sprintf("limit must be 1 to %d for %s buckets", maxLimit, q.width))
 		}
 		q.limit = n
 	}
 	if p := v.Get("page"); p != "" {
 		at, err := strconv.ParseInt(strings.TrimPrefix(p, "page_"), 10, 64)
 		if err != nil || !strings.HasPrefix(p, "page_") || at < q.start.Unix() {
-			return nil, badRequest("page", "page must be a next_page this endpoint gave")
+			return nil, apierr.BadRequest("page", "page must be a next_page this endpoint gave")
 		}
 		q.start = time.Unix(at, 0).UTC()
 	}
 	for _, g := range listParam(v, "group_by") {
 		if !slices.Contains(rep.groups, g) {
-			return nil, badRequest("group_by", "group_by must be one of "+strings.Join(rep.groups, ", "))
+			return nil, apierr.BadRequest("group_by", "group_by must be one of "+strings.Join(rep.groups, ", "))
 		}
 		q.groups = append(q.groups, g)
 	}
@@ -199,7 +200,7 @@ func (s *Server) reportBuckets(ctx context.Context, rep report, q *reportQuery) 
 	case errors.Is(err, context.Canceled):
 		return nil, "", err
 	case err != nil:
-		return nil, "", unavailable("usage cannot be read", err)
+		return nil, "", apierr.Unavailable("usage cannot be read", err)
 	}
 	var buckets []map[string]any
 	i := 0
@@ -215,8 +216,8 @@ func (s *Server) reportBuckets(ctx context.Context, rep report, q *reportQuery) 
 	return buckets, next, nil
 }
 
-func errGrain(w string) *Error {
-	return badRequest("bucket_width", "bucket_width "+w+" is finer than this ledger keeps: the PostgreSQL ledger keeps hours (1h, 1d), the embedded one days (1d)")
+func errGrain(w string) *apierr.Error {
+	return apierr.BadRequest("bucket_width", "bucket_width "+w+" is finer than this ledger keeps: the PostgreSQL ledger keeps hours (1h, 1d), the embedded one days (1d)")
 }
 
 // results sums a bucket's rows by the groups asked for; an ungrouped

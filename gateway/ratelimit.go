@@ -10,6 +10,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/money"
@@ -131,7 +132,7 @@ func storeError(err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
-	return unavailable("rate limits cannot be checked", err)
+	return apierr.Unavailable("rate limits cannot be checked", err)
 }
 
 // rateHeaders writes OpenAI's x-ratelimit-* headers for the limits a key
@@ -169,7 +170,7 @@ func resetString(d time.Duration) string {
 // false; one larger than the allowance carries no retry delay at all.
 // level names a project whose limit it is ("" for the key's own), and
 // then leads the message.
-func rateLimited(model, level string, lim quota.Limits, d quota.Decision, est int64) *Error {
+func rateLimited(model, level string, lim quota.Limits, d quota.Decision, est int64) *apierr.Error {
 	e := rateLimitedAt(model, level, lim, d, est)
 	if level != "" && d.Denied != quota.Concurrent {
 		e.Message = level + ": " + e.Message
@@ -177,8 +178,8 @@ func rateLimited(model, level string, lim quota.Limits, d quota.Decision, est in
 	return e
 }
 
-func rateLimitedAt(model, level string, lim quota.Limits, d quota.Decision, est int64) *Error {
-	e := &Error{Code: CodeRateLimit, RetryAfter: d.RetryAfter}
+func rateLimitedAt(model, level string, lim quota.Limits, d quota.Decision, est int64) *apierr.Error {
+	e := &apierr.Error{Code: apierr.CodeRateLimit, RetryAfter: d.RetryAfter}
 	var name string
 	var limit, used, requested int64
 	switch d.Denied {
@@ -227,7 +228,7 @@ func retryString(d time.Duration) string {
 // when it renews; for a strict budget, also when what it leaves is less
 // than the request's cost bound. A budget not spent but held by requests
 // in flight (their cost bounds) is a rate limit a second's wait may cure.
-func budgetSpent(k *keys.Identity, d quota.Decision, bound money.Money, now time.Time) *Error {
+func budgetSpent(k *keys.Identity, d quota.Decision, bound money.Money, now time.Time) *apierr.Error {
 	who, lim, fig := "this API key", k.Limits, d
 	if d.ByProject && d.Project != nil {
 		who, lim, fig = "project "+k.Project, k.ProjectLimits, *d.Project
@@ -235,18 +236,18 @@ func budgetSpent(k *keys.Identity, d quota.Decision, bound money.Money, now time
 	budget, spent, held := money.Money(lim.Budget).USD(), money.Money(fig.Spent).USD(), money.Money(fig.Held).USD()
 	if lim.StrictBudget && fig.Spent < lim.Budget && fig.Spent+int64(bound) > lim.Budget {
 		renews := now.UTC().Add(d.RetryAfter).Round(time.Second)
-		return &Error{Code: CodeInsufficientQuota, NoRetry: true, RetryAfter: d.RetryAfter,
+		return &apierr.Error{Code: apierr.CodeInsufficientQuota, NoRetry: true, RetryAfter: d.RetryAfter,
 			Message: fmt.Sprintf("Budget exceeded: the strict monthly budget of $%s of %s has $%s left (spent $%s), less than this request may cost ($%s). "+
 				"Lower max_tokens or shorten the prompt; the budget renews at %s, or when it is raised.",
 				budget, who, money.Money(lim.Budget-fig.Spent).USD(), spent, bound.USD(), renews.Format(time.RFC3339))}
 	}
 	if fig.Spent < lim.Budget {
-		return &Error{Code: CodeRateLimit, RetryAfter: time.Second,
+		return &apierr.Error{Code: apierr.CodeRateLimit, RetryAfter: time.Second,
 			Message: fmt.Sprintf("Rate limit reached: the monthly budget of $%s of %s is spent ($%s) or held by requests in flight ($%s) until they end. Please try again in 1s.",
 				budget, who, spent, held)}
 	}
 	renews := now.UTC().Add(d.RetryAfter).Round(time.Second)
-	return &Error{Code: CodeInsufficientQuota, NoRetry: true, RetryAfter: d.RetryAfter,
+	return &apierr.Error{Code: apierr.CodeInsufficientQuota, NoRetry: true, RetryAfter: d.RetryAfter,
 		Message: fmt.Sprintf("Budget exceeded: %s has reached its monthly budget of $%s (spent $%s, $%s held by requests in flight). "+
 			"It renews at %s, or when the budget is raised.", who, budget, spent, held, renews.Format(time.RFC3339))}
 }

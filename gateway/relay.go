@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/money"
@@ -68,7 +69,7 @@ type streamer interface {
 	// sent none) and the gateway's own count of completion tokens.
 	relayed() (*Usage, int)
 	// fail ends a started stream with e.
-	fail(e *Error)
+	fail(e *apierr.Error)
 }
 
 // stream relays a backend's SSE stream to the client, event by event, in
@@ -131,7 +132,7 @@ func (s *Server) chatStreamer(c *call, req *chatRequest, m *models.Model, native
 func (rl *relay) relayed() (*Usage, int) { return rl.usage, rl.counted }
 
 // fail ends the stream with an error event and [DONE].
-func (rl *relay) fail(e *Error) { rl.sse.fail(e) }
+func (rl *relay) fail(e *apierr.Error) { rl.sse.fail(e) }
 
 var errClientGone = errors.New("client gone")
 

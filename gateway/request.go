@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/models"
 )
@@ -49,7 +50,7 @@ type chatRequest struct {
 var roles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true, "function": true}
 
 // decodeChat parses and checks a chat request body. Its errors are
-// *Error values naming the offending field.
+// *apierr.Error values naming the offending field.
 func decodeChat(body []byte) (*chatRequest, error) {
 	c, err := newRequest(body, chatShape)
 	if err != nil {
@@ -70,19 +71,19 @@ func decodeChat(body []byte) (*chatRequest, error) {
 // measures the members the model reads but those measured on their own.
 func newRequest(body []byte, shape bodyShape) (*chatRequest, error) {
 	if !utf8.Valid(body) {
-		return nil, badRequest("", "the request body is not valid UTF-8 (JSON must be)")
+		return nil, apierr.BadRequest("", "the request body is not valid UTF-8 (JSON must be)")
 	}
 	c := &chatRequest{}
 	var err error
 	if c.fields, err = objectFields(body); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return nil, badRequest("", "the request body must be a JSON object")
+			return nil, apierr.BadRequest("", "the request body must be a JSON object")
 		}
-		return nil, badRequest("", "malformed JSON: "+err.Error())
+		return nil, apierr.BadRequest("", "malformed JSON: "+err.Error())
 	}
 	if c.fields == nil {
-		return nil, badRequest("", "the request body must be a JSON object")
+		return nil, apierr.BadRequest("", "the request body must be a JSON object")
 	}
 	var folded string
 	for name, raw := range c.fields {
@@ -98,13 +99,13 @@ func newRequest(body []byte, shape bodyShape) (*chatRequest, error) {
 	}
 	raw, ok := c.fields["model"]
 	if !ok || isNull(raw) {
-		return nil, badRequest("model", "missing required parameter: model")
+		return nil, apierr.BadRequest("model", "missing required parameter: model")
 	}
 	if c.Model, err = decodeString(raw); err != nil {
-		return nil, badRequest("model", "model must be a string")
+		return nil, apierr.BadRequest("model", "model must be a string")
 	}
 	if c.Model == "" {
-		return nil, badRequest("model", "model must not be empty")
+		return nil, apierr.BadRequest("model", "model must not be empty")
 	}
 	return c, nil
 }
@@ -161,12 +162,12 @@ func (c *chatRequest) decodeSampling() error {
 	if err != nil {
 		return err
 	} else if n > 128 {
-		return badRequest("n", "n must be at most 128")
+		return apierr.BadRequest("n", "n must be at most 128")
 	}
 	c.N = max(n, 1)
 	if raw, ok := c.fields["stream"]; ok && !isNull(raw) {
 		if json.Unmarshal(raw, &c.Stream) != nil {
-			return badRequest("stream", "stream must be a boolean")
+			return apierr.BadRequest("stream", "stream must be a boolean")
 		}
 	}
 	if raw, ok := c.fields["stream_options"]; ok && !isNull(raw) {
@@ -174,7 +175,7 @@ func (c *chatRequest) decodeSampling() error {
 			IncludeUsage *bool `json:"include_usage"`
 		}
 		if raw[0] != '{' || json.Unmarshal(raw, &so) != nil {
-			return badRequest("stream_options", "stream_options must be an object with a boolean include_usage")
+			return apierr.BadRequest("stream_options", "stream_options must be an object with a boolean include_usage")
 		}
 		if err := streamOptionsFields.checkRaw("stream_options", raw); err != nil {
 			return err
@@ -191,10 +192,10 @@ func (c *chatRequest) checkNumber(name string, min, max float64) error {
 	}
 	var f float64
 	if json.Unmarshal(raw, &f) != nil {
-		return badRequest(name, name+" must be a number")
+		return apierr.BadRequest(name, name+" must be a number")
 	}
 	if f < min || f > max {
-		return badRequest(name, fmt.Sprintf("%s must be between %g and %g, got %g", name, min, max, f))
+		return apierr.BadRequest(name, fmt.Sprintf("%s must be between %g and %g, got %g", name, min, max, f))
 	}
 	return nil
 }
@@ -207,10 +208,10 @@ func (c *chatRequest) positiveInt(name string) (int, error) {
 	}
 	var n int64
 	if json.Unmarshal(raw, &n) != nil {
-		return 0, badRequest(name, name+" must be an integer")
+		return 0, apierr.BadRequest(name, name+" must be an integer")
 	}
 	if n < 1 || n > 1<<31 {
-		return 0, badRequest(name, fmt.Sprintf("%s must be a positive integer, got %d", name, n))
+		return 0, apierr.BadRequest(name, fmt.Sprintf("%s must be a positive integer, got %d", name, n))
 	}
 	return int(n), nil
 }
@@ -227,11 +228,11 @@ func (c *chatRequest) measure(m *models.Model) {
 // vision and the context window.
 func (c *chatRequest) check(m *models.Model) error {
 	if c.images > 0 && !m.Vision {
-		return badRequest("messages", m.Name+" does not accept image input; use a model with vision")
+		return apierr.BadRequest("messages", m.Name+" does not accept image input; use a model with vision")
 	}
 	c.measure(m)
 	if c.MaxTokens > 0 && c.PromptTokens+c.MaxTokens > m.ContextWindow || c.PromptTokens > m.ContextWindow {
-		return &Error{Code: CodeContextLength, Param: "messages",
+		return &apierr.Error{Code: apierr.CodeContextLength, Param: "messages",
 			Message: fmt.Sprintf("%s's maximum context length is %d tokens; this request asks for about %d (%d in the messages, %d in the completion): shorten the messages or lower max_tokens",
 				m.Name, m.ContextWindow, c.PromptTokens+c.MaxTokens, c.PromptTokens, c.MaxTokens)}
 	}

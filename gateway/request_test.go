@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
 )
@@ -111,7 +112,7 @@ func TestContextWindow(t *testing.T) {
 			t.Fatal(err)
 		}
 		err = c.check(m)
-		var e *Error
+		var e *apierr.Error
 		if tt.ok != (err == nil) || (err != nil && (!errors.As(err, &e) || e.Code != "context_length_exceeded")) {
 			t.Errorf("%s: err = %v", tt.body, err)
 		}
@@ -137,7 +138,7 @@ func TestUpstreamBody(t *testing.T) {
 }
 
 // FuzzDecodeChat: no input makes the decoder panic; it either accepts a
-// request with a model and messages or answers a 400 *Error.
+// request with a model and messages or answers a 400 *apierr.Error.
 func FuzzDecodeChat(f *testing.F) {
 	for _, seed := range []string{
 		`{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`,
@@ -151,7 +152,7 @@ func FuzzDecodeChat(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		c, err := decodeChat(body)
 		if err != nil {
-			var e *Error
+			var e *apierr.Error
 			if !errors.As(err, &e) || e.Status() != 400 || e.Code != "bad_request" {
 				t.Fatalf("error %v is not a 400 bad_request", err)
 			}
@@ -278,30 +279,30 @@ func TestFoldedNames(t *testing.T) {
 		{`{"model":"m","stream":true,"stream_options":{"include_uſage":false},` + msgs + `}`, "stream_options.include_uſage"},
 	} {
 		_, err := decodeChat([]byte(tt.body))
-		e := (*Error)(nil)
-		if !errors.As(err, &e) || e.Code != CodeBadRequest || e.Param != tt.param || !strings.Contains(e.Message, tt.param) {
+		e := (*apierr.Error)(nil)
+		if !errors.As(err, &e) || e.Code != apierr.CodeBadRequest || e.Param != tt.param || !strings.Contains(e.Message, tt.param) {
 			t.Errorf("%s: %v, want a 400 naming %s", tt.body, err, tt.param)
 		}
 	}
-	var e *Error
+	var e *apierr.Error
 	c, err := decodeChat([]byte(`{"model":"m","max\u005ftokens":7,"top_k":3,` + msgs + `}`))
 	if err != nil || c.MaxTokens != 7 || string(c.fields["top_k"]) != "3" {
 		t.Errorf("an escaped field and an unknown one: %+v, %v", c, err)
 	}
 	for _, body := range []string{`{"model":"m","inpuT":"hi"}`, `{"model":"m","input":"hi","max_output_tokenſ":9}`} {
-		if _, _, err := translateResponses([]byte(body)); !errors.As(err, &e) || e.Code != CodeBadRequest {
+		if _, _, err := translateResponses([]byte(body)); !errors.As(err, &e) || e.Code != apierr.CodeBadRequest {
 			t.Errorf("responses %s: %v, want a 400", body, err)
 		}
 	}
 	for _, body := range []string{`{"model":"m","prompt":"a","best_Of":3}`, `{"model":"m","Prompt":"a"}`} {
-		if _, err := decodeCompletion([]byte(body)); !errors.As(err, &e) || e.Code != CodeBadRequest {
+		if _, err := decodeCompletion([]byte(body)); !errors.As(err, &e) || e.Code != apierr.CodeBadRequest {
 			t.Errorf("completions %s: %v, want a 400", body, err)
 		}
 	}
 	if _, err := decodeEmbeddings([]byte(`{"model":"m","input":"a","İnput":"b"}`)); err != nil {
 		t.Logf("embeddings: %v", err) // İ (U+0130) does not fold to i: passed through
 	}
-	if _, err := decodeChat([]byte("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}")); !errors.As(err, &e) || e.Code != CodeBadRequest {
+	if _, err := decodeChat([]byte("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}")); !errors.As(err, &e) || e.Code != apierr.CodeBadRequest {
 		t.Errorf("a body that is not UTF-8: %v, want a 400", err)
 	}
 }

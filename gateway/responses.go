@@ -9,6 +9,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/models"
 )
 
@@ -41,7 +42,7 @@ func (s *Server) responses(w http.ResponseWriter, r *http.Request, _ httprouter.
 	}
 	out, err := rr.answer(c, m.Name, comp)
 	if err != nil {
-		return &Error{Code: CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
+		return &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: %w", c.backend, err)}
 	}
 	w.Header().Set("X-Obol-Cost", s.cost(c, c.usage).USD())
@@ -76,10 +77,10 @@ type responsesRequest struct {
 func translateResponses(body []byte) (*responsesRequest, []byte, error) {
 	var rr responsesRequest
 	if !utf8.Valid(body) {
-		return nil, nil, badRequest("", "the request body is not valid UTF-8 (JSON must be)")
+		return nil, nil, apierr.BadRequest("", "the request body is not valid UTF-8 (JSON must be)")
 	}
 	if err := json.Unmarshal(body, &rr); err != nil {
-		return nil, nil, badRequest("", "the request body must be a JSON object of the Responses API: "+err.Error())
+		return nil, nil, apierr.BadRequest("", "the request body must be a JSON object of the Responses API: "+err.Error())
 	}
 	if fields, err := objectFields(body); err == nil {
 		if err := responsesFields.checkObject("", fields); err != nil {
@@ -88,11 +89,11 @@ func translateResponses(body []byte) (*responsesRequest, []byte, error) {
 	}
 	switch {
 	case rr.Store != nil && *rr.Store:
-		return nil, nil, badRequest("store", "obol stores no responses: send store: false, or leave it out")
+		return nil, nil, apierr.BadRequest("store", "obol stores no responses: send store: false, or leave it out")
 	case rr.PreviousResponseID != nil && *rr.PreviousResponseID != "":
-		return nil, nil, badRequest("previous_response_id", "obol stores no responses, so previous_response_id cannot be followed: send the whole conversation as input")
+		return nil, nil, apierr.BadRequest("previous_response_id", "obol stores no responses, so previous_response_id cannot be followed: send the whole conversation as input")
 	case len(rr.Conversation) > 0 && !isNull(rr.Conversation):
-		return nil, nil, badRequest("conversation", "obol stores no conversations: send the whole conversation as input")
+		return nil, nil, apierr.BadRequest("conversation", "obol stores no conversations: send the whole conversation as input")
 	}
 	msgs, err := rr.messages()
 	if err != nil {
@@ -133,7 +134,7 @@ func (rr *responsesRequest) translateTools(chat map[string]any) error {
 			Strict      *bool           `json:"strict,omitempty"`
 		}
 		if json.Unmarshal(raw, &t) != nil || t.Type != "function" || t.Name == "" {
-			return badRequest(fmt.Sprintf("tools[%d]", i), "obol serves function tools only ({\"type\":\"function\",\"name\":…}); hosted tools need OpenAI's servers")
+			return apierr.BadRequest(fmt.Sprintf("tools[%d]", i), "obol serves function tools only ({\"type\":\"function\",\"name\":…}); hosted tools need OpenAI's servers")
 		}
 		fn := map[string]any{"name": t.Name}
 		if t.Description != "" {
@@ -163,7 +164,7 @@ func (rr *responsesRequest) translateTools(chat map[string]any) error {
 		Name string `json:"name"`
 	}
 	if json.Unmarshal(rr.ToolChoice, &tc) != nil || tc.Type != "function" || tc.Name == "" {
-		return badRequest("tool_choice", "tool_choice must be auto, none, required, or {\"type\":\"function\",\"name\":…}")
+		return apierr.BadRequest("tool_choice", "tool_choice must be auto, none, required, or {\"type\":\"function\",\"name\":…}")
 	}
 	chat["tool_choice"] = map[string]any{"type": "function", "function": map[string]string{"name": tc.Name}}
 	return nil
@@ -179,7 +180,7 @@ func translateFormat(raw json.RawMessage, chat map[string]any) error {
 		Strict      *bool           `json:"strict,omitempty"`
 	}
 	if json.Unmarshal(raw, &f) != nil {
-		return badRequest("text.format", "text.format must be an object with a type")
+		return apierr.BadRequest("text.format", "text.format must be an object with a type")
 	}
 	switch f.Type {
 	case "text", "":
@@ -195,7 +196,7 @@ func translateFormat(raw json.RawMessage, chat map[string]any) error {
 		}
 		chat["response_format"] = map[string]any{"type": "json_schema", "json_schema": js}
 	default:
-		return badRequest("text.format.type", "text.format.type must be text, json_object or json_schema")
+		return apierr.BadRequest("text.format.type", "text.format.type must be text, json_object or json_schema")
 	}
 	return nil
 }
@@ -220,7 +221,7 @@ func (rr *responsesRequest) messages() ([]map[string]any, error) {
 	var instructions string
 	if len(rr.Instructions) > 0 && !isNull(rr.Instructions) {
 		if json.Unmarshal(rr.Instructions, &instructions) != nil {
-			return nil, badRequest("instructions", "instructions must be a string")
+			return nil, apierr.BadRequest("instructions", "instructions must be a string")
 		}
 		msgs = append(msgs, map[string]any{"role": "system", "content": instructions})
 	}
@@ -230,7 +231,7 @@ func (rr *responsesRequest) messages() ([]map[string]any, error) {
 	}
 	var items []inputItem
 	if json.Unmarshal(rr.Input, &items) != nil || len(items) == 0 {
-		return nil, badRequest("input", "input must be a string or a non-empty array of input items")
+		return nil, apierr.BadRequest("input", "input must be a string or a non-empty array of input items")
 	}
 	for i, it := range items {
 		param := fmt.Sprintf("input[%d]", i)
@@ -247,7 +248,7 @@ func (rr *responsesRequest) messages() ([]map[string]any, error) {
 			msgs = append(msgs, map[string]any{"role": "tool", "tool_call_id": it.CallID, "content": outputText(it.Output)})
 		case "item_reference", "reasoning":
 		default:
-			return nil, badRequest(param+".type", fmt.Sprintf("obol does not serve %q input items: messages, function_call and function_call_output", it.Type))
+			return nil, apierr.BadRequest(param+".type", fmt.Sprintf("obol does not serve %q input items: messages, function_call and function_call_output", it.Type))
 		}
 	}
 	return msgs, nil
@@ -259,7 +260,7 @@ func inputMessage(it inputItem, param string) (map[string]any, error) {
 	switch it.Role {
 	case "system", "developer", "user", "assistant":
 	default:
-		return nil, badRequest(param+".role", "role must be system, developer, user or assistant")
+		return nil, apierr.BadRequest(param+".role", "role must be system, developer, user or assistant")
 	}
 	var text string
 	if json.Unmarshal(it.Content, &text) == nil {
@@ -273,7 +274,7 @@ func inputMessage(it inputItem, param string) (map[string]any, error) {
 		Detail   string          `json:"detail"`
 	}
 	if json.Unmarshal(it.Content, &parts) != nil {
-		return nil, badRequest(param+".content", "content must be a string or an array of content parts")
+		return nil, apierr.BadRequest(param+".content", "content must be a string or an array of content parts")
 	}
 	var out []any
 	var texts []string
@@ -287,7 +288,7 @@ func inputMessage(it inputItem, param string) (map[string]any, error) {
 		case "input_image":
 			var url string
 			if json.Unmarshal(p.ImageURL, &url) != nil || url == "" {
-				return nil, badRequest(fmt.Sprintf("%s.content[%d].image_url", param, j), "an input_image needs an image_url (a URL or a data: URL); file ids need OpenAI's file store")
+				return nil, apierr.BadRequest(fmt.Sprintf("%s.content[%d].image_url", param, j), "an input_image needs an image_url (a URL or a data: URL); file ids need OpenAI's file store")
 			}
 			img := map[string]string{"url": url}
 			if p.Detail != "" {
@@ -295,7 +296,7 @@ func inputMessage(it inputItem, param string) (map[string]any, error) {
 			}
 			out = append(out, map[string]any{"type": "image_url", "image_url": img})
 		default:
-			return nil, badRequest(fmt.Sprintf("%s.content[%d].type", param, j), fmt.Sprintf("obol does not serve %q content parts: input_text, output_text, input_image", p.Type))
+			return nil, apierr.BadRequest(fmt.Sprintf("%s.content[%d].type", param, j), fmt.Sprintf("obol does not serve %q content parts: input_text, output_text, input_image", p.Type))
 		}
 	}
 	if it.Role == "assistant" || it.Role == "system" || it.Role == "developer" {

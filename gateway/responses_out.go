@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/models"
 )
@@ -193,7 +194,7 @@ func (rs *responseStream) emit(typ string, fields map[string]any) error {
 func (rs *responseStream) relayed() (*Usage, int) { return rs.usage, rs.counted }
 
 // fail ends a started stream with response.failed.
-func (rs *responseStream) fail(e *Error) {
+func (rs *responseStream) fail(e *apierr.Error) {
 	o := rs.rr.object(rs.c.id, rs.model, "failed", rs.created)
 	o.Error = &respError{Code: string(e.Code), Message: e.Message}
 	if rs.emit("response.failed", map[string]any{"response": o}) == nil {

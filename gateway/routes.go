@@ -7,6 +7,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/crockford"
 )
 
@@ -92,7 +93,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h http.Handler) {
 	if !takesBody(r.Method) {
 		if e := drainBody(r); e != nil {
 			w.Header().Set("X-Request-Id", crockford.NewID("req"))
-			writeError(w, e)
+			apierr.Write(w, e)
 			return
 		}
 	}
@@ -101,18 +102,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h http.Handler) {
 
 // unmatched answers a request no route takes: e, or 405 when e is nil
 // (the router has set Allow).
-func (s *Server) unmatched(e *Error) http.Handler {
+func (s *Server) unmatched(e *apierr.Error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		w.Header().Set("X-Request-Id", crockford.NewID("req"))
 		e := e
 		if e == nil {
-			e = &Error{Code: CodeMethodNotAllowed, Message: r.Method + " is not allowed here; allowed: " + w.Header().Get("Allow")}
+			e = &apierr.Error{Code: apierr.CodeMethodNotAllowed, Message: r.Method + " is not allowed here; allowed: " + w.Header().Get("Allow")}
 		}
 		if de := drainBody(r); de != nil {
 			e = de
 		}
-		writeError(w, e)
+		apierr.Write(w, e)
 		s.metrics.done(r.Context(), "unmatched", r.Method, e.Status(), &call{}, time.Since(start))
 	})
 }
@@ -130,5 +131,5 @@ func (s *Server) panicked(w http.ResponseWriter, r *http.Request, v any) {
 		panic(v)
 	}
 	s.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
-	writeError(w, &Error{Code: CodeServerError, Message: "internal error; it has been logged"})
+	apierr.Write(w, &apierr.Error{Code: apierr.CodeServerError, Message: "internal error; it has been logged"})
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/crockford"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
@@ -288,23 +289,23 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 		w.Header().Set("X-Request-Id", c.id)
 		err := h(w, r, ps, c)
 		status := http.StatusOK
-		var code Code
+		var code apierr.Code
 		if err != nil {
 			e := asError(err, c.model)
-			if e.Code == CodeClientClosed && s.abort.Err() != nil {
+			if e.Code == apierr.CodeClientClosed && s.abort.Err() != nil {
 				e = errShuttingDown // not the client: the gateway stopped it
 			}
-			if !c.started && e.Code != CodeClientClosed {
+			if !c.started && e.Code != apierr.CodeClientClosed {
 				if de := drainBody(r); de != nil {
 					e = de // the body never came: that, not e, is the answer
 				}
 			}
 			status, code = e.Status(), e.Code
-			if !c.started && e.Code != CodeClientClosed {
+			if !c.started && e.Code != apierr.CodeClientClosed {
 				s.peekHeaders(w, r, c)
 			}
 			if !c.started {
-				writeError(w, e)
+				apierr.Write(w, e)
 			}
 			logError(s.log, c.id, e)
 		}

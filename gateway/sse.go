@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/obol/obol/internal/apierr"
 )
 
 // sseWriter writes server-sent events, each whole and flushed at once. It
@@ -129,8 +131,8 @@ func (s *sseWriter) stop() (started bool) {
 }
 
 // fail ends a started stream with an error event and [DONE].
-func (s *sseWriter) fail(e *Error) {
-	if s.event(e.body()) == nil {
+func (s *sseWriter) fail(e *apierr.Error) {
+	if s.event(e.Body()) == nil {
 		s.event([]byte("[DONE]"))
 	}
 }

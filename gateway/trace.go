@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/obol/obol/internal/apierr"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -35,7 +36,7 @@ func (s *Server) startSpan(r *http.Request, route string) (*http.Request, trace.
 
 // endSpan writes what the request came to on its span: status, the
 // GenAI attributes of a chat, and the request id to find its log line.
-func endSpan(span trace.Span, c *call, status int, code Code) {
+func endSpan(span trace.Span, c *call, status int, code apierr.Code) {
 	if !span.IsRecording() {
 		span.End()
 		return

@@ -8,6 +8,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/usage"
 )
@@ -34,7 +35,7 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, _ httprouter.P
 		if errors.Is(err, context.Canceled) {
 			return err
 		}
-		return unavailable("usage cannot be read", err)
+		return apierr.Unavailable("usage cannot be read", err)
 	}
 	if !byDay {
 		sum.Days = nil
@@ -51,7 +52,7 @@ func byParam(r *http.Request) (byDay bool, err error) {
 	case "day":
 		return true, nil
 	}
-	return false, badRequest("by", "by must be day (or left out)")
+	return false, apierr.BadRequest("by", "by must be day (or left out)")
 }
 
 // periodParam is the request's ?period=YYYY-MM, by default the current
@@ -61,7 +62,7 @@ func periodParam(r *http.Request) (string, error) {
 	if q := r.URL.Query(); q.Has("period") {
 		p, err := usage.ParsePeriod(q.Get("period"))
 		if err != nil {
-			return "", badRequest("period", "period must be a month as YYYY-MM, such as "+period)
+			return "", apierr.BadRequest("period", "period must be a month as YYYY-MM, such as "+period)
 		}
 		period = p
 	}
