@@ -14,6 +14,7 @@ import (
 
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/clip"
+	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/usage"
@@ -146,7 +147,7 @@ func decodeAdminBody(r *http.Request, maxBody int64, dst any, fields string) err
 	if int64(len(body)) > min(maxBody, 64<<10) {
 		return &apierr.Error{Code: apierr.CodeTooLarge, Message: "an admin request body is at most 64 KiB"}
 	}
-	if err := exactNames("", body, dst); err != nil {
+	if err := jsonobj.ExactNames("", body, dst); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))

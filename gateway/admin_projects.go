@@ -11,6 +11,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/usage"
 )
@@ -111,7 +112,7 @@ func applyBudget(dst **keys.Budget, raw json.RawMessage) error {
 		return nil
 	}
 	var b keys.Budget
-	if err := exactNames("budget", raw, &b); err != nil {
+	if err := jsonobj.ExactNames("budget", raw, &b); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))

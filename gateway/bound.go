@@ -1,6 +1,10 @@
 package gateway
 
-import "unicode/utf8"
+import (
+	"unicode/utf8"
+
+	"github.com/obol/obol/internal/jsonobj"
+)
 
 // What a request's prompt can cost, measured two ways over the same
 // complete text — every member of the body the model may read:
@@ -92,7 +96,7 @@ func set(names ...string) map[string]bool {
 // members it names (a member that only folds to one is refused) and
 // those the model does not read or that are measured on their own.
 type bodyShape struct {
-	names  *fieldNames
+	names  *jsonobj.Names
 	unread map[string]bool
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/internal/clip"
+	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 )
@@ -171,7 +172,7 @@ func (s *Server) fetch(r *http.Request, c *call, req *chatRequest, m *models.Mod
 		c.outcome = outcomeClientGone // still recorded: the backend generated it
 	}
 	comp := new(chunk.Chunk)
-	if err := chunk.Parse(raw, comp); err != nil || comp.Choices == nil || isNull(comp.Choices) || readUsage(comp.Usage, &c.usage) != nil {
+	if err := chunk.Parse(raw, comp); err != nil || comp.Choices == nil || jsonobj.IsNull(comp.Choices) || readUsage(comp.Usage, &c.usage) != nil {
 		return nil, nil, &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw)}
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/models"
 )
 
@@ -63,7 +64,7 @@ func decodeCompletion(body []byte) (*chatRequest, error) {
 // into c.text, and says how many items it holds.
 func (c *chatRequest) textOrTokens(name string) (items int, err error) {
 	raw, ok := c.fields[name]
-	if !ok || isNull(raw) {
+	if !ok || jsonobj.IsNull(raw) {
 		return 0, apierr.BadRequest(name, "missing required parameter: "+name)
 	}
 	var one string

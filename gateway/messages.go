@@ -8,6 +8,7 @@ import (
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/internal/clip"
+	"github.com/obol/obol/internal/jsonobj"
 )
 
 // A chat request's messages: their roles and content, and what the model
@@ -30,10 +31,10 @@ type contentPart struct {
 // image part's, which counts as an image.
 func (c *chatRequest) decodeMessages() error {
 	raw, ok := c.fields["messages"]
-	if !ok || isNull(raw) {
+	if !ok || jsonobj.IsNull(raw) {
 		return apierr.BadRequest("messages", "missing required parameter: messages")
 	}
-	msgs, ok := arrayElements(raw)
+	msgs, ok := jsonobj.Elements(raw)
 	if !ok {
 		return apierr.BadRequest("messages", "messages must be an array of message objects")
 	}
@@ -64,17 +65,6 @@ func (c *chatRequest) decodeMessages() error {
 // built only when one is answered.
 func msgParam(i int, suffix string) string { return "messages[" + strconv.Itoa(i) + "]" + suffix }
 
-// arrayElements splits a JSON array into its elements' raw values, in one
-// pass, or through encoding/json where that walk bails.
-func arrayElements(raw []byte) ([]json.RawMessage, bool) {
-	out := make([]json.RawMessage, 0, 4)
-	if chunk.Elements(raw, func(v []byte) bool { out = append(out, v); return true }) {
-		return out, true
-	}
-	out = nil
-	return out, json.Unmarshal(raw, &out) == nil
-}
-
 // decodeMessage reads message i's role and content, refusing a member
 // whose name folds to one of a message's fields without being it. Plain
 // member names are matched in one pass; escaped names, and a role that is
@@ -91,7 +81,7 @@ func decodeMessage(i int, rm []byte) (message, error) {
 	if chunk.Fields(rm, func(name, value []byte) bool {
 		switch string(name) {
 		case "role":
-			if isNull(value) {
+			if jsonobj.IsNull(value) {
 				m.Role = nil
 				return true
 			}
@@ -102,7 +92,7 @@ func decodeMessage(i int, rm []byte) (message, error) {
 			m.Content = value
 			return true
 		}
-		if !messageFields.exact[string(name)] && messageFields.check("", string(name)) != nil {
+		if !messageFields.Has(string(name)) && messageFields.Check("", string(name)) != nil {
 			folded = name
 		}
 		return folded == nil
@@ -110,13 +100,13 @@ func decodeMessage(i int, rm []byte) (message, error) {
 		return m, nil
 	}
 	if folded != nil {
-		return m, messageFields.check(msgParam(i, ""), string(folded))
+		return m, messageFields.Check(msgParam(i, ""), string(folded))
 	}
-	fields, err := objectFields(rm)
+	fields, err := jsonobj.Members(rm)
 	if err != nil || fields == nil {
 		return m, bad()
 	}
-	if err := messageFields.checkObject(msgParam(i, ""), fields); err != nil {
+	if err := messageFields.CheckObject(msgParam(i, ""), fields); err != nil {
 		return m, err
 	}
 	m = message{}
@@ -130,7 +120,7 @@ func decodeMessage(i int, rm []byte) (message, error) {
 // taken back out of the measure, and the part counted as an image.
 func (c *chatRequest) decodeContent(i int, role string, raw json.RawMessage) error {
 	param := func() string { return msgParam(i, ".content") }
-	if len(raw) == 0 || isNull(raw) {
+	if len(raw) == 0 || jsonobj.IsNull(raw) {
 		if role == "assistant" || role == "function" {
 			return nil // an assistant turn that only called tools
 		}
@@ -138,7 +128,7 @@ func (c *chatRequest) decodeContent(i int, role string, raw json.RawMessage) err
 	}
 	switch raw[0] {
 	case '"':
-		if _, err := decodeString(raw); err != nil {
+		if _, err := jsonobj.String(raw); err != nil {
 			return apierr.BadRequest(param(), param()+" is not a valid string")
 		}
 		return nil
@@ -163,7 +153,7 @@ func (c *chatRequest) decodePart(pp string, rp json.RawMessage) error {
 	if len(rp) == 0 || rp[0] != '{' || json.Unmarshal(rp, &p) != nil {
 		return apierr.BadRequest(pp, pp+" must be a content part object with a type")
 	}
-	if err := partFields.checkRaw(pp, rp); err != nil {
+	if err := partFields.CheckRaw(pp, rp); err != nil {
 		return err
 	}
 	switch p.Type {

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/obol/obol/internal/apierr"
-	"github.com/obol/obol/internal/chunk"
+	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/models"
 )
 
@@ -75,7 +74,7 @@ func newRequest(body []byte, shape bodyShape) (*chatRequest, error) {
 	}
 	c := &chatRequest{}
 	var err error
-	if c.fields, err = objectFields(body); err != nil {
+	if c.fields, err = jsonobj.Members(body); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return nil, apierr.BadRequest("", "the request body must be a JSON object")
@@ -87,7 +86,7 @@ func newRequest(body []byte, shape bodyShape) (*chatRequest, error) {
 	}
 	var folded string
 	for name, raw := range c.fields {
-		if !shape.names.exact[name] && shape.names.check("", name) != nil && (folded == "" || name < folded) {
+		if !shape.names.Has(name) && shape.names.Check("", name) != nil && (folded == "" || name < folded) {
 			folded = name
 		}
 		if !shape.unread[name] {
@@ -95,46 +94,19 @@ func newRequest(body []byte, shape bodyShape) (*chatRequest, error) {
 		}
 	}
 	if folded != "" {
-		return nil, shape.names.check("", folded)
+		return nil, shape.names.Check("", folded)
 	}
 	raw, ok := c.fields["model"]
-	if !ok || isNull(raw) {
+	if !ok || jsonobj.IsNull(raw) {
 		return nil, apierr.BadRequest("model", "missing required parameter: model")
 	}
-	if c.Model, err = decodeString(raw); err != nil {
+	if c.Model, err = jsonobj.String(raw); err != nil {
 		return nil, apierr.BadRequest("model", "model must be a string")
 	}
 	if c.Model == "" {
 		return nil, apierr.BadRequest("model", "model must not be empty")
 	}
 	return c, nil
-}
-
-// objectFields splits a JSON object into its members' raw values, which
-// share body's bytes: in one pass where the object is plain, else (names
-// with escapes, invalid JSON, not an object) through encoding/json, which
-// words the error.
-func objectFields(body []byte) (map[string]json.RawMessage, error) {
-	f := make(map[string]json.RawMessage, 8)
-	if chunk.Fields(body, func(name, value []byte) bool {
-		f[string(name)] = value
-		return utf8.Valid(name)
-	}) {
-		return f, nil
-	}
-	f = nil
-	err := json.Unmarshal(body, &f)
-	return f, err
-}
-
-// decodeString decodes a JSON string, at once where it holds no escape.
-func decodeString(raw []byte) (string, error) {
-	if s, ok := chunk.String(raw); ok {
-		return s, nil
-	}
-	var s string
-	err := json.Unmarshal(raw, &s)
-	return s, err
 }
 
 // decodeSampling checks what chat and legacy completions share: the
@@ -165,19 +137,19 @@ func (c *chatRequest) decodeSampling() error {
 		return apierr.BadRequest("n", "n must be at most 128")
 	}
 	c.N = max(n, 1)
-	if raw, ok := c.fields["stream"]; ok && !isNull(raw) {
+	if raw, ok := c.fields["stream"]; ok && !jsonobj.IsNull(raw) {
 		if json.Unmarshal(raw, &c.Stream) != nil {
 			return apierr.BadRequest("stream", "stream must be a boolean")
 		}
 	}
-	if raw, ok := c.fields["stream_options"]; ok && !isNull(raw) {
+	if raw, ok := c.fields["stream_options"]; ok && !jsonobj.IsNull(raw) {
 		var so struct {
 			IncludeUsage *bool `json:"include_usage"`
 		}
 		if raw[0] != '{' || json.Unmarshal(raw, &so) != nil {
 			return apierr.BadRequest("stream_options", "stream_options must be an object with a boolean include_usage")
 		}
-		if err := streamOptionsFields.checkRaw("stream_options", raw); err != nil {
+		if err := streamOptionsFields.CheckRaw("stream_options", raw); err != nil {
 			return err
 		}
 		c.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
@@ -187,7 +159,7 @@ func (c *chatRequest) decodeSampling() error {
 
 func (c *chatRequest) checkNumber(name string, min, max float64) error {
 	raw, ok := c.fields[name]
-	if !ok || isNull(raw) {
+	if !ok || jsonobj.IsNull(raw) {
 		return nil
 	}
 	var f float64
@@ -203,7 +175,7 @@ func (c *chatRequest) checkNumber(name string, min, max float64) error {
 // positiveInt returns the named integer field, 0 when absent.
 func (c *chatRequest) positiveInt(name string) (int, error) {
 	raw, ok := c.fields[name]
-	if !ok || isNull(raw) {
+	if !ok || jsonobj.IsNull(raw) {
 		return 0, nil
 	}
 	var n int64
@@ -313,7 +285,7 @@ func (c *chatRequest) upstreamBody(stream bool) []byte {
 func (c *chatRequest) appendStreamOptions(b []byte) []byte {
 	b = append(b, '{')
 	if raw, ok := c.fields["stream_options"]; ok {
-		so, _ := objectFields(raw)
+		so, _ := jsonobj.Members(raw)
 		for _, k := range slices.Sorted(maps.Keys(so)) {
 			if k != "include_usage" {
 				b = append(append(appendJSONString(b, k), ':'), so[k]...)
@@ -323,5 +295,3 @@ func (c *chatRequest) appendStreamOptions(b []byte) []byte {
 	}
 	return append(b, `"include_usage":true}`...)
 }
-
-func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
 )
@@ -182,15 +183,15 @@ func FuzzSplittersAgree(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var want map[string]json.RawMessage
 		wantErr := json.Unmarshal(data, &want)
-		got, err := objectFields(data)
+		got, err := jsonobj.Members(data)
 		if (err == nil) != (wantErr == nil) || !sameRaw(got, want) {
-			t.Fatalf("objectFields(%q) = %q, %v; encoding/json: %q, %v", data, got, err, want, wantErr)
+			t.Fatalf("jsonobj.Members(%q) = %q, %v; encoding/json: %q, %v", data, got, err, want, wantErr)
 		}
 		var wantA []json.RawMessage
 		wantAErr := json.Unmarshal(data, &wantA)
-		gotA, ok := arrayElements(data)
+		gotA, ok := jsonobj.Elements(data)
 		if ok != (wantAErr == nil) || len(gotA) != len(wantA) {
-			t.Fatalf("arrayElements(%q) = %q, %v; encoding/json: %q, %v", data, gotA, ok, wantA, wantAErr)
+			t.Fatalf("jsonobj.Elements(%q) = %q, %v; encoding/json: %q, %v", data, gotA, ok, wantA, wantAErr)
 		}
 		for i := range gotA {
 			if !sameRaw(map[string]json.RawMessage{"": gotA[i]}, map[string]json.RawMessage{"": wantA[i]}) {
@@ -216,7 +217,7 @@ func foldsToMessageField(data []byte) bool {
 	var m map[string]json.RawMessage
 	json.Unmarshal(data, &m)
 	for n := range m {
-		if messageFields.check("", n) != nil {
+		if messageFields.Check("", n) != nil {
 			return true
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/models"
 )
 
@@ -82,8 +83,8 @@ func translateResponses(body []byte) (*responsesRequest, []byte, error) {
 	if err := json.Unmarshal(body, &rr); err != nil {
 		return nil, nil, apierr.BadRequest("", "the request body must be a JSON object of the Responses API: "+err.Error())
 	}
-	if fields, err := objectFields(body); err == nil {
-		if err := responsesFields.checkObject("", fields); err != nil {
+	if fields, err := jsonobj.Members(body); err == nil {
+		if err := responsesFields.CheckObject("", fields); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -92,7 +93,7 @@ func translateResponses(body []byte) (*responsesRequest, []byte, error) {
 		return nil, nil, apierr.BadRequest("store", "obol stores no responses: send store: false, or leave it out")
 	case rr.PreviousResponseID != nil && *rr.PreviousResponseID != "":
 		return nil, nil, apierr.BadRequest("previous_response_id", "obol stores no responses, so previous_response_id cannot be followed: send the whole conversation as input")
-	case len(rr.Conversation) > 0 && !isNull(rr.Conversation):
+	case len(rr.Conversation) > 0 && !jsonobj.IsNull(rr.Conversation):
 		return nil, nil, apierr.BadRequest("conversation", "obol stores no conversations: send the whole conversation as input")
 	}
 	msgs, err := rr.messages()
@@ -102,7 +103,7 @@ func translateResponses(body []byte) (*responsesRequest, []byte, error) {
 	chat := map[string]any{"model": rr.Model, "messages": msgs}
 	for name, v := range map[string]json.RawMessage{"max_tokens": rr.MaxOutputTokens, "temperature": rr.Temperature,
 		"top_p": rr.TopP, "parallel_tool_calls": rr.ParallelToolCalls, "user": rr.User} {
-		if len(v) > 0 && !isNull(v) {
+		if len(v) > 0 && !jsonobj.IsNull(v) {
 			chat[name] = v
 		}
 	}
@@ -140,7 +141,7 @@ func (rr *responsesRequest) translateTools(chat map[string]any) error {
 		if t.Description != "" {
 			fn["description"] = t.Description
 		}
-		if len(t.Parameters) > 0 && !isNull(t.Parameters) {
+		if len(t.Parameters) > 0 && !jsonobj.IsNull(t.Parameters) {
 			fn["parameters"] = t.Parameters
 		}
 		if t.Strict != nil {
@@ -151,7 +152,7 @@ func (rr *responsesRequest) translateTools(chat map[string]any) error {
 	if len(tools) > 0 {
 		chat["tools"] = tools
 	}
-	if len(rr.ToolChoice) == 0 || isNull(rr.ToolChoice) {
+	if len(rr.ToolChoice) == 0 || jsonobj.IsNull(rr.ToolChoice) {
 		return nil
 	}
 	var mode string
@@ -219,7 +220,7 @@ type inputItem struct {
 func (rr *responsesRequest) messages() ([]map[string]any, error) {
 	var msgs []map[string]any
 	var instructions string
-	if len(rr.Instructions) > 0 && !isNull(rr.Instructions) {
+	if len(rr.Instructions) > 0 && !jsonobj.IsNull(rr.Instructions) {
 		if json.Unmarshal(rr.Instructions, &instructions) != nil {
 			return nil, apierr.BadRequest("instructions", "instructions must be a string")
 		}
