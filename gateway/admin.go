@@ -14,6 +14,7 @@ import (
 
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/clip"
+	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
@@ -296,7 +297,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ httprouter.
 	v.Secret = secret
 	w.Header().Set("Cache-Control", "no-store")
 	s.log.Info("key created", "key_id", created.ID, "tier", created.Tier, "name", created.Name)
-	return writeJSON(w, http.StatusCreated, v)
+	return httpapi.WriteJSON(w, http.StatusCreated, v)
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
@@ -311,7 +312,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ httprouter.P
 	for _, k := range ks {
 		list.Data = append(list.Data, viewOf(k))
 	}
-	return writeJSON(w, http.StatusOK, list)
+	return httpapi.WriteJSON(w, http.StatusOK, list)
 }
 
 func (s *Server) getKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
@@ -319,7 +320,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, ps httprouter.Pa
 	if err != nil {
 		return adminError(err)
 	}
-	return writeJSON(w, http.StatusOK, viewOf(k))
+	return httpapi.WriteJSON(w, http.StatusOK, viewOf(k))
 }
 
 func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
@@ -340,7 +341,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, ps httprouter
 		return adminError(err)
 	}
 	s.log.Info("key updated", "key_id", k.ID, "tier", k.Tier)
-	return writeJSON(w, http.StatusOK, viewOf(k))
+	return httpapi.WriteJSON(w, http.StatusOK, viewOf(k))
 }
 
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
@@ -349,7 +350,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, ps httprouter
 		return adminError(err)
 	}
 	s.log.Info("key revoked", "key_id", k.ID)
-	return writeJSON(w, http.StatusOK, viewOf(k))
+	return httpapi.WriteJSON(w, http.StatusOK, viewOf(k))
 }
 
 // BackendAdmin reports the backends' run-time state and resets their
@@ -372,7 +373,7 @@ func (s *Server) listBackends(w http.ResponseWriter, r *http.Request, _ httprout
 		Object string                 `json:"object"`
 		Data   []models.BackendStatus `json:"data"`
 	}{Object: "list", Data: ba.Status(s.catalog.List())}
-	return writeJSON(w, http.StatusOK, list)
+	return httpapi.WriteJSON(w, http.StatusOK, list)
 }
 
 // resetBackend is POST /v1/admin/backends/{name}/reset: close the
@@ -396,7 +397,7 @@ func (s *Server) resetBackend(w http.ResponseWriter, r *http.Request, ps httprou
 			out = append(out, st)
 		}
 	}
-	return writeJSON(w, http.StatusOK, struct {
+	return httpapi.WriteJSON(w, http.StatusOK, struct {
 		Object string                 `json:"object"`
 		Data   []models.BackendStatus `json:"data"`
 	}{"list", out})

@@ -14,6 +14,7 @@ import (
 	"github.com/obol/obol/alerts"
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/clip"
+	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/money"
 )
 
@@ -109,7 +110,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, _ httprouter
 		out = append(out, alertViewOf(d))
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	return writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": out})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": out})
 }
 
 // redeliverAlert is POST /v1/admin/alerts/{id}/redeliver: the delivery is
@@ -125,5 +126,5 @@ func (s *Server) redeliverAlert(w http.ResponseWriter, r *http.Request, ps httpr
 	case err != nil:
 		return apierr.Unavailable("the alert delivery cannot be changed right now; retry shortly", err)
 	}
-	return writeJSON(w, http.StatusOK, alertViewOf(d))
+	return httpapi.WriteJSON(w, http.StatusOK, alertViewOf(d))
 }

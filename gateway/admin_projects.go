@@ -11,6 +11,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/usage"
@@ -174,7 +175,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request, _ httprou
 		return projectError(err)
 	}
 	s.log.Info("project created", "project", p.ID, "name", p.Name)
-	return writeJSON(w, http.StatusCreated, s.withSpend(r.Context(), projectViewOf(p)))
+	return httpapi.WriteJSON(w, http.StatusCreated, s.withSpend(r.Context(), projectViewOf(p)))
 }
 
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
@@ -191,7 +192,7 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request, _ httprout
 		}
 		list.Data = append(list.Data, v)
 	}
-	return writeJSON(w, http.StatusOK, list)
+	return httpapi.WriteJSON(w, http.StatusOK, list)
 }
 
 func (s *Server) getProject(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
@@ -199,7 +200,7 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request, ps httproute
 	if !ok {
 		return projectError(keys.ErrNotFound)
 	}
-	return writeJSON(w, http.StatusOK, s.withSpend(r.Context(), projectViewOf(p)))
+	return httpapi.WriteJSON(w, http.StatusOK, s.withSpend(r.Context(), projectViewOf(p)))
 }
 
 func (s *Server) updateProject(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
@@ -215,7 +216,7 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request, ps httpro
 		return projectError(err)
 	}
 	s.log.Info("project updated", "project", p.ID)
-	return writeJSON(w, http.StatusOK, s.withSpend(r.Context(), projectViewOf(p)))
+	return httpapi.WriteJSON(w, http.StatusOK, s.withSpend(r.Context(), projectViewOf(p)))
 }
 
 func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
@@ -224,7 +225,7 @@ func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request, ps httpro
 		return projectError(err)
 	}
 	s.log.Info("project deleted", "project", id)
-	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "object": "project.deleted", "deleted": true})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "object": "project.deleted", "deleted": true})
 }
 
 // projectSpend is this month's ledger by project (only: one project);

@@ -13,6 +13,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/money"
 	"github.com/obol/obol/usage"
 )
@@ -82,7 +83,7 @@ func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter
 	if q.Get("format") == "csv" {
 		return writeUsageCSV(w, period, out.Keys)
 	}
-	return writeJSON(w, http.StatusOK, out)
+	return httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 // sumUsage sums a month's daily rows by key, project, model and day.

@@ -9,6 +9,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/keys"
 )
 
@@ -24,25 +25,13 @@ func needScope(scope, what string) *apierr.Error {
 		Message: fmt.Sprintf("this API key lacks the scope %q, which %s needs", scope, what)}
 }
 
-// secret returns the API key the request presents, from
-// "Authorization: Bearer …" or "X-Api-Key: …".
-func secret(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-			return strings.TrimSpace(h[7:])
-		}
-		return ""
-	}
-	return strings.TrimSpace(r.Header.Get("X-Api-Key"))
-}
-
 // authenticate finds the request's key and checks that it holds scope
 // (none when scope is ""); unauthenticated requests stop here, before any
 // body is read or backend called.
 func (s *Server) authenticate(r *http.Request, c *call, scope, what string) error {
 	_, span := s.child(r.Context(), "authenticate")
 	defer span.End()
-	sec := secret(r)
+	sec := httpapi.Credential(r)
 	if sec == "" {
 		return errNoKey
 	}
@@ -69,7 +58,7 @@ func (s *Server) admin(h handlerFunc) handlerFunc {
 			return &apierr.Error{Code: apierr.CodeForbidden,
 				Message: "the admin API is off: start the gateway with OBOL_ADMIN_TOKEN set"}
 		}
-		tok := secret(r)
+		tok := httpapi.Credential(r)
 		if tok == "" {
 			return &apierr.Error{Code: apierr.CodeUnauthorized, Message: "missing admin token: send Authorization: Bearer <OBOL_ADMIN_TOKEN>"}
 		}

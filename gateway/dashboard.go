@@ -7,6 +7,7 @@ import (
 
 	"github.com/obol/obol/dashboard"
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/httpapi"
 )
 
 // dashboardRoutes serves the usage and billing page: /dashboard, its
@@ -54,15 +55,15 @@ func (s *Server) dashboardAsset(w http.ResponseWriter, r *http.Request, ps httpr
 // authentication error (the failed-auth guard counts it).
 func (s *Server) dashboardSession(w http.ResponseWriter, r *http.Request, c *call, adminView bool) error {
 	w.Header().Set("Cache-Control", "no-store")
-	if tok := secret(r); tok != "" && s.adminToken.Set() && s.adminToken.Matches(tok) {
+	if tok := httpapi.Credential(r); tok != "" && s.adminToken.Set() && s.adminToken.Matches(tok) {
 		if !adminView {
 			return &apierr.Error{Code: apierr.CodeForbidden, Message: "the admin view is served on the admin listener, not here: open /dashboard at " +
 				s.adminAddr + " (admin_listen) and sign in there with the admin token"}
 		}
-		return writeJSON(w, http.StatusOK, map[string]string{"kind": "admin"})
+		return httpapi.WriteJSON(w, http.StatusOK, map[string]string{"kind": "admin"})
 	}
 	if err := s.authenticate(r, c, "", ""); err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]string{"kind": "key", "id": c.key.ID})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]string{"kind": "key", "id": c.key.ID})
 }

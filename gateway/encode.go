@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"encoding/json"
 	"errors"
-	"net/http"
 	"strconv"
 	"unicode/utf8"
 
@@ -186,15 +184,4 @@ func compatResponse(raw []byte, id, object, model string, addUsage bool, u *Usag
 		b = appendUsage(append(b, `,"usage":`...), u)
 	}
 	return append(b, '}'), nil
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(b)
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/clip"
 	"github.com/obol/obol/internal/crockford"
+	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/money"
@@ -102,7 +103,7 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ httprouter
 			list.Data = append(list.Data, s.info(m))
 		}
 	}
-	return writeJSON(w, http.StatusOK, list)
+	return httpapi.WriteJSON(w, http.StatusOK, list)
 }
 
 // getModel is GET /v1/models/{model}.
@@ -116,13 +117,13 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.
 		return &apierr.Error{Code: apierr.CodeNotFound, Param: "model",
 			Message: "the model " + clip.String(ps.ByName("model"), 40) + " does not exist"}
 	}
-	return writeJSON(w, http.StatusOK, s.info(m))
+	return httpapi.WriteJSON(w, http.StatusOK, s.info(m))
 }
 
 // healthz is liveness: the process serves HTTP.
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
 	w.Header().Set("X-Request-Id", crockford.NewID("req"))
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyz is readiness: the quota store (when shared) and at least one
@@ -136,7 +137,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ httprouter.Par
 	if rep.Status != "ready" {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, rep)
+	httpapi.WriteJSON(w, status, rep)
 }
 
 // Pinger is a store shared by replicas, which can be unreachable.

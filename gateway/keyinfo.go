@@ -9,6 +9,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
@@ -164,7 +165,7 @@ func (s *Server) callingKey(w http.ResponseWriter, r *http.Request, _ httprouter
 		info.Project = s.projectInfoOf(r.Context(), k, *d.Project, now)
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	return writeJSON(w, http.StatusOK, info)
+	return httpapi.WriteJSON(w, http.StatusOK, info)
 }
 
 // projectInfoOf is the calling key's project as /v1/key shows it.

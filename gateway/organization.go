@@ -16,6 +16,7 @@ import (
 
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/clip"
+	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/money"
 	"github.com/obol/obol/usage"
 )
@@ -85,7 +86,7 @@ func (s *Server) organization(rep report) handlerFunc {
 		if next != "" {
 			page["next_page"] = next
 		}
-		return writeJSON(w, http.StatusOK, page)
+		return httpapi.WriteJSON(w, http.StatusOK, page)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/models"
 )
@@ -47,7 +48,7 @@ func (s *Server) responses(w http.ResponseWriter, r *http.Request, _ httprouter.
 			Err: fmt.Errorf("backend %s: %w", c.backend, err)}
 	}
 	w.Header().Set("X-Obol-Cost", s.cost(c, c.usage).USD())
-	return writeJSON(w, http.StatusOK, out)
+	return httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 // responsesRequest is what the gateway reads of a Responses request; the

@@ -9,6 +9,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/usage"
 )
@@ -41,7 +42,7 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, _ httprouter.P
 		sum.Days = nil
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	return writeJSON(w, http.StatusOK, sum)
+	return httpapi.WriteJSON(w, http.StatusOK, sum)
 }
 
 // byParam reads ?by=day (the only grouping: the month's days).
