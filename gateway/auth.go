@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
-
-	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/httpapi"
@@ -33,42 +30,18 @@ func (s *Server) authenticate(r *http.Request, c *call, scope, what string) erro
 	defer span.End()
 	sec := httpapi.Credential(r)
 	if sec == "" {
-		return errNoKey
+		return apierr.NoKey
 	}
 	k, err := s.keys.Authenticate(r.Context(), sec)
 	if err != nil {
 		return apierr.Unavailable("keys cannot be checked", fmt.Errorf("authenticate: %w", err))
 	}
 	if k == nil {
-		return s.failedAuth(r, errBadKey)
+		return s.FailedAuth(r, apierr.BadKey)
 	}
 	c.key = k
 	if scope != "" && !k.Has(scope) {
 		return needScope(scope, what)
 	}
 	return nil
-}
-
-// admin wraps an admin handler: the admin token, and nothing else, opens
-// it. An API key is refused whatever its scopes, so that a leaked key
-// cannot make itself more keys.
-func (s *Server) admin(h handlerFunc) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
-		if !s.adminToken.Set() || s.admins == nil {
-			return &apierr.Error{Code: apierr.CodeForbidden,
-				Message: "the admin API is off: start the gateway with OBOL_ADMIN_TOKEN set"}
-		}
-		tok := httpapi.Credential(r)
-		if tok == "" {
-			return &apierr.Error{Code: apierr.CodeUnauthorized, Message: "missing admin token: send Authorization: Bearer <OBOL_ADMIN_TOKEN>"}
-		}
-		if !s.adminToken.Matches(tok) {
-			msg := "invalid admin token"
-			if strings.HasPrefix(tok, "sk-") {
-				msg = "admin routes take the admin token, not an API key"
-			}
-			return s.failedAuth(r, &apierr.Error{Code: apierr.CodeUnauthorized, Message: msg})
-		}
-		return h(w, r, ps, c)
-	}
 }

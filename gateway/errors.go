@@ -11,12 +11,6 @@ import (
 	"github.com/obol/obol/models"
 )
 
-var (
-	errNotFound = &apierr.Error{Code: apierr.CodeNotFound, Message: "no such route; see /v1/models and the API reference"}
-	errNoKey    = &apierr.Error{Code: apierr.CodeUnauthorized, Message: "missing API key: send Authorization: Bearer sk-… or X-Api-Key"}
-	errBadKey   = &apierr.Error{Code: apierr.CodeUnauthorized, Message: "invalid API key"}
-)
-
 // asError turns any handler error into an *apierr.Error, mapping upstream failures
 // to DESIGN.md's statuses; anything unforeseen is a 500 whose details are
 // only logged.

@@ -20,9 +20,10 @@ type FailureGuard interface {
 	Fail(ctx context.Context, addr string) (allowed bool, wait time.Duration, err error)
 }
 
-// failedAuth is the answer to a bad credential: 401, or 429 once the
-// address is past its allowance of failures.
-func (s *Server) failedAuth(r *http.Request, e *apierr.Error) *apierr.Error {
+// FailedAuth is the answer to a bad credential: 401 (e), or 429 once
+// the address is past its allowance of failures. The admin API is handed
+// it for the admin token and the dashboard's sign-in.
+func (s *Server) FailedAuth(r *http.Request, e *apierr.Error) *apierr.Error {
 	s.metrics.authFail.Add(r.Context(), 1)
 	ok, wait, err := s.guard.Fail(r.Context(), clientAddr(r))
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obol/obol/admin"
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/internal/bolttest"
 	"github.com/obol/obol/internal/pgtest"
@@ -57,6 +58,13 @@ type envConfig struct {
 	projects keys.Projects
 	// h2c: the gateway also speaks HTTP/2 without TLS, as with h2: true.
 	h2c bool
+	// The admin API mounted on the gateway, as cmd/obol mounts it.
+	AdminToken string
+	Admin      admin.KeyAdmin
+	UsageAdmin admin.UsageAdmin
+	Alerts     admin.AlertAdmin
+	Backends   admin.BackendAdmin
+	AdminAddr  string
 }
 
 type envOption func(*envConfig)
@@ -121,7 +129,7 @@ func postgresLedger(t testing.TB) *usage.Ledger {
 // withLedger makes l the gateway's ledger, which also serves the admin
 // API's usage.
 func withLedger(l *usage.Ledger) envOption {
-	return func(c *envConfig) { c.Ledger, c.UsageAdmin = l, l }
+	return func(c *envConfig) { c.Ledger, c.UsageAdmin, c.Spend = l, l, l }
 }
 
 // withLimiter makes l the gateway's quota store, shared by replicas.
@@ -149,9 +157,9 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 	logBuf := &syncbuf.Buffer{}
 	client := models.NewClient(models.BreakerOptions{})
 	c := &envConfig{
+		Backends: client,
 		Options: gateway.Options{
 			Upstream:     client,
-			Backends:     client,
 			Quota:        quota.NewMemory(),
 			Log:          slog.New(slog.NewJSONHandler(logBuf, nil)),
 			MaxBodyBytes: 64 << 10,
@@ -180,6 +188,11 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	projects, _ := c.Projects.(admin.ProjectAdmin)
+	adm := admin.New(admin.Options{Token: c.AdminToken, Keys: c.Admin, Projects: projects, Usage: c.UsageAdmin,
+		Alerts: c.Alerts, Backends: c.Backends, Catalog: cat, Auth: c.Keys, Failed: srv.FailedAuth, AdminAddr: c.AdminAddr,
+		MaxBodyBytes: c.MaxBodyBytes, Log: c.Log})
+	srv.Mount(adm.Routes(), adm.Dashboard)
 	gw := httptest.NewUnstartedServer(srv)
 	gw.Config.BaseContext = srv.BaseContext
 	serverLog := &syncbuf.Buffer{}

@@ -13,6 +13,7 @@ import (
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
+	"github.com/obol/obol/usage"
 )
 
 // keyInfo is GET /v1/key (callingKey): the calling key, what it may do,
@@ -20,28 +21,28 @@ import (
 // budget: the numbers the rate-limit headers and /v1/usage show; its
 // project's limits, spend and budget, and what they leave.
 type keyInfo struct {
-	Object    string       `json:"object"`
-	ID        string       `json:"id"`
-	Name      string       `json:"name"`
-	Tier      string       `json:"tier"`
-	Project   *projectInfo `json:"project"`
-	Models    []string     `json:"models"`
-	Scopes    []string     `json:"scopes"`
-	Limits    keyLimits    `json:"limits"`
-	Remaining keyRemains   `json:"remaining"`
-	Spend     keySpend     `json:"spend"`
-	Budget    *budgetInfo  `json:"budget"` // null: none
+	Object    string           `json:"object"`
+	ID        string           `json:"id"`
+	Name      string           `json:"name"`
+	Tier      string           `json:"tier"`
+	Project   *projectInfo     `json:"project"`
+	Models    []string         `json:"models"`
+	Scopes    []string         `json:"scopes"`
+	Limits    keys.Shown       `json:"limits"`
+	Remaining keyRemains       `json:"remaining"`
+	Spend     usage.MonthSpend `json:"spend"`
+	Budget    *budgetInfo      `json:"budget"` // null: none
 }
 
 // projectInfo is the key's project: its limits, across all its keys, and
 // what they leave now; its spend this month (every key's) and budget.
 type projectInfo struct {
-	ID        string      `json:"id"`
-	Name      string      `json:"name"`
-	Limits    keyLimits   `json:"limits"`
-	Remaining keyRemains  `json:"remaining"`
-	Spend     *keySpend   `json:"spend"`
-	Budget    *budgetInfo `json:"budget"`
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	Limits    keys.Shown        `json:"limits"`
+	Remaining keyRemains        `json:"remaining"`
+	Spend     *usage.MonthSpend `json:"spend"`
+	Budget    *budgetInfo       `json:"budget"`
 }
 
 // budgetInfo is a monthly budget and what is left of it: the budget less
@@ -77,15 +78,6 @@ func budgetOf(lim quota.Limits, alerts []float64, spent money.Money, d quota.Dec
 	return b
 }
 
-// keyLimits are the key's allowances; null is unlimited.
-type keyLimits struct {
-	RPM *int64 `json:"rpm"`
-	TPM *int64 `json:"tpm"`
-	TPD *int64 `json:"tpd"`
-	// Concurrency is the requests it may have in flight at once.
-	Concurrency *int64 `json:"concurrency"`
-}
-
 // keyRemains is what the allowances leave now; null is unlimited.
 type keyRemains struct {
 	Requests    *int64     `json:"requests"`
@@ -95,14 +87,6 @@ type keyRemains struct {
 	InFlight    int64      `json:"in_flight"`
 }
 
-type keySpend struct {
-	Period   string      `json:"period"`
-	Cost     money.Money `json:"cost"`
-	Tokens   int64       `json:"tokens"`
-	Requests int64       `json:"requests"`
-	Currency string      `json:"currency"`
-}
-
 func limit(v int64) *int64 {
 	if v <= 0 {
 		return nil
@@ -110,8 +94,8 @@ func limit(v int64) *int64 {
 	return &v
 }
 
-func limitsOf(l quota.Limits) keyLimits {
-	return keyLimits{RPM: limit(l.RPM), TPM: limit(l.TPM), TPD: limit(l.TPD), Concurrency: limit(l.Concurrency)}
+func limitsOf(l quota.Limits) keys.Shown {
+	return keys.ShownOf(l.RPM, l.TPM, l.TPD, l.Concurrency)
 }
 
 // remainsOf is what lim leaves by the figures of d.
@@ -153,7 +137,7 @@ func (s *Server) callingKey(w http.ResponseWriter, r *http.Request, _ httprouter
 	}
 	info := keyInfo{Object: "api_key", ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes,
 		Limits: limitsOf(k.Limits), Remaining: remainsOf(k.Limits, d, now),
-		Spend: keySpend{Period: period, Cost: sum.TotalCost, Tokens: sum.TotalTokens, Currency: "usd"}}
+		Spend: usage.MonthSpend{Period: period, Cost: sum.TotalCost, Tokens: sum.TotalTokens, Currency: "usd"}}
 	if info.Models == nil {
 		info.Models = []string{}
 	}
@@ -176,10 +160,33 @@ func (s *Server) projectInfoOf(ctx context.Context, k *keys.Identity, d quota.De
 			p.Name = pr.Name
 		}
 	}
-	if spend := s.projectSpend(ctx, k.Project); spend != nil {
-		row := spend[k.Project]
-		p.Spend = spendOf(row)
+	if row, ok := s.projectSpend(ctx, k.Project); ok {
+		p.Spend = usage.SpendOf(now.UTC().Format("2006-01"), row)
 		p.Budget = budgetOf(k.ProjectLimits, k.ProjectAlerts, row.Cost, d, now)
 	}
 	return p
+}
+
+// ProjectNames names projects.
+type ProjectNames interface {
+	Project(id string) (*keys.Project, bool)
+}
+
+// ProjectSpend reads a month's usage by project (only: one).
+type ProjectSpend interface {
+	ByProject(ctx context.Context, month time.Time, only string) (map[string]usage.Row, error)
+}
+
+// projectSpend is a project's ledger this month; false when it cannot
+// be read, which leaves the spend out of the answer.
+func (s *Server) projectSpend(ctx context.Context, project string) (usage.Row, bool) {
+	if s.spend == nil {
+		return usage.Row{}, false
+	}
+	now := time.Now().UTC()
+	rows, err := s.spend.ByProject(ctx, time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC), project)
+	if err != nil {
+		return usage.Row{}, false
+	}
+	return rows[project], true
 }

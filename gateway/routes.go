@@ -7,6 +7,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/admin"
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/crockford"
 )
@@ -32,15 +33,7 @@ func (s *Server) routes(o Options) {
 	get(r, "/healthz", s.healthz)
 	get(r, "/health", s.healthz)
 	get(r, "/readyz", s.readyz)
-	s.dashboardRoutes(r, !o.SeparateAdmin)
 	s.adminRouter = newRouter()
-	s.adminRoutes(s.adminRouter)
-	if o.SeparateAdmin {
-		s.dashboardRoutes(s.adminRouter, true) // the admin view, where the admin API is
-	}
-	if !o.SeparateAdmin {
-		s.adminRoutes(r)
-	}
 	if o.Metrics != nil {
 		metricsRoute := func(w http.ResponseWriter, r *http.Request, _ httprouter.Params) { o.Metrics.ServeHTTP(w, r) }
 		get(s.adminRouter, "/metrics", metricsRoute)
@@ -49,12 +42,40 @@ func (s *Server) routes(o Options) {
 		}
 	}
 	for _, rt := range []*httprouter.Router{r, s.adminRouter} {
-		rt.NotFound = s.unmatched(errNotFound)
+		rt.NotFound = s.unmatched(apierr.NoRoute)
 		rt.MethodNotAllowed = s.unmatched(nil)
 		rt.GlobalOPTIONS = http.HandlerFunc(s.options)
 		rt.PanicHandler = s.panicked
 	}
 	s.router = r
+}
+
+// Mount serves the admin API's routes and the dashboard's: api on the
+// admin listener, and on the public one unless the admin API is kept
+// apart; dashboard(adminView) on each, the admin view where the admin
+// API is.
+func (s *Server) Mount(api []admin.Route, dashboard func(adminView bool) []admin.Route) {
+	s.mount(s.adminRouter, api)
+	if s.separate {
+		s.mount(s.router, dashboard(false))
+		s.mount(s.adminRouter, dashboard(true))
+		return
+	}
+	s.mount(s.router, api)
+	s.mount(s.router, dashboard(true))
+}
+
+func (s *Server) mount(r *httprouter.Router, routes []admin.Route) {
+	for _, rt := range routes {
+		if rt.Page != nil {
+			get(r, rt.Path, rt.Page)
+			continue
+		}
+		h := rt.Handle
+		s.add(r, rt.Method, rt.Path, rt.IDPrefix, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
+			return h(w, r, ps)
+		})
+	}
 }
 
 // get registers h for GET and HEAD (whose answer Go's server sends

@@ -62,26 +62,15 @@ type Options struct {
 	// KeepAlive is the interval of SSE comments sent while a stream waits
 	// for its first token; 0 means 10 seconds.
 	KeepAlive time.Duration
-	// Admin administers the store's keys; AdminToken (OBOL_ADMIN_TOKEN)
-	// opens the admin API. Either unset: the admin API answers 403.
-	Admin      KeyAdmin
-	AdminToken string
-	// Projects administers the projects; nil: /v1/admin/projects
-	// answers 501.
-	Projects ProjectAdmin
+	// Projects names the keys' projects in /v1/key; nil: no names.
+	Projects ProjectNames
 	// AccessLog, when set, receives each request's access-log line as
 	// JSON, encoded by hand, in one Write (Log's JSON handler must write
 	// to the same writer for one stream); nil: the line goes through Log.
 	AccessLog io.Writer
-	// UsageAdmin reads every key's ledger for GET /v1/admin/usage; nil:
-	// that route answers 501.
-	UsageAdmin UsageAdmin
-	// Alerts lists and redelivers budget alerts (the admin API); nil:
-	// those routes answer 501.
-	Alerts AlertAdmin
-	// Backends reports and resets the backends' breakers (the admin API,
-	// readiness); nil: the admin routes answer 501, readiness lists none.
-	Backends BackendAdmin
+	// Spend reads a project's spend this month for /v1/key; nil: none
+	// is shown.
+	Spend ProjectSpend
 	// Prices are each model's prices (none: its tokens cost nothing).
 	Prices map[string]money.Prices
 	// CORS lets pages of other origins call the gateway; none by default.
@@ -99,9 +88,6 @@ type Options struct {
 	// handler; they are then served only by AdminHandler, on a listener of
 	// their own.
 	SeparateAdmin bool
-	// AdminAddr is where the admin listener is, for the messages that
-	// send a person there.
-	AdminAddr string
 	// Meter receives the gateway's metrics; nil means the global
 	// OpenTelemetry meter provider.
 	Meter metric.Meter
@@ -134,16 +120,12 @@ type Server struct {
 	// bodyTimeout bounds the time to receive a request body.
 	bodyTimeout time.Duration
 
-	admins      KeyAdmin
 	leases      *leases
 	accessLog   io.Writer
-	projects    ProjectAdmin
-	usageAdmin  UsageAdmin
-	alerts      AlertAdmin
-	backends    BackendAdmin
+	projects    ProjectNames
+	spend       ProjectSpend
 	shared      Pinger
-	adminToken  keys.AdminToken
-	adminAddr   string
+	separate    bool // the admin API is on AdminHandler only
 	adminRouter *httprouter.Router
 	metrics     *metrics
 	tracer      trace.Tracer
@@ -177,10 +159,9 @@ func New(o Options) (*Server, error) {
 	}
 	s.metrics = newMetrics(o.Meter)
 	s.tracer = defaultTracer(o.Tracer)
-	s.admins, s.projects = o.Admin, o.Projects
+	s.projects, s.spend, s.separate = o.Projects, o.Spend, o.SeparateAdmin
 	s.accessLog = o.AccessLog
-	s.usageAdmin, s.backends, s.shared, s.alerts = o.UsageAdmin, o.Backends, o.SharedStore, o.Alerts
-	s.adminToken, s.adminAddr = keys.NewAdminToken(o.AdminToken), o.AdminAddr
+	s.shared = o.SharedStore
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}

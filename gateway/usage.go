@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/keys"
-	"github.com/obol/obol/usage"
 )
 
 // getUsage is GET /v1/usage: the calling key's ledger for one UTC month,
@@ -22,7 +20,7 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, _ httprouter.P
 	if err := s.authenticate(r, c, keys.ScopeUsage, "GET /v1/usage"); err != nil {
 		return err
 	}
-	period, err := periodParam(r)
+	period, err := httpapi.Period(r)
 	if err != nil {
 		return err
 	}
@@ -54,18 +52,4 @@ func byParam(r *http.Request) (byDay bool, err error) {
 		return true, nil
 	}
 	return false, apierr.BadRequest("by", "by must be day (or left out)")
-}
-
-// periodParam is the request's ?period=YYYY-MM, by default the current
-// UTC month.
-func periodParam(r *http.Request) (string, error) {
-	period := time.Now().UTC().Format("2006-01")
-	if q := r.URL.Query(); q.Has("period") {
-		p, err := usage.ParsePeriod(q.Get("period"))
-		if err != nil {
-			return "", apierr.BadRequest("period", "period must be a month as YYYY-MM, such as "+period)
-		}
-		period = p
-	}
-	return period, nil
 }

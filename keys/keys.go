@@ -39,6 +39,37 @@ type Limits struct {
 	Concurrency *int64 `json:"concurrency,omitempty"`
 }
 
+// Shown are limits as the API shows them: null for none.
+type Shown struct {
+	RPM *int64 `json:"rpm"`
+	TPM *int64 `json:"tpm"`
+	TPD *int64 `json:"tpd"`
+	// Concurrency is the requests that may be in flight at once.
+	Concurrency *int64 `json:"concurrency"`
+}
+
+// ShownOf shows resolved limits, 0 (unlimited) as null.
+func ShownOf(rpm, tpm, tpd, concurrency int64) Shown {
+	v := func(x int64) *int64 {
+		if x <= 0 {
+			return nil
+		}
+		return &x
+	}
+	return Shown{RPM: v(rpm), TPM: v(tpm), TPD: v(tpd), Concurrency: v(concurrency)}
+}
+
+// Shown shows a key's or a project's own limits: absent or 0 as null.
+func (l Limits) Shown() Shown {
+	v := func(x *int64) int64 {
+		if x == nil {
+			return 0
+		}
+		return *x
+	}
+	return ShownOf(v(l.RPM), v(l.TPM), v(l.TPD), v(l.Concurrency))
+}
+
 // Key is an API key as stored: everything but its secret, of which only
 // the SHA-256 is kept.
 type Key struct {

@@ -220,6 +220,26 @@ func (l *Ledger) Used(ctx context.Context, key, project, day string) (int64, err
 	return sum, err
 }
 
+// ByProject is a month's usage (from month, its first instant) summed
+// by project ("" for keys in none), of every project or of only one.
+func (l *Ledger) ByProject(ctx context.Context, month time.Time, only string) (map[string]Row, error) {
+	q := BucketQuery{Start: month, End: month.AddDate(0, 1, 0), ByProject: true}
+	if only != "" {
+		q.Projects = []string{only}
+	}
+	rows, err := l.Buckets(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Row{"": {}}
+	for _, b := range rows {
+		r := out[b.Project]
+		r.AddRow(b.Row)
+		out[b.Project] = r
+	}
+	return out, nil
+}
+
 // levelRows are a key's or a project's (the other "") buckets from start
 // to end.
 func (l *Ledger) levelRows(ctx context.Context, key, project string, start, end time.Time) ([]BucketRow, error) {

@@ -164,3 +164,18 @@ type BucketRow struct {
 
 // ErrGrain is a bucket finer than a store keeps.
 var ErrGrain = errors.New("the store does not keep buckets that fine")
+
+// MonthSpend is a month's usage as the API shows a key's or a project's
+// spend.
+type MonthSpend struct {
+	Period   string      `json:"period"`
+	Cost     money.Money `json:"cost"`
+	Tokens   int64       `json:"tokens"`
+	Requests int64       `json:"requests"`
+	Currency string      `json:"currency"`
+}
+
+// SpendOf is a month's row (period YYYY-MM) as its spend.
+func SpendOf(period string, r Row) *MonthSpend {
+	return &MonthSpend{Period: period, Cost: r.Cost, Tokens: r.Prompt + r.Completion, Requests: r.Requests, Currency: "usd"}
+}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/obol/obol/admin"
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
@@ -94,17 +95,19 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 	a.closers = append(a.closers, reg.Close)
 	upstream := models.NewClient(models.BreakerOptions(cfg.Breaker))
 	a.gw, err = gateway.New(gateway.Options{
-		Catalog: catalog, Upstream: upstream, Backends: upstream,
-		Keys: reg, Admin: reg, Projects: reg, AdminToken: adminToken,
-		Quota: st.quota, SharedStore: st.shared,
-		Ledger: st.ledger, UsageAdmin: st.ledger, Alerts: st.alertAdmin(),
+		Catalog: catalog, Upstream: upstream, Keys: reg, Projects: reg,
+		Quota: st.quota, SharedStore: st.shared, Ledger: st.ledger, Spend: st.ledger,
 		FailureGuard: st.failures, CORS: gateway.CORS{AllowedOrigins: cfg.CORS.AllowedOrigins}, Prices: pricesOf(cfg),
 		Log: log, MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.BodyTimeout, KeepAlive: cfg.StreamKeepAlive,
-		SeparateAdmin: cfg.AdminListen != "", AdminAddr: cfg.AdminListen, Metrics: metricsHandler, AccessLog: access,
+		SeparateAdmin: cfg.AdminListen != "", Metrics: metricsHandler, AccessLog: access,
 	})
 	if err != nil {
 		return nil, err
 	}
+	adm := admin.New(admin.Options{Token: adminToken, Keys: reg, Projects: reg, Usage: st.ledger, Alerts: st.alertAdmin(),
+		Backends: upstream, Catalog: catalog, Auth: reg, Failed: a.gw.FailedAuth, AdminAddr: cfg.AdminListen,
+		MaxBodyBytes: cfg.MaxBodyBytes, Log: log})
+	a.gw.Mount(adm.Routes(), adm.Dashboard)
 	a.models = len(catalog.List())
 	return a, nil
 }

@@ -17,8 +17,8 @@ import (
 // token from OBOL_ADMIN_TOKEN: the CLI holds no store credentials and
 // goes through the same checks as any other admin client.
 
-// admin is a client of the admin API.
-type admin struct {
+// adminClient is a client of the admin API.
+type adminClient struct {
 	server string
 	token  string
 	json   bool
@@ -35,7 +35,7 @@ func adminFlags(fs *flag.FlagSet, getenv func(string) string) (*string, *bool) {
 	return fs.String("server", def, "the gateway (or its admin listener)"), fs.Bool("json", false, "print JSON, for scripts")
 }
 
-func newAdmin(server string, asJSON bool, stdout io.Writer, getenv func(string) string) (*admin, error) {
+func newAdmin(server string, asJSON bool, stdout io.Writer, getenv func(string) string) (*adminClient, error) {
 	tok := getenv("OBOL_ADMIN_TOKEN")
 	if tok == "" {
 		return nil, &usageError{msg: "set OBOL_ADMIN_TOKEN to the gateway's admin token"}
@@ -43,7 +43,7 @@ func newAdmin(server string, asJSON bool, stdout io.Writer, getenv func(string) 
 	if _, err := url.ParseRequestURI(server); err != nil {
 		return nil, &usageError{msg: fmt.Sprintf("--server %q: want a URL such as http://127.0.0.1:8080", server)}
 	}
-	return &admin{server: strings.TrimSuffix(server, "/"), token: tok, json: asJSON, out: stdout, hc: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &adminClient{server: strings.TrimSuffix(server, "/"), token: tok, json: asJSON, out: stdout, hc: &http.Client{Timeout: 30 * time.Second}}, nil
 }
 
 // apiError is an error answer of the admin API.
@@ -63,7 +63,7 @@ func (e *apiError) Error() string {
 }
 
 // call sends a request and returns the answer's body, or the API's error.
-func (a *admin) call(ctx context.Context, method, path string, body any) ([]byte, error) {
+func (a *adminClient) call(ctx context.Context, method, path string, body any) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -111,7 +111,7 @@ func (a *admin) call(ctx context.Context, method, path string, body any) ([]byte
 
 // decoded is false, having printed b as it came, with --json; else it
 // decodes b into v (what names it in an error) for a table.
-func (a *admin) decoded(b []byte, v any, what string) (bool, error) {
+func (a *adminClient) decoded(b []byte, v any, what string) (bool, error) {
 	if a.json {
 		_, err := a.out.Write(append(b, '\n'))
 		return false, err

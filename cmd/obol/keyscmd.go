@@ -331,7 +331,7 @@ func (f budgetFlags) body(set map[string]bool, body map[string]any, create bool)
 	return nil
 }
 
-func (a *admin) printKey(b []byte, created bool) error {
+func (a *adminClient) printKey(b []byte, created bool) error {
 	var k cliKey
 	if ok, err := a.decoded(b, &k, "key"); !ok {
 		return err
@@ -373,7 +373,7 @@ func (a *admin) printKey(b []byte, created bool) error {
 	return nil
 }
 
-func (a *admin) printList(b []byte) error {
+func (a *adminClient) printList(b []byte) error {
 	var list struct {
 		Data []cliKey `json:"data"`
 	}

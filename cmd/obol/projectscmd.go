@@ -182,7 +182,7 @@ func (f *projectFlags) body(fs *flag.FlagSet, create bool) (map[string]any, erro
 	return body, nil
 }
 
-func (a *admin) printProject(b []byte) error {
+func (a *adminClient) printProject(b []byte) error {
 	var p cliProject
 	if ok, err := a.decoded(b, &p, "project"); !ok {
 		return err
@@ -204,7 +204,7 @@ func (a *admin) printProject(b []byte) error {
 	return tw.Flush()
 }
 
-func (a *admin) printProjects(b []byte) error {
+func (a *adminClient) printProjects(b []byte) error {
 	var list struct {
 		Data []cliProject `json:"data"`
 	}

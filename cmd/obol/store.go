@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/obol/obol/admin"
 	"github.com/obol/obol/alerts"
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/internal/pgdb"
@@ -48,7 +49,7 @@ type store struct {
 
 // alertAdmin is what the admin API lists and redelivers: nil (501)
 // without webhooks.
-func (s *store) alertAdmin() gateway.AlertAdmin {
+func (s *store) alertAdmin() admin.AlertAdmin {
 	if len(s.hooks) == 0 {
 		return nil
 	}

@@ -134,6 +134,14 @@ func BadRequest(param, msg string) *Error {
 	return &Error{Code: CodeBadRequest, Param: param, Message: msg}
 }
 
+// The answers of a route that does not exist, and of a request with no
+// credential or one that is not a key.
+var (
+	NoRoute = &Error{Code: CodeNotFound, Message: "no such route; see /v1/models and the API reference"}
+	NoKey   = &Error{Code: CodeUnauthorized, Message: "missing API key: send Authorization: Bearer sk-… or X-Api-Key"}
+	BadKey  = &Error{Code: CodeUnauthorized, Message: "invalid API key"}
+)
+
 // errorBody is the API's error shape. "error" must be the first key:
 // go-openai recognises a stream error event by the prefix `data: {"error":`.
 type errorBody struct {

@@ -6,6 +6,10 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"time"
+
+	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/usage"
 )
 
 // WriteJSON answers with v as JSON.
@@ -30,4 +34,17 @@ func Credential(r *http.Request) string {
 		return ""
 	}
 	return strings.TrimSpace(r.Header.Get("X-Api-Key"))
+}
+
+// Period is the request's ?period=YYYY-MM (default the current UTC month).
+func Period(r *http.Request) (string, error) {
+	period := time.Now().UTC().Format("2006-01")
+	if q := r.URL.Query(); q.Has("period") {
+		p, err := usage.ParsePeriod(q.Get("period"))
+		if err != nil {
+			return "", apierr.BadRequest("period", "period must be a month as YYYY-MM, such as "+period)
+		}
+		period = p
+	}
+	return period, nil
 }

@@ -1,4 +1,4 @@
-package gateway
+package admin
 
 import (
 	"context"
@@ -59,18 +59,12 @@ func alertViewOf(d alerts.Delivery) alertView {
 	return v
 }
 
-// alertRoutes registers /alerts under an admin prefix.
-func (s *Server) alertRoutes(r *httprouter.Router, prefix string) {
-	s.add(r, "GET", prefix+"/alerts", "adm", s.admin(s.listAlerts))
-	s.add(r, "POST", prefix+"/alerts/:id/redeliver", "adm", s.admin(s.redeliverAlert))
-}
-
 var alertPeriod = regexp.MustCompile(`^\d{4}-\d{2}$`)
 
 // listAlerts is GET /v1/admin/alerts: deliveries, newest first, by
 // subject (key= or project=), period (YYYY-MM), state and limit.
-func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
-	if s.alerts == nil {
+func (a *API) listAlerts(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+	if a.alerts == nil {
 		return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this gateway sends no budget alerts (no webhooks are configured)"}
 	}
 	q := r.URL.Query()
@@ -101,7 +95,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, _ httprouter
 			return apierr.BadRequest(name, fmt.Sprintf("unknown parameter %q; alerts take key, project, period, state and limit", clip.String(name, 40)))
 		}
 	}
-	ds, err := s.alerts.Deliveries(r.Context(), f)
+	ds, err := a.alerts.Deliveries(r.Context(), f)
 	if err != nil {
 		return apierr.Unavailable("the alert deliveries cannot be read right now; retry shortly", err)
 	}
@@ -115,11 +109,11 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, _ httprouter
 
 // redeliverAlert is POST /v1/admin/alerts/{id}/redeliver: the delivery is
 // pending again, sent at once to every webhook and retried as a new one.
-func (s *Server) redeliverAlert(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
-	if s.alerts == nil {
+func (a *API) redeliverAlert(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+	if a.alerts == nil {
 		return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this gateway sends no budget alerts (no webhooks are configured)"}
 	}
-	d, err := s.alerts.Redeliver(r.Context(), ps.ByName("id"))
+	d, err := a.alerts.Redeliver(r.Context(), ps.ByName("id"))
 	switch {
 	case errors.Is(err, alerts.ErrNotFound):
 		return &apierr.Error{Code: apierr.CodeNotFound, Param: "id", Message: fmt.Sprintf("no alert delivery %q", clip.String(ps.ByName("id"), 40))}

@@ -1,4 +1,4 @@
-package gateway
+package admin
 
 import (
 	"context"
@@ -62,16 +62,16 @@ type reportQuery struct {
 	csv        bool
 }
 
-func (s *Server) organization(rep report) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
-		if s.usageAdmin == nil {
+func (a *API) organization(rep report) Handler {
+	return func(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+		if a.usage == nil {
 			return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this ledger cannot report usage"}
 		}
 		q, err := parseReport(r.URL.Query(), rep)
 		if err != nil {
 			return err
 		}
-		buckets, next, err := s.reportBuckets(r.Context(), rep, q)
+		buckets, next, err := a.reportBuckets(r.Context(), rep, q)
 		if err != nil {
 			return err
 		}
@@ -179,7 +179,7 @@ func listParam(v url.Values, name string) []string {
 // reportBuckets reads one page of buckets: up to limit of them from
 // start, each with a result per group, and the next page's cursor (the
 // next bucket's start: new usage arriving does not move it).
-func (s *Server) reportBuckets(ctx context.Context, rep report, q *reportQuery) ([]map[string]any, string, error) {
+func (a *API) reportBuckets(ctx context.Context, rep report, q *reportQuery) ([]map[string]any, string, error) {
 	if q.width == "1m" {
 		return nil, "", errGrain(q.width)
 	}
@@ -191,7 +191,7 @@ func (s *Server) reportBuckets(ctx context.Context, rep report, q *reportQuery) 
 	} else {
 		end = q.end
 	}
-	rows, err := s.usageAdmin.Buckets(ctx, usage.BucketQuery{Start: q.start, End: end, Hourly: q.width != "1d",
+	rows, err := a.usage.Buckets(ctx, usage.BucketQuery{Start: q.start, End: end, Hourly: q.width != "1d",
 		Kind: rep.kind, Keys: q.keys, Models: q.models, Projects: q.projects, ByKey: slices.Contains(q.groups, "api_key_id"),
 		ByModel:   slices.Contains(q.groups, "model") || slices.Contains(q.groups, "line_item"),
 		ByProject: slices.Contains(q.groups, "project_id")})

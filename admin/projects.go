@@ -1,4 +1,4 @@
-package gateway
+package admin
 
 import (
 	"bytes"
@@ -33,16 +33,16 @@ type projectView struct {
 	ID        string            `json:"id"`
 	Object    string            `json:"object"`
 	Name      string            `json:"name"`
-	Limits    keyLimits         `json:"limits"`
+	Limits    keys.Shown        `json:"limits"`
 	Budget    *keys.Budget      `json:"budget"`
 	Metadata  map[string]string `json:"metadata"`
 	Source    string            `json:"source"` // config or api
 	CreatedAt *time.Time        `json:"created_at"`
-	Spend     *keySpend         `json:"spend,omitempty"`
+	Spend     *usage.MonthSpend `json:"spend,omitempty"`
 }
 
 func projectViewOf(p *keys.Project) projectView {
-	v := projectView{ID: p.ID, Object: "project", Name: p.Name, Limits: ownLimits(p.Limits), Budget: p.Budget,
+	v := projectView{ID: p.ID, Object: "project", Name: p.Name, Limits: p.Limits.Shown(), Budget: p.Budget,
 		Metadata: p.Metadata, Source: "api"}
 	if p.Config {
 		v.Source = "config"
@@ -58,17 +58,6 @@ func projectViewOf(p *keys.Project) projectView {
 		v.Metadata = map[string]string{}
 	}
 	return v
-}
-
-// ownLimits shows a project's limits: null (or 0) is unlimited.
-func ownLimits(l keys.Limits) keyLimits {
-	v := func(x *int64) *int64 {
-		if x == nil || *x <= 0 {
-			return nil
-		}
-		return x
-	}
-	return keyLimits{RPM: v(l.RPM), TPM: v(l.TPM), TPD: v(l.TPD), Concurrency: v(l.Concurrency)}
 }
 
 // projectRequest is the body of a project's create or update; budget is
@@ -125,23 +114,13 @@ func applyBudget(dst **keys.Budget, raw json.RawMessage) error {
 	return nil
 }
 
-// projectRoutes registers /projects under an admin prefix.
-func (s *Server) projectRoutes(r *httprouter.Router, prefix string) {
-	for _, rt := range []struct {
-		method, path string
-		h            handlerFunc
-	}{
-		{"POST", "/projects", s.createProject}, {"GET", "/projects", s.listProjects},
-		{"GET", "/projects/:id", s.getProject}, {"PATCH", "/projects/:id", s.updateProject},
-		{"DELETE", "/projects/:id", s.deleteProject},
-	} {
-		h := rt.h
-		s.add(r, rt.method, prefix+rt.path, "adm", s.admin(func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
-			if s.projects == nil {
-				return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this gateway has no project store"}
-			}
-			return h(w, r, ps, c)
-		}))
+// withProjects answers 501 for h where there is no project store.
+func (a *API) withProjects(h Handler) Handler {
+	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+		if a.projects == nil {
+			return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this gateway has no project store"}
+		}
+		return h(w, r, ps)
 	}
 }
 
@@ -159,8 +138,8 @@ func projectError(err error) error {
 }
 
 // createProject is POST /v1/admin/projects.
-func (s *Server) createProject(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
-	pr, err := decodeProjectRequest(r, s.maxBody)
+func (a *API) createProject(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+	pr, err := decodeProjectRequest(r, a.maxBody)
 	if err != nil {
 		return err
 	}
@@ -171,97 +150,80 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request, _ httprou
 	if err := pr.apply(p); err != nil {
 		return err
 	}
-	if err := s.projects.CreateProject(r.Context(), p); err != nil {
+	if err := a.projects.CreateProject(r.Context(), p); err != nil {
 		return projectError(err)
 	}
-	s.log.Info("project created", "project", p.ID, "name", p.Name)
-	return httpapi.WriteJSON(w, http.StatusCreated, s.withSpend(r.Context(), projectViewOf(p)))
+	a.log.Info("project created", "project", p.ID, "name", p.Name)
+	return httpapi.WriteJSON(w, http.StatusCreated, a.withSpend(r.Context(), projectViewOf(p)))
 }
 
-func (s *Server) listProjects(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
-	ps := s.projects.Projects()
+func (a *API) listProjects(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+	ps := a.projects.Projects()
 	list := struct {
 		Object string        `json:"object"`
 		Data   []projectView `json:"data"`
 	}{Object: "list", Data: make([]projectView, 0, len(ps))}
-	spend := s.projectSpend(r.Context(), "")
+	spend := a.projectSpend(r.Context(), "")
 	for _, p := range ps {
 		v := projectViewOf(p)
 		if spend != nil {
-			v.Spend = spendOf(spend[p.ID])
+			v.Spend = usage.SpendOf(time.Now().UTC().Format("2006-01"), spend[p.ID])
 		}
 		list.Data = append(list.Data, v)
 	}
 	return httpapi.WriteJSON(w, http.StatusOK, list)
 }
 
-func (s *Server) getProject(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
-	p, ok := s.projects.Project(ps.ByName("id"))
+func (a *API) getProject(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+	p, ok := a.projects.Project(ps.ByName("id"))
 	if !ok {
 		return projectError(keys.ErrNotFound)
 	}
-	return httpapi.WriteJSON(w, http.StatusOK, s.withSpend(r.Context(), projectViewOf(p)))
+	return httpapi.WriteJSON(w, http.StatusOK, a.withSpend(r.Context(), projectViewOf(p)))
 }
 
-func (s *Server) updateProject(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
-	pr, err := decodeProjectRequest(r, s.maxBody)
+func (a *API) updateProject(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+	pr, err := decodeProjectRequest(r, a.maxBody)
 	if err != nil {
 		return err
 	}
 	if pr.ID != nil && *pr.ID != ps.ByName("id") {
 		return apierr.BadRequest("id", "a project's id cannot change")
 	}
-	p, err := s.projects.UpdateProject(r.Context(), ps.ByName("id"), pr.apply)
+	p, err := a.projects.UpdateProject(r.Context(), ps.ByName("id"), pr.apply)
 	if err != nil {
 		return projectError(err)
 	}
-	s.log.Info("project updated", "project", p.ID)
-	return httpapi.WriteJSON(w, http.StatusOK, s.withSpend(r.Context(), projectViewOf(p)))
+	a.log.Info("project updated", "project", p.ID)
+	return httpapi.WriteJSON(w, http.StatusOK, a.withSpend(r.Context(), projectViewOf(p)))
 }
 
-func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
+func (a *API) deleteProject(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
 	id := ps.ByName("id")
-	if err := s.projects.DeleteProject(r.Context(), id); err != nil {
+	if err := a.projects.DeleteProject(r.Context(), id); err != nil {
 		return projectError(err)
 	}
-	s.log.Info("project deleted", "project", id)
+	a.log.Info("project deleted", "project", id)
 	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "object": "project.deleted", "deleted": true})
 }
 
 // projectSpend is this month's ledger by project (only: one project);
 // nil when it cannot be read, which leaves the spend out of the answer.
-func (s *Server) projectSpend(ctx context.Context, only string) map[string]usage.Row {
-	if s.usageAdmin == nil {
+func (a *API) projectSpend(ctx context.Context, only string) map[string]usage.Row {
+	if a.usage == nil {
 		return nil
 	}
 	now := time.Now().UTC()
-	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	q := usage.BucketQuery{Start: start, End: start.AddDate(0, 1, 0), ByProject: true}
-	if only != "" {
-		q.Projects = []string{only}
-	}
-	rows, err := s.usageAdmin.Buckets(ctx, q)
+	rows, err := a.usage.ByProject(ctx, time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC), only)
 	if err != nil {
 		return nil
 	}
-	out := map[string]usage.Row{"": {}}
-	for _, b := range rows {
-		r := out[b.Project]
-		r.AddRow(b.Row)
-		out[b.Project] = r
-	}
-	return out
+	return rows
 }
 
-// spendOf is a month's row as the spend shown.
-func spendOf(r usage.Row) *keySpend {
-	return &keySpend{Period: time.Now().UTC().Format("2006-01"), Cost: r.Cost, Tokens: r.Prompt + r.Completion,
-		Requests: r.Requests, Currency: "usd"}
-}
-
-func (s *Server) withSpend(ctx context.Context, v projectView) projectView {
-	if spend := s.projectSpend(ctx, v.ID); spend != nil {
-		v.Spend = spendOf(spend[v.ID])
+func (a *API) withSpend(ctx context.Context, v projectView) projectView {
+	if spend := a.projectSpend(ctx, v.ID); spend != nil {
+		v.Spend = usage.SpendOf(time.Now().UTC().Format("2006-01"), spend[v.ID])
 	}
 	return v
 }

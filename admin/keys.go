@@ -1,4 +1,4 @@
-package gateway
+package admin
 
 import (
 	"bytes"
@@ -34,27 +34,46 @@ type KeyAdmin interface {
 type UsageAdmin interface {
 	// Buckets reads usage by time bucket (usage.ErrGrain: too fine).
 	Buckets(ctx context.Context, q usage.BucketQuery) ([]usage.BucketRow, error)
+	// ByProject is a month's usage by project (only: one).
+	ByProject(ctx context.Context, month time.Time, only string) (map[string]usage.Row, error)
 }
 
-// adminRoutes registers the admin API on r.
-func (s *Server) adminRoutes(r *httprouter.Router) {
+// Routes are the admin API's routes, each behind the admin token: keys,
+// projects, alerts, usage, backends, and OpenAI's organization usage and
+// costs reports.
+func (a *API) Routes() []Route {
+	var rs []Route
+	add := func(method, path string, h Handler) {
+		rs = append(rs, Route{Method: method, Path: path, IDPrefix: "adm", Handle: a.guarded(h)})
+	}
 	for _, p := range []string{"/v1/admin", "/api/v1/admin"} {
-		s.add(r, "POST", p+"/keys", "adm", s.admin(s.createKey))
-		s.add(r, "GET", p+"/keys", "adm", s.admin(s.listKeys))
-		s.add(r, "GET", p+"/keys/:id", "adm", s.admin(s.getKey))
-		s.add(r, "PATCH", p+"/keys/:id", "adm", s.admin(s.updateKey))
-		s.add(r, "DELETE", p+"/keys/:id", "adm", s.admin(s.revokeKey))
-		s.projectRoutes(r, p)
-		s.alertRoutes(r, p)
-		s.add(r, "GET", p+"/usage", "adm", s.admin(s.adminUsage))
-		s.add(r, "GET", p+"/backends", "adm", s.admin(s.listBackends))
-		s.add(r, "POST", p+"/backends/*rest", "adm", s.admin(s.resetBackend))
+		add("POST", p+"/keys", a.createKey)
+		add("GET", p+"/keys", a.listKeys)
+		add("GET", p+"/keys/:id", a.getKey)
+		add("PATCH", p+"/keys/:id", a.updateKey)
+		add("DELETE", p+"/keys/:id", a.revokeKey)
+		for _, rt := range []struct {
+			method, path string
+			h            Handler
+		}{
+			{"POST", "/projects", a.createProject}, {"GET", "/projects", a.listProjects},
+			{"GET", "/projects/:id", a.getProject}, {"PATCH", "/projects/:id", a.updateProject},
+			{"DELETE", "/projects/:id", a.deleteProject},
+		} {
+			add(rt.method, p+rt.path, a.withProjects(rt.h))
+		}
+		add("GET", p+"/alerts", a.listAlerts)
+		add("POST", p+"/alerts/:id/redeliver", a.redeliverAlert)
+		add("GET", p+"/usage", a.adminUsage)
+		add("GET", p+"/backends", a.listBackends)
+		add("POST", p+"/backends/*rest", a.resetBackend)
 	}
 	for _, p := range []string{"/v1/organization", "/api/v1/organization"} {
-		s.add(r, "GET", p+"/usage/completions", "adm", s.admin(s.organization(completionsReport)))
-		s.add(r, "GET", p+"/usage/embeddings", "adm", s.admin(s.organization(embeddingsReport)))
-		s.add(r, "GET", p+"/costs", "adm", s.admin(s.organization(costsReport)))
+		add("GET", p+"/usage/completions", a.organization(completionsReport))
+		add("GET", p+"/usage/embeddings", a.organization(embeddingsReport))
+		add("GET", p+"/costs", a.organization(costsReport))
 	}
+	return rs
 }
 
 // keyView is a key as the admin API shows it: never its secret or digest.
@@ -272,8 +291,8 @@ func adminError(err error) error {
 }
 
 // createKey is POST /v1/admin/keys: the answer holds the secret, once.
-func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
-	kr, err := decodeKeyRequest(r, s.maxBody)
+func (a *API) createKey(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+	kr, err := decodeKeyRequest(r, a.maxBody)
 	if err != nil {
 		return err
 	}
@@ -289,19 +308,19 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ httprouter.
 	if kr.Scopes != nil {
 		spec.Scopes = k.Scopes
 	}
-	created, secret, err := s.admins.Create(r.Context(), spec)
+	created, secret, err := a.keys.Create(r.Context(), spec)
 	if err != nil {
 		return adminError(err)
 	}
 	v := viewOf(created)
 	v.Secret = secret
 	w.Header().Set("Cache-Control", "no-store")
-	s.log.Info("key created", "key_id", created.ID, "tier", created.Tier, "name", created.Name)
+	a.log.Info("key created", "key_id", created.ID, "tier", created.Tier, "name", created.Name)
 	return httpapi.WriteJSON(w, http.StatusCreated, v)
 }
 
-func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
-	ks, err := s.admins.List(r.Context())
+func (a *API) listKeys(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+	ks, err := a.keys.List(r.Context())
 	if err != nil {
 		return adminError(err)
 	}
@@ -315,23 +334,23 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ httprouter.P
 	return httpapi.WriteJSON(w, http.StatusOK, list)
 }
 
-func (s *Server) getKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
-	k, err := s.admins.Get(r.Context(), ps.ByName("id"))
+func (a *API) getKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+	k, err := a.keys.Get(r.Context(), ps.ByName("id"))
 	if err != nil {
 		return adminError(err)
 	}
 	return httpapi.WriteJSON(w, http.StatusOK, viewOf(k))
 }
 
-func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
-	kr, err := decodeKeyRequest(r, s.maxBody)
+func (a *API) updateKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+	kr, err := decodeKeyRequest(r, a.maxBody)
 	if err != nil {
 		return err
 	}
 	if kr.Tier != nil && *kr.Tier == "" {
 		return apierr.BadRequest("tier", "tier cannot be empty")
 	}
-	k, err := s.admins.Update(r.Context(), ps.ByName("id"), func(k *keys.Key) error {
+	k, err := a.keys.Update(r.Context(), ps.ByName("id"), func(k *keys.Key) error {
 		if k.RevokedAt != nil {
 			return &apierr.Error{Code: apierr.CodeConflict, Message: "the key is revoked; create a new one"}
 		}
@@ -340,16 +359,16 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, ps httprouter
 	if err != nil {
 		return adminError(err)
 	}
-	s.log.Info("key updated", "key_id", k.ID, "tier", k.Tier)
+	a.log.Info("key updated", "key_id", k.ID, "tier", k.Tier)
 	return httpapi.WriteJSON(w, http.StatusOK, viewOf(k))
 }
 
-func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
-	k, err := s.admins.Revoke(r.Context(), ps.ByName("id"))
+func (a *API) revokeKey(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+	k, err := a.keys.Revoke(r.Context(), ps.ByName("id"))
 	if err != nil {
 		return adminError(err)
 	}
-	s.log.Info("key revoked", "key_id", k.ID)
+	a.log.Info("key revoked", "key_id", k.ID)
 	return httpapi.WriteJSON(w, http.StatusOK, viewOf(k))
 }
 
@@ -364,35 +383,35 @@ var errNoBackends = &apierr.Error{Code: apierr.CodeNotImplemented, Message: "thi
 
 // listBackends is GET /v1/admin/backends: every backend's breaker state,
 // load and wait.
-func (s *Server) listBackends(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
-	ba := s.backends
+func (a *API) listBackends(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+	ba := a.backends
 	if ba == nil {
 		return errNoBackends
 	}
 	list := struct {
 		Object string                 `json:"object"`
 		Data   []models.BackendStatus `json:"data"`
-	}{Object: "list", Data: ba.Status(s.catalog.List())}
+	}{Object: "list", Data: ba.Status(a.catalog.List())}
 	return httpapi.WriteJSON(w, http.StatusOK, list)
 }
 
 // resetBackend is POST /v1/admin/backends/{name}/reset: close the
 // breakers of the backends of that name (or MODEL/NAME).
-func (s *Server) resetBackend(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
+func (a *API) resetBackend(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
 	name, ok := strings.CutSuffix(strings.TrimPrefix(ps.ByName("rest"), "/"), "/reset")
 	if !ok || name == "" {
-		return errNotFound
+		return apierr.NoRoute
 	}
-	ba := s.backends
+	ba := a.backends
 	if ba == nil {
 		return errNoBackends
 	}
-	if ba.Reset(s.catalog.List(), name) == 0 {
+	if ba.Reset(a.catalog.List(), name) == 0 {
 		return &apierr.Error{Code: apierr.CodeNotFound, Param: "name", Message: "no backend is named " + clip.String(name, 40)}
 	}
-	s.log.Info("backend breaker reset", "backend", name)
+	a.log.Info("backend breaker reset", "backend", name)
 	var out []models.BackendStatus
-	for _, st := range ba.Status(s.catalog.List()) {
+	for _, st := range ba.Status(a.catalog.List()) {
 		if st.Name == name || st.Model+"/"+st.Name == name {
 			out = append(out, st)
 		}

@@ -1,4 +1,4 @@
-package gateway
+package admin
 
 import (
 	"context"
@@ -54,12 +54,12 @@ type adminUsageReport struct {
 // adminUsage is GET /v1/admin/usage?period=YYYY-MM[&key=ID][&project=ID]
 // [&by=day][&format=csv]: every key's and project's month, for a billing
 // run, in one read of the ledger.
-func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *call) error {
-	period, err := periodParam(r)
+func (a *API) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+	period, err := httpapi.Period(r)
 	if err != nil {
 		return err
 	}
-	if s.usageAdmin == nil {
+	if a.usage == nil {
 		return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this ledger cannot list every key"}
 	}
 	q := r.URL.Query()
@@ -71,7 +71,7 @@ func (s *Server) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter
 	if p := q.Get("project"); p != "" {
 		bq.Projects = []string{p}
 	}
-	rows, err := s.usageAdmin.Buckets(r.Context(), bq)
+	rows, err := a.usage.Buckets(r.Context(), bq)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return err

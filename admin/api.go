@@ -1,0 +1,124 @@
+// Package admin is the admin-token API — keys, projects, usage for
+// billing, budget alerts, backends, OpenAI's organization usage and costs
+// reports — and the dashboard's routes. It exposes routes for the
+// gateway to serve on its public or its admin listener; it imports
+// neither the gateway nor the quota store.
+package admin
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/httpapi"
+	"github.com/obol/obol/keys"
+	"github.com/obol/obol/models"
+)
+
+// Handler answers an API route; an error it returns is the answer, which
+// the router's wrapper writes (apierr.Write) and logs.
+type Handler func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error
+
+// Route is a route to mount: an API route (Handle, its request ids
+// starting with IDPrefix) or a page or file served as it is (Page).
+type Route struct {
+	Method, Path string
+	IDPrefix     string
+	Handle       Handler
+	Page         httprouter.Handle
+}
+
+// Authenticator finds the identity an API key belongs to (nil for none);
+// an error means it could not tell.
+type Authenticator interface {
+	Authenticate(ctx context.Context, secret string) (*keys.Identity, error)
+}
+
+// Options configure the admin API. Token opens it; without it, or
+// without Keys, every admin route answers 403.
+type Options struct {
+	Token    string
+	Keys     KeyAdmin
+	Projects ProjectAdmin // nil: the projects routes answer 501
+	Usage    UsageAdmin   // nil: the usage routes answer 501
+	Alerts   AlertAdmin   // nil: the alerts routes answer 501
+	Backends BackendAdmin // nil: the backends routes answer 501
+	Catalog  *models.Catalog
+	// Auth authenticates the API keys the dashboard's sign-in is given.
+	Auth Authenticator
+	// Failed answers a credential that failed (a wrong admin token, an
+	// unknown key): the caller's failed-authentication guard counts it
+	// and may answer 429 instead; nil answers e as it is.
+	Failed func(r *http.Request, e *apierr.Error) *apierr.Error
+	// AdminAddr is where the admin listener is, for the messages that
+	// send a person there.
+	AdminAddr string
+	// MaxBodyBytes bounds a request body (at most 64 KiB is read).
+	MaxBodyBytes int64
+	Log          *slog.Logger
+}
+
+// API is the admin API.
+type API struct {
+	token     keys.AdminToken
+	keys      KeyAdmin
+	projects  ProjectAdmin
+	usage     UsageAdmin
+	alerts    AlertAdmin
+	backends  BackendAdmin
+	catalog   *models.Catalog
+	auth      Authenticator
+	failedFn  func(r *http.Request, e *apierr.Error) *apierr.Error
+	adminAddr string
+	maxBody   int64
+	log       *slog.Logger
+}
+
+// New returns the admin API.
+func New(o Options) *API {
+	a := &API{token: keys.NewAdminToken(o.Token), keys: o.Keys, projects: o.Projects, usage: o.Usage, alerts: o.Alerts,
+		backends: o.Backends, catalog: o.Catalog, auth: o.Auth, failedFn: o.Failed, adminAddr: o.AdminAddr,
+		maxBody: o.MaxBodyBytes, log: o.Log}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.maxBody <= 0 {
+		a.maxBody = 64 << 10
+	}
+	return a
+}
+
+func (a *API) failed(r *http.Request, e *apierr.Error) *apierr.Error {
+	if a.failedFn == nil {
+		return e
+	}
+	return a.failedFn(r, e)
+}
+
+// guarded opens h to the admin token, and to nothing else: an API key is
+// refused whatever its scopes, so that a leaked key cannot make itself
+// more keys.
+func (a *API) guarded(h Handler) Handler {
+	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+		if !a.token.Set() || a.keys == nil {
+			return &apierr.Error{Code: apierr.CodeForbidden,
+				Message: "the admin API is off: start the gateway with OBOL_ADMIN_TOKEN set"}
+		}
+		tok := httpapi.Credential(r)
+		if tok == "" {
+			return &apierr.Error{Code: apierr.CodeUnauthorized, Message: "missing admin token: send Authorization: Bearer <OBOL_ADMIN_TOKEN>"}
+		}
+		if !a.token.Matches(tok) {
+			msg := "invalid admin token"
+			if strings.HasPrefix(tok, "sk-") {
+				msg = "admin routes take the admin token, not an API key"
+			}
+			return a.failed(r, &apierr.Error{Code: apierr.CodeUnauthorized, Message: msg})
+		}
+		return h(w, r, ps)
+	}
+}
