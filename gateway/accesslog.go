@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/jsonenc"
 )
 
 // accessLine is one request's access-log line: the fields, in order, as
@@ -138,5 +139,5 @@ func appendMs(b []byte, name string, d time.Duration) []byte {
 // (without HTML escaping).
 func appendStr(b []byte, name, v string) []byte {
 	b = append(append(append(b, `,"`...), name...), `":`...)
-	return appendQuoted(b, v, false)
+	return jsonenc.AppendQuoted(b, v, false)
 }

@@ -3,9 +3,9 @@ package gateway
 import (
 	"errors"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/obol/obol/internal/chunk"
+	"github.com/obol/obol/internal/jsonenc"
 )
 
 // appendCompat encodes a chunk as json.Marshal would, without reflection
@@ -25,7 +25,7 @@ func (rl *relay) appendCompat(ev compatChunk) []byte {
 func (rl *relay) appendNative(ev *nativeChunk) []byte {
 	b := appendExtra(rl.head(ev.ID, ev.Object, ev.Created, ev.Model), ev.SystemFingerprint, ev.ServiceTier)
 	b = append(append(b, `,"choices":`...), ev.Choices...)
-	b = appendJSONString(append(b, `,"delta":`...), ev.Delta)
+	b = jsonenc.AppendString(append(b, `,"delta":`...), ev.Delta)
 	if ev.Usage != nil {
 		b = appendUsage(append(b, `,"usage":`...), ev.Usage)
 	}
@@ -59,70 +59,14 @@ func (rl *relay) head(id, object string, created int64, model string) []byte {
 	return append(b, '"')
 }
 
-// appendJSONString appends s as a JSON string, escaped as encoding/json
-// escapes it.
-func appendJSONString(b []byte, s string) []byte { return appendQuoted(b, s, true) }
-
-// appendQuoted appends s as a JSON string: quotes, backslashes and
-// control characters escaped, invalid UTF-8 as U+FFFD, U+2028 and U+2029
-// escaped for JavaScript, and with html (as encoding/json, unlike slog)
-// <, > and & too.
-func appendQuoted(b []byte, s string, html bool) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && (!html || (c != '<' && c != '>' && c != '&')) {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(append(b, s[start:i]...), `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(append(b, s[start:i]...), '\\', 'u', '2', '0', '2', hex[r&0xf])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
-	}
-	return append(append(b, s[start:]...), '"')
-}
-
 // appendNativeResponse encodes DESIGN.md's native answer as json.Marshal
 // would, with the backend's choices passed through as they came.
 func appendNativeResponse(b []byte, id string, created int64, model string, comp *chunk.Chunk, u *Usage) []byte {
 	b = append(b, `{"id":`...)
-	b = appendJSONString(b, id)
+	b = jsonenc.AppendString(b, id)
 	b = append(b, `,"object":"chat.completion","created":`...)
 	b = strconv.AppendInt(b, created, 10)
-	b = appendJSONString(append(b, `,"model":`...), model)
+	b = jsonenc.AppendString(append(b, `,"model":`...), model)
 	b = appendExtra(b, comp.SystemFingerprint, comp.ServiceTier)
 	b = append(append(b, `,"choices":`...), comp.Choices...)
 	b = appendUsage(append(b, `,"usage":`...), u)
@@ -155,11 +99,11 @@ func compatResponse(raw []byte, id, object, model string, addUsage bool, u *Usag
 	b := make([]byte, 0, len(raw)+128)
 	b = append(b, '{')
 	if id != "" {
-		b = appendJSONString(append(b, `"id":`...), id)
-		b = appendJSONString(append(b, `,"object":`...), object)
+		b = jsonenc.AppendString(append(b, `"id":`...), id)
+		b = jsonenc.AppendString(append(b, `,"object":`...), object)
 		b = append(b, ',')
 	}
-	b = appendJSONString(append(b, `"model":`...), model)
+	b = jsonenc.AppendString(append(b, `"model":`...), model)
 	ok := chunk.Fields(raw, func(name, value []byte) bool {
 		switch string(name) {
 		case "model":

@@ -8,21 +8,6 @@ import (
 	"github.com/obol/obol/internal/chunk"
 )
 
-// FuzzAppendJSONString: the hand-written string encoder of the stream
-// relay writes what encoding/json writes, for any string (invalid UTF-8
-// as U+FFFD).
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range []string{"", "hello", "a\"b\\c", "line\nbreak\ttab\r\b\f", "<tag>&", "\x01\x1f\x7f", "é ü 日本 🎉", "\u2028x\u2029", "bad \xff\xc3 end"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		want, _ := json.Marshal(s)
-		if got := appendJSONString(nil, s); string(got) != string(want) {
-			t.Errorf("appendJSONString(%q) = %s, want %s", s, got, want)
-		}
-	})
-}
-
 // TestChunkEncoding: the hand-written chunks are what json.Marshal makes
 // of the same structs.
 func TestChunkEncoding(t *testing.T) {

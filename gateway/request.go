@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/jsonenc"
 	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/models"
 )
@@ -265,7 +266,7 @@ func (c *chatRequest) upstreamBody(stream bool) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(appendJSONString(b, k), ':')
+		b = append(jsonenc.AppendString(b, k), ':')
 		switch {
 		case c.api == models.EmbeddingsAPI:
 			b = append(b, c.fields[k]...)
@@ -288,7 +289,7 @@ func (c *chatRequest) appendStreamOptions(b []byte) []byte {
 		so, _ := jsonobj.Members(raw)
 		for _, k := range slices.Sorted(maps.Keys(so)) {
 			if k != "include_usage" {
-				b = append(append(appendJSONString(b, k), ':'), so[k]...)
+				b = append(append(jsonenc.AppendString(b, k), ':'), so[k]...)
 				b = append(b, ',')
 			}
 		}
