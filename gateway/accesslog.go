@@ -28,7 +28,7 @@ func (s *Server) logAccess(r *http.Request, c *call, status int, code apierr.Cod
 	if !s.log.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
-	l := accessLine{r: r, c: c, status: status, code: code, took: time.Since(c.start)}
+	l := accessLine{r: r, c: c, status: status, code: code, took: time.Since(c.Start)}
 	if s.accessLog == nil {
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", l.attrs()...)
 		return
@@ -48,7 +48,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func (l *accessLine) attrs() []slog.Attr {
 	c := l.c
 	attrs := []slog.Attr{
-		slog.String("request_id", c.id),
+		slog.String("request_id", c.ID),
 		slog.String("method", l.r.Method),
 		slog.String("path", l.r.URL.Path),
 		slog.Int("status", l.status),
@@ -76,11 +76,11 @@ func (l *accessLine) attrs() []slog.Attr {
 	if c.outcome != "" {
 		attrs = append(attrs, slog.String("stream_outcome", c.outcome))
 	}
-	if c.ttft > 0 {
-		attrs = append(attrs, slog.Float64("ttft_ms", ms(c.ttft)))
+	if c.TTFT > 0 {
+		attrs = append(attrs, slog.Float64("ttft_ms", ms(c.TTFT)))
 	}
-	if c.upstream > 0 {
-		attrs = append(attrs, slog.Float64("upstream_ms", ms(c.upstream)), slog.Float64("overhead_ms", ms(max(l.took-c.upstream, 0))))
+	if c.Upstream > 0 {
+		attrs = append(attrs, slog.Float64("upstream_ms", ms(c.Upstream)), slog.Float64("overhead_ms", ms(max(l.took-c.Upstream, 0))))
 	}
 	return attrs
 }
@@ -93,7 +93,7 @@ func (l *accessLine) appendJSON(b []byte, now time.Time) []byte {
 	b = append(b, `{"time":"`...)
 	b = now.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","level":"INFO","msg":"request"`...)
-	b = appendStr(b, "request_id", c.id)
+	b = appendStr(b, "request_id", c.ID)
 	b = appendStr(b, "method", l.r.Method)
 	b = appendStr(b, "path", l.r.URL.Path)
 	b = strconv.AppendInt(append(b, `,"status":`...), int64(l.status), 10)
@@ -121,11 +121,11 @@ func (l *accessLine) appendJSON(b []byte, now time.Time) []byte {
 	if c.outcome != "" {
 		b = appendStr(b, "stream_outcome", c.outcome)
 	}
-	if c.ttft > 0 {
-		b = appendMs(b, "ttft_ms", c.ttft)
+	if c.TTFT > 0 {
+		b = appendMs(b, "ttft_ms", c.TTFT)
 	}
-	if c.upstream > 0 {
-		b = appendMs(appendMs(b, "upstream_ms", c.upstream), "overhead_ms", max(l.took-c.upstream, 0))
+	if c.Upstream > 0 {
+		b = appendMs(appendMs(b, "upstream_ms", c.Upstream), "overhead_ms", max(l.took-c.Upstream, 0))
 	}
 	return append(b, "}\n"...)
 }

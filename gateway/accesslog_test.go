@@ -14,18 +14,19 @@ import (
 
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/keys"
+	"github.com/obol/obol/wire/openai"
 )
 
 func accessLines() []accessLine {
-	full := &call{id: "chat_01JDXYZ", key: &keys.Identity{ID: "key_a", Tier: "pro"}, model: "hermes", backend: "vllm-1",
-		usage: &Usage{PromptTokens: 12, CompletionTokens: 345}, counted: true, stream: true, outcome: "client_gone",
-		ttft: 1234567 * time.Nanosecond, upstream: 40 * time.Millisecond}
+	full := &call{Turn: openai.Turn{ID: "chat_01JDXYZ", TTFT: 1234567 * time.Nanosecond, Upstream: 40 * time.Millisecond},
+		key: &keys.Identity{ID: "key_a", Tier: "pro"}, model: "hermes", backend: "vllm-1",
+		usage: &openai.Usage{PromptTokens: 12, CompletionTokens: 345}, counted: true, stream: true, outcome: "client_gone"}
 	weird := httptest.NewRequest("GET", "/v1/x", nil)
 	weird.URL.Path = "/v1/\"quoted\"\\\n\t\x01<&>\u2028\xff" + "é"
 	return []accessLine{
 		{r: httptest.NewRequest("POST", "/v1/chat/stream", nil), c: full, status: 200, took: 52 * time.Millisecond},
-		{r: weird, c: &call{id: "req_1"}, status: 404, code: apierr.CodeNotFound, took: 3 * time.Microsecond},
-		{r: httptest.NewRequest("GET", "/healthz", nil), c: &call{id: "req_2", upstream: time.Second}, status: 503, took: time.Millisecond},
+		{r: weird, c: &call{Turn: openai.Turn{ID: "req_1"}}, status: 404, code: apierr.CodeNotFound, took: 3 * time.Microsecond},
+		{r: httptest.NewRequest("GET", "/healthz", nil), c: &call{Turn: openai.Turn{ID: "req_2", Upstream: time.Second}}, status: 503, took: time.Millisecond},
 	}
 }
 

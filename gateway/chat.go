@@ -2,14 +2,12 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -19,13 +17,14 @@ import (
 	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/wire/openai"
 )
 
 // prepare runs what every route that calls a model does before a backend
 // is called: authenticate, read and decode the body, find the model,
 // check the key's access and the model's limits, and admit the request
 // under the key's. streamRoute: the route always streams.
-func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, api models.API, decode func([]byte) (*chatRequest, error), streamRoute bool) (*chatRequest, *models.Model, error) {
+func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, api models.API, decode func([]byte) (*openai.Request, error), streamRoute bool) (*openai.Request, *models.Model, error) {
 	// Any chat scope gets the body read; which one is needed depends on
 	// whether the answer streams, which the body says.
 	if err := s.authenticate(r, c, "", ""); err != nil {
@@ -42,7 +41,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, api mo
 	if err != nil {
 		return nil, nil, err
 	}
-	req.api, c.api = api, api
+	req.API, c.api = api, api
 	if !streamRoute && !req.Stream && !c.key.Has(keys.ScopeChat) {
 		return nil, nil, needScope(keys.ScopeChat, "a complete (non-streamed) answer")
 	}
@@ -50,10 +49,10 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, api mo
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := req.check(m); err != nil {
+	if err := req.Check(m); err != nil {
 		return nil, nil, err
 	}
-	req.capOutput(m)
+	req.CapOutput(m)
 	if err := s.admit(w, r, c, req, m); err != nil {
 		return nil, nil, err
 	}
@@ -100,7 +99,7 @@ func (s *Server) modelFor(c *call, name string, api models.API) (*models.Model, 
 
 // chat is POST /v1/chat: one complete answer in the native shape.
 func (s *Server) chat(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c, models.ChatAPI, decodeChat, false)
+	req, m, err := s.prepare(w, r, c, models.ChatAPI, openai.DecodeChat, false)
 	if err != nil {
 		return err
 	}
@@ -109,7 +108,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, _ httprouter.Param
 
 // chatStream is POST /v1/chat/stream: the native SSE stream.
 func (s *Server) chatStream(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c, models.ChatAPI, decodeChat, true)
+	req, m, err := s.prepare(w, r, c, models.ChatAPI, openai.DecodeChat, true)
 	if err != nil {
 		return err
 	}
@@ -119,7 +118,7 @@ func (s *Server) chatStream(w http.ResponseWriter, r *http.Request, _ httprouter
 // chatCompletions is POST /v1/chat/completions, OpenAI's shape exactly;
 // the body's "stream" chooses the answer.
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c, models.ChatAPI, decodeChat, false)
+	req, m, err := s.prepare(w, r, c, models.ChatAPI, openai.DecodeChat, false)
 	if err != nil {
 		return err
 	}
@@ -132,7 +131,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httpr
 // complete relays a non-streaming answer. The native shape is rebuilt; the
 // OpenAI shape keeps every field the backend sent, with the gateway's id
 // and the public model name.
-func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model, native bool) error {
+func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *openai.Request, m *models.Model, native bool) error {
 	raw, comp, err := s.fetch(r, c, req, m)
 	if err != nil {
 		return err
@@ -140,8 +139,8 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	var out []byte
 	cost := s.cost(c, c.usage)
 	if native {
-		out = appendNativeResponse(make([]byte, 0, len(raw)+128), c.id, comp.Created, m.Name, comp, c.usage.withCost(cost))
-	} else if out, err = compatResponse(raw, c.id, req.object(), m.Name, comp.Usage == nil, c.usage); err != nil {
+		out = openai.AppendNativeResponse(make([]byte, 0, len(raw)+128), c.ID, comp.Created, m.Name, comp, c.usage.WithCost(cost))
+	} else if out, err = openai.CompatResponse(raw, c.ID, req.Object(), m.Name, comp.Usage == nil, c.usage); err != nil {
 		return &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %w", c.backend, err)}
 	} else {
@@ -155,7 +154,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 
 // fetch calls a backend for an answer not streamed and reads it whole:
 // its choices, and its usage (or the gateway's count) into c.
-func (s *Server) fetch(r *http.Request, c *call, req *chatRequest, m *models.Model) ([]byte, *chunk.Chunk, error) {
+func (s *Server) fetch(r *http.Request, c *call, req *openai.Request, m *models.Model) ([]byte, *chunk.Chunk, error) {
 	ctx, cancel := s.detached(r)
 	defer cancel()
 	resp, err := s.callBackend(ctx, c, m, req, false)
@@ -164,7 +163,7 @@ func (s *Server) fetch(r *http.Request, c *call, req *chatRequest, m *models.Mod
 	}
 	defer resp.Close()
 	// models read the answer whole, within its bound, before it came here.
-	raw, err := io.ReadAll(upstreamTimer{resp.Body, &c.upstream})
+	raw, err := io.ReadAll(upstreamTimer{resp.Body, &c.Upstream})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -172,13 +171,13 @@ func (s *Server) fetch(r *http.Request, c *call, req *chatRequest, m *models.Mod
 		c.outcome = outcomeClientGone // still recorded: the backend generated it
 	}
 	comp := new(chunk.Chunk)
-	if err := chunk.Parse(raw, comp); err != nil || comp.Choices == nil || jsonobj.IsNull(comp.Choices) || readUsage(comp.Usage, &c.usage) != nil {
+	if err := chunk.Parse(raw, comp); err != nil || comp.Choices == nil || jsonobj.IsNull(comp.Choices) || openai.ReadUsage(comp.Usage, &c.usage) != nil {
 		return nil, nil, &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw)}
 	}
-	c.finish = comp.Finish
+	c.Finish = comp.Finish
 	if c.usage == nil {
-		c.usage, c.counted = countCompletion(req, comp.Choices), true
+		c.usage, c.counted = openai.CountCompletion(req, comp.Choices), true
 	}
 	if comp.Created == 0 {
 		comp.Created = time.Now().Unix()
@@ -188,24 +187,15 @@ func (s *Server) fetch(r *http.Request, c *call, req *chatRequest, m *models.Mod
 
 // callBackend sends the request to one of m's backends (models picks it
 // and fails over), counting the wait as upstream time.
-func (s *Server) callBackend(ctx context.Context, c *call, m *models.Model, req *chatRequest, stream bool) (*models.Response, error) {
+func (s *Server) callBackend(ctx context.Context, c *call, m *models.Model, req *openai.Request, stream bool) (*models.Response, error) {
 	sent := time.Now()
-	resp, err := s.up.Send(ctx, m, req.api, req.upstreamBody(stream), stream)
-	c.upstream += time.Since(sent)
+	resp, err := s.up.Send(ctx, m, req.API, req.UpstreamBody(stream), stream)
+	c.Upstream += time.Since(sent)
 	if err != nil {
 		return nil, err
 	}
 	c.backend = resp.Backend.Name
 	return resp, nil
-}
-
-// readUsage decodes a backend's usage; nil raw leaves u nil.
-func readUsage(raw []byte, u **Usage) error {
-	if raw == nil {
-		return nil
-	}
-	*u = new(Usage)
-	return json.Unmarshal(raw, *u)
 }
 
 // detached is the context of a non-streaming backend call. It outlives
@@ -217,39 +207,4 @@ func (s *Server) detached(r *http.Request) (context.Context, context.CancelFunc)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	stop := context.AfterFunc(s.abort, cancel)
 	return ctx, func() { stop(); cancel() }
-}
-
-// toolCall is what the gateway reads of a tool call, whole or a piece of
-// a streamed one.
-type toolCall struct {
-	Index    int    `json:"index"`
-	ID       string `json:"id"`
-	Function struct {
-		Name      string `json:"name"`
-		Arguments string `json:"arguments"`
-	} `json:"function"`
-}
-
-// countCompletion is the gateway's own count where a backend reports no
-// usage: the prompt estimate, and every choice's text and tool calls
-// (names and arguments) at four characters a token.
-func countCompletion(req *chatRequest, choices json.RawMessage) *Usage {
-	var cs []struct {
-		Text    string `json:"text"` // a legacy completion's
-		Message struct {
-			Content   string     `json:"content"`
-			ToolCalls []toolCall `json:"tool_calls"`
-		} `json:"message"`
-	}
-	json.Unmarshal(choices, &cs)
-	chars := 0
-	for _, ch := range cs {
-		chars += utf8.RuneCountInString(ch.Message.Content) + utf8.RuneCountInString(ch.Text)
-		for _, tc := range ch.Message.ToolCalls {
-			chars += len(tc.Function.Name) + len(tc.Function.Arguments)
-		}
-	}
-	u := &Usage{PromptTokens: req.PromptTokens, CompletionTokens: (chars + 3) / 4}
-	u.TotalTokens = u.PromptTokens + u.CompletionTokens
-	return u
 }

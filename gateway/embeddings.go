@@ -11,16 +11,14 @@ import (
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/wire/openai"
 )
-
-// maxEmbeddingInputs is OpenAI's bound on the inputs of one request.
-const maxEmbeddingInputs = 2048
 
 // embeddings is POST /v1/embeddings, OpenAI's shape, for models whose
 // backends serve it: the inputs' tokens are reserved, charged as the
 // backend counts them, recorded, and count against TPM and TPD.
 func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c, models.EmbeddingsAPI, decodeEmbeddings, false)
+	req, m, err := s.prepare(w, r, c, models.EmbeddingsAPI, openai.DecodeEmbeddings, false)
 	if err != nil {
 		return err
 	}
@@ -36,14 +34,14 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, _ httprouter
 		return err
 	}
 	var ans chunk.Chunk
-	if err := chunk.Parse(raw, &ans); err != nil || readUsage(ans.Usage, &c.usage) != nil {
+	if err := chunk.Parse(raw, &ans); err != nil || openai.ReadUsage(ans.Usage, &c.usage) != nil {
 		return &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed embeddings: %.200q", resp.Backend.Name, raw)}
 	}
 	if c.usage == nil {
-		c.usage, c.counted = &Usage{PromptTokens: req.PromptTokens, TotalTokens: req.PromptTokens}, true
+		c.usage, c.counted = &openai.Usage{PromptTokens: req.PromptTokens, TotalTokens: req.PromptTokens}, true
 	}
-	out, err := compatResponse(raw, "", "", m.Name, false, nil)
+	out, err := openai.CompatResponse(raw, "", "", m.Name, false, nil)
 	if err != nil {
 		return &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
 			Err: fmt.Errorf("backend %s: malformed embeddings: %w", resp.Backend.Name, err)}
@@ -53,22 +51,4 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, _ httprouter
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.Write(out)
 	return nil
-}
-
-// decodeEmbeddings parses and checks an embeddings body: its input is
-// what is reserved and charged.
-func decodeEmbeddings(body []byte) (*chatRequest, error) {
-	c, err := newRequest(body, embeddingShape)
-	if err != nil {
-		return nil, err
-	}
-	items, err := c.textOrTokens("input")
-	if err != nil {
-		return nil, err
-	}
-	if items > maxEmbeddingInputs {
-		return nil, apierr.BadRequest("input", fmt.Sprintf("input has %d items; at most %d", items, maxEmbeddingInputs))
-	}
-	c.template, c.N = templatePerInput*items, 1
-	return c, nil
 }

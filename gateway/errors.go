@@ -9,6 +9,7 @@ import (
 
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/wire/openai"
 )
 
 // asError turns any handler error into an *apierr.Error, mapping upstream failures
@@ -57,7 +58,7 @@ func asError(err error, model string) *apierr.Error {
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads this answer.
 		return &apierr.Error{Code: apierr.CodeClientClosed, Message: "client closed the request", Err: err}
-	case errors.Is(err, errBrokenStream):
+	case errors.Is(err, openai.ErrBrokenStream):
 		return &apierr.Error{Code: apierr.CodeUpstreamError, Err: err, Message: "the backend for " + model + " failed mid-stream"}
 	}
 	return &apierr.Error{Code: apierr.CodeServerError, Err: err,

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/wire/openai"
 )
 
 var chatRoutes = []string{"/v1/chat", "/v1/chat/stream", "/v1/chat/completions", "/api/v1/chat", "/api/v1/chat/stream", "/api/v1/chat/completions"}
@@ -177,7 +177,7 @@ func TestNativeChat(t *testing.T) {
 				} `json:"message"`
 				FinishReason string `json:"finish_reason"`
 			} `json:"choices"`
-			Usage gateway.Usage `json:"usage"`
+			Usage openai.Usage `json:"usage"`
 		}
 		if err := json.Unmarshal(raw, &got); err != nil {
 			t.Fatal(err)
@@ -192,7 +192,7 @@ func TestNativeChat(t *testing.T) {
 			t.Errorf("choices = %+v", got.Choices)
 		}
 		// prompt: 2 messages × 3 + 2 + 2 words, as the simulator counts.
-		if want := (gateway.Usage{PromptTokens: 10, CompletionTokens: 7, TotalTokens: 17}); !reflect.DeepEqual(got.Usage, want) {
+		if want := (openai.Usage{PromptTokens: 10, CompletionTokens: 7, TotalTokens: 17}); !reflect.DeepEqual(got.Usage, want) {
 			t.Errorf("usage = %+v, want %+v", got.Usage, want)
 		}
 		if strings.Contains(string(raw), "backend-") {

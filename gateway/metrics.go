@@ -92,8 +92,8 @@ func (ms *metrics) done(ctx context.Context, route, method string, status int, c
 		return []attribute.KeyValue{attribute.String("http.route", route), attribute.String("http.request.method", method),
 			attribute.Int("http.response.status_code", status)}
 	}))
-	if c.upstream > 0 {
-		ms.overhead.Record(ctx, max(total-c.upstream, 0).Seconds(), ms.attrs(attrKey{kind: kindOverhead, a: route}, func() []attribute.KeyValue {
+	if c.Upstream > 0 {
+		ms.overhead.Record(ctx, max(total-c.Upstream, 0).Seconds(), ms.attrs(attrKey{kind: kindOverhead, a: route}, func() []attribute.KeyValue {
 			return []attribute.KeyValue{attribute.String("http.route", route)}
 		}))
 	}
@@ -108,8 +108,8 @@ func (ms *metrics) done(ctx context.Context, route, method string, status int, c
 			}))
 		}
 	}
-	if c.ttft > 0 && c.model != "" {
-		ms.ttft.Record(ctx, c.ttft.Seconds(), ms.attrs(attrKey{kind: kindTTFT, a: c.model}, func() []attribute.KeyValue {
+	if c.TTFT > 0 && c.model != "" {
+		ms.ttft.Record(ctx, c.TTFT.Seconds(), ms.attrs(attrKey{kind: kindTTFT, a: c.model}, func() []attribute.KeyValue {
 			return []attribute.KeyValue{attribute.String("gen_ai.request.model", c.model)}
 		}))
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
+	"github.com/obol/obol/wire/openai"
 )
 
 // Quota admits requests against a key's limits and settles them after.
@@ -35,13 +36,13 @@ type Quota interface {
 // prompt's realistic estimate plus n choices of the output cap the
 // backend is held to (capOutput has set one). Using more is a debt later
 // requests wait out.
-func estimate(req *chatRequest) int64 {
+func estimate(req *openai.Request) int64 {
 	return int64(req.PromptTokens) + int64(req.N)*int64(req.MaxTokens)
 }
 
 // admit reserves the request's estimate and sets the rate-limit headers,
 // which then go out with whatever answer follows, streams included.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *chatRequest, m *models.Model) error {
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *openai.Request, m *models.Model) error {
 	est := estimate(req)
 	bound := s.costBound(c, req)
 	ctx, span := s.child(r.Context(), "quota.admit")
@@ -102,8 +103,8 @@ func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
 // costBound is what the request can cost at most, which budgets hold:
 // the prompt's bound, every token uncached, and n choices of the output
 // cap, at its model's prices.
-func (s *Server) costBound(c *call, req *chatRequest) money.Money {
-	return s.prices[c.model].At(c.start).Cost(int64(req.PromptBound), 0, int64(req.N)*int64(req.MaxTokens))
+func (s *Server) costBound(c *call, req *openai.Request) money.Money {
+	return s.prices[c.model].At(c.Start).Cost(int64(req.PromptBound), 0, int64(req.N)*int64(req.MaxTokens))
 }
 
 // settle replaces the reservation's estimate by what the request used:
@@ -124,7 +125,7 @@ func (s *Server) settle(ctx context.Context, c *call, cost money.Money) {
 	}
 	if err := s.quota.Settle(context.WithoutCancel(ctx), c.reservation, actual, int64(cost)); err != nil {
 		s.log.Warn("quota settlement lost; the key stays charged the estimate",
-			"request_id", c.id, "key_id", c.key.ID, "estimate", c.reservation.Tokens, "actual", actual, "err", err)
+			"request_id", c.ID, "key_id", c.key.ID, "estimate", c.reservation.Tokens, "actual", actual, "err", err)
 	}
 }
 

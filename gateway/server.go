@@ -5,7 +5,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +26,7 @@ import (
 	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
+	"github.com/obol/obol/wire/openai"
 )
 
 // Upstream calls a model's backends.
@@ -204,45 +204,23 @@ func (s *Server) Wait(ctx context.Context) error {
 
 // call is one request's bookkeeping, from routing to the access log.
 type call struct {
-	id      string
-	start   time.Time
+	// Turn is its id and arrival, and what its translation saw: the time
+	// to the first token relayed (streams), the finish reasons, the time
+	// spent waiting on the backend.
+	openai.Turn
 	key     *keys.Identity
 	model   string
 	api     models.API // the backend route the request went to
-	usage   *Usage
+	usage   *openai.Usage
 	counted bool   // usage is the gateway's own count, not the backend's
 	outcome string // completed, client_gone, upstream_error, shutdown
 	stream  bool   // answered as an SSE stream
 	backend string // the backend that answered
-	// upstream is the time spent waiting on the backend; ttft the time
-	// from arrival to the first token sent (streams).
-	upstream, ttft time.Duration
-	finish         []string // the answer's finish reasons
-	started        bool     // response bytes were sent; errors can no longer change the status
+	started bool   // response bytes were sent; errors can no longer change the status
 	// rated: the rate-limit headers are set.
 	rated bool
 	// reservation is the admitted estimate, settled once the answer is out.
 	reservation *quota.Reservation
-}
-
-// Usage is an OpenAI usage object. Its details (cached prompt tokens,
-// reasoning tokens) pass through as the backend sent them.
-type Usage struct {
-	PromptTokens            int             `json:"prompt_tokens"`
-	CompletionTokens        int             `json:"completion_tokens"`
-	TotalTokens             int             `json:"total_tokens"`
-	PromptTokensDetails     json.RawMessage `json:"prompt_tokens_details,omitempty"`
-	CompletionTokensDetails json.RawMessage `json:"completion_tokens_details,omitempty"`
-	// Cost, in the native shapes only, is what the request cost (USD);
-	// a backend's own "cost" field is not read.
-	Cost *money.Money `json:"-"`
-}
-
-// withCost is a copy of u carrying cost, for a native answer.
-func (u *Usage) withCost(cost money.Money) *Usage {
-	c := *u
-	c.Cost = &cost
-	return &c
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error
@@ -265,9 +243,9 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 		defer s.inflight.Add(-1)
 		s.metrics.active.Add(r.Context(), 1)
 		defer s.metrics.active.Add(r.Context(), -1)
-		c := &call{id: crockford.NewID(idPrefix), start: time.Now()}
+		c := &call{Turn: openai.Turn{ID: crockford.NewID(idPrefix), Start: time.Now()}}
 		r, span := s.startSpan(r, route)
-		w.Header().Set("X-Request-Id", c.id)
+		w.Header().Set("X-Request-Id", c.ID)
 		err := h(w, r, ps, c)
 		status := http.StatusOK
 		var code apierr.Code
@@ -288,7 +266,7 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 			if !c.started {
 				apierr.Write(w, e)
 			}
-			logError(s.log, c.id, e)
+			logError(s.log, c.ID, e)
 		}
 		if c.reservation != nil || c.usage != nil {
 			// The answer goes out first. Neither the record nor the
@@ -307,7 +285,7 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 		}
 		s.logAccess(r, c, status, code)
 		endSpan(span, c, status, code)
-		s.metrics.done(r.Context(), route, r.Method, status, c, time.Since(c.start))
+		s.metrics.done(r.Context(), route, r.Method, status, c, time.Since(c.Start))
 	}
 }
 
@@ -318,10 +296,10 @@ func (s *Server) record(c *call, status int) money.Money {
 	if c.usage == nil || c.key == nil {
 		return 0
 	}
-	cached, reasoning := c.usage.details()
+	cached, reasoning := c.usage.Details()
 	cost := s.cost(c, c.usage)
 	s.ledger.Record(usage.Record{
-		RequestID: c.id, Key: c.key.ID, Project: c.key.Project, Model: c.model, Time: c.start,
+		RequestID: c.ID, Key: c.key.ID, Project: c.key.Project, Model: c.model, Time: c.Start,
 		PromptTokens: int64(c.usage.PromptTokens), CompletionTokens: int64(c.usage.CompletionTokens),
 		CachedTokens: cached, ReasoningTokens: reasoning, Status: status, Outcome: c.outcome, Counted: c.counted,
 		Cost: cost, Kind: kindOf(c.api),
@@ -339,27 +317,7 @@ func kindOf(api models.API) string {
 
 // cost is what u costs at the price of c's model in effect when c
 // arrived: the one figure the answer shows and the ledger records.
-func (s *Server) cost(c *call, u *Usage) money.Money {
-	cached, _ := u.details()
-	return s.prices[c.model].At(c.start).Cost(int64(u.PromptTokens), cached, int64(u.CompletionTokens))
-}
-
-// details are the cached prompt tokens and reasoning tokens the backend
-// reported, 0 where it did not.
-func (u *Usage) details() (cached, reasoning int64) {
-	if len(u.PromptTokensDetails) > 0 {
-		var d struct {
-			CachedTokens int64 `json:"cached_tokens"`
-		}
-		json.Unmarshal(u.PromptTokensDetails, &d)
-		cached = d.CachedTokens
-	}
-	if len(u.CompletionTokensDetails) > 0 {
-		var d struct {
-			ReasoningTokens int64 `json:"reasoning_tokens"`
-		}
-		json.Unmarshal(u.CompletionTokensDetails, &d)
-		reasoning = d.ReasoningTokens
-	}
-	return cached, reasoning
+func (s *Server) cost(c *call, u *openai.Usage) money.Money {
+	cached, _ := u.Details()
+	return s.prices[c.model].At(c.Start).Cost(int64(u.PromptTokens), cached, int64(u.CompletionTokens))
 }

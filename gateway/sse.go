@@ -70,21 +70,21 @@ func (s *sseWriter) writeLocked(b []byte) error {
 }
 
 // event writes one "data:" event and flushes it.
-func (s *sseWriter) event(data []byte) error {
-	if err := s.write(data); err != nil {
+func (s *sseWriter) Event(data []byte) error {
+	if err := s.Write(data); err != nil {
 		return err
 	}
-	return s.flush()
+	return s.Flush()
 }
 
 // write writes one whole "data:" event without flushing it: the relay
 // flushes once it has written every event the backend has sent so far,
 // so that a burst of events costs one write to the client, not one each.
-func (s *sseWriter) write(data []byte) error { return s.writeNamed("", data) }
+func (s *sseWriter) Write(data []byte) error { return s.WriteNamed("", data) }
 
 // writeNamed writes one whole event, named (an "event:" line) unless name
 // is "", without flushing it.
-func (s *sseWriter) writeNamed(name string, data []byte) error {
+func (s *sseWriter) WriteNamed(name string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.held {
@@ -110,7 +110,7 @@ func (s *sseWriter) writeNamed(name string, data []byte) error {
 
 // flush sends what was written; before anything was, it does nothing (a
 // flush would commit the headers).
-func (s *sseWriter) flush() error {
+func (s *sseWriter) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil || !s.started {
@@ -131,8 +131,8 @@ func (s *sseWriter) stop() (started bool) {
 }
 
 // fail ends a started stream with an error event and [DONE].
-func (s *sseWriter) fail(e *apierr.Error) {
-	if s.event(e.Body()) == nil {
-		s.event([]byte("[DONE]"))
+func (s *sseWriter) Fail(e *apierr.Error) {
+	if s.Event(e.Body()) == nil {
+		s.Event([]byte("[DONE]"))
 	}
 }

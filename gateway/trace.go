@@ -43,7 +43,7 @@ func endSpan(span trace.Span, c *call, status int, code apierr.Code) {
 	}
 	attrs := []attribute.KeyValue{
 		attribute.Int("http.response.status_code", status),
-		attribute.String("obol.request_id", c.id),
+		attribute.String("obol.request_id", c.ID),
 	}
 	if c.key != nil {
 		attrs = append(attrs, attribute.String("obol.key_id", c.key.ID), attribute.String("obol.tier", c.key.Tier))
@@ -58,8 +58,8 @@ func endSpan(span trace.Span, c *call, status int, code apierr.Code) {
 		attrs = append(attrs, attribute.Int("gen_ai.usage.input_tokens", c.usage.PromptTokens),
 			attribute.Int("gen_ai.usage.output_tokens", c.usage.CompletionTokens))
 	}
-	if len(c.finish) > 0 {
-		attrs = append(attrs, attribute.StringSlice("gen_ai.response.finish_reasons", c.finish))
+	if len(c.Finish) > 0 {
+		attrs = append(attrs, attribute.StringSlice("gen_ai.response.finish_reasons", c.Finish))
 	}
 	if c.outcome != "" {
 		attrs = append(attrs, attribute.String("obol.stream_outcome", c.outcome))

@@ -1,4 +1,4 @@
-package gateway
+package openai
 
 import (
 	"bytes"
@@ -49,11 +49,11 @@ func TestPromptMeasure(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := decodeChat([]byte(tt.body))
+			c, err := DecodeChat([]byte(tt.body))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.check(m); err != nil {
+			if err := c.Check(m); err != nil {
 				t.Fatal(err)
 			}
 			bytes := 0
@@ -87,7 +87,7 @@ func TestOutputCap(t *testing.T) {
 		`{"model":"m","max_completion_tokens":70,"max_tokens":50,"messages":[{"role":"user","content":"x"}]}`:         70,
 		`{"model":"m","max_tokens":null,"temperature":null,"stream":null,"messages":[{"role":"user","content":"x"}]}`: 0,
 	} {
-		c, err := decodeChat([]byte(body))
+		c, err := DecodeChat([]byte(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,11 +108,11 @@ func TestContextWindow(t *testing.T) {
 		{`{"model":"m","messages":[{"role":"user","content":"abcd"}]}`, true},
 	}
 	for _, tt := range tests {
-		c, err := decodeChat([]byte(tt.body))
+		c, err := DecodeChat([]byte(tt.body))
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = c.check(m)
+		err = c.Check(m)
 		var e *apierr.Error
 		if tt.ok != (err == nil) || (err != nil && (!errors.As(err, &e) || e.Code != "context_length_exceeded")) {
 			t.Errorf("%s: err = %v", tt.body, err)
@@ -121,18 +121,18 @@ func TestContextWindow(t *testing.T) {
 }
 
 func TestUpstreamBody(t *testing.T) {
-	c, err := decodeChat([]byte(`{"model":"pub","messages":[{"role":"user","content":"x"}],"stream":false,"stream_options":{"include_usage":false,"extra":1},"seed":3}`))
+	c, err := DecodeChat([]byte(`{"model":"pub","messages":[{"role":"user","content":"x"}],"stream":false,"stream_options":{"include_usage":false,"extra":1},"seed":3}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got map[string]any
-	json.Unmarshal(c.upstreamBody(true), &got)
+	json.Unmarshal(c.UpstreamBody(true), &got)
 	so, _ := got["stream_options"].(map[string]any)
 	if _, has := got["model"]; has || got["stream"] != true || so["include_usage"] != true || so["extra"] != float64(1) || got["seed"] != float64(3) {
 		t.Errorf("stream body %v", got)
 	}
 	got = nil
-	json.Unmarshal(c.upstreamBody(false), &got)
+	json.Unmarshal(c.UpstreamBody(false), &got)
 	if _, has := got["stream_options"]; has || got["stream"] != false {
 		t.Errorf("non-stream body %v", got)
 	}
@@ -151,7 +151,7 @@ func FuzzDecodeChat(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		c, err := decodeChat(body)
+		c, err := DecodeChat(body)
 		if err != nil {
 			var e *apierr.Error
 			if !errors.As(err, &e) || e.Status() != 400 || e.Code != "bad_request" {
@@ -163,10 +163,10 @@ func FuzzDecodeChat(f *testing.F) {
 			t.Fatalf("accepted %q as %+v", body, c)
 		}
 		var m map[string]json.RawMessage
-		if json.Unmarshal(c.upstreamBody(c.Stream), &m) != nil {
+		if json.Unmarshal(c.UpstreamBody(c.Stream), &m) != nil {
 			t.Fatal("upstream body is not a JSON object")
 		}
-		c.check(&models.Model{Name: "m", ContextWindow: 1000, Vision: false})
+		c.Check(&models.Model{Name: "m", ContextWindow: 1000, Vision: false})
 	})
 }
 
@@ -251,11 +251,11 @@ func BenchmarkDecodeChat(b *testing.B) {
 	body := []byte(`{"model":"hermes","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Summarise the plot of Hamlet in two sentences, please."}],"temperature":0.7,"max_tokens":200,"stream":true,"stream_options":{"include_usage":true}}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		c, err := decodeChat(body)
+		c, err := DecodeChat(body)
 		if err != nil {
 			b.Fatal(err)
 		}
-		c.upstreamBody(true)
+		c.UpstreamBody(true)
 	}
 }
 
@@ -279,31 +279,31 @@ func TestFoldedNames(t *testing.T) {
 		{`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a","Text":"b"}]}]}`, "messages[0].content[0].Text"},
 		{`{"model":"m","stream":true,"stream_options":{"include_uſage":false},` + msgs + `}`, "stream_options.include_uſage"},
 	} {
-		_, err := decodeChat([]byte(tt.body))
+		_, err := DecodeChat([]byte(tt.body))
 		e := (*apierr.Error)(nil)
 		if !errors.As(err, &e) || e.Code != apierr.CodeBadRequest || e.Param != tt.param || !strings.Contains(e.Message, tt.param) {
 			t.Errorf("%s: %v, want a 400 naming %s", tt.body, err, tt.param)
 		}
 	}
 	var e *apierr.Error
-	c, err := decodeChat([]byte(`{"model":"m","max\u005ftokens":7,"top_k":3,` + msgs + `}`))
+	c, err := DecodeChat([]byte(`{"model":"m","max\u005ftokens":7,"top_k":3,` + msgs + `}`))
 	if err != nil || c.MaxTokens != 7 || string(c.fields["top_k"]) != "3" {
 		t.Errorf("an escaped field and an unknown one: %+v, %v", c, err)
 	}
 	for _, body := range []string{`{"model":"m","inpuT":"hi"}`, `{"model":"m","input":"hi","max_output_tokenſ":9}`} {
-		if _, _, err := translateResponses([]byte(body)); !errors.As(err, &e) || e.Code != apierr.CodeBadRequest {
+		if _, _, err := TranslateResponses([]byte(body)); !errors.As(err, &e) || e.Code != apierr.CodeBadRequest {
 			t.Errorf("responses %s: %v, want a 400", body, err)
 		}
 	}
 	for _, body := range []string{`{"model":"m","prompt":"a","best_Of":3}`, `{"model":"m","Prompt":"a"}`} {
-		if _, err := decodeCompletion([]byte(body)); !errors.As(err, &e) || e.Code != apierr.CodeBadRequest {
+		if _, err := DecodeCompletion([]byte(body)); !errors.As(err, &e) || e.Code != apierr.CodeBadRequest {
 			t.Errorf("completions %s: %v, want a 400", body, err)
 		}
 	}
-	if _, err := decodeEmbeddings([]byte(`{"model":"m","input":"a","İnput":"b"}`)); err != nil {
+	if _, err := DecodeEmbeddings([]byte(`{"model":"m","input":"a","İnput":"b"}`)); err != nil {
 		t.Logf("embeddings: %v", err) // İ (U+0130) does not fold to i: passed through
 	}
-	if _, err := decodeChat([]byte("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}")); !errors.As(err, &e) || e.Code != apierr.CodeBadRequest {
+	if _, err := DecodeChat([]byte("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}")); !errors.As(err, &e) || e.Code != apierr.CodeBadRequest {
 		t.Errorf("a body that is not UTF-8: %v, want a 400", err)
 	}
 }
@@ -337,11 +337,11 @@ func FuzzOneMeaningPerField(f *testing.F) {
 		Messages            []msg  `json:"messages"`
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		c, err := decodeChat(body)
+		c, err := DecodeChat(body)
 		if err != nil {
 			return
 		}
-		up := c.upstreamBody(c.Stream)
+		up := c.UpstreamBody(c.Stream)
 		var folding fields
 		if json.Unmarshal(up, &folding) != nil {
 			t.Fatalf("upstream body %q does not decode", up)
@@ -420,11 +420,11 @@ func FuzzBoundHoldsWorstCase(f *testing.F) {
 	}
 	m := &models.Model{Name: "m", ContextWindow: 1 << 30, Vision: true, ImageTokens: 85}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		c, err := decodeChat(body)
-		if err != nil || c.check(m) != nil {
+		c, err := DecodeChat(body)
+		if err != nil || c.Check(m) != nil {
 			return
 		}
-		up := c.upstreamBody(c.Stream)
+		up := c.UpstreamBody(c.Stream)
 		if worst := sim.WorstPrompt(up); c.PromptBound < worst || c.PromptTokens > c.PromptBound {
 			t.Fatalf("bound %d, estimate %d; the worst case bills %d for %q", c.PromptBound, c.PromptTokens, worst, up)
 		}

@@ -1,4 +1,4 @@
-package gateway
+package openai
 
 import (
 	"encoding/json"
@@ -9,7 +9,6 @@ import (
 
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
-	"github.com/obol/obol/models"
 )
 
 // respUsage is the Responses API's usage object.
@@ -27,7 +26,7 @@ type respUsage struct {
 
 func responsesUsage(u *Usage) *respUsage {
 	ru := &respUsage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
-	cached, reasoning := u.details()
+	cached, reasoning := u.Details()
 	ru.InputTokensDetails.CachedTokens, ru.OutputTokensDetails.ReasoningTokens = int(cached), int(reasoning)
 	return ru
 }
@@ -67,7 +66,7 @@ type incompleteDetails struct {
 }
 
 // object is the response's shell in a status, its output still empty.
-func (rr *responsesRequest) object(id, model, status string, created int64) *responseObject {
+func (rr *ResponsesRequest) object(id, model, status string, created int64) *responseObject {
 	o := &responseObject{ID: id, Object: "response", CreatedAt: created, Status: status, Model: model,
 		Instructions: rr.Instructions, MaxOutputTokens: rr.MaxOutputTokens, Output: []map[string]any{},
 		ParallelToolCalls: true, Temperature: rr.Temperature, ToolChoice: rr.ToolChoice, Tools: rr.Tools,
@@ -121,9 +120,9 @@ func idSuffix(id string) string {
 	return s
 }
 
-// answer is the response object of a complete chat answer: its text as a
-// message item, its tool calls as function_call items.
-func (rr *responsesRequest) answer(c *call, model string, comp *chunk.Chunk) (*responseObject, error) {
+// Answer is the response object of a complete chat answer: its text as
+// a message item, its tool calls as function_call items, u its usage.
+func (rr *ResponsesRequest) Answer(turn *Turn, model string, comp *chunk.Chunk, u *Usage) (*responseObject, error) {
 	var choices []struct {
 		Message struct {
 			Content   string     `json:"content"`
@@ -136,23 +135,23 @@ func (rr *responsesRequest) answer(c *call, model string, comp *chunk.Chunk) (*r
 		return nil, errors.New("no choice in the answer")
 	}
 	ch := choices[0]
-	o := rr.object(c.id, model, "completed", comp.Created)
+	o := rr.object(turn.ID, model, "completed", comp.Created)
 	if ch.Message.Content != "" || len(ch.Message.ToolCalls) == 0 {
-		o.Output = append(o.Output, messageItem("msg_"+idSuffix(c.id), "completed", ch.Message.Content))
+		o.Output = append(o.Output, messageItem("msg_"+idSuffix(turn.ID), "completed", ch.Message.Content))
 	}
 	for i, tc := range ch.Message.ToolCalls {
-		o.Output = append(o.Output, functionCallItem(fmt.Sprintf("fc_%s_%d", idSuffix(c.id), i), "completed", tc.ID, tc.Function.Name, tc.Function.Arguments))
+		o.Output = append(o.Output, functionCallItem(fmt.Sprintf("fc_%s_%d", idSuffix(turn.ID), i), "completed", tc.ID, tc.Function.Name, tc.Function.Arguments))
 	}
 	finishStatus(ch.FinishReason, o)
-	o.Usage = responsesUsage(c.usage)
+	o.Usage = responsesUsage(u)
 	return o, nil
 }
 
 // responseStream turns a chat stream into the Responses API's events.
 type responseStream struct {
-	out     *sseWriter
-	c       *call
-	rr      *responsesRequest
+	out     Sink
+	turn    *Turn
+	rr      *ResponsesRequest
 	model   string
 	created int64
 	seq     int
@@ -175,8 +174,11 @@ type streamCall struct {
 	index            int // output_index
 }
 
-func newResponseStream(out *sseWriter, c *call, rr *responsesRequest, model string, prompt int) *responseStream {
-	return &responseStream{out: out, c: c, rr: rr, model: model, created: time.Now().Unix(), byIndex: map[int]*streamCall{}, prompt: prompt}
+// NewResponseStream turns a chat stream into the Responses API's events,
+// for rr; prompt is the prompt estimate, its usage where the backend
+// reports none.
+func NewResponseStream(out Sink, turn *Turn, rr *ResponsesRequest, model string, prompt int) Streamer {
+	return &responseStream{out: out, turn: turn, rr: rr, model: model, created: time.Now().Unix(), byIndex: map[int]*streamCall{}, prompt: prompt}
 }
 
 // emit writes one named event, its sequence number added.
@@ -185,25 +187,26 @@ func (rs *responseStream) emit(typ string, fields map[string]any) error {
 	fields["sequence_number"] = rs.seq
 	rs.seq++
 	b, _ := json.Marshal(fields)
-	if rs.out.writeNamed(typ, b) != nil {
-		return errClientGone
+	if rs.out.WriteNamed(typ, b) != nil {
+		return ErrClientGone
 	}
 	return nil
 }
 
-func (rs *responseStream) relayed() (*Usage, int) { return rs.usage, rs.counted }
+func (rs *responseStream) Relayed() (*Usage, int) { return rs.usage, rs.counted }
 
-// fail ends a started stream with response.failed.
-func (rs *responseStream) fail(e *apierr.Error) {
-	o := rs.rr.object(rs.c.id, rs.model, "failed", rs.created)
+// Fail ends a started stream with response.failed.
+func (rs *responseStream) Fail(e *apierr.Error) {
+	o := rs.rr.object(rs.turn.ID, rs.model, "failed", rs.created)
 	o.Error = &respError{Code: string(e.Code), Message: e.Message}
 	if rs.emit("response.failed", map[string]any{"response": o}) == nil {
-		rs.out.flush()
+		rs.out.Flush()
 	}
 }
 
-func (rs *responseStream) run(events *models.Events) error {
-	shell := rs.rr.object(rs.c.id, rs.model, "in_progress", rs.created)
+// Run relays the chat stream as Responses events.
+func (rs *responseStream) Run(events Events) error {
+	shell := rs.rr.object(rs.turn.ID, rs.model, "in_progress", rs.created)
 	if err := rs.emit("response.created", map[string]any{"response": shell}); err != nil {
 		return err
 	}
@@ -212,7 +215,7 @@ func (rs *responseStream) run(events *models.Events) error {
 	}
 	finished := false
 	for {
-		data, done, err := nextEvent(events, rs.out, rs.c, finished)
+		data, done, err := nextEvent(events, rs.out, rs.turn, finished)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package gateway
+package openai
 
 import (
 	"encoding/json"
@@ -22,11 +22,11 @@ type streamDelta struct {
 // event turns one chat chunk into Responses events.
 func (rs *responseStream) event(data []byte) error {
 	if err := chunk.Parse(data, &rs.ch); err != nil {
-		return fmt.Errorf("%w: event: %w", errBrokenStream, err)
+		return fmt.Errorf("%w: event: %w", ErrBrokenStream, err)
 	}
 	ch := &rs.ch
 	if ch.Error != nil {
-		return fmt.Errorf("%w: error event: %.300s", errBrokenStream, ch.Error)
+		return fmt.Errorf("%w: error event: %.300s", ErrBrokenStream, ch.Error)
 	}
 	if ch.Usage != nil {
 		var u Usage
@@ -36,8 +36,8 @@ func (rs *responseStream) event(data []byte) error {
 	}
 	if ch.Counted > 0 {
 		rs.counted += ch.Counted
-		if rs.c.ttft == 0 {
-			rs.c.ttft = time.Since(rs.c.start)
+		if rs.turn.TTFT == 0 {
+			rs.turn.TTFT = time.Since(rs.turn.Start)
 		}
 	}
 	if ch.NChoices == 0 {
@@ -45,7 +45,7 @@ func (rs *responseStream) event(data []byte) error {
 	}
 	var choices []streamDelta
 	if err := json.Unmarshal(ch.Choices, &choices); err != nil {
-		return fmt.Errorf("%w: choices: %w", errBrokenStream, err)
+		return fmt.Errorf("%w: choices: %w", ErrBrokenStream, err)
 	}
 	for _, d := range choices {
 		if d.Index != 0 {
@@ -53,7 +53,7 @@ func (rs *responseStream) event(data []byte) error {
 		}
 		if d.FinishReason != nil && *d.FinishReason != "" {
 			rs.finish = *d.FinishReason
-			rs.c.finish = append(rs.c.finish, rs.finish)
+			rs.turn.Finish = append(rs.turn.Finish, rs.finish)
 		}
 		if d.Delta.Content != "" {
 			if err := rs.textDelta(d.Delta.Content); err != nil {
@@ -69,7 +69,7 @@ func (rs *responseStream) event(data []byte) error {
 	return nil
 }
 
-func (rs *responseStream) msgID() string { return "msg_" + idSuffix(rs.c.id) }
+func (rs *responseStream) msgID() string { return "msg_" + idSuffix(rs.turn.ID) }
 
 // outputs is how many output items have begun.
 func (rs *responseStream) outputs() int {
@@ -103,7 +103,7 @@ func (rs *responseStream) textDelta(s string) error {
 func (rs *responseStream) toolDelta(index int, id, name, args string) error {
 	sc := rs.byIndex[index]
 	if sc == nil {
-		sc = &streamCall{id: fmt.Sprintf("fc_%s_%d", idSuffix(rs.c.id), len(rs.calls)), callID: id, name: name, index: rs.outputs()}
+		sc = &streamCall{id: fmt.Sprintf("fc_%s_%d", idSuffix(rs.turn.ID), len(rs.calls)), callID: id, name: name, index: rs.outputs()}
 		rs.calls = append(rs.calls, sc)
 		rs.byIndex[index] = sc
 		if err := rs.emit("response.output_item.added", map[string]any{"output_index": sc.index,
@@ -121,7 +121,7 @@ func (rs *responseStream) toolDelta(index int, id, name, args string) error {
 // complete closes every item and sends response.completed (or
 // response.incomplete) with the whole response and its usage.
 func (rs *responseStream) complete() error {
-	o := rs.rr.object(rs.c.id, rs.model, "completed", rs.created)
+	o := rs.rr.object(rs.turn.ID, rs.model, "completed", rs.created)
 	output := make([]map[string]any, rs.outputs())
 	if rs.msgOpen {
 		text := rs.text.String()
@@ -154,7 +154,7 @@ func (rs *responseStream) complete() error {
 	finishStatus(rs.finish, o)
 	u := rs.usage
 	if u == nil {
-		u = &Usage{PromptTokens: rs.prompt, CompletionTokens: rs.counted, TotalTokens: rs.prompt + rs.counted}
+		u = OwnCount(rs.prompt, rs.counted)
 	}
 	o.Usage = responsesUsage(u)
 	typ := "response.completed"
@@ -164,8 +164,8 @@ func (rs *responseStream) complete() error {
 	if err := rs.emit(typ, map[string]any{"response": o}); err != nil {
 		return err
 	}
-	if rs.out.flush() != nil {
-		return errClientGone
+	if rs.out.Flush() != nil {
+		return ErrClientGone
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package gateway
+package openai
 
 import (
 	"encoding/json"
@@ -15,13 +15,13 @@ import (
 	"github.com/obol/obol/models"
 )
 
-// chatRequest is what the gateway needs of a chat request. Every field the
+// Request is what the gateway needs of a chat request. Every field the
 // client sent, known or not, is kept in fields and passed to the backend.
-type chatRequest struct {
+type Request struct {
 	fields map[string]json.RawMessage
 	// api is the backend route it goes to: chat (the default), legacy
 	// completions or embeddings.
-	api models.API
+	API models.API
 
 	Model        string
 	Stream       bool // the body's "stream" (the OpenAI route follows it)
@@ -49,9 +49,9 @@ type chatRequest struct {
 // roles the gateway accepts in messages.
 var roles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true, "function": true}
 
-// decodeChat parses and checks a chat request body. Its errors are
+// DecodeChat parses and checks a chat request body. Its errors are
 // *apierr.Error values naming the offending field.
-func decodeChat(body []byte) (*chatRequest, error) {
+func DecodeChat(body []byte) (*Request, error) {
 	c, err := newRequest(body, chatShape)
 	if err != nil {
 		return nil, err
@@ -69,11 +69,11 @@ func decodeChat(body []byte) (*chatRequest, error) {
 // newRequest parses a body of shape as a JSON object with a model, none
 // of whose members' names folds to a field without being it, and
 // measures the members the model reads but those measured on their own.
-func newRequest(body []byte, shape bodyShape) (*chatRequest, error) {
+func newRequest(body []byte, shape bodyShape) (*Request, error) {
 	if !utf8.Valid(body) {
 		return nil, apierr.BadRequest("", "the request body is not valid UTF-8 (JSON must be)")
 	}
-	c := &chatRequest{}
+	c := &Request{}
 	var err error
 	if c.fields, err = jsonobj.Members(body); err != nil {
 		var te *json.UnmarshalTypeError
@@ -112,7 +112,7 @@ func newRequest(body []byte, shape bodyShape) (*chatRequest, error) {
 
 // decodeSampling checks what chat and legacy completions share: the
 // sampling ranges, the output caps, n, stream and stream_options.
-func (c *chatRequest) decodeSampling() error {
+func (c *Request) decodeSampling() error {
 	for _, r := range []struct {
 		name     string
 		min, max float64
@@ -158,7 +158,7 @@ func (c *chatRequest) decodeSampling() error {
 	return nil
 }
 
-func (c *chatRequest) checkNumber(name string, min, max float64) error {
+func (c *Request) checkNumber(name string, min, max float64) error {
 	raw, ok := c.fields[name]
 	if !ok || jsonobj.IsNull(raw) {
 		return nil
@@ -174,7 +174,7 @@ func (c *chatRequest) checkNumber(name string, min, max float64) error {
 }
 
 // positiveInt returns the named integer field, 0 when absent.
-func (c *chatRequest) positiveInt(name string) (int, error) {
+func (c *Request) positiveInt(name string) (int, error) {
 	raw, ok := c.fields[name]
 	if !ok || jsonobj.IsNull(raw) {
 		return 0, nil
@@ -191,7 +191,7 @@ func (c *chatRequest) positiveInt(name string) (int, error) {
 
 // measure sets the prompt's estimate and bound: its text, its images at
 // what one costs on m, and (the bound) the template's tokens.
-func (c *chatRequest) measure(m *models.Model) {
+func (c *Request) measure(m *models.Model) {
 	images := c.images * m.ImageTokens
 	c.PromptTokens = c.text.estimate() + images
 	c.PromptBound = c.text.bound() + images + c.template
@@ -199,7 +199,7 @@ func (c *chatRequest) measure(m *models.Model) {
 
 // check measures the request for m and applies the model's limits:
 // vision and the context window.
-func (c *chatRequest) check(m *models.Model) error {
+func (c *Request) Check(m *models.Model) error {
 	if c.images > 0 && !m.Vision {
 		return apierr.BadRequest("messages", m.Name+" does not accept image input; use a model with vision")
 	}
@@ -213,15 +213,15 @@ func (c *chatRequest) check(m *models.Model) error {
 }
 
 // object is the answer's object, and streamObject each chunk's.
-func (c *chatRequest) object() string {
-	if c.api == models.CompletionsAPI {
+func (c *Request) Object() string {
+	if c.API == models.CompletionsAPI {
 		return "text_completion"
 	}
 	return "chat.completion"
 }
 
-func (c *chatRequest) streamObject() string {
-	if c.api == models.CompletionsAPI {
+func (c *Request) StreamObject() string {
+	if c.API == models.CompletionsAPI {
 		return "text_completion"
 	}
 	return "chat.completion.chunk"
@@ -231,8 +231,8 @@ func (c *chatRequest) streamObject() string {
 // backend is sent max_tokens, so that what it may generate, and so what
 // admission reserves, is bounded. The cap leaves room for the prompt
 // estimate in the context window.
-func (c *chatRequest) capOutput(m *models.Model) {
-	if c.MaxTokens > 0 || c.api == models.EmbeddingsAPI {
+func (c *Request) CapOutput(m *models.Model) {
+	if c.MaxTokens > 0 || c.API == models.EmbeddingsAPI {
 		return
 	}
 	c.MaxTokens = max(min(m.MaxOutputTokens, m.ContextWindow-c.PromptTokens), 1)
@@ -244,16 +244,16 @@ func (c *chatRequest) capOutput(m *models.Model) {
 // so that every stream can be charged what the backend counted. It is
 // written by hand, the members sorted by name and their values as the
 // client sent them (checked JSON).
-func (c *chatRequest) upstreamBody(stream bool) []byte {
+func (c *Request) UpstreamBody(stream bool) []byte {
 	names := make([]string, 0, len(c.fields)+2)
 	size := 32
 	for k, v := range c.fields {
-		if k != "model" && (c.api == models.EmbeddingsAPI || k != "stream" && k != "stream_options") {
+		if k != "model" && (c.API == models.EmbeddingsAPI || k != "stream" && k != "stream_options") {
 			names = append(names, k)
 			size += len(k) + len(v) + 4
 		}
 	}
-	if c.api != models.EmbeddingsAPI {
+	if c.API != models.EmbeddingsAPI {
 		names = append(names, "stream")
 		if stream {
 			names = append(names, "stream_options")
@@ -268,7 +268,7 @@ func (c *chatRequest) upstreamBody(stream bool) []byte {
 		}
 		b = append(jsonenc.AppendString(b, k), ':')
 		switch {
-		case c.api == models.EmbeddingsAPI:
+		case c.API == models.EmbeddingsAPI:
 			b = append(b, c.fields[k]...)
 		case k == "stream":
 			b = strconv.AppendBool(b, stream)
@@ -282,8 +282,8 @@ func (c *chatRequest) upstreamBody(stream bool) []byte {
 }
 
 // appendStreamOptions appends the client's stream_options (checked in
-// decodeChat) with include_usage set.
-func (c *chatRequest) appendStreamOptions(b []byte) []byte {
+// DecodeChat) with include_usage set.
+func (c *Request) appendStreamOptions(b []byte) []byte {
 	b = append(b, '{')
 	if raw, ok := c.fields["stream_options"]; ok {
 		so, _ := jsonobj.Members(raw)

@@ -1,4 +1,4 @@
-package gateway
+package openai
 
 import (
 	"encoding/json"
@@ -29,7 +29,7 @@ type contentPart struct {
 // each message the model reads (its role, content, name, tool calls and
 // their arguments, tool call ids, and whatever else it carries), but an
 // image part's, which counts as an image.
-func (c *chatRequest) decodeMessages() error {
+func (c *Request) decodeMessages() error {
 	raw, ok := c.fields["messages"]
 	if !ok || jsonobj.IsNull(raw) {
 		return apierr.BadRequest("messages", "missing required parameter: messages")
@@ -118,7 +118,7 @@ func decodeMessage(i int, rm []byte) (message, error) {
 
 // decodeContent checks message i's content; an image part's bytes are
 // taken back out of the measure, and the part counted as an image.
-func (c *chatRequest) decodeContent(i int, role string, raw json.RawMessage) error {
+func (c *Request) decodeContent(i int, role string, raw json.RawMessage) error {
 	param := func() string { return msgParam(i, ".content") }
 	if len(raw) == 0 || jsonobj.IsNull(raw) {
 		if role == "assistant" || role == "function" {
@@ -148,7 +148,7 @@ func (c *chatRequest) decodeContent(i int, role string, raw json.RawMessage) err
 }
 
 // decodePart checks one content part, pp its name in an error.
-func (c *chatRequest) decodePart(pp string, rp json.RawMessage) error {
+func (c *Request) decodePart(pp string, rp json.RawMessage) error {
 	var p contentPart
 	if len(rp) == 0 || rp[0] != '{' || json.Unmarshal(rp, &p) != nil {
 		return apierr.BadRequest(pp, pp+" must be a content part object with a type")

@@ -1,4 +1,4 @@
-package gateway
+package openai
 
 import (
 	"encoding/json"
@@ -40,7 +40,7 @@ func TestChunkEncoding(t *testing.T) {
 func TestResponseEncoding(t *testing.T) {
 	choices := json.RawMessage(`[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}]`)
 	u := &Usage{PromptTokens: 28, CompletionTokens: 12, TotalTokens: 40}
-	got := appendNativeResponse(nil, "chat_01X", 1738857600, "hermes", &chunk.Chunk{Choices: choices}, u)
+	got := AppendNativeResponse(nil, "chat_01X", 1738857600, "hermes", &chunk.Chunk{Choices: choices}, u)
 	want, _ := json.Marshal(nativeResponse{ID: "chat_01X", Object: "chat.completion", Created: 1738857600, Model: "hermes", Choices: choices, Usage: *u})
 	if string(got) != string(want) {
 		t.Errorf("native:\n got %s\nwant %s", got, want)
@@ -49,7 +49,7 @@ func TestResponseEncoding(t *testing.T) {
 	ud := *u
 	ud.PromptTokensDetails, ud.CompletionTokensDetails = json.RawMessage(`{"cached_tokens":20}`), json.RawMessage(`{"reasoning_tokens":4}`)
 	comp := &chunk.Chunk{Choices: choices, SystemFingerprint: []byte(`"fp_1"`), ServiceTier: []byte(`"default"`)}
-	got = appendNativeResponse(nil, "chat_01X", 1738857600, "hermes", comp, &ud)
+	got = AppendNativeResponse(nil, "chat_01X", 1738857600, "hermes", comp, &ud)
 	want, _ = json.Marshal(nativeResponse{ID: "chat_01X", Object: "chat.completion", Created: 1738857600, Model: "hermes",
 		SystemFingerprint: comp.SystemFingerprint, ServiceTier: comp.ServiceTier, Choices: choices, Usage: ud})
 	if string(got) != string(want) {
@@ -69,20 +69,20 @@ func TestResponseEncoding(t *testing.T) {
 				"usage": map[string]any{"prompt_tokens": 28.0, "completion_tokens": 12.0, "total_tokens": 40.0}}},
 	}
 	for _, tt := range tests {
-		out, err := compatResponse([]byte(tt.backend), "chat_01X", "chat.completion", "hermes", tt.addUsage, u)
+		out, err := CompatResponse([]byte(tt.backend), "chat_01X", "chat.completion", "hermes", tt.addUsage, u)
 		if err != nil {
-			t.Fatalf("compatResponse(%s): %v", tt.backend, err)
+			t.Fatalf("CompatResponse(%s): %v", tt.backend, err)
 		}
 		var got map[string]any
 		if err := json.Unmarshal(out, &got); err != nil {
-			t.Fatalf("compatResponse(%s) = %s: %v", tt.backend, out, err)
+			t.Fatalf("CompatResponse(%s) = %s: %v", tt.backend, out, err)
 		}
 		if !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("compatResponse(%s)\n got %v\nwant %v", tt.backend, got, tt.want)
+			t.Errorf("CompatResponse(%s)\n got %v\nwant %v", tt.backend, got, tt.want)
 		}
 	}
-	if _, err := compatResponse([]byte(`{"choices":[]}x`), "chat_01X", "chat.completion", "hermes", false, u); err == nil {
-		t.Error("compatResponse of a broken answer: no error")
+	if _, err := CompatResponse([]byte(`{"choices":[]}x`), "chat_01X", "chat.completion", "hermes", false, u); err == nil {
+		t.Error("CompatResponse of a broken answer: no error")
 	}
 }
 

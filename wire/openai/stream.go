@@ -1,0 +1,426 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/chunk"
+	"github.com/obol/obol/internal/jsonenc"
+	"github.com/obol/obol/money"
+)
+
+// compatChunk is an OpenAI chat.completion.chunk as clients of
+// /v1/chat/completions get it: the backend's, with the gateway's id and
+// the public model name, and usage only if the client asked for it.
+type compatChunk struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
+	ServiceTier       json.RawMessage `json:"service_tier,omitempty"`
+	Choices           json.RawMessage `json:"choices"`
+	Usage             json.RawMessage `json:"usage,omitempty"`
+}
+
+// nativeChunk is the native stream event: an OpenAI chunk plus
+// choice 0's text increment as a top-level string (other choices and tool
+// calls are read from choices, as OpenAI's clients read them).
+type nativeChunk struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
+	ServiceTier       json.RawMessage `json:"service_tier,omitempty"`
+	Choices           json.RawMessage `json:"choices"`
+	Delta             string          `json:"delta"`
+	Usage             *Usage          `json:"usage,omitempty"`
+}
+
+var (
+	errStreamCut = errors.New("the backend's stream ended before [DONE]")
+	// ErrBrokenStream is a backend stream that failed after it began: an
+	// error event, an unreadable event, a read that failed.
+	ErrBrokenStream = errors.New("backend stream broken")
+	// ErrClientGone is a client that left mid-stream: a write failed.
+	ErrClientGone = errors.New("client gone")
+)
+
+// Sink is where a translation writes a client's stream: the gateway's
+// SSE writer. Each event is written whole; Flush sends what was written.
+type Sink interface {
+	// Write writes one data event; WriteNamed one with an event: name.
+	Write(data []byte) error
+	WriteNamed(name string, data []byte) error
+	Flush() error
+	// Event writes one data event and flushes it.
+	Event(data []byte) error
+	// Fail ends a started stream with e, as an error event and [DONE].
+	Fail(e *apierr.Error)
+}
+
+// Events are a backend's stream events (models.Events).
+type Events interface {
+	Next() ([]byte, error)
+	// Complete reports whether every event is already read in (the
+	// answer was read whole): nothing is flushed between them then.
+	Complete() bool
+}
+
+// Turn is what a translation knows of the request and reports of it.
+type Turn struct {
+	ID    string    // the gateway's id of the request: each event's id
+	Start time.Time // when it arrived
+	// TTFT is set when the first token is relayed: the time from Start.
+	TTFT time.Duration
+	// Finish are the finish reasons the backend gave.
+	Finish []string
+	// Upstream is the time spent waiting on the backend's events.
+	Upstream time.Duration
+}
+
+// Streamer turns a backend's events into a client's stream: the chat
+// relay (native or OpenAI's chunks) or the Responses events.
+type Streamer interface {
+	// Run relays events until the backend's stream ends.
+	Run(events Events) error
+	// Relayed is what the stream carried: the backend's usage (nil if it
+	// sent none) and the gateway's own count of completion tokens.
+	Relayed() (*Usage, int)
+	// Fail ends a started stream with e.
+	Fail(e *apierr.Error)
+}
+
+func (rl *relay) Relayed() (*Usage, int) { return rl.usage, rl.counted }
+
+// Fail ends the stream with an error event and [DONE].
+func (rl *relay) Fail(e *apierr.Error) { rl.sink.Fail(e) }
+
+// relay turns backend events into client events.
+type relay struct {
+	turn    *Turn
+	req     *Request
+	model   string
+	sink    Sink
+	native  bool
+	object  string // of each chunk: chat.completion.chunk, or text_completion
+	created int64
+
+	usage    *Usage // as the backend reported it
+	usageRaw json.RawMessage
+	counted  int // the gateway's own count of what was relayed (chunk.Counted)
+	// fingerprint and tier are the backend's latest system_fingerprint
+	// and service_tier, for the native events.
+	fingerprint, tier json.RawMessage
+	// cost prices a usage for the native final event.
+	cost  func(*Usage) money.Money
+	final *nativeChunk // native: the finish_reason event, held to carry usage
+	ch    chunk.Chunk  // the event being relayed
+	out   []byte
+}
+
+func (rl *relay) send(v any) error {
+	var b []byte
+	switch ev := v.(type) {
+	case compatChunk:
+		b = rl.appendCompat(ev)
+	case *nativeChunk:
+		if utf8.ValidString(ev.Delta) {
+			b = rl.appendNative(ev)
+		}
+	}
+	if b == nil {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return err
+		}
+	}
+	if err := rl.sink.Write(b); err != nil {
+		return ErrClientGone
+	}
+	return nil
+}
+
+// nextEvent flushes what was written, then reads the backend's next
+// event, its wait counted as upstream time. done is [DONE], or the end of
+// a stream that finished without it (some servers close so).
+func nextEvent(events Events, out Sink, turn *Turn, finished bool) (data []byte, done bool, err error) {
+	if !events.Complete() && out.Flush() != nil {
+		return nil, false, ErrClientGone
+	}
+	waited := time.Now()
+	data, err = events.Next()
+	turn.Upstream += time.Since(waited)
+	switch {
+	case err == io.EOF && finished:
+		return nil, true, nil
+	case err == io.EOF:
+		return nil, false, fmt.Errorf("%w: read: %w", ErrBrokenStream, errStreamCut)
+	case err != nil:
+		return nil, false, fmt.Errorf("%w: read: %w", ErrBrokenStream, err)
+	}
+	return data, string(data) == "[DONE]", nil
+}
+
+// run relays the backend's events to the client until [DONE], the end of
+// the stream, or a failure; the time spent waiting on the backend counts
+// as upstream time.
+func (rl *relay) Run(events Events) error {
+	finished := false // a finish_reason was seen
+	for {
+		data, done, err := nextEvent(events, rl.sink, rl.turn, finished)
+		if err != nil {
+			return err
+		}
+		if done {
+			break
+		}
+		if err := chunk.Parse(data, &rl.ch); err != nil {
+			return fmt.Errorf("%w: event: %w", ErrBrokenStream, err)
+		}
+		ch := &rl.ch
+		if ch.Error != nil {
+			return fmt.Errorf("%w: error event: %.300s", ErrBrokenStream, ch.Error)
+		}
+		if ch.Created != 0 {
+			rl.created = ch.Created
+		}
+		if ch.Usage != nil {
+			var u Usage
+			if json.Unmarshal(ch.Usage, &u) == nil {
+				rl.usage, rl.usageRaw = &u, append(rl.usageRaw[:0], ch.Usage...)
+			}
+		}
+		if ch.NChoices == 0 {
+			continue // the usage chunk: sent at the end, if wanted
+		}
+		delta := ch.Content
+		if ch.Counted > 0 {
+			rl.counted += ch.Counted
+			if rl.turn.TTFT == 0 {
+				rl.turn.TTFT = time.Since(rl.turn.Start) // sent just below; a failed send ends the stream anyway
+			}
+		}
+		rl.keep(&rl.fingerprint, ch.SystemFingerprint)
+		rl.keep(&rl.tier, ch.ServiceTier)
+		fin := len(ch.Finish) > 0
+		rl.turn.Finish = append(rl.turn.Finish, ch.Finish...)
+		finished = finished || fin
+		if rl.native {
+			ev := &nativeChunk{ID: rl.turn.ID, Object: rl.object, Created: rl.created, Model: rl.model,
+				SystemFingerprint: rl.fingerprint, ServiceTier: rl.tier, Choices: ch.Choices, Delta: delta}
+			if fin {
+				if err := rl.flushFinal(); err != nil {
+					return err
+				}
+				ev.Choices = bytes.Clone(ev.Choices) // held past the event's buffer
+				rl.final = ev
+				continue
+			}
+			if err := rl.send(ev); err != nil {
+				return err
+			}
+			continue
+		}
+		ev := compatChunk{ID: rl.turn.ID, Object: rl.object, Created: rl.created, Model: rl.model,
+			SystemFingerprint: ch.SystemFingerprint, ServiceTier: ch.ServiceTier, Choices: ch.Choices}
+		if rl.req.IncludeUsage {
+			ev.Usage = json.RawMessage("null")
+		}
+		if err := rl.send(ev); err != nil {
+			return err
+		}
+	}
+	return rl.finish()
+}
+
+// keep holds a copy of v in *dst when it is new: the event's bytes are
+// reused, and a held native event outlives them.
+func (rl *relay) keep(dst *json.RawMessage, v []byte) {
+	if v != nil && !bytes.Equal(*dst, v) {
+		*dst = bytes.Clone(v)
+	}
+}
+
+// flushFinal sends a held native finish event without usage.
+func (rl *relay) flushFinal() error {
+	if rl.final == nil {
+		return nil
+	}
+	ev := rl.final
+	rl.final = nil
+	return rl.send(ev)
+}
+
+// finish sends what ends a stream that completed: the native final event
+// with usage, or OpenAI's usage chunk if the client asked; then [DONE].
+func (rl *relay) finish() error {
+	u := rl.usage
+	if u == nil {
+		u = OwnCount(rl.req.PromptTokens, rl.counted)
+	}
+	if rl.native {
+		ev := rl.final
+		if ev == nil {
+			ev = &nativeChunk{ID: rl.turn.ID, Object: rl.object, Created: rl.created, Model: rl.model,
+				SystemFingerprint: rl.fingerprint, ServiceTier: rl.tier,
+				Choices: json.RawMessage(`[{"index":0,"delta":{},"finish_reason":"stop"}]`)}
+		}
+		rl.final = nil
+		ev.Usage = u.WithCost(rl.cost(u))
+		if err := rl.send(ev); err != nil {
+			return err
+		}
+	} else if rl.req.IncludeUsage {
+		raw := rl.usageRaw
+		if raw == nil {
+			raw = AppendUsage(nil, u)
+		}
+		if err := rl.send(compatChunk{ID: rl.turn.ID, Object: rl.object, Created: rl.created,
+			Model: rl.model, SystemFingerprint: rl.fingerprint, ServiceTier: rl.tier, Choices: json.RawMessage("[]"), Usage: raw}); err != nil {
+			return err
+		}
+	}
+	if rl.sink.Event([]byte("[DONE]")) != nil { // written and flushed
+		return ErrClientGone
+	}
+	return nil
+}
+
+// appendCompat encodes a chunk as json.Marshal would, without reflection
+// or re-validating the backend's choices, which pass through as they came
+// (already checked when the event was decoded).
+func (rl *relay) appendCompat(ev compatChunk) []byte {
+	b := appendExtra(rl.head(ev.ID, ev.Object, ev.Created, ev.Model), ev.SystemFingerprint, ev.ServiceTier)
+	b = append(append(b, `,"choices":`...), ev.Choices...)
+	if len(ev.Usage) > 0 {
+		b = append(append(b, `,"usage":`...), ev.Usage...)
+	}
+	rl.out = append(b, '}')
+	return rl.out
+}
+
+// appendNative encodes a native chunk, as appendCompat does.
+func (rl *relay) appendNative(ev *nativeChunk) []byte {
+	b := appendExtra(rl.head(ev.ID, ev.Object, ev.Created, ev.Model), ev.SystemFingerprint, ev.ServiceTier)
+	b = append(append(b, `,"choices":`...), ev.Choices...)
+	b = jsonenc.AppendString(append(b, `,"delta":`...), ev.Delta)
+	if ev.Usage != nil {
+		b = AppendUsage(append(b, `,"usage":`...), ev.Usage)
+	}
+	rl.out = append(b, '}')
+	return rl.out
+}
+
+// appendExtra appends the backend's system_fingerprint and service_tier,
+// where it sent them.
+func appendExtra(b, fingerprint, tier []byte) []byte {
+	if len(fingerprint) > 0 {
+		b = append(append(b, `,"system_fingerprint":`...), fingerprint...)
+	}
+	if len(tier) > 0 {
+		b = append(append(b, `,"service_tier":`...), tier...)
+	}
+	return b
+}
+
+// head starts a chunk: id, object, created and model. The id, object and
+// model are the gateway's own and need no escaping.
+func (rl *relay) head(id, object string, created int64, model string) []byte {
+	b := append(rl.out[:0], `{"id":"`...)
+	b = append(b, id...)
+	b = append(b, `","object":"`...)
+	b = append(b, object...)
+	b = append(b, `","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = append(b, `,"model":"`...)
+	b = append(b, model...)
+	return append(b, '"')
+}
+
+// AppendNativeResponse encodes the native answer as json.Marshal
+// would, with the backend's choices passed through as they came.
+func AppendNativeResponse(b []byte, id string, created int64, model string, comp *chunk.Chunk, u *Usage) []byte {
+	b = append(b, `{"id":`...)
+	b = jsonenc.AppendString(b, id)
+	b = append(b, `,"object":"chat.completion","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = jsonenc.AppendString(append(b, `,"model":`...), model)
+	b = appendExtra(b, comp.SystemFingerprint, comp.ServiceTier)
+	b = append(append(b, `,"choices":`...), comp.Choices...)
+	b = AppendUsage(append(b, `,"usage":`...), u)
+	return append(b, '}')
+}
+
+// AppendUsage encodes u as json.Marshal would, its details as the
+// backend sent them.
+func AppendUsage(b []byte, u *Usage) []byte {
+	b = strconv.AppendInt(append(b, `{"prompt_tokens":`...), int64(u.PromptTokens), 10)
+	b = strconv.AppendInt(append(b, `,"completion_tokens":`...), int64(u.CompletionTokens), 10)
+	b = strconv.AppendInt(append(b, `,"total_tokens":`...), int64(u.TotalTokens), 10)
+	if len(u.PromptTokensDetails) > 0 {
+		b = append(append(b, `,"prompt_tokens_details":`...), u.PromptTokensDetails...)
+	}
+	if len(u.CompletionTokensDetails) > 0 {
+		b = append(append(b, `,"completion_tokens_details":`...), u.CompletionTokensDetails...)
+	}
+	if u.Cost != nil {
+		b = append(append(b, `,"cost":`...), u.Cost.USD()...)
+	}
+	return append(b, '}')
+}
+
+// CompatResponse is the backend's answer with the gateway's id and object
+// (kept as the backend's when ""), the public model name, and the
+// gateway's usage where the backend sent none (addUsage); every other
+// field passes through, in its order.
+func CompatResponse(raw []byte, id, object, model string, addUsage bool, u *Usage) ([]byte, error) {
+	b := make([]byte, 0, len(raw)+128)
+	b = append(b, '{')
+	if id != "" {
+		b = jsonenc.AppendString(append(b, `"id":`...), id)
+		b = jsonenc.AppendString(append(b, `,"object":`...), object)
+		b = append(b, ',')
+	}
+	b = jsonenc.AppendString(append(b, `"model":`...), model)
+	ok := chunk.Fields(raw, func(name, value []byte) bool {
+		switch string(name) {
+		case "model":
+			return true
+		case "id", "object":
+			if id != "" {
+				return true
+			}
+		case "usage":
+			if addUsage {
+				return true // null: the gateway's count replaces it
+			}
+		}
+		b = append(append(append(b, ',', '"'), name...), '"', ':')
+		b = append(b, value...)
+		return true
+	})
+	if !ok {
+		return nil, errors.New("not one JSON object with plain field names")
+	}
+	if addUsage {
+		b = AppendUsage(append(b, `,"usage":`...), u)
+	}
+	return append(b, '}'), nil
+}
+
+// NewChatStream is the chat relay of one request: native events or
+// OpenAI's chunks (object, as req says), with turn's id and the public
+// model name; cost prices the usage the native final event carries.
+func NewChatStream(sink Sink, turn *Turn, req *Request, model string, native bool, cost func(*Usage) money.Money) Streamer {
+	return &relay{turn: turn, req: req, model: model, sink: sink, native: native, object: req.StreamObject(),
+		created: time.Now().Unix(), cost: cost}
+}
