@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/julienschmidt/httprouter"
-
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/internal/clip"
@@ -20,10 +18,10 @@ import (
 	"github.com/obol/obol/wire/openai"
 )
 
-// prepare runs what every route that calls a model does before a backend
-// is called: authenticate, read and decode the body, find the model,
-// check the key's access and the model's limits, and admit the request
-// under the key's. streamRoute: the route always streams.
+// prepare runs what every route that calls a model does before it is
+// admitted: authenticate, read and decode the body, find the model, and
+// check the key's access and the model's limits. streamRoute: the route
+// always streams.
 func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, api models.API, decode func([]byte) (*openai.Request, error), streamRoute bool) (*openai.Request, *models.Model, error) {
 	// Any chat scope gets the body read; which one is needed depends on
 	// whether the answer streams, which the body says.
@@ -53,9 +51,6 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, api mo
 		return nil, nil, err
 	}
 	req.CapOutput(m)
-	if err := s.admit(w, r, c, req, m); err != nil {
-		return nil, nil, err
-	}
 	return req, m, nil
 }
 
@@ -97,37 +92,6 @@ func (s *Server) modelFor(c *call, name string, api models.API) (*models.Model, 
 	return m, nil
 }
 
-// chat is POST /v1/chat: one complete answer in the native shape.
-func (s *Server) chat(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c, models.ChatAPI, openai.DecodeChat, false)
-	if err != nil {
-		return err
-	}
-	return s.complete(w, r, c, req, m, true)
-}
-
-// chatStream is POST /v1/chat/stream: the native SSE stream.
-func (s *Server) chatStream(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c, models.ChatAPI, openai.DecodeChat, true)
-	if err != nil {
-		return err
-	}
-	return s.stream(w, r, c, req, m, s.chatStreamer(c, req, m, true))
-}
-
-// chatCompletions is POST /v1/chat/completions, OpenAI's shape exactly;
-// the body's "stream" chooses the answer.
-func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
-	req, m, err := s.prepare(w, r, c, models.ChatAPI, openai.DecodeChat, false)
-	if err != nil {
-		return err
-	}
-	if req.Stream {
-		return s.stream(w, r, c, req, m, s.chatStreamer(c, req, m, false))
-	}
-	return s.complete(w, r, c, req, m, false)
-}
-
 // complete relays a non-streaming answer. The native shape is rebuilt; the
 // OpenAI shape keeps every field the backend sent, with the gateway's id
 // and the public model name.
@@ -141,15 +105,24 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, c *call, req *
 	if native {
 		out = openai.AppendNativeResponse(make([]byte, 0, len(raw)+128), c.ID, comp.Created, m.Name, comp, c.usage.WithCost(cost))
 	} else if out, err = openai.CompatResponse(raw, c.ID, req.Object(), m.Name, comp.Usage == nil, c.usage); err != nil {
-		return &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
-			Err: fmt.Errorf("backend %s: malformed completion: %w", c.backend, err)}
+		return unreadable(m.Name, fmt.Errorf("backend %s: malformed completion: %w", c.backend, err))
 	} else {
 		w.Header().Set("X-Obol-Cost", cost.USD())
 	}
+	writeAnswer(w, out)
+	return nil
+}
+
+// unreadable is the answer to a backend's answer that cannot be read.
+func unreadable(model string, err error) *apierr.Error {
+	return &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + model + " sent an unreadable answer", Err: err}
+}
+
+// writeAnswer writes a whole JSON answer.
+func writeAnswer(w http.ResponseWriter, out []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.Write(out)
-	return nil
 }
 
 // fetch calls a backend for an answer not streamed and reads it whole:
@@ -172,8 +145,7 @@ func (s *Server) fetch(r *http.Request, c *call, req *openai.Request, m *models.
 	}
 	comp := new(chunk.Chunk)
 	if err := chunk.Parse(raw, comp); err != nil || comp.Choices == nil || jsonobj.IsNull(comp.Choices) || openai.ReadUsage(comp.Usage, &c.usage) != nil {
-		return nil, nil, &apierr.Error{Code: apierr.CodeUpstreamError, Message: "the backend for " + m.Name + " sent an unreadable answer",
-			Err: fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw)}
+		return nil, nil, unreadable(m.Name, fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw))
 	}
 	c.Finish = comp.Finish
 	if c.usage == nil {

@@ -221,6 +221,11 @@ type call struct {
 	rated bool
 	// reservation is the admitted estimate, settled once the answer is out.
 	reservation *quota.Reservation
+	// finished: answered, recorded and settled (finish); status and code
+	// are the answer's.
+	finished bool
+	status   int
+	code     apierr.Code
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error
@@ -235,8 +240,9 @@ func (s *Server) add(r *httprouter.Router, method, path, idPrefix string, h hand
 	r.Handle(method, path, s.handle(path, idPrefix, h))
 }
 
-// handle wraps a handler: request id, the one place errors are written,
-// the access log line and the request's metrics.
+// handle wraps a handler: the request id, its finish (for a handler that
+// did not finish the request itself), the access log line, the trace and
+// the request's metrics.
 func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		s.inflight.Add(1)
@@ -246,47 +252,59 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 		c := &call{Turn: openai.Turn{ID: crockford.NewID(idPrefix), Start: time.Now()}}
 		r, span := s.startSpan(r, route)
 		w.Header().Set("X-Request-Id", c.ID)
-		err := h(w, r, ps, c)
-		status := http.StatusOK
-		var code apierr.Code
-		if err != nil {
-			e := asError(err, c.model)
-			if e.Code == apierr.CodeClientClosed && s.abort.Err() != nil {
-				e = errShuttingDown // not the client: the gateway stopped it
-			}
-			if !c.started && e.Code != apierr.CodeClientClosed {
-				if de := drainBody(r); de != nil {
-					e = de // the body never came: that, not e, is the answer
-				}
-			}
-			status, code = e.Status(), e.Code
-			if !c.started && e.Code != apierr.CodeClientClosed {
-				s.peekHeaders(w, r, c)
-			}
-			if !c.started {
-				apierr.Write(w, e)
-			}
-			logError(s.log, c.ID, e)
-		}
-		if c.reservation != nil || c.usage != nil {
-			// The answer goes out first. Neither the record nor the
-			// settlement waits on a store: both are queued and written in
-			// the background, many per round trip (the shared store's
-			// Limiter batches settlements; the embedded one settles in
-			// process); waiting would only hold this connection's next
-			// request.
-			http.NewResponseController(w).Flush()
-			cost := s.record(c, status)
-			if c.reservation != nil {
-				ctx, span := s.child(context.WithoutCancel(r.Context()), "quota.settle")
-				s.settle(ctx, c, cost)
-				span.End()
-			}
-		}
-		s.logAccess(r, c, status, code)
-		endSpan(span, c, status, code)
-		s.metrics.done(r.Context(), route, r.Method, status, c, time.Since(c.Start))
+		s.finish(w, r, c, h(w, r, ps, c))
+		s.logAccess(r, c, c.status, c.code)
+		endSpan(span, c, c.status, c.code)
+		s.metrics.done(r.Context(), route, r.Method, c.status, c, time.Since(c.Start))
 	}
+}
+
+// finish ends a request, once: an error becomes its answer (unless bytes
+// were sent already), then what it used is recorded and its reservation
+// settled. The answer goes out first; neither the record nor the
+// settlement waits on a store: both are queued and written in the
+// background, many per round trip (the shared store's Limiter batches
+// settlements; the embedded one settles in process), for waiting would
+// only hold this connection's next request.
+func (s *Server) finish(w http.ResponseWriter, r *http.Request, c *call, err error) error {
+	if c.finished {
+		return nil
+	}
+	c.finished, c.status = true, http.StatusOK
+	if err != nil {
+		e := s.answerError(w, r, c, err)
+		c.status, c.code = e.Status(), e.Code
+	}
+	if c.reservation != nil || c.usage != nil {
+		http.NewResponseController(w).Flush()
+		cost := s.record(c, c.status)
+		if c.reservation != nil {
+			ctx, span := s.child(context.WithoutCancel(r.Context()), "quota.settle")
+			s.settle(ctx, c, cost)
+			span.End()
+		}
+	}
+	return nil
+}
+
+// answerError answers with err, mapped to the API's vocabulary, where
+// nothing was sent yet, and logs what the client is not told.
+func (s *Server) answerError(w http.ResponseWriter, r *http.Request, c *call, err error) *apierr.Error {
+	e := asError(err, c.model)
+	if e.Code == apierr.CodeClientClosed && s.abort.Err() != nil {
+		e = errShuttingDown // not the client: the gateway stopped it
+	}
+	if !c.started && e.Code != apierr.CodeClientClosed {
+		if de := drainBody(r); de != nil {
+			e = de // the body never came: that, not e, is the answer
+		}
+		s.peekHeaders(w, r, c)
+	}
+	if !c.started {
+		apierr.Write(w, e)
+	}
+	logError(s.log, c.ID, e)
+	return e
 }
 
 // record queues what a request used for the ledger: every request a
