@@ -96,7 +96,8 @@ func (s Static) key() *Key {
 // its project's. A tier or project dropped from the configuration must
 // not leave its keys unlimited: it is an error.
 func resolve(k *Key, tiers quota.Tiers, projects Projects) (*Identity, error) {
-	lim, ok := tiers.Limits(k.Tier, k.Limits.override())
+	base, ok := tiers[k.Tier]
+	lim := k.Limits.Over(base)
 	if !ok {
 		return nil, fmt.Errorf("key %s: tier %q is not configured", k.ID, k.Tier)
 	}
@@ -112,10 +113,6 @@ func resolve(k *Key, tiers quota.Tiers, projects Projects) (*Identity, error) {
 	}
 	id.subject = id.newSubject()
 	return id, nil
-}
-
-func (l Limits) override() quota.Override {
-	return quota.Override{RPM: l.RPM, TPM: l.TPM, TPD: l.TPD, Concurrency: l.Concurrency}
 }
 
 // staticIndex holds the configuration's keys by the digest of their

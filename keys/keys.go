@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/obol/obol/internal/crockford"
+	"github.com/obol/obol/quota"
 )
 
 // Scopes a key may hold.
@@ -31,12 +32,27 @@ var AllScopes = []string{ScopeChat, ScopeChatStream, ScopeModels, ScopeUsage}
 // DefaultScopes are a new key's when none are asked for: everything.
 var DefaultScopes = []string{ScopeChat, ScopeModels, ScopeUsage}
 
-// Limits are a key's own limits; nil is the tier's, 0 unlimited.
+// Limits are a key's or a project's own limits, each on its own: for a
+// key, nil is its tier's; for a project, nil is none; 0 is unlimited.
+// The admin API's bodies and the configuration file read them.
 type Limits struct {
-	RPM         *int64 `json:"rpm,omitempty"`
-	TPM         *int64 `json:"tpm,omitempty"`
-	TPD         *int64 `json:"tpd,omitempty"`
-	Concurrency *int64 `json:"concurrency,omitempty"`
+	RPM         *int64 `json:"rpm,omitempty" yaml:"rpm"`
+	TPM         *int64 `json:"tpm,omitempty" yaml:"tpm"`
+	TPD         *int64 `json:"tpd,omitempty" yaml:"tpd"`
+	Concurrency *int64 `json:"concurrency,omitempty" yaml:"concurrency"`
+}
+
+// Over is base (a tier's) with l's own limits applied.
+func (l Limits) Over(base quota.Limits) quota.Limits {
+	for _, f := range []struct {
+		own *int64
+		dst *int64
+	}{{l.RPM, &base.RPM}, {l.TPM, &base.TPM}, {l.TPD, &base.TPD}, {l.Concurrency, &base.Concurrency}} {
+		if f.own != nil {
+			*f.dst = *f.own
+		}
+	}
+	return base
 }
 
 // Shown are limits as the API shows them: null for none.
@@ -61,13 +77,8 @@ func ShownOf(rpm, tpm, tpd, concurrency int64) Shown {
 
 // Shown shows a key's or a project's own limits: absent or 0 as null.
 func (l Limits) Shown() Shown {
-	v := func(x *int64) int64 {
-		if x == nil {
-			return 0
-		}
-		return *x
-	}
-	return ShownOf(v(l.RPM), v(l.TPM), v(l.TPD), v(l.Concurrency))
+	o := l.Over(quota.Limits{})
+	return ShownOf(o.RPM, o.TPM, o.TPD, o.Concurrency)
 }
 
 // Key is an API key as stored: everything but its secret, of which only

@@ -344,3 +344,9 @@ func TestCheckAdminToken(t *testing.T) {
 		}
 	}
 }
+
+func ExampleLimits_Over() {
+	rpm, unlimited := int64(5), int64(0)
+	fmt.Println(Limits{RPM: &rpm, TPD: &unlimited}.Over(quota.DefaultTiers["free"]))
+	// Output: {5 40000 0 0 0 false}
+}

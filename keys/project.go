@@ -53,14 +53,9 @@ var ProjectID = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 
 // quotaLimits are the project's limits as quota decides them.
 func (p *Project) quotaLimits() quota.Limits {
-	v := func(x *int64) int64 {
-		if x == nil {
-			return 0
-		}
-		return *x
-	}
-	return quota.Limits{RPM: v(p.Limits.RPM), TPM: v(p.Limits.TPM), TPD: v(p.Limits.TPD),
-		Concurrency: v(p.Limits.Concurrency), Budget: p.Budget.monthly(), StrictBudget: p.Budget.strict()}
+	lim := p.Limits.Over(quota.Limits{}) // a project has no tier: absent is none
+	lim.Budget, lim.StrictBudget = p.Budget.monthly(), p.Budget.strict()
+	return lim
 }
 
 // strict reports whether the budget is strict; none is not.

@@ -7,14 +7,6 @@ import (
 	"github.com/obol/obol/quota"
 )
 
-func ExampleTiers_Limits() {
-	rpm := int64(5)
-	unlimited := int64(0)
-	lim, ok := quota.DefaultTiers.Limits("free", quota.Override{RPM: &rpm, TPD: &unlimited})
-	fmt.Println(lim, ok)
-	// Output: {5 40000 0 0 0 false} true
-}
-
 // A request reserves its estimate; settlement replaces it by what the
 // backend used, and the rest goes back to the key.
 func ExampleMemory() {

@@ -201,33 +201,6 @@ var DefaultTiers = Tiers{
 	"team": {RPM: 2000, TPM: 2_000_000, TPD: 0},
 }
 
-// Override is a key's own limits; a nil one is the tier's, 0 is unlimited.
-type Override struct {
-	RPM, TPM, TPD, Concurrency, Budget *int64
-}
-
-// Limits returns a key's limits: its tier's with o applied. ok is false
-// for an unknown tier.
-func (t Tiers) Limits(tier string, o Override) (lim Limits, ok bool) {
-	lim, ok = t[tier]
-	if o.RPM != nil {
-		lim.RPM = *o.RPM
-	}
-	if o.TPM != nil {
-		lim.TPM = *o.TPM
-	}
-	if o.TPD != nil {
-		lim.TPD = *o.TPD
-	}
-	if o.Concurrency != nil {
-		lim.Concurrency = *o.Concurrency
-	}
-	if o.Budget != nil {
-		lim.Budget = *o.Budget
-	}
-	return lim, ok
-}
-
 // newLease is a lease id, unique across replicas.
 func newLease() string {
 	var b [12]byte

@@ -63,9 +63,7 @@ func projectsOf(c *Config) keys.Projects {
 
 // projectOf is a configured project as keys take it (0 is unlimited).
 func projectOf(id string, pc ProjectConfig) *keys.Project {
-	l := pc.Limits
-	return &keys.Project{ID: id, Name: pc.Name, Config: true, Budget: pc.Budget.budget(), Metadata: pc.Metadata,
-		Limits: keys.Limits{RPM: &l.RPM, TPM: &l.TPM, TPD: &l.TPD, Concurrency: &l.Concurrency}}
+	return &keys.Project{ID: id, Name: pc.Name, Config: true, Budget: pc.Budget.budget(), Metadata: pc.Metadata, Limits: pc.Limits}
 }
 
 // staticKeysOf is the file's keys as the key registry takes them.
@@ -73,7 +71,7 @@ func staticKeysOf(c *Config) []keys.Static {
 	out := make([]keys.Static, 0, len(c.Keys))
 	for _, k := range c.Keys {
 		s := keys.Static{ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes,
-			Limits: keys.Limits(k.Limits), Project: k.Project, Budget: k.Budget.budget()}
+			Limits: k.Limits, Project: k.Project, Budget: k.Budget.budget()}
 		hex.Decode(s.SHA256[:], []byte(k.SHA256))
 		out = append(out, s)
 	}

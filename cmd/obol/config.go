@@ -148,7 +148,7 @@ type KeyConfig struct {
 	SHA256 string   `yaml:"sha256"`
 	Models []string `yaml:"models"`
 	// Limits override the tier's, each one on its own; 0 means unlimited.
-	Limits LimitsOverride `yaml:"limits"`
+	Limits keys.Limits `yaml:"limits"`
 	// Scopes limit what the key may do (chat, chat:stream, models,
 	// usage); empty means everything.
 	Scopes []string `yaml:"scopes"`
@@ -163,7 +163,7 @@ type KeyConfig struct {
 // absent: none).
 type ProjectConfig struct {
 	Name     string            `yaml:"name"`
-	Limits   TierConfig        `yaml:"limits"`
+	Limits   keys.Limits       `yaml:"limits"`
 	Budget   *BudgetConfig     `yaml:"budget"`
 	Metadata map[string]string `yaml:"metadata"`
 }
@@ -200,15 +200,6 @@ func (b *BudgetConfig) budget() *keys.Budget {
 	return &keys.Budget{Monthly: money.Money(b.Monthly), AlertAt: b.AlertAt, Strict: b.Strict}
 }
 
-// LimitsOverride is a key's own limits; an absent one is the tier's.
-// It converts to keys.Limits.
-type LimitsOverride struct {
-	RPM         *int64 `yaml:"rpm"`
-	TPM         *int64 `yaml:"tpm"`
-	TPD         *int64 `yaml:"tpd"`
-	Concurrency *int64 `yaml:"concurrency"`
-}
-
 // checkProjects validates the projects' ids and limits.
 func (c *Config) checkProjects() error {
 	for _, id := range sortedKeys(c.Projects) {
@@ -217,7 +208,7 @@ func (c *Config) checkProjects() error {
 		if !keys.ProjectID.MatchString(id) {
 			return invalid("projects."+id, "a project id is 1 to 64 of a-z, 0-9, _ and -")
 		}
-		if l.RPM < 0 || l.TPM < 0 || l.TPD < 0 || l.Concurrency < 0 {
+		if o := l.Over(quota.Limits{}); o.RPM < 0 || o.TPM < 0 || o.TPD < 0 || o.Concurrency < 0 {
 			return invalid("projects."+id+".limits", "limits must be 0 (unlimited) or positive")
 		}
 		if err := keys.CheckProject(projectOf(id, p)); err != nil {
