@@ -42,10 +42,11 @@ var (
 		costs: true, maxWide: 180}
 )
 
-// width is a bucket width: its duration, default and largest limit.
+// width is a bucket width: its duration, and the buckets a page holds
+// by default and at most (OpenAI's).
 type width struct {
-	d             time.Duration
-	limit, limit2 int
+	d                  time.Duration
+	defaultLimit, most int
 }
 
 var widths = map[string]width{"1d": {24 * time.Hour, 7, 31}, "1h": {time.Hour, 24, 168}, "1m": {time.Minute, 60, 1440}}
@@ -123,11 +124,11 @@ func parseReport(v url.Values, rep report) (*reportQuery, error) {
 	if !ok || (rep.costs && q.width != "1d") {
 		return nil, apierr.BadRequest("bucket_width", "bucket_width must be 1d, 1h or 1m (costs: 1d)")
 	}
-	q.limit, q.start = wd.limit, q.start.Truncate(wd.d)
+	q.limit, q.start = wd.defaultLimit, q.start.Truncate(wd.d)
 	if rep.costs {
 		q.limit = 7
 	}
-	maxLimit := wd.limit2
+	maxLimit := wd.most
 	if q.width == "1d" {
 		maxLimit = rep.maxWide
 	}

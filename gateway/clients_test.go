@@ -183,7 +183,7 @@ func TestVercelAISDK(t *testing.T) {
 }
 
 // TestGoOpenAIRateLimit: go-openai sees a refused admission as an APIError
-// with status 429 and DESIGN.md's code.
+// with status 429 and the API's code.
 func TestGoOpenAIRateLimit(t *testing.T) {
 	e := newEnv(t, sim.Config{ReplyTokens: 2}, withQuota(redisLimiter(t)), withLimits(keyAll, quota.Limits{RPM: 1}))
 	c := goClient(e.gw.URL, keyAll)

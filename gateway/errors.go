@@ -13,7 +13,7 @@ import (
 )
 
 // asError turns any handler error into an *apierr.Error, mapping upstream failures
-// to DESIGN.md's statuses; anything unforeseen is a 500 whose details are
+// to the API's statuses (docs/api.md); anything unforeseen is a 500 whose details are
 // only logged.
 func asError(err error, model string) *apierr.Error {
 	var e *apierr.Error

@@ -236,7 +236,7 @@ func TestOpenAICompletionKeepsBackendFields(t *testing.T) {
 	}
 }
 
-// TestNativeStream checks DESIGN.md's native events: the top-level delta
+// TestNativeStream checks the native events (docs/api.md): the top-level delta
 // string on every event, and finish_reason with usage on the last one.
 func TestNativeStream(t *testing.T) {
 	e := newEnv(t, sim.Config{ReplyTokens: 5})

@@ -266,7 +266,7 @@ type apiError struct {
 	} `json:"error"`
 }
 
-// readError checks a response is DESIGN.md's JSON error and returns it.
+// readError checks a response is the API's JSON error (docs/api.md) and returns it.
 func readError(t *testing.T, resp *http.Response) apiError {
 	t.Helper()
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {

@@ -1,7 +1,8 @@
-// Package keys holds the API keys created at run time: their records in
-// Redis (shared by every replica) or in the embedded bbolt store, the
-// secrets' format, and a Registry that authenticates from a process cache
-// kept fresh across replicas by a change log.
+// Package keys is identity: the configuration's and the stored API keys
+// and projects (their records in PostgreSQL, shared by every replica, or
+// in the embedded bbolt store), the secrets' format, limits and scopes,
+// and a Registry that authenticates from a process cache kept fresh
+// across replicas by a change log.
 package keys
 
 import (

@@ -111,9 +111,8 @@ type level struct {
 }
 
 // leased reports whether the level's requests hold a lease while in
-// flight: to be counted against a cap, or to have their reserved cost
-// given back if they are never settled.
-func (l level) leased() bool { return l.lim.Concurrency > 0 || l.lim.Budget > 0 }
+// flight (Limits.leased).
+func (l level) leased() bool { return l.lim.leased() }
 
 // levels are the key's, then the project's; in an array, for the
 // in-process store's hot path allocates nothing.
@@ -132,10 +131,13 @@ func (s Subject) levels() (ls [2]level, n int) {
 
 // leased reports whether a level takes a lease for the request.
 func (s Subject) leased() bool {
-	return s.Limits.leasedBy() || (s.Project != "" && s.ProjectLimits.leasedBy())
+	return s.Limits.leased() || (s.Project != "" && s.ProjectLimits.leased())
 }
 
-func (l Limits) leasedBy() bool { return l.Concurrency > 0 || l.Budget > 0 }
+// leased reports whether requests under l hold a lease while in flight:
+// to be counted against a cap, or to have their reserved cost given back
+// if they are never settled.
+func (l Limits) leased() bool { return l.Concurrency > 0 || l.Budget > 0 }
 
 // Decision is the outcome of an admission, with what the rate-limit
 // headers need whether or not the request was admitted. Its figures are
@@ -194,7 +196,7 @@ func day(t time.Time) (string, time.Duration) {
 // Tiers are the named sets of limits keys belong to.
 type Tiers map[string]Limits
 
-// DefaultTiers are DESIGN.md's tiers.
+// DefaultTiers are the default tiers (docs/configuration.md).
 var DefaultTiers = Tiers{
 	"free": {RPM: 20, TPM: 40_000, TPD: 250_000},
 	"pro":  {RPM: 500, TPM: 500_000, TPD: 10_000_000},

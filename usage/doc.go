@@ -1,4 +1,5 @@
-// Package usage is the monthly per-model ledger of every request's tokens:
-// one row per (key, UTC month, model), each request added once by its id,
-// in Redis shared by every replica or in the embedded bbolt store.
+// Package usage is the ledger of every request's tokens and cost: rows
+// per (key, project, model, kind) and UTC hour in PostgreSQL, shared by
+// every replica, or UTC day in the embedded bbolt store, each request
+// added once by its id, queued, batched and spooled so none is lost.
 package usage

@@ -85,7 +85,7 @@ func (r Record) row() Row {
 		Reasoning: r.ReasoningTokens, Requests: 1, Cost: r.Cost}
 }
 
-// Summary is a key's month: DESIGN.md's /v1/usage shape.
+// Summary is a key's month: the /v1/usage shape (docs/api.md).
 type Summary struct {
 	Period      string         `json:"period"`
 	TotalTokens int64          `json:"total_tokens"`

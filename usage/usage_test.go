@@ -158,7 +158,7 @@ func TestConcurrentRecords(t *testing.T) {
 	})
 }
 
-// TestDesignExample: the /v1/usage shape, byte for byte as DESIGN.md shows it.
+// TestDesignExample: the /v1/usage shape, byte for byte as docs/api.md shows it.
 func TestDesignExample(t *testing.T) {
 	s := &Summary{Period: "2026-04", TotalTokens: 1248203, TotalCost: 31416 * money.PerDollar / 10000, Currency: "usd",
 		ByModel: map[string]Row{"hermes": {Prompt: 412000, CachedPrompt: 120000, Completion: 98000, Requests: 1200, Cost: 4012 * money.PerDollar / 10000}}}

@@ -86,7 +86,7 @@ func TestResponseEncoding(t *testing.T) {
 	}
 }
 
-// nativeResponse is DESIGN.md's native answer.
+// nativeResponse is the native answer (docs/api.md).
 type nativeResponse struct {
 	ID                string          `json:"id"`
 	Object            string          `json:"object"`

@@ -18,57 +18,57 @@ const legacyDefaultMaxTokens = 16
 // (a string, strings, or token ids), the sampling fields chat has, and
 // best_of, which the backend generates and so is charged.
 func DecodeCompletion(body []byte) (*Request, error) {
-	c, err := newRequest(body, completionShape)
+	q, err := newRequest(body, completionShape)
 	if err != nil {
 		return nil, err
 	}
-	prompts, err := c.textOrTokens("prompt")
+	prompts, err := q.textOrTokens("prompt")
 	if err != nil {
 		return nil, err
 	}
-	c.template = templatePerInput * prompts
-	if err := c.decodeSampling(); err != nil {
+	q.template = templatePerInput * prompts
+	if err := q.decodeSampling(); err != nil {
 		return nil, err
 	}
-	bestOf, err := c.positiveInt("best_of")
+	bestOf, err := q.positiveInt("best_of")
 	if err != nil {
 		return nil, err
 	}
-	if c.MaxTokens == 0 {
-		c.MaxTokens = legacyDefaultMaxTokens
-		c.fields["max_tokens"] = json.RawMessage(strconv.Itoa(legacyDefaultMaxTokens))
+	if q.MaxTokens == 0 {
+		q.MaxTokens = legacyDefaultMaxTokens
+		q.fields["max_tokens"] = json.RawMessage(strconv.Itoa(legacyDefaultMaxTokens))
 	}
-	c.N = max(c.N, bestOf) * prompts // one choice per prompt and n
-	return c, nil
+	q.N = max(q.N, bestOf) * prompts // one choice per prompt and n
+	return q, nil
 }
 
 // textOrTokens reads a field that is a string, an array of strings, token
 // ids or arrays of them (a prompt, an embedding's input), measures it
-// into c.text, and says how many items it holds.
-func (c *Request) textOrTokens(name string) (items int, err error) {
-	raw, ok := c.fields[name]
+// into q.text, and says how many items it holds.
+func (q *Request) textOrTokens(name string) (items int, err error) {
+	raw, ok := q.fields[name]
 	if !ok || jsonobj.IsNull(raw) {
 		return 0, apierr.BadRequest(name, "missing required parameter: "+name)
 	}
 	var one string
 	if json.Unmarshal(raw, &one) == nil {
-		c.text.add(raw)
+		q.text.add(raw)
 		return 1, nil
 	}
 	var texts []string
 	if json.Unmarshal(raw, &texts) == nil && len(texts) > 0 {
-		c.text.add(raw)
+		q.text.add(raw)
 		return len(texts), nil
 	}
 	var ids []int64
 	if json.Unmarshal(raw, &ids) == nil && len(ids) > 0 {
-		c.text.exact += len(ids)
+		q.text.exact += len(ids)
 		return 1, nil
 	}
 	var many [][]int64
 	if json.Unmarshal(raw, &many) == nil && len(many) > 0 {
 		for _, m := range many {
-			c.text.exact += len(m)
+			q.text.exact += len(m)
 		}
 		return len(many), nil
 	}
@@ -81,17 +81,17 @@ const maxEmbeddingInputs = 2048
 // DecodeEmbeddings parses and checks an embeddings body: its input is
 // what is reserved and charged.
 func DecodeEmbeddings(body []byte) (*Request, error) {
-	c, err := newRequest(body, embeddingShape)
+	q, err := newRequest(body, embeddingShape)
 	if err != nil {
 		return nil, err
 	}
-	items, err := c.textOrTokens("input")
+	items, err := q.textOrTokens("input")
 	if err != nil {
 		return nil, err
 	}
 	if items > maxEmbeddingInputs {
 		return nil, apierr.BadRequest("input", fmt.Sprintf("input has %d items; at most %d", items, maxEmbeddingInputs))
 	}
-	c.template, c.N = templatePerInput*items, 1
-	return c, nil
+	q.template, q.N = templatePerInput*items, 1
+	return q, nil
 }

@@ -29,8 +29,8 @@ type contentPart struct {
 // each message the model reads (its role, content, name, tool calls and
 // their arguments, tool call ids, and whatever else it carries), but an
 // image part's, which counts as an image.
-func (c *Request) decodeMessages() error {
-	raw, ok := c.fields["messages"]
+func (q *Request) decodeMessages() error {
+	raw, ok := q.fields["messages"]
 	if !ok || jsonobj.IsNull(raw) {
 		return apierr.BadRequest("messages", "missing required parameter: messages")
 	}
@@ -52,12 +52,12 @@ func (c *Request) decodeMessages() error {
 		if !roles[*m.Role] {
 			return apierr.BadRequest(msgParam(i, ".role"), fmt.Sprintf("unknown role %q: use system, developer, user, assistant or tool", clip.String(*m.Role, 40)))
 		}
-		c.text.add(rm)
-		if err := c.decodeContent(i, *m.Role, m.Content); err != nil {
+		q.text.add(rm)
+		if err := q.decodeContent(i, *m.Role, m.Content); err != nil {
 			return err
 		}
 	}
-	c.messages = len(msgs)
+	q.messages = len(msgs)
 	return nil
 }
 
@@ -118,7 +118,7 @@ func decodeMessage(i int, rm []byte) (message, error) {
 
 // decodeContent checks message i's content; an image part's bytes are
 // taken back out of the measure, and the part counted as an image.
-func (c *Request) decodeContent(i int, role string, raw json.RawMessage) error {
+func (q *Request) decodeContent(i int, role string, raw json.RawMessage) error {
 	param := func() string { return msgParam(i, ".content") }
 	if len(raw) == 0 || jsonobj.IsNull(raw) {
 		if role == "assistant" || role == "function" {
@@ -138,7 +138,7 @@ func (c *Request) decodeContent(i int, role string, raw json.RawMessage) error {
 			return apierr.BadRequest(param(), param()+" must be a string or an array of content parts")
 		}
 		for j, rp := range parts {
-			if err := c.decodePart(param()+"["+strconv.Itoa(j)+"]", rp); err != nil {
+			if err := q.decodePart(param()+"["+strconv.Itoa(j)+"]", rp); err != nil {
 				return err
 			}
 		}
@@ -148,7 +148,7 @@ func (c *Request) decodeContent(i int, role string, raw json.RawMessage) error {
 }
 
 // decodePart checks one content part, pp its name in an error.
-func (c *Request) decodePart(pp string, rp json.RawMessage) error {
+func (q *Request) decodePart(pp string, rp json.RawMessage) error {
 	var p contentPart
 	if len(rp) == 0 || rp[0] != '{' || json.Unmarshal(rp, &p) != nil {
 		return apierr.BadRequest(pp, pp+" must be a content part object with a type")
@@ -168,8 +168,8 @@ func (c *Request) decodePart(pp string, rp json.RawMessage) error {
 		if len(p.ImageURL) == 0 || p.ImageURL[0] != '{' || json.Unmarshal(p.ImageURL, &img) != nil || img.URL == "" {
 			return apierr.BadRequest(pp+".image_url", "an image_url part needs image_url.url")
 		}
-		c.text.sub(rp)
-		c.images++
+		q.text.sub(rp)
+		q.images++
 	case "refusal":
 	default:
 		return apierr.BadRequest(pp+".type", fmt.Sprintf("unsupported content part type %q: use text or image_url", clip.String(p.Type, 40)))

@@ -52,18 +52,18 @@ var roles = map[string]bool{"system": true, "developer": true, "user": true, "as
 // DecodeChat parses and checks a chat request body. Its errors are
 // *apierr.Error values naming the offending field.
 func DecodeChat(body []byte) (*Request, error) {
-	c, err := newRequest(body, chatShape)
+	q, err := newRequest(body, chatShape)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.decodeMessages(); err != nil {
+	if err := q.decodeMessages(); err != nil {
 		return nil, err
 	}
-	if err := c.decodeSampling(); err != nil {
+	if err := q.decodeSampling(); err != nil {
 		return nil, err
 	}
-	c.template = templatePerRequest + templatePerMessage*c.messages
-	return c, nil
+	q.template = templatePerRequest + templatePerMessage*q.messages
+	return q, nil
 }
 
 // newRequest parses a body of shape as a JSON object with a model, none
@@ -73,46 +73,46 @@ func newRequest(body []byte, shape bodyShape) (*Request, error) {
 	if !utf8.Valid(body) {
 		return nil, apierr.BadRequest("", "the request body is not valid UTF-8 (JSON must be)")
 	}
-	c := &Request{}
+	q := &Request{}
 	var err error
-	if c.fields, err = jsonobj.Members(body); err != nil {
+	if q.fields, err = jsonobj.Members(body); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return nil, apierr.BadRequest("", "the request body must be a JSON object")
 		}
 		return nil, apierr.BadRequest("", "malformed JSON: "+err.Error())
 	}
-	if c.fields == nil {
+	if q.fields == nil {
 		return nil, apierr.BadRequest("", "the request body must be a JSON object")
 	}
 	var folded string
-	for name, raw := range c.fields {
+	for name, raw := range q.fields {
 		if !shape.names.Has(name) && shape.names.Check("", name) != nil && (folded == "" || name < folded) {
 			folded = name
 		}
 		if !shape.unread[name] {
-			c.text.add(raw)
+			q.text.add(raw)
 		}
 	}
 	if folded != "" {
 		return nil, shape.names.Check("", folded)
 	}
-	raw, ok := c.fields["model"]
+	raw, ok := q.fields["model"]
 	if !ok || jsonobj.IsNull(raw) {
 		return nil, apierr.BadRequest("model", "missing required parameter: model")
 	}
-	if c.Model, err = jsonobj.String(raw); err != nil {
+	if q.Model, err = jsonobj.String(raw); err != nil {
 		return nil, apierr.BadRequest("model", "model must be a string")
 	}
-	if c.Model == "" {
+	if q.Model == "" {
 		return nil, apierr.BadRequest("model", "model must not be empty")
 	}
-	return c, nil
+	return q, nil
 }
 
 // decodeSampling checks what chat and legacy completions share: the
 // sampling ranges, the output caps, n, stream and stream_options.
-func (c *Request) decodeSampling() error {
+func (q *Request) decodeSampling() error {
 	for _, r := range []struct {
 		name     string
 		min, max float64
@@ -120,30 +120,30 @@ func (c *Request) decodeSampling() error {
 		{"temperature", 0, 2}, {"top_p", 0, 1},
 		{"presence_penalty", -2, 2}, {"frequency_penalty", -2, 2},
 	} {
-		if err := c.checkNumber(r.name, r.min, r.max); err != nil {
+		if err := q.checkNumber(r.name, r.min, r.max); err != nil {
 			return err
 		}
 	}
 	for _, name := range []string{"max_tokens", "max_completion_tokens"} {
-		n, err := c.positiveInt(name)
+		n, err := q.positiveInt(name)
 		if err != nil {
 			return err
 		}
-		c.MaxTokens = max(c.MaxTokens, n)
+		q.MaxTokens = max(q.MaxTokens, n)
 	}
-	n, err := c.positiveInt("n")
+	n, err := q.positiveInt("n")
 	if err != nil {
 		return err
 	} else if n > 128 {
 		return apierr.BadRequest("n", "n must be at most 128")
 	}
-	c.N = max(n, 1)
-	if raw, ok := c.fields["stream"]; ok && !jsonobj.IsNull(raw) {
-		if json.Unmarshal(raw, &c.Stream) != nil {
+	q.N = max(n, 1)
+	if raw, ok := q.fields["stream"]; ok && !jsonobj.IsNull(raw) {
+		if json.Unmarshal(raw, &q.Stream) != nil {
 			return apierr.BadRequest("stream", "stream must be a boolean")
 		}
 	}
-	if raw, ok := c.fields["stream_options"]; ok && !jsonobj.IsNull(raw) {
+	if raw, ok := q.fields["stream_options"]; ok && !jsonobj.IsNull(raw) {
 		var so struct {
 			IncludeUsage *bool `json:"include_usage"`
 		}
@@ -153,13 +153,13 @@ func (c *Request) decodeSampling() error {
 		if err := streamOptionsFields.CheckRaw("stream_options", raw); err != nil {
 			return err
 		}
-		c.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
+		q.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
 	}
 	return nil
 }
 
-func (c *Request) checkNumber(name string, min, max float64) error {
-	raw, ok := c.fields[name]
+func (q *Request) checkNumber(name string, min, max float64) error {
+	raw, ok := q.fields[name]
 	if !ok || jsonobj.IsNull(raw) {
 		return nil
 	}
@@ -174,8 +174,8 @@ func (c *Request) checkNumber(name string, min, max float64) error {
 }
 
 // positiveInt returns the named integer field, 0 when absent.
-func (c *Request) positiveInt(name string) (int, error) {
-	raw, ok := c.fields[name]
+func (q *Request) positiveInt(name string) (int, error) {
+	raw, ok := q.fields[name]
 	if !ok || jsonobj.IsNull(raw) {
 		return 0, nil
 	}
@@ -191,37 +191,37 @@ func (c *Request) positiveInt(name string) (int, error) {
 
 // measure sets the prompt's estimate and bound: its text, its images at
 // what one costs on m, and (the bound) the template's tokens.
-func (c *Request) measure(m *models.Model) {
-	images := c.images * m.ImageTokens
-	c.PromptTokens = c.text.estimate() + images
-	c.PromptBound = c.text.bound() + images + c.template
+func (q *Request) measure(m *models.Model) {
+	images := q.images * m.ImageTokens
+	q.PromptTokens = q.text.estimate() + images
+	q.PromptBound = q.text.bound() + images + q.template
 }
 
 // check measures the request for m and applies the model's limits:
 // vision and the context window.
-func (c *Request) Check(m *models.Model) error {
-	if c.images > 0 && !m.Vision {
+func (q *Request) Check(m *models.Model) error {
+	if q.images > 0 && !m.Vision {
 		return apierr.BadRequest("messages", m.Name+" does not accept image input; use a model with vision")
 	}
-	c.measure(m)
-	if c.MaxTokens > 0 && c.PromptTokens+c.MaxTokens > m.ContextWindow || c.PromptTokens > m.ContextWindow {
+	q.measure(m)
+	if q.MaxTokens > 0 && q.PromptTokens+q.MaxTokens > m.ContextWindow || q.PromptTokens > m.ContextWindow {
 		return &apierr.Error{Code: apierr.CodeContextLength, Param: "messages",
 			Message: fmt.Sprintf("%s's maximum context length is %d tokens; this request asks for about %d (%d in the messages, %d in the completion): shorten the messages or lower max_tokens",
-				m.Name, m.ContextWindow, c.PromptTokens+c.MaxTokens, c.PromptTokens, c.MaxTokens)}
+				m.Name, m.ContextWindow, q.PromptTokens+q.MaxTokens, q.PromptTokens, q.MaxTokens)}
 	}
 	return nil
 }
 
 // object is the answer's object, and streamObject each chunk's.
-func (c *Request) Object() string {
-	if c.API == models.CompletionsAPI {
+func (q *Request) Object() string {
+	if q.API == models.CompletionsAPI {
 		return "text_completion"
 	}
 	return "chat.completion"
 }
 
-func (c *Request) StreamObject() string {
-	if c.API == models.CompletionsAPI {
+func (q *Request) StreamObject() string {
+	if q.API == models.CompletionsAPI {
 		return "text_completion"
 	}
 	return "chat.completion.chunk"
@@ -231,12 +231,12 @@ func (c *Request) StreamObject() string {
 // backend is sent max_tokens, so that what it may generate, and so what
 // admission reserves, is bounded. The cap leaves room for the prompt
 // estimate in the context window.
-func (c *Request) CapOutput(m *models.Model) {
-	if c.MaxTokens > 0 || c.API == models.EmbeddingsAPI {
+func (q *Request) CapOutput(m *models.Model) {
+	if q.MaxTokens > 0 || q.API == models.EmbeddingsAPI {
 		return
 	}
-	c.MaxTokens = max(min(m.MaxOutputTokens, m.ContextWindow-c.PromptTokens), 1)
-	c.fields["max_tokens"] = strconv.AppendInt(nil, int64(c.MaxTokens), 10)
+	q.MaxTokens = max(min(m.MaxOutputTokens, m.ContextWindow-q.PromptTokens), 1)
+	q.fields["max_tokens"] = strconv.AppendInt(nil, int64(q.MaxTokens), 10)
 }
 
 // upstreamBody is the request to send the backend, without "model" (the
@@ -244,23 +244,23 @@ func (c *Request) CapOutput(m *models.Model) {
 // so that every stream can be charged what the backend counted. It is
 // written by hand, the members sorted by name and their values as the
 // client sent them (checked JSON).
-func (c *Request) UpstreamBody(stream bool) []byte {
-	names := make([]string, 0, len(c.fields)+2)
+func (q *Request) UpstreamBody(stream bool) []byte {
+	names := make([]string, 0, len(q.fields)+2)
 	size := 32
-	for k, v := range c.fields {
-		if k != "model" && (c.API == models.EmbeddingsAPI || k != "stream" && k != "stream_options") {
+	for k, v := range q.fields {
+		if k != "model" && (q.API == models.EmbeddingsAPI || k != "stream" && k != "stream_options") {
 			names = append(names, k)
 			size += len(k) + len(v) + 4
 		}
 	}
-	if c.API != models.EmbeddingsAPI {
+	if q.API != models.EmbeddingsAPI {
 		names = append(names, "stream")
 		if stream {
 			names = append(names, "stream_options")
 		}
 	}
 	slices.Sort(names)
-	b := make([]byte, 0, size+len(c.fields["stream_options"]))
+	b := make([]byte, 0, size+len(q.fields["stream_options"]))
 	b = append(b, '{')
 	for i, k := range names {
 		if i > 0 {
@@ -268,14 +268,14 @@ func (c *Request) UpstreamBody(stream bool) []byte {
 		}
 		b = append(jsonenc.AppendString(b, k), ':')
 		switch {
-		case c.API == models.EmbeddingsAPI:
-			b = append(b, c.fields[k]...)
+		case q.API == models.EmbeddingsAPI:
+			b = append(b, q.fields[k]...)
 		case k == "stream":
 			b = strconv.AppendBool(b, stream)
 		case k == "stream_options":
-			b = c.appendStreamOptions(b)
+			b = q.appendStreamOptions(b)
 		default:
-			b = append(b, c.fields[k]...)
+			b = append(b, q.fields[k]...)
 		}
 	}
 	return append(b, '}')
@@ -283,9 +283,9 @@ func (c *Request) UpstreamBody(stream bool) []byte {
 
 // appendStreamOptions appends the client's stream_options (checked in
 // DecodeChat) with include_usage set.
-func (c *Request) appendStreamOptions(b []byte) []byte {
+func (q *Request) appendStreamOptions(b []byte) []byte {
 	b = append(b, '{')
-	if raw, ok := c.fields["stream_options"]; ok {
+	if raw, ok := q.fields["stream_options"]; ok {
 		so, _ := jsonobj.Members(raw)
 		for _, k := range slices.Sorted(maps.Keys(so)) {
 			if k != "include_usage" {
