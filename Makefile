@@ -4,7 +4,7 @@ GO ?= go
 SIM_ADDR ?= 127.0.0.1:9000
 NODE_DIR := gateway/testdata/openai-node
 
-.PHONY: run build test test-go node-deps vet fmt-check fuzz bench bench-streams clean
+.PHONY: run build test test-short node-deps vet fmt-check fuzz bench bench-streams clean
 
 build:
 	$(GO) build -o bin/ ./cmd/obol ./loadtest
@@ -33,6 +33,11 @@ vet:
 test: fmt-check vet node-deps
 	$(GO) test -race -count=1 -timeout 8m ./...
 
+# The fast layer: what needs no Redis, PostgreSQL, npm or browser (the
+# store helpers and the client tests skip under -short).
+test-short: fmt-check vet
+	$(GO) test -short -count=1 ./...
+
 # The comparison of issue 8: the same load against the simulator, a bare
 # ReverseProxy (the floor), obol embedded and obol with Redis, in one run.
 BENCH_DURATION ?= 10s
@@ -47,8 +52,15 @@ bench: build
 bench-streams: build
 	bin/loadtest streams -obol bin/obol -n 10000 -tokens 30
 
+# Every fuzzer, FUZZTIME each.
+FUZZTIME ?= 60s
+FUZZERS = ./wire/openai:FuzzDecodeChat ./wire/openai:FuzzSplittersAgree ./wire/openai:FuzzOneMeaningPerField \
+	./wire/openai:FuzzBoundHoldsWorstCase ./internal/jsonenc:FuzzAppendString ./internal/chunk:FuzzParse
 fuzz:
-	$(GO) test ./gateway -run '^$$' -fuzz FuzzDecodeChat -fuzztime 60s
+	@set -e; for f in $(FUZZERS); do \
+		echo "fuzzing $${f#*:} in $${f%%:*}"; \
+		$(GO) test $${f%%:*} -run '^$$' -fuzz "^$${f#*:}$$" -fuzztime $(FUZZTIME); \
+	done
 
 clean:
 	rm -rf bin data

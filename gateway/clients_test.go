@@ -123,6 +123,9 @@ var nodeDir = filepath.Join("testdata", "openai-node")
 // except in CI.
 func runNode(t *testing.T, script, pkg string, env ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("drives the npm clients: skipped under -short")
+	}
 	node, err := exec.LookPath("node")
 	if err == nil {
 		_, err = os.Stat(filepath.Join(nodeDir, "node_modules", pkg))

@@ -42,6 +42,7 @@ func URL() string {
 // fails the test, saying what is missing, when no PostgreSQL answers.
 func Shared(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
+	skipShort(t)
 	u := EmptySchema(t)
 	pool := open(t, u)
 	t.Cleanup(pool.Close) // before the schema is dropped
@@ -52,6 +53,7 @@ func Shared(t testing.TB) (*pgxpool.Pool, string) {
 // PostgreSQL, dropped at the end, and returns the URL that reaches it.
 func EmptySchema(t testing.TB) string {
 	t.Helper()
+	skipShort(t)
 	ctx := context.Background()
 	admin, err := pgdb.Open(ctx, URL(), pgdb.Options{ConnectTimeout: 5 * time.Second})
 	if err != nil {
@@ -109,6 +111,7 @@ type Server struct {
 // stopped when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	skipShort(t)
 	initdb, err := exec.LookPath("initdb")
 	if err != nil {
 		t.Fatalf("this test runs its own PostgreSQL and needs initdb and pg_ctl on PATH: %v", err)
@@ -257,4 +260,12 @@ func (p *Proxy) Restore() {
 	p.mu.Lock()
 	p.cut = false
 	p.mu.Unlock()
+}
+
+// skipShort skips a test that needs a real PostgreSQL under go test -short (make
+// test-short): the fast layer of tests runs without any store.
+func skipShort(t testing.TB) {
+	if testing.Short() {
+		t.Skip("needs a real PostgreSQL: skipped under -short")
+	}
 }

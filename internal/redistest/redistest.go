@@ -36,6 +36,7 @@ func URL() string {
 // what is missing, when no Redis answers.
 func Shared(t testing.TB) (*redis.Client, string) {
 	t.Helper()
+	skipShort(t)
 	opt, err := redis.ParseURL(URL())
 	if err != nil {
 		t.Fatalf("REDIS_URL %q: %v", URL(), err)
@@ -80,6 +81,7 @@ type Server struct {
 // is killed when the test ends. extra are more redis-server arguments.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
+	skipShort(t)
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("this test runs its own Redis and needs redis-server on PATH (apt-get install redis-server): %v", err)
@@ -162,6 +164,7 @@ func (s *Server) Restart() {
 // slots assigned; it returns their addresses.
 func Cluster(t testing.TB, n int) []string {
 	t.Helper()
+	skipShort(t)
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		t.Fatalf("the cluster test needs redis-cli on PATH: %v", err)
@@ -206,6 +209,7 @@ func (s *Server) Resume() { s.cmd.Process.Signal(syscall.SIGCONT) }
 // master; it is killed when the test ends.
 func StartSentinel(t testing.TB, master *Server, name string) *Server {
 	t.Helper()
+	skipShort(t)
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("this test runs its own Redis Sentinel and needs redis-server on PATH: %v", err)
@@ -261,4 +265,12 @@ func CPU(t testing.TB, rdb redis.UniversalClient) time.Duration {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// skipShort skips a test that needs a real Redis under go test -short (make
+// test-short): the fast layer of tests runs without any store.
+func skipShort(t testing.TB) {
+	if testing.Short() {
+		t.Skip("needs a real Redis: skipped under -short")
+	}
 }

@@ -176,7 +176,7 @@ func FuzzSplittersAgree(f *testing.F) {
 	for _, seed := range []string{
 		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`, `{"a":1,"a":2}`, `{"\u0061":1}`,
 		"{\"\xff\":1}", `{"role":"user","ROLE":"tool"}`, `{"role":null,"content":[1]}`, `{"Content":"x","role":"user"}`,
-		`{"role":5}`, `{"role":"us\u0065r"}`, `[1, {"a":[]} ,"x"]`, `[]`, ` [ ] `, `[1,]`, `{}`, `null`, `{"a":1}x`,
+		`{"role":5}`, `{"role":0`, `{"role":"us\u0065r"}`, `[1, {"a":[]} ,"x"]`, `[]`, ` [ ] `, `[1,]`, `{}`, `null`, `{"a":1}x`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -201,8 +201,8 @@ func FuzzSplittersAgree(f *testing.F) {
 		var wantM message
 		wantMOK := len(data) > 0 && data[0] == '{' && json.Unmarshal(data, &wantM) == nil
 		gotM, err := decodeMessage(0, data)
-		if err != nil && wantMOK && foldsToMessageField(data) {
-			return // refused for a name that folds to role or content
+		if err != nil && (!wantMOK || foldsToMessageField(data)) {
+			return // refused, as encoding/json refuses it or for a name that folds to role or content
 		}
 		if (err == nil) != wantMOK || (gotM.Role == nil) != (wantM.Role == nil) ||
 			gotM.Role != nil && *gotM.Role != *wantM.Role || !bytes.Equal(compactJSON(gotM.Content), compactJSON(wantM.Content)) {
