@@ -90,23 +90,7 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	}
 	switch sub {
 	case "create":
-		body, err := spec.body(fs, true)
-		if err != nil {
-			return err
-		}
-		b, err := a.call(ctx, "POST", "/v1/admin/keys", body)
-		if err != nil {
-			return err
-		}
-		if *quiet {
-			var k cliKey
-			if err := json.Unmarshal(b, &k); err != nil {
-				return fmt.Errorf("read key: %w", err)
-			}
-			_, err := fmt.Fprintln(stdout, k.ID, k.Secret)
-			return err
-		}
-		return a.printKey(b, true)
+		return createKey(ctx, a, spec, fs, *quiet, stdout)
 	case "list":
 		b, err := a.call(ctx, "GET", "/v1/admin/keys", nil)
 		if err != nil {
@@ -139,6 +123,28 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		}
 		return a.printKey(b, false)
 	}
+}
+
+// createKey runs obol keys create: quiet prints only the id and the
+// secret, for a script to read.
+func createKey(ctx context.Context, a *adminClient, spec *keySpecFlags, fs *flag.FlagSet, quiet bool, stdout io.Writer) error {
+	body, err := spec.body(fs, true)
+	if err != nil {
+		return err
+	}
+	b, err := a.call(ctx, "POST", "/v1/admin/keys", body)
+	if err != nil {
+		return err
+	}
+	if !quiet {
+		return a.printKey(b, true)
+	}
+	var k cliKey
+	if err := json.Unmarshal(b, &k); err != nil {
+		return fmt.Errorf("read key: %w", err)
+	}
+	_, err = fmt.Fprintln(stdout, k.ID, k.Secret)
+	return err
 }
 
 // keySpecFlags are the flags of create and update.
