@@ -19,7 +19,7 @@ import (
 	"github.com/obol/obol/money"
 )
 
-// event is the body POSTed: the shape the README documents.
+// event is the body POSTed: the shape docs/billing.md documents.
 type event struct {
 	Type      string            `json:"type"`
 	ID        string            `json:"id"`

@@ -50,10 +50,10 @@ func adversarial() map[string]string {
 	}
 }
 
-// unread are the chat members the bound leaves out (README: Budgets).
+// unread are the chat members the bound leaves out (docs/billing.md: Budgets).
 var unread = map[string]bool{"model": true, "messages": true, "max_tokens": true, "stream": true}
 
-// chatBound is a chat body's cost bound as the README documents it: the
+// chatBound is a chat body's cost bound as docs/billing.md documents it: the
 // raw bytes of every message (no images here) and of every member the
 // model may read, a ',' or ':' counting two and '<', '>', '&' six, plus
 // 8 tokens a message and 32 a request, every token at the input price;

@@ -12,7 +12,7 @@ import (
 	"github.com/obol/obol/loadtest/sim"
 )
 
-// shellBlocks are the README's sh code blocks, in order, with the line
+// shellBlocks are a document's sh code blocks, in order, with the line
 // each starts on.
 func shellBlocks(t *testing.T, path string) (blocks []string, lines []int) {
 	t.Helper()
@@ -39,8 +39,11 @@ func shellBlocks(t *testing.T, path string) (blocks []string, lines []int) {
 	return blocks, lines
 }
 
-// TestREADMEExamples runs every shell example of the README, as written
-// and in order, against the demo: configs/demo.yaml in front of the
+// exampleDocs are the documents whose shell examples are run, in order.
+var exampleDocs = []string{"README.md", "docs/api.md", "docs/billing.md", "docs/configuration.md", "docs/operations.md"}
+
+// TestREADMEExamples runs every shell example of the README and the docs,
+// as written and in order, against the demo: configs/demo.yaml in front of the
 // simulator, as make run serves it, with bin/obol the command. Only the
 // gateway's address is the test's own (127.0.0.1:8080 may be taken), and
 // the block of the two make commands is what the test itself stands for.
@@ -63,26 +66,25 @@ func TestREADMEExamples(t *testing.T) {
 	}
 	config, _ := filepath.Abs("../../configs/demo.yaml")
 	_, base, logs := startObolIn(t, dir, config, "OBOL_DEMO_UPSTREAM="+up.URL+"/v1", "OBOL_ADMIN_TOKEN=demo-admin-token-not-a-secret")
-	blocks, lines := shellBlocks(t, "../../README.md")
-	if len(blocks) < 3 {
-		t.Fatalf("%d shell blocks in the README", len(blocks))
-	}
 	ran := 0
-	for i, b := range blocks {
-		if strings.HasPrefix(b, "make run") {
-			continue
+	for _, doc := range exampleDocs {
+		blocks, lines := shellBlocks(t, "../../"+doc)
+		for i, b := range blocks {
+			if strings.HasPrefix(b, "make run") {
+				continue
+			}
+			script := strings.ReplaceAll(b, "http://127.0.0.1:8080", base)
+			cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
+			cmd.Dir = dir
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Errorf("%s:%d: %v\n%s\n--- output:\n%s", doc, lines[i], err, b, out)
+			}
+			ran++
 		}
-		script := strings.ReplaceAll(b, "http://127.0.0.1:8080", base)
-		cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
-		cmd.Dir = dir
-		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Errorf("README.md:%d: %v\n%s\n--- output:\n%s", lines[i], err, b, out)
-		}
-		ran++
 	}
-	if ran < 3 {
+	if ran < 5 {
 		t.Errorf("ran %d blocks", ran)
 	}
 	if t.Failed() {
