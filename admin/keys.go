@@ -38,44 +38,6 @@ type UsageAdmin interface {
 	ByProject(ctx context.Context, month time.Time, only string) (map[string]usage.Row, error)
 }
 
-// Routes are the admin API's routes, each behind the admin token: keys,
-// projects, alerts, usage, backends, and OpenAI's organization usage and
-// costs reports.
-func (a *API) Routes() []Route {
-	var rs []Route
-	add := func(method, path string, h Handler) {
-		rs = append(rs, Route{Method: method, Path: path, IDPrefix: "adm", Handle: a.guarded(h)})
-	}
-	for _, p := range []string{"/v1/admin", "/api/v1/admin"} {
-		add("POST", p+"/keys", a.createKey)
-		add("GET", p+"/keys", a.listKeys)
-		add("GET", p+"/keys/:id", a.getKey)
-		add("PATCH", p+"/keys/:id", a.updateKey)
-		add("DELETE", p+"/keys/:id", a.revokeKey)
-		for _, rt := range []struct {
-			method, path string
-			h            Handler
-		}{
-			{"POST", "/projects", a.createProject}, {"GET", "/projects", a.listProjects},
-			{"GET", "/projects/:id", a.getProject}, {"PATCH", "/projects/:id", a.updateProject},
-			{"DELETE", "/projects/:id", a.deleteProject},
-		} {
-			add(rt.method, p+rt.path, a.withProjects(rt.h))
-		}
-		add("GET", p+"/alerts", a.listAlerts)
-		add("POST", p+"/alerts/:id/redeliver", a.redeliverAlert)
-		add("GET", p+"/usage", a.adminUsage)
-		add("GET", p+"/backends", a.listBackends)
-		add("POST", p+"/backends/*rest", a.resetBackend)
-	}
-	for _, p := range []string{"/v1/organization", "/api/v1/organization"} {
-		add("GET", p+"/usage/completions", a.organization(completionsReport))
-		add("GET", p+"/usage/embeddings", a.organization(embeddingsReport))
-		add("GET", p+"/costs", a.organization(costsReport))
-	}
-	return rs
-}
-
 // keyView is a key as the admin API shows it: never its secret or digest.
 type keyView struct {
 	ID         string            `json:"id"`
