@@ -45,7 +45,7 @@ func (e chatEvents) piece(k, i int) string {
 			k, e.callID(k), e.g.tool)
 	}
 	from := (i - 1) * toolPiece
-	p, _ := json.Marshal(ToolArguments[from:min(from+toolPiece, len(ToolArguments))])
+	p, _ := json.Marshal(e.g.args[from:min(from+toolPiece, len(e.g.args))])
 	return fmt.Sprintf(`{"index":%d,"delta":{"tool_calls":[{"index":0,"function":{"arguments":%s}}]},"logprobs":null,"finish_reason":null}`, k, p)
 }
 
@@ -58,7 +58,7 @@ func (e chatEvents) whole(k int) string {
 		text, _ := json.Marshal(Reply(e.g.n))
 		return fmt.Sprintf(`{"index":%d,"message":{"role":"assistant","content":%s},"logprobs":null,"finish_reason":%q}`, k, text, e.g.finish)
 	}
-	args, _ := json.Marshal(ToolArguments)
+	args, _ := json.Marshal(e.g.args)
 	return fmt.Sprintf(`{"index":%d,"message":{"role":"assistant","content":null,"tool_calls":[{"id":%q,"type":"function","function":{"name":%q,"arguments":%s}}]},"logprobs":null,"finish_reason":"tool_calls"}`,
 		k, e.callID(k), e.g.tool, args)
 }

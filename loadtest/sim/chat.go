@@ -60,9 +60,11 @@ const ToolArguments = `{"location":"Paris","unit":"celsius"}`
 
 const toolPiece = 8
 
-// ToolCallTokens is what one tool call costs: its name and each piece of
-// its arguments.
-func ToolCallTokens() int { return 1 + (len(ToolArguments)+toolPiece-1)/toolPiece }
+// ToolCallTokens is what one tool call with ToolArguments costs: its name
+// and each piece of its arguments.
+func ToolCallTokens() int { return toolTokens(ToolArguments) }
+
+func toolTokens(args string) int { return 1 + (len(args)+toolPiece-1)/toolPiece }
 
 // promptTokens is the simulator's tokenizer: whitespace-separated words
 // of every text content plus three tokens of template per message. It
@@ -97,25 +99,6 @@ func contentTokens(raw json.RawMessage) int {
 	return n
 }
 
-// toolName is the first tool's function name, when the model is to call
-// it: tools were offered, tool_choice is not "none", and the last message
-// is not a tool's result (then the model answers in text).
-func toolName(req *chatRequest) string {
-	if len(req.Tools) == 0 || string(req.ToolChoice) == `"none"` {
-		return ""
-	}
-	if n := len(req.Messages); n > 0 && req.Messages[n-1].Role == "tool" {
-		return ""
-	}
-	var t struct {
-		Function struct {
-			Name string `json:"name"`
-		} `json:"function"`
-	}
-	json.Unmarshal(req.Tools[0], &t)
-	return t.Function.Name
-}
-
 func (s *Server) chat(w http.ResponseWriter, r *http.Request, cfg *Config) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
 	if err != nil {
@@ -143,8 +126,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, cfg *Config) {
 	}
 	g := s.newGeneration(r.Context(), cfg, "chatcmpl", req.Model, prompt, req.N, maxTokens(req.MaxTokens, req.MaxCompletionTokens))
 	g.leave = leave
-	if g.tool = toolName(&req); g.tool != "" {
-		g.n, g.finish = ToolCallTokens(), "tool_calls"
+	if g.tool, g.args = toolCall(&req); g.tool != "" {
+		g.n, g.finish = toolTokens(g.args), "tool_calls"
 	}
 	if req.Stream {
 		g.stream(w, chatEvents{g}, includeUsage && !cfg.NoUsage, req.StreamOptions != nil && req.StreamOptions.ContinuousUsageStats)
@@ -177,7 +160,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, cfg *Config, rec 
 		s.recorded = append(s.recorded, rec)
 	}
 	s.mu.Unlock()
-	if cfg.Fault.Kind == Status {
+	if cfg.Fault.Kind == Status && (cfg.Fault.Times == 0 || s.struck.Add(1) <= int64(cfg.Fault.Times)) {
 		if cfg.Fault.Status == http.StatusTooManyRequests || cfg.Fault.Status == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")
 		}
@@ -229,6 +212,7 @@ type generation struct {
 	n       int // tokens of each choice
 	choices int
 	tool    string // the function each choice calls, or "" for text
+	args    string // its arguments
 	finish  string
 	prompt  int
 	id      string

@@ -43,6 +43,9 @@ type Fault struct {
 	Kind   FaultKind
 	Status int // for Status
 	After  int // content chunks sent before the fault strikes (streams)
+	// Times, for Status, strikes only the first Times requests from when
+	// the fault is configured; 0 strikes every one.
+	Times int
 }
 
 // Config sets how the simulator answers. The zero value answers at once
@@ -116,6 +119,7 @@ type Server struct {
 	mu       sync.Mutex
 	recorded []Request
 	record   bool
+	struck   atomic.Int64 // requests a Status fault struck since SetConfig
 }
 
 // New returns a simulator answering as cfg says.
@@ -126,7 +130,10 @@ func New(cfg Config) *Server {
 }
 
 // SetConfig changes how the following requests are answered.
-func (s *Server) SetConfig(cfg Config) { s.cfg.Store(&cfg) }
+func (s *Server) SetConfig(cfg Config) {
+	s.struck.Store(0)
+	s.cfg.Store(&cfg)
+}
 
 // Config returns the configuration in force.
 func (s *Server) Config() Config { return *s.cfg.Load() }
