@@ -101,6 +101,9 @@ type Model struct {
 	// all of them, at most 3.
 	MaxAttempts int
 	Backends    []Backend
+	// Aliases are other names clients call it by (a client's own model
+	// ids, such as claude-sonnet-4-5): exact, or a prefix ending in "*".
+	Aliases []string
 }
 
 // Serves reports whether the model's backends serve api.
@@ -120,8 +123,9 @@ func (m *Model) attempts() int {
 
 // Catalog is the set of models, fixed at start.
 type Catalog struct {
-	byName map[string]*Model
-	list   []*Model
+	byName   map[string]*Model // names and exact aliases
+	list     []*Model
+	prefixes []prefixAlias // longest first
 }
 
 // NewCatalog checks the models and returns them as a catalog, listed by name.
@@ -158,11 +162,20 @@ func NewCatalog(models []Model) (*Catalog, error) {
 		c.list = append(c.list, &m)
 	}
 	sort.Slice(c.list, func(i, j int) bool { return c.list[i].Name < c.list[j].Name })
+	if err := c.addAliases(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
-// Get returns the model with the public name, or nil.
-func (c *Catalog) Get(name string) *Model { return c.byName[name] }
+// Get returns the model with the public name or one of its aliases, or
+// nil.
+func (c *Catalog) Get(name string) *Model {
+	if m := c.byName[name]; m != nil {
+		return m
+	}
+	return c.byPrefix(name)
+}
 
 // List returns every model, by name.
 func (c *Catalog) List() []*Model { return c.list }

@@ -22,7 +22,7 @@ func catalogOf(c *Config, getenv func(string) string) (*models.Catalog, error) {
 		m := models.Model{
 			Name: name, Description: mc.Description, ContextWindow: mc.ContextWindow,
 			MaxOutputTokens: mc.MaxOutputTokens, Vision: mc.Vision, ImageTokens: mc.ImageTokens,
-			Timeouts: models.Timeouts(mc.Timeouts), MaxAttempts: mc.MaxAttempts,
+			Timeouts: models.Timeouts(mc.Timeouts), MaxAttempts: mc.MaxAttempts, Aliases: mc.Aliases,
 		}
 		for _, api := range mc.Serves {
 			m.APIs = append(m.APIs, map[string]models.API{

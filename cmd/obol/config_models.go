@@ -33,6 +33,9 @@ type ModelConfig struct {
 	Price    *PriceConfig    `yaml:"price"`
 	Prices   []PriceConfig   `yaml:"prices"`
 	Backends []BackendConfig `yaml:"backends"`
+	// Aliases are other names clients may call it by, such as the model
+	// ids a client asks for by default: exact, or a prefix ending in "*".
+	Aliases []string `yaml:"aliases"`
 }
 
 // PriceConfig is a model's price in USD per million tokens, from a time
