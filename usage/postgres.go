@@ -38,8 +38,8 @@ const writeSQL = `
 WITH input AS (
   SELECT DISTINCT ON (request_id) *
   FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::bigint[],
-              $8::bigint[], $9::int[], $10::text[], $11::boolean[], $13::bigint[], $14::text[], $15::text[])
-       AS t(request_id, key_id, model, at, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project)
+              $8::bigint[], $9::int[], $10::text[], $11::boolean[], $13::bigint[], $14::text[], $15::text[], $16::text[])
+       AS t(request_id, key_id, model, at, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project, api)
 ),
 new AS (
   INSERT INTO usage_request_ids (request_id, at) SELECT request_id, now() FROM input
@@ -47,8 +47,8 @@ new AS (
 ),
 logged AS (
   INSERT INTO request_log (request_id, at, key_id, model, prompt_tokens, cached_prompt_tokens, completion_tokens,
-                           reasoning_tokens, status, stream_outcome, counted, cost_pusd, kind, project)
-  SELECT request_id, at, key_id, model, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project
+                           reasoning_tokens, status, stream_outcome, counted, cost_pusd, kind, project, api)
+  SELECT request_id, at, key_id, model, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project, api
   FROM input JOIN new USING (request_id) WHERE $12
 )
 INSERT INTO usage_hourly AS u (key_id, project, model, kind, hour, prompt_tokens, cached_prompt_tokens, completion_tokens,
@@ -71,14 +71,14 @@ func (p *Postgres) Write(ctx context.Context, recs []Record) error {
 	at := make([]time.Time, n)
 	prompt, cached, completion, reasoning := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	status, outcome, counted := make([]int32, n), make([]string, n), make([]bool, n)
-	cost, kind, project := make([]int64, n), make([]string, n), make([]string, n)
+	cost, kind, project, api := make([]int64, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, r := range recs {
-		cost[i], kind[i], project[i] = int64(r.Cost), r.kind(), r.Project
+		cost[i], kind[i], project[i], api[i] = int64(r.Cost), r.kind(), r.Project, r.API
 		ids[i], keys[i], models[i], at[i] = r.RequestID, r.Key, r.Model, r.Time.UTC()
 		prompt[i], cached[i], completion[i], reasoning[i] = r.PromptTokens, r.CachedTokens, r.CompletionTokens, r.ReasoningTokens
 		status[i], outcome[i], counted[i] = int32(r.Status), r.Outcome, r.Counted
 	}
-	_, err := p.pool.Exec(ctx, writeSQL, ids, keys, models, at, prompt, cached, completion, reasoning, status, outcome, counted, p.logDays > 0, cost, kind, project)
+	_, err := p.pool.Exec(ctx, writeSQL, ids, keys, models, at, prompt, cached, completion, reasoning, status, outcome, counted, p.logDays > 0, cost, kind, project, api)
 	if err != nil {
 		return fmt.Errorf("write %d usage records: %w", n, err)
 	}

@@ -38,6 +38,9 @@ type Record struct {
 	Status  int    `json:"status,omitempty"`
 	Outcome string `json:"outcome,omitempty"`
 	Counted bool   `json:"counted,omitempty"`
+	// API is the route's API, for the per-request log: chat,
+	// chat/completions, responses, messages, completions, embeddings.
+	API string `json:"api,omitempty"`
 }
 
 // The kinds of usage.
