@@ -173,8 +173,15 @@ func (e *Error) Body() []byte {
 // RetrySeconds rounds up, so that a client waiting that long gets in.
 func RetrySeconds(d time.Duration) int64 { return int64(math.Ceil(d.Seconds())) }
 
-// Write answers with e. It is the only place errors become responses.
+// Write answers with e in OpenAI's shape.
 func Write(w http.ResponseWriter, e *Error) {
+	WriteAs(w, e, e.Status(), e.Body())
+}
+
+// WriteAs answers with e as status and body, a wire format's own shape of
+// it: the headers every shape shares (Retry-After, X-Should-Retry, …) are
+// written here, so an error becomes a response in one place.
+func WriteAs(w http.ResponseWriter, e *Error, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	if e.RetryAfter > 0 {
@@ -187,10 +194,9 @@ func Write(w http.ResponseWriter, e *Error) {
 	if e.Code == CodeRequestTimeout {
 		h.Set("Connection", "close") // what is left of the body is not read
 	}
-	status := e.Status()
 	if status == StatusClientClosed {
 		status = http.StatusBadRequest // not a real status; the client is gone anyway
 	}
 	w.WriteHeader(status)
-	w.Write(e.Body())
+	w.Write(body)
 }

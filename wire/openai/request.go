@@ -32,6 +32,11 @@ type Request struct {
 	MaxTokens int
 	// N is how many choices the backend generates (n, 1 by default).
 	N int
+	// FitWindow lowers an output cap the context window has no room for
+	// to the room the prompt estimate leaves, instead of refusing it: for
+	// clients that ask for a fixed cap whatever the model (Claude Code
+	// asks for 32,000 tokens).
+	FitWindow bool
 	// PromptTokens is the realistic estimate of the prompt, which rate
 	// limits reserve and the context window is checked against;
 	// PromptBound the most tokens a backend can bill for it, which
@@ -197,13 +202,17 @@ func (q *Request) measure(m *models.Model) {
 	q.PromptBound = q.text.bound() + images + q.template
 }
 
-// check measures the request for m and applies the model's limits:
+// Check measures the request for m and applies the model's limits:
 // vision and the context window.
 func (q *Request) Check(m *models.Model) error {
 	if q.images > 0 && !m.Vision {
 		return apierr.BadRequest("messages", m.Name+" does not accept image input; use a model with vision")
 	}
 	q.measure(m)
+	if q.FitWindow && q.PromptTokens < m.ContextWindow && q.PromptTokens+q.MaxTokens > m.ContextWindow {
+		q.MaxTokens = m.ContextWindow - q.PromptTokens
+		q.fields["max_tokens"] = strconv.AppendInt(nil, int64(q.MaxTokens), 10)
+	}
 	if q.MaxTokens > 0 && q.PromptTokens+q.MaxTokens > m.ContextWindow || q.PromptTokens > m.ContextWindow {
 		return &apierr.Error{Code: apierr.CodeContextLength, Param: "messages",
 			Message: fmt.Sprintf("%s's maximum context length is %d tokens; this request asks for about %d (%d in the messages, %d in the completion): shorten the messages or lower max_tokens",

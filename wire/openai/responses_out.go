@@ -215,7 +215,7 @@ func (rs *responseStream) Run(events Events) error {
 	}
 	finished := false
 	for {
-		data, done, err := nextEvent(events, rs.out, rs.turn, finished)
+		data, done, err := NextEvent(events, rs.out, rs.turn, finished)
 		if err != nil {
 			return err
 		}

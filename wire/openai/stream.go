@@ -147,10 +147,10 @@ func (rl *relay) send(v any) error {
 	return nil
 }
 
-// nextEvent flushes what was written, then reads the backend's next
+// NextEvent flushes what was written, then reads the backend's next
 // event, its wait counted as upstream time. done is [DONE], or the end of
 // a stream that finished without it (some servers close so).
-func nextEvent(events Events, out Sink, turn *Turn, finished bool) (data []byte, done bool, err error) {
+func NextEvent(events Events, out Sink, turn *Turn, finished bool) (data []byte, done bool, err error) {
 	if !events.Complete() && out.Flush() != nil {
 		return nil, false, ErrClientGone
 	}
@@ -174,7 +174,7 @@ func nextEvent(events Events, out Sink, turn *Turn, finished bool) (data []byte,
 func (rl *relay) Run(events Events) error {
 	finished := false // a finish_reason was seen
 	for {
-		data, done, err := nextEvent(events, rl.sink, rl.turn, finished)
+		data, done, err := NextEvent(events, rl.sink, rl.turn, finished)
 		if err != nil {
 			return err
 		}
