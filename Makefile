@@ -2,7 +2,8 @@
 # service); `make test` runs every test (CI runs the same through .ci/run).
 GO ?= go
 SIM_ADDR ?= 127.0.0.1:9000
-NODE_DIR := gateway/testdata/openai-node
+# The npm clients the tests drive: each directory's lock file pins them.
+NODE_DIRS := gateway/testdata/openai-node gateway/testdata/anthropic-node gateway/testdata/claude-code
 
 .PHONY: run build test test-short node-deps vet fmt-check fuzz bench bench-streams clean
 
@@ -19,10 +20,15 @@ run: build
 	trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
 	OBOL_ADMIN_TOKEN=$${OBOL_ADMIN_TOKEN:-$(DEMO_ADMIN_TOKEN)} bin/obol serve -config configs/demo.yaml
 
+# Each directory is installed from its lock file, and kept while the lock
+# file is older than the install (Claude Code is ~390 MB).
 node-deps:
 	@if command -v npm >/dev/null 2>&1; then \
-		cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error; \
-	else echo "npm not found: the openai npm client tests will be skipped (CI fails them)"; fi
+		for d in $(NODE_DIRS); do \
+			[ $$d/node_modules/.package-lock.json -nt $$d/package-lock.json ] || \
+			(cd $$d && npm ci --no-audit --no-fund --loglevel=error) || exit 1; \
+		done; \
+	else echo "npm not found: the npm client tests will be skipped (CI fails them)"; fi
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -39,7 +39,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, c *call, api mo
 	if err != nil {
 		return nil, nil, err
 	}
-	req.API, c.api = api, api
+	req.API, c.upstream = api, api
 	if !streamRoute && !req.Stream && !c.key.Has(keys.ScopeChat) {
 		return nil, nil, needScope(keys.ScopeChat, "a complete (non-streamed) answer")
 	}

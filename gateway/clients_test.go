@@ -123,21 +123,27 @@ var nodeDir = filepath.Join("testdata", "openai-node")
 // except in CI.
 func runNode(t *testing.T, script, pkg string, env ...string) {
 	t.Helper()
+	runNodeIn(t, nodeDir, script, pkg, env...)
+}
+
+// runNodeIn is runNode with the packages and script of dir.
+func runNodeIn(t *testing.T, dir, script, pkg string, env ...string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("drives the npm clients: skipped under -short")
 	}
 	node, err := exec.LookPath("node")
 	if err == nil {
-		_, err = os.Stat(filepath.Join(nodeDir, "node_modules", pkg))
+		_, err = os.Stat(filepath.Join(dir, "node_modules", pkg))
 	}
 	if err != nil {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed (run make test, which runs npm ci in %s): %v", pkg, nodeDir, err)
+			t.Fatalf("%s is not installed (run make test, which runs npm ci in %s): %v", pkg, dir, err)
 		}
 		t.Skipf("node or the npm package %s is missing (make test installs it): %v", pkg, err)
 	}
 	cmd := exec.Command(node, script)
-	cmd.Dir = nodeDir
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	t.Logf("node %s:\n%s", script, out)

@@ -15,6 +15,7 @@ import (
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/money"
+	"github.com/obol/obol/wire/anthropic"
 )
 
 // modelInfo is an OpenAI model object plus what obol's clients need.
@@ -89,11 +90,25 @@ func (s *Server) info(m *models.Model) modelInfo {
 }
 
 // listModels is GET /v1/models: the models this key may use.
+// listModels is GET /v1/models: OpenAI's list, or Anthropic's for a
+// request that carries anthropic-version.
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	if wantsAnthropic(r) {
+		speaksAnthropic(w, c)
+	}
 	if err := s.authenticate(r, c, keys.ScopeModels, "GET /v1/models"); err != nil {
 		return err
 	}
 	s.peekHeaders(w, r, c)
+	if c.anthropic {
+		var ms []anthropic.ModelInfo
+		for _, m := range s.catalog.List() {
+			if c.key.Allows(m.Name) {
+				ms = append(ms, s.anthropicModel(m))
+			}
+		}
+		return httpapi.WriteJSON(w, http.StatusOK, anthropic.Models(ms))
+	}
 	list := struct {
 		Object string      `json:"object"`
 		Data   []modelInfo `json:"data"`
@@ -108,6 +123,9 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ httprouter
 
 // getModel is GET /v1/models/{model}.
 func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
+	if wantsAnthropic(r) {
+		speaksAnthropic(w, c)
+	}
 	if err := s.authenticate(r, c, keys.ScopeModels, "GET /v1/models"); err != nil {
 		return err
 	}
@@ -116,6 +134,9 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.
 	if m == nil || !c.key.Allows(m.Name) {
 		return &apierr.Error{Code: apierr.CodeNotFound, Param: "model",
 			Message: "the model " + clip.String(ps.ByName("model"), 40) + " does not exist"}
+	}
+	if c.anthropic {
+		return httpapi.WriteJSON(w, http.StatusOK, s.anthropicModel(m))
 	}
 	return httpapi.WriteJSON(w, http.StatusOK, s.info(m))
 }

@@ -126,7 +126,7 @@ func (s *Server) callingKey(w http.ResponseWriter, r *http.Request, _ httprouter
 	}
 	c.rated = true
 	now := time.Now()
-	rateHeaders(w.Header(), k.Limits, d, now)
+	rateHeaders(w.Header(), c, d, now)
 	period := now.UTC().Format("2006-01")
 	sum, err := s.ledger.Summary(r.Context(), k.ID, period)
 	if err != nil {

@@ -5,7 +5,9 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/wire/anthropic"
 	"github.com/obol/obol/wire/openai"
 )
 
@@ -110,6 +112,50 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, _ httprouter
 	}
 	if err == nil {
 		err = s.embed(w, r, c, req, m)
+	}
+	return s.finish(w, r, c, err)
+}
+
+// messages is POST /v1/messages: Anthropic's Messages API, translated to
+// the model's backends' Chat Completions and back; the body's "stream"
+// chooses the answer. Admitted, settled and recorded as chat is.
+func (s *Server) messages(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	speaksAnthropic(w, c)
+	var ar *anthropic.Request
+	decode := func(body []byte) (req *openai.Request, err error) {
+		ar, req, err = anthropic.Translate(body)
+		return req, err
+	}
+	req, m, err := s.prepare(w, r, c, models.ChatAPI, decode, false)
+	if err == nil {
+		err = s.admit(w, r, c, req, m)
+	}
+	switch {
+	case err == nil && req.Stream:
+		err = s.stream(w, r, c, req, m, func(out *sseWriter) openai.Streamer {
+			return anthropic.NewStream(out, &c.Turn, ar, m.Name, req.PromptTokens)
+		})
+	case err == nil:
+		err = s.answerMessage(w, r, c, req, ar, m)
+	}
+	return s.finish(w, r, c, err)
+}
+
+// countTokens is POST /v1/messages/count_tokens: the prompt estimate
+// admission holds for the same request, admitted as a request (RPM,
+// concurrency) that uses no tokens and costs nothing.
+func (s *Server) countTokens(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	speaksAnthropic(w, c)
+	decode := func(body []byte) (*openai.Request, error) {
+		_, req, err := anthropic.TranslateCount(body)
+		return req, err
+	}
+	req, m, err := s.prepare(w, r, c, models.ChatAPI, decode, false)
+	if err == nil {
+		err = s.admitFor(w, r, c, m, 0, 0)
+	}
+	if err == nil {
+		err = httpapi.WriteJSON(w, http.StatusOK, map[string]int{"input_tokens": req.PromptTokens})
 	}
 	return s.finish(w, r, c, err)
 }

@@ -43,8 +43,11 @@ func estimate(req *openai.Request) int64 {
 // admit reserves the request's estimate and sets the rate-limit headers,
 // which then go out with whatever answer follows, streams included.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *openai.Request, m *models.Model) error {
-	est := estimate(req)
-	bound := s.costBound(c, req)
+	return s.admitFor(w, r, c, m, estimate(req), s.costBound(c, req))
+}
+
+// admitFor admits a request of est tokens that can cost bound at most.
+func (s *Server) admitFor(w http.ResponseWriter, r *http.Request, c *call, m *models.Model, est int64, bound money.Money) error {
 	ctx, span := s.child(r.Context(), "quota.admit")
 	d, err := s.quota.Admit(ctx, c.key.Subject(), est, int64(bound))
 	span.SetAttributes(attribute.Int64("obol.quota.estimate", est), attribute.Bool("obol.quota.allowed", d.Allowed))
@@ -54,7 +57,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *ope
 		return storeError(err)
 	}
 	c.rated = true
-	rateHeaders(w.Header(), c.key.Limits, d, time.Now())
+	rateHeaders(w.Header(), c, d, time.Now())
 	if !d.Allowed {
 		outcome := "denied"
 		if d.Hopeless {
@@ -97,7 +100,7 @@ func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
 		return
 	}
 	c.rated = true
-	rateHeaders(w.Header(), c.key.Limits, d, time.Now())
+	rateHeaders(w.Header(), c, d, time.Now())
 }
 
 // costBound is what the request can cost at most, which budgets hold:
@@ -136,9 +139,20 @@ func storeError(err error) error {
 	return apierr.Unavailable("rate limits cannot be checked", err)
 }
 
-// rateHeaders writes OpenAI's x-ratelimit-* headers for the limits a key
-// has (an unlimited one has none), and X-RateLimit-* for its requests.
-func rateHeaders(h http.Header, lim quota.Limits, d quota.Decision, now time.Time) {
+// rateHeaders sets the key's rate-limit headers: OpenAI's, and on
+// Anthropic's routes Anthropic's too.
+func rateHeaders(h http.Header, c *call, d quota.Decision, now time.Time) {
+	lim := c.key.Limits
+	openAIRateHeaders(h, lim, d, now)
+	if c.anthropic {
+		anthropicRateHeaders(h, lim, d, now)
+	}
+}
+
+// openAIRateHeaders writes OpenAI's x-ratelimit-* headers for the limits
+// a key has (an unlimited one has none), and X-RateLimit-* for its
+// requests.
+func openAIRateHeaders(h http.Header, lim quota.Limits, d quota.Decision, now time.Time) {
 	if lim.RPM > 0 {
 		rem := strconv.FormatInt(max(d.RequestsRemaining, 0), 10)
 		limit := strconv.FormatInt(lim.RPM, 10)

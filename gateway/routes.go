@@ -26,10 +26,17 @@ func (s *Server) routes(o Options) {
 		s.add(r, "GET", p+"/models/:model", "req", s.getModel)
 		s.add(r, "GET", p+"/usage", "req", s.getUsage)
 		s.add(r, "GET", p+"/key", "req", s.callingKey)
+		s.add(r, "POST", p+"/messages", "msg", s.messages)
+		s.add(r, "POST", p+"/messages/count_tokens", "req", s.countTokens)
 		get(r, p+"/healthz", s.healthz)
 		get(r, p+"/health", s.healthz)
 		get(r, p+"/readyz", s.readyz)
 	}
+	// The prefix Anthropic-compatible tools are often given.
+	s.add(r, "POST", "/anthropic/v1/messages", "msg", s.messages)
+	s.add(r, "POST", "/anthropic/v1/messages/count_tokens", "req", s.countTokens)
+	s.add(r, "GET", "/anthropic/v1/models", "req", s.listModels)
+	s.add(r, "GET", "/anthropic/v1/models/:model", "req", s.getModel)
 	get(r, "/healthz", s.healthz)
 	get(r, "/health", s.healthz)
 	get(r, "/readyz", s.readyz)

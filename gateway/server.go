@@ -26,6 +26,7 @@ import (
 	"github.com/obol/obol/money"
 	"github.com/obol/obol/quota"
 	"github.com/obol/obol/usage"
+	"github.com/obol/obol/wire/anthropic"
 	"github.com/obol/obol/wire/openai"
 )
 
@@ -208,15 +209,15 @@ type call struct {
 	// to the first token relayed (streams), the finish reasons, the time
 	// spent waiting on the backend.
 	openai.Turn
-	key     *keys.Identity
-	model   string
-	api     models.API // the backend route the request went to
-	usage   *openai.Usage
-	counted bool   // usage is the gateway's own count, not the backend's
-	outcome string // completed, client_gone, upstream_error, shutdown
-	stream  bool   // answered as an SSE stream
-	backend string // the backend that answered
-	started bool   // response bytes were sent; errors can no longer change the status
+	key      *keys.Identity
+	model    string
+	upstream models.API // the backend route the request went to
+	usage    *openai.Usage
+	counted  bool   // usage is the gateway's own count, not the backend's
+	outcome  string // completed, client_gone, upstream_error, shutdown
+	stream   bool   // answered as an SSE stream
+	backend  string // the backend that answered
+	started  bool   // response bytes were sent; errors can no longer change the status
 	// rated: the rate-limit headers are set.
 	rated bool
 	// reservation is the admitted estimate, settled once the answer is out.
@@ -226,6 +227,12 @@ type call struct {
 	finished bool
 	status   int
 	code     apierr.Code
+	// anthropic: the route speaks Anthropic's Messages API, so its errors
+	// and rate-limit headers are Anthropic's.
+	anthropic bool
+	// api is the route's API in the request log: chat, chat/completions,
+	// responses, messages, …
+	api string
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error
@@ -249,7 +256,7 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 		defer s.inflight.Add(-1)
 		s.metrics.active.Add(r.Context(), 1)
 		defer s.metrics.active.Add(r.Context(), -1)
-		c := &call{Turn: openai.Turn{ID: crockford.NewID(idPrefix), Start: time.Now()}}
+		c := &call{Turn: openai.Turn{ID: crockford.NewID(idPrefix), Start: time.Now()}, api: routeAPI(route)}
 		r, span := s.startSpan(r, route)
 		w.Header().Set("X-Request-Id", c.ID)
 		s.finish(w, r, c, h(w, r, ps, c))
@@ -300,7 +307,11 @@ func (s *Server) answerError(w http.ResponseWriter, r *http.Request, c *call, er
 		}
 		s.peekHeaders(w, r, c)
 	}
-	if !c.started {
+	switch {
+	case c.started:
+	case c.anthropic:
+		anthropic.WriteError(w, e, c.ID)
+	default:
 		apierr.Write(w, e)
 	}
 	logError(s.log, c.ID, e)
@@ -320,7 +331,7 @@ func (s *Server) record(c *call, status int) money.Money {
 		RequestID: c.ID, Key: c.key.ID, Project: c.key.Project, Model: c.model, Time: c.Start,
 		PromptTokens: int64(c.usage.PromptTokens), CompletionTokens: int64(c.usage.CompletionTokens),
 		CachedTokens: cached, ReasoningTokens: reasoning, Status: status, Outcome: c.outcome, Counted: c.counted,
-		Cost: cost, Kind: kindOf(c.api),
+		Cost: cost, Kind: kindOf(c.upstream), API: c.api,
 	})
 	return cost
 }
