@@ -1,19 +1,16 @@
 package openai
 
 import (
-	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
-	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/chunk"
+	"github.com/obol/obol/internal/wiretest"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/money"
 )
@@ -26,69 +23,9 @@ import (
 
 var update = flag.Bool("update", false, "write the golden transcripts anew")
 
-// sink collects what a translation writes, as the SSE writer would send it.
-type sink struct{ out bytes.Buffer }
-
-func (s *sink) Write(data []byte) error { return s.WriteNamed("", data) }
-func (s *sink) WriteNamed(name string, data []byte) error {
-	if name != "" {
-		s.out.WriteString("event: " + name + "\n")
-	}
-	s.out.WriteString("data: ")
-	s.out.Write(data)
-	s.out.WriteString("\n\n")
-	return nil
-}
-func (s *sink) Flush() error { return nil }
-func (s *sink) Event(data []byte) error {
-	return s.Write(data)
-}
-func (s *sink) Fail(e *apierr.Error) { s.Write(e.Body()); s.Write([]byte("[DONE]")) }
-
-// events are a backend stream's data events, read from its bytes.
-type events struct{ data [][]byte }
-
-func eventsOf(raw []byte) *events {
-	var ev events
-	for _, block := range strings.Split(string(raw), "\n\n") {
-		if d, ok := strings.CutPrefix(strings.TrimSpace(block), "data: "); ok {
-			ev.data = append(ev.data, []byte(d))
-		}
-	}
-	return &ev
-}
-
-func (e *events) Next() ([]byte, error) {
-	if len(e.data) == 0 {
-		return nil, io.EOF
-	}
-	d := e.data[0]
-	e.data = e.data[1:]
-	return d, nil
-}
-func (e *events) Complete() bool { return false }
-
-// stamps are what differs from run to run: a Responses object's time.
-var stamps = regexp.MustCompile(`"created_at":\d+`)
-
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	got = stamps.ReplaceAll(got, []byte(`"created_at":0`))
-	path := filepath.Join("testdata", "golden", name)
-	if *update {
-		os.MkdirAll(filepath.Dir(path), 0o755)
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test -run Golden -update writes it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from its golden transcript:\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
+	wiretest.Golden(t, *update, name, got)
 }
 
 // cost is a price of a micro-dollar a token, for the native shapes' cost.
@@ -132,15 +69,15 @@ func TestGoldenStreams(t *testing.T) {
 			"responses": func(s Sink, turn *Turn) Streamer { return NewResponseStream(s, turn, rr, "hermes", 7) },
 		} {
 			t.Run(name+"/"+shape, func(t *testing.T) {
-				var out sink
+				var out wiretest.Sink
 				turn := &Turn{ID: "chat_GOLDEN"}
 				st := newStream(&out, turn)
-				if err := st.Run(eventsOf(raw)); err != nil {
+				if err := st.Run(wiretest.EventsOf(raw)); err != nil {
 					t.Fatal(err)
 				}
 				u, counted := st.Relayed()
-				fmt.Fprintf(&out.out, "# usage %s, counted %d, finish %v\n", usageText(u), counted, turn.Finish)
-				golden(t, name+"."+shape+".sse", out.out.Bytes())
+				fmt.Fprintf(&out.Out, "# usage %s, counted %d, finish %v\n", usageText(u), counted, turn.Finish)
+				golden(t, name+"."+shape+".sse", out.Out.Bytes())
 			})
 		}
 	}
