@@ -222,6 +222,10 @@ func TestStrictBudgetCoversEveryAPI(t *testing.T) {
 			`"tools":[{"type":"function","name":"write","description":"` + strings.Repeat("Writes: a file. ", 20) + `","parameters":{"type":"object"}}]}`},
 		{"legacy completions", "/v1/completions", `{"model":"hermes","max_tokens":20,"prompt":["` + strings.Repeat("日本語, ", 200) + `","` + strings.Repeat("a:", 300) + `"]}`},
 		{"embeddings", "/v1/embeddings", `{"model":"hermes","input":["` + strings.Repeat("🙂", 300) + `","` + strings.Repeat("<&>", 200) + `"]}`},
+		{"messages, tool use and its result, streamed", "/v1/messages", `{"model":"hermes","max_tokens":20,"stream":true,"system":[{"type":"text","text":"be brief"}],` +
+			`"messages":[{"role":"user","content":"go"},{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"write","input":` + strings.ReplaceAll(args, `\"`, `"`) + `}]},` +
+			`{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"` + strings.Repeat("ok, <done> ", 50) + `"}]},{"role":"system","content":"` + strings.Repeat("日本", 100) + `"}],` +
+			`"tools":[{"name":"write","description":"` + strings.Repeat("Writes: a file. ", 20) + `","input_schema":{"type":"object","properties":{"path":{"type":"string"}}}}]}`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			free := e.createKey(t, `{"tier":"team"}`)
@@ -236,7 +240,11 @@ func TestStrictBudgetCoversEveryAPI(t *testing.T) {
 			tight := e.createKey(t, fmt.Sprintf(`{"tier":"team","budget":{"monthly":%s,"strict":true}}`, (cost-1).USD()))
 			before := e.sim.Stats().Requests
 			resp, body = e.do(t, "POST", tt.path, tight.Secret, tt.body)
-			if resp.StatusCode != 429 || !strings.Contains(string(body), `"code":"insufficient_quota"`) || e.sim.Stats().Requests != before {
+			refused := `"code":"insufficient_quota"`
+			if strings.HasPrefix(tt.path, "/v1/messages") {
+				refused = `{"type":"error","error":{"type":"rate_limit_error","message":"Budget exceeded`
+			}
+			if resp.StatusCode != 429 || !strings.Contains(string(body), refused) || e.sim.Stats().Requests != before {
 				t.Errorf("a strict budget of $%s, the request having cost $%s: %d %s", (cost - 1).USD(), cost.USD(), resp.StatusCode, body)
 			}
 			roomy := e.createKey(t, `{"tier":"team","budget":{"monthly":1,"strict":true}}`)
