@@ -112,6 +112,11 @@ func (m ModelConfig) check(f, name string) error {
 			return invalid(f+".timeouts."+t.name, "must not be negative")
 		}
 	}
+	for i, a := range m.Aliases {
+		if prefix, _ := strings.CutSuffix(a, "*"); a == "" || strings.Contains(prefix, "*") {
+			return invalid(fmt.Sprintf("%s.aliases[%d]", f, i), "want a model id, or a prefix ending in one * (claude-haiku-*), got %q", a)
+		}
+	}
 	if len(m.Backends) == 0 {
 		return invalid(f+".backends", "at least one backend is required")
 	}

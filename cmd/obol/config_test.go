@@ -53,6 +53,8 @@ func TestBadConfigs(t *testing.T) {
 		"redis-without-postgres": "postgres.url: redis.url (several replicas) needs postgres.url too",
 		"bad-postgres-url":       "postgres.url: want postgres://",
 		"bad-serves":             "models.hermes.serves[0]: want chat, completions or embeddings",
+		"bad-alias":              "models.hermes.aliases[0]: want a model id, or a prefix ending in one *",
+		"dup-alias":              `models.pluto.aliases[0]: "claude-*" is also an alias of hermes`,
 		"bad-cors-origin":        "cors.allowed_origins[0]",
 		"key-unknown-project":    `keys[0] (k1).project: unknown project "beta"; projects: acme`,
 		"bad-project":            "projects.acme.limits: limits must be 0 (unlimited) or positive",

@@ -69,8 +69,9 @@ func burst(t *testing.T, bases []string, secrets ...string) map[int]int {
 }
 
 // TestReplicasShareLedger: three gateway processes on one Redis and one
-// PostgreSQL write one ledger; every replica serves the same month, and it holds exactly the
-// tokens the backend reported.
+// PostgreSQL write one ledger, from OpenAI's routes and Anthropic's;
+// every replica serves the same month, and it holds exactly the tokens
+// the backend reported.
 func TestReplicasShareLedger(t *testing.T) {
 	_, prefix := redistest.Shared(t)
 	_, pgURL := pgtest.Shared(t)
@@ -87,6 +88,8 @@ func TestReplicasShareLedger(t *testing.T) {
 		{"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"a b c"}],"max_tokens":5}`},
 		{"/v1/chat/stream", `{"model":"hermes","messages":[{"role":"user","content":"a b"}]}`},
 		{"/v1/chat/completions", `{"model":"hermes","stream":true,"messages":[{"role":"user","content":"a"}],"max_tokens":3}`},
+		{"/v1/messages", `{"model":"hermes","max_tokens":4,"system":"be brief","messages":[{"role":"user","content":"a b c d"}]}`},
+		{"/anthropic/v1/messages?beta=true", `{"model":"hermes","max_tokens":6,"stream":true,"messages":[{"role":"user","content":[{"type":"text","text":"a"}]}]}`},
 	}
 	var wg sync.WaitGroup
 	for i := 0; i < 90; i++ {
