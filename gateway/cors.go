@@ -43,10 +43,13 @@ func (c CORS) allows(origin string) bool {
 const corsExposed = "X-Request-Id, X-Ratelimit-Limit-Requests, X-Ratelimit-Limit-Tokens, " +
 	"X-Ratelimit-Remaining-Requests, X-Ratelimit-Remaining-Tokens, X-Ratelimit-Reset-Requests, " +
 	"X-Ratelimit-Reset-Tokens, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, " +
-	"Retry-After, Retry-After-Ms, X-Should-Retry, X-Obol-Cost"
+	"Retry-After, Retry-After-Ms, X-Should-Retry, X-Obol-Cost, Request-Id, " +
+	"Anthropic-Ratelimit-Requests-Limit, Anthropic-Ratelimit-Requests-Remaining, Anthropic-Ratelimit-Requests-Reset, " +
+	"Anthropic-Ratelimit-Tokens-Limit, Anthropic-Ratelimit-Tokens-Remaining, Anthropic-Ratelimit-Tokens-Reset"
 
 // corsAllowedHeader reports whether a browser may send header: the
-// credentials' headers, Content-Type, tracing and the OpenAI SDKs' own.
+// credentials' headers, Content-Type, tracing, and the OpenAI and
+// Anthropic SDKs' own.
 func corsAllowedHeader(h string) bool {
 	h = strings.ToLower(strings.TrimSpace(h))
 	switch h {
@@ -54,7 +57,7 @@ func corsAllowedHeader(h string) bool {
 		"openai-organization", "openai-project", "openai-beta", "idempotency-key", "x-request-id":
 		return true
 	}
-	return strings.HasPrefix(h, "x-stainless-")
+	return strings.HasPrefix(h, "x-stainless-") || strings.HasPrefix(h, "anthropic-")
 }
 
 // cors answers a request from another origin: it allows an allowed one,

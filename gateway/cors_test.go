@@ -21,7 +21,7 @@ func TestCORS(t *testing.T) {
 		req, _ := http.NewRequest("OPTIONS", e.gw.URL+"/v1/chat/completions", nil)
 		req.Header.Set("Origin", origin)
 		req.Header.Set("Access-Control-Request-Method", "POST")
-		req.Header.Set("Access-Control-Request-Headers", "authorization, content-type, x-stainless-os, x-stainless-retry-count, x-evil")
+		req.Header.Set("Access-Control-Request-Headers", "authorization, content-type, x-stainless-os, x-stainless-retry-count, anthropic-version, anthropic-dangerous-direct-browser-access, x-evil")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -35,6 +35,7 @@ func TestCORS(t *testing.T) {
 		allowed := strings.ToLower(h.Get("Access-Control-Allow-Headers"))
 		if resp.StatusCode != 204 || h.Get("Access-Control-Allow-Origin") != origin || !strings.Contains(h.Get("Access-Control-Allow-Methods"), "POST") ||
 			!strings.Contains(allowed, "authorization") || !strings.Contains(allowed, "x-stainless-retry-count") || strings.Contains(allowed, "x-evil") ||
+			!strings.Contains(allowed, "anthropic-version") || !strings.Contains(allowed, "anthropic-dangerous-direct-browser-access") ||
 			h.Get("Access-Control-Allow-Credentials") != "" {
 			t.Errorf("preflight from %s: %d %v", origin, resp.StatusCode, h)
 		}
