@@ -307,24 +307,8 @@ func (c *Config) check() error {
 	if err := c.checkWebhooks(); err != nil {
 		return err
 	}
-	if len(c.Models) == 0 {
-		return invalid("models", "at least one model is required")
-	}
-	aliases := map[string]string{}
-	for _, name := range sortedKeys(c.Models) {
-		if err := c.Models[name].check("models."+name, name); err != nil {
-			return err
-		}
-		for i, a := range c.Models[name].Aliases {
-			f := fmt.Sprintf("models.%s.aliases[%d]", name, i)
-			if _, isModel := c.Models[a]; isModel {
-				return invalid(f, "%q is a model's name", a)
-			}
-			if other, dup := aliases[a]; dup {
-				return invalid(f, "%q is also an alias of %s", a, other)
-			}
-			aliases[a] = name
-		}
+	if err := c.checkModels(); err != nil {
+		return err
 	}
 	for i, o := range c.CORS.AllowedOrigins {
 		if o != "*" && (!strings.Contains(o, "://") || strings.Count(o, "*") > 1 || strings.HasSuffix(o, "/")) {

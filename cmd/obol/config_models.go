@@ -157,3 +157,28 @@ func (b BackendConfig) backendName() string {
 	}
 	return b.URL
 }
+
+// checkModels checks each model and that an alias names one model and no
+// model's own name.
+func (c *Config) checkModels() error {
+	if len(c.Models) == 0 {
+		return invalid("models", "at least one model is required")
+	}
+	aliases := map[string]string{}
+	for _, name := range sortedKeys(c.Models) {
+		if err := c.Models[name].check("models."+name, name); err != nil {
+			return err
+		}
+		for i, a := range c.Models[name].Aliases {
+			f := fmt.Sprintf("models.%s.aliases[%d]", name, i)
+			if _, isModel := c.Models[a]; isModel {
+				return invalid(f, "%q is a model's name", a)
+			}
+			if other, dup := aliases[a]; dup {
+				return invalid(f, "%q is also an alias of %s", a, other)
+			}
+			aliases[a] = name
+		}
+	}
+	return nil
+}
