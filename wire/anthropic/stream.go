@@ -3,10 +3,8 @@ package anthropic
 import (
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/obol/obol/internal/apierr"
-	"github.com/obol/obol/internal/chunk"
 	"github.com/obol/obol/wire/openai"
 )
 
@@ -28,9 +26,7 @@ type stream struct {
 	calls   map[int]int // a backend tool call's index → its block
 	finish  string
 	stopSeq json.RawMessage
-	usage   *openai.Usage
-	counted int
-	ch      chunk.Chunk
+	openai.Tally
 }
 
 // NewStream relays a chat stream to out as ar's Messages events; prompt
@@ -38,8 +34,6 @@ type stream struct {
 func NewStream(out openai.Sink, turn *openai.Turn, ar *Request, model string, prompt int) openai.Streamer {
 	return &stream{out: out, turn: turn, ar: ar, model: model, prompt: prompt, block: -1, calls: map[int]int{}}
 }
-
-func (st *stream) Relayed() (*openai.Usage, int) { return st.usage, st.counted }
 
 // emit writes one event: its type is its name.
 func (st *stream) emit(typ string, v any) error {
@@ -105,30 +99,12 @@ type streamChoice struct {
 
 // event turns one chat chunk into Messages events.
 func (st *stream) event(data []byte) error {
-	if err := chunk.Parse(data, &st.ch); err != nil {
-		return fmt.Errorf("%w: event: %w", openai.ErrBrokenStream, err)
-	}
-	ch := &st.ch
-	if ch.Error != nil {
-		return fmt.Errorf("%w: error event: %.300s", openai.ErrBrokenStream, ch.Error)
-	}
-	if ch.Usage != nil {
-		var u openai.Usage
-		if json.Unmarshal(ch.Usage, &u) == nil {
-			st.usage = &u
-		}
-	}
-	if ch.Counted > 0 {
-		st.counted += ch.Counted
-		if st.turn.TTFT == 0 {
-			st.turn.TTFT = time.Since(st.turn.Start)
-		}
-	}
-	if ch.NChoices == 0 {
-		return nil
+	raw, err := st.Read(data, st.turn)
+	if err != nil || raw == nil {
+		return err
 	}
 	var choices []streamChoice
-	if err := json.Unmarshal(ch.Choices, &choices); err != nil {
+	if err := json.Unmarshal(raw, &choices); err != nil {
 		return fmt.Errorf("%w: choices: %w", openai.ErrBrokenStream, err)
 	}
 	for i := range choices {
@@ -216,9 +192,9 @@ func (st *stream) end() error {
 	if err := st.stop(); err != nil {
 		return err
 	}
-	u := st.usage
+	u := st.Usage
 	if u == nil {
-		u = openai.OwnCount(st.prompt, st.counted)
+		u = openai.OwnCount(st.prompt, st.Counted)
 	}
 	reason, seq := st.ar.stopReason(st.finish, st.stopSeq)
 	md := messageDelta{Type: "message_delta", Usage: UsageOf(u)}

@@ -162,10 +162,8 @@ type responseStream struct {
 	calls    []*streamCall // in the order they began
 	byIndex  map[int]*streamCall
 	finish   string
-	usage    *Usage
-	counted  int
-	ch       chunk.Chunk
-	prompt   int
+	Tally
+	prompt int
 }
 
 type streamCall struct {
@@ -192,8 +190,6 @@ func (rs *responseStream) emit(typ string, fields map[string]any) error {
 	}
 	return nil
 }
-
-func (rs *responseStream) Relayed() (*Usage, int) { return rs.usage, rs.counted }
 
 // Fail ends a started stream with response.failed.
 func (rs *responseStream) Fail(e *apierr.Error) {

@@ -3,9 +3,6 @@ package openai
 import (
 	"encoding/json"
 	"fmt"
-	"time"
-
-	"github.com/obol/obol/internal/chunk"
 )
 
 // streamDelta is what the Responses events need of a chat chunk's first
@@ -21,30 +18,12 @@ type streamDelta struct {
 
 // event turns one chat chunk into Responses events.
 func (rs *responseStream) event(data []byte) error {
-	if err := chunk.Parse(data, &rs.ch); err != nil {
-		return fmt.Errorf("%w: event: %w", ErrBrokenStream, err)
-	}
-	ch := &rs.ch
-	if ch.Error != nil {
-		return fmt.Errorf("%w: error event: %.300s", ErrBrokenStream, ch.Error)
-	}
-	if ch.Usage != nil {
-		var u Usage
-		if json.Unmarshal(ch.Usage, &u) == nil {
-			rs.usage = &u
-		}
-	}
-	if ch.Counted > 0 {
-		rs.counted += ch.Counted
-		if rs.turn.TTFT == 0 {
-			rs.turn.TTFT = time.Since(rs.turn.Start)
-		}
-	}
-	if ch.NChoices == 0 {
-		return nil
+	raw, err := rs.Read(data, rs.turn)
+	if err != nil || raw == nil {
+		return err
 	}
 	var choices []streamDelta
-	if err := json.Unmarshal(ch.Choices, &choices); err != nil {
+	if err := json.Unmarshal(raw, &choices); err != nil {
 		return fmt.Errorf("%w: choices: %w", ErrBrokenStream, err)
 	}
 	for _, d := range choices {
@@ -152,9 +131,9 @@ func (rs *responseStream) complete() error {
 	}
 	o.Output = output
 	finishStatus(rs.finish, o)
-	u := rs.usage
+	u := rs.Usage
 	if u == nil {
-		u = OwnCount(rs.prompt, rs.counted)
+		u = OwnCount(rs.prompt, rs.Counted)
 	}
 	o.Usage = responsesUsage(u)
 	typ := "response.completed"
