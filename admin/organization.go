@@ -263,6 +263,8 @@ func (rep report) results(rows []usage.BucketRow, groups []string) []map[string]
 		default:
 			res["input_tokens"], res["output_tokens"], res["input_cached_tokens"] = a.row.Prompt, a.row.Completion, a.row.CachedPrompt
 			res["input_audio_tokens"], res["output_audio_tokens"], res["num_model_requests"] = 0, 0, a.row.Requests
+			// obol's, where OpenAI's shape has none: cache writes by lifetime.
+			res["input_cache_write_5m_tokens"], res["input_cache_write_1h_tokens"] = a.row.CacheWrite5m, a.row.CacheWrite1h
 			res["model"], res["user_id"], res["batch"] = nullable(a.model), nil, nil
 		}
 		out = append(out, res)

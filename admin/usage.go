@@ -124,7 +124,7 @@ func writeUsageCSV(w http.ResponseWriter, period string, keys map[string]*usageT
 	w.Header().Set("Content-Disposition", `attachment; filename="obol-usage-`+period+`.csv"`)
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"period", "api_key_id", "model", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
-		"reasoning_tokens", "requests", "cost_usd", "project_id"})
+		"reasoning_tokens", "requests", "cost_usd", "project_id", "cache_write_5m_tokens", "cache_write_1h_tokens"})
 	for _, id := range slices.Sorted(maps.Keys(keys)) {
 		k := keys[id]
 		project := ""
@@ -135,7 +135,7 @@ func writeUsageCSV(w http.ResponseWriter, period string, keys map[string]*usageT
 			r := k.ByModel[m]
 			cw.Write([]string{period, id, m, strconv.FormatInt(r.Prompt, 10), strconv.FormatInt(r.CachedPrompt, 10),
 				strconv.FormatInt(r.Completion, 10), strconv.FormatInt(r.Reasoning, 10), strconv.FormatInt(r.Requests, 10),
-				r.Cost.USD(), project})
+				r.Cost.USD(), project, strconv.FormatInt(r.CacheWrite5m, 10), strconv.FormatInt(r.CacheWrite1h, 10)})
 		}
 	}
 	cw.Flush()

@@ -45,7 +45,7 @@ func TestAnthropicSDK(t *testing.T) {
 		return got.Prompt == st.ReportedPrompt && got.Completion == st.ReportedTokens
 	})
 	hermes := e.usageOf(t, keyAll, "").ByModel["hermes"]
-	if want := hermesPrice.Cost(hermes.Prompt, 0, hermes.Completion); hermes.Cost != want {
+	if want := hermesPrice.Cost(money.Tokens{Prompt: hermes.Prompt, Completion: hermes.Completion}); hermes.Cost != want {
 		t.Errorf("hermes cost %s, want %s at its price", hermes.Cost.USD(), want.USD())
 	}
 }

@@ -81,7 +81,7 @@ func chatBound(t *testing.T, body string, price money.Price) money.Money {
 			tokens += measure(raw)
 		}
 	}
-	return price.Cost(tokens, 0, max)
+	return price.Cost(money.Tokens{Prompt: tokens, Completion: max})
 }
 
 // nativeCost sends a native chat and returns its status and, for a 200,

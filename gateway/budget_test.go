@@ -148,7 +148,7 @@ func TestBudgetConcurrentRequests(t *testing.T) {
 		spent = a.TotalCost + h.TotalCost
 		return requests(a)+requests(h) == n
 	})
-	bound := hermesPrice.Cost(20, 0, 20) // well over a request's prompt and its 20 tokens
+	bound := hermesPrice.Cost(money.Tokens{Prompt: 20, Completion: 20}) // well over a request's prompt and its 20 tokens
 	if spent >= budget+bound {
 		t.Errorf("%d admitted spent %s of a budget of %s", n, spent.USD(), money.Money(budget).USD())
 	}

@@ -39,8 +39,12 @@ type modelInfo struct {
 type pricing struct {
 	Input       perMillion `json:"input"`
 	CachedInput perMillion `json:"cached_input"`
-	Output      perMillion `json:"output"`
-	Currency    string     `json:"currency"`
+	// CacheWrite and CacheWrite1h are prompt tokens written to the
+	// backend's cache for five minutes and for an hour.
+	CacheWrite   perMillion `json:"cache_write"`
+	CacheWrite1h perMillion `json:"cache_write_1h"`
+	Output       perMillion `json:"output"`
+	Currency     string     `json:"currency"`
 	// Next is the next dated price change, if one is configured.
 	Next *datedPricing `json:"next,omitempty"`
 }
@@ -62,14 +66,19 @@ func pricingOf(ps money.Prices, now time.Time) *pricing {
 	if cur == nil {
 		return nil
 	}
-	p := &pricing{Input: perMillion(cur.Input), CachedInput: perMillion(cur.CachedInput), Output: perMillion(cur.Output), Currency: "usd"}
+	p := pricingFrom(cur)
 	for _, n := range ps {
 		if n.From.After(now) {
-			p.Next = &datedPricing{From: n.From, pricing: pricing{Input: perMillion(n.Input), CachedInput: perMillion(n.CachedInput), Output: perMillion(n.Output), Currency: "usd"}}
+			p.Next = &datedPricing{From: n.From, pricing: *pricingFrom(&n)}
 			break
 		}
 	}
 	return p
+}
+
+func pricingFrom(p *money.Price) *pricing {
+	return &pricing{Input: perMillion(p.Input), CachedInput: perMillion(p.CachedInput), CacheWrite: perMillion(p.CacheWrite),
+		CacheWrite1h: perMillion(p.CacheWrite1h), Output: perMillion(p.Output), Currency: "usd"}
 }
 
 // started is the models' "created" time: they exist from the gateway's start.

@@ -135,14 +135,14 @@ func (s *Server) callingKey(w http.ResponseWriter, r *http.Request, _ httprouter
 		}
 		return apierr.Unavailable("usage cannot be read", err)
 	}
+	var month usage.Row
+	for _, m := range sum.ByModel {
+		month.AddRow(m)
+	}
 	info := keyInfo{Object: "api_key", ID: k.ID, Name: k.Name, Tier: k.Tier, Models: k.Models, Scopes: k.Scopes,
-		Limits: limitsOf(k.Limits), Remaining: remainsOf(k.Limits, d, now),
-		Spend: usage.MonthSpend{Period: period, Cost: sum.TotalCost, Tokens: sum.TotalTokens, Currency: "usd"}}
+		Limits: limitsOf(k.Limits), Remaining: remainsOf(k.Limits, d, now), Spend: *usage.SpendOf(period, month)}
 	if info.Models == nil {
 		info.Models = []string{}
-	}
-	for _, m := range sum.ByModel {
-		info.Spend.Requests += m.Requests
 	}
 	info.Budget = budgetOf(k.Limits, k.Alerts, sum.TotalCost, d, now)
 	if k.Project != "" && d.Project != nil {

@@ -38,7 +38,7 @@ func TestCostInEveryAnswer(t *testing.T) {
 	expect := func(u map[string]any) money.Money {
 		prompt := int64(u["prompt_tokens"].(float64))
 		completion := int64(u["completion_tokens"].(float64))
-		c := hermesPrice.Cost(prompt, 3, completion)
+		c := hermesPrice.Cost(money.Tokens{Prompt: prompt, Cached: 3, Completion: completion})
 		want += c
 		return c
 	}
@@ -110,13 +110,13 @@ func TestPriceInEffectAtArrival(t *testing.T) {
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	json.Unmarshal(raw, &comp)
-	want := past.Cost(comp.Usage.PromptTokens, 0, comp.Usage.CompletionTokens)
+	want := past.Cost(money.Tokens{Prompt: comp.Usage.PromptTokens, Completion: comp.Usage.CompletionTokens})
 	if got := usd(t, resp.Header.Get("X-Obol-Cost")); got != want {
 		t.Errorf("cost %s, want the price in effect now: %s", resp.Header.Get("X-Obol-Cost"), want.USD())
 	}
 	r := e.get(t, "/v1/models/hermes", keyAll)
 	raw, _ = io.ReadAll(r.Body)
-	if !strings.Contains(string(raw), `"pricing":{"input":1,"cached_input":0.05,"output":1.5,"currency":"usd","next":{"from":"`) {
+	if !strings.Contains(string(raw), `"pricing":{"input":1,"cached_input":0.05,"cache_write":0,"cache_write_1h":0,"output":1.5,"currency":"usd","next":{"from":"`) {
 		t.Errorf("hermes pricing: %s", raw)
 	}
 	r = e.get(t, "/v1/models/charon", keyAll)

@@ -325,12 +325,13 @@ func (s *Server) record(c *call, status int) money.Money {
 	if c.usage == nil || c.key == nil {
 		return 0
 	}
-	cached, reasoning := c.usage.Details()
+	d := c.usage.Details()
 	cost := s.cost(c, c.usage)
 	s.ledger.Record(usage.Record{
 		RequestID: c.ID, Key: c.key.ID, Project: c.key.Project, Model: c.model, Time: c.Start,
 		PromptTokens: int64(c.usage.PromptTokens), CompletionTokens: int64(c.usage.CompletionTokens),
-		CachedTokens: cached, ReasoningTokens: reasoning, Status: status, Outcome: c.outcome, Counted: c.counted,
+		CachedTokens: d.Cached, CacheWrite5mTokens: d.CacheWrite5m, CacheWrite1hTokens: d.CacheWrite1h,
+		ReasoningTokens: d.Reasoning, Status: status, Outcome: c.outcome, Counted: c.counted,
 		Cost: cost, Kind: kindOf(c.upstream), API: c.api,
 	})
 	return cost
@@ -347,6 +348,5 @@ func kindOf(api models.API) string {
 // cost is what u costs at the price of c's model in effect when c
 // arrived: the one figure the answer shows and the ledger records.
 func (s *Server) cost(c *call, u *openai.Usage) money.Money {
-	cached, _ := u.Details()
-	return s.prices[c.model].At(c.Start).Cost(int64(u.PromptTokens), cached, int64(u.CompletionTokens))
+	return s.prices[c.model].At(c.Start).Cost(u.Tokens())
 }

@@ -224,7 +224,7 @@ func ledgerTally(s usage.Summary) tally {
 func checkCost(t *testing.T, s usage.Summary) {
 	t.Helper()
 	h := s.ByModel["hermes"]
-	want := hermesPrice.Cost(h.Prompt, h.CachedPrompt, h.Completion)
+	want := hermesPrice.Cost(money.Tokens{Prompt: h.Prompt, Cached: h.CachedPrompt, Completion: h.Completion})
 	if s.TotalCost != want || h.Cost != want {
 		t.Errorf("cost %s (hermes %s), want the prices applied to %+v: %s", s.TotalCost.USD(), h.Cost.USD(), h, want.USD())
 	}

@@ -86,19 +86,51 @@ func ParseUSD(s string) (Money, error) {
 type Price struct {
 	From        time.Time // zero: from the start
 	Input       Money     // an uncached prompt token
-	CachedInput Money     // a prompt token served from the backend's cache
-	Output      Money     // a completion token, reasoning included
+	CachedInput Money     // a prompt token read from the backend's cache
+	// CacheWrite and CacheWrite1h are a prompt token written to the
+	// backend's cache for five minutes and for an hour (Anthropic's
+	// prompt caching).
+	CacheWrite, CacheWrite1h Money
+	Output                   Money // a completion token, reasoning included
 }
 
-// Cost is what a request's tokens cost at p: uncached prompt tokens at
-// Input, cached ones at CachedInput, completion tokens (reasoning
-// included) at Output.
-func (p *Price) Cost(prompt, cached, completion int64) Money {
+// Tokens are a request's tokens by how they are priced. Cached, Write5m
+// and Write1h are parts of Prompt; reasoning is within Completion and
+// priced as it.
+type Tokens struct {
+	Prompt, Cached, Write5m, Write1h, Completion int64
+}
+
+// Uncached is the prompt tokens neither read from a cache nor written to
+// one; parts that add up to more than the prompt are cut to fit it, in
+// the order cached, 5-minute writes, 1-hour writes.
+func (t Tokens) Uncached() (uncached, cached, w5, w1 int64) {
+	left := max(t.Prompt, 0)
+	take := func(n int64) int64 {
+		n = min(max(n, 0), left)
+		left -= n
+		return n
+	}
+	cached, w5, w1 = take(t.Cached), take(t.Write5m), take(t.Write1h)
+	return left, cached, w5, w1
+}
+
+// Cost is what a request's tokens cost at p (nil: nothing): uncached
+// prompt tokens at Input, cache reads at CachedInput, cache writes at
+// their lifetime's price, completion tokens at Output.
+func (p *Price) Cost(t Tokens) Money {
 	if p == nil {
 		return 0
 	}
-	cached = min(max(cached, 0), prompt)
-	return Money(prompt-cached)*p.Input + Money(cached)*p.CachedInput + Money(completion)*p.Output
+	uncached, cached, w5, w1 := t.Uncached()
+	return Money(uncached)*p.Input + Money(cached)*p.CachedInput + Money(w5)*p.CacheWrite +
+		Money(w1)*p.CacheWrite1h + Money(t.Completion)*p.Output
+}
+
+// Times is m × num/den, rounded to the nearest unit (halves up): a
+// default price derived from another, such as 1.25 × input.
+func (m Money) Times(num, den int64) Money {
+	return (m*Money(num)*2 + Money(den)) / (2 * Money(den))
 }
 
 // Prices are a model's prices in time order: each from its From until

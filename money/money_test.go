@@ -36,7 +36,7 @@ func TestMoney(t *testing.T) {
 	var sum Money
 	p := &Price{Input: 50_000}
 	for i := 0; i < 1_000_000; i++ {
-		sum += p.Cost(1, 0, 0)
+		sum += p.Cost(Tokens{Prompt: 1})
 	}
 	if sum.USD() != "0.05" {
 		t.Errorf("a million tokens at $0.05/M: %s", sum.USD())
@@ -59,13 +59,37 @@ func TestPriceAt(t *testing.T) {
 	if (Prices{}).At(change) != nil {
 		t.Error("no prices, a price")
 	}
-	if c := (&Price{Input: 10, CachedInput: 1, Output: 100}).Cost(50, 20, 7); c != 30*10+20*1+7*100 {
+	if c := (&Price{Input: 10, CachedInput: 1, Output: 100}).Cost(Tokens{Prompt: 50, Cached: 20, Completion: 7}); c != 30*10+20*1+7*100 {
 		t.Errorf("cost %d", c)
 	}
-	if c := (&Price{Input: 10, CachedInput: 1}).Cost(5, 9, 0); c != 5 {
+	if c := (&Price{Input: 10, CachedInput: 1}).Cost(Tokens{Prompt: 5, Cached: 9}); c != 5 {
 		t.Errorf("more cached than prompt tokens: %d", c)
 	}
 }
 
 // TestCostAtDayAndMonthBoundary: a request at 23:59:59.999 UTC counts, and
 // costs, in its day and month; one at 00:00 in the next, on every store.
+
+// TestCacheWriteCost: each part of a prompt at its own price, parts cut to
+// the prompt, and the defaults' rounding.
+func TestCacheWriteCost(t *testing.T) {
+	p := &Price{Input: 3_000_000, CachedInput: 300_000, CacheWrite: 3_750_000, CacheWrite1h: 6_000_000, Output: 15_000_000}
+	// 1,000 prompt tokens: 100 read, 200 written for 5 minutes, 300 for an hour, 400 uncached.
+	want := Money(400*3_000_000 + 100*300_000 + 200*3_750_000 + 300*6_000_000 + 50*15_000_000)
+	if c := p.Cost(Tokens{Prompt: 1000, Cached: 100, Write5m: 200, Write1h: 300, Completion: 50}); c != want {
+		t.Errorf("cost %d, want %d", c, want)
+	}
+	// Parts past the prompt are cut: 10 read, 5 of the 20 writes fit.
+	if c := p.Cost(Tokens{Prompt: 15, Cached: 10, Write5m: 20, Write1h: 7}); c != 10*300_000+5*3_750_000 {
+		t.Errorf("cost %d", c)
+	}
+	for _, c := range []struct {
+		m        Money
+		num, den int64
+		want     Money
+	}{{3_000_000, 5, 4, 3_750_000}, {1, 5, 4, 1}, {2, 5, 4, 3}, {3, 5, 4, 4}, {7, 2, 1, 14}} {
+		if got := c.m.Times(c.num, c.den); got != c.want {
+			t.Errorf("%d × %d/%d = %d, want %d", c.m, c.num, c.den, got, c.want)
+		}
+	}
+}

@@ -222,23 +222,27 @@ func moveMonthlyRows(tx *bolt.Tx) error {
 }
 
 func encodeRow(r Row) []byte {
-	b := make([]byte, 0, 48)
-	for _, v := range []int64{r.Prompt, r.CachedPrompt, r.Completion, r.Reasoning, r.Requests, int64(r.Cost)} {
+	b := make([]byte, 0, 64)
+	for _, v := range []int64{r.Prompt, r.CachedPrompt, r.Completion, r.Reasoning, r.Requests, int64(r.Cost), r.CacheWrite5m, r.CacheWrite1h} {
 		b = binary.BigEndian.AppendUint64(b, uint64(v))
 	}
 	return b
 }
 
-// decodeRow reads a row: six numbers, or the five of a row written
-// before costs (cost 0).
+// decodeRow reads a row: eight numbers, or the six of a row written
+// before cache writes (none), or the five of one written before costs
+// (cost 0).
 func decodeRow(b []byte) Row {
-	if len(b) != 40 && len(b) != 48 {
+	if len(b) != 40 && len(b) != 48 && len(b) != 64 {
 		return Row{}
 	}
 	v := func(i int) int64 { return int64(binary.BigEndian.Uint64(b[8*i:])) }
 	r := Row{Prompt: v(0), CachedPrompt: v(1), Completion: v(2), Reasoning: v(3), Requests: v(4)}
-	if len(b) == 48 {
+	if len(b) >= 48 {
 		r.Cost = money.Money(v(5))
+	}
+	if len(b) == 64 {
+		r.CacheWrite5m, r.CacheWrite1h = v(6), v(7)
 	}
 	return r
 }

@@ -38,8 +38,10 @@ const writeSQL = `
 WITH input AS (
   SELECT DISTINCT ON (request_id) *
   FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::bigint[],
-              $8::bigint[], $9::int[], $10::text[], $11::boolean[], $13::bigint[], $14::text[], $15::text[], $16::text[])
-       AS t(request_id, key_id, model, at, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project, api)
+              $8::bigint[], $9::int[], $10::text[], $11::boolean[], $13::bigint[], $14::text[], $15::text[], $16::text[],
+              $17::bigint[], $18::bigint[])
+       AS t(request_id, key_id, model, at, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project, api,
+            write5m, write1h)
 ),
 new AS (
   INSERT INTO usage_request_ids (request_id, at) SELECT request_id, now() FROM input
@@ -47,13 +49,16 @@ new AS (
 ),
 logged AS (
   INSERT INTO request_log (request_id, at, key_id, model, prompt_tokens, cached_prompt_tokens, completion_tokens,
-                           reasoning_tokens, status, stream_outcome, counted, cost_pusd, kind, project, api)
-  SELECT request_id, at, key_id, model, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project, api
+                           reasoning_tokens, status, stream_outcome, counted, cost_pusd, kind, project, api,
+                           cache_write_5m_tokens, cache_write_1h_tokens)
+  SELECT request_id, at, key_id, model, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project, api,
+         write5m, write1h
   FROM input JOIN new USING (request_id) WHERE $12
 )
 INSERT INTO usage_hourly AS u (key_id, project, model, kind, hour, prompt_tokens, cached_prompt_tokens, completion_tokens,
-                               reasoning_tokens, requests, cost_pusd)
-SELECT key_id, project, model, kind, date_trunc('hour', at), sum(prompt), sum(cached), sum(completion), sum(reasoning), count(*), sum(cost)
+                               reasoning_tokens, requests, cost_pusd, cache_write_5m_tokens, cache_write_1h_tokens)
+SELECT key_id, project, model, kind, date_trunc('hour', at), sum(prompt), sum(cached), sum(completion), sum(reasoning), count(*), sum(cost),
+       sum(write5m), sum(write1h)
 FROM input JOIN new USING (request_id)
 GROUP BY key_id, project, model, kind, date_trunc('hour', at)
 ON CONFLICT (key_id, project, model, kind, hour) DO UPDATE SET
@@ -62,7 +67,9 @@ ON CONFLICT (key_id, project, model, kind, hour) DO UPDATE SET
   completion_tokens = u.completion_tokens + excluded.completion_tokens,
   reasoning_tokens = u.reasoning_tokens + excluded.reasoning_tokens,
   requests = u.requests + excluded.requests,
-  cost_pusd = u.cost_pusd + excluded.cost_pusd`
+  cost_pusd = u.cost_pusd + excluded.cost_pusd,
+  cache_write_5m_tokens = u.cache_write_5m_tokens + excluded.cache_write_5m_tokens,
+  cache_write_1h_tokens = u.cache_write_1h_tokens + excluded.cache_write_1h_tokens`
 
 // Write adds recs, each once by its request id, in one round trip.
 func (p *Postgres) Write(ctx context.Context, recs []Record) error {
@@ -72,13 +79,15 @@ func (p *Postgres) Write(ctx context.Context, recs []Record) error {
 	prompt, cached, completion, reasoning := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	status, outcome, counted := make([]int32, n), make([]string, n), make([]bool, n)
 	cost, kind, project, api := make([]int64, n), make([]string, n), make([]string, n), make([]string, n)
+	write5m, write1h := make([]int64, n), make([]int64, n)
 	for i, r := range recs {
 		cost[i], kind[i], project[i], api[i] = int64(r.Cost), r.kind(), r.Project, r.API
 		ids[i], keys[i], models[i], at[i] = r.RequestID, r.Key, r.Model, r.Time.UTC()
 		prompt[i], cached[i], completion[i], reasoning[i] = r.PromptTokens, r.CachedTokens, r.CompletionTokens, r.ReasoningTokens
 		status[i], outcome[i], counted[i] = int32(r.Status), r.Outcome, r.Counted
+		write5m[i], write1h[i] = r.CacheWrite5mTokens, r.CacheWrite1hTokens
 	}
-	_, err := p.pool.Exec(ctx, writeSQL, ids, keys, models, at, prompt, cached, completion, reasoning, status, outcome, counted, p.logDays > 0, cost, kind, project, api)
+	_, err := p.pool.Exec(ctx, writeSQL, ids, keys, models, at, prompt, cached, completion, reasoning, status, outcome, counted, p.logDays > 0, cost, kind, project, api, write5m, write1h)
 	if err != nil {
 		return fmt.Errorf("write %d usage records: %w", n, err)
 	}
@@ -110,7 +119,7 @@ func monthRange(period string) (time.Time, time.Time, error) {
 const monthSQL = `
 SELECT key_id, model, to_char(date_trunc('day', hour), 'YYYY-MM-DD'), sum(prompt_tokens)::bigint,
        sum(cached_prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(reasoning_tokens)::bigint,
-       sum(requests)::bigint, sum(cost_pusd)::bigint
+       sum(requests)::bigint, sum(cost_pusd)::bigint, sum(cache_write_5m_tokens)::bigint, sum(cache_write_1h_tokens)::bigint
 FROM usage_hourly WHERE hour >= $1 AND hour < $2 AND ($3 = '' OR key_id = $3)
 GROUP BY 1, 2, 3`
 
@@ -140,7 +149,7 @@ func (p *Postgres) month(ctx context.Context, key, period string) (map[string]*S
 	for rows.Next() {
 		var k, model, day string
 		var r Row
-		if err := rows.Scan(&k, &model, &day, &r.Prompt, &r.CachedPrompt, &r.Completion, &r.Reasoning, &r.Requests, &r.Cost); err != nil {
+		if err := rows.Scan(&k, &model, &day, &r.Prompt, &r.CachedPrompt, &r.Completion, &r.Reasoning, &r.Requests, &r.Cost, &r.CacheWrite5m, &r.CacheWrite1h); err != nil {
 			return nil, fmt.Errorf("usage in %s: %w", period, err)
 		}
 		s := out[k]
@@ -162,7 +171,8 @@ const bucketsSQL = `
 SELECT date_trunc($1, hour), CASE WHEN $7 THEN key_id ELSE '' END, CASE WHEN $8 THEN model ELSE '' END,
        CASE WHEN $10 THEN project ELSE '' END, kind,
        sum(prompt_tokens)::bigint, sum(cached_prompt_tokens)::bigint, sum(completion_tokens)::bigint,
-       sum(reasoning_tokens)::bigint, sum(requests)::bigint, sum(cost_pusd)::bigint
+       sum(reasoning_tokens)::bigint, sum(requests)::bigint, sum(cost_pusd)::bigint,
+       sum(cache_write_5m_tokens)::bigint, sum(cache_write_1h_tokens)::bigint
 FROM usage_hourly
 WHERE hour >= $2 AND hour < $3 AND ($4 = '' OR kind = $4)
   AND (cardinality($5::text[]) = 0 OR key_id = ANY($5)) AND (cardinality($6::text[]) = 0 OR model = ANY($6))
@@ -185,7 +195,7 @@ func (p *Postgres) Buckets(ctx context.Context, q BucketQuery) ([]BucketRow, err
 	for rows.Next() {
 		var b BucketRow
 		if err := rows.Scan(&b.Start, &b.Key, &b.Model, &b.Project, &b.Kind, &b.Prompt, &b.CachedPrompt, &b.Completion,
-			&b.Reasoning, &b.Requests, &b.Cost); err != nil {
+			&b.Reasoning, &b.Requests, &b.Cost, &b.CacheWrite5m, &b.CacheWrite1h); err != nil {
 			return nil, fmt.Errorf("usage buckets: %w", err)
 		}
 		b.Start = b.Start.UTC()

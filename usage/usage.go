@@ -26,6 +26,11 @@ type Record struct {
 	// CompletionTokens). 0 where not reported.
 	CachedTokens    int64 `json:"cached_tokens,omitempty"`
 	ReasoningTokens int64 `json:"reasoning_tokens,omitempty"`
+	// CacheWrite5mTokens and CacheWrite1hTokens are the prompt tokens
+	// written to the backend's cache for five minutes and for an hour
+	// (within PromptTokens, beside CachedTokens).
+	CacheWrite5mTokens int64 `json:"cache_write_5m_tokens,omitempty"`
+	CacheWrite1hTokens int64 `json:"cache_write_1h_tokens,omitempty"`
 	// Kind is what OpenAI's organization usage files it under: "" or
 	// KindCompletions (chat, responses, legacy completions), or
 	// KindEmbeddings.
@@ -61,11 +66,13 @@ func (r Record) kind() string {
 func (r Record) Period() string { return r.Time.UTC().Format("2006-01") }
 
 // Row is the ledger of one key and model over a time: tokens by category
-// (cached prompt tokens are within prompt, reasoning tokens within
+// (cache reads and writes are within prompt, reasoning tokens within
 // completion) and requests.
 type Row struct {
 	Prompt       int64       `json:"prompt"`
 	CachedPrompt int64       `json:"cached_prompt"`
+	CacheWrite5m int64       `json:"cache_write_5m,omitempty"`
+	CacheWrite1h int64       `json:"cache_write_1h,omitempty"`
 	Completion   int64       `json:"completion"`
 	Reasoning    int64       `json:"reasoning"`
 	Requests     int64       `json:"requests"`
@@ -76,6 +83,8 @@ type Row struct {
 func (r *Row) AddRow(o Row) {
 	r.Prompt += o.Prompt
 	r.CachedPrompt += o.CachedPrompt
+	r.CacheWrite5m += o.CacheWrite5m
+	r.CacheWrite1h += o.CacheWrite1h
 	r.Completion += o.Completion
 	r.Reasoning += o.Reasoning
 	r.Requests += o.Requests
@@ -84,7 +93,8 @@ func (r *Row) AddRow(o Row) {
 
 // row is what one record adds.
 func (r Record) row() Row {
-	return Row{Prompt: r.PromptTokens, CachedPrompt: r.CachedTokens, Completion: r.CompletionTokens,
+	return Row{Prompt: r.PromptTokens, CachedPrompt: r.CachedTokens, CacheWrite5m: r.CacheWrite5mTokens,
+		CacheWrite1h: r.CacheWrite1hTokens, Completion: r.CompletionTokens,
 		Reasoning: r.ReasoningTokens, Requests: 1, Cost: r.Cost}
 }
 
@@ -176,9 +186,15 @@ type MonthSpend struct {
 	Tokens   int64       `json:"tokens"`
 	Requests int64       `json:"requests"`
 	Currency string      `json:"currency"`
+	// The prompt tokens among Tokens read from and written to a backend's
+	// cache, where there were any.
+	CachedPrompt int64 `json:"cached_prompt,omitempty"`
+	CacheWrite5m int64 `json:"cache_write_5m,omitempty"`
+	CacheWrite1h int64 `json:"cache_write_1h,omitempty"`
 }
 
 // SpendOf is a month's row (period YYYY-MM) as its spend.
 func SpendOf(period string, r Row) *MonthSpend {
-	return &MonthSpend{Period: period, Cost: r.Cost, Tokens: r.Prompt + r.Completion, Requests: r.Requests, Currency: "usd"}
+	return &MonthSpend{Period: period, Cost: r.Cost, Tokens: r.Prompt + r.Completion, Requests: r.Requests, Currency: "usd",
+		CachedPrompt: r.CachedPrompt, CacheWrite5m: r.CacheWrite5m, CacheWrite1h: r.CacheWrite1h}
 }

@@ -169,7 +169,7 @@ func runBudget(t *testing.T, bases []string, hook *hookReceiver) {
 	}
 	spent := projectSpend(t, bases[0], int64(codes["200"]))
 	price := money.Price{Input: 500_000, Output: 1_500_000}
-	bound := price.Cost(20, 0, 20)
+	bound := price.Cost(money.Tokens{Prompt: 20, Completion: 20})
 	if spent < budget || spent >= budget+bound {
 		t.Errorf("%d admitted spent %s of %s (bound %s)", codes["200"], spent.USD(), budget.USD(), bound.USD())
 	}

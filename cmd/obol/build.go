@@ -85,18 +85,27 @@ func pricesFrom(m ModelConfig, f string) (money.Prices, error) {
 	conv := func(field string, pc PriceConfig) error {
 		var p money.Price
 		var ok bool
-		cached := pc.Input
-		if pc.CachedInput != nil {
-			cached = *pc.CachedInput
-		}
 		for _, v := range []struct {
 			name string
-			usd  float64
+			usd  *float64
 			dst  *money.Money
-		}{{"input", pc.Input, &p.Input}, {"cached_input", cached, &p.CachedInput}, {"output", pc.Output, &p.Output}} {
-			if *v.dst, ok = money.FromPerMillion(v.usd); !ok {
-				return invalid(field+"."+v.name, "a price is USD per million tokens, ≥ 0, to the millionth of a dollar; got %v", v.usd)
+		}{{"input", &pc.Input, &p.Input}, {"cached_input", pc.CachedInput, &p.CachedInput}, {"cache_write", pc.CacheWrite, &p.CacheWrite},
+			{"cache_write_1h", pc.CacheWrite1h, &p.CacheWrite1h}, {"output", &pc.Output, &p.Output}} {
+			if v.usd == nil {
+				continue // a default, below
 			}
+			if *v.dst, ok = money.FromPerMillion(*v.usd); !ok {
+				return invalid(field+"."+v.name, "a price is USD per million tokens, ≥ 0, to the millionth of a dollar; got %v", *v.usd)
+			}
+		}
+		if pc.CachedInput == nil {
+			p.CachedInput = p.Input
+		}
+		if pc.CacheWrite == nil {
+			p.CacheWrite = p.Input.Times(5, 4)
+		}
+		if pc.CacheWrite1h == nil {
+			p.CacheWrite1h = p.Input.Times(2, 1)
 		}
 		p.From = pc.From
 		out = append(out, p)

@@ -43,8 +43,13 @@ type ModelConfig struct {
 type PriceConfig struct {
 	From        time.Time `yaml:"from"`
 	Input       float64   `yaml:"input"`
-	CachedInput *float64  `yaml:"cached_input"` // default: input
-	Output      float64   `yaml:"output"`
+	CachedInput *float64  `yaml:"cached_input"` // cache reads; default: input
+	// CacheWrite and CacheWrite1h are prompt tokens written to the
+	// backend's cache for five minutes (default 1.25 × input) and for an
+	// hour (default 2 × input), as Anthropic bills them.
+	CacheWrite   *float64 `yaml:"cache_write"`
+	CacheWrite1h *float64 `yaml:"cache_write_1h"`
+	Output       float64  `yaml:"output"`
 }
 
 // BreakerConfig sets every backend's circuit breaker.

@@ -178,10 +178,10 @@
     const rows = names.map((m) => {
       const r = byModel[m];
       return h('tr', {}, h('td', { class: 'name' }, m), h('td', {}, num(r.prompt)), h('td', {}, num(r.cached_prompt)),
-        h('td', {}, num(r.completion)), h('td', {}, num(r.requests)), h('td', {}, money(r.cost)));
+        h('td', {}, num((r.cache_write_5m || 0) + (r.cache_write_1h || 0))), h('td', {}, num(r.completion)), h('td', {}, num(r.requests)), h('td', {}, money(r.cost)));
     });
     return h('div', { class: 'scroll' }, h('table', {},
-      h('thead', {}, h('tr', {}, ['Model', 'Prompt', 'Cached', 'Completion', 'Requests', 'Cost'].map((t) => h('th', {}, t)))),
+      h('thead', {}, h('tr', {}, ['Model', 'Prompt', 'Cache reads', 'Cache writes', 'Completion', 'Requests', 'Cost'].map((t) => h('th', {}, t)))),
       h('tbody', {}, rows)));
   }
 

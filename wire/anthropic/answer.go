@@ -12,19 +12,28 @@ import (
 )
 
 // Usage is Anthropic's usage object: input_tokens are the prompt's
-// tokens not read from a cache.
+// tokens neither read from a cache nor written to one;
+// cache_creation_input_tokens are the writes, split by lifetime in
+// cache_creation.
 type Usage struct {
-	InputTokens              int `json:"input_tokens"`
-	OutputTokens             int `json:"output_tokens"`
-	CacheCreationInputTokens int `json:"cache_creation_input_tokens"`
-	CacheReadInputTokens     int `json:"cache_read_input_tokens"`
+	InputTokens              int           `json:"input_tokens"`
+	CacheCreationInputTokens int           `json:"cache_creation_input_tokens"`
+	CacheReadInputTokens     int           `json:"cache_read_input_tokens"`
+	CacheCreation            CacheCreation `json:"cache_creation"`
+	OutputTokens             int           `json:"output_tokens"`
 }
 
-// UsageOf is u in Anthropic's terms. A Chat Completions backend writes no
-// cache, so cache_creation_input_tokens is 0.
+// CacheCreation is the cache writes by lifetime.
+type CacheCreation struct {
+	Ephemeral5m int `json:"ephemeral_5m_input_tokens"`
+	Ephemeral1h int `json:"ephemeral_1h_input_tokens"`
+}
+
+// UsageOf is u in Anthropic's terms.
 func UsageOf(u *openai.Usage) Usage {
-	cached, _ := u.Details()
-	return Usage{InputTokens: u.PromptTokens - int(cached), OutputTokens: u.CompletionTokens, CacheReadInputTokens: int(cached)}
+	uncached, cached, w5, w1 := u.Tokens().Uncached()
+	return Usage{InputTokens: int(uncached), OutputTokens: u.CompletionTokens, CacheReadInputTokens: int(cached),
+		CacheCreationInputTokens: int(w5 + w1), CacheCreation: CacheCreation{Ephemeral5m: int(w5), Ephemeral1h: int(w1)}}
 }
 
 // Message is the Messages API's answer.

@@ -16,6 +16,9 @@ type respUsage struct {
 	InputTokens        int `json:"input_tokens"`
 	InputTokensDetails struct {
 		CachedTokens int `json:"cached_tokens"`
+		// Cache writes (an Anthropic backend's), as in prompt_tokens_details.
+		CacheWriteTokens   int `json:"cache_write_tokens,omitempty"`
+		CacheWrite1hTokens int `json:"cache_write_1h_tokens,omitempty"`
 	} `json:"input_tokens_details"`
 	OutputTokens        int `json:"output_tokens"`
 	OutputTokensDetails struct {
@@ -26,8 +29,10 @@ type respUsage struct {
 
 func responsesUsage(u *Usage) *respUsage {
 	ru := &respUsage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
-	cached, reasoning := u.Details()
-	ru.InputTokensDetails.CachedTokens, ru.OutputTokensDetails.ReasoningTokens = int(cached), int(reasoning)
+	d := u.Details()
+	ru.InputTokensDetails.CachedTokens, ru.OutputTokensDetails.ReasoningTokens = int(d.Cached), int(d.Reasoning)
+	ru.InputTokensDetails.CacheWriteTokens = int(d.CacheWrite5m + d.CacheWrite1h)
+	ru.InputTokensDetails.CacheWrite1hTokens = int(d.CacheWrite1h)
 	return ru
 }
 

@@ -2,6 +2,7 @@ package openai
 
 import (
 	"encoding/json"
+	"fmt"
 	"unicode/utf8"
 
 	"github.com/obol/obol/money"
@@ -30,24 +31,53 @@ func (u *Usage) WithCost(cost money.Money) *Usage {
 	return &c
 }
 
-// Details are the cached prompt tokens and reasoning tokens the backend
-// reported, 0 where it did not.
-func (u *Usage) Details() (cached, reasoning int64) {
+// Details are what a usage object says of its tokens beyond the totals,
+// 0 where it is silent: prompt_tokens_details' cache reads
+// (cached_tokens) and cache writes (cache_write_tokens, of which
+// cache_write_1h_tokens were written for an hour), and
+// completion_tokens_details' reasoning_tokens.
+type Details struct {
+	Cached, CacheWrite5m, CacheWrite1h, Reasoning int64
+}
+
+// Details reads u's details.
+func (u *Usage) Details() Details {
+	var d Details
 	if len(u.PromptTokensDetails) > 0 {
-		var d struct {
-			CachedTokens int64 `json:"cached_tokens"`
+		var p struct {
+			CachedTokens       int64 `json:"cached_tokens"`
+			CacheWriteTokens   int64 `json:"cache_write_tokens"`
+			CacheWrite1hTokens int64 `json:"cache_write_1h_tokens"`
 		}
-		json.Unmarshal(u.PromptTokensDetails, &d)
-		cached = d.CachedTokens
+		json.Unmarshal(u.PromptTokensDetails, &p)
+		d.Cached = p.CachedTokens
+		d.CacheWrite1h = min(max(p.CacheWrite1hTokens, 0), max(p.CacheWriteTokens, 0))
+		d.CacheWrite5m = max(p.CacheWriteTokens, 0) - d.CacheWrite1h
 	}
 	if len(u.CompletionTokensDetails) > 0 {
-		var d struct {
+		var c struct {
 			ReasoningTokens int64 `json:"reasoning_tokens"`
 		}
-		json.Unmarshal(u.CompletionTokensDetails, &d)
-		reasoning = d.ReasoningTokens
+		json.Unmarshal(u.CompletionTokensDetails, &c)
+		d.Reasoning = c.ReasoningTokens
 	}
-	return cached, reasoning
+	return d
+}
+
+// Tokens are u's tokens as prices take them.
+func (u *Usage) Tokens() money.Tokens {
+	d := u.Details()
+	return money.Tokens{Prompt: int64(u.PromptTokens), Cached: d.Cached, Write5m: d.CacheWrite5m,
+		Write1h: d.CacheWrite1h, Completion: int64(u.CompletionTokens)}
+}
+
+// PromptDetails is a prompt_tokens_details object carrying cache reads
+// and writes, as obol writes it where it makes the usage itself.
+func PromptDetails(cached, write5m, write1h int64) json.RawMessage {
+	if write5m == 0 && write1h == 0 {
+		return fmt.Appendf(nil, `{"cached_tokens":%d}`, cached)
+	}
+	return fmt.Appendf(nil, `{"cached_tokens":%d,"cache_write_tokens":%d,"cache_write_1h_tokens":%d}`, cached, write5m+write1h, write1h)
 }
 
 // OwnCount is the gateway's own count of a request a backend reported no
