@@ -107,7 +107,7 @@ func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
 // the prompt's bound, every token uncached, and n choices of the output
 // cap, at its model's prices.
 func (s *Server) costBound(c *call, req *openai.Request) money.Money {
-	return s.prices[c.model].At(c.Start).Cost(money.Tokens{Prompt: int64(req.PromptBound), Completion: int64(req.N)*int64(req.MaxTokens)})
+	return s.prices[c.model].At(c.Start).Cost(money.Tokens{Prompt: int64(req.PromptBound), Completion: int64(req.N) * int64(req.MaxTokens)})
 }
 
 // settle replaces the reservation's estimate by what the request used:

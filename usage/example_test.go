@@ -27,7 +27,9 @@ func ExampleLedger() {
 
 	at := time.Date(2026, 4, 2, 9, 30, 0, 0, time.UTC)
 	price := money.Prices{{Input: 500_000, Output: 1_500_000}} // $0.50 and $1.50 per million tokens, in picodollars per token
-	cost := func(prompt, completion int64) money.Money { return price.At(at).Cost(money.Tokens{Prompt: prompt, Completion: completion}) }
+	cost := func(prompt, completion int64) money.Money {
+		return price.At(at).Cost(money.Tokens{Prompt: prompt, Completion: completion})
+	}
 	l.Record(usage.Record{RequestID: "chat_1", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 28, CompletionTokens: 12, Cost: cost(28, 12)})
 	l.Record(usage.Record{RequestID: "chat_2", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 40, CompletionTokens: 9, Cost: cost(40, 9)})
 	<-l.Record(usage.Record{RequestID: "chat_2", Key: "key_a", Model: "hermes", Time: at, PromptTokens: 40, CompletionTokens: 9, Cost: cost(40, 9)})
