@@ -26,9 +26,14 @@ func speaksAnthropic(w http.ResponseWriter, c *call) {
 // answerMessage calls a backend for a complete answer and relays it as a
 // Messages answer.
 func (s *Server) answerMessage(w http.ResponseWriter, r *http.Request, c *call, req *openai.Request, ar *anthropic.Request, m *models.Model) error {
-	_, comp, err := s.fetch(r, c, req, m)
+	raw, comp, err := s.fetch(r, c, req, m)
 	if err != nil {
 		return err
+	}
+	if comp == nil { // an Anthropic backend's answer, as it wrote it
+		w.Header().Set("X-Obol-Cost", s.cost(c, c.usage).USD())
+		writeAnswer(w, raw)
+		return nil
 	}
 	msg, err := ar.Answer(c.ID, m.Name, comp, c.usage)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/obol/obol/internal/jsonobj"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
+	"github.com/obol/obol/wire/anthropic"
 	"github.com/obol/obol/wire/openai"
 )
 
@@ -143,6 +144,19 @@ func (s *Server) fetch(r *http.Request, c *call, req *openai.Request, m *models.
 	if r.Context().Err() != nil {
 		c.outcome = outcomeClientGone // still recorded: the backend generated it
 	}
+	if c.dialect == models.Anthropic {
+		if c.pass != nil {
+			out, u, err := anthropic.PassAnswer(raw, c.ID, m.Name)
+			if err != nil {
+				return nil, nil, unreadable(m.Name, fmt.Errorf("backend %s: %w", resp.Backend.Name, err))
+			}
+			c.usage = u
+			return out, nil, nil // the Messages route writes it as it is
+		}
+		if raw, _, err = anthropic.ToChat(raw); err != nil {
+			return nil, nil, unreadable(m.Name, fmt.Errorf("backend %s: %w", resp.Backend.Name, err))
+		}
+	}
 	comp := new(chunk.Chunk)
 	if err := chunk.Parse(raw, comp); err != nil || comp.Choices == nil || jsonobj.IsNull(comp.Choices) || openai.ReadUsage(comp.Usage, &c.usage) != nil {
 		return nil, nil, unreadable(m.Name, fmt.Errorf("backend %s: malformed completion: %.200q", resp.Backend.Name, raw))
@@ -157,17 +171,40 @@ func (s *Server) fetch(r *http.Request, c *call, req *openai.Request, m *models.
 	return raw, comp, nil
 }
 
-// callBackend sends the request to one of m's backends (models picks it
-// and fails over), counting the wait as upstream time.
+// callBackend sends the request to one of m's backends, in the backend's
+// dialect (models picks it and fails over), counting the wait as upstream
+// time.
 func (s *Server) callBackend(ctx context.Context, c *call, m *models.Model, req *openai.Request, stream bool) (*models.Response, error) {
+	body := models.Body{OpenAI: func() ([]byte, error) { return req.UpstreamBody(stream), nil }}
+	if m.Speaks(models.Anthropic) {
+		body.Anthropic = func() ([]byte, error) {
+			if c.pass != nil {
+				return anthropic.PassBody(c.pass, req.MaxTokens)
+			}
+			return anthropic.FromChat(req.UpstreamBody(stream))
+		}
+		body.Beta = c.beta
+	}
 	sent := time.Now()
-	resp, err := s.up.Send(ctx, m, req.API, req.UpstreamBody(stream), stream)
+	resp, err := s.up.Send(ctx, m, req.API, body, stream)
 	c.Upstream += time.Since(sent)
 	if err != nil {
 		return nil, err
 	}
-	c.backend = resp.Backend.Name
+	c.backend, c.dialect = resp.Backend.Name, resp.Backend.Dialect
 	return resp, nil
+}
+
+// eventsOf are a stream's events as the route's streamer reads them: an
+// Anthropic backend's as chat chunks, but on the Messages route, which
+// relays them as they are.
+func eventsOf(c *call, resp *models.Response) openai.Events {
+	if c.dialect != models.Anthropic || c.pass != nil {
+		return resp.Events
+	}
+	ce := anthropic.NewChatEvents(resp.Events)
+	c.meter = &ce.Meter
+	return ce
 }
 
 // detached is the context of a non-streaming backend call. It outlives

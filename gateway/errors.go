@@ -26,7 +26,7 @@ func asError(err error, model string) *apierr.Error {
 	switch {
 	case errors.As(err, &ue):
 		switch {
-		case ue.Status == http.StatusTooManyRequests || ue.Status == http.StatusServiceUnavailable:
+		case ue.Status == http.StatusTooManyRequests || ue.Status == http.StatusServiceUnavailable || ue.Status == models.StatusOverloaded:
 			ra := ue.RetryAfter
 			if ra <= 0 {
 				ra = time.Second

@@ -124,6 +124,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, _ httprouter.P
 	var ar *anthropic.Request
 	decode := func(body []byte) (req *openai.Request, err error) {
 		ar, req, err = anthropic.Translate(body)
+		c.pass, c.beta = body, r.Header.Get("Anthropic-Beta") // for an Anthropic backend
 		return req, err
 	}
 	req, m, err := s.prepare(w, r, c, models.ChatAPI, decode, false)
@@ -133,6 +134,10 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, _ httprouter.P
 	switch {
 	case err == nil && req.Stream:
 		err = s.stream(w, r, c, req, m, func(out *sseWriter) openai.Streamer {
+			if c.dialect == models.Anthropic {
+				c.meter = new(anthropic.Meter)
+				return anthropic.NewPassStream(out, &c.Turn, m.Name, c.meter)
+			}
 			return anthropic.NewStream(out, &c.Turn, ar, m.Name, req.PromptTokens)
 		})
 	case err == nil:

@@ -25,7 +25,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *op
 	defer s.metrics.streams.Add(r.Context(), -1)
 	out := newSSE(w, s.keepAlive)
 	defer out.stop()
-	st := newStreamer(out)
 	resp, err := s.callBackend(r.Context(), c, m, req, true)
 	if err != nil {
 		if !out.stop() {
@@ -33,17 +32,24 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *op
 		}
 		c.started = true
 		c.outcome = outcomeUpstreamError
-		st.Fail(asError(err, m.Name))
+		newStreamer(out).Fail(asError(err, m.Name))
 		return err
 	}
 	defer resp.Close()
-	err = st.Run(resp.Events)
+	// The streamer is made once the backend is known: the Messages route
+	// relays an Anthropic backend's events as they are.
+	events := eventsOf(c, resp)
+	st := newStreamer(out)
+	err = st.Run(events)
 	if err != nil && r.Context().Err() == nil && !errors.Is(err, openai.ErrClientGone) && !out.stop() {
 		return err // failed before the first byte: still a proper status
 	}
 	c.started = true
 	u, counted := st.Relayed()
 	c.usage = u
+	if c.meter != nil && c.meter.Usage() != nil {
+		c.usage = c.meter.Usage() // what the backend reported, and the count past it of a stream cut short
+	}
 	if c.usage == nil {
 		c.usage, c.counted = openai.OwnCount(req.PromptTokens, counted), true
 	}

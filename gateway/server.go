@@ -34,7 +34,7 @@ import (
 type Upstream interface {
 	// Send posts a chat completion body (without "model") to a backend of m.
 	// api is the route: chat, legacy completions or embeddings.
-	Send(ctx context.Context, m *models.Model, api models.API, body []byte, stream bool) (*models.Response, error)
+	Send(ctx context.Context, m *models.Model, api models.API, body models.Body, stream bool) (*models.Response, error)
 	// Probe reports whether at least one backend of m answers.
 	Probe(ctx context.Context, m *models.Model) error
 }
@@ -233,6 +233,14 @@ type call struct {
 	// api is the route's API in the request log: chat, chat/completions,
 	// responses, messages, …
 	api string
+	// dialect is what the backend that answered speaks. pass is a
+	// Messages request as its client wrote it, for an Anthropic backend
+	// (nil on the other routes), with beta, its anthropic-beta. meter
+	// reads an Anthropic backend's usage as its events report it.
+	dialect models.Dialect
+	pass    []byte
+	beta    string
+	meter   *anthropic.Meter
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error

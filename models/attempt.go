@@ -3,6 +3,7 @@ package models
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,7 +25,7 @@ import (
 // attempt is one backend's try: the request, and the answer read up to
 // its first token (a stream) or whole, so that a failure before then can
 // still fail over.
-func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendState, api API, reqBody []byte, stream bool) (resp *Response, err error) {
+func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendState, api API, body *sendBody, stream bool) (resp *Response, err error) {
 	began := time.Now()
 	ctx, span := startAttemptSpan(ctx, m, b)
 	// The span lasts until the answer's body is closed; the first token
@@ -56,7 +57,7 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 		c.outcome(st, false, time.Now())
 	}()
 
-	hresp, err := c.post(actx, m, b, st, api, reqBody, stream)
+	hresp, err := c.post(actx, m, b, st, api, body, stream)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +72,7 @@ func (c *Client) attempt(ctx context.Context, m *Model, b *Backend, st *backendS
 	}
 	resp = &Response{Backend: b, Header: hresp.Header, closer: &closer{close: done}}
 	if stream {
-		resp.Events, err = peekFirstEvent(tb)
+		resp.Events, err = peekFirstEvent(tb, b.dialect())
 	} else {
 		resp.Body, err = readWhole(tb)
 	}
@@ -115,11 +116,14 @@ func endAttemptSpan(span trace.Span, err error) {
 
 // post sends the request to b and returns its 200 answer; any other
 // status is an *UpstreamError, whose Retry-After keeps requests off b.
-func (c *Client) post(ctx context.Context, m *Model, b *Backend, st *backendState, api API, reqBody []byte, stream bool) (*http.Response, error) {
-	if stream && b.ContinuousUsage {
+func (c *Client) post(ctx context.Context, m *Model, b *Backend, st *backendState, api API, body *sendBody, stream bool) (*http.Response, error) {
+	reqBody, path := body.raw, string(api)
+	if b.dialect() == Anthropic {
+		path = "messages" // Anthropic backends serve chat alone (config checks it)
+	} else if stream && b.ContinuousUsage {
 		reqBody = withContinuousUsage(reqBody)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(b.URL, "/")+"/"+string(api), bytes.NewReader(withModel(reqBody, b.Model)))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(b.URL, "/")+"/"+path, bytes.NewReader(withModel(reqBody, b.Model)))
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %w", b.Name, err)
 	}
@@ -131,7 +135,16 @@ func (c *Client) post(ctx context.Context, m *Model, b *Backend, st *backendStat
 	}
 	req.Header.Set("User-Agent", "obol")
 	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
-	if b.APIKey != "" {
+	switch {
+	case b.dialect() == Anthropic:
+		req.Header.Set("anthropic-version", AnthropicVersion)
+		if body.beta != "" {
+			req.Header.Set("anthropic-beta", body.beta)
+		}
+		if b.APIKey != "" {
+			req.Header.Set("x-api-key", b.APIKey)
+		}
+	case b.APIKey != "":
 		req.Header.Set("Authorization", "Bearer "+b.APIKey)
 	}
 	hresp, err := c.hc.Do(req)
@@ -151,7 +164,7 @@ func (c *Client) post(ctx context.Context, m *Model, b *Backend, st *backendStat
 	if b.Model != "" {
 		e.Message = strings.ReplaceAll(e.Message, b.Model, m.Name)
 	}
-	if e.RetryAfter > 0 && (e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable) {
+	if e.RetryAfter > 0 && (e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable || e.Status == StatusOverloaded) {
 		st.retryUntil.Store(time.Now().Add(e.RetryAfter).UnixNano())
 	}
 	return nil, e
@@ -263,7 +276,11 @@ const eventBuffer = 1 << 10
 // role-only chunk, so that a backend that fails before it can still be
 // failed over: nothing read so far has reached the client. The events it
 // read are held, to be read again first.
-func peekFirstEvent(r io.Reader) (*Events, error) {
+func peekFirstEvent(r io.Reader, d Dialect) (*Events, error) {
+	substantive := substantiveChunk
+	if d == Anthropic {
+		substantive = substantiveEvent
+	}
 	// The relay reads on through the same reader: one buffer per stream,
 	// held while the stream lasts. It reads from the connection's own
 	// buffer, not the socket, so a small one costs copies, not syscalls.
@@ -345,10 +362,10 @@ func (l *limited) Read(p []byte) (int, error) {
 // maxPeek bounds what is held back before the first token.
 const maxPeek = 1 << 20
 
-// substantive reports whether an event's data ends the peek: anything but
-// a chunk whose choices carry only a role or empty content. An error
+// substantiveChunk reports whether a chat chunk ends the peek: anything
+// but a chunk whose choices carry only a role or empty content. An error
 // event is a failure of the backend.
-func substantive(data []byte) (bool, error) {
+func substantiveChunk(data []byte) (bool, error) {
 	if string(data) == "[DONE]" {
 		return true, nil
 	}
@@ -365,8 +382,34 @@ func substantive(data []byte) (bool, error) {
 	return ev.Substantive, nil
 }
 
-// body is a Response's body: what was peeked, then the rest; closing it
-// ends the attempt and the call.
+// StatusOverloaded is Anthropic's 529: overloaded, try again or elsewhere.
+const StatusOverloaded = 529
+
+// substantiveEvent reports whether a Messages event ends the peek: a
+// block's text or tool call, a message_delta or the end. message_start,
+// ping and an empty text block's start do not; an error event is a
+// failure of the backend.
+func substantiveEvent(data []byte) (bool, error) {
+	var ev struct {
+		Type         string `json:"type"`
+		ContentBlock struct {
+			Type string `json:"type"`
+		} `json:"content_block"`
+	}
+	if json.Unmarshal(data, &ev) != nil {
+		return true, nil // not ours to judge: the relay will
+	}
+	switch ev.Type {
+	case "error":
+		return false, fmt.Errorf("%w: %.300s", ErrBadFirstEvent, data)
+	case "message_start", "ping":
+		return false, nil
+	case "content_block_start":
+		return ev.ContentBlock.Type != "text" && ev.ContentBlock.Type != "thinking", nil
+	}
+	return true, nil
+}
+
 // closer ends a call once, however often it is closed.
 type closer struct {
 	close func() error

@@ -29,13 +29,13 @@ func TestPeekFirstEvent(t *testing.T) {
 	}
 	t.Run("connection broken off", func(t *testing.T) {
 		r := io.MultiReader(strings.NewReader(role), iotest.ErrReader(io.ErrUnexpectedEOF))
-		if _, err := peekFirstEvent(r); !errors.Is(err, ErrAnswerCut) {
+		if _, err := peekFirstEvent(r, OpenAI); !errors.Is(err, ErrAnswerCut) {
 			t.Fatalf("err %v, want %v", err, ErrAnswerCut)
 		}
 	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev, err := peekFirstEvent(strings.NewReader(tt.in))
+			ev, err := peekFirstEvent(strings.NewReader(tt.in), OpenAI)
 			if !errors.Is(err, tt.err) {
 				t.Fatalf("err %v, want %v", err, tt.err)
 			}

@@ -9,12 +9,29 @@ import (
 	"time"
 )
 
-// Backend is one OpenAI-compatible server that serves a model.
+// Dialect is the API a backend speaks.
+type Dialect string
+
+// The dialects.
+const (
+	// OpenAI is OpenAI's Chat Completions (and completions, embeddings):
+	// vLLM, Ollama, llama.cpp, OpenAI and most hosted servers.
+	OpenAI Dialect = "openai"
+	// Anthropic is Anthropic's Messages API: Anthropic itself, or a
+	// server's Messages endpoint.
+	Anthropic Dialect = "anthropic"
+)
+
+// AnthropicVersion is the anthropic-version obol sends.
+const AnthropicVersion = "2023-06-01"
+
+// Backend is one server that serves a model.
 type Backend struct {
-	Name   string // unique among a model's backends; shown to operators, never to clients
-	URL    string // base URL, e.g. http://127.0.0.1:9000/v1
-	Model  string // the backend's own model name
-	APIKey string // sent as a bearer token; never logged
+	Name    string  // unique among a model's backends; shown to operators, never to clients
+	URL     string  // base URL, e.g. http://127.0.0.1:9000/v1
+	Model   string  // the backend's own model name
+	Dialect Dialect // "" is OpenAI
+	APIKey  string  // a bearer token (x-api-key to Anthropic); never logged
 	// Weight is the backend's share among backends of its priority; 0
 	// means 1.
 	Weight int
@@ -104,6 +121,23 @@ type Model struct {
 	// Aliases are other names clients call it by (a client's own model
 	// ids, such as claude-sonnet-4-5): exact, or a prefix ending in "*".
 	Aliases []string
+}
+
+// Speaks reports whether any of the model's backends speaks d.
+func (m *Model) Speaks(d Dialect) bool {
+	for i := range m.Backends {
+		if m.Backends[i].dialect() == d {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *Backend) dialect() Dialect {
+	if b.Dialect == "" {
+		return OpenAI
+	}
+	return b.Dialect
 }
 
 // Serves reports whether the model's backends serve api.

@@ -162,37 +162,86 @@ type Response struct {
 // Close releases the call.
 func (r *Response) Close() error { return r.closer.Close() }
 
-// Send posts a chat completion request to one of the model's backends,
+// Body is a call's request in each dialect, made when a backend of that
+// dialect is first tried, without its "model" member: each backend gets
+// its own model name, so the public name never reaches a backend that
+// would not know it. A nil maker, or one that fails, passes that
+// dialect's backends over; its error is the answer if no backend could
+// take the request.
+type Body struct {
+	OpenAI, Anthropic func() ([]byte, error)
+	// Beta is the client's anthropic-beta, sent on to Anthropic backends.
+	Beta string
+}
+
+// Bytes is a body only OpenAI backends take.
+func Bytes(b []byte) Body {
+	return Body{OpenAI: func() ([]byte, error) { return b, nil }}
+}
+
+// ErrNoDialect is a request none of a model's backends can take.
+var ErrNoDialect = errors.New("no backend of the model takes this request")
+
+// bodies makes each dialect's body once.
+type bodies struct {
+	Body
+	made map[Dialect][]byte
+	errs map[Dialect]error
+}
+
+func (bs *bodies) get(d Dialect) ([]byte, error) {
+	if b, ok := bs.made[d]; ok {
+		return b, bs.errs[d]
+	}
+	mk := bs.OpenAI
+	if d == Anthropic {
+		mk = bs.Anthropic
+	}
+	var b []byte
+	err := ErrNoDialect
+	if mk != nil {
+		b, err = mk()
+	}
+	bs.made[d], bs.errs[d] = b, err
+	return b, err
+}
+
+// Send posts a request to one of the model's backends, in its dialect,
 // and to another when that one fails before its first byte, within the
-// model's attempts and its total timeout. body is the request without
-// its "model" field: each backend gets its own model name, so the public
-// name never reaches a backend that would not know it.
+// model's attempts and its total timeout.
 //
 // A streaming answer is returned once its first event has arrived; a
 // non-streaming one once it has arrived whole. Either way nothing of a
 // failed attempt has reached the caller, so trying another is invisible.
-func (c *Client) Send(ctx context.Context, m *Model, api API, reqBody []byte, stream bool) (*Response, error) {
+func (c *Client) Send(ctx context.Context, m *Model, api API, body Body, stream bool) (*Response, error) {
 	ctx, cancel := context.WithCancelCause(context.WithValue(ctx, connectTimeoutKey{}, m.Timeouts.Connect))
 	total := time.AfterFunc(m.Timeouts.Total, func() { cancel(ErrTotalTimeout) })
 	release := func() {
 		total.Stop()
 		cancel(context.Canceled)
 	}
+	bs := &bodies{Body: body, made: map[Dialect][]byte{}, errs: map[Dialect]error{}}
 	var tried []*Backend
-	var last error
+	var prev *Backend // the last backend attempted
+	var last, unfit error
 	wait := time.Duration(0)
-	for len(tried) < m.attempts() {
+	for n := 0; n < m.attempts(); {
 		b, st, w := c.pick(m, tried)
 		if b == nil {
 			wait = w
 			break
 		}
-		if len(tried) > 0 {
-			c.failovers.Add(context.WithoutCancel(ctx), 1, metric.WithAttributes(
-				attribute.String("gen_ai.request.model", m.Name), attribute.String("backend", tried[len(tried)-1].Name)))
+		raw, err := bs.get(b.dialect())
+		if err != nil {
+			tried, unfit = append(tried, b), err // not an attempt: the request cannot go there
+			continue
 		}
-		tried = append(tried, b)
-		resp, err := c.attempt(ctx, m, b, st, api, reqBody, stream)
+		if prev != nil {
+			c.failovers.Add(context.WithoutCancel(ctx), 1, metric.WithAttributes(
+				attribute.String("gen_ai.request.model", m.Name), attribute.String("backend", prev.Name)))
+		}
+		tried, prev, n = append(tried, b), b, n+1
+		resp, err := c.attempt(ctx, m, b, st, api, &sendBody{raw: raw, beta: body.Beta}, stream)
 		if err == nil {
 			prev := resp.closer.close
 			resp.closer.close = func() error { err := prev(); release(); return err }
@@ -202,13 +251,21 @@ func (c *Client) Send(ctx context.Context, m *Model, api API, reqBody []byte, st
 		if ctx.Err() != nil || !failover(err) {
 			break
 		}
-
 	}
 	release()
-	if last == nil {
-		return nil, &UnavailableError{Model: m.Name, RetryAfter: max(wait, time.Second)}
+	switch {
+	case last != nil:
+		return nil, last
+	case unfit != nil && wait == 0:
+		return nil, unfit
 	}
-	return nil, last
+	return nil, &UnavailableError{Model: m.Name, RetryAfter: max(wait, time.Second)}
+}
+
+// sendBody is what one attempt sends.
+type sendBody struct {
+	raw  []byte
+	beta string
 }
 
 // tracerName names the backend attempt spans' tracer, taken from the

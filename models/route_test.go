@@ -59,7 +59,7 @@ func (f *fleet) send(stream bool) (string, error) {
 	if stream {
 		req = streamBody
 	}
-	resp, err := f.c.Send(context.Background(), f.model, models.ChatAPI, []byte(req), stream)
+	resp, err := f.c.Send(context.Background(), f.model, models.ChatAPI, models.Bytes([]byte(req)), stream)
 	if err != nil {
 		return "", err
 	}

@@ -35,7 +35,7 @@ func catalogOf(c *Config, getenv func(string) string) (*models.Catalog, error) {
 					return nil, invalid(fmt.Sprintf("models.%s.backends[%d].api_key_env", name, i), "the environment variable %s is not set", b.APIKeyEnv)
 				}
 			}
-			m.Backends = append(m.Backends, models.Backend{Name: b.backendName(), URL: b.URL, Model: b.Model, APIKey: key,
+			m.Backends = append(m.Backends, models.Backend{Name: b.backendName(), URL: b.URL, Model: b.Model, APIKey: key, Dialect: models.Dialect(b.API),
 				Weight: b.Weight, Priority: b.Priority, MaxConcurrency: b.MaxConcurrency, ContinuousUsage: b.ContinuousUsage})
 		}
 		ms = append(ms, m)

@@ -84,6 +84,9 @@ type BackendConfig struct {
 	MaxConcurrency int `yaml:"max_concurrency"`
 	// ContinuousUsage: vLLM's usage in every stream chunk, when asked.
 	ContinuousUsage bool `yaml:"continuous_usage_stats"`
+	// API is what it speaks: openai (the default) or anthropic (the
+	// Messages API; its key goes as x-api-key).
+	API string `yaml:"api"`
 }
 
 var modelName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -137,6 +140,15 @@ func (m ModelConfig) check(f, name string) error {
 		}
 		if b.Model == "" {
 			return invalid(bf+".model", "required: the backend's own model name")
+		}
+		if b.API != "" && b.API != string(models.OpenAI) && b.API != string(models.Anthropic) {
+			return invalid(bf+".api", "want openai (the default) or anthropic, got %q", b.API)
+		}
+		if b.API == string(models.Anthropic) && slices.ContainsFunc(m.Serves, func(s string) bool { return s != "chat" }) {
+			return invalid(bf+".api", "an Anthropic backend serves chat alone; this model serves %s", strings.Join(m.Serves, ", "))
+		}
+		if b.API == string(models.Anthropic) && b.ContinuousUsage {
+			return invalid(bf+".continuous_usage_stats", "is vLLM's Chat Completions option; an Anthropic backend reports usage in its events")
 		}
 		for name, v := range map[string]int{"weight": b.Weight, "priority": b.Priority, "max_concurrency": b.MaxConcurrency} {
 			if v < 0 {
