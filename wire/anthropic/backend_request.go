@@ -17,7 +17,7 @@ import (
 // members in this order.
 type messagesRequest struct {
 	MaxTokens     int               `json:"max_tokens"`
-	System        []textOut       `json:"system,omitempty"`
+	System        []textOut         `json:"system,omitempty"`
 	Messages      []outMessage      `json:"messages"`
 	StopSequences []string          `json:"stop_sequences,omitempty"`
 	Temperature   json.RawMessage   `json:"temperature,omitempty"`

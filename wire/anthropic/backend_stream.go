@@ -158,4 +158,3 @@ func (c *ChatEvents) delta(ev *event) {
 		}
 	}
 }
-
