@@ -161,8 +161,16 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, cfg *Config, rec 
 	}
 	s.mu.Unlock()
 	if cfg.Fault.Kind == Status && (cfg.Fault.Times == 0 || s.struck.Add(1) <= int64(cfg.Fault.Times)) {
-		if cfg.Fault.Status == http.StatusTooManyRequests || cfg.Fault.Status == http.StatusServiceUnavailable {
+		if cfg.Fault.Status == http.StatusTooManyRequests || cfg.Fault.Status == http.StatusServiceUnavailable || cfg.Fault.Status == 529 {
 			w.Header().Set("Retry-After", "1")
+		}
+		if strings.HasSuffix(strings.TrimSuffix(r.URL.Path, "/"), "/messages") {
+			typ, ok := anthropicErrorTypes[cfg.Fault.Status]
+			if !ok {
+				typ = "api_error"
+			}
+			writeAnthropicError(w, cfg.Fault.Status, typ, "simulated failure")
+			return false
 		}
 		writeError(w, cfg.Fault.Status, "simulated failure", "InternalServerError")
 		return false

@@ -1,6 +1,6 @@
-// Package sim is an OpenAI-compatible upstream simulator: it answers
-// /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models the
-// way vLLM and OpenAI do, quirks included (a role-only first chunk, usage
+// Package sim is an upstream simulator: it answers /v1/chat/completions,
+// /v1/completions, /v1/embeddings and /v1/models the way vLLM and OpenAI
+// do, and /v1/messages the way Anthropic does (anthropic.go), quirks included (a role-only first chunk, usage
 // only when stream_options asks for it, n choices interleaved, tool calls
 // streamed in pieces, error events mid-stream), with configurable pacing
 // and injected faults.
@@ -70,6 +70,12 @@ type Config struct {
 	// completion_tokens_details.reasoning_tokens (of the completion), as
 	// OpenAI reports them.
 	CachedTokens, ReasoningTokens int
+	// CacheWrite5m and CacheWrite1h are the prompt tokens an Anthropic
+	// answer reports written to the cache for five minutes and an hour
+	// (CachedTokens are its cache reads). CacheWriteTotalOnly reports only
+	// their total, cache_creation_input_tokens, as older answers do.
+	CacheWrite5m, CacheWrite1h int
+	CacheWriteTotalOnly        bool
 	// WorstCase bills a prompt as the worst a byte-level tokenizer could:
 	// a token per byte of what the model reads (WorstPrompt for chat; a
 	// legacy prompt's or an embedding input's bytes and a begin token).
@@ -170,6 +176,14 @@ func (s *Server) Stats() Stats {
 // ServeHTTP answers the OpenAI routes the gateway uses.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cfg := s.cfg.Load()
+	if strings.HasSuffix(strings.TrimSuffix(r.URL.Path, "/"), "/messages") && r.Method == http.MethodPost {
+		if cfg.APIKey != "" && r.Header.Get("X-Api-Key") != cfg.APIKey {
+			writeAnthropicError(w, http.StatusUnauthorized, "authentication_error", "invalid x-api-key")
+			return
+		}
+		s.messages(w, r, cfg)
+		return
+	}
 	if cfg.APIKey != "" && r.Header.Get("Authorization") != "Bearer "+cfg.APIKey {
 		writeError(w, http.StatusUnauthorized, "Incorrect API key provided.", "invalid_request_error")
 		return

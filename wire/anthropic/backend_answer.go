@@ -149,7 +149,7 @@ func ToChat(raw []byte) ([]byte, *openai.Usage, error) {
 	if thinking != "" {
 		msg["reasoning_content"] = thinking
 	}
-	choice := map[string]any{"index": 0, "message": msg, "finish_reason": finishOf(m.StopReason)}
+	choice := map[string]any{"index": 0, "message": msg, "logprobs": nil, "finish_reason": finishOf(m.StopReason)}
 	if m.StopSequence != nil {
 		choice["stop_reason"] = *m.StopSequence
 	}

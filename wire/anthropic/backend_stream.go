@@ -92,7 +92,7 @@ func (c *ChatEvents) Next() ([]byte, error) {
 
 // chunk queues a chat chunk with one choice's delta and finish.
 func (c *ChatEvents) chunk(delta map[string]any, finish any, extra map[string]any) {
-	choice := map[string]any{"index": 0, "delta": delta, "finish_reason": finish}
+	choice := map[string]any{"index": 0, "delta": delta, "logprobs": nil, "finish_reason": finish}
 	for k, v := range extra {
 		choice[k] = v
 	}

@@ -72,8 +72,12 @@ func (u *Usage) Tokens() money.Tokens {
 }
 
 // PromptDetails is a prompt_tokens_details object carrying cache reads
-// and writes, as obol writes it where it makes the usage itself.
+// and writes, as obol writes it where it makes the usage itself; nil
+// when there are none.
 func PromptDetails(cached, write5m, write1h int64) json.RawMessage {
+	if cached == 0 && write5m == 0 && write1h == 0 {
+		return nil
+	}
 	if write5m == 0 && write1h == 0 {
 		return fmt.Appendf(nil, `{"cached_tokens":%d}`, cached)
 	}

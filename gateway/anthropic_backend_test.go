@@ -1,0 +1,221 @@
+package gateway_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/obol/obol/internal/poll"
+	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/models"
+	"github.com/obol/obol/money"
+)
+
+// claudePrice is a price with Anthropic's cache multipliers: reads at
+// 0.1 × input, 5-minute writes at 1.25 ×, 1-hour writes at 2 ×.
+var claudePrice = money.Price{Input: 3_000_000, CachedInput: 300_000, CacheWrite: 3_750_000, CacheWrite1h: 6_000_000, Output: 15_000_000}
+
+// withAnthropicBackend makes hermes's backend speak Anthropic's Messages
+// API, with an API key.
+func withAnthropicBackend(c *envConfig) {
+	c.models[0].Backends[0].Dialect = models.Anthropic
+	c.models[0].Backends[0].APIKey = "sk-ant-backend"
+	c.models[0].Backends[0].Model = "claude-backend-1"
+}
+
+// anthropicCost is a request's cost by Anthropic's published rules,
+// computed apart from obol's: input_tokens (neither read nor written) at
+// the input price, cache_read_input_tokens at the read price, each
+// lifetime's cache writes at its write price, output at the output price.
+func anthropicCost(p money.Price, input, read, w5, w1, output int64) money.Money {
+	return money.Money(input)*p.Input + money.Money(read)*p.CachedInput + money.Money(w5)*p.CacheWrite +
+		money.Money(w1)*p.CacheWrite1h + money.Money(output)*p.Output
+}
+
+// TestAnthropicBackend: every route reaches a model whose backend speaks
+// Anthropic's Messages API, in its shape; the backend gets its key,
+// anthropic-version and its own model name; and the ledger holds exactly
+// what the backend reported, cache reads and writes by lifetime priced
+// as Anthropic prices them.
+func TestAnthropicBackend(t *testing.T) {
+	for _, store := range []string{"embedded", "postgres"} {
+		t.Run(store, func(t *testing.T) {
+			opts := []envOption{withPrices(money.Prices{claudePrice}), withAnthropicBackend}
+			if store == "postgres" {
+				opts = append(opts, withLedger(postgresLedger(t)))
+			}
+			// 2 read, 3 written for 5 minutes, 4 for an hour.
+			e := newEnv(t, sim.Config{ReplyTokens: 6, CachedTokens: 2, CacheWrite5m: 3, CacheWrite1h: 4}, opts...)
+			routes := []struct{ path, body, want string }{
+				{"/v1/chat", `{"model":"hermes","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"one two three four five six seven eight nine ten"}]}`, `"object":"chat.completion"`},
+				{"/v1/chat/stream", `{"model":"hermes","messages":[{"role":"user","content":"one two three four five six seven eight nine ten"}]}`, `data: [DONE]`},
+				{"/v1/chat/completions", `{"model":"hermes","stop":["zzz"],"messages":[{"role":"user","content":"one two three four five six seven eight nine ten"}]}`, `"finish_reason":"stop"`},
+				{"/v1/chat/completions", `{"model":"hermes","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"one two three four five six seven eight nine ten"}]}`, `"cache_write_1h_tokens":4`},
+				{"/v1/responses", `{"model":"hermes","input":"one two three four five six seven eight nine ten"}`, `"status":"completed"`},
+				{"/v1/responses", `{"model":"hermes","stream":true,"input":"one two three four five six seven eight nine ten"}`, `response.completed`},
+				{"/v1/messages", `{"model":"hermes","max_tokens":100,"messages":[{"role":"user","content":"one two three four five six seven eight nine ten"}]}`, `"ephemeral_1h_input_tokens":4`},
+				{"/v1/messages", `{"model":"hermes","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"one two three four five six seven eight nine ten"}]}`, `event: message_stop`},
+			}
+			for _, r := range routes {
+				resp := e.post(t, r.path, keyAll, r.body)
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || !strings.Contains(string(body), r.want) || !strings.Contains(strings.ReplaceAll(string(body), `\"`, `"`), "Hello") {
+					t.Errorf("%s %s: %d %s", r.path, r.body, resp.StatusCode, body)
+				}
+				if strings.Contains(string(body), "claude-backend-1") {
+					t.Errorf("%s: the backend's model name reached the client: %s", r.path, body)
+				}
+			}
+			for _, rec := range e.sim.Requests() {
+				if rec.Header.Get("X-Api-Key") != "sk-ant-backend" || rec.Header.Get("Anthropic-Version") != models.AnthropicVersion ||
+					rec.Header.Get("Authorization") != "" || rec.Model != "claude-backend-1" {
+					t.Errorf("the backend got %v, model %q", rec.Header, rec.Model)
+				}
+			}
+			st := e.sim.Stats()
+			s := e.waitRecorded(t, keyAll, int64(len(routes)))
+			h := s.ByModel["hermes"]
+			n := int64(len(routes))
+			if h.Prompt != st.ReportedPrompt || h.Completion != st.ReportedTokens || h.CachedPrompt != 2*n || h.CacheWrite5m != 3*n || h.CacheWrite1h != 4*n {
+				t.Errorf("ledger %+v; the backend reported %d + %d", h, st.ReportedPrompt, st.ReportedTokens)
+			}
+			want := anthropicCost(claudePrice, h.Prompt-9*n, 2*n, 3*n, 4*n, st.ReportedTokens)
+			if h.Cost != want || s.TotalCost != want {
+				t.Errorf("cost %s, want %s by Anthropic's rules", h.Cost.USD(), want.USD())
+			}
+		})
+	}
+}
+
+// TestAnthropicUsageShapes: each way Anthropic reports cache writes is
+// billed exactly: split by lifetime; only their total (older answers:
+// all five-minute writes); and a stream cut by the backend (what
+// message_start reported, and the deltas relayed after it).
+func TestAnthropicUsageShapes(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 6, CachedTokens: 5, CacheWrite5m: 1, CacheWrite1h: 2, CacheWriteTotalOnly: true},
+		withPrices(money.Prices{claudePrice}), withAnthropicBackend)
+	body := `{"model":"hermes","max_tokens":50,"messages":[{"role":"user","content":"alpha beta gamma delta epsilon zeta eta theta"}]}`
+	resp := e.post(t, "/v1/messages", keyAll, body)
+	raw, _ := io.ReadAll(resp.Body)
+	// Passed through: the client reads the usage as the backend wrote it.
+	if resp.StatusCode != 200 || !strings.Contains(string(raw), `"cache_creation_input_tokens":3,"cache_read_input_tokens":5,"output_tokens":6`) {
+		t.Errorf("total only: %d %s", resp.StatusCode, raw)
+	}
+	s := e.waitRecorded(t, keyAll, 1)
+	h := s.ByModel["hermes"]
+	input := h.Prompt - 5 - 3
+	if want := anthropicCost(claudePrice, input, 5, 3, 0, 6); h.Cost != want || h.CacheWrite5m != 3 || h.CacheWrite1h != 0 {
+		t.Errorf("total only: ledger %+v, want cost %s", h, want.USD())
+	}
+
+	// The backend cuts the stream after 3 deltas: message_start reported
+	// the prompt whole and 1 output token; 3 more were relayed.
+	e.sim.SetConfig(sim.Config{ReplyTokens: 6, CachedTokens: 5, CacheWrite5m: 1, CacheWrite1h: 2, Fault: sim.Fault{Kind: sim.Disconnect, After: 3}})
+	resp = e.post(t, "/v1/messages", keyAll, strings.Replace(body, `"max_tokens":50`, `"max_tokens":50,"stream":true`, 1))
+	io.Copy(io.Discard, resp.Body)
+	s = e.waitRecorded(t, keyAll, 2)
+	cut := s.ByModel["hermes"]
+	cut.Prompt -= h.Prompt
+	cut.Completion -= h.Completion
+	cut.Cost -= h.Cost
+	if want := anthropicCost(claudePrice, cut.Prompt-8, 5, 1, 2, 4); cut.Prompt != h.Prompt || cut.Completion != 4 || cut.Cost != want {
+		t.Errorf("cut by the backend: prompt %d (want %d), completion %d (want 4), cost %s (want %s)", cut.Prompt, h.Prompt, cut.Completion, cut.Cost.USD(), want.USD())
+	}
+}
+
+// TestAnthropicPassThrough: /v1/messages to an Anthropic backend sends
+// the client's request as written (thinking blocks and their signatures,
+// cache_control), with the backend's model name and the client's
+// anthropic-beta, and relays the answer's events as the backend wrote
+// them, with the gateway's id and the public model name.
+func TestAnthropicPassThrough(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 4}, withAnthropicBackend)
+	thinking := `{"type":"thinking","thinking":"Let me think \u003cabout\u003e it.","signature":"EqQBCkYIBxgCKkBsig=="}`
+	body := `{"model":"hermes","max_tokens":64,"stream":true,"system":[{"type":"text","text":"You are terse.","cache_control":{"type":"ephemeral","ttl":"1h"}}],` +
+		`"messages":[{"role":"user","content":"hello"},{"role":"assistant","content":[` + thinking + `,{"type":"text","text":"Hi."}]},{"role":"user","content":"again"}]}`
+	req, _ := http.NewRequest("POST", e.gw.URL+"/v1/messages?beta=true", strings.NewReader(body))
+	req.Header.Set("x-api-key", keyAll)
+	req.Header.Set("anthropic-version", "2023-06-01")
+	req.Header.Set("anthropic-beta", "interleaved-thinking-2025-05-14,prompt-caching-2024-07-31")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var events []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if name, ok := strings.CutPrefix(sc.Text(), "event: "); ok {
+			events = append(events, name)
+		}
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok && strings.Contains(data, "message_start") &&
+			(!strings.Contains(data, `"model":"hermes"`) || !strings.Contains(data, `"id":"msg_`) || strings.Contains(data, "msg-sim")) {
+			t.Errorf("message_start: %s", data)
+		}
+	}
+	if got := strings.Join(events, " "); got != "message_start content_block_start ping content_block_delta content_block_delta content_block_delta content_block_delta content_block_stop message_delta message_stop" {
+		t.Errorf("events: %s", got)
+	}
+	recs := e.sim.Requests()
+	if len(recs) != 1 {
+		t.Fatalf("%d backend requests", len(recs))
+	}
+	sent := string(recs[0].Body)
+	if !strings.Contains(sent, thinking) || !strings.Contains(sent, `"cache_control":{"type":"ephemeral","ttl":"1h"}`) ||
+		!strings.HasPrefix(sent, `{"model":"claude-backend-1",`) || strings.Count(sent, `"model"`) != 1 {
+		t.Errorf("the backend got %s", sent)
+	}
+	if b := recs[0].Header.Get("Anthropic-Beta"); b != "interleaved-thinking-2025-05-14,prompt-caching-2024-07-31" {
+		t.Errorf("anthropic-beta %q", b)
+	}
+}
+
+// TestMixedBackends: a model with an Anthropic backend and an OpenAI
+// one fails over between them both ways (529 overloaded_error from the
+// one, 503 from the other), and the client cannot tell which answered.
+func TestMixedBackends(t *testing.T) {
+	openaiSim := sim.New(sim.Config{ReplyTokens: 6})
+	up := httptest.NewServer(openaiSim)
+	t.Cleanup(up.Close)
+	e := newEnv(t, sim.Config{ReplyTokens: 6}, withAnthropicBackend, func(c *envConfig) {
+		c.models[0].Backends = append(c.models[0].Backends, models.Backend{Name: "openai", URL: up.URL + "/v1", Model: "gpt-backend", Priority: 1})
+	})
+	body := `{"model":"hermes","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi there"}]}`
+	shape := func(raw []byte) string {
+		var keys []string
+		for _, line := range strings.Split(string(raw), "\n") {
+			if data, ok := strings.CutPrefix(line, "data: "); ok && data != "[DONE]" {
+				var m map[string]any
+				json.Unmarshal([]byte(data), &m)
+				delete(m, "id")
+				delete(m, "created")
+				b, _ := json.Marshal(m)
+				keys = append(keys, string(b))
+			}
+		}
+		return strings.Join(keys, "\n")
+	}
+	resp := e.post(t, "/v1/chat/completions", keyAll, body)
+	viaAnthropic, _ := io.ReadAll(resp.Body)
+	e.sim.SetConfig(sim.Config{ReplyTokens: 6, Fault: sim.Fault{Kind: sim.Status, Status: 529}})
+	resp = e.post(t, "/v1/chat/completions", keyAll, body)
+	viaOpenAI, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || openaiSim.Stats().Completed != 1 {
+		t.Fatalf("after a 529: %d %s", resp.StatusCode, viaOpenAI)
+	}
+	if a, o := shape(viaAnthropic), shape(viaOpenAI); a != o {
+		t.Errorf("the answers differ by backend:\n%s\n---\n%s", a, o)
+	}
+	poll.Until(t, "both recorded", func() bool { return requests(e.usageOf(t, keyAll, "")) == 2 })
+	for _, path := range []string{"/v1/messages"} {
+		resp := e.post(t, path, keyAll, `{"model":"hermes","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}`)
+		raw, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || !strings.Contains(string(raw), `"type":"message"`) {
+			t.Errorf("%s after a 529, via the OpenAI backend: %d %s", path, resp.StatusCode, raw)
+		}
+	}
+}
