@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -217,5 +218,25 @@ func TestMixedBackends(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(string(raw), `"type":"message"`) {
 			t.Errorf("%s after a 529, via the OpenAI backend: %d %s", path, resp.StatusCode, raw)
 		}
+	}
+}
+
+// TestStrictBudgetHoldsCacheWrites: toward an Anthropic backend a prompt
+// may be billed as a one-hour cache write, at twice the input price; a
+// strict budget holds that worst case, so a budget a picodollar short of
+// what the request cost refuses it before any backend is called.
+func TestStrictBudgetHoldsCacheWrites(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 10, WorstCase: true, CacheWrite1h: 1 << 30}, withAdmin(t), withAnthropicBackend,
+		withPrices(money.Prices{claudePrice}))
+	body := `{"model":"hermes","max_tokens":10,"messages":[{"role":"user","content":"` + strings.Repeat("a ", 400) + `"}]}`
+	free := e.createKey(t, `{"tier":"team"}`)
+	if resp, raw := e.do(t, "POST", "/v1/messages", free.Secret, body); resp.StatusCode != 200 {
+		t.Fatalf("unbudgeted: %d %s", resp.StatusCode, raw)
+	}
+	cost := e.ledgerCost(t, free.ID)
+	tight := e.createKey(t, fmt.Sprintf(`{"tier":"team","budget":{"monthly":%s,"strict":true}}`, (cost-1).USD()))
+	before := e.sim.Stats().Requests
+	if resp, raw := e.do(t, "POST", "/v1/messages", tight.Secret, body); resp.StatusCode != 429 || e.sim.Stats().Requests != before {
+		t.Errorf("a strict budget of $%s, the request having cost $%s: %d %s", (cost - 1).USD(), cost.USD(), resp.StatusCode, raw)
 	}
 }

@@ -43,7 +43,7 @@ func estimate(req *openai.Request) int64 {
 // admit reserves the request's estimate and sets the rate-limit headers,
 // which then go out with whatever answer follows, streams included.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, c *call, req *openai.Request, m *models.Model) error {
-	return s.admitFor(w, r, c, m, estimate(req), s.costBound(c, req))
+	return s.admitFor(w, r, c, m, estimate(req), s.costBound(c, req, m))
 }
 
 // admitFor admits a request of est tokens that can cost bound at most.
@@ -104,10 +104,12 @@ func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
 }
 
 // costBound is what the request can cost at most, which budgets hold:
-// the prompt's bound, every token uncached, and n choices of the output
-// cap, at its model's prices.
-func (s *Server) costBound(c *call, req *openai.Request) money.Money {
-	return s.prices[c.model].At(c.Start).Cost(money.Tokens{Prompt: int64(req.PromptBound), Completion: int64(req.N) * int64(req.MaxTokens)})
+// the prompt's bound, each token at the dearest price a backend of the
+// model can bill it at (a cache write, for an Anthropic backend), and n
+// choices of the output cap, at its model's prices.
+func (s *Server) costBound(c *call, req *openai.Request, m *models.Model) money.Money {
+	return s.prices[c.model].At(c.Start).Most(money.Tokens{Prompt: int64(req.PromptBound), Completion: int64(req.N) * int64(req.MaxTokens)},
+		m.Speaks(models.Anthropic))
 }
 
 // settle replaces the reservation's estimate by what the request used:

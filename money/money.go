@@ -127,6 +127,20 @@ func (p *Price) Cost(t Tokens) Money {
 		Money(w1)*p.CacheWrite1h + Money(t.Completion)*p.Output
 }
 
+// Most is the most t's tokens can cost at p: every prompt token at the
+// dearest of the uncached and cache-read prices, and of the cache-write
+// prices too where writes can be billed.
+func (p *Price) Most(t Tokens, writes bool) Money {
+	if p == nil {
+		return 0
+	}
+	per := max(p.Input, p.CachedInput)
+	if writes {
+		per = max(per, p.CacheWrite, p.CacheWrite1h)
+	}
+	return Money(max(t.Prompt, 0))*per + Money(t.Completion)*p.Output
+}
+
 // Times is m × num/den, rounded to the nearest unit (halves up): a
 // default price derived from another, such as 1.25 × input.
 func (m Money) Times(num, den int64) Money {

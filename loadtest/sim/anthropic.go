@@ -108,7 +108,12 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, cfg *Config) {
 	leave := s.enter(r.Context())
 	defer leave()
 	cr := req.asChat()
-	g := s.newGeneration(r.Context(), cfg, "msg", req.Model, promptTokens(cr.Messages), 1, *req.MaxTokens)
+	prompt := promptTokens(cr.Messages)
+	if cfg.WorstCase {
+		chat, _ := json.Marshal(cr)
+		prompt = WorstPrompt(chat) // the text as a chat template would render it
+	}
+	g := s.newGeneration(r.Context(), cfg, "msg", req.Model, prompt, 1, *req.MaxTokens)
 	g.leave = leave
 	if g.tool, g.args = toolCall(cr); g.tool != "" {
 		g.n, g.finish = toolTokens(g.args), "tool_calls"
