@@ -31,22 +31,30 @@ func ledgerTotal(s usage.Summary) usage.Row {
 // retries after its retry-after. Every answer's usage is in the ledger
 // as the backend reported it, at its price.
 func TestAnthropicSDK(t *testing.T) {
-	e := newEnv(t, sim.Config{ReplyTokens: 8}, withPrices(money.Prices{hermesPrice}))
-	faulty := newEnv(t, sim.Config{ReplyTokens: 8, Fault: sim.Fault{Kind: sim.StreamError, After: 2}})
-	limited := newEnv(t, sim.Config{ReplyTokens: 8}, withQuota(redisLimiter(t)), withLimits(keyAll, quota.Limits{RPM: 2}))
-	retry := newEnv(t, sim.Config{ReplyTokens: 8, Fault: sim.Fault{Kind: sim.Status, Status: 429, Times: 1}})
-	runNodeIn(t, anthropicDir, "sdk.mjs", "@anthropic-ai/sdk",
-		"OBOL_BASE_URL="+e.gw.URL, "OBOL_KEY_ALL="+keyAll, "OBOL_KEY_HERMES="+keyHermes, "OBOL_WANT_TEXT="+sim.Reply(8),
-		"OBOL_FAULT_BASE_URL="+faulty.gw.URL, "OBOL_LIMITED_BASE_URL="+limited.gw.URL, "OBOL_RETRY_BASE_URL="+retry.gw.URL)
-	st := e.sim.Stats()
-	var got usage.Row
-	poll.Until(t, "the ledger to hold what the backend reported", func() bool {
-		got = ledgerTotal(e.usageOf(t, keyAll, ""))
-		return got.Prompt == st.ReportedPrompt && got.Completion == st.ReportedTokens
-	})
-	hermes := e.usageOf(t, keyAll, "").ByModel["hermes"]
-	if want := hermesPrice.Cost(money.Tokens{Prompt: hermes.Prompt, Completion: hermes.Completion}); hermes.Cost != want {
-		t.Errorf("hermes cost %s, want %s at its price", hermes.Cost.USD(), want.USD())
+	for _, backend := range []string{"openai", "anthropic"} {
+		t.Run(backend+" backend", func(t *testing.T) {
+			dialect := func(*envConfig) {}
+			if backend == "anthropic" {
+				dialect = withAnthropicBackend
+			}
+			e := newEnv(t, sim.Config{ReplyTokens: 8}, withPrices(money.Prices{hermesPrice}), dialect)
+			faulty := newEnv(t, sim.Config{ReplyTokens: 8, Fault: sim.Fault{Kind: sim.StreamError, After: 2}}, dialect)
+			limited := newEnv(t, sim.Config{ReplyTokens: 8}, withQuota(redisLimiter(t)), withLimits(keyAll, quota.Limits{RPM: 2}), dialect)
+			retry := newEnv(t, sim.Config{ReplyTokens: 8, Fault: sim.Fault{Kind: sim.Status, Status: 429, Times: 1}}, dialect)
+			runNodeIn(t, anthropicDir, "sdk.mjs", "@anthropic-ai/sdk",
+				"OBOL_BASE_URL="+e.gw.URL, "OBOL_KEY_ALL="+keyAll, "OBOL_KEY_HERMES="+keyHermes, "OBOL_WANT_TEXT="+sim.Reply(8),
+				"OBOL_FAULT_BASE_URL="+faulty.gw.URL, "OBOL_LIMITED_BASE_URL="+limited.gw.URL, "OBOL_RETRY_BASE_URL="+retry.gw.URL)
+			st := e.sim.Stats()
+			var got usage.Row
+			poll.Until(t, "the ledger to hold what the backend reported", func() bool {
+				got = ledgerTotal(e.usageOf(t, keyAll, ""))
+				return got.Prompt == st.ReportedPrompt && got.Completion == st.ReportedTokens
+			})
+			hermes := e.usageOf(t, keyAll, "").ByModel["hermes"]
+			if want := hermesPrice.Cost(money.Tokens{Prompt: hermes.Prompt, Completion: hermes.Completion}); hermes.Cost != want {
+				t.Errorf("hermes cost %s, want %s at its price", hermes.Cost.USD(), want.USD())
+			}
+		})
 	}
 }
 

@@ -159,35 +159,52 @@ func runNodeIn(t *testing.T, dir, script, pkg string, env ...string) {
 // gateway: chat, streams, responses, embeddings, legacy completions, the
 // errors, and its admin client's organization usage and costs.
 func TestOpenAINodeClient(t *testing.T) {
-	e := newEnv(t, sim.Config{ReplyTokens: 8}, withAPIs, withEmbeddedAdmin(t))
-	faulty := newEnv(t, sim.Config{ReplyTokens: 8, Fault: sim.Fault{Kind: sim.StreamError, After: 2}})
-	limited := newEnv(t, sim.Config{ReplyTokens: 8}, withQuota(redisLimiter(t)), withLimits(keyAll, quota.Limits{RPM: 2, TPM: 1000}))
-	runNode(t, "check.mjs", "openai",
-		"OBOL_BASE_URL="+e.gw.URL+"/v1",
-		"OBOL_FAULT_BASE_URL="+faulty.gw.URL+"/v1",
-		"OBOL_LIMITED_BASE_URL="+limited.gw.URL+"/v1",
-		"OBOL_KEY_ALL="+keyAll,
-		"OBOL_KEY_HERMES="+keyHermes,
-		"OBOL_ADMIN_TOKEN="+adminToken,
-	)
-	// Every route's usage is in the ledger, as the backend reported it
-	// (the last records are written a moment after their answers).
-	st := e.sim.Stats()
-	poll.Until(t, "the ledger to hold what the backend reported", func() bool {
-		row := e.usageOf(t, keyAll, "").ByModel["hermes"]
-		return row.Prompt == st.ReportedPrompt && row.Completion == st.ReportedTokens
-	})
+	for _, backend := range []string{"openai", "anthropic"} {
+		t.Run(backend+" backend", func(t *testing.T) {
+			dialect, chatOnly := envOption(withAPIs), "0"
+			if backend == "anthropic" {
+				dialect, chatOnly = withAnthropicBackend, "1" // it serves chat alone
+			}
+			e := newEnv(t, sim.Config{ReplyTokens: 8}, dialect, withEmbeddedAdmin(t))
+			faulty := newEnv(t, sim.Config{ReplyTokens: 8, Fault: sim.Fault{Kind: sim.StreamError, After: 2}}, dialect)
+			limited := newEnv(t, sim.Config{ReplyTokens: 8}, dialect, withQuota(redisLimiter(t)), withLimits(keyAll, quota.Limits{RPM: 2, TPM: 1000}))
+			runNode(t, "check.mjs", "openai",
+				"OBOL_BASE_URL="+e.gw.URL+"/v1",
+				"OBOL_FAULT_BASE_URL="+faulty.gw.URL+"/v1",
+				"OBOL_LIMITED_BASE_URL="+limited.gw.URL+"/v1",
+				"OBOL_KEY_ALL="+keyAll,
+				"OBOL_KEY_HERMES="+keyHermes,
+				"OBOL_ADMIN_TOKEN="+adminToken,
+				"OBOL_CHAT_ONLY="+chatOnly,
+			)
+			// Every route's usage is in the ledger, as the backend reported it
+			// (the last records are written a moment after their answers).
+			st := e.sim.Stats()
+			poll.Until(t, "the ledger to hold what the backend reported", func() bool {
+				row := e.usageOf(t, keyAll, "").ByModel["hermes"]
+				return row.Prompt == st.ReportedPrompt && row.Completion == st.ReportedTokens
+			})
+		})
+	}
 }
 
 // TestVercelAISDK runs the AI SDK's default OpenAI provider (the
 // Responses API) against the gateway: generateText, streamText with
 // usage, a tool over two steps.
 func TestVercelAISDK(t *testing.T) {
-	e := newEnv(t, sim.Config{ReplyTokens: 13})
-	runNode(t, "aisdk.mjs", "ai", "OBOL_BASE_URL="+e.gw.URL+"/v1", "OBOL_KEY_ALL="+keyAll)
-	s := e.waitRecorded(t, keyAll, 4)
-	if st := e.sim.Stats(); s.ByModel["hermes"].Completion != st.ReportedTokens {
-		t.Errorf("ledger %+v, backend reported %d completion tokens", s.ByModel["hermes"], st.ReportedTokens)
+	for _, backend := range []string{"openai", "anthropic"} {
+		t.Run(backend+" backend", func(t *testing.T) {
+			var opts []envOption
+			if backend == "anthropic" {
+				opts = append(opts, withAnthropicBackend)
+			}
+			e := newEnv(t, sim.Config{ReplyTokens: 13}, opts...)
+			runNode(t, "aisdk.mjs", "ai", "OBOL_BASE_URL="+e.gw.URL+"/v1", "OBOL_KEY_ALL="+keyAll)
+			s := e.waitRecorded(t, keyAll, 4)
+			if st := e.sim.Stats(); s.ByModel["hermes"].Completion != st.ReportedTokens || s.ByModel["hermes"].Prompt != st.ReportedPrompt {
+				t.Errorf("ledger %+v, backend reported %d + %d", s.ByModel["hermes"], st.ReportedPrompt, st.ReportedTokens)
+			}
+		})
 	}
 }
 

@@ -107,8 +107,13 @@ func NewPassStream(out openai.Sink, turn *openai.Turn, model string, meter *Mete
 // short what was reported plus the deltas relayed since.
 func (ps *passStream) Relayed() (*openai.Usage, int) { return ps.meter.Usage(), ps.meter.since }
 
-// Fail ends the stream with an error event.
-func (ps *passStream) Fail(e *apierr.Error) { ps.out.Fail(e) }
+// Fail ends the stream with an error event in Anthropic's shape.
+func (ps *passStream) Fail(e *apierr.Error) {
+	b, _ := json.Marshal(ErrorBody(e, ""))
+	if ps.out.WriteNamed("error", b) == nil {
+		ps.out.Flush()
+	}
+}
 
 // Run relays events until message_stop or the end of the stream.
 func (ps *passStream) Run(events openai.Events) error {
