@@ -1,11 +1,12 @@
 // Command loadtest holds obol's load tools:
 //
 //	go run ./loadtest sim [-addr 127.0.0.1:9000] [-tokens 16] [-tps 0] [-first-token 0s] [-fault none]
+//	                      [-cache-read 0] [-cache-write-5m 0] [-cache-write-1h 0] [-cache-write-total-only]
 //	go run ./loadtest load -target http://127.0.0.1:8080 [-conns 50 | -rate 1000] [-stream] [-duration 10s]
 //	go run ./loadtest proxy -addr 127.0.0.1:9100 -target http://127.0.0.1:9000
 //	go run ./loadtest compare -obol bin/obol [-conns 50 | -rate R] [-stream] [-tokens 20]
 //
-// sim is the OpenAI-compatible upstream simulator; load sends a load and
+// sim is the upstream simulator (OpenAI-compatible, and Anthropic's /v1/messages); load sends a load and
 // reports throughput, latency percentiles, time to first token and gaps
 // between tokens, and answers by status and code; proxy is a bare
 // httputil.ReverseProxy, the floor; compare runs one load against the
@@ -79,6 +80,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	noUsage := fs.Bool("no-usage", false, "never report usage, even when asked")
 	worst := fs.Bool("worst-case", false, "bill prompts as the worst byte-level tokenizer would: a token per byte the model reads")
 	fault := fs.String("fault", "none", "inject a fault into every request: none, status:CODE, stream-error:AFTER, disconnect:AFTER, hang:AFTER")
+	cacheRead := fs.Int("cache-read", 0, "prompt tokens reported read from the cache (cached_tokens; Anthropic's cache_read_input_tokens)")
+	write5m := fs.Int("cache-write-5m", 0, "prompt tokens an Anthropic answer reports written to the cache for 5 minutes")
+	write1h := fs.Int("cache-write-1h", 0, "prompt tokens an Anthropic answer reports written to the cache for an hour")
+	totalOnly := fs.Bool("cache-write-total-only", false, "report only cache_creation_input_tokens, as older Anthropic answers do")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -86,7 +91,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s := sim.New(sim.Config{ReplyTokens: *tokens, TokensPerSecond: *tps, FirstTokenDelay: *first, NoUsage: *noUsage, WorstCase: *worst, Fault: f})
+	s := sim.New(sim.Config{ReplyTokens: *tokens, TokensPerSecond: *tps, FirstTokenDelay: *first, NoUsage: *noUsage, WorstCase: *worst, Fault: f,
+		CachedTokens: *cacheRead, CacheWrite5m: *write5m, CacheWrite1h: *write1h, CacheWriteTotalOnly: *totalOnly})
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err

@@ -27,6 +27,8 @@ func TestBadConfigs(t *testing.T) {
 		"bad-listen":             "listen: want host:port",
 		"no-backends":            "models.hermes.backends: at least one backend",
 		"bad-backend-url":        "models.hermes.backends[0].url",
+		"bad-backend-api":        "models.hermes.backends[0].api: want openai (the default) or anthropic",
+		"anthropic-embeddings":   "models.hermes.backends[0].api: an Anthropic backend serves chat alone",
 		"no-backend-model":       "models.hermes.backends[0].model: required",
 		"zero-context":           "models.hermes.context_window",
 		"bad-model-name":         "models.Hermes Pro: a model name",
@@ -110,7 +112,7 @@ func TestShippedConfigsLoad(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 			continue
 		}
-		if _, err := catalogOf(cfg, envMap(map[string]string{"OBOL_BACKEND_KEY": "k", "OPENAI_API_KEY": "k", "TOGETHER_API_KEY": "k"})); err != nil {
+		if _, err := catalogOf(cfg, envMap(map[string]string{"OBOL_BACKEND_KEY": "k", "OPENAI_API_KEY": "k", "TOGETHER_API_KEY": "k", "ANTHROPIC_API_KEY": "k"})); err != nil {
 			t.Errorf("%s: catalog: %v", f, err)
 		}
 	}
@@ -213,5 +215,26 @@ keys:
 		if k == nil || k.Limits != tt.want {
 			t.Errorf("%s: %+v, want limits %+v", tt.secret, k, tt.want)
 		}
+	}
+}
+
+// TestCacheWritePriceDefaults: a price without cache-write prices gets
+// Anthropic's multipliers of its input price; set ones are kept.
+func TestCacheWritePriceDefaults(t *testing.T) {
+	ps, err := pricesFrom(ModelConfig{Price: &PriceConfig{Input: 3, Output: 15}}, "models.m")
+	if err != nil || len(ps) != 1 {
+		t.Fatal(ps, err)
+	}
+	if p := ps[0]; p.CachedInput != 3_000_000 || p.CacheWrite != 3_750_000 || p.CacheWrite1h != 6_000_000 {
+		t.Errorf("defaults %+v", p)
+	}
+	w, w1 := 1.5, 2.5
+	ps, _ = pricesFrom(ModelConfig{Price: &PriceConfig{Input: 1, CacheWrite: &w, CacheWrite1h: &w1}}, "models.m")
+	if p := ps[0]; p.CacheWrite != 1_500_000 || p.CacheWrite1h != 2_500_000 {
+		t.Errorf("set %+v", p)
+	}
+	bad := -1.0
+	if _, err := pricesFrom(ModelConfig{Price: &PriceConfig{Input: 1, CacheWrite1h: &bad}}, "models.m"); err == nil || !strings.Contains(err.Error(), "models.m.price.cache_write_1h") {
+		t.Errorf("a negative cache_write_1h: %v", err)
 	}
 }

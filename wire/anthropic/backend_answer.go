@@ -139,24 +139,38 @@ func ToChat(raw []byte) ([]byte, *openai.Usage, error) {
 			calls = append(calls, map[string]any{"id": b.ID, "type": "function", "function": map[string]any{"name": b.Name, "arguments": args}})
 		}
 	}
-	msg := map[string]any{"role": "assistant", "content": text}
+	msg := chatMessageOut{Role: "assistant", Content: &text, ToolCalls: calls, ReasoningContent: thinking}
 	if text == "" && len(calls) > 0 {
-		msg["content"] = nil
-	}
-	if calls != nil {
-		msg["tool_calls"] = calls
-	}
-	if thinking != "" {
-		msg["reasoning_content"] = thinking
-	}
-	choice := map[string]any{"index": 0, "message": msg, "logprobs": nil, "finish_reason": finishOf(m.StopReason)}
-	if m.StopSequence != nil {
-		choice["stop_reason"] = *m.StopSequence
+		msg.Content = nil
 	}
 	var t Meter
 	t.add(&m.Usage)
 	u := t.Usage()
-	out, err := json.Marshal(map[string]any{"id": m.ID, "object": "chat.completion", "created": time.Now().Unix(),
-		"choices": []any{choice}, "usage": u})
+	out, err := json.Marshal(chatCompletion{ID: m.ID, Object: "chat.completion", Created: time.Now().Unix(),
+		Choices: []chatChoiceOut{{Message: msg, FinishReason: finishOf(m.StopReason), StopReason: m.StopSequence}}, Usage: u})
 	return out, u, err
+}
+
+// chatCompletion is a chat completion in OpenAI's member order.
+type chatCompletion struct {
+	ID      string          `json:"id"`
+	Object  string          `json:"object"`
+	Created int64           `json:"created"`
+	Choices []chatChoiceOut `json:"choices"`
+	Usage   *openai.Usage   `json:"usage"`
+}
+
+type chatChoiceOut struct {
+	Index        int            `json:"index"`
+	Message      chatMessageOut `json:"message"`
+	Logprobs     *struct{}      `json:"logprobs"`
+	FinishReason string         `json:"finish_reason"`
+	StopReason   *string        `json:"stop_reason,omitempty"` // vLLM's: the stop sequence that ended the text
+}
+
+type chatMessageOut struct {
+	Role             string           `json:"role"`
+	Content          *string          `json:"content"`
+	ToolCalls        []map[string]any `json:"tool_calls,omitempty"`
+	ReasoningContent string           `json:"reasoning_content,omitempty"`
 }
