@@ -124,8 +124,8 @@ func (a *API) guarded(h Handler) Handler {
 }
 
 // Routes are the admin API's routes, each behind the admin token: keys,
-// projects, alerts, usage, backends, and OpenAI's organization usage and
-// costs reports.
+// projects, alerts, usage, backends, OpenAI's organization usage and
+// costs reports, and Anthropic's usage and cost reports.
 func (a *API) Routes() []Route {
 	var rs []Route
 	add := func(method, path string, h Handler) {
@@ -157,6 +157,10 @@ func (a *API) Routes() []Route {
 		add("GET", p+"/usage/completions", a.organization(completionsReport))
 		add("GET", p+"/usage/embeddings", a.organization(embeddingsReport))
 		add("GET", p+"/costs", a.organization(costsReport))
+	}
+	for _, p := range []string{"/v1/organizations", "/api/v1/organizations"} { // Anthropic's Admin API
+		add("GET", p+"/usage_report/messages", a.claudeReport(messagesUsageReport))
+		add("GET", p+"/cost_report", a.claudeReport(costReport))
 	}
 	return rs
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/loadtest/sim"
@@ -238,5 +239,60 @@ func TestStrictBudgetHoldsCacheWrites(t *testing.T) {
 	before := e.sim.Stats().Requests
 	if resp, raw := e.do(t, "POST", "/v1/messages", tight.Secret, body); resp.StatusCode != 429 || e.sim.Stats().Requests != before {
 		t.Errorf("a strict budget of $%s, the request having cost $%s: %d %s", (cost - 1).USD(), cost.USD(), resp.StatusCode, raw)
+	}
+}
+
+// TestAnthropicAdminReports: Anthropic's Messages usage report and cost
+// report show the ledger in Anthropic's terms, on both stores: uncached
+// input, cache reads, cache writes by lifetime, output, the cost in
+// cents; grouped by model, key and workspace (a project); paged by a
+// cursor; unknown parameters refused by name.
+func TestAnthropicAdminReports(t *testing.T) {
+	for _, store := range []string{"embedded", "postgres"} {
+		t.Run(store, func(t *testing.T) {
+			opts := []envOption{withPrices(money.Prices{claudePrice}), withAnthropicBackend, withEmbeddedAdmin(t)}
+			if store == "postgres" {
+				opts = append(opts, withLedger(postgresLedger(t)))
+			}
+			e := newEnv(t, sim.Config{ReplyTokens: 6, CachedTokens: 2, CacheWrite5m: 3, CacheWrite1h: 4}, opts...)
+			for i := 0; i < 3; i++ {
+				e.send(t, "/v1/messages", `{"model":"hermes","max_tokens":20,"messages":[{"role":"user","content":"one two three four five six seven"}]}`)
+			}
+			row := e.waitRecorded(t, keyAll, 3).ByModel["hermes"]
+			today := time.Now().UTC().Truncate(24 * time.Hour)
+			start := today.AddDate(0, 0, -1).Format(time.RFC3339)
+			resp, body := e.do(t, "GET", "/v1/organizations/usage_report/messages?starting_at="+start+"&group_by[]=model&group_by[]=api_key_id&limit=1", adminToken, "")
+			var page struct {
+				Data []struct {
+					StartingAt string           `json:"starting_at"`
+					Results    []map[string]any `json:"results"`
+				} `json:"data"`
+				HasMore  bool    `json:"has_more"`
+				NextPage *string `json:"next_page"`
+			}
+			json.Unmarshal(body, &page)
+			if resp.StatusCode != 200 || len(page.Data) != 1 || len(page.Data[0].Results) != 0 || !page.HasMore || page.NextPage == nil {
+				t.Fatalf("yesterday's page: %d %s", resp.StatusCode, body)
+			}
+			resp, body = e.do(t, "GET", "/v1/organizations/usage_report/messages?starting_at="+start+"&group_by[]=model&group_by[]=api_key_id&limit=1&page="+*page.NextPage, adminToken, "")
+			json.Unmarshal(body, &page)
+			want := fmt.Sprintf(`"api_key_id":"key_all","cache_creation":{"ephemeral_1h_input_tokens":%d,"ephemeral_5m_input_tokens":%d},"cache_read_input_tokens":%d,"context_window":null,"model":"hermes","output_tokens":%d,"server_tool_use":{"web_search_requests":0},"service_tier":null,"uncached_input_tokens":%d,"workspace_id":null`,
+				row.CacheWrite1h, row.CacheWrite5m, row.CachedPrompt, row.Completion, row.Prompt-row.CachedPrompt-row.CacheWrite5m-row.CacheWrite1h)
+			if resp.StatusCode != 200 || page.Data[0].StartingAt != today.Format(time.RFC3339) || !strings.Contains(string(body), want) || page.HasMore {
+				t.Errorf("today's page: %d %s\nwant %s", resp.StatusCode, body, want)
+			}
+			resp, body = e.do(t, "GET", "/v1/organizations/cost_report?starting_at="+today.Format(time.RFC3339)+"&group_by[]=description", adminToken, "")
+			cost := row.Cost / (money.PerDollar / 100) // whole cents, then the rest
+			if resp.StatusCode != 200 || !strings.Contains(string(body), `"amount":"`+strings.TrimRight(strings.TrimRight(fmt.Sprintf("%d.%010d", cost, row.Cost%(money.PerDollar/100)), "0"), ".")+`"`) ||
+				!strings.Contains(string(body), `"description":"hermes usage"`) {
+				t.Errorf("cost report: %d %s (cost %s)", resp.StatusCode, body, row.Cost.USD())
+			}
+			if resp, body = e.do(t, "GET", "/v1/organizations/usage_report/messages?starting_at="+start+"&service_tiers[]=batch", adminToken, ""); resp.StatusCode != 400 || !strings.Contains(string(body), "service_tiers") {
+				t.Errorf("an unknown parameter: %d %s", resp.StatusCode, body)
+			}
+			if resp, _ = e.do(t, "GET", "/v1/organizations/cost_report?starting_at="+start, keyAll, ""); resp.StatusCode != 401 {
+				t.Errorf("an API key on the cost report: %d", resp.StatusCode)
+			}
+		})
 	}
 }

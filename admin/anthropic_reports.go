@@ -1,0 +1,243 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/obol/obol/internal/apierr"
+	"github.com/obol/obol/internal/clip"
+	"github.com/obol/obol/internal/httpapi"
+	"github.com/obol/obol/money"
+	"github.com/obol/obol/usage"
+)
+
+// Anthropic's Admin API usage and cost reports, beside OpenAI's, for the
+// dashboards written against them (admin token only): the Messages usage
+// report, with cache reads and writes by lifetime, and the cost report.
+// A project is Anthropic's workspace.
+
+// claudeReport is one of Anthropic's reports.
+type claudeReport struct {
+	costs  bool
+	groups []string
+}
+
+var (
+	messagesUsageReport = claudeReport{groups: []string{"api_key_id", "workspace_id", "model"}}
+	costReport          = claudeReport{costs: true, groups: []string{"workspace_id", "description"}}
+)
+
+// claudeParams are the parameters the reports take (each list also as
+// name[]).
+var claudeParams = map[string]bool{"starting_at": true, "ending_at": true, "bucket_width": true, "limit": true,
+	"page": true, "group_by": true, "models": true, "api_key_ids": true, "workspace_ids": true}
+
+func (a *API) claudeReport(rep claudeReport) Handler {
+	return func(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+		if a.usage == nil {
+			return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this ledger cannot report usage"}
+		}
+		q, err := parseClaudeReport(r.URL.Query(), rep)
+		if err != nil {
+			return err
+		}
+		data, next, err := a.claudeBuckets(r.Context(), rep, q)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		page := map[string]any{"data": data, "has_more": next != "", "next_page": nil}
+		if next != "" {
+			page["next_page"] = next
+		}
+		return httpapi.WriteJSON(w, http.StatusOK, page)
+	}
+}
+
+// parseClaudeReport reads Anthropic's parameters into the query the
+// organization reports share: starting_at (RFC 3339, required),
+// ending_at, bucket_width (1d, 1h; the cost report 1d), limit, page,
+// group_by, models, api_key_ids, workspace_ids.
+func parseClaudeReport(v url.Values, rep claudeReport) (*reportQuery, error) {
+	for name := range v {
+		if !claudeParams[strings.TrimSuffix(name, "[]")] {
+			return nil, apierr.BadRequest(name, fmt.Sprintf("unknown parameter %q; this report takes %s", clip.String(name, 40),
+				"starting_at, ending_at, bucket_width, limit, page, group_by, models, api_key_ids and workspace_ids"))
+		}
+	}
+	at := func(name string) (time.Time, error) {
+		t, err := time.Parse(time.RFC3339, first(v, name))
+		if err != nil {
+			return time.Time{}, apierr.BadRequest(name, name+" must be an RFC 3339 time such as 2026-12-01T00:00:00Z")
+		}
+		return t.UTC(), nil
+	}
+	q := &reportQuery{width: "1d", end: time.Now().UTC()}
+	var err error
+	if q.start, err = at("starting_at"); err != nil {
+		return nil, err
+	}
+	if first(v, "ending_at") != "" {
+		if q.end, err = at("ending_at"); err != nil || !q.end.After(q.start) {
+			return nil, apierr.BadRequest("ending_at", "ending_at must be an RFC 3339 time after starting_at")
+		}
+	}
+	if b := first(v, "bucket_width"); b != "" {
+		q.width = b
+	}
+	wd, ok := widths[q.width]
+	if !ok || (rep.costs && q.width != "1d") {
+		return nil, apierr.BadRequest("bucket_width", "bucket_width must be 1d, 1h or 1m (the cost report: 1d)")
+	}
+	q.limit, q.start = wd.defaultLimit, q.start.Truncate(wd.d)
+	if l := first(v, "limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > wd.most {
+			return nil, apierr.BadRequest("limit", fmt.Sprintf("limit must be 1 to %d for %s buckets", wd.most, q.width))
+		}
+		q.limit = n
+	}
+	if p := first(v, "page"); p != "" {
+		next, err := strconv.ParseInt(strings.TrimPrefix(p, "page_"), 10, 64)
+		if err != nil || !strings.HasPrefix(p, "page_") || next < q.start.Unix() {
+			return nil, apierr.BadRequest("page", "page must be a next_page this endpoint gave")
+		}
+		q.start = time.Unix(next, 0).UTC()
+	}
+	for _, g := range listParam(v, "group_by") {
+		if !slices.Contains(rep.groups, g) {
+			return nil, apierr.BadRequest("group_by", "group_by must be one of "+strings.Join(rep.groups, ", "))
+		}
+		q.groups = append(q.groups, g)
+	}
+	q.models, q.keys, q.projects = listParam(v, "models"), listParam(v, "api_key_ids"), listParam(v, "workspace_ids")
+	return q, nil
+}
+
+func first(v url.Values, name string) string {
+	if s := v.Get(name); s != "" {
+		return s
+	}
+	return v.Get(name + "[]")
+}
+
+// claudeBuckets reads one page of buckets, as reportBuckets does.
+func (a *API) claudeBuckets(ctx context.Context, rep claudeReport, q *reportQuery) ([]map[string]any, string, error) {
+	if q.width == "1m" {
+		return nil, "", errGrain(q.width)
+	}
+	wd := widths[q.width]
+	end := q.start.Add(time.Duration(q.limit) * wd.d)
+	next := ""
+	if end.Before(q.end) {
+		next = "page_" + strconv.FormatInt(end.Unix(), 10)
+	} else {
+		end = q.end
+	}
+	rows, err := a.usage.Buckets(ctx, usage.BucketQuery{Start: q.start, End: end, Hourly: q.width != "1d",
+		Kind: usage.KindCompletions, Keys: q.keys, Models: q.models, Projects: q.projects,
+		ByKey: slices.Contains(q.groups, "api_key_id"), ByProject: slices.Contains(q.groups, "workspace_id"),
+		ByModel: slices.Contains(q.groups, "model") || slices.Contains(q.groups, "description")})
+	switch {
+	case errors.Is(err, usage.ErrGrain):
+		return nil, "", errGrain(q.width)
+	case errors.Is(err, context.Canceled):
+		return nil, "", err
+	case err != nil:
+		return nil, "", apierr.Unavailable("usage cannot be read", err)
+	}
+	data := []map[string]any{}
+	i := 0
+	for b := q.start; b.Before(end); b = b.Add(wd.d) {
+		be := b.Add(wd.d)
+		var in []usage.BucketRow
+		for ; i < len(rows) && rows[i].Start.Before(be); i++ {
+			in = append(in, rows[i])
+		}
+		data = append(data, map[string]any{"starting_at": b.Format(time.RFC3339), "ending_at": be.Format(time.RFC3339),
+			"results": rep.results(in, q.groups)})
+	}
+	return data, next, nil
+}
+
+// results sums a bucket's rows by the groups asked for, in Anthropic's
+// terms: uncached input (neither read nor written), cache reads, cache
+// writes by lifetime, output; a cost as a decimal string of cents. An
+// ungrouped dimension is null.
+func (rep claudeReport) results(rows []usage.BucketRow, groups []string) []map[string]any {
+	type agg struct {
+		key, model, project string
+		row                 usage.Row
+	}
+	var order []string
+	sums := map[string]*agg{}
+	for _, r := range rows {
+		a := agg{}
+		if slices.Contains(groups, "api_key_id") {
+			a.key = r.Key
+		}
+		if slices.Contains(groups, "model") || slices.Contains(groups, "description") {
+			a.model = r.Model
+		}
+		if slices.Contains(groups, "workspace_id") {
+			a.project = r.Project
+		}
+		id := a.key + "\x00" + a.model + "\x00" + a.project
+		if sums[id] == nil {
+			sums[id] = &a
+			order = append(order, id)
+		}
+		sums[id].row.AddRow(r.Row)
+	}
+	out := make([]map[string]any, 0, len(order))
+	for _, id := range order {
+		a := sums[id]
+		res := map[string]any{"workspace_id": nullable(a.project)}
+		if rep.costs {
+			res["currency"], res["amount"] = "USD", cents(a.row.Cost)
+			res["description"], res["model"] = nil, nullable(a.model)
+			if a.model != "" {
+				res["description"] = a.model + " usage"
+			}
+			res["cost_type"], res["token_type"], res["context_window"], res["service_tier"] = "tokens", nil, nil, nil
+		} else {
+			r := a.row
+			res["api_key_id"], res["model"] = nullable(a.key), nullable(a.model)
+			res["uncached_input_tokens"] = max(r.Prompt-r.CachedPrompt-r.CacheWrite5m-r.CacheWrite1h, 0)
+			res["cache_read_input_tokens"] = r.CachedPrompt
+			res["cache_creation"] = map[string]int64{"ephemeral_5m_input_tokens": r.CacheWrite5m, "ephemeral_1h_input_tokens": r.CacheWrite1h}
+			res["output_tokens"] = r.Completion
+			res["server_tool_use"] = map[string]int64{"web_search_requests": 0}
+			res["service_tier"], res["context_window"] = nil, nil
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+// cents is an amount as Anthropic's cost report writes it: a decimal
+// string in cents, exact ("123.45" is $1.2345).
+func cents(m money.Money) string {
+	const perCent = money.PerDollar / 100
+	neg := m < 0
+	if neg {
+		m = -m
+	}
+	s := strconv.FormatInt(int64(m/perCent), 10)
+	if frac := m % perCent; frac != 0 {
+		s += strings.TrimRight("."+fmt.Sprintf("%010d", int64(frac)), "0")
+	}
+	if neg {
+		s = "-" + s
+	}
+	return s
+}
