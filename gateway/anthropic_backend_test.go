@@ -15,6 +15,7 @@ import (
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/money"
+	"github.com/obol/obol/usage"
 )
 
 // claudePrice is a price with Anthropic's cache multipliers: reads at
@@ -93,40 +94,80 @@ func TestAnthropicBackend(t *testing.T) {
 	}
 }
 
-// TestAnthropicUsageShapes: each way Anthropic reports cache writes is
-// billed exactly: split by lifetime; only their total (older answers:
-// all five-minute writes); and a stream cut by the backend (what
-// message_start reported, and the deltas relayed after it).
-func TestAnthropicUsageShapes(t *testing.T) {
-	e := newEnv(t, sim.Config{ReplyTokens: 6, CachedTokens: 5, CacheWrite5m: 1, CacheWrite1h: 2, CacheWriteTotalOnly: true},
-		withPrices(money.Prices{claudePrice}), withAnthropicBackend)
+// ledgerMatchesAnthropic is TestLedgerMatchesBackend's Anthropic part on
+// a store: each way Anthropic reports cache writes is billed exactly, the
+// cost computed apart by Anthropic's rules: split by lifetime; only their
+// total (older answers: all five-minute writes); a stream cut by the
+// backend and one cut by the client (what message_start reported, and
+// the output relayed after it).
+func ledgerMatchesAnthropic(t *testing.T, store string) {
+	opts := []envOption{withPrices(money.Prices{claudePrice}), withAnthropicBackend}
+	if store == "postgres" {
+		opts = append(opts, withLedger(postgresLedger(t)))
+	}
+	e := newEnv(t, sim.Config{ReplyTokens: 6, CachedTokens: 5, CacheWrite5m: 1, CacheWrite1h: 2}, opts...)
 	body := `{"model":"hermes","max_tokens":50,"messages":[{"role":"user","content":"alpha beta gamma delta epsilon zeta eta theta"}]}`
-	resp := e.post(t, "/v1/messages", keyAll, body)
-	raw, _ := io.ReadAll(resp.Body)
-	// Passed through: the client reads the usage as the backend wrote it.
-	if resp.StatusCode != 200 || !strings.Contains(string(raw), `"cache_creation_input_tokens":3,"cache_read_input_tokens":5,"output_tokens":6`) {
-		t.Errorf("total only: %d %s", resp.StatusCode, raw)
+	streamed := strings.Replace(body, `"max_tokens":50`, `"max_tokens":50,"stream":true`, 1)
+	const prompt = 11 // the simulator's count: 8 words and 3 of template
+	var last usage.Row
+	phase := func(n int64) usage.Row {
+		t.Helper()
+		h := e.waitRecorded(t, keyAll, last.Requests+n).ByModel["hermes"]
+		d := h
+		d.Prompt, d.CachedPrompt, d.CacheWrite5m, d.CacheWrite1h = h.Prompt-last.Prompt, h.CachedPrompt-last.CachedPrompt, h.CacheWrite5m-last.CacheWrite5m, h.CacheWrite1h-last.CacheWrite1h
+		d.Completion, d.Cost, d.Requests = h.Completion-last.Completion, h.Cost-last.Cost, h.Requests-last.Requests
+		last = h
+		return d
 	}
-	s := e.waitRecorded(t, keyAll, 1)
-	h := s.ByModel["hermes"]
-	input := h.Prompt - 5 - 3
-	if want := anthropicCost(claudePrice, input, 5, 3, 0, 6); h.Cost != want || h.CacheWrite5m != 3 || h.CacheWrite1h != 0 {
-		t.Errorf("total only: ledger %+v, want cost %s", h, want.USD())
+	check := func(what string, d usage.Row, read, w5, w1, output int64) {
+		t.Helper()
+		want := anthropicCost(claudePrice, d.Prompt-read-w5-w1, read, w5, w1, output)
+		if d.Prompt != d.Requests*prompt || d.CachedPrompt != read || d.CacheWrite5m != w5 || d.CacheWrite1h != w1 || d.Completion != output || d.Cost != want {
+			t.Errorf("%s: ledger %+v, want %d prompt tokens a request, reads %d, writes %d + %d, output %d, cost %s", what, d, prompt, read, w5, w1, output, want.USD())
+		}
 	}
+	// Split by lifetime, streamed and not.
+	e.send(t, "/v1/messages", body)
+	e.send(t, "/v1/messages", streamed)
+	check("split", phase(2), 10, 2, 4, 12)
+
+	// Only the total: all five-minute writes.
+	e.sim.SetConfig(sim.Config{ReplyTokens: 6, CachedTokens: 5, CacheWrite5m: 1, CacheWrite1h: 2, CacheWriteTotalOnly: true})
+	e.send(t, "/v1/messages", body)
+	e.send(t, "/v1/messages", streamed)
+	check("total only", phase(2), 10, 6, 0, 12)
 
 	// The backend cuts the stream after 3 deltas: message_start reported
 	// the prompt whole and 1 output token; 3 more were relayed.
 	e.sim.SetConfig(sim.Config{ReplyTokens: 6, CachedTokens: 5, CacheWrite5m: 1, CacheWrite1h: 2, Fault: sim.Fault{Kind: sim.Disconnect, After: 3}})
-	resp = e.post(t, "/v1/messages", keyAll, strings.Replace(body, `"max_tokens":50`, `"max_tokens":50,"stream":true`, 1))
-	io.Copy(io.Discard, resp.Body)
-	s = e.waitRecorded(t, keyAll, 2)
-	cut := s.ByModel["hermes"]
-	cut.Prompt -= h.Prompt
-	cut.Completion -= h.Completion
-	cut.Cost -= h.Cost
-	if want := anthropicCost(claudePrice, cut.Prompt-8, 5, 1, 2, 4); cut.Prompt != h.Prompt || cut.Completion != 4 || cut.Cost != want {
-		t.Errorf("cut by the backend: prompt %d (want %d), completion %d (want 4), cost %s (want %s)", cut.Prompt, h.Prompt, cut.Completion, cut.Cost.USD(), want.USD())
+	e.send(t, "/v1/messages", streamed)
+	check("cut by the backend", phase(1), 5, 1, 2, 1+3)
+	e.send(t, "/v1/chat/completions", `{"model":"hermes","stream":true,"messages":[{"role":"user","content":"alpha beta gamma delta epsilon zeta eta theta"}]}`)
+	check("cut by the backend, on Chat Completions", phase(1), 5, 1, 2, 1+3)
+
+	// The client leaves after reading 3 deltas: charged message_start's
+	// report and what was relayed, no more than the backend made.
+	e.sim.SetConfig(sim.Config{ReplyTokens: 200, TokensPerSecond: 200, CachedTokens: 5, CacheWrite5m: 1, CacheWrite1h: 2})
+	before := e.sim.Stats()
+	resp := e.post(t, "/v1/messages", keyAll, streamed)
+	er := bufio.NewReader(resp.Body)
+	for n := 0; n < 3; {
+		line, err := er.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "event: content_block_delta") {
+			n++
+		}
 	}
+	resp.Body.Close()
+	d := phase(1)
+	poll.Until(t, "the backend to see the stream end", func() bool { return e.sim.Stats().Cancelled > before.Cancelled })
+	generated := e.sim.Stats().CompletionTokens - before.CompletionTokens
+	if d.Completion < 1+3 || d.Completion > 1+generated {
+		t.Errorf("cut by the client: %d output tokens charged; the client read 3, the backend generated %d", d.Completion, generated)
+	}
+	check("cut by the client", d, 5, 1, 2, d.Completion)
 }
 
 // TestAnthropicPassThrough: /v1/messages to an Anthropic backend sends

@@ -235,9 +235,11 @@ func checkCost(t *testing.T, s usage.Summary) {
 // itself reported, token for token, and, where the backend could report
 // nothing (a stream cut short), against what the client was sent; on
 // every store, and at every phase the cost is the price table applied to
-// those tokens (cached prompt tokens at the cached price).
+// those tokens (cached prompt tokens at the cached price); and behind an
+// Anthropic backend, every shape its usage takes (ledgerMatchesAnthropic).
 func TestLedgerMatchesBackend(t *testing.T) {
 	for _, store := range []string{"embedded", "postgres"} {
+		t.Run("anthropic backend, "+store, func(t *testing.T) { ledgerMatchesAnthropic(t, store) })
 		t.Run(store, func(t *testing.T) {
 			opts := []envOption{withPrices(money.Prices{hermesPrice})}
 			if store == "postgres" {
