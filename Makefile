@@ -61,7 +61,7 @@ bench-streams: build
 # Every fuzzer, FUZZTIME each.
 FUZZTIME ?= 60s
 FUZZERS = ./wire/openai:FuzzDecodeChat ./wire/openai:FuzzSplittersAgree ./wire/openai:FuzzOneMeaningPerField \
-	./wire/openai:FuzzBoundHoldsWorstCase ./wire/anthropic:FuzzTranslate ./internal/jsonenc:FuzzAppendString ./internal/chunk:FuzzParse
+	./wire/openai:FuzzBoundHoldsWorstCase ./wire/anthropic:FuzzTranslate ./wire/anthropic:FuzzFromChat ./internal/jsonenc:FuzzAppendString ./internal/chunk:FuzzParse
 fuzz:
 	@set -e; for f in $(FUZZERS); do \
 		echo "fuzzing $${f#*:} in $${f%%:*}"; \

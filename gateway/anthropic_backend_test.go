@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -335,5 +336,92 @@ func TestAnthropicAdminReports(t *testing.T) {
 				t.Errorf("an API key on the cost report: %d", resp.StatusCode)
 			}
 		})
+	}
+}
+
+// TestAnthropicBackendTranslation: toward an Anthropic backend, a chat
+// tool call streams its arguments in pieces and comes back as a
+// tool_result; what has no Messages equivalent is a 400 naming it, unless
+// another backend of the model can take it; the backend's own 400 is the
+// client's, in the route's shape.
+func TestAnthropicBackendTranslation(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 3}, withAnthropicBackend)
+	resp := e.post(t, "/v1/chat/completions", keyAll, `{"model":"hermes","stream":true,"messages":[{"role":"user","content":"weather?"}]`+weatherTools+`}`)
+	raw, _ := io.ReadAll(resp.Body)
+	var args strings.Builder
+	var id, finish string
+	for _, line := range strings.Split(string(raw), "\n") {
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok || data == "[DONE]" {
+			continue
+		}
+		var ch struct {
+			Choices []struct {
+				Delta struct {
+					ToolCalls []struct {
+						ID       string `json:"id"`
+						Function struct {
+							Arguments string `json:"arguments"`
+						} `json:"function"`
+					} `json:"tool_calls"`
+				} `json:"delta"`
+				FinishReason *string `json:"finish_reason"`
+			} `json:"choices"`
+		}
+		json.Unmarshal([]byte(data), &ch)
+		for _, c := range ch.Choices {
+			for _, tc := range c.Delta.ToolCalls {
+				id += tc.ID
+				args.WriteString(tc.Function.Arguments)
+			}
+			if c.FinishReason != nil {
+				finish = *c.FinishReason
+			}
+		}
+	}
+	if resp.StatusCode != 200 || args.String() != sim.ToolArguments || finish != "tool_calls" || !strings.HasPrefix(id, "toolu_") {
+		t.Fatalf("a streamed tool call: %d id %q args %q finish %q\n%s", resp.StatusCode, id, args.String(), finish, raw)
+	}
+	back := `{"model":"hermes","messages":[{"role":"user","content":"weather?"},{"role":"assistant","content":null,"tool_calls":[{"id":"` + id +
+		`","type":"function","function":{"name":"get_weather","arguments":` + strconv.Quote(sim.ToolArguments) + `}}]},{"role":"tool","tool_call_id":"` + id + `","content":"sunny"}]` + weatherTools + `}`
+	if resp, raw := e.do(t, "POST", "/v1/chat/completions", keyAll, back); resp.StatusCode != 200 || !strings.Contains(string(raw), "Hello from the") {
+		t.Errorf("the tool's result: %d %s", resp.StatusCode, raw)
+	}
+	recs := e.sim.Requests()
+	if sent := string(recs[len(recs)-1].Body); !strings.Contains(sent, `{"type":"tool_use","id":"`+id+`","name":"get_weather","input":{"location":"Paris","unit":"celsius"}}`) ||
+		!strings.Contains(sent, `{"type":"tool_result","tool_use_id":"`+id+`","content":"sunny"}`) {
+		t.Errorf("the backend got %s", sent)
+	}
+
+	for _, tt := range []struct{ body, param string }{
+		{`{"model":"hermes","n":2,"messages":[{"role":"user","content":"hi"}]}`, `"param":"n"`},
+		{`{"model":"hermes","logprobs":true,"messages":[{"role":"user","content":"hi"}]}`, `"param":"logprobs"`},
+		{`{"model":"hermes","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"hi"}]}`, `"param":"response_format"`},
+	} {
+		before := e.sim.Stats().Requests
+		if resp, raw := e.do(t, "POST", "/v1/chat/completions", keyAll, tt.body); resp.StatusCode != 400 || !strings.Contains(string(raw), tt.param) || e.sim.Stats().Requests != before {
+			t.Errorf("%s: %d %s", tt.body, resp.StatusCode, raw)
+		}
+	}
+	e.sim.SetConfig(sim.Config{Fault: sim.Fault{Kind: sim.Status, Status: 400}})
+	if resp, raw := e.do(t, "POST", "/v1/chat/completions", keyAll, `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 400 ||
+		!strings.Contains(string(raw), `"code":"bad_request"`) || !strings.Contains(string(raw), "simulated failure") {
+		t.Errorf("the backend's 400 on Chat Completions: %d %s", resp.StatusCode, raw)
+	}
+	if resp, raw := e.do(t, "POST", "/v1/messages", keyAll, `{"model":"hermes","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 400 ||
+		!strings.Contains(string(raw), `{"type":"error","error":{"type":"invalid_request_error"`) {
+		t.Errorf("the backend's 400 on Messages: %d %s", resp.StatusCode, raw)
+	}
+
+	// With an OpenAI backend beside it, n: 2 goes there.
+	mixed := newEnv(t, sim.Config{ReplyTokens: 3}, withAnthropicBackend, func(c *envConfig) {
+		other := sim.New(sim.Config{ReplyTokens: 3})
+		up := httptest.NewServer(other)
+		t.Cleanup(up.Close)
+		c.models[0].Backends = append(c.models[0].Backends, models.Backend{Name: "openai", URL: up.URL + "/v1", Model: "gpt", Priority: 1})
+	})
+	if resp, raw := mixed.do(t, "POST", "/v1/chat/completions", keyAll, `{"model":"hermes","n":2,"messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 200 ||
+		strings.Count(string(raw), `"finish_reason"`) != 2 || mixed.sim.Stats().Requests != 0 {
+		t.Errorf("n: 2 with an OpenAI backend beside: %d %s", resp.StatusCode, raw)
 	}
 }

@@ -34,6 +34,25 @@ type textOut struct {
 	Text string `json:"text"`
 }
 
+type toolUseOut struct {
+	Type  string          `json:"type"`
+	ID    string          `json:"id"`
+	Name  string          `json:"name"`
+	Input json.RawMessage `json:"input"`
+}
+
+type toolResultOut struct {
+	Type      string `json:"type"`
+	ToolUseID string `json:"tool_use_id"`
+	Content   string `json:"content"`
+}
+
+type toolOut struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	InputSchema json.RawMessage `json:"input_schema"`
+}
+
 type outMessage struct {
 	Role    string `json:"role"`
 	Content []any  `json:"content"`
@@ -180,7 +199,7 @@ func (out *messagesRequest) translateMessages(msgs []inMessage) error {
 			if err != nil {
 				return err
 			}
-			out.add("user", []any{map[string]any{"type": "tool_result", "tool_use_id": m.ToolCallID, "content": text}})
+			out.add("user", []any{toolResultOut{Type: "tool_result", ToolUseID: m.ToolCallID, Content: text}})
 		default:
 			return apierr.BadRequest(where+".role", fmt.Sprintf("the role %q is not translated to Anthropic's Messages API", clip.String(m.Role, 40)))
 		}
@@ -293,7 +312,7 @@ func assistantBlocks(where string, m *inMessage) ([]any, error) {
 			return nil, apierr.BadRequest(fmt.Sprintf("%s.tool_calls[%d].function.arguments", where, j),
 				"an Anthropic backend takes a tool call's arguments as a JSON object")
 		}
-		out = append(out, map[string]any{"type": "tool_use", "id": tc.ID, "name": tc.Function.Name, "input": input})
+		out = append(out, toolUseOut{Type: "tool_use", ID: tc.ID, Name: tc.Function.Name, Input: input})
 	}
 	return out, nil
 }
@@ -309,7 +328,7 @@ func (out *messagesRequest) translateTools(cb *chatBody) error {
 		if !present(schema) {
 			schema = json.RawMessage(`{"type":"object","properties":{}}`)
 		}
-		tool, _ := json.Marshal(map[string]any{"name": t.Function.Name, "description": t.Function.Description, "input_schema": schema})
+		tool, _ := json.Marshal(toolOut{Name: t.Function.Name, Description: t.Function.Description, InputSchema: schema})
 		out.Tools = append(out.Tools, tool)
 	}
 	if present(cb.ToolChoice) {

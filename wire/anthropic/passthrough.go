@@ -19,7 +19,8 @@ import (
 
 // members rewrites the top-level members of a JSON object: set replaces
 // a member's value (adding none that is absent), a nil value drops the
-// member. Every other byte is kept.
+// member. Every other member is kept byte for byte; only whitespace
+// between members may go.
 func members(obj []byte, set map[string][]byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(obj))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
