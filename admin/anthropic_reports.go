@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -130,41 +129,18 @@ func first(v url.Values, name string) string {
 	return v.Get(name + "[]")
 }
 
-// claudeBuckets reads one page of buckets, as reportBuckets does.
+// claudeBuckets reads one page of buckets, each with a result per group.
 func (a *API) claudeBuckets(ctx context.Context, rep claudeReport, q *reportQuery) ([]map[string]any, string, error) {
-	if q.width == "1m" {
-		return nil, "", errGrain(q.width)
-	}
-	wd := widths[q.width]
-	end := q.start.Add(time.Duration(q.limit) * wd.d)
-	next := ""
-	if end.Before(q.end) {
-		next = "page_" + strconv.FormatInt(end.Unix(), 10)
-	} else {
-		end = q.end
-	}
-	rows, err := a.usage.Buckets(ctx, usage.BucketQuery{Start: q.start, End: end, Hourly: q.width != "1d",
-		Kind: usage.KindCompletions, Keys: q.keys, Models: q.models, Projects: q.projects,
-		ByKey: slices.Contains(q.groups, "api_key_id"), ByProject: slices.Contains(q.groups, "workspace_id"),
-		ByModel: slices.Contains(q.groups, "model") || slices.Contains(q.groups, "description")})
-	switch {
-	case errors.Is(err, usage.ErrGrain):
-		return nil, "", errGrain(q.width)
-	case errors.Is(err, context.Canceled):
+	by := grouping{key: slices.Contains(q.groups, "api_key_id"), project: slices.Contains(q.groups, "workspace_id"),
+		model: slices.Contains(q.groups, "model") || slices.Contains(q.groups, "description")}
+	page, next, err := a.pageBuckets(ctx, q, usage.KindCompletions, by)
+	if err != nil {
 		return nil, "", err
-	case err != nil:
-		return nil, "", apierr.Unavailable("usage cannot be read", err)
 	}
 	data := []map[string]any{}
-	i := 0
-	for b := q.start; b.Before(end); b = b.Add(wd.d) {
-		be := b.Add(wd.d)
-		var in []usage.BucketRow
-		for ; i < len(rows) && rows[i].Start.Before(be); i++ {
-			in = append(in, rows[i])
-		}
-		data = append(data, map[string]any{"starting_at": b.Format(time.RFC3339), "ending_at": be.Format(time.RFC3339),
-			"results": rep.results(in, q.groups)})
+	for _, b := range page {
+		data = append(data, map[string]any{"starting_at": b.start.Format(time.RFC3339), "ending_at": b.end.Format(time.RFC3339),
+			"results": rep.results(b.rows, by)})
 	}
 	return data, next, nil
 }
@@ -173,34 +149,10 @@ func (a *API) claudeBuckets(ctx context.Context, rep claudeReport, q *reportQuer
 // terms: uncached input (neither read nor written), cache reads, cache
 // writes by lifetime, output; a cost as a decimal string of cents. An
 // ungrouped dimension is null.
-func (rep claudeReport) results(rows []usage.BucketRow, groups []string) []map[string]any {
-	type agg struct {
-		key, model, project string
-		row                 usage.Row
-	}
-	var order []string
-	sums := map[string]*agg{}
-	for _, r := range rows {
-		a := agg{}
-		if slices.Contains(groups, "api_key_id") {
-			a.key = r.Key
-		}
-		if slices.Contains(groups, "model") || slices.Contains(groups, "description") {
-			a.model = r.Model
-		}
-		if slices.Contains(groups, "workspace_id") {
-			a.project = r.Project
-		}
-		id := a.key + "\x00" + a.model + "\x00" + a.project
-		if sums[id] == nil {
-			sums[id] = &a
-			order = append(order, id)
-		}
-		sums[id].row.AddRow(r.Row)
-	}
-	out := make([]map[string]any, 0, len(order))
-	for _, id := range order {
-		a := sums[id]
+func (rep claudeReport) results(rows []usage.BucketRow, by grouping) []map[string]any {
+	groups := sumGroups(rows, by)
+	out := make([]map[string]any, 0, len(groups))
+	for _, a := range groups {
 		res := map[string]any{"workspace_id": nullable(a.project)}
 		if rep.costs {
 			res["currency"], res["amount"] = "USD", cents(a.row.Cost)

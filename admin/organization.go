@@ -177,10 +177,20 @@ func listParam(v url.Values, name string) []string {
 	return out
 }
 
-// reportBuckets reads one page of buckets: up to limit of them from
-// start, each with a result per group, and the next page's cursor (the
-// next bucket's start: new usage arriving does not move it).
-func (a *API) reportBuckets(ctx context.Context, rep report, q *reportQuery) ([]map[string]any, string, error) {
+// bucket is one time bucket of a report's page and the ledger's rows in
+// it.
+type bucket struct {
+	start, end time.Time
+	rows       []usage.BucketRow
+}
+
+// grouping is the dimensions a report's results are summed by.
+type grouping struct{ key, model, project bool }
+
+// pageBuckets reads one page of buckets of kind (every kind: ""): up to
+// limit of them from start, and the next page's cursor (the next
+// bucket's start: new usage arriving does not move it).
+func (a *API) pageBuckets(ctx context.Context, q *reportQuery, kind string, by grouping) ([]bucket, string, error) {
 	if q.width == "1m" {
 		return nil, "", errGrain(q.width)
 	}
@@ -193,9 +203,7 @@ func (a *API) reportBuckets(ctx context.Context, rep report, q *reportQuery) ([]
 		end = q.end
 	}
 	rows, err := a.usage.Buckets(ctx, usage.BucketQuery{Start: q.start, End: end, Hourly: q.width != "1d",
-		Kind: rep.kind, Keys: q.keys, Models: q.models, Projects: q.projects, ByKey: slices.Contains(q.groups, "api_key_id"),
-		ByModel:   slices.Contains(q.groups, "model") || slices.Contains(q.groups, "line_item"),
-		ByProject: slices.Contains(q.groups, "project_id")})
+		Kind: kind, Keys: q.keys, Models: q.models, Projects: q.projects, ByKey: by.key, ByModel: by.model, ByProject: by.project})
 	switch {
 	case errors.Is(err, usage.ErrGrain):
 		return nil, "", errGrain(q.width)
@@ -204,16 +212,68 @@ func (a *API) reportBuckets(ctx context.Context, rep report, q *reportQuery) ([]
 	case err != nil:
 		return nil, "", apierr.Unavailable("usage cannot be read", err)
 	}
-	var buckets []map[string]any
+	var out []bucket
 	i := 0
 	for b := q.start; b.Before(end); b = b.Add(wd.d) {
-		be := b.Add(wd.d)
-		var in []usage.BucketRow
-		for ; i < len(rows) && rows[i].Start.Before(be); i++ {
-			in = append(in, rows[i])
+		bk := bucket{start: b, end: b.Add(wd.d)}
+		for ; i < len(rows) && rows[i].Start.Before(bk.end); i++ {
+			bk.rows = append(bk.rows, rows[i])
 		}
-		buckets = append(buckets, map[string]any{"object": "bucket", "start_time": b.Unix(), "end_time": be.Unix(),
-			"results": rep.results(in, q.groups)})
+		out = append(out, bk)
+	}
+	return out, next, nil
+}
+
+// groupSum is one result's dimensions ("" where not grouped) and sums.
+type groupSum struct {
+	groupKey
+	row usage.Row
+}
+
+type groupKey struct{ key, model, project string }
+
+// sumGroups sums rows by the dimensions of by, in the order each group
+// first appears.
+func sumGroups(rows []usage.BucketRow, by grouping) []*groupSum {
+	var order []*groupSum
+	sums := map[groupKey]*groupSum{}
+	for _, r := range rows {
+		var g groupKey
+		if by.key {
+			g.key = r.Key
+		}
+		if by.model {
+			g.model = r.Model
+		}
+		if by.project {
+			g.project = r.Project
+		}
+		if sums[g] == nil {
+			sums[g] = &groupSum{groupKey: g}
+			order = append(order, sums[g])
+		}
+		sums[g].row.AddRow(r.Row)
+	}
+	return order
+}
+
+// openAIGrouping is what OpenAI's group_by values group by.
+func openAIGrouping(groups []string) grouping {
+	return grouping{key: slices.Contains(groups, "api_key_id"), project: slices.Contains(groups, "project_id"),
+		model: slices.Contains(groups, "model") || slices.Contains(groups, "line_item")}
+}
+
+// reportBuckets reads one page of buckets, each with a result per group.
+func (a *API) reportBuckets(ctx context.Context, rep report, q *reportQuery) ([]map[string]any, string, error) {
+	by := openAIGrouping(q.groups)
+	page, next, err := a.pageBuckets(ctx, q, rep.kind, by)
+	if err != nil {
+		return nil, "", err
+	}
+	var buckets []map[string]any
+	for _, b := range page {
+		buckets = append(buckets, map[string]any{"object": "bucket", "start_time": b.start.Unix(), "end_time": b.end.Unix(),
+			"results": rep.results(b.rows, by)})
 	}
 	return buckets, next, nil
 }
@@ -224,34 +284,10 @@ func errGrain(w string) *apierr.Error {
 
 // results sums a bucket's rows by the groups asked for; an ungrouped
 // dimension is null, as OpenAI's are.
-func (rep report) results(rows []usage.BucketRow, groups []string) []map[string]any {
-	type agg struct {
-		key, model, project string
-		row                 usage.Row
-	}
-	var order []string
-	sums := map[string]*agg{}
-	for _, r := range rows {
-		a := agg{}
-		if slices.Contains(groups, "api_key_id") {
-			a.key = r.Key
-		}
-		if slices.Contains(groups, "model") || slices.Contains(groups, "line_item") {
-			a.model = r.Model
-		}
-		if slices.Contains(groups, "project_id") {
-			a.project = r.Project
-		}
-		id := a.key + "\x00" + a.model + "\x00" + a.project
-		if sums[id] == nil {
-			sums[id] = &a
-			order = append(order, id)
-		}
-		sums[id].row.AddRow(r.Row)
-	}
-	out := make([]map[string]any, 0, len(order))
-	for _, id := range order {
-		a := sums[id]
+func (rep report) results(rows []usage.BucketRow, by grouping) []map[string]any {
+	groups := sumGroups(rows, by)
+	out := make([]map[string]any, 0, len(groups))
+	for _, a := range groups {
 		res := map[string]any{"object": rep.object, "project_id": nullable(a.project), "api_key_id": nullable(a.key)}
 		switch {
 		case rep.costs:

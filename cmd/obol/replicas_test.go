@@ -98,16 +98,7 @@ func TestReplicasShareLedger(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			b := bodies[i%len(bodies)]
-			resp, err := http.DefaultClient.Do(authed("POST", bases[i%3]+b.path, b.body))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Errorf("%s: %d", b.path, resp.StatusCode)
-			}
+			postOK(t, bases[i%3]+b.path, b.body)
 		}()
 	}
 	wg.Wait()
@@ -165,16 +156,7 @@ func TestReplicasMixedBackends(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			b := bodies[i%len(bodies)]
-			resp, err := http.DefaultClient.Do(authed("POST", bases[i%3]+b.path, b.body))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Errorf("%s: %d", b.path, resp.StatusCode)
-			}
+			postOK(t, bases[i%3]+b.path, b.body)
 		}()
 	}
 	wg.Wait()
@@ -199,3 +181,17 @@ func TestReplicasMixedBackends(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// postOK posts body with the test key and wants a 200, read whole.
+func postOK(t *testing.T, url, body string) {
+	resp, err := http.DefaultClient.Do(authed("POST", url, body))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("%s: %d", url, resp.StatusCode)
+	}
+}
