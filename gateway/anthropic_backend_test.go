@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/obol/obol/models"
 	"github.com/obol/obol/money"
 	"github.com/obol/obol/usage"
+	"github.com/obol/obol/wire/anthropic"
 )
 
 // claudePrice is a price with Anthropic's cache multipliers: reads at
@@ -248,7 +250,7 @@ func TestMixedBackends(t *testing.T) {
 	e.sim.SetConfig(sim.Config{ReplyTokens: 6, Fault: sim.Fault{Kind: sim.Status, Status: 529}})
 	resp = e.post(t, "/v1/chat/completions", keyAll, body)
 	viaOpenAI, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || openaiSim.Stats().Completed != 1 {
+	if resp.StatusCode != 200 || openaiSim.Stats().Requests != 1 {
 		t.Fatalf("after a 529: %d %s", resp.StatusCode, viaOpenAI)
 	}
 	if a, o := shape(viaAnthropic), shape(viaOpenAI); a != o {
@@ -423,5 +425,42 @@ func TestAnthropicBackendTranslation(t *testing.T) {
 	if resp, raw := mixed.do(t, "POST", "/v1/chat/completions", keyAll, `{"model":"hermes","n":2,"messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 200 ||
 		strings.Count(string(raw), `"finish_reason"`) != 2 || mixed.sim.Stats().Requests != 0 {
 		t.Errorf("n: 2 with an OpenAI backend beside: %d %s", resp.StatusCode, raw)
+	}
+}
+
+// TestAnthropicDocuments: document blocks (a PDF, a text document with
+// citations) and search results go to an Anthropic backend as written,
+// a PDF held at PDFPageTokens a page; a model without one refuses them
+// by name before admission.
+func TestAnthropicDocuments(t *testing.T) {
+	e := newEnv(t, sim.Config{ReplyTokens: 4}, withAnthropicBackend, func(c *envConfig) {
+		c.models[0].ContextWindow, c.models[1].ContextWindow = 200_000, 200_000
+	})
+	pdf := base64.StdEncoding.EncodeToString([]byte("%PDF-1.4\n1 0 obj << /Type /Pages /Kids [2 0 R 3 0 R] >>\n2 0 obj << /Type /Page >>\n3 0 obj << /Type/Page >>\n%%EOF"))
+	docs := `[{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"` + pdf + `"},"title":"Two pages","cache_control":{"type":"ephemeral"}},` +
+		`{"type":"document","source":{"type":"text","media_type":"text/plain","data":"The grass is green."},"citations":{"enabled":true}},` +
+		`{"type":"search_result","source":"https://example.com","title":"Sky","content":[{"type":"text","text":"The sky is blue."}]},` +
+		`{"type":"text","text":"What colour is the grass?"}]`
+	body := `{"model":"hermes","max_tokens":30,"messages":[{"role":"user","content":` + docs + `}]}`
+	resp, raw := e.do(t, "POST", "/v1/messages", keyAll, body)
+	if resp.StatusCode != 200 || !strings.Contains(string(raw), `"type":"message"`) {
+		t.Fatalf("documents to an Anthropic backend: %d %s", resp.StatusCode, raw)
+	}
+	recs := e.sim.Requests()
+	if sent := string(recs[len(recs)-1].Body); !strings.Contains(sent, `"content":`+docs) {
+		t.Errorf("the backend got %s", sent)
+	}
+	// count_tokens holds the two pages beside the bytes.
+	_, counted := e.do(t, "POST", "/v1/messages/count_tokens", keyAll, strings.Replace(body, `"max_tokens":30,`, "", 1))
+	var n struct {
+		InputTokens int `json:"input_tokens"`
+	}
+	if json.Unmarshal(counted, &n); n.InputTokens < 2*anthropic.PDFPageTokens || n.InputTokens >= 3*anthropic.PDFPageTokens {
+		t.Errorf("count_tokens %s: want two pages of %d (not the /Pages tree) and the text", counted, anthropic.PDFPageTokens)
+	}
+	before := e.sim.Stats().Requests
+	resp, raw = e.do(t, "POST", "/v1/messages", keyAll, strings.Replace(body, `"hermes"`, `"charon"`, 1))
+	if resp.StatusCode != 400 || !strings.Contains(string(raw), "document blocks are served only by Anthropic backends") || e.sim.Stats().Requests != before {
+		t.Errorf("a document to a model without an Anthropic backend: %d %s", resp.StatusCode, raw)
 	}
 }

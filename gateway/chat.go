@@ -175,7 +175,12 @@ func (s *Server) fetch(r *http.Request, c *call, req *openai.Request, m *models.
 // dialect (models picks it and fails over), counting the wait as upstream
 // time.
 func (s *Server) callBackend(ctx context.Context, c *call, m *models.Model, req *openai.Request, stream bool) (*models.Response, error) {
-	body := models.Body{OpenAI: func() ([]byte, error) { return req.UpstreamBody(stream), nil }}
+	body := models.Body{OpenAI: func() ([]byte, error) {
+		if c.unportable != nil {
+			return nil, c.unportable
+		}
+		return req.UpstreamBody(stream), nil
+	}}
 	if m.Speaks(models.Anthropic) {
 		body.Anthropic = func() ([]byte, error) {
 			if c.pass != nil {

@@ -128,6 +128,11 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, _ httprouter.P
 		return req, err
 	}
 	req, m, err := s.prepare(w, r, c, models.ChatAPI, decode, false)
+	if err == nil && ar.OnlyAnthropic != nil {
+		if c.unportable = ar.OnlyAnthropic; !m.Speaks(models.Anthropic) {
+			err = c.unportable
+		}
+	}
 	if err == nil {
 		err = s.admit(w, r, c, req, m)
 	}

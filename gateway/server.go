@@ -241,6 +241,9 @@ type call struct {
 	pass    []byte
 	beta    string
 	meter   *anthropic.Meter
+	// unportable is why no OpenAI backend can take the request (a
+	// Messages document), nil when one can.
+	unportable *apierr.Error
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error

@@ -36,6 +36,8 @@ type block struct {
 	Thinking     string          `json:"thinking"`
 	Signature    string          `json:"signature"`
 	Data         string          `json:"data"`
+	Title        string          `json:"title"`
+	Context      string          `json:"context"`
 }
 
 type source struct {
@@ -74,11 +76,10 @@ type chatCallFunc struct {
 	Arguments string `json:"arguments"`
 }
 
-// notServed are the block types no Chat Completions backend can take,
-// and why.
+// notServed are the block types no backend of obol's can take, and
+// why (documents and search results go to Anthropic backends alone:
+// documents.go).
 var notServed = map[string]string{
-	"document":                   "document blocks (PDF and text documents) are not served: send the document's text as a text block",
-	"search_result":              "search_result blocks are not served: send the results as text blocks",
 	"container_upload":           "container_upload blocks are not served: obol's backends run no code",
 	"server_tool_use":            "server tools are not served: obol's backends run no tools themselves",
 	"web_search_tool_result":     "server tools are not served: obol's backends run no tools themselves",
@@ -113,7 +114,7 @@ func (ar *Request) messages() ([]chatMessage, error) {
 		var err error
 		switch m.Role {
 		case "user":
-			out, err = appendUser(out, where+".content", m.Content)
+			out, err = ar.appendUser(out, where+".content", m.Content)
 		case "assistant":
 			out, err = appendAssistant(out, where+".content", m.Content)
 		case "system":
@@ -181,7 +182,7 @@ func systemText(where string, raw json.RawMessage) (string, error) {
 // messages (Chat Completions wants them right after the assistant's
 // calls), then its text and images, with any images the tool results
 // carried, as one user message.
-func appendUser(out []chatMessage, where string, raw json.RawMessage) ([]chatMessage, error) {
+func (ar *Request) appendUser(out []chatMessage, where string, raw json.RawMessage) ([]chatMessage, error) {
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
 		return append(out, chatMessage{Role: "user", Content: s}), nil
@@ -209,9 +210,15 @@ func appendUser(out []chatMessage, where string, raw json.RawMessage) ([]chatMes
 			}
 			out = append(out, msg)
 			parts = append(parts, images...)
+		case "document", "search_result":
+			p, err := ar.documentPart(at, &b)
+			if err != nil {
+				return nil, err
+			}
+			parts = append(parts, p)
 		case "thinking", "redacted_thinking":
 		default:
-			return nil, apierr.BadRequest(at+".type", fmt.Sprintf("a user turn takes text, image and tool_result blocks, not %q", clip.String(b.Type, 40)))
+			return nil, apierr.BadRequest(at+".type", fmt.Sprintf("a user turn takes text, image, document and tool_result blocks, not %q", clip.String(b.Type, 40)))
 		}
 	}
 	if len(parts) > 0 || len(bs) == 0 {

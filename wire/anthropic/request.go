@@ -32,6 +32,13 @@ type Request struct {
 	MCPServers        json.RawMessage   `json:"mcp_servers"`
 	Container         json.RawMessage   `json:"container"`
 	ContextManagement json.RawMessage   `json:"context_management"`
+
+	// OnlyAnthropic, when set, is why no OpenAI backend can take the
+	// request (a document block): the answer if the model has no
+	// Anthropic backend to take it. Extra are the tokens of its PDF
+	// pages, beside their bytes (documents.go).
+	OnlyAnthropic *apierr.Error `json:"-"`
+	Extra         int           `json:"-"`
 }
 
 type metadata struct {
@@ -85,7 +92,7 @@ func translate(body []byte, needMax bool) (*Request, *openai.Request, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	req.FitWindow = true
+	req.FitWindow, req.Extra = true, ar.Extra
 	return ar, req, nil
 }
 

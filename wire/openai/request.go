@@ -43,6 +43,10 @@ type Request struct {
 	// budgets hold (bound.go). Both are set by measure, once the model
 	// (and so what an image costs) is known.
 	PromptTokens, PromptBound int
+	// Extra are tokens the model reads that no chat message carries (a
+	// PDF document's pages, toward an Anthropic backend), added to the
+	// estimate and the bound.
+	Extra int
 	// text is what the model reads of the request, images its images,
 	// and template the chat template's own tokens the bound allows.
 	text     promptText
@@ -198,8 +202,8 @@ func (q *Request) positiveInt(name string) (int, error) {
 // what one costs on m, and (the bound) the template's tokens.
 func (q *Request) measure(m *models.Model) {
 	images := q.images * m.ImageTokens
-	q.PromptTokens = q.text.estimate() + images
-	q.PromptBound = q.text.bound() + images + q.template
+	q.PromptTokens = q.text.estimate() + images + q.Extra
+	q.PromptBound = q.text.bound() + images + q.template + q.Extra
 }
 
 // Check measures the request for m and applies the model's limits:
