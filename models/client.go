@@ -364,7 +364,13 @@ func (c *Client) Probe(ctx context.Context, m *Model) error {
 			errs = append(errs, err)
 			continue
 		}
-		if b.APIKey != "" {
+		switch {
+		case b.dialect() == Anthropic:
+			req.Header.Set("anthropic-version", AnthropicVersion)
+			if b.APIKey != "" {
+				req.Header.Set("x-api-key", b.APIKey)
+			}
+		case b.APIKey != "":
 			req.Header.Set("Authorization", "Bearer "+b.APIKey)
 		}
 		resp, err := c.hc.Do(req)
