@@ -605,7 +605,9 @@ func TestHealthAndReadiness(t *testing.T) {
 		Checks map[string]string `json:"checks"`
 	}
 	json.NewDecoder(resp.Body).Decode(&rep)
-	if resp.StatusCode != 503 || rep.Status != "not_ready" || rep.Checks["model:charon"] == "ok" || rep.Checks["model:hermes"] != "ok" {
+	// Every replica shares the backends: one model down degrades the
+	// replica, named, but a balancer should keep it.
+	if resp.StatusCode != 200 || rep.Status != "degraded" || rep.Checks["model:charon"] == "ok" || rep.Checks["model:hermes"] != "ok" {
 		t.Errorf("readyz with charon's backend down: %d %+v", resp.StatusCode, rep)
 	}
 }

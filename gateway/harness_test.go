@@ -134,7 +134,10 @@ func withLedger(l *usage.Ledger) envOption {
 
 // withLimiter makes l the gateway's quota store, shared by replicas.
 func withLimiter(l *quota.Limiter) envOption {
-	return func(c *envConfig) { c.Quota, c.SharedStore = l, l }
+	return func(c *envConfig) {
+		c.Quota = l
+		c.Dependencies = []gateway.Dependency{{Name: "redis", Ping: l, Degraded: "admitting under local limits"}}
+	}
 }
 
 // withQuota makes q the gateway's quota store.

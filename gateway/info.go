@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"context"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -154,81 +152,4 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
 	w.Header().Set("X-Request-Id", crockford.NewID("req"))
 	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// readyz is readiness: the quota store (when shared) and at least one
-// backend of every model answer. It names no backend (it answers without
-// authentication); GET /v1/admin/backends does. The result is cached
-// briefly so that probes cannot flood the backends.
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	w.Header().Set("X-Request-Id", crockford.NewID("req"))
-	rep := s.ready.report(r.Context())
-	status := http.StatusOK
-	if rep.Status != "ready" {
-		status = http.StatusServiceUnavailable
-	}
-	httpapi.WriteJSON(w, status, rep)
-}
-
-// Pinger is a store shared by replicas, which can be unreachable.
-type Pinger interface{ Ping(context.Context) error }
-
-type readyReport struct {
-	Status string            `json:"status"`
-	Checks map[string]string `json:"checks"`
-}
-
-type readiness struct {
-	server *Server
-	mu     sync.Mutex
-	at     time.Time
-	last   readyReport
-}
-
-const readyCacheFor = time.Second
-
-func (rd *readiness) report(ctx context.Context) readyReport {
-	rd.mu.Lock()
-	defer rd.mu.Unlock()
-	if time.Since(rd.at) < readyCacheFor {
-		return rd.last
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	list := rd.server.catalog.List()
-	results := make([]error, len(list))
-	var wg sync.WaitGroup
-	for i, m := range list {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = rd.server.up.Probe(ctx, m)
-		}()
-	}
-	var storeErr error
-	shared := rd.server.shared
-	if shared != nil {
-		storeErr = shared.Ping(ctx)
-	}
-	wg.Wait()
-	rep := readyReport{Status: "ready", Checks: make(map[string]string, len(list)+1)}
-	if shared != nil {
-		rep.Checks["store"] = "ok"
-		if storeErr != nil {
-			rep.Status = "not_ready"
-			rep.Checks["store"] = "unreachable"
-			rd.server.log.Warn("not ready", "store", "quota", "err", storeErr)
-		}
-	}
-	for i, m := range list {
-		if results[i] != nil {
-			rep.Status = "not_ready"
-			rep.Checks["model:"+m.Name] = "no backend reachable"
-			rd.server.log.Warn("not ready", "model", m.Name, "err", results[i])
-		} else {
-			rep.Checks["model:"+m.Name] = "ok"
-		}
-	}
-	rd.at, rd.last = time.Now(), rep
-	return rep
 }

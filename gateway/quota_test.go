@@ -286,7 +286,9 @@ func TestStoreDown(t *testing.T) {
 }
 
 // TestReadyzReportsStore: /readyz names the shared store when it does not
-// answer, and is ready again once it does.
+// answer: still ready (200, degraded) when the replica admits without it
+// (fail_mode open), not ready (503) when it cannot (closed); and ready
+// again once it answers.
 func TestReadyzReportsStore(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
@@ -294,24 +296,35 @@ func TestReadyzReportsStore(t *testing.T) {
 	q := quota.NewLimiter(quota.NewRedis(rdb, "obol:"), quota.Options{ProbeInterval: 20 * time.Millisecond})
 	t.Cleanup(q.Close)
 	e := newEnv(t, sim.Config{}, withLimiter(q))
-	ready := func() (int, string) {
+	closed := newEnv(t, sim.Config{}, withLimiter(q), func(c *envConfig) { c.Dependencies[0].Required = true })
+	ready := func(e *env) (int, string, string) {
 		resp, err := http.Get(e.gw.URL + "/readyz")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var rep struct{ Checks map[string]string }
+		var rep struct {
+			Status string
+			Checks map[string]string
+		}
 		json.NewDecoder(resp.Body).Decode(&rep)
-		return resp.StatusCode, rep.Checks["store"]
+		return resp.StatusCode, rep.Status, rep.Checks["redis"]
 	}
-	if code, store := ready(); code != 200 || store != "ok" {
-		t.Fatalf("store up: %d, store %q", code, store)
+	if code, status, store := ready(e); code != 200 || status != "ready" || store != "ok" {
+		t.Fatalf("store up: %d %s, store %q", code, status, store)
 	}
 	srv.Stop()
 	// Readiness is cached for a second; wait for a fresh report.
-	poll.Until(t, "readyz to report the store", func() bool { code, store := ready(); return code == 503 && store == "unreachable" })
+	poll.Until(t, "readyz to report the store, degraded", func() bool {
+		code, status, store := ready(e)
+		return code == 200 && status == "degraded" && strings.HasPrefix(store, "unreachable: admitting")
+	})
+	if status, _ := e.send(t, "/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`); status != 200 {
+		t.Errorf("a request while degraded: %d", status)
+	}
+	poll.Until(t, "readyz fail-closed to be not ready", func() bool { code, status, _ := ready(closed); return code == 503 && status == "not_ready" })
 	srv.Restart()
-	poll.Until(t, "readyz to recover", func() bool { code, store := ready(); return code == 200 && store == "ok" })
+	poll.Until(t, "readyz to recover", func() bool { code, _, store := ready(e); return code == 200 && store == "ok" })
 }
 
 // TestConcurrencyCap: a key capped at 3 requests in flight, 30 parallel
@@ -333,14 +346,18 @@ func TestConcurrencyCap(t *testing.T) {
 			if got := e.sim.Stats().MaxInFlight; got > 3 || codes[200] < 3 || codes[200]+codes[429] != 30 {
 				t.Errorf("max in flight at the backend %d, answers %v", got, codes)
 			}
+			// A lease is released as its stream is settled, just after its
+			// last byte (with Redis, in the next batch): wait for them.
+			released := func() bool {
+				d, err := e.quota.Peek(context.Background(), quota.One("key_all", quota.Limits{Concurrency: 3}))
+				return err == nil && d.InFlight == 0
+			}
+			poll.Until(t, "the finished streams' leases to be released", released)
 			if codes := capStreams(t, e, true); codes[200] < 3 {
 				t.Errorf("abandoned streams: answers %v", codes)
 			}
 			// Every lease is released: three at once get in again.
-			poll.Until(t, "the leases to be released", func() bool {
-				d, err := e.quota.Peek(context.Background(), quota.One("key_all", quota.Limits{Concurrency: 3}))
-				return err == nil && d.InFlight == 0
-			})
+			poll.Until(t, "the leases to be released", released)
 		})
 	}
 }

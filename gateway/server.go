@@ -82,9 +82,8 @@ type Options struct {
 	// BodyTimeout bounds the time to receive a request body (408 past
 	// it); 0 means 30 seconds.
 	BodyTimeout time.Duration
-	// SharedStore is the quota store replicas share, whose reachability
-	// readiness reports; nil for an in-process store.
-	SharedStore Pinger
+	// Dependencies are the stores readiness checks (ready.go).
+	Dependencies []Dependency
 	// SeparateAdmin keeps the admin API (and /metrics) off the public
 	// handler; they are then served only by AdminHandler, on a listener of
 	// their own.
@@ -125,7 +124,6 @@ type Server struct {
 	accessLog   io.Writer
 	projects    ProjectNames
 	spend       ProjectSpend
-	shared      Pinger
 	separate    bool // the admin API is on AdminHandler only
 	adminRouter *httprouter.Router
 	metrics     *metrics
@@ -162,7 +160,7 @@ func New(o Options) (*Server, error) {
 	s.tracer = defaultTracer(o.Tracer)
 	s.projects, s.spend, s.separate = o.Projects, o.Spend, o.SeparateAdmin
 	s.accessLog = o.AccessLog
-	s.shared = o.SharedStore
+	s.ready.deps = o.Dependencies
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}

@@ -96,7 +96,7 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 	upstream := models.NewClient(models.BreakerOptions(cfg.Breaker))
 	a.gw, err = gateway.New(gateway.Options{
 		Catalog: catalog, Upstream: upstream, Keys: reg, Projects: reg,
-		Quota: st.quota, SharedStore: st.shared, Ledger: st.ledger, Spend: st.ledger,
+		Quota: st.quota, Dependencies: st.deps, Ledger: st.ledger, Spend: st.ledger,
 		FailureGuard: st.failures, CORS: gateway.CORS{AllowedOrigins: cfg.CORS.AllowedOrigins}, Prices: pricesOf(cfg),
 		Log: log, MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.BodyTimeout, KeepAlive: cfg.StreamKeepAlive,
 		SeparateAdmin: cfg.AdminListen != "", Metrics: metricsHandler, AccessLog: access,
@@ -157,6 +157,7 @@ func (a *app) run(ctx context.Context) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	a.drain()
 	a.shutdown(srv, adminSrv)
 	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
@@ -198,6 +199,17 @@ func (a *app) server(h http.Handler) *http.Server {
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       a.gw.BaseContext,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// drain answers /readyz with 503 for shutdown_drain while the listeners
+// still serve: a load balancer polling readiness stops sending new
+// requests before the gateway stops accepting them.
+func (a *app) drain() {
+	a.gw.Drain()
+	if d := *a.cfg.ShutdownDrain; d > 0 {
+		a.log.Info("draining: /readyz answers 503 while requests are still served", "drain", d.String())
+		time.Sleep(d)
 	}
 }
 

@@ -33,7 +33,11 @@ type Config struct {
 	Postgres PostgresConfig `yaml:"postgres"`
 	// DataDir holds the embedded store's files.
 	DataDir string `yaml:"data_dir"`
-	// ShutdownGrace is how long requests may run after SIGTERM.
+	// ShutdownDrain is how long, after SIGTERM, /readyz answers 503
+	// while the listener still serves, so that a load balancer stops
+	// sending before the gateway stops accepting (default 5s; 0s: none).
+	ShutdownDrain *time.Duration `yaml:"shutdown_drain"`
+	// ShutdownGrace is how long requests may run after that.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 	// MaxBodyBytes bounds a request body (413 past it).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
@@ -276,6 +280,12 @@ func (c *Config) check() error {
 		if f.negative {
 			return invalid(f.name, "must not be negative")
 		}
+	}
+	if c.ShutdownDrain == nil {
+		d := 5 * time.Second
+		c.ShutdownDrain = &d
+	} else if *c.ShutdownDrain < 0 {
+		return invalid("shutdown_drain", "must not be negative (0s: no drain)")
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 30 * time.Second

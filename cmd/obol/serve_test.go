@@ -390,3 +390,44 @@ func TestSecondProcessOnOneDataDir(t *testing.T) {
 		t.Errorf("a second obol on one data_dir: %v\n%s", err, stderr.String())
 	}
 }
+
+// TestSIGTERMDrains: on SIGTERM, /readyz answers 503 "draining" for
+// shutdown_drain while the listener still serves new connections and
+// requests; then the gateway stops accepting and exits 0.
+func TestSIGTERMDrains(t *testing.T) {
+	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 3}))
+	defer up.Close()
+	cmd, base, logs := startObolWith(t, "testdata/ledger.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir(), "TEST_DRAIN=2s")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, logs, "draining")
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatalf("a new connection refused while draining: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), `"status":"draining"`) {
+		t.Errorf("readyz while draining: %d %s", resp.StatusCode, body)
+	}
+	resp, err = http.DefaultClient.Do(authed("POST", base+"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a request while draining: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if strings.Contains(logs.String(), "shutting down") {
+		t.Error("the grace began before the drain ended")
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit: %v\n%s", err, logs)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("gateway did not exit after its drain")
+	}
+	waitLog(t, logs, "shutting down")
+}

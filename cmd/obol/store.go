@@ -34,9 +34,9 @@ func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 // store is the quota store, the usage ledger, and how to close them.
 type store struct {
 	quota gateway.Quota
-	// shared is the quota store when replicas share it (Redis), for
-	// readiness; nil for the embedded one.
-	shared gateway.Pinger
+	// deps are the stores replicas share (Redis, PostgreSQL), for
+	// readiness; none for the embedded ones.
+	deps []gateway.Dependency
 	// failures counts failed authentications per address, shared by the
 	// replicas; nil: each replica counts its own.
 	failures gateway.FailureGuard
@@ -136,6 +136,8 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, h
 		}
 		closers = append(closers, func() error { pool.Close(); return nil })
 		ledger, st.keys = usage.NewPostgres(pool, *c.Postgres.RequestLogDays), keys.NewPostgres(pool)
+		st.deps = append(st.deps, gateway.Dependency{Name: "postgres", Ping: pool, Required: c.Redis.FailMode == "closed",
+			Degraded: "keys already known authenticate, new ones cannot; usage records are kept and written when it is back"})
 		claims = alerts.NewPostgres(pool)
 		lo.Linger = postgresLinger
 	}
@@ -214,7 +216,9 @@ func openRedis(ctx context.Context, c *Config, log *slog.Logger, tracing bool, m
 	} else {
 		log.Info("counters: Redis", "url", redactURL(c.Redis.URL), "mode", c.Redis.Mode, "fail_mode", c.Redis.FailMode)
 	}
-	st.quota, st.shared = l, l
+	st.quota = l
+	st.deps = append(st.deps, gateway.Dependency{Name: "redis", Ping: l, Required: c.Redis.FailMode == "closed",
+		Degraded: "admitting under this replica's share of each limit (fail_mode open)"})
 	st.failures = quota.NewSharedFailures(rdb, c.Redis.Prefix, quota.DefaultFailureLimit)
 	return nil
 }
