@@ -7,9 +7,11 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -38,10 +40,10 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, secret string) (*keys.Identity, error)
 }
 
-// Options configure the admin API. Token opens it; without it, or
+// Options configure the admin API. Tokens open it; without one, or
 // without Keys, every admin route answers 403.
 type Options struct {
-	Token    string
+	Tokens   *keys.AdminTokens
 	Keys     KeyAdmin
 	Projects ProjectAdmin // nil: the projects routes answer 501
 	Usage    UsageAdmin   // nil: the usage routes answer 501
@@ -64,7 +66,7 @@ type Options struct {
 
 // API is the admin API.
 type API struct {
-	token     keys.AdminToken
+	tokens    atomic.Pointer[keys.AdminTokens]
 	keys      KeyAdmin
 	projects  ProjectAdmin
 	usage     UsageAdmin
@@ -80,9 +82,10 @@ type API struct {
 
 // New returns the admin API.
 func New(o Options) *API {
-	a := &API{token: keys.NewAdminToken(o.Token), keys: o.Keys, projects: o.Projects, usage: o.Usage, alerts: o.Alerts,
+	a := &API{keys: o.Keys, projects: o.Projects, usage: o.Usage, alerts: o.Alerts,
 		backends: o.Backends, catalog: o.Catalog, auth: o.Auth, failedFn: o.Failed, adminAddr: o.AdminAddr,
 		maxBody: o.MaxBodyBytes, log: o.Log}
+	a.SetTokens(o.Tokens)
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -99,27 +102,74 @@ func (a *API) failed(r *http.Request, e *apierr.Error) *apierr.Error {
 	return a.failedFn(r, e)
 }
 
-// guarded opens h to the admin token, and to nothing else: an API key is
+// SetTokens replaces the admin tokens (a reload): requests from the next
+// on are checked against them.
+func (a *API) SetTokens(t *keys.AdminTokens) {
+	if t == nil {
+		t = keys.NewAdminTokens()
+	}
+	a.tokens.Store(t)
+}
+
+// Principal is who an admin request came from: the admin token's name.
+// The caller puts one in the request's context (WithPrincipal) to read
+// it back for its access log.
+type Principal struct{ Token string }
+
+type principalKey struct{}
+
+// WithPrincipal is ctx carrying p, which guarded fills in.
+func WithPrincipal(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// matchToken is the name of the admin token r carries, if it carries one.
+func (a *API) matchToken(r *http.Request) (string, bool) {
+	tok := httpapi.Credential(r)
+	if tok == "" {
+		return "", false
+	}
+	return a.tokens.Load().Match(tok)
+}
+
+// guarded opens h to the admin tokens, and to nothing else: an API key is
 // refused whatever its scopes, so that a leaked key cannot make itself
-// more keys.
+// more keys. A change (any method but GET and HEAD) is written to the log
+// as an audit record naming the token.
 func (a *API) guarded(h Handler) Handler {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-		if !a.token.Set() || a.keys == nil {
+		if !a.tokens.Load().Set() || a.keys == nil {
 			return &apierr.Error{Code: apierr.CodeForbidden,
-				Message: "the admin API is off: start the gateway with OBOL_ADMIN_TOKEN set"}
+				Message: "the admin API is off: start the gateway with OBOL_ADMIN_TOKEN (or OBOL_ADMIN_TOKENS) set"}
 		}
 		tok := httpapi.Credential(r)
 		if tok == "" {
 			return &apierr.Error{Code: apierr.CodeUnauthorized, Message: "missing admin token: send Authorization: Bearer <OBOL_ADMIN_TOKEN>"}
 		}
-		if !a.token.Matches(tok) {
+		name, ok := a.tokens.Load().Match(tok)
+		if !ok {
 			msg := "invalid admin token"
 			if strings.HasPrefix(tok, "sk-") {
 				msg = "admin routes take the admin token, not an API key"
 			}
 			return a.failed(r, &apierr.Error{Code: apierr.CodeUnauthorized, Message: msg})
 		}
-		return h(w, r, ps)
+		if p, _ := r.Context().Value(principalKey{}).(*Principal); p != nil {
+			p.Token = name
+		}
+		err := h(w, r, ps)
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			outcome := "ok"
+			var e *apierr.Error
+			switch {
+			case errors.As(err, &e):
+				outcome = string(e.Code)
+			case err != nil:
+				outcome = "error"
+			}
+			a.log.Info("admin audit", "admin_token", name, "method", r.Method, "path", r.URL.Path, "outcome", outcome)
+		}
+		return err
 	}
 }
 

@@ -58,7 +58,7 @@ func (a *API) dashboardAsset(w http.ResponseWriter, r *http.Request, ps httprout
 func (a *API) dashboardSession(w http.ResponseWriter, r *http.Request, adminView bool) error {
 	w.Header().Set("Cache-Control", "no-store")
 	tok := httpapi.Credential(r)
-	if tok != "" && a.token.Set() && a.token.Matches(tok) {
+	if _, ok := a.matchToken(r); ok {
 		if !adminView {
 			return &apierr.Error{Code: apierr.CodeForbidden, Message: "the admin view is served on the admin listener, not here: open /dashboard at " +
 				a.adminAddr + " (admin_listen) and sign in there with the admin token"}

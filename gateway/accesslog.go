@@ -57,6 +57,9 @@ func (l *accessLine) attrs() []slog.Attr {
 	if c.key != nil {
 		attrs = append(attrs, slog.String("key_id", c.key.ID), slog.String("tier", c.key.Tier))
 	}
+	if c.adminToken != "" {
+		attrs = append(attrs, slog.String("admin_token", c.adminToken))
+	}
 	if c.model != "" {
 		attrs = append(attrs, slog.String("model", c.model))
 	}
@@ -100,6 +103,9 @@ func (l *accessLine) appendJSON(b []byte, now time.Time) []byte {
 	b = appendMs(b, "duration_ms", l.took)
 	if c.key != nil {
 		b = appendStr(appendStr(b, "key_id", c.key.ID), "tier", c.key.Tier)
+	}
+	if c.adminToken != "" {
+		b = appendStr(b, "admin_token", c.adminToken)
 	}
 	if c.model != "" {
 		b = appendStr(b, "model", c.model)

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -415,4 +416,48 @@ func TestAdminRefusesNUL(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAdminTokensRotate: two admin tokens open the admin API at once, so
+// a new one is rolled out before the old one goes; the access log and the
+// audit record name the token each request came with.
+func TestAdminTokensRotate(t *testing.T) {
+	const next = "next-admin-token-9f8e7d6c5b4a3921"
+	e := newEnv(t, sim.Config{}, withAdmin(t), func(c *envConfig) {
+		c.MoreAdminTokens = []keys.AdminTokenDigest{keys.AdminTokenOf("rotated-2026-12", next)}
+	})
+	for _, tok := range []string{adminToken, next} {
+		if resp, body := e.do(t, "POST", "/v1/admin/keys", tok, `{"tier":"free"}`); resp.StatusCode != 201 {
+			t.Errorf("create with a token: %d %s", resp.StatusCode, body)
+		}
+	}
+	var names []string
+	poll.Until(t, "the access log lines of both", func() bool {
+		names = names[:0]
+		for _, l := range accessLogLines(t, e) {
+			if l["path"] == "/v1/admin/keys" {
+				names = append(names, fmt.Sprint(l["admin_token"]))
+			}
+		}
+		return len(names) == 2
+	})
+	if strings.Join(names, ",") != "default,rotated-2026-12" {
+		t.Errorf("access log admin_token: %v", names)
+	}
+	if !strings.Contains(e.log.String(), `"msg":"admin audit","admin_token":"rotated-2026-12","method":"POST","path":"/v1/admin/keys","outcome":"ok"`) {
+		t.Errorf("no audit record naming the token:\n%s", e.log.String())
+	}
+}
+
+// accessLogLines are the test gateway's access log lines, decoded.
+func accessLogLines(t *testing.T, e *env) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(e.log.String(), "\n") {
+		var l map[string]any
+		if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == "request" {
+			out = append(out, l)
+		}
+	}
+	return out
 }

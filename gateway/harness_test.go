@@ -59,12 +59,13 @@ type envConfig struct {
 	// h2c: the gateway also speaks HTTP/2 without TLS, as with h2: true.
 	h2c bool
 	// The admin API mounted on the gateway, as cmd/obol mounts it.
-	AdminToken string
-	Admin      admin.KeyAdmin
-	UsageAdmin admin.UsageAdmin
-	Alerts     admin.AlertAdmin
-	Backends   admin.BackendAdmin
-	AdminAddr  string
+	AdminToken      string
+	MoreAdminTokens []keys.AdminTokenDigest
+	Admin           admin.KeyAdmin
+	UsageAdmin      admin.UsageAdmin
+	Alerts          admin.AlertAdmin
+	Backends        admin.BackendAdmin
+	AdminAddr       string
 }
 
 type envOption func(*envConfig)
@@ -192,7 +193,7 @@ func newEnv(t testing.TB, cfg sim.Config, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	projects, _ := c.Projects.(admin.ProjectAdmin)
-	adm := admin.New(admin.Options{Token: c.AdminToken, Keys: c.Admin, Projects: projects, Usage: c.UsageAdmin,
+	adm := admin.New(admin.Options{Tokens: c.adminTokens(), Keys: c.Admin, Projects: projects, Usage: c.UsageAdmin,
 		Alerts: c.Alerts, Backends: c.Backends, Catalog: cat, Auth: c.Keys, Failed: srv.FailedAuth, AdminAddr: c.AdminAddr,
 		MaxBodyBytes: c.MaxBodyBytes, Log: c.Log})
 	srv.Mount(adm.Routes(), adm.Dashboard)
@@ -316,4 +317,14 @@ func readEvents(t *testing.T, body io.Reader) (events []event, comments int) {
 		}
 	}
 	return events, comments
+}
+
+// adminTokens are the test's admin tokens: AdminToken, named "default",
+// and any more of AdminTokens.
+func (c *envConfig) adminTokens() *keys.AdminTokens {
+	var list []keys.AdminTokenDigest
+	if c.AdminToken != "" {
+		list = append(list, keys.AdminTokenOf("default", c.AdminToken))
+	}
+	return keys.NewAdminTokens(append(list, c.MoreAdminTokens...)...)
 }

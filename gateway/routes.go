@@ -79,8 +79,11 @@ func (s *Server) mount(r *httprouter.Router, routes []admin.Route) {
 			continue
 		}
 		h := rt.Handle
-		s.add(r, rt.Method, rt.Path, rt.IDPrefix, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, _ *call) error {
-			return h(w, r, ps)
+		s.add(r, rt.Method, rt.Path, rt.IDPrefix, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error {
+			p := &admin.Principal{}
+			err := h(w, r.WithContext(admin.WithPrincipal(r.Context(), p)), ps)
+			c.adminToken = p.Token
+			return err
 		})
 	}
 }

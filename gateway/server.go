@@ -242,6 +242,8 @@ type call struct {
 	// unportable is why no OpenAI backend can take the request (a
 	// Messages document), nil when one can.
 	unportable *apierr.Error
+	// adminToken names the admin token an admin request came with.
+	adminToken string
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error

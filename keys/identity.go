@@ -153,26 +153,53 @@ func (idx staticIndex) lookup(secret string) *Identity {
 	return e.id
 }
 
-// AdminToken is the secret that opens the admin API; only its SHA-256 is
-// held.
-type AdminToken struct{ digest []byte }
+// AdminTokens are the secrets that open the admin API, each with a name
+// for the access log and the audit records; only their SHA-256 digests
+// are held. Several at once let a new token be rolled out before the old
+// one is removed.
+type AdminTokens struct{ list []AdminTokenDigest }
 
-// NewAdminToken holds token; an empty token opens nothing.
-func NewAdminToken(token string) AdminToken {
-	if token == "" {
-		return AdminToken{}
-	}
-	d := sha256.Sum256([]byte(token))
-	return AdminToken{digest: d[:]}
+// AdminTokenDigest is one admin token: its name and its secret's SHA-256.
+type AdminTokenDigest struct {
+	Name   string
+	SHA256 [sha256.Size]byte
 }
 
-// Set reports whether a token was given.
-func (t AdminToken) Set() bool { return t.digest != nil }
+// NewAdminTokens holds tokens; none opens nothing.
+func NewAdminTokens(tokens ...AdminTokenDigest) *AdminTokens {
+	return &AdminTokens{list: append([]AdminTokenDigest(nil), tokens...)}
+}
 
-// Matches compares secret with the token in constant time.
-func (t AdminToken) Matches(secret string) bool {
+// AdminTokenOf is a named secret's digest.
+func AdminTokenOf(name, secret string) AdminTokenDigest {
+	return AdminTokenDigest{Name: name, SHA256: sha256.Sum256([]byte(secret))}
+}
+
+// Set reports whether any token was given.
+func (t *AdminTokens) Set() bool { return t != nil && len(t.list) > 0 }
+
+// Match returns the name of the token secret is, comparing with every
+// token in constant time.
+func (t *AdminTokens) Match(secret string) (name string, ok bool) {
+	if !t.Set() {
+		return "", false
+	}
 	d := sha256.Sum256([]byte(secret))
-	return t.digest != nil && subtle.ConstantTimeCompare(d[:], t.digest) == 1
+	for _, tok := range t.list {
+		if subtle.ConstantTimeCompare(d[:], tok.SHA256[:]) == 1 && !ok {
+			name, ok = tok.Name, true
+		}
+	}
+	return name, ok
+}
+
+// Names are the tokens' names, in order.
+func (t *AdminTokens) Names() []string {
+	var out []string
+	for _, tok := range t.list {
+		out = append(out, tok.Name)
+	}
+	return out
 }
 
 // CheckAdminToken refuses an admin token that is easy to guess: under 16

@@ -58,11 +58,14 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 	if tracing {
 		log.Info("tracing: spans exported over OTLP/HTTP as the OTEL_* variables say")
 	}
-	adminToken := getenv("OBOL_ADMIN_TOKEN")
-	if adminToken == "" {
-		log.Info("admin API off: OBOL_ADMIN_TOKEN is not set")
-	} else if err := keys.CheckAdminToken(adminToken); err != nil {
-		return nil, &configError{msg: "OBOL_ADMIN_TOKEN: " + err.Error()}
+	adminTokens, err := adminTokensOf(cfg, getenv)
+	if err != nil {
+		return nil, &configError{msg: err.Error()}
+	}
+	if !adminTokens.Set() {
+		log.Info("admin API off: neither OBOL_ADMIN_TOKEN, OBOL_ADMIN_TOKENS nor admin_tokens is set")
+	} else {
+		log.Info("admin API on", "admin_tokens", adminTokens.Names())
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -104,7 +107,7 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 	if err != nil {
 		return nil, err
 	}
-	adm := admin.New(admin.Options{Token: adminToken, Keys: reg, Projects: reg, Usage: st.ledger, Alerts: st.alertAdmin(),
+	adm := admin.New(admin.Options{Tokens: adminTokens, Keys: reg, Projects: reg, Usage: st.ledger, Alerts: st.alertAdmin(),
 		Backends: upstream, Catalog: catalog, Auth: reg, Failed: a.gw.FailedAuth, AdminAddr: cfg.AdminListen,
 		MaxBodyBytes: cfg.MaxBodyBytes, Log: log})
 	a.gw.Mount(adm.Routes(), adm.Dashboard)

@@ -37,6 +37,10 @@ func adminFlags(fs *flag.FlagSet, getenv func(string) string) (*string, *bool) {
 
 func newAdmin(server string, asJSON bool, stdout io.Writer, getenv func(string) string) (*adminClient, error) {
 	tok := getenv("OBOL_ADMIN_TOKEN")
+	if tok == "" { // else the first of OBOL_ADMIN_TOKENS (name=token,…)
+		first, _, _ := strings.Cut(getenv("OBOL_ADMIN_TOKENS"), ",")
+		_, tok, _ = strings.Cut(first, "=")
+	}
 	if tok == "" {
 		return nil, &usageError{msg: "set OBOL_ADMIN_TOKEN to the gateway's admin token"}
 	}

@@ -55,6 +55,9 @@ type Config struct {
 	CORS     CORSConfig               `yaml:"cors"`
 	// Webhooks receive budget alerts.
 	Webhooks []WebhookConfig `yaml:"webhooks"`
+	// AdminTokens are admin tokens held by their digests, beside
+	// OBOL_ADMIN_TOKEN and OBOL_ADMIN_TOKENS (admintokens.go).
+	AdminTokens []AdminTokenConfig `yaml:"admin_tokens"`
 	Alerts   AlertsConfig    `yaml:"alerts"`
 }
 
@@ -315,6 +318,9 @@ func (c *Config) check() error {
 		return err
 	}
 	if err := c.checkWebhooks(); err != nil {
+		return err
+	}
+	if err := c.checkAdminTokens(); err != nil {
 		return err
 	}
 	if err := c.checkModels(); err != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -236,5 +238,39 @@ func TestCacheWritePriceDefaults(t *testing.T) {
 	bad := -1.0
 	if _, err := pricesFrom(ModelConfig{Price: &PriceConfig{Input: 1, CacheWrite1h: &bad}}, "models.m"); err == nil || !strings.Contains(err.Error(), "models.m.price.cache_write_1h") {
 		t.Errorf("a negative cache_write_1h: %v", err)
+	}
+}
+
+// TestAdminTokens: OBOL_ADMIN_TOKEN, OBOL_ADMIN_TOKENS and admin_tokens
+// open the admin API together, each by its name; a weak, unnamed or
+// twice-named token refuses to start.
+func TestAdminTokens(t *testing.T) {
+	const a, b, c = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210", "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
+	sum := sha256.Sum256([]byte(c))
+	cfg := &Config{AdminTokens: []AdminTokenConfig{{Name: "from-file", SHA256: hex.EncodeToString(sum[:])}}}
+	toks, err := adminTokensOf(cfg, envMap(map[string]string{"OBOL_ADMIN_TOKEN": a, "OBOL_ADMIN_TOKENS": "ops-new=" + b}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for secret, want := range map[string]string{a: "default", b: "ops-new", c: "from-file"} {
+		if name, ok := toks.Match(secret); !ok || name != want {
+			t.Errorf("%s: %q %v, want %q", secret[:4], name, ok, want)
+		}
+	}
+	if _, ok := toks.Match("sk-demo-pro-7b2e51"); ok {
+		t.Error("a wrong token opened the admin API")
+	}
+	for env, want := range map[string]string{
+		"weak=aaaaaaaaaaaaaaaaaaaa": "OBOL_ADMIN_TOKENS (weak)",
+		"x=" + b + ",x=" + a:        `the name "x" is used twice`,
+		b:                           "entry 1: want name=token",
+	} {
+		if _, err := adminTokensOf(&Config{}, envMap(map[string]string{"OBOL_ADMIN_TOKENS": env})); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", env, err, want)
+		}
+	}
+	bad := &Config{AdminTokens: []AdminTokenConfig{{Name: "n", SHA256: "abc"}}}
+	if err := bad.checkAdminTokens(); err == nil || !strings.Contains(err.Error(), "admin_tokens[0].sha256") {
+		t.Errorf("a short digest: %v", err)
 	}
 }
