@@ -72,7 +72,7 @@ type API struct {
 	usage     UsageAdmin
 	alerts    AlertAdmin
 	backends  BackendAdmin
-	catalog   *models.Catalog
+	catalog   atomic.Pointer[models.Catalog]
 	auth      Authenticator
 	failedFn  func(r *http.Request, e *apierr.Error) *apierr.Error
 	adminAddr string
@@ -83,9 +83,10 @@ type API struct {
 // New returns the admin API.
 func New(o Options) *API {
 	a := &API{keys: o.Keys, projects: o.Projects, usage: o.Usage, alerts: o.Alerts,
-		backends: o.Backends, catalog: o.Catalog, auth: o.Auth, failedFn: o.Failed, adminAddr: o.AdminAddr,
+		backends: o.Backends, auth: o.Auth, failedFn: o.Failed, adminAddr: o.AdminAddr,
 		maxBody: o.MaxBodyBytes, log: o.Log}
 	a.SetTokens(o.Tokens)
+	a.catalog.Store(o.Catalog)
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -101,6 +102,9 @@ func (a *API) failed(r *http.Request, e *apierr.Error) *apierr.Error {
 	}
 	return a.failedFn(r, e)
 }
+
+// SetCatalog replaces the models the backends routes list (a reload).
+func (a *API) SetCatalog(c *models.Catalog) { a.catalog.Store(c) }
 
 // SetTokens replaces the admin tokens (a reload): requests from the next
 // on are checked against them.

@@ -353,7 +353,7 @@ func (a *API) listBackends(w http.ResponseWriter, r *http.Request, _ httprouter.
 	list := struct {
 		Object string                 `json:"object"`
 		Data   []models.BackendStatus `json:"data"`
-	}{Object: "list", Data: ba.Status(a.catalog.List())}
+	}{Object: "list", Data: ba.Status(a.catalog.Load().List())}
 	return httpapi.WriteJSON(w, http.StatusOK, list)
 }
 
@@ -368,12 +368,12 @@ func (a *API) resetBackend(w http.ResponseWriter, r *http.Request, ps httprouter
 	if ba == nil {
 		return errNoBackends
 	}
-	if ba.Reset(a.catalog.List(), name) == 0 {
+	if ba.Reset(a.catalog.Load().List(), name) == 0 {
 		return &apierr.Error{Code: apierr.CodeNotFound, Param: "name", Message: "no backend is named " + clip.String(name, 40)}
 	}
 	a.log.Info("backend breaker reset", "backend", name)
 	var out []models.BackendStatus
-	for _, st := range ba.Status(a.catalog.List()) {
+	for _, st := range ba.Status(a.catalog.Load().List()) {
 		if st.Name == name || st.Model+"/"+st.Name == name {
 			out = append(out, st)
 		}

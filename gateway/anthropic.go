@@ -61,8 +61,8 @@ func anthropicRateHeaders(h http.Header, lim quota.Limits, d quota.Decision, now
 func wantsAnthropic(r *http.Request) bool { return r.Header.Get("Anthropic-Version") != "" }
 
 // anthropicModel is m in Anthropic's model shape.
-func (s *Server) anthropicModel(m *models.Model) anthropic.ModelInfo {
-	return anthropic.Model(m.Name, m.Name, time.Unix(s.info(m).Created, 0))
+func (s *Server) anthropicModel(c *call, m *models.Model) anthropic.ModelInfo {
+	return anthropic.Model(m.Name, m.Name, time.Unix(s.info(c, m).Created, 0))
 }
 
 // routeAPI is a route's API for the request log: its path under the

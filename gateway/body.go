@@ -31,7 +31,7 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
-	if rc.SetReadDeadline(time.Now().Add(s.bodyTimeout)) != nil {
+	if rc.SetReadDeadline(time.Now().Add(s.live.Load().BodyTimeout)) != nil {
 		return // a writer without deadlines (not a connection)
 	}
 	r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}

@@ -78,7 +78,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 // modelFor is the model a request names, if it exists, the key may use
 // it, and its backends serve api.
 func (s *Server) modelFor(c *call, name string, api models.API) (*models.Model, error) {
-	m := s.catalog.Get(name)
+	m := c.live.Catalog.Get(name)
 	if m == nil {
 		return nil, &apierr.Error{Code: apierr.CodeNotFound, Param: "model",
 			Message: fmt.Sprintf("the model %q does not exist; GET /v1/models lists the models", clip.String(name, 40))}

@@ -65,12 +65,12 @@ func corsAllowedHeader(h string) bool {
 // request was answered.
 func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
-	if origin == "" || len(s.corsOpt.AllowedOrigins) == 0 {
+	if origin == "" || len(s.live.Load().CORS.AllowedOrigins) == 0 {
 		return false
 	}
 	h := w.Header()
 	h.Add("Vary", "Origin")
-	if !s.corsOpt.allows(origin) {
+	if !s.live.Load().CORS.allows(origin) {
 		return false // the browser refuses the answer; a preflight gets the plain OPTIONS answer
 	}
 	h.Set("Access-Control-Allow-Origin", origin)

@@ -82,8 +82,8 @@ func pricingFrom(p *money.Price) *pricing {
 // started is the models' "created" time: they exist from the gateway's start.
 var started = time.Now().Unix()
 
-func (s *Server) info(m *models.Model) modelInfo {
-	mi := modelInfo{Pricing: pricingOf(s.prices[m.Name], time.Now()), ID: m.Name, Object: "model", Created: started, OwnedBy: "obol",
+func (s *Server) info(c *call, m *models.Model) modelInfo {
+	mi := modelInfo{Pricing: pricingOf(c.live.Prices[m.Name], time.Now()), ID: m.Name, Object: "model", Created: started, OwnedBy: "obol",
 		ContextWindow: m.ContextWindow, Description: m.Description, Vision: m.Vision, Serves: []string{}}
 	for _, api := range []struct {
 		api  models.API
@@ -109,9 +109,9 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ httprouter
 	s.peekHeaders(w, r, c)
 	if c.anthropic {
 		var ms []anthropic.ModelInfo
-		for _, m := range s.catalog.List() {
+		for _, m := range c.live.Catalog.List() {
 			if c.key.Allows(m.Name) {
-				ms = append(ms, s.anthropicModel(m))
+				ms = append(ms, s.anthropicModel(c, m))
 			}
 		}
 		return httpapi.WriteJSON(w, http.StatusOK, anthropic.Models(ms))
@@ -120,9 +120,9 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ httprouter
 		Object string      `json:"object"`
 		Data   []modelInfo `json:"data"`
 	}{Object: "list", Data: []modelInfo{}}
-	for _, m := range s.catalog.List() {
+	for _, m := range c.live.Catalog.List() {
 		if c.key.Allows(m.Name) {
-			list.Data = append(list.Data, s.info(m))
+			list.Data = append(list.Data, s.info(c, m))
 		}
 	}
 	return httpapi.WriteJSON(w, http.StatusOK, list)
@@ -137,15 +137,15 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, ps httprouter.
 		return err
 	}
 	s.peekHeaders(w, r, c)
-	m := s.catalog.Get(ps.ByName("model"))
+	m := c.live.Catalog.Get(ps.ByName("model"))
 	if m == nil || !c.key.Allows(m.Name) {
 		return &apierr.Error{Code: apierr.CodeNotFound, Param: "model",
 			Message: "the model " + clip.String(ps.ByName("model"), 40) + " does not exist"}
 	}
 	if c.anthropic {
-		return httpapi.WriteJSON(w, http.StatusOK, s.anthropicModel(m))
+		return httpapi.WriteJSON(w, http.StatusOK, s.anthropicModel(c, m))
 	}
-	return httpapi.WriteJSON(w, http.StatusOK, s.info(m))
+	return httpapi.WriteJSON(w, http.StatusOK, s.info(c, m))
 }
 
 // healthz is liveness: the process serves HTTP.

@@ -108,7 +108,7 @@ func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, c *call) {
 // model can bill it at (a cache write, for an Anthropic backend), and n
 // choices of the output cap, at its model's prices.
 func (s *Server) costBound(c *call, req *openai.Request, m *models.Model) money.Money {
-	return s.prices[c.model].At(c.Start).Most(money.Tokens{Prompt: int64(req.PromptBound), Completion: int64(req.N) * int64(req.MaxTokens)},
+	return c.live.Prices[c.model].At(c.Start).Most(money.Tokens{Prompt: int64(req.PromptBound), Completion: int64(req.N) * int64(req.MaxTokens)},
 		m.Speaks(models.Anthropic))
 }
 

@@ -75,6 +75,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ httprouter.Par
 // still serves those that come.
 func (s *Server) Drain() { s.ready.draining.Store(true) }
 
+// forget drops the cached report: the configuration it checked changed.
+func (rd *readiness) forget() {
+	rd.mu.Lock()
+	rd.at = time.Time{}
+	rd.mu.Unlock()
+}
+
 func (rd *readiness) report(ctx context.Context) readyReport {
 	if rd.draining.Load() {
 		return readyReport{Status: statusDraining, Checks: map[string]string{"shutdown": "draining"}}
@@ -86,7 +93,7 @@ func (rd *readiness) report(ctx context.Context) readyReport {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	list := rd.server.catalog.List()
+	list := rd.server.live.Load().Catalog.List()
 	models := make([]error, len(list))
 	stores := make([]error, len(rd.deps))
 	var wg sync.WaitGroup

@@ -23,7 +23,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call, req *op
 	c.stream = true
 	s.metrics.streams.Add(r.Context(), 1)
 	defer s.metrics.streams.Add(r.Context(), -1)
-	out := newSSE(w, s.keepAlive)
+	out := newSSE(w, c.live.KeepAlive)
 	defer out.stop()
 	resp, err := s.callBackend(r.Context(), c, m, req, true)
 	if err != nil {

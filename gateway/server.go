@@ -104,21 +104,16 @@ const DefaultMaxBodyBytes = 8 << 20
 
 // Server is the gateway's http.Handler.
 type Server struct {
-	catalog   *models.Catalog
-	up        Upstream
-	keys      Authenticator
-	quota     Quota
-	ledger    Ledger
-	log       *slog.Logger
-	maxBody   int64
-	keepAlive time.Duration
-	router    *httprouter.Router
-	ready     readiness
-	guard     FailureGuard
-	corsOpt   CORS
-	prices    map[string]money.Prices
-	// bodyTimeout bounds the time to receive a request body.
-	bodyTimeout time.Duration
+	live    atomic.Pointer[Live] // live.go
+	up      Upstream
+	keys    Authenticator
+	quota   Quota
+	ledger  Ledger
+	log     *slog.Logger
+	maxBody int64
+	router  *httprouter.Router
+	ready   readiness
+	guard   FailureGuard
 
 	leases      *leases
 	accessLog   io.Writer
@@ -142,16 +137,11 @@ func New(o Options) (*Server, error) {
 		return nil, errors.New("gateway: Catalog, Upstream, Keys, Quota and Ledger are required")
 	}
 	s := &Server{
-		catalog: o.Catalog, up: o.Upstream, keys: o.Keys, quota: o.Quota, ledger: o.Ledger, log: o.Log,
-		maxBody: o.MaxBodyBytes, keepAlive: o.KeepAlive,
+		up: o.Upstream, keys: o.Keys, quota: o.Quota, ledger: o.Ledger, log: o.Log, maxBody: o.MaxBodyBytes,
 	}
+	s.live.Store((&Live{Catalog: o.Catalog, Prices: o.Prices, CORS: o.CORS, BodyTimeout: o.BodyTimeout, KeepAlive: o.KeepAlive}).withDefaults())
 	s.abort, s.abortNow = context.WithCancel(context.Background())
 	s.leases = newLeases(o.Quota, s.log)
-	s.corsOpt, s.prices = o.CORS, o.Prices
-	s.bodyTimeout = o.BodyTimeout
-	if s.bodyTimeout <= 0 {
-		s.bodyTimeout = DefaultBodyTimeout
-	}
 	s.guard = o.FailureGuard
 	if s.guard == nil {
 		s.guard = quota.NewFailures(quota.DefaultFailureLimit)
@@ -166,9 +156,6 @@ func New(o Options) (*Server, error) {
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
-	}
-	if s.keepAlive <= 0 {
-		s.keepAlive = 10 * time.Second
 	}
 	s.ready.server = s
 
@@ -244,6 +231,8 @@ type call struct {
 	unportable *apierr.Error
 	// adminToken names the admin token an admin request came with.
 	adminToken string
+	// live is the configuration in force when the request arrived.
+	live *Live
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *call) error
@@ -267,7 +256,7 @@ func (s *Server) handle(route, idPrefix string, h handlerFunc) httprouter.Handle
 		defer s.inflight.Add(-1)
 		s.metrics.active.Add(r.Context(), 1)
 		defer s.metrics.active.Add(r.Context(), -1)
-		c := &call{Turn: openai.Turn{ID: crockford.NewID(idPrefix), Start: time.Now()}, api: routeAPI(route)}
+		c := &call{Turn: openai.Turn{ID: crockford.NewID(idPrefix), Start: time.Now()}, api: routeAPI(route), live: s.live.Load()}
 		r, span := s.startSpan(r, route)
 		w.Header().Set("X-Request-Id", c.ID)
 		s.finish(w, r, c, h(w, r, ps, c))
@@ -359,5 +348,5 @@ func kindOf(api models.API) string {
 // cost is what u costs at the price of c's model in effect when c
 // arrived: the one figure the answer shows and the ledger records.
 func (s *Server) cost(c *call, u *openai.Usage) money.Money {
-	return s.prices[c.model].At(c.Start).Cost(u.Tokens())
+	return c.live.Prices[c.model].At(c.Start).Cost(u.Tokens())
 }

@@ -61,7 +61,7 @@ func (r *Registry) Create(ctx context.Context, s Spec) (*Key, string, error) {
 
 // Get returns the key with id: a configuration key, or a stored one.
 func (r *Registry) Get(ctx context.Context, id string) (*Key, error) {
-	for _, s := range r.opt.Static {
+	for _, s := range r.conf.Load().Static {
 		if s.ID == id {
 			return s.key(), nil
 		}
@@ -76,8 +76,8 @@ func (r *Registry) List(ctx context.Context) ([]*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*Key, 0, len(r.opt.Static)+len(stored))
-	for _, s := range r.opt.Static {
+	out := make([]*Key, 0, len(r.conf.Load().Static)+len(stored))
+	for _, s := range r.conf.Load().Static {
 		out = append(out, s.key())
 	}
 	return append(out, stored...), nil
@@ -86,7 +86,7 @@ func (r *Registry) List(ctx context.Context) ([]*Key, error) {
 // Update applies change to the key with id and stores it; every replica
 // drops the old version within one Poll, this one at once.
 func (r *Registry) Update(ctx context.Context, id string, change func(*Key) error) (*Key, error) {
-	for _, s := range r.opt.Static {
+	for _, s := range r.conf.Load().Static {
 		if s.ID == id {
 			return nil, fmt.Errorf("key %s: %w", id, ErrConfigured)
 		}
@@ -149,8 +149,8 @@ func (r *Registry) check(k *Key) error {
 // checkConfigured checks a key against the configuration: its tier and
 // models must exist, and its id must not be a configuration key's.
 func (r *Registry) checkConfigured(k *Key) error {
-	if _, ok := r.opt.Tiers[k.Tier]; !ok {
-		names := slices.Sorted(maps.Keys(r.opt.Tiers))
+	if _, ok := r.conf.Load().Tiers[k.Tier]; !ok {
+		names := slices.Sorted(maps.Keys(r.conf.Load().Tiers))
 		return &InvalidError{Field: "tier", Msg: fmt.Sprintf("unknown tier %q; tiers: %s", k.Tier, strings.Join(names, ", "))}
 	}
 	r.knowProject(context.Background(), k.Project)

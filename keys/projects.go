@@ -22,8 +22,8 @@ type projectSet struct {
 // loadProjects reads the store's projects and resolves the
 // configuration's keys against them with the configuration's.
 func (r *Registry) loadProjects(ctx context.Context) error {
-	all := make(Projects, len(r.opt.Projects))
-	for id, p := range r.opt.Projects {
+	all := make(Projects, len(r.conf.Load().Projects))
+	for id, p := range r.conf.Load().Projects {
 		all[id] = p
 	}
 	loaded := true
@@ -46,7 +46,7 @@ func (r *Registry) loadProjects(ctx context.Context) error {
 			}
 		}
 	}
-	static, err := newStaticIndex(r.opt.Static, r.opt.Tiers, all)
+	static, err := newStaticIndex(r.conf.Load().Static, r.conf.Load().Tiers, all)
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func (r *Registry) CreateProject(ctx context.Context, p *Project) error {
 	if err := CheckProject(p); err != nil {
 		return err
 	}
-	if _, ok := r.opt.Projects[p.ID]; ok {
+	if _, ok := r.conf.Load().Projects[p.ID]; ok {
 		return fmt.Errorf("project %s: %w", p.ID, ErrExists)
 	}
 	p.CreatedAt = r.opt.Now().UTC().Truncate(time.Millisecond)
@@ -195,7 +195,7 @@ func (r *Registry) DeleteProject(ctx context.Context, id string) error {
 var ErrConfigured = errors.New("declared in the configuration file; change it there")
 
 func (r *Registry) configured(id string) error {
-	if _, ok := r.opt.Projects[id]; ok {
+	if _, ok := r.conf.Load().Projects[id]; ok {
 		return fmt.Errorf("project %s: %w", id, ErrConfigured)
 	}
 	return nil

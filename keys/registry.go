@@ -47,8 +47,11 @@ type Options struct {
 // store's change log within one Poll. It also administers the store's
 // keys (admin.go).
 type Registry struct {
-	store    Store
-	opt      Options
+	store Store
+	opt   Options
+	// conf is the configuration's keys, tiers and projects (opt's until
+	// a Reconfigure).
+	conf     atomic.Pointer[configured]
 	projects atomic.Pointer[projectSet]
 	// reload lets one lookup at a time read the projects again (knowProject).
 	reload sync.Mutex
@@ -102,6 +105,7 @@ func NewRegistry(ctx context.Context, store Store, o Options) (*Registry, error)
 		o.Now = time.Now
 	}
 	r := &Registry{store: store, opt: o, byHash: map[string]*Entry{}, hashOf: map[string]string{}, stop: make(chan struct{})}
+	r.conf.Store(&configured{Static: o.Static, Tiers: o.Tiers, Projects: o.Projects})
 	if err := r.loadProjects(ctx); err != nil {
 		return nil, err
 	}
@@ -175,7 +179,7 @@ func (r *Registry) fill(ctx context.Context, digest string) (*Entry, error) {
 		e = &Entry{Key: k} // never used again: nothing to resolve
 	default:
 		r.knowProject(ctx, k.Project) // made on another replica a moment ago
-		id, err := resolve(k, r.opt.Tiers, r.projects.Load().all)
+		id, err := resolve(k, r.conf.Load().Tiers, r.projects.Load().all)
 		if err != nil {
 			return nil, fmt.Errorf("resolve key: %w", err)
 		}

@@ -58,10 +58,13 @@ type backendState struct {
 
 // state returns the run-time state of b, a backend of m.
 func (c *Client) state(m *Model, b *Backend) *backendState {
-	if st, ok := c.states.Load(b); ok {
+	// By name and URL, not by pointer: a reload's new catalog keeps the
+	// breakers of the backends it keeps.
+	key := m.Name + "\x00" + b.Name + "\x00" + b.URL
+	if st, ok := c.states.Load(key); ok {
 		return st.(*backendState)
 	}
-	st, _ := c.states.LoadOrStore(b, &backendState{state: StateClosed, cooldown: c.breaker.Cooldown, model: m.Name, name: b.Name})
+	st, _ := c.states.LoadOrStore(key, &backendState{state: StateClosed, cooldown: c.breaker.Cooldown, model: m.Name, name: b.Name})
 	return st.(*backendState)
 }
 

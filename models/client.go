@@ -57,7 +57,7 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 type Client struct {
 	hc      *http.Client
 	breaker BreakerOptions
-	states  sync.Map // *Backend → *backendState
+	states  sync.Map // model, backend name and URL → *backendState
 
 	attempts, failovers metric.Int64Counter
 	firstToken          metric.Float64Histogram
