@@ -62,6 +62,15 @@ type Options struct {
 	// MaxBodyBytes bounds a request body (at most 64 KiB is read).
 	MaxBodyBytes int64
 	Log          *slog.Logger
+	// Reloader re-reads the gateway's configuration (POST
+	// /v1/admin/reload); nil: the route answers 501.
+	Reloader Reloader
+}
+
+// Reloader re-reads the gateway's configuration; by names who asked. ok
+// is false when the configuration was refused and nothing changed.
+type Reloader interface {
+	Reload(ctx context.Context, by string) (report any, ok bool)
 }
 
 // API is the admin API.
@@ -78,13 +87,14 @@ type API struct {
 	adminAddr string
 	maxBody   int64
 	log       *slog.Logger
+	reloader  Reloader
 }
 
 // New returns the admin API.
 func New(o Options) *API {
 	a := &API{keys: o.Keys, projects: o.Projects, usage: o.Usage, alerts: o.Alerts,
 		backends: o.Backends, auth: o.Auth, failedFn: o.Failed, adminAddr: o.AdminAddr,
-		maxBody: o.MaxBodyBytes, log: o.Log}
+		maxBody: o.MaxBodyBytes, log: o.Log, reloader: o.Reloader}
 	a.SetTokens(o.Tokens)
 	a.catalog.Store(o.Catalog)
 	if a.log == nil {
@@ -206,6 +216,7 @@ func (a *API) Routes() []Route {
 		add("GET", p+"/usage", a.adminUsage)
 		add("GET", p+"/backends", a.listBackends)
 		add("POST", p+"/backends/*rest", a.resetBackend)
+		add("POST", p+"/reload", a.reload)
 	}
 	for _, p := range []string{"/v1/organization", "/api/v1/organization"} {
 		add("GET", p+"/usage/completions", a.organization(completionsReport))
@@ -217,4 +228,19 @@ func (a *API) Routes() []Route {
 		add("GET", p+"/cost_report", a.claudeReport(costReport))
 	}
 	return rs
+}
+
+// reload is POST /v1/admin/reload: the configuration file read again,
+// and what it changed (200), or why it was refused, nothing changed (400).
+func (a *API) reload(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+	if a.reloader == nil {
+		return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this gateway cannot reload its configuration"}
+	}
+	name, _ := a.matchToken(r)
+	rep, ok := a.reloader.Reload(r.Context(), "admin:"+name)
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusBadRequest
+	}
+	return httpapi.WriteJSON(w, status, rep)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -9,8 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/obol/obol/admin"
@@ -22,9 +23,21 @@ import (
 // app is a built gateway: its configuration, stores, key registry and
 // handler, and what closes them in the right order.
 type app struct {
-	cfg *Config
+	cfg *Config // the configuration in force (reload.go replaces it)
 	log *slog.Logger
 	gw  *gateway.Server
+	// What a reload changes: the key registry, the admin API, the
+	// catalog keys are checked against, the log level; and what it reads.
+	reg      *keys.Registry
+	adm      *admin.API
+	catalog  atomic.Pointer[models.Catalog]
+	level    *slog.LevelVar
+	getenv   func(string) string
+	path     string
+	reloadMu sync.Mutex
+	// fileSum is the SHA-256 of the file last loaded, refusedSum of the
+	// last one a reload refused.
+	fileSum, refusedSum [sha256.Size]byte
 	// models is how many models the catalog holds, for the log.
 	models int
 	// closers run last-in first-out at close: the registry before the
@@ -35,7 +48,10 @@ type app struct {
 // newApp builds everything serve needs, from the configuration, without
 // listening. On error, what was built is closed.
 func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer, getenv func(string) string) (_ *app, err error) {
-	a := &app{cfg: cfg, log: log}
+	a := &app{cfg: cfg, log: log, getenv: getenv, path: cfg.path}
+	if raw, err := os.ReadFile(cfg.path); err == nil {
+		a.fileSum = sha256.Sum256(raw)
+	}
 	defer func() {
 		if err != nil {
 			a.close() // a, not the nil this returns
@@ -85,17 +101,19 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 			log.Error("closing the store", "err", err)
 		}
 	})
+	a.catalog.Store(catalog)
 	reg, err := keys.NewRegistry(ctx, st.keys, keys.Options{
 		Static:     staticKeysOf(cfg),
 		Tiers:      tiersOf(cfg),
 		Projects:   projectsOf(cfg),
-		KnownModel: func(name string) bool { return catalog.Get(name) != nil },
+		KnownModel: func(name string) bool { return a.catalog.Load().Get(name) != nil },
 		Log:        log,
 	})
 	if err != nil {
 		return nil, &configError{msg: "config: keys: " + err.Error()}
 	}
 	a.closers = append(a.closers, reg.Close)
+	a.reg = reg
 	upstream := models.NewClient(models.BreakerOptions(cfg.Breaker))
 	a.gw, err = gateway.New(gateway.Options{
 		Catalog: catalog, Upstream: upstream, Keys: reg, Projects: reg,
@@ -109,7 +127,8 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 	}
 	adm := admin.New(admin.Options{Tokens: adminTokens, Keys: reg, Projects: reg, Usage: st.ledger, Alerts: st.alertAdmin(),
 		Backends: upstream, Catalog: catalog, Auth: reg, Failed: a.gw.FailedAuth, AdminAddr: cfg.AdminListen,
-		MaxBodyBytes: cfg.MaxBodyBytes, Log: log})
+		MaxBodyBytes: cfg.MaxBodyBytes, Log: log, Reloader: a})
+	a.adm = adm
 	a.gw.Mount(adm.Routes(), adm.Dashboard)
 	a.models = len(catalog.List())
 	return a, nil
@@ -125,8 +144,8 @@ func (a *app) close() {
 // run serves until ctx ends, then shuts down within the grace: requests
 // and streams in flight finish, or are cut and still recorded.
 func (a *app) run(ctx context.Context) error {
-	stopHUP := a.ignoreHUP(ctx)
-	defer stopHUP()
+	stopReloads := a.watchReloads(ctx)
+	defer stopReloads()
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -167,28 +186,6 @@ func (a *app) run(ctx context.Context) error {
 	}
 	a.log.Info("stopped")
 	return nil
-}
-
-// ignoreHUP keeps SIGHUP, which would end the process and cut its
-// streams unrecorded, from doing harm: obol does not reload its
-// configuration, and says so. Only the shutdown path ends requests.
-func (a *app) ignoreHUP(ctx context.Context) (stop func()) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-hup:
-				a.log.Warn("SIGHUP received and ignored: obol does not reload its configuration; restart it to apply a change (SIGTERM lets requests in flight finish)")
-			case <-ctx.Done():
-				return
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() { signal.Stop(hup); close(done) }
 }
 
 // server is an http.Server for h with the gateway's timeouts: the public

@@ -58,7 +58,22 @@ type Config struct {
 	// AdminTokens are admin tokens held by their digests, beside
 	// OBOL_ADMIN_TOKEN and OBOL_ADMIN_TOKENS (admintokens.go).
 	AdminTokens []AdminTokenConfig `yaml:"admin_tokens"`
-	Alerts   AlertsConfig    `yaml:"alerts"`
+	Alerts      AlertsConfig       `yaml:"alerts"`
+	// Reload re-reads the file when it changes (reload.go).
+	Reload ReloadConfig `yaml:"reload"`
+
+	// path is the file it was read from and addrFlag serve's -addr, for
+	// a reload.
+	path, addrFlag string
+}
+
+// ReloadConfig sets how the configuration is re-read without a restart
+// (besides SIGHUP and POST /v1/admin/reload).
+type ReloadConfig struct {
+	// Watch polls the file every Interval (default 2s) and reloads it
+	// when its contents change: a mounted ConfigMap changes so.
+	Watch    bool          `yaml:"watch"`
+	Interval time.Duration `yaml:"interval"`
 }
 
 // AlertsConfig sets how budget alerts are delivered.

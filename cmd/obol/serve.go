@@ -40,7 +40,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	// per line; the deferred Close writes the last of them.
 	sink := logsink.New(stderr, logFlush)
 	defer sink.Close()
-	log := newLogger(sink, cfg.Log)
+	level := new(slog.LevelVar)
+	log := newLogger(sink, cfg.Log, level)
 	var access io.Writer
 	if cfg.Log.Format == "json" {
 		access = sink // access lines encoded by hand, into the same stream
@@ -50,6 +51,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return err
 	}
 	defer a.close()
+	a.level = level
 	return a.run(ctx)
 }
 
@@ -81,6 +83,7 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (*
 	if *addr != "" {
 		cfg.Listen = *addr
 	}
+	cfg.path, cfg.addrFlag = *configPath, *addr
 	return cfg, nil
 }
 
@@ -135,8 +138,9 @@ func setupTracing(ctx context.Context, getenv func(string) string) (bool, func()
 // abortWait bounds the wait for aborted requests to record their usage.
 const abortWait = 5 * time.Second
 
-func newLogger(w io.Writer, c LogConfig) *slog.Logger {
-	var level slog.Level
+// newLogger is the process's logger at c's level, which level holds (a
+// reload changes it there).
+func newLogger(w io.Writer, c LogConfig, level *slog.LevelVar) *slog.Logger {
 	level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "text" {

@@ -348,9 +348,10 @@ func openStream(t *testing.T, base string) *bufio.Reader {
 	return br
 }
 
-// TestSIGHUPDoesNoHarm: SIGHUP during a stream is logged as not a reload;
-// the stream runs to [DONE] and the gateway goes on serving.
-func TestSIGHUPDoesNoHarm(t *testing.T) {
+// TestSIGHUPReloadsWithoutHarm: SIGHUP during a stream reloads the
+// configuration; the stream runs to [DONE] on the one it started with
+// and the gateway goes on serving.
+func TestSIGHUPReloadsWithoutHarm(t *testing.T) {
 	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 20, TokensPerSecond: 60}))
 	defer up.Close()
 	cmd, base, logs := startObolWith(t, "testdata/good.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir())
@@ -358,7 +359,7 @@ func TestSIGHUPDoesNoHarm(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitLog(t, logs, "SIGHUP received and ignored")
+	waitLog(t, logs, `"msg":"configuration reloaded","trigger":"SIGHUP","status":"unchanged"`)
 	rest, err := io.ReadAll(br)
 	if err != nil || !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
 		t.Fatalf("the stream after SIGHUP: %v …%s", err, tail(string(rest)))

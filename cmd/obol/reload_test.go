@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/obol/obol/internal/poll"
+	"github.com/obol/obol/loadtest/sim"
+	"github.com/obol/obol/money"
+)
+
+const reloadAdmin = "reload-admin-token-0123456789abcdef"
+
+// reloadConfig is a configuration with hermes at input price in, and
+// extra YAML (more models, another listen) appended under models or at
+// the top.
+func reloadConfig(upstream, dataDir string, in float64, models, top string) string {
+	return fmt.Sprintf(`shutdown_drain: 0s
+listen: "127.0.0.1:0"
+data_dir: %q
+log: {level: info, format: json}
+reload: {watch: true, interval: 50ms}
+%s
+models:
+  hermes:
+    context_window: 32768
+    price: {input: %v, output: 1}
+    backends: [{url: %q, model: "backend-hermes"}]
+%s
+keys:
+  - {id: key_test, tier: team, sha256: "bac49ce75937ef3db9b97fe5afc56953adaa1e48dd7e1dc724c7eab205da1279"}
+`, dataDir, top, in, upstream, models)
+}
+
+// TestReload: under load from 8 clients, a price changed in the file
+// applies from the next request (the ledger shows both prices), a model
+// added answers, a listen changed is named as needing a restart, a bad
+// file changes nothing and says why, by POST /v1/admin/reload, SIGHUP and
+// the file watch alike; no request fails meanwhile.
+func TestReload(t *testing.T) {
+	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 2}))
+	defer up.Close()
+	dir, data := t.TempDir(), t.TempDir()
+	path := filepath.Join(dir, "obol.yaml")
+	write := func(s string) {
+		t.Helper()
+		tmp := path + ".new"
+		if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil { // as a ConfigMap's files change: whole
+			t.Fatal(err)
+		}
+	}
+	write(reloadConfig(up.URL+"/v1", data, 1, "", ""))
+	cmd, base, logs := startObolWith(t, path, "OBOL_ADMIN_TOKEN="+reloadAdmin)
+
+	var failed, sent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := http.DefaultClient.Do(authed("POST", base+"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
+				sent.Add(1)
+				if err != nil || resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+				if resp != nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+	waitSent := func(n int64) { poll.Until(t, "requests under load", func() bool { return sent.Load() >= n }) }
+	waitSent(50)
+
+	// A new price and a new model, and a listen only a restart can change.
+	write(reloadConfig(up.URL+"/v1", data, 5, `  minos:
+    context_window: 8192
+    backends: [{url: "`+up.URL+`/v1", model: "backend-minos"}]`, `admin_listen: "127.0.0.1:0"`))
+	resp, body := adminPost(t, base+"/v1/admin/reload")
+	var rep reloadReport
+	json.Unmarshal(body, &rep)
+	if resp.StatusCode != 200 || rep.Status != "reloaded" || strings.Join(rep.Changed, ",") != "models" ||
+		strings.Join(rep.RestartRequired, ",") != "admin_listen" {
+		t.Errorf("reload: %d %s", resp.StatusCode, body)
+	}
+	resp, err := http.DefaultClient.Do(authed("POST", base+"/v1/chat", `{"model":"minos","messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("the added model: %v %v", resp, err)
+	}
+	waitSent(sent.Load() + 50)
+
+	// A bad file: refused, by SIGHUP and by POST, the running one serving.
+	write("models: {hermes: {context_window: 0}}\n")
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, logs, "configuration reload failed")
+	if resp, body = adminPost(t, base+"/v1/admin/reload"); resp.StatusCode != 400 || !strings.Contains(string(body), "models.hermes.context_window") {
+		t.Errorf("a bad file: %d %s", resp.StatusCode, body)
+	}
+	waitSent(sent.Load() + 50)
+
+	// The watch: the file changed back to price 1 is read without a signal.
+	write(reloadConfig(up.URL+"/v1", data, 1, "", ""))
+	poll.Until(t, "the watch to drop minos", func() bool {
+		resp, err := http.DefaultClient.Do(authed("GET", base+"/v1/models/minos", ""))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 404
+	})
+	waitSent(sent.Load() + 50)
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed during the reloads", failed.Load(), sent.Load())
+	}
+	// Every request cost its price at arrival: 4 prompt tokens and 2 of
+	// output at $1 or $5 per million input tokens.
+	s := waitUsage(t, base, sent.Load()) // hermes's: the minos request is another model's
+	h := s.ByModel["hermes"]
+	atOne, atFive := money.Money(4*1_000_000+2*1_000_000), money.Money(4*5_000_000+2*1_000_000)
+	n1 := (atFive*money.Money(h.Requests) - h.Cost) / (atFive - atOne)
+	if n1 <= 0 || n1 >= money.Money(h.Requests) || atOne*n1+atFive*(money.Money(h.Requests)-n1) != h.Cost {
+		t.Errorf("hermes cost %s over %d requests: not a mix of $1 and $5 prices", h.Cost.USD(), h.Requests)
+	}
+}
+
+func adminPost(t *testing.T, url string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, nil)
+	req.Header.Set("Authorization", "Bearer "+reloadAdmin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
