@@ -5,7 +5,7 @@ SIM_ADDR ?= 127.0.0.1:9000
 # The npm clients the tests drive: each directory's lock file pins them.
 NODE_DIRS := gateway/testdata/openai-node gateway/testdata/anthropic-node gateway/testdata/claude-code
 
-.PHONY: run build test test-short node-deps vet fmt-check fuzz bench bench-streams clean
+.PHONY: run build test test-short node-deps vet fmt-check fuzz bench bench-streams clean image test-image
 
 build:
 	$(GO) build -o bin/ ./cmd/obol ./loadtest
@@ -67,6 +67,28 @@ fuzz:
 		echo "fuzzing $${f#*:} in $${f%%:*}"; \
 		$(GO) test $${f%%:*} -run '^$$' -fuzz "^$${f#*:}$$" -fuzztime $(FUZZTIME); \
 	done
+
+# The container image (Containerfile), with podman or docker, whichever is
+# here. The build stage's Go image is GO_IMAGE; where no registry answers,
+# one is made from this machine's Go toolchain and CA certificates.
+IMAGE ?= obol:latest
+GO_IMAGE ?= docker.io/library/golang:1.26-bookworm
+ENGINE := $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+image:
+	@[ -n "$(ENGINE)" ] || { echo "make image: neither podman nor docker is installed"; exit 1; }
+	@go_image=$(GO_IMAGE); \
+	if ! $(ENGINE) image exists $$go_image 2>/dev/null && ! $(ENGINE) pull -q $$go_image >/dev/null 2>&1; then \
+		echo "make image: $$go_image cannot be pulled; building from this machine's Go ($$(go env GOROOT))"; \
+		go_image=localhost/obol-go:host; \
+		tar -C / -cf - $$(go env GOROOT | sed 's|^/||') etc/ssl/certs/ca-certificates.crt | \
+			$(ENGINE) import --change 'ENV PATH=$(shell go env GOROOT)/bin:/usr/bin:/bin' - $$go_image >/dev/null; \
+	fi; \
+	$(ENGINE) build $(if $(findstring podman,$(ENGINE)),--runtime runc,) --network host \
+		--build-arg GO_IMAGE=$$go_image -t $(IMAGE) -f Containerfile .
+
+# Builds the image and runs it: /healthz, a chat, SIGTERM (TestImage).
+test-image: image
+	OBOL_TEST_IMAGE=$(IMAGE) $(GO) test ./cmd/obol -run TestImage -count=1 -v
 
 clean:
 	rm -rf bin data

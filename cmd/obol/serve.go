@@ -46,6 +46,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if cfg.Log.Format == "json" {
 		access = sink // access lines encoded by hand, into the same stream
 	}
+	if addr := getenv("OBOL_DEMO_SIMULATOR"); addr != "" {
+		stop, err := startDemoSimulator(ctx, addr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	a, err := newApp(ctx, cfg, log, access, getenv)
 	if err != nil {
 		return err
