@@ -5,7 +5,7 @@ SIM_ADDR ?= 127.0.0.1:9000
 # The npm clients the tests drive: each directory's lock file pins them.
 NODE_DIRS := gateway/testdata/openai-node gateway/testdata/anthropic-node gateway/testdata/claude-code
 
-.PHONY: run build test test-short node-deps vet fmt-check fuzz bench bench-streams clean image test-image
+.PHONY: run build test test-short node-deps vet fmt-check fuzz bench bench-streams clean image test-image manifests deploy-check
 
 build:
 	$(GO) build -o bin/ ./cmd/obol ./loadtest
@@ -38,6 +38,7 @@ vet:
 
 test: fmt-check vet node-deps
 	$(GO) test -race -count=1 -timeout 8m ./...
+	$(MAKE) --no-print-directory deploy-check
 
 # The fast layer: what needs no Redis, PostgreSQL, npm or browser (the
 # store helpers and the client tests skip under -short).
@@ -67,6 +68,18 @@ fuzz:
 		echo "fuzzing $${f#*:} in $${f%%:*}"; \
 		$(GO) test $${f%%:*} -run '^$$' -fuzz "^$${f#*:}$$" -fuzztime $(FUZZTIME); \
 	done
+
+# The Helm chart and the plain manifests: helm lint and template, every
+# manifest decoded strictly into the Kubernetes API types (deploy/check, a
+# module of its own). helm runs from its Go module at a pinned version.
+HELM ?= $(GO) run helm.sh/helm/v3/cmd/helm@v3.21.4
+deploy-check:
+	cd deploy/check && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# deploy/kubernetes/obol.yaml: the chart rendered for kubectl users.
+manifests:
+	$(HELM) template obol deploy/helm/obol --namespace default \
+		--set postgresURL=postgres://obol:CHANGE-ME@postgres:5432/obol,redisURL=redis://redis:6379/0 > deploy/kubernetes/obol.yaml
 
 # The container image (Containerfile), with podman or docker, whichever is
 # here. The build stage's Go image is GO_IMAGE; where no registry answers,
