@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,7 +16,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/poll"
+	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/loadtest/sim"
 	"github.com/obol/obol/money"
 )
@@ -155,4 +159,120 @@ func adminPost(t *testing.T, url string) (*http.Response, []byte) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp, b
+}
+
+// TestReloadReplicas: three replicas on one Redis and one PostgreSQL,
+// each reloading its own file under load: a price changed applies from
+// the next request on each (the shared ledger shows both prices), a
+// model added answers on every replica, a bad file leaves every replica
+// serving the old one, and an admin token rotated through admin_tokens
+// is never refused: 0 failed requests.
+func TestReloadReplicas(t *testing.T) {
+	_, prefix := redistest.Shared(t)
+	_, pgURL := pgtest.Shared(t)
+	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 2}))
+	defer up.Close()
+	const oldTok, newTok = "old-admin-token-aaaa1111bbbb2222", "new-admin-token-cccc3333dddd4444"
+	tokens := func(secrets ...string) string {
+		out := "admin_tokens:\n"
+		for _, s := range secrets {
+			d := sha256.Sum256([]byte(s))
+			out += fmt.Sprintf("  - {name: %q, sha256: %q}\n", s[:3], hex.EncodeToString(d[:]))
+		}
+		return out
+	}
+	stores := fmt.Sprintf("redis: {url: %q, prefix: %q, replicas: 3}\npostgres: {url: %q}\n", redistest.URL(), prefix, pgURL)
+	var paths, bases []string
+	writeAll := func(price float64, models, top string) {
+		for _, p := range paths {
+			tmp := p + ".new"
+			os.WriteFile(tmp, []byte(reloadConfig(up.URL+"/v1", filepath.Join(filepath.Dir(p), "data"), price, models, stores+top)), 0o600)
+			os.Rename(tmp, p)
+		}
+	}
+	for range 3 {
+		paths = append(paths, filepath.Join(t.TempDir(), "obol.yaml"))
+	}
+	writeAll(1, "", tokens(oldTok))
+	for _, p := range paths {
+		_, base, _ := startObolWith(t, p)
+		bases = append(bases, base)
+	}
+	reloadAll := func(tok string, want int) {
+		t.Helper()
+		for _, b := range bases {
+			req, _ := http.NewRequest("POST", b+"/v1/admin/reload", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			w := want
+			if w == 0 { // the first replica's file is bad: refused there only
+				w = map[bool]int{true: 400, false: 200}[b == bases[0]]
+			}
+			if resp.StatusCode != w {
+				t.Errorf("%s reload: %d, want %d: %s", b, resp.StatusCode, w, body)
+			}
+		}
+	}
+	var failed, sent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 9 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := http.DefaultClient.Do(authed("POST", bases[i%3]+"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
+				sent.Add(1)
+				if err != nil || resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+				if resp != nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+	waitSent := func() {
+		n := sent.Load() + 60
+		poll.Until(t, "requests under load", func() bool { return sent.Load() >= n })
+	}
+	waitSent()
+	minos := `  minos:
+    context_window: 8192
+    backends: [{url: "` + up.URL + `/v1", model: "backend-minos"}]`
+	writeAll(5, minos, tokens(oldTok, newTok)) // a new price, a new model, a second admin token
+	reloadAll(oldTok, 200)
+	for _, b := range bases {
+		if resp, err := http.DefaultClient.Do(authed("POST", b+"/v1/chat", `{"model":"minos","messages":[{"role":"user","content":"hi"}]}`)); err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s: the added model: %v %v", b, resp, err)
+		}
+	}
+	waitSent()
+	writeAll(5, minos, tokens(newTok)) // the old token removed
+	reloadAll(newTok, 200)
+	reloadAll(oldTok, 401)
+	os.WriteFile(paths[0], []byte("listen: [\n"), 0o600) // a bad file on one replica
+	reloadAll(newTok, 0)
+	waitSent()
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed during the reloads", failed.Load(), sent.Load())
+	}
+	s := waitUsage(t, bases[1], sent.Load())
+	h := s.ByModel["hermes"]
+	atOne, atFive := money.Money(4*1_000_000+2*1_000_000), money.Money(4*5_000_000+2*1_000_000)
+	n1 := (atFive*money.Money(h.Requests) - h.Cost) / (atFive - atOne)
+	if n1 <= 0 || n1 >= money.Money(h.Requests) || atOne*n1+atFive*(money.Money(h.Requests)-n1) != h.Cost {
+		t.Errorf("hermes cost %s over %d requests: not a mix of $1 and $5 prices", h.Cost.USD(), h.Requests)
+	}
 }
