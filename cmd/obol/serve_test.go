@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -21,6 +22,9 @@ import (
 	"time"
 
 	"github.com/obol/obol/gateway"
+	"github.com/obol/obol/internal/pgtest"
+	"github.com/obol/obol/internal/poll"
+	"github.com/obol/obol/internal/redistest"
 	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
@@ -431,4 +435,43 @@ func TestSIGTERMDrains(t *testing.T) {
 		t.Fatal("gateway did not exit after its drain")
 	}
 	waitLog(t, logs, "shutting down")
+}
+
+// TestReadyzPostgresDown: with PostgreSQL stopped under a running
+// replica (fail_mode open), /readyz answers 200 degraded, naming it, and
+// requests of known keys are served; it is ready again once PostgreSQL is.
+func TestReadyzPostgresDown(t *testing.T) {
+	pg := pgtest.Start(t)
+	_, prefix := redistest.Shared(t)
+	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 2}))
+	defer up.Close()
+	_, base, _ := startObolWith(t, "testdata/ledger.yaml", "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir(),
+		"TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pg.URL())
+	ready := func() (int, string) {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var rep struct {
+			Status string
+			Checks map[string]string
+		}
+		json.NewDecoder(resp.Body).Decode(&rep)
+		return resp.StatusCode, rep.Status + " " + rep.Checks["postgres"]
+	}
+	if code, s := ready(); code != 200 || s != "ready ok" {
+		t.Fatalf("PostgreSQL up: %d %s", code, s)
+	}
+	pg.Stop()
+	poll.Until(t, "readyz to name PostgreSQL, degraded", func() bool {
+		code, s := ready()
+		return code == 200 && strings.HasPrefix(s, "degraded unreachable: keys already known authenticate")
+	})
+	resp, err := http.DefaultClient.Do(authed("POST", base+"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("a request with PostgreSQL down: %v %v", resp, err)
+	}
+	pg.Restart()
+	poll.Until(t, "readyz to recover", func() bool { code, s := ready(); return code == 200 && s == "ready ok" })
 }
