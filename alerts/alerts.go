@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -153,6 +154,10 @@ type Notifier struct {
 	stop       chan struct{}
 	kick       chan struct{}
 	sent       metric.Int64Counter
+	// hooks are the receivers (opt.Webhooks until SetWebhooks); driving
+	// is whether the delivery loop runs (it starts with the first).
+	hooks   atomic.Pointer[[]Webhook]
+	driving bool
 }
 
 // New returns a Notifier; with no webhooks it sends nothing.
@@ -188,18 +193,32 @@ func New(o Options) *Notifier {
 		stop: make(chan struct{}), kick: make(chan struct{}, 1)}
 	n.sent, _ = o.Meter.Int64Counter("obol.alerts.deliveries",
 		metric.WithDescription("Budget alert delivery attempts to webhooks, by outcome: delivered, retried, failed"))
-	if len(o.Webhooks) > 0 {
+	n.SetWebhooks(o.Webhooks)
+	return n
+}
+
+// SetWebhooks replaces the receivers (a reload): the next attempt of
+// every delivery goes to them, each receiver that took it already left
+// out (by URL). With none, new crossings are not recorded.
+func (n *Notifier) SetWebhooks(hooks []Webhook) {
+	hooks = append([]Webhook(nil), hooks...)
+	n.hooks.Store(&hooks)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(hooks) > 0 && !n.driving && n.open {
+		n.driving = true
 		n.wg.Add(1)
 		go n.drive()
 	}
-	return n
 }
+
+func (n *Notifier) webhooks() []Webhook { return *n.hooks.Load() }
 
 // Observe reports a move of spend; every threshold at or past which the
 // spend now stands, not recorded yet by this replica, is recorded for
 // delivery.
 func (n *Notifier) Observe(sp quota.Spend) {
-	if len(n.opt.Webhooks) == 0 || sp.Budget <= 0 {
+	if len(n.webhooks()) == 0 || sp.Budget <= 0 {
 		return
 	}
 	period := sp.Month[:4] + "-" + sp.Month[4:]
@@ -292,7 +311,7 @@ const dueBatch = 32
 func (n *Notifier) tryDue() {
 	now := n.opt.Now()
 	// The lease outlasts one attempt at every webhook.
-	lease := now.Add(time.Duration(len(n.opt.Webhooks)+1) * n.opt.Timeout)
+	lease := now.Add(time.Duration(len(n.webhooks())+1) * n.opt.Timeout)
 	ctx, cancel := context.WithTimeout(context.Background(), n.opt.Timeout)
 	due, err := n.opt.Store.Due(ctx, now, lease, dueBatch)
 	cancel()

@@ -333,3 +333,33 @@ func TestSignature(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhooksReplaced: a notifier started without webhooks sends once it
+// is given one (a reload), and a receiver added later gets the crossings
+// from then on.
+func TestWebhooksReplaced(t *testing.T) {
+	forEachStore(t, func(t *testing.T, store func() alerts.Store) {
+		first, second := newReceiver(t, 0), newReceiver(t, 0)
+		o := options(store())
+		n := start(t, o)
+		one := spend
+		one.Alerts = []float64{0.5}
+		n.Observe(one) // no receiver yet: not recorded
+		n.SetWebhooks(options(nil, first.URL).Webhooks)
+		two := spend
+		two.Project, two.Alerts = "beta", []float64{0.5}
+		n.Observe(two)
+		delivery(t, o.Store, alerts.Delivered)
+		if _, got, _ := first.counts(); got != 1 {
+			t.Errorf("the webhook given by a reload got %d alerts", got)
+		}
+		n.SetWebhooks(options(nil, first.URL, second.URL).Webhooks)
+		three := spend
+		three.Project, three.Alerts = "gamma", []float64{0.5}
+		n.Observe(three)
+		poll.Until(t, "the added receiver to get the next alert", func() bool { _, got, _ := second.counts(); return got == 1 })
+		if _, got, _ := first.counts(); got != 2 {
+			t.Errorf("the first receiver got %d alerts, want 2", got)
+		}
+	})
+}

@@ -95,7 +95,7 @@ func Verify(secret, header string, body []byte, now time.Time, tolerance time.Du
 func (n *Notifier) attempt(d Delivery) {
 	body := d.Body()
 	var lastErr error
-	for _, w := range n.opt.Webhooks {
+	for _, w := range n.webhooks() {
 		if slices.Contains(d.DeliveredTo, w.URL) {
 			continue
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/obol/obol/admin"
+	"github.com/obol/obol/alerts"
 	"github.com/obol/obol/gateway"
 	"github.com/obol/obol/keys"
 	"github.com/obol/obol/models"
@@ -30,6 +31,7 @@ type app struct {
 	// catalog keys are checked against, the log level; and what it reads.
 	reg      *keys.Registry
 	adm      *admin.API
+	alerts   *alerts.Notifier
 	catalog  atomic.Pointer[models.Catalog]
 	level    *slog.LevelVar
 	getenv   func(string) string
@@ -91,6 +93,9 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 		return nil, err
 	}
 	st, err := openStore(ctx, cfg, log, tracing, hooks)
+	if st != nil {
+		a.alerts = st.alerts
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -23,13 +23,13 @@ import (
 // reload.watch, a change of the file re-read it. What can change at run
 // time changes at once for the requests that arrive next (models,
 // backends, timeouts, prices, tiers, projects, keys, CORS origins, admin
-// tokens, the log level); a configuration that fails validation changes
+// tokens, webhooks, the log level); a configuration that fails validation changes
 // nothing; what needs a restart is named, not silently ignored.
 
 // liveFields are the top-level fields a reload applies; every other one
 // needs a restart (log: its level is applied, its format is not).
 var liveFields = map[string]bool{"models": true, "tiers": true, "projects": true, "keys": true, "cors": true,
-	"body_timeout": true, "stream_keepalive": true, "admin_tokens": true, "log": true}
+	"body_timeout": true, "stream_keepalive": true, "admin_tokens": true, "log": true, "webhooks": true}
 
 // reloadReport is what a reload did, as POST /v1/admin/reload answers it
 // and the log records it.
@@ -119,6 +119,10 @@ func (a *app) apply(ctx context.Context, next *Config) error {
 	if err != nil {
 		return err
 	}
+	hooks, err := webhooksOf(next, a.getenv)
+	if err != nil {
+		return err
+	}
 	if err := a.reg.Reconfigure(ctx, staticKeysOf(next), tiersOf(next), projectsOf(next)); err != nil {
 		return err
 	}
@@ -130,6 +134,9 @@ func (a *app) apply(ctx context.Context, next *Config) error {
 	}
 	a.adm.SetCatalog(catalog)
 	a.adm.SetTokens(tokens)
+	if a.alerts != nil {
+		a.alerts.SetWebhooks(hooks)
+	}
 	if a.level != nil {
 		a.level.UnmarshalText([]byte(next.Log.Level))
 	}
