@@ -119,7 +119,18 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 	}
 	a.closers = append(a.closers, reg.Close)
 	a.reg = reg
+	if err := a.buildHandlers(st, catalog, adminTokens, metricsHandler, access); err != nil {
+		return nil, err
+	}
+	a.models = len(catalog.List())
+	return a, nil
+}
+
+// buildHandlers builds the gateway and the admin API it mounts.
+func (a *app) buildHandlers(st *store, catalog *models.Catalog, adminTokens *keys.AdminTokens, metricsHandler http.Handler, access io.Writer) error {
+	cfg, log, reg := a.cfg, a.log, a.reg
 	upstream := models.NewClient(models.BreakerOptions(cfg.Breaker))
+	var err error
 	a.gw, err = gateway.New(gateway.Options{
 		Catalog: catalog, Upstream: upstream, Keys: reg, Projects: reg,
 		Quota: st.quota, Dependencies: st.deps, Ledger: st.ledger, Spend: st.ledger,
@@ -128,15 +139,14 @@ func newApp(ctx context.Context, cfg *Config, log *slog.Logger, access io.Writer
 		SeparateAdmin: cfg.AdminListen != "", Metrics: metricsHandler, AccessLog: access,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	adm := admin.New(admin.Options{Tokens: adminTokens, Keys: reg, Projects: reg, Usage: st.ledger, Alerts: st.alertAdmin(),
 		Backends: upstream, Catalog: catalog, Auth: reg, Failed: a.gw.FailedAuth, AdminAddr: cfg.AdminListen,
 		MaxBodyBytes: cfg.MaxBodyBytes, Log: log, Reloader: a})
 	a.adm = adm
 	a.gw.Mount(adm.Routes(), adm.Dashboard)
-	a.models = len(catalog.List())
-	return a, nil
+	return nil
 }
 
 // close releases what newApp built, in reverse order.

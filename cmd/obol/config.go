@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
 
 	"github.com/obol/obol/keys"
@@ -288,25 +287,8 @@ func (c *Config) check() error {
 	if err := c.Postgres.check(c.Redis.URL); err != nil {
 		return err
 	}
-	for _, f := range []struct {
-		name     string
-		negative bool
-	}{
-		{"shutdown_grace", c.ShutdownGrace < 0}, {"max_body_bytes", c.MaxBodyBytes < 0},
-		{"body_timeout", c.BodyTimeout < 0}, {"stream_keepalive", c.StreamKeepAlive < 0},
-	} {
-		if f.negative {
-			return invalid(f.name, "must not be negative")
-		}
-	}
-	if c.ShutdownDrain == nil {
-		d := 5 * time.Second
-		c.ShutdownDrain = &d
-	} else if *c.ShutdownDrain < 0 {
-		return invalid("shutdown_drain", "must not be negative (0s: no drain)")
-	}
-	if c.ShutdownGrace == 0 {
-		c.ShutdownGrace = 30 * time.Second
+	if err := c.checkDurations(); err != nil {
+		return err
 	}
 	if c.Breaker.Failures < 0 || c.Breaker.Probes < 0 || c.Breaker.Cooldown < 0 {
 		return invalid("breaker", "failures, cooldown and probes must not be negative")
@@ -401,74 +383,28 @@ func (c *Config) checkKeys() error {
 	return nil
 }
 
-func (r *RedisConfig) check() error {
-	if err := oneOf("redis.mode", &r.Mode, "single", "single", "cluster", "sentinel"); err != nil {
-		return err
+// checkDurations checks the sizes and times that must not be negative,
+// and gives the shutdown's their defaults.
+func (c *Config) checkDurations() error {
+	for _, f := range []struct {
+		name     string
+		negative bool
+	}{
+		{"shutdown_grace", c.ShutdownGrace < 0}, {"max_body_bytes", c.MaxBodyBytes < 0},
+		{"body_timeout", c.BodyTimeout < 0}, {"stream_keepalive", c.StreamKeepAlive < 0},
+	} {
+		if f.negative {
+			return invalid(f.name, "must not be negative")
+		}
 	}
-	if err := oneOf("redis.fail_mode", &r.FailMode, "open", "open", "closed"); err != nil {
-		return err
+	if c.ShutdownDrain == nil {
+		d := 5 * time.Second
+		c.ShutdownDrain = &d
+	} else if *c.ShutdownDrain < 0 {
+		return invalid("shutdown_drain", "must not be negative (0s: no drain)")
 	}
-	if r.Prefix == "" {
-		r.Prefix = "obol:"
-	}
-	if r.Timeout < 0 {
-		return invalid("redis.timeout", "must not be negative")
-	}
-	if r.Timeout == 0 {
-		r.Timeout = quota.DefaultTimeout
-	}
-	if r.Replicas < 0 {
-		return invalid("redis.replicas", "must not be negative")
-	}
-	if r.URL == "" {
-		return nil
-	}
-	u, err := url.Parse(r.URL)
-	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-		return invalid("redis.url", "want redis://, rediss:// or unix://, got %q", redactURL(r.URL))
-	}
-	if _, err := r.client(); err != nil {
-		return invalid("redis.url", "%v", err)
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 30 * time.Second
 	}
 	return nil
-}
-
-// client returns a go-redis client for the configuration, without
-// connecting.
-func (r *RedisConfig) client() (redis.UniversalClient, error) {
-	switch r.Mode {
-	case "cluster":
-		o, err := redis.ParseClusterURL(r.URL)
-		if err != nil {
-			return nil, fmt.Errorf("cluster URL: %w", err)
-		}
-		r.tune(&o.MaxRetries, &o.ContextTimeoutEnabled, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout)
-		return redis.NewClusterClient(o), nil
-	case "sentinel":
-		o, err := redis.ParseFailoverURL(r.URL)
-		if err != nil {
-			return nil, fmt.Errorf("sentinel URL: %w", err)
-		}
-		if o.MasterName == "" {
-			return nil, errors.New("sentinel URL: ?master_name= is required")
-		}
-		r.tune(&o.MaxRetries, &o.ContextTimeoutEnabled, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout)
-		return redis.NewFailoverClient(o), nil
-	}
-	o, err := redis.ParseURL(r.URL)
-	if err != nil {
-		return nil, err
-	}
-	r.tune(&o.MaxRetries, &o.ContextTimeoutEnabled, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout)
-	return redis.NewClient(o), nil
-}
-
-// tune is the one place that sets what every go-redis client of obol's
-// needs, whatever its mode: it never retries a command (a retried
-// admission script could charge a key twice), and every call is bounded
-// by Timeout through its context.
-func (r *RedisConfig) tune(retries *int, ctxTimeout *bool, dial, read, write, pool *time.Duration) {
-	*retries, *ctxTimeout = -1, true
-	*dial = max(r.Timeout, time.Second)
-	*read, *write, *pool = r.Timeout, r.Timeout, r.Timeout
 }

@@ -69,29 +69,7 @@ func TestReload(t *testing.T) {
 	write(reloadConfig(up.URL+"/v1", data, 1, "", ""))
 	cmd, base, logs := startObolWith(t, path, "OBOL_ADMIN_TOKEN="+reloadAdmin)
 
-	var failed, sent atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := http.DefaultClient.Do(authed("POST", base+"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
-				sent.Add(1)
-				if err != nil || resp.StatusCode != 200 {
-					failed.Add(1)
-				}
-				if resp != nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		})
-	}
+	sent, failed, stopLoad := chatLoad(8, base)
 	waitSent := func(n int64) { poll.Until(t, "requests under load", func() bool { return sent.Load() >= n }) }
 	waitSent(50)
 
@@ -132,8 +110,7 @@ func TestReload(t *testing.T) {
 		return resp.StatusCode == 404
 	})
 	waitSent(sent.Load() + 50)
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	if failed.Load() != 0 {
 		t.Errorf("%d of %d requests failed during the reloads", failed.Load(), sent.Load())
 	}
@@ -218,29 +195,7 @@ func TestReloadReplicas(t *testing.T) {
 			}
 		}
 	}
-	var failed, sent atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range 9 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := http.DefaultClient.Do(authed("POST", bases[i%3]+"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
-				sent.Add(1)
-				if err != nil || resp.StatusCode != 200 {
-					failed.Add(1)
-				}
-				if resp != nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		})
-	}
+	sent, failed, stopLoad := chatLoad(9, bases...)
 	waitSent := func() {
 		n := sent.Load() + 60
 		poll.Until(t, "requests under load", func() bool { return sent.Load() >= n })
@@ -263,8 +218,7 @@ func TestReloadReplicas(t *testing.T) {
 	os.WriteFile(paths[0], []byte("listen: [\n"), 0o600) // a bad file on one replica
 	reloadAll(newTok, 0)
 	waitSent()
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	if failed.Load() != 0 {
 		t.Errorf("%d of %d requests failed during the reloads", failed.Load(), sent.Load())
 	}
@@ -275,4 +229,33 @@ func TestReloadReplicas(t *testing.T) {
 	if n1 <= 0 || n1 >= money.Money(h.Requests) || atOne*n1+atFive*(money.Money(h.Requests)-n1) != h.Cost {
 		t.Errorf("hermes cost %s over %d requests: not a mix of $1 and $5 prices", h.Cost.USD(), h.Requests)
 	}
+}
+
+// chatLoad runs n clients sending chats round the bases until stop is
+// called, counting the requests sent and those that failed.
+func chatLoad(n int, bases ...string) (sent, failed *atomic.Int64, stop func()) {
+	sent, failed = new(atomic.Int64), new(atomic.Int64)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				resp, err := http.DefaultClient.Do(authed("POST", bases[i%len(bases)]+"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
+				sent.Add(1)
+				if err != nil || resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+				if resp != nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+	return sent, failed, func() { close(done); wg.Wait() }
 }
