@@ -214,6 +214,7 @@ func (a *API) Routes() []Route {
 		add("GET", p+"/alerts", a.listAlerts)
 		add("POST", p+"/alerts/:id/redeliver", a.redeliverAlert)
 		add("GET", p+"/usage", a.adminUsage)
+		add("GET", p+"/requests", a.requests)
 		add("GET", p+"/backends", a.listBackends)
 		add("POST", p+"/backends/*rest", a.resetBackend)
 		add("POST", p+"/reload", a.reload)

@@ -194,6 +194,14 @@ func (s *Server) callBackend(ctx context.Context, c *call, m *models.Model, req 
 	resp, err := s.up.Send(ctx, m, req.API, body, stream)
 	c.Upstream += time.Since(sent)
 	if err != nil {
+		var ue *models.UpstreamError
+		var ce *models.ConnectError
+		switch { // the backend that failed last, for the request log
+		case errors.As(err, &ue):
+			c.backend = ue.Backend
+		case errors.As(err, &ce):
+			c.backend = ce.Backend
+		}
 		return nil, err
 	}
 	c.backend, c.dialect = resp.Backend.Name, resp.Backend.Dialect

@@ -25,6 +25,7 @@ func (s *Server) routes(o Options) {
 		s.add(r, "GET", p+"/models", "req", s.listModels)
 		s.add(r, "GET", p+"/models/:model", "req", s.getModel)
 		s.add(r, "GET", p+"/usage", "req", s.getUsage)
+		s.add(r, "GET", p+"/requests", "req", s.getRequests)
 		s.add(r, "GET", p+"/key", "req", s.callingKey)
 		s.add(r, "POST", p+"/messages", "msg", s.messages)
 		s.add(r, "POST", p+"/messages/count_tokens", "req", s.countTokens)

@@ -290,8 +290,18 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, c *call, err err
 			s.settle(ctx, c, cost)
 			span.End()
 		}
+	} else if c.key != nil && c.model != "" {
+		s.logOnly(c) // refused, or failed before any backend answered
 	}
 	return nil
+}
+
+// logOnly puts a request no backend answered in the request log alone:
+// it used nothing and costs nothing.
+func (s *Server) logOnly(c *call) {
+	s.ledger.Record(usage.Record{RequestID: c.ID, Key: c.key.ID, Project: c.key.Project, Model: c.model, Time: c.Start,
+		Status: c.status, ErrorCode: string(c.code), API: c.api, Backend: c.backend, Duration: time.Since(c.Start), LogOnly: true,
+		Kind: kindOf(c.upstream)})
 }
 
 // answerError answers with err, mapped to the API's vocabulary, where
@@ -323,6 +333,9 @@ func (s *Server) answerError(w http.ResponseWriter, r *http.Request, c *call, er
 // nothing and is not recorded. It returns the request's cost.
 func (s *Server) record(c *call, status int) money.Money {
 	if c.usage == nil || c.key == nil {
+		if c.key != nil && c.model != "" {
+			s.logOnly(c) // admitted, but no backend answered
+		}
 		return 0
 	}
 	d := c.usage.Details()
@@ -333,6 +346,7 @@ func (s *Server) record(c *call, status int) money.Money {
 		CachedTokens: d.Cached, CacheWrite5mTokens: d.CacheWrite5m, CacheWrite1hTokens: d.CacheWrite1h,
 		ReasoningTokens: d.Reasoning, Status: status, Outcome: c.outcome, Counted: c.counted,
 		Cost: cost, Kind: kindOf(c.upstream), API: c.api,
+		Backend: c.backend, ErrorCode: string(c.code), TTFT: c.TTFT, Duration: time.Since(c.Start),
 	})
 	return cost
 }

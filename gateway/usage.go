@@ -7,9 +7,11 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/obol/obol/admin"
 	"github.com/obol/obol/internal/apierr"
 	"github.com/obol/obol/internal/httpapi"
 	"github.com/obol/obol/keys"
+	"github.com/obol/obol/usage"
 )
 
 // getUsage is GET /v1/usage: the calling key's ledger for one UTC month,
@@ -52,4 +54,34 @@ func byParam(r *http.Request) (byDay bool, err error) {
 		return true, nil
 	}
 	return false, apierr.BadRequest("by", "by must be day (or left out)")
+}
+
+// getRequests is GET /v1/requests: the calling key's own request log,
+// newest first, filtered as the admin's is (but for key).
+func (s *Server) getRequests(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *call) error {
+	if err := s.authenticate(r, c, keys.ScopeUsage, "GET /v1/requests"); err != nil {
+		return err
+	}
+	rl, ok := s.ledger.(admin.RequestLog)
+	if !ok {
+		return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this ledger keeps no request log"}
+	}
+	v := r.URL.Query()
+	if v.Has("key") {
+		return apierr.BadRequest("key", "GET /v1/requests is the calling key's own: key is not a parameter here")
+	}
+	q, asCSV, err := usage.ParseRequestQuery(v)
+	if err != nil {
+		return admin.QueryError(err)
+	}
+	q.Key = c.key.ID
+	page, next, err := rl.Requests(r.Context(), q)
+	if err != nil {
+		return admin.RequestLogError(err)
+	}
+	for i := range page {
+		page[i].KeyName = c.key.Name
+	}
+	s.peekHeaders(w, r, c)
+	return admin.WriteRequests(w, page, next, asCSV)
 }

@@ -39,12 +39,16 @@ var (
 type Embedded struct {
 	db     *bolt.DB
 	pruned atomic.Value // the day (YYYYMMDD) of the last pruning
+	// The request log's bounds (embedded_requests.go), and the entries
+	// written since its size was last checked.
+	logDays, logMax, logged atomic.Int64
 }
 
 // OpenEmbedded prepares the ledger's buckets in db and forgets request ids
 // older than the idempotency window.
 func OpenEmbedded(db *bolt.DB) (*Embedded, error) {
 	e := &Embedded{db: db}
+	e.KeepRequests(DefaultRequestLogDays, DefaultRequestLogEntries)
 	err := db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(daysBucket); err != nil {
 			return err
@@ -99,6 +103,9 @@ func (e *Embedded) prune(tx *bolt.Tx, now time.Time) error {
 			return err
 		}
 	}
+	if err := e.pruneLog(tx, now, true); err != nil {
+		return err
+	}
 	e.pruned.Store(today)
 	return nil
 }
@@ -110,11 +117,15 @@ func (e *Embedded) Write(_ context.Context, recs []Record) error {
 			return err
 		}
 		for _, rec := range recs {
-			if _, err := add(tx, rec); err != nil {
+			added, err := add(tx, rec)
+			if err == nil && added {
+				err = e.logRecord(tx, rec)
+			}
+			if err != nil {
 				return err
 			}
 		}
-		return nil
+		return e.pruneLog(tx, time.Now(), false)
 	})
 	if err != nil {
 		return fmt.Errorf("write %d usage records: %w", len(recs), err)
@@ -133,6 +144,9 @@ func add(tx *bolt.Tx, rec Record) (bool, error) {
 	}
 	if err := ids.Put([]byte(rec.RequestID), []byte{}); err != nil {
 		return false, err
+	}
+	if rec.LogOnly {
+		return true, nil // the request log's alone
 	}
 	rows := tx.Bucket(daysBucket)
 	k := []byte(rec.Period() + "/" + rec.Key + "/" + modelKind(rec.Model, rec.kind(), rec.Project) + "/" + rec.Time.UTC().Format("02"))

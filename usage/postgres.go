@@ -39,9 +39,9 @@ WITH input AS (
   SELECT DISTINCT ON (request_id) *
   FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::bigint[],
               $8::bigint[], $9::int[], $10::text[], $11::boolean[], $13::bigint[], $14::text[], $15::text[], $16::text[],
-              $17::bigint[], $18::bigint[])
+              $17::bigint[], $18::bigint[], $19::text[], $20::text[], $21::bigint[], $22::bigint[], $23::boolean[])
        AS t(request_id, key_id, model, at, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project, api,
-            write5m, write1h)
+            write5m, write1h, backend, error_code, ttft_us, duration_us, log_only)
 ),
 new AS (
   INSERT INTO usage_request_ids (request_id, at) SELECT request_id, now() FROM input
@@ -50,16 +50,16 @@ new AS (
 logged AS (
   INSERT INTO request_log (request_id, at, key_id, model, prompt_tokens, cached_prompt_tokens, completion_tokens,
                            reasoning_tokens, status, stream_outcome, counted, cost_pusd, kind, project, api,
-                           cache_write_5m_tokens, cache_write_1h_tokens)
+                           cache_write_5m_tokens, cache_write_1h_tokens, backend, error_code, ttft_us, duration_us)
   SELECT request_id, at, key_id, model, prompt, cached, completion, reasoning, status, outcome, counted, cost, kind, project, api,
-         write5m, write1h
+         write5m, write1h, backend, error_code, ttft_us, duration_us
   FROM input JOIN new USING (request_id) WHERE $12
 )
 INSERT INTO usage_hourly AS u (key_id, project, model, kind, hour, prompt_tokens, cached_prompt_tokens, completion_tokens,
                                reasoning_tokens, requests, cost_pusd, cache_write_5m_tokens, cache_write_1h_tokens)
 SELECT key_id, project, model, kind, date_trunc('hour', at), sum(prompt), sum(cached), sum(completion), sum(reasoning), count(*), sum(cost),
        sum(write5m), sum(write1h)
-FROM input JOIN new USING (request_id)
+FROM input JOIN new USING (request_id) WHERE NOT log_only
 GROUP BY key_id, project, model, kind, date_trunc('hour', at)
 ON CONFLICT (key_id, project, model, kind, hour) DO UPDATE SET
   prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
@@ -80,14 +80,17 @@ func (p *Postgres) Write(ctx context.Context, recs []Record) error {
 	status, outcome, counted := make([]int32, n), make([]string, n), make([]bool, n)
 	cost, kind, project, api := make([]int64, n), make([]string, n), make([]string, n), make([]string, n)
 	write5m, write1h := make([]int64, n), make([]int64, n)
+	backend, code, ttft, dur, logOnly := make([]string, n), make([]string, n), make([]int64, n), make([]int64, n), make([]bool, n)
 	for i, r := range recs {
 		cost[i], kind[i], project[i], api[i] = int64(r.Cost), r.kind(), r.Project, r.API
 		ids[i], keys[i], models[i], at[i] = r.RequestID, r.Key, r.Model, r.Time.UTC()
 		prompt[i], cached[i], completion[i], reasoning[i] = r.PromptTokens, r.CachedTokens, r.CompletionTokens, r.ReasoningTokens
 		status[i], outcome[i], counted[i] = int32(r.Status), r.Outcome, r.Counted
 		write5m[i], write1h[i] = r.CacheWrite5mTokens, r.CacheWrite1hTokens
+		backend[i], code[i], ttft[i], dur[i], logOnly[i] = r.Backend, r.ErrorCode, r.TTFT.Microseconds(), r.Duration.Microseconds(), r.LogOnly
 	}
-	_, err := p.pool.Exec(ctx, writeSQL, ids, keys, models, at, prompt, cached, completion, reasoning, status, outcome, counted, p.logDays > 0, cost, kind, project, api, write5m, write1h)
+	_, err := p.pool.Exec(ctx, writeSQL, ids, keys, models, at, prompt, cached, completion, reasoning, status, outcome, counted, p.logDays > 0, cost, kind, project, api, write5m, write1h,
+		backend, code, ttft, dur, logOnly)
 	if err != nil {
 		return fmt.Errorf("write %d usage records: %w", n, err)
 	}

@@ -46,6 +46,15 @@ type Record struct {
 	// API is the route's API, for the per-request log: chat,
 	// chat/completions, responses, messages, completions, embeddings.
 	API string `json:"api,omitempty"`
+	// For the per-request log too: the backend that answered, the error
+	// code answered, the time to the first token and the whole duration.
+	Backend   string        `json:"backend,omitempty"`
+	ErrorCode string        `json:"error_code,omitempty"`
+	TTFT      time.Duration `json:"ttft_ns,omitempty"`
+	Duration  time.Duration `json:"duration_ns,omitempty"`
+	// LogOnly is a request no backend answered (refused, or failed before
+	// any token): it goes to the request log and adds no usage.
+	LogOnly bool `json:"log_only,omitempty"`
 }
 
 // The kinds of usage.

@@ -60,10 +60,20 @@ type Config struct {
 	Alerts      AlertsConfig       `yaml:"alerts"`
 	// Reload re-reads the file when it changes (reload.go).
 	Reload ReloadConfig `yaml:"reload"`
+	// RequestLog bounds the embedded store's request log (PostgreSQL's
+	// is postgres.request_log_days).
+	RequestLog RequestLogConfig `yaml:"request_log"`
 
 	// path is the file it was read from and addrFlag serve's -addr, for
 	// a reload.
 	path, addrFlag string
+}
+
+// RequestLogConfig bounds the embedded store's request log: days kept
+// (default 7; 0: none) and entries at most (default 100,000).
+type RequestLogConfig struct {
+	Days       *int `yaml:"days"`
+	MaxEntries int  `yaml:"max_entries"`
 }
 
 // ReloadConfig sets how the configuration is re-read without a restart
@@ -319,6 +329,9 @@ func (c *Config) check() error {
 	}
 	if err := c.checkAdminTokens(); err != nil {
 		return err
+	}
+	if d := c.RequestLog.Days; (d != nil && *d < 0) || c.RequestLog.MaxEntries < 0 {
+		return invalid("request_log", "days and max_entries must not be negative")
 	}
 	if err := c.checkModels(); err != nil {
 		return err

@@ -118,6 +118,16 @@ func openStore(ctx context.Context, c *Config, log *slog.Logger, tracing bool, h
 	var claims alerts.Store
 	if c.Postgres.URL == "" {
 		u, err := usage.OpenEmbedded(db)
+		if err == nil {
+			days, entries := usage.DefaultRequestLogDays, usage.DefaultRequestLogEntries
+			if c.RequestLog.Days != nil {
+				days = *c.RequestLog.Days
+			}
+			if c.RequestLog.MaxEntries > 0 {
+				entries = c.RequestLog.MaxEntries
+			}
+			u.KeepRequests(days, entries)
+		}
 		if err != nil {
 			return nil, err
 		}
