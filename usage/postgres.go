@@ -3,6 +3,7 @@ package usage
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -98,8 +99,9 @@ func (p *Postgres) Write(ctx context.Context, recs []Record) error {
 	return nil
 }
 
-// prune forgets, once an hour, the request ids past requestIDDays and the
-// log past its days: deletes by an indexed time.
+// prune forgets, once an hour, the request ids past requestIDDays (a
+// delete by an indexed time) and the log's days past its own (whole
+// partitions dropped), and creates the partitions of the days ahead.
 func (p *Postgres) prune(ctx context.Context) {
 	hour := time.Now().Unix() / 3600
 	if p.pruned.Swap(hour) == hour {
@@ -107,7 +109,11 @@ func (p *Postgres) prune(ctx context.Context) {
 	}
 	now := time.Now().UTC()
 	p.pool.Exec(ctx, "DELETE FROM usage_request_ids WHERE at < $1", now.AddDate(0, 0, -requestIDDays))
-	p.pool.Exec(ctx, "DELETE FROM request_log WHERE at < $1", now.AddDate(0, 0, -max(p.logDays, 0)))
+	if err := p.keepPartitions(ctx, now); err != nil {
+		// Rows of a day without its partition go to the default one
+		// meanwhile; the next hour tries again.
+		slog.Default().Warn("request_log partitions", "err", err)
+	}
 }
 
 // monthRange is a YYYY-MM period's first instant and the next month's.
