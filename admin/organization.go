@@ -81,7 +81,8 @@ func (a *API) organization(rep report) Handler {
 			if next != "" {
 				w.Header().Set("X-Next-Page", next)
 			}
-			return writeReportCSV(w, rep, q, buckets)
+			keyNames, _ := a.keyNames(r)
+			return writeReportCSV(w, rep, q, buckets, keyNames, a.projectNames())
 		}
 		page := map[string]any{"object": "page", "data": buckets, "has_more": next != "", "next_page": nil}
 		if next != "" {
@@ -316,8 +317,9 @@ func nullable(s string) any {
 }
 
 // writeReportCSV writes the page as CSV: a header line, then one row per
-// bucket and group, the same figures as the JSON.
-func writeReportCSV(w http.ResponseWriter, rep report, q *reportQuery, buckets []map[string]any) error {
+// bucket and group, the same figures as the JSON, and the key's and the
+// project's names.
+func writeReportCSV(w http.ResponseWriter, rep report, q *reportQuery, buckets []map[string]any, keyNames, projectNames map[string]string) error {
 	cols := []string{"project_id", "api_key_id", "model"}
 	values := []string{"input_tokens", "input_cached_tokens", "output_tokens", "num_model_requests"}
 	switch {
@@ -329,7 +331,7 @@ func writeReportCSV(w http.ResponseWriter, rep report, q *reportQuery, buckets [
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="obol-`+strings.ReplaceAll(rep.object, ".", "-")+`.csv"`)
 	cw := csv.NewWriter(w)
-	cw.Write(append(append([]string{"start_time", "end_time", "start_time_iso"}, cols...), values...))
+	cw.Write(append(append(append([]string{"start_time", "end_time", "start_time_iso"}, cols...), values...), "api_key_name", "project_name"))
 	for _, b := range buckets {
 		start := b["start_time"].(int64)
 		for _, res := range b["results"].([]map[string]any) {
@@ -347,7 +349,9 @@ func writeReportCSV(w http.ResponseWriter, rep report, q *reportQuery, buckets [
 					line = append(line, csvValue(res[v]))
 				}
 			}
-			cw.Write(line)
+			key, _ := res["api_key_id"].(string)
+			project, _ := res["project_id"].(string)
+			cw.Write(append(line, keyNames[key], projectNames[project]))
 		}
 	}
 	cw.Flush()

@@ -81,7 +81,8 @@ func (a *API) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 	out := sumUsage(period, rows, q.Get("by") == "day")
 	w.Header().Set("Cache-Control", "no-store")
 	if q.Get("format") == "csv" {
-		return writeUsageCSV(w, period, out.Keys)
+		keyNames, _ := a.keyNames(r)
+		return writeUsageCSV(w, period, out.Keys, keyNames, a.projectNames())
 	}
 	return httpapi.WriteJSON(w, http.StatusOK, out)
 }
@@ -118,13 +119,14 @@ func sumUsage(period string, rows []usage.BucketRow, byDay bool) *adminUsageRepo
 }
 
 // writeUsageCSV writes the admin usage as CSV: a line per key and model,
-// the same figures as the JSON.
-func writeUsageCSV(w http.ResponseWriter, period string, keys map[string]*usageTotals) error {
+// the same figures as the JSON, with the key's and the project's names.
+func writeUsageCSV(w http.ResponseWriter, period string, keys map[string]*usageTotals, keyNames, projectNames map[string]string) error {
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="obol-usage-`+period+`.csv"`)
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"period", "api_key_id", "model", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
-		"reasoning_tokens", "requests", "cost_usd", "project_id", "cache_write_5m_tokens", "cache_write_1h_tokens"})
+		"reasoning_tokens", "requests", "cost_usd", "project_id", "cache_write_5m_tokens", "cache_write_1h_tokens",
+		"api_key_name", "project_name"})
 	for _, id := range slices.Sorted(maps.Keys(keys)) {
 		k := keys[id]
 		project := ""
@@ -135,9 +137,22 @@ func writeUsageCSV(w http.ResponseWriter, period string, keys map[string]*usageT
 			r := k.ByModel[m]
 			cw.Write([]string{period, id, m, strconv.FormatInt(r.Prompt, 10), strconv.FormatInt(r.CachedPrompt, 10),
 				strconv.FormatInt(r.Completion, 10), strconv.FormatInt(r.Reasoning, 10), strconv.FormatInt(r.Requests, 10),
-				r.Cost.USD(), project, strconv.FormatInt(r.CacheWrite5m, 10), strconv.FormatInt(r.CacheWrite1h, 10)})
+				r.Cost.USD(), project, strconv.FormatInt(r.CacheWrite5m, 10), strconv.FormatInt(r.CacheWrite1h, 10),
+				keyNames[id], projectNames[project]})
 		}
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// projectNames are every project's name by id (none without projects).
+func (a *API) projectNames() map[string]string {
+	names := map[string]string{}
+	if a.projects == nil {
+		return names
+	}
+	for _, p := range a.projects.Projects() {
+		names[p.ID] = p.Name
+	}
+	return names
 }

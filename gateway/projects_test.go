@@ -131,7 +131,7 @@ func TestUsageByProject(t *testing.T) {
 	}
 	_, body = e.do(t, "GET", "/v1/admin/usage?project=acme&format=csv", adminToken, "")
 	lines, _ := csv.NewReader(strings.NewReader(string(body))).ReadAll()
-	if len(lines) != 2 || lines[0][9] != "project_id" || lines[1][9] != "acme" {
+	if len(lines) != 2 || lines[0][9] != "project_id" || lines[1][9] != "acme" || lines[0][13] != "project_name" || len(lines[1]) != 14 {
 		t.Errorf("CSV: %q", lines)
 	}
 	start := time.Now().UTC().Truncate(24 * time.Hour).Unix()
