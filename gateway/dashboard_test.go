@@ -106,5 +106,6 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	runNode(t, "dashboard.mjs", "playwright-core", "CHROMIUM="+chromium, "OBOL_URL="+e.gw.URL,
 		"OBOL_KEY="+keyAll, "OBOL_ADMIN="+adminToken, "OBOL_WANT_COST="+u.TotalCost.String(), "OBOL_WANT_TOTAL="+au.TotalCost.String(),
-		"OBOL_WANT_CSV="+csvFile, "OBOL_WANT_KEYS=key_all,key_hermes,"+k.ID, "OBOL_HTML_NAME="+htmlName, "OBOL_SCREENSHOTS="+shots)
+		"OBOL_WANT_CSV="+csvFile, "OBOL_WANT_KEYS=key_all,key_hermes,"+k.ID, "OBOL_HTML_NAME="+htmlName, "OBOL_SCREENSHOTS="+shots,
+		"OBOL_RISK_KEY="+k.ID)
 }

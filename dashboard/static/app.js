@@ -74,6 +74,14 @@
     return (neg ? '-' : '') + '$' + int + (f ? '.' + f : '');
   }
   function money(v) { return h('span', { class: 'usd', 'data-usd': v === undefined || v === null ? null : String(v) }, usd(v)); }
+  // cents shows a total to the cent, the exact amount on hover (and in
+  // data-usd, as money's).
+  function cents(v) {
+    if (v === null || v === undefined) return money(v);
+    const n = Number(v);
+    const shown = (n < 0 ? '-$' : '$') + Math.abs(n).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    return h('span', { class: 'usd', 'data-usd': String(v), title: usd(v) + ' exactly' }, n !== 0 && Math.abs(n) < 0.005 ? 'under $0.01' : shown);
+  }
   const num = (n) => (n === null || n === undefined ? 'unlimited' : Number(n).toLocaleString('en-US'));
 
   // utc shows a time in UTC, the user's local time on hover.
@@ -315,8 +323,9 @@
     const u = await api(usageQuery(period));
     const scope = [$('project').value && 'project ' + $('project').value, $('key').value && 'key ' + $('key').value].filter(Boolean).join(', ');
     const parts = [h('div', { class: 'title' }, h('h1', {}, 'Every key and project'), h('span', { class: 'meta' }, scope ? 'showing ' + scope : 'the whole gateway'))];
+    if (period === thisMonth()) parts.push(atRisk(u, keys.data, projects.data));
     parts.push(h('div', { class: 'stats' },
-      stat('Spend, ' + period, money(u.total_cost), 'USD'),
+      stat('Spend, ' + period, cents(u.total_cost), 'USD, to the cent (hover: exact)'),
       stat('Tokens, ' + period, num(u.total_tokens)),
       stat('Requests, ' + period, num(requestsOf(u.by_model))),
       stat('Keys with usage', num(Object.keys(u.keys).length), 'of ' + keys.data.length + ' keys')));
@@ -328,6 +337,61 @@
   }
 
   const bySpend = (a, b) => Number(b.cost) - Number(a.cost) || a.id.localeCompare(b.id);
+
+  // risk is a budget's standing: its ratio, the highest alert threshold
+  // it passed, and whether it is spent.
+  function risk(monthly, spent, alertAt) {
+    const m = Number(monthly), sp = Number(spent);
+    const ratio = m > 0 ? sp / m : 0;
+    const first = alertAt && alertAt.length ? alertAt[0] : 1;
+    const passed = (alertAt || []).filter((a) => ratio >= a).pop();
+    return { ratio, first, passed, spent: ratio >= 1, left: Math.max(m - sp, 0) };
+  }
+
+  // atRisk lists, first on the page, every key and project past its first
+  // alert threshold, or blocked by its project's spent budget: percent,
+  // status words, what is left, when it renews.
+  function atRisk(u, keys, projects) {
+    const now = new Date();
+    const renews = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString();
+    const items = [];
+    const blocked = new Set();
+    for (const p of projects) {
+      if (!p.budget || !p.spend) continue;
+      const r = risk(p.budget.monthly, p.spend.cost, p.budget.alert_at);
+      if (r.spent) blocked.add(p.id);
+      if (r.ratio >= r.first) {
+        items.push({ kind: 'Project', name: p.name || p.id, id: p.id, r, known: true,
+          words: r.spent ? 'blocked: project ' + p.id + '’s budget is spent' : 'past ' + Math.round(r.passed * 100) + '%' });
+      }
+    }
+    for (const k of keys) {
+      const t = u.keys[k.id];
+      const proj = k.project || (t && t.project);
+      const r = k.budget ? risk(k.budget.monthly, t ? t.total_cost : '0', k.budget.alert_at) : null;
+      let words = null;
+      if (r && r.spent) words = 'blocked: its budget is spent';
+      else if (blocked.has(proj)) words = 'blocked by project ' + proj + '’s budget';
+      else if (r && r.ratio >= r.first) words = 'past ' + Math.round(r.passed * 100) + '%';
+      if (words) items.push({ kind: 'Key', name: k.name || k.id, id: k.id, r: r || { ratio: 1, left: 0, spent: true }, known: !!r, words });
+    }
+    items.sort((a, b) => b.r.ratio - a.r.ratio);
+    const card = h('div', { class: 'card risk', id: 'at-risk' }, h('h2', {}, items.length ? 'Budgets at risk' : 'Budgets: none at risk'));
+    if (!items.length) {
+      append(card, [h('p', { class: 'muted' }, 'No key or project is past its first alert threshold.')]);
+      return card;
+    }
+    const rows = items.map((it) => h('tr', { class: it.r.spent ? 'red' : 'amber' },
+      h('td', { class: 'name' }, it.kind + ' ' + it.name, h('span', { class: 'id' }, it.id)),
+      h('td', { class: 'l state' }, it.words),
+      h('td', {}, it.known ? Math.floor(it.r.ratio * 1000) / 10 + '%' : '—'),
+      h('td', {}, it.known ? cents(String(it.r.left)) : '—'),
+      h('td', { class: 'l opt' }, utc(renews, true))));
+    append(card, [h('table', { id: 'risk-table' },
+      h('thead', {}, h('tr', {}, ['Who', 'Status', 'Used', 'Left', 'Renews'].map((t, i) => h('th', { class: i === 1 ? 'l' : i === 4 ? 'l opt' : null }, t)))),
+      h('tbody', {}, rows))]);
+    return card;
+  }
 
   function keysTable(period, u, keys) {
     const known = new Map(keys.map((k) => [k.id, k]));
@@ -341,15 +405,15 @@
       const b = current && k && k.budget ? { monthly: k.budget.monthly, alert_at: k.budget.alert_at, spent: t ? t.total_cost : '0' } : null;
       return h('tr', {},
         h('td', { class: 'name' }, (k && k.name) || id, h('span', { class: 'id' }, id + (k ? ' · ' + k.tier + (k.source === 'config' ? ' · config' : '') + (k.status !== 'active' ? ' · ' + k.status : '') : ''))),
-        h('td', { class: 'l' }, (t && t.project) || (k && k.project) || '—'),
-        h('td', {}, num(t ? t.total_tokens : 0)),
-        h('td', {}, num(t ? requestsOf(t.by_model) : 0)),
-        h('td', {}, money(t ? t.total_cost : '0')),
+        h('td', { class: 'l opt' }, (t && t.project) || (k && k.project) || '—'),
+        h('td', { class: 'opt' }, num(t ? t.total_tokens : 0)),
+        h('td', { class: 'opt' }, num(t ? requestsOf(t.by_model) : 0)),
+        h('td', {}, cents(t ? t.total_cost : '0')),
         h('td', { class: 'l' }, current ? budgetBar('budget', b, true) : h('span', { class: 'muted' }, '—')));
     });
     return h('div', { class: 'card' }, h('h2', {}, 'Keys by spend, ' + period),
       h('div', { class: 'scroll' }, h('table', { id: 'keys-table' },
-        h('thead', {}, h('tr', {}, ['Key', 'Project', 'Tokens', 'Requests', 'Cost', 'Budget this month'].map((t, i) => h('th', { class: i === 1 || i === 5 ? 'l' : null }, t)))),
+        h('thead', {}, h('tr', {}, ['Key', 'Project', 'Tokens', 'Requests', 'Cost', 'Budget this month'].map((t, i) => h('th', { class: i === 1 ? 'l opt' : i === 5 ? 'l' : i === 2 || i === 3 ? 'opt' : null }, t)))),
         h('tbody', {}, body))));
   }
 
@@ -363,14 +427,14 @@
       const b = current && p && p.budget && p.spend ? { monthly: p.budget.monthly, alert_at: p.budget.alert_at, spent: p.spend.cost } : null;
       return h('tr', {},
         h('td', { class: 'name' }, (p && p.name) || id, h('span', { class: 'id' }, id + (p && p.source === 'config' ? ' · config' : ''))),
-        h('td', {}, num(t ? t.total_tokens : 0)),
-        h('td', {}, num(t ? requestsOf(t.by_model) : 0)),
-        h('td', {}, money(t ? t.total_cost : '0')),
+        h('td', { class: 'opt' }, num(t ? t.total_tokens : 0)),
+        h('td', { class: 'opt' }, num(t ? requestsOf(t.by_model) : 0)),
+        h('td', {}, cents(t ? t.total_cost : '0')),
         h('td', { class: 'l' }, current ? budgetBar('budget', b, true) : h('span', { class: 'muted' }, '—')));
     });
     return h('div', { class: 'card' }, h('h2', {}, 'Projects by spend, ' + period),
       h('div', { class: 'scroll' }, h('table', { id: 'projects-table' },
-        h('thead', {}, h('tr', {}, ['Project', 'Tokens', 'Requests', 'Cost', 'Budget this month'].map((t, i) => h('th', { class: i === 4 ? 'l' : null }, t)))),
+        h('thead', {}, h('tr', {}, ['Project', 'Tokens', 'Requests', 'Cost', 'Budget this month'].map((t, i) => h('th', { class: i === 4 ? 'l' : i === 1 || i === 2 ? 'opt' : null }, t)))),
         h('tbody', {}, body))));
   }
 

@@ -104,7 +104,28 @@ try {
     const projects = await page.$eval('#projects-table', (e) => e.textContent);
     assert.ok(projects.includes('acme'), 'project acme is not listed');
   });
+  await check('the first screen names the budgets at risk, with percent, status words and what is left', async () => {
+    await page.setViewportSize({ width: 1280, height: 800 });
+    const box = await page.$eval('#at-risk', (e) => { const r = e.getBoundingClientRect(); return { top: r.top, bottom: r.bottom }; });
+    assert.ok(box.bottom <= 800, `the at-risk card ends at ${box.bottom}px, below the first screen`);
+    const rows = await page.$$eval('#risk-table tbody tr', (es) => es.map((e) => e.textContent));
+    assert.ok(rows.length > 0, 'no budget at risk listed');
+    assert.ok(rows.every((r) => /(past \d+%|blocked)/.test(r)), rows.join(' | '));
+    assert.ok(rows.some((r) => r.includes(process.env.OBOL_RISK_KEY)), `${process.env.OBOL_RISK_KEY} is not at risk: ${rows}`);
+    const spend = await page.$eval('.stat .usd', (e) => [e.textContent, e.title]);
+    assert.match(spend[0], /^(\$\d[\d,]*\.\d\d|under \$0\.01)$/);
+    assert.ok(spend[1].includes(process.env.OBOL_WANT_TOTAL), spend[1]);
+  });
   await shot('admin', 1280, 800);
+  await check('on a 390-pixel phone, every table keeps its cost and budget columns in view', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    for (const id of ['#keys-table', '#projects-table', '#risk-table']) {
+      const over = await page.$eval(id, (t) => t.scrollWidth - t.parentElement.clientWidth);
+      assert.ok(over <= 0, `${id} is ${over}px wider than its card`);
+    }
+    const right = await page.$$eval('#keys-table thead th', (ths) => ths.filter((t) => t.offsetParent).map((t) => t.getBoundingClientRect().right));
+    assert.ok(Math.max(...right) <= 390, `a keys column ends at ${Math.max(...right)}px`);
+  });
   await shot('admin', 390, 844);
   await page.setViewportSize({ width: 1280, height: 800 });
 
