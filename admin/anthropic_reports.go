@@ -98,25 +98,8 @@ func parseClaudeReport(v url.Values, rep claudeReport) (*reportQuery, error) {
 		return nil, apierr.BadRequest("bucket_width", "bucket_width must be 1d, 1h or 1m (the cost report: 1d)")
 	}
 	q.limit, q.start = wd.defaultLimit, q.start.Truncate(wd.d)
-	if l := first(v, "limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > wd.most {
-			return nil, apierr.BadRequest("limit", fmt.Sprintf("limit must be 1 to %d for %s buckets", wd.most, q.width))
-		}
-		q.limit = n
-	}
-	if p := first(v, "page"); p != "" {
-		next, err := strconv.ParseInt(strings.TrimPrefix(p, "page_"), 10, 64)
-		if err != nil || !strings.HasPrefix(p, "page_") || next < q.start.Unix() {
-			return nil, apierr.BadRequest("page", "page must be a next_page this endpoint gave")
-		}
-		q.start = time.Unix(next, 0).UTC()
-	}
-	for _, g := range listParam(v, "group_by") {
-		if !slices.Contains(rep.groups, g) {
-			return nil, apierr.BadRequest("group_by", "group_by must be one of "+strings.Join(rep.groups, ", "))
-		}
-		q.groups = append(q.groups, g)
+	if err := q.pageParams(v, wd.most, rep.groups); err != nil {
+		return nil, err
 	}
 	q.models, q.keys, q.projects = listParam(v, "models"), listParam(v, "api_key_ids"), listParam(v, "workspace_ids")
 	return q, nil

@@ -133,28 +133,37 @@ func parseReport(v url.Values, rep report) (*reportQuery, error) {
 	if q.width == "1d" {
 		maxLimit = rep.maxWide
 	}
-	if l := v.Get("limit"); l != "" {
+	if err := q.pageParams(v, maxLimit, rep.groups); err != nil {
+		return nil, err
+	}
+	q.models, q.keys, q.projects = listParam(v, "models"), listParam(v, "api_key_ids"), listParam(v, "project_ids")
+	return q, nil
+}
+
+// pageParams reads what both shapes' reports page and group by: limit
+// (1 to most), page (a next_page given) and group_by (one of groups).
+func (q *reportQuery) pageParams(v url.Values, most int, groups []string) error {
+	if l := first(v, "limit"); l != "" {
 		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > maxLimit {
-			return nil, apierr.BadRequest("limit", fmt.Sprintf("limit must be 1 to %d for %s buckets", maxLimit, q.width))
+		if err != nil || n < 1 || n > most {
+			return apierr.BadRequest("limit", fmt.Sprintf("limit must be 1 to %d for %s buckets", most, q.width))
 		}
 		q.limit = n
 	}
-	if p := v.Get("page"); p != "" {
+	if p := first(v, "page"); p != "" {
 		at, err := strconv.ParseInt(strings.TrimPrefix(p, "page_"), 10, 64)
 		if err != nil || !strings.HasPrefix(p, "page_") || at < q.start.Unix() {
-			return nil, apierr.BadRequest("page", "page must be a next_page this endpoint gave")
+			return apierr.BadRequest("page", "page must be a next_page this endpoint gave")
 		}
 		q.start = time.Unix(at, 0).UTC()
 	}
 	for _, g := range listParam(v, "group_by") {
-		if !slices.Contains(rep.groups, g) {
-			return nil, apierr.BadRequest("group_by", "group_by must be one of "+strings.Join(rep.groups, ", "))
+		if !slices.Contains(groups, g) {
+			return apierr.BadRequest("group_by", "group_by must be one of "+strings.Join(groups, ", "))
 		}
 		q.groups = append(q.groups, g)
 	}
-	q.models, q.keys, q.projects = listParam(v, "models"), listParam(v, "api_key_ids"), listParam(v, "project_ids")
-	return q, nil
+	return nil
 }
 
 // reportParams are the parameters the reports take; reportLists those

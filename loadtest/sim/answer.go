@@ -96,25 +96,9 @@ func (g *generation) leaving() {
 
 // complete sends the whole answer at once, after the time its tokens take.
 func (g *generation) complete(w http.ResponseWriter, sh shape) {
-	if g.cfg.Fault.Kind == Hang {
-		<-g.ctx.Done()
-		g.done(false)
-		return
-	}
-	total := g.cfg.FirstTokenDelay + time.Duration(g.n)*g.gap()
-	if !g.wait(total) {
-		g.sent = g.n / 2 // what it generated before the client left, roughly
-		g.done(false)
-		return
-	}
-	g.sent = g.n
-	switch g.cfg.Fault.Kind {
-	case Disconnect:
-		g.done(false)
-		panic(http.ErrAbortHandler)
-	case StreamError:
-		g.done(false)
+	if !g.whole(func() {
 		writeError(w, http.StatusInternalServerError, "simulated generation failure", "InternalServerError")
+	}) {
 		return
 	}
 	g.reported()
@@ -127,4 +111,31 @@ func (g *generation) complete(w http.ResponseWriter, sh shape) {
 	fmt.Fprintf(w, `{"id":%q,"object":%q,"created":%d,"model":%q%s,"choices":[%s],"usage":%s}`+"\n",
 		g.id, sh.object(false), g.created, g.model, g.extra(), strings.Join(choices, ","), g.usageJSON())
 	g.done(true)
+}
+
+// whole waits the time a whole answer takes and strikes its fault (Hang
+// waits for the client, Disconnect drops the connection, StreamError
+// sends what writeErr writes); it reports whether to write the answer.
+func (g *generation) whole(writeErr func()) bool {
+	if g.cfg.Fault.Kind == Hang {
+		<-g.ctx.Done()
+		g.done(false)
+		return false
+	}
+	if !g.wait(g.cfg.FirstTokenDelay + time.Duration(g.n)*g.gap()) {
+		g.sent = g.n / 2 // what it generated before the client left, roughly
+		g.done(false)
+		return false
+	}
+	g.sent = g.n
+	switch g.cfg.Fault.Kind {
+	case Disconnect:
+		g.done(false)
+		panic(http.ErrAbortHandler)
+	case StreamError:
+		g.done(false)
+		writeErr()
+		return false
+	}
+	return true
 }

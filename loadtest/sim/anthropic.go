@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 )
 
 // Anthropic's Messages API, as Anthropic speaks it: POST /v1/messages,
@@ -183,24 +182,9 @@ func (g *generation) block() string {
 
 // message answers whole, after the time its tokens take.
 func (g *generation) message(w http.ResponseWriter) {
-	if g.cfg.Fault.Kind == Hang {
-		<-g.ctx.Done()
-		g.done(false)
-		return
-	}
-	if !g.wait(g.cfg.FirstTokenDelay + time.Duration(g.n)*g.gap()) {
-		g.sent = g.n / 2 // what it generated before the client left, roughly
-		g.done(false)
-		return
-	}
-	g.sent = g.n
-	switch g.cfg.Fault.Kind {
-	case Disconnect:
-		g.done(false)
-		panic(http.ErrAbortHandler)
-	case StreamError:
-		g.done(false)
+	if !g.whole(func() {
 		writeAnthropicError(w, http.StatusInternalServerError, "api_error", "simulated generation failure")
+	}) {
 		return
 	}
 	g.reported()

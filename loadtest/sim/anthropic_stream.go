@@ -54,20 +54,10 @@ func (g *generation) messageStream(w http.ResponseWriter) {
 func (g *generation) deltas(w http.ResponseWriter, send func(typ, data string) bool) bool {
 	gap := g.gap()
 	for i := 0; i < g.n; i++ {
-		if i == g.cfg.Fault.After {
-			switch g.cfg.Fault.Kind {
-			case StreamError:
-				send("error", `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`)
-				g.done(false)
-				return false
-			case Disconnect:
-				g.done(false)
-				panic(http.ErrAbortHandler)
-			case Hang:
-				<-g.ctx.Done()
-				g.done(false)
-				return false
-			}
+		if i == g.cfg.Fault.After && g.strike(func() {
+			send("error", `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`)
+		}) {
+			return false
 		}
 		if i > 0 && !g.wait(gap) {
 			g.done(false)

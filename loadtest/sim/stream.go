@@ -76,22 +76,12 @@ func (g *generation) stream(w http.ResponseWriter, sh shape, includeUsage, conti
 func (g *generation) tokens(w http.ResponseWriter, rc *http.ResponseController, sh shape, send func(string, int) bool) bool {
 	gap := g.gap()
 	for i := 0; i < g.n; i++ {
-		if i == g.cfg.Fault.After {
-			switch g.cfg.Fault.Kind {
-			case StreamError:
-				fmt.Fprint(w, "data: {\"error\": {\"object\": \"error\", \"message\": \"simulated generation failure\", \"type\": \"InternalServerError\", \"param\": null, \"code\": 500}}\n\n")
-				fmt.Fprint(w, "data: [DONE]\n\n")
-				rc.Flush()
-				g.done(false)
-				return false
-			case Disconnect:
-				g.done(false)
-				panic(http.ErrAbortHandler)
-			case Hang:
-				<-g.ctx.Done()
-				g.done(false)
-				return false
-			}
+		if i == g.cfg.Fault.After && g.strike(func() {
+			fmt.Fprint(w, "data: {\"error\": {\"object\": \"error\", \"message\": \"simulated generation failure\", \"type\": \"InternalServerError\", \"param\": null, \"code\": 500}}\n\n")
+			fmt.Fprint(w, "data: [DONE]\n\n")
+			rc.Flush()
+		}) {
+			return false
 		}
 		if i > 0 && !g.wait(gap) {
 			g.done(false)
@@ -105,5 +95,24 @@ func (g *generation) tokens(w http.ResponseWriter, rc *http.ResponseController, 
 		}
 		g.sent++
 	}
+	return true
+}
+
+// strike strikes a mid-stream fault: StreamError sends what sendError
+// writes, Disconnect drops the connection, Hang waits for the client to
+// go. It reports whether the stream ends here (it has been counted).
+func (g *generation) strike(sendError func()) bool {
+	switch g.cfg.Fault.Kind {
+	case StreamError:
+		sendError()
+	case Disconnect:
+		g.done(false)
+		panic(http.ErrAbortHandler)
+	case Hang:
+		<-g.ctx.Done()
+	default:
+		return false
+	}
+	g.done(false)
 	return true
 }
