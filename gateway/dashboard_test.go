@@ -100,6 +100,19 @@ func TestDashboardInBrowser(t *testing.T) {
 	_, csv := e.do(t, "GET", "/v1/admin/usage?format=csv&period="+time.Now().UTC().Format("2006-01"), adminToken, "")
 	csvFile := filepath.Join(t.TempDir(), "want.csv")
 	os.WriteFile(csvFile, csv, 0o600)
+	// A request to find in the Requests tab, and its cost in the log.
+	var log struct {
+		Data []struct {
+			RequestID string      `json:"request_id"`
+			Cost      json.Number `json:"cost"`
+		} `json:"data"`
+	}
+	_, page := e.do(t, "GET", "/v1/admin/requests?key=key_hermes", adminToken, "")
+	dec = json.NewDecoder(strings.NewReader(string(page)))
+	dec.UseNumber()
+	if dec.Decode(&log); len(log.Data) != 1 {
+		t.Fatalf("the request log of key_hermes: %s", page)
+	}
 	shots := os.Getenv("OBOL_SCREENSHOTS")
 	if shots != "" {
 		shots, _ = filepath.Abs(shots)
@@ -107,5 +120,5 @@ func TestDashboardInBrowser(t *testing.T) {
 	runNode(t, "dashboard.mjs", "playwright-core", "CHROMIUM="+chromium, "OBOL_URL="+e.gw.URL,
 		"OBOL_KEY="+keyAll, "OBOL_ADMIN="+adminToken, "OBOL_WANT_COST="+u.TotalCost.String(), "OBOL_WANT_TOTAL="+au.TotalCost.String(),
 		"OBOL_WANT_CSV="+csvFile, "OBOL_WANT_KEYS=key_all,key_hermes,"+k.ID, "OBOL_HTML_NAME="+htmlName, "OBOL_SCREENSHOTS="+shots,
-		"OBOL_RISK_KEY="+k.ID)
+		"OBOL_RISK_KEY="+k.ID, "OBOL_REQUEST_ID="+log.Data[0].RequestID, "OBOL_REQUEST_COST="+log.Data[0].Cost.String())
 }

@@ -61,7 +61,7 @@ func TestRequestLog(t *testing.T) {
 			if d[2].Cost+d[3].Cost != h.Cost || h.Cost == 0 || d[0].Cost != 0 || d[1].Cost != 0 {
 				t.Errorf("the log's costs %s + %s, the ledger's %s", d[2].Cost.USD(), d[3].Cost.USD(), h.Cost.USD())
 			}
-			for q, want := range map[string]int{"?key=key_all": 2, "?status=5xx": 1, "?status=4xx&error_code=forbidden": 1, "?model=charon": 1, "?min_cost=0.000000000001": 2} {
+			for q, want := range map[string]int{"?key=key_all": 2, "?status=5xx": 1, "?status=4xx&error_code=forbidden": 1, "?model=charon": 1, "?min_cost=0.000000000001": 2, "?request_id=" + d[2].RequestID: 1} {
 				_, body := e.do(t, "GET", "/v1/admin/requests"+q, adminToken, "")
 				var p requestPage
 				if json.Unmarshal(body, &p); len(p.Data) != want {

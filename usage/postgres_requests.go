@@ -17,7 +17,7 @@ FROM request_log
 WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at < $2)
   AND ($3 = '' OR key_id = $3) AND ($4 = '' OR project = $4) AND ($5 = '' OR model = $5)
   AND ($6 = 0 OR status / 100 = $6) AND ($7 = '' OR error_code = $7) AND cost_pusd >= $8
-  AND (NOT $10 OR (at, request_id) < ($11, $12))
+  AND (NOT $10 OR (at, request_id) < ($11, $12)) AND ($13 = '' OR request_id = $13)
 ORDER BY at DESC, request_id DESC
 LIMIT $9`
 
@@ -34,7 +34,7 @@ func (p *Postgres) Requests(ctx context.Context, q RequestQuery) ([]RequestEntry
 		end = &q.End
 	}
 	rows, err := p.pool.Query(ctx, requestsSQL, start, end, q.Key, q.Project, q.Model, q.StatusClass, q.ErrorCode, int64(q.MinCost),
-		q.limitOrDefault+1, q.hasBefore, q.beforeT, q.beforeID)
+		q.limitOrDefault+1, q.hasBefore, q.beforeT, q.beforeID, q.RequestID)
 	if err != nil {
 		return nil, fmt.Errorf("the request log: %w", err)
 	}

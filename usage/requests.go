@@ -58,6 +58,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // RequestQuery filters the log. Zero fields do not filter.
 type RequestQuery struct {
 	Start, End     time.Time // [Start, End)
+	RequestID      string
 	Key, Project   string
 	Model          string
 	StatusClass    int // 2, 4 or 5: 2xx, 4xx, 5xx
@@ -108,7 +109,8 @@ func (q *RequestQuery) matches(e *RequestEntry) bool {
 	switch {
 	case !q.Start.IsZero() && e.Time.Before(q.Start), !q.End.IsZero() && !e.Time.Before(q.End):
 		return false
-	case q.Key != "" && e.Key != q.Key, q.Project != "" && e.Project != q.Project, q.Model != "" && e.Model != q.Model:
+	case q.Key != "" && e.Key != q.Key, q.Project != "" && e.Project != q.Project, q.Model != "" && e.Model != q.Model,
+		q.RequestID != "" && e.RequestID != q.RequestID:
 		return false
 	case q.StatusClass != 0 && e.Status/100 != q.StatusClass, q.ErrorCode != "" && e.ErrorCode != q.ErrorCode:
 		return false
@@ -174,7 +176,7 @@ type QueryError struct{ Param, Msg string }
 func (e *QueryError) Error() string { return e.Param + ": " + e.Msg }
 
 // ParseRequestQuery reads the request log's parameters: start and end
-// (RFC 3339 or Unix seconds), key, project, model, status (2xx, 4xx or
+// (RFC 3339 or Unix seconds), request_id, key, project, model, status (2xx, 4xx or
 // 5xx), error_code, min_cost (USD), limit, cursor; csv is format=csv.
 func ParseRequestQuery(v map[string][]string) (q RequestQuery, csv bool, err error) {
 	get := func(name string) string {
@@ -183,11 +185,11 @@ func ParseRequestQuery(v map[string][]string) (q RequestQuery, csv bool, err err
 		}
 		return ""
 	}
-	known := map[string]bool{"start": true, "end": true, "key": true, "project": true, "model": true, "status": true,
+	known := map[string]bool{"start": true, "end": true, "request_id": true, "key": true, "project": true, "model": true, "status": true,
 		"error_code": true, "min_cost": true, "limit": true, "cursor": true, "format": true}
 	for name := range v {
 		if !known[name] {
-			return q, false, &QueryError{name, "unknown parameter; the request log takes start, end, key, project, model, status, error_code, min_cost, limit, cursor and format"}
+			return q, false, &QueryError{name, "unknown parameter; the request log takes start, end, request_id, key, project, model, status, error_code, min_cost, limit, cursor and format"}
 		}
 	}
 	at := func(name string) (time.Time, error) {
@@ -211,6 +213,7 @@ func ParseRequestQuery(v map[string][]string) (q RequestQuery, csv bool, err err
 		return q, false, err
 	}
 	q.Key, q.Project, q.Model, q.ErrorCode, q.Cursor = get("key"), get("project"), get("model"), get("error_code"), get("cursor")
+	q.RequestID = get("request_id")
 	switch s := get("status"); s {
 	case "":
 	case "2xx", "4xx", "5xx":

@@ -7,7 +7,7 @@
 
 (() => {
   const STORE = 'obol.dashboard.credential';
-  const state = { cred: null, kind: null, keyId: null, loading: 0 };
+  const state = { cred: null, kind: null, keyId: null, loading: 0, tab: 'overview', reqFilter: {}, reqCursor: '' };
   const $ = (id) => document.getElementById(id);
 
   // h makes an element; attributes are set as attributes, children as
@@ -134,6 +134,11 @@
 
   function forget() {
     state.cred = state.kind = state.keyId = null;
+    state.tab = 'overview';
+    state.reqFilter = {};
+    state.reqCursor = '';
+    $('tab-overview').setAttribute('aria-selected', 'true');
+    $('tab-requests').setAttribute('aria-selected', 'false');
     sessionStorage.removeItem(STORE);
     $('content').replaceChildren();
     $('project').replaceChildren();
@@ -454,6 +459,71 @@
     }
   }
 
+  // ---- requests ----------------------------------------------------
+
+  // renderRequests is the Requests tab: the request log of the month (the
+  // key's own, or with the admin token every key's, filtered by the
+  // project and key above), newest first, filtered, paged by the API's
+  // cursor; a row opens its detail.
+  async function renderRequests(period) {
+    const f = state.reqFilter;
+    const start = period + '-01T00:00:00Z';
+    const [y, m] = period.split('-').map(Number);
+    const end = new Date(Date.UTC(y, m, 1)).toISOString().replace('.000Z', 'Z');
+    const q = new URLSearchParams({ start, end, limit: '50' });
+    for (const [name, v] of Object.entries(f)) if (v) q.set(name, v);
+    if (state.kind === 'admin') {
+      if ($('project').value) q.set('project', $('project').value);
+      if ($('key').value) q.set('key', $('key').value);
+    }
+    if (state.reqCursor) q.set('cursor', state.reqCursor);
+    const page = await api((state.kind === 'admin' ? '/v1/admin/requests?' : '/v1/requests?') + q);
+    const input = (id, label, value, placeholder) => h('label', {}, label, h('input', { id, value: value || '', placeholder: placeholder || '' }));
+    const status = h('select', { id: 'req-status' }, ['', '2xx', '4xx', '5xx'].map((v) => h('option', { value: v, selected: f.status === v ? '' : null }, v || 'Any')));
+    const form = h('form', { class: 'controls', id: 'req-form' },
+      input('req-id', 'Request id', f.request_id, 'chat_…'), input('req-model', 'Model', f.model),
+      h('label', {}, 'Status', status), input('req-code', 'Error code', f.error_code),
+      h('button', { type: 'submit' }, 'Apply'));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      state.reqFilter = { request_id: $('req-id').value.trim(), model: $('req-model').value.trim(), status: $('req-status').value, error_code: $('req-code').value.trim() };
+      state.reqCursor = '';
+      render();
+    });
+    const rows = [];
+    for (const e of page.data) {
+      const tr = h('tr', { class: 'req', tabindex: '0' },
+        h('td', { class: 'l opt' }, utc(e.time)),
+        h('td', { class: 'name' }, e.request_id, h('span', { class: 'id' }, (e.key_name || e.key_id) + ' · ' + e.api + (e.stream ? ' · stream' : ''))),
+        h('td', { class: 'l opt' }, e.model),
+        h('td', {}, String(e.status), e.error_code ? h('span', { class: 'id' }, e.error_code) : null),
+        h('td', {}, money(e.cost)),
+        h('td', { class: 'opt' }, e.ttft_ms ? e.ttft_ms + ' ms' : '—'),
+        h('td', { class: 'opt' }, e.duration_ms + ' ms'));
+      const detail = h('tr', { class: 'detail', hidden: '' }, h('td', { colspan: '7', class: 'l' }, h('dl', {},
+        ['key_id', 'project', 'backend', 'outcome', 'prompt_tokens', 'cached_tokens', 'cache_write_5m_tokens', 'cache_write_1h_tokens', 'completion_tokens', 'reasoning_tokens']
+          .map((k) => [h('dt', {}, k), h('dd', {}, String(e[k] === '' || e[k] === undefined ? '—' : e[k]))]))));
+      tr.addEventListener('click', () => { detail.hidden = !detail.hidden; });
+      rows.push(tr, detail);
+    }
+    const more = page.has_more ? h('button', { type: 'button', id: 'req-older' }, 'Older') : null;
+    if (more) more.addEventListener('click', () => { state.reqCursor = page.next_cursor; render(); });
+    const newest = state.reqCursor ? h('button', { type: 'button', id: 'req-newest' }, 'Newest') : null;
+    if (newest) newest.addEventListener('click', () => { state.reqCursor = ''; render(); });
+    return [h('div', { class: 'title' }, h('h1', {}, 'Requests, ' + period), h('span', { class: 'meta' }, 'newest first')), form,
+      h('div', { class: 'card' }, page.data.length ? h('table', { id: 'requests-table' },
+        h('thead', {}, h('tr', {}, ['Time', 'Request', 'Model', 'Status', 'Cost', 'First token', 'Duration'].map((t, i) => h('th', { class: i === 0 || i === 2 ? 'l opt' : i === 1 ? 'l' : i >= 5 ? 'opt' : null }, t)))),
+        h('tbody', {}, rows)) : h('p', { class: 'muted' }, 'No request matches.'),
+      h('div', { class: 'pager' }, newest, more))];
+  }
+
+  function showTab(tab) {
+    state.tab = tab;
+    $('tab-overview').setAttribute('aria-selected', String(tab !== 'requests'));
+    $('tab-requests').setAttribute('aria-selected', String(tab === 'requests'));
+    render();
+  }
+
   // ---- rendering ---------------------------------------------------
 
   async function render() {
@@ -461,7 +531,7 @@
     showError('error', '');
     const period = $('month').value || thisMonth();
     try {
-      const parts = state.kind === 'admin' ? await renderAdmin(period) : await renderKey(period);
+      const parts = state.tab === 'requests' ? await renderRequests(period) : state.kind === 'admin' ? await renderAdmin(period) : await renderKey(period);
       if (ticket !== state.loading) return; // a newer render won
       $('content').replaceChildren(...parts.filter(Boolean));
       $('updated').replaceChildren('Read ', utc(new Date().toISOString()), '.');
@@ -488,6 +558,8 @@
     $('project').addEventListener('change', render);
     $('key').addEventListener('change', render);
     $('csv').addEventListener('click', downloadCSV);
+    $('tab-overview').addEventListener('click', () => showTab('overview'));
+    $('tab-requests').addEventListener('click', () => showTab('requests'));
     let narrow = window.innerWidth < 600;
     window.addEventListener('resize', () => {
       const n = window.innerWidth < 600;

@@ -129,6 +129,26 @@ try {
   await shot('admin', 390, 844);
   await page.setViewportSize({ width: 1280, height: 800 });
 
+  await check('the Requests tab finds a request by its id, its cost the ledger\'s', async () => {
+    await page.click('#tab-requests');
+    await page.waitForSelector('#req-form, #error:not([hidden])');
+    const err = await page.$eval('#error', (e) => (e.hidden ? '' : e.textContent));
+    assert.equal(err, '', 'the Requests tab answered an error');
+    await page.fill('#req-id', process.env.OBOL_REQUEST_ID);
+    await page.click('#req-form button[type=submit]');
+    await page.waitForFunction((id) => {
+      const rows = document.querySelectorAll('#requests-table tbody tr.req');
+      return rows.length === 1 && rows[0].textContent.includes(id);
+    }, process.env.OBOL_REQUEST_ID);
+    assert.equal(await page.$eval('#requests-table tbody tr.req .usd', (e) => e.dataset.usd), process.env.OBOL_REQUEST_COST);
+    await page.click('#requests-table tbody tr.req');
+    assert.ok(await page.$eval('#requests-table tr.detail', (e) => !e.hidden && e.textContent.includes('completion_tokens')));
+  });
+  await shot('requests', 1280, 800);
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.click('#tab-overview');
+  await page.waitForSelector('#keys-table');
+
   await check('the CSV download is the API\'s CSV', async () => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#csv')]);
     const got = await readFile(await download.path(), 'utf8');
