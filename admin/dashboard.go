@@ -63,7 +63,7 @@ func (a *API) dashboardSession(w http.ResponseWriter, r *http.Request, adminView
 			return &apierr.Error{Code: apierr.CodeForbidden, Message: "the admin view is served on the admin listener, not here: open /dashboard at " +
 				a.adminAddr + " (admin_listen) and sign in there with the admin token"}
 		}
-		return httpapi.WriteJSON(w, http.StatusOK, map[string]string{"kind": "admin"})
+		return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"kind": "admin", "alerts": a.alerts != nil})
 	}
 	if tok == "" {
 		return apierr.NoKey

@@ -118,6 +118,7 @@
       const who = await api('/dashboard/session');
       state.kind = who.kind;
       state.keyId = who.id || null;
+      state.alerts = !!who.alerts;
       sessionStorage.setItem(STORE, cred);
       showError('signin-error', '');
       $('signin').hidden = true;
@@ -338,7 +339,33 @@
     parts.push(h('div', { class: 'card' }, h('h2', {}, 'By model, ' + period), modelTable(u.by_model)));
     parts.push(keysTable(period, u, keys.data));
     parts.push(projectsTable(period, u, projects.data));
+    parts.push(await alertsPanel(period));
     return parts;
+  }
+
+  // alertsPanel lists the month's budget alert deliveries, newest first:
+  // who crossed what, their state, attempts and last error.
+  async function alertsPanel(period) {
+    const card = h('div', { class: 'card', id: 'alerts' }, h('h2', {}, 'Budget alerts, ' + period));
+    if (!state.alerts) {
+      append(card, [h('p', { class: 'muted' }, 'No webhooks are configured: budget alerts are not sent.')]);
+      return card;
+    }
+    const list = await api('/v1/admin/alerts?period=' + period + '&limit=20');
+    if (!list.data.length) {
+      append(card, [h('p', { class: 'muted' }, 'No threshold was crossed this month.')]);
+      return card;
+    }
+    const rows = list.data.map((d) => h('tr', {},
+      h('td', { class: 'name' }, Object.entries(d.subject).map(([k, v]) => k + ' ' + v).join(', '), h('span', { class: 'id' }, d.id)),
+      h('td', {}, Math.round(d.threshold * 100) + '%'),
+      h('td', { class: 'l state' }, d.state),
+      h('td', { class: 'opt' }, String(d.attempts)),
+      h('td', { class: 'l opt' }, d.last_error || '—')));
+    append(card, [h('table', { id: 'alerts-table' },
+      h('thead', {}, h('tr', {}, ['Who', 'Threshold', 'State', 'Attempts', 'Last error'].map((t, i) => h('th', { class: i === 2 ? 'l' : i === 3 ? 'opt' : i === 4 ? 'l opt' : null }, t)))),
+      h('tbody', {}, rows))]);
+    return card;
   }
 
   const bySpend = (a, b) => Number(b.cost) - Number(a.cost) || a.id.localeCompare(b.id);

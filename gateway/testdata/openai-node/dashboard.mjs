@@ -103,6 +103,7 @@ try {
     assert.equal(await page.$eval('.stat .usd', (e) => e.dataset.usd), process.env.OBOL_WANT_TOTAL);
     const projects = await page.$eval('#projects-table', (e) => e.textContent);
     assert.ok(projects.includes('acme'), 'project acme is not listed');
+    assert.match(await page.$eval('#alerts', (e) => e.textContent), /No webhooks are configured/);
   });
   await check('the first screen names the budgets at risk, with percent, status words and what is left', async () => {
     await page.setViewportSize({ width: 1280, height: 800 });
