@@ -331,7 +331,7 @@
     const parts = [h('div', { class: 'title' }, h('h1', {}, 'Every key and project'), h('span', { class: 'meta' }, scope ? 'showing ' + scope : 'the whole gateway'))];
     if (period === thisMonth()) parts.push(atRisk(u, keys.data, projects.data));
     parts.push(h('div', { class: 'stats' },
-      stat('Spend, ' + period, cents(u.total_cost), 'USD, to the cent (hover: exact)'),
+      stat('Spend, ' + period, cents(u.total_cost), period === thisMonth() ? ['month-end forecast at this rate: ', cents(String(forecast(u.total_cost)))] : 'USD, to the cent (hover: exact)'),
       stat('Tokens, ' + period, num(u.total_tokens)),
       stat('Requests, ' + period, num(requestsOf(u.by_model))),
       stat('Keys with usage', num(Object.keys(u.keys).length), 'of ' + keys.data.length + ' keys')));
@@ -366,6 +366,16 @@
       h('thead', {}, h('tr', {}, ['Who', 'Threshold', 'State', 'Attempts', 'Last error'].map((t, i) => h('th', { class: i === 2 ? 'l' : i === 3 ? 'opt' : i === 4 ? 'l opt' : null }, t)))),
       h('tbody', {}, rows))]);
     return card;
+  }
+
+  // forecast is the month's spend at month end at the rate so far
+  // (spend ÷ the part of the month gone), for the current month only.
+  function forecast(spent) {
+    const now = new Date();
+    const start = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
+    const end = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
+    const gone = (now.getTime() - start) / (end - start);
+    return gone > 0 ? Number(spent) / gone : 0;
   }
 
   const bySpend = (a, b) => Number(b.cost) - Number(a.cost) || a.id.localeCompare(b.id);
@@ -418,9 +428,10 @@
       h('td', { class: 'l state' }, it.words),
       h('td', {}, it.known ? Math.floor(it.r.ratio * 1000) / 10 + '%' : '—'),
       h('td', {}, it.known ? cents(String(it.r.left)) : '—'),
+      h('td', { class: 'opt' }, it.known ? Math.round(forecast(it.r.ratio) * 100) + '%' : '—'),
       h('td', { class: 'l opt' }, utc(renews, true))));
     append(card, [h('table', { id: 'risk-table' },
-      h('thead', {}, h('tr', {}, ['Who', 'Status', 'Used', 'Left', 'Renews'].map((t, i) => h('th', { class: i === 1 ? 'l' : i === 4 ? 'l opt' : null }, t)))),
+      h('thead', {}, h('tr', {}, ['Who', 'Status', 'Used', 'Left', 'By month end', 'Renews'].map((t, i) => h('th', { class: i === 1 ? 'l' : i === 5 ? 'l opt' : i === 4 ? 'opt' : null }, t)))),
       h('tbody', {}, rows))]);
     return card;
   }
