@@ -215,6 +215,7 @@ func (a *API) Routes() []Route {
 		add("POST", p+"/alerts/:id/redeliver", a.redeliverAlert)
 		add("GET", p+"/usage", a.adminUsage)
 		add("GET", p+"/requests", a.requests)
+		add("GET", p+"/requests/stats", a.requestStats)
 		add("GET", p+"/backends", a.listBackends)
 		add("POST", p+"/backends/*rest", a.resetBackend)
 		add("POST", p+"/reload", a.reload)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -95,4 +96,48 @@ func WriteRequests(w http.ResponseWriter, page []usage.RequestEntry, next string
 		body["next_cursor"] = next
 	}
 	return httpapi.WriteJSON(w, http.StatusOK, body)
+}
+
+// RequestStatter sums the request log (usage.Ledger).
+type RequestStatter interface {
+	RequestStats(ctx context.Context, start, end time.Time, byBackend bool) ([]usage.RequestStats, error)
+}
+
+// requestStats is GET /v1/admin/requests/stats: per model (by=backend:
+// per model and backend) over [start, end) (default the last 24 hours),
+// the requests, the error rate (5xx) and time to first token and
+// duration at p50 and p95.
+func (a *API) requestStats(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+	rs, ok := a.usage.(RequestStatter)
+	if !ok {
+		return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this ledger keeps no request log"}
+	}
+	v := r.URL.Query()
+	for name := range v {
+		if name != "start" && name != "end" && name != "by" {
+			return apierr.BadRequest(name, "unknown parameter; request stats take start, end and by")
+		}
+	}
+	q, _, err := usage.ParseRequestQuery(map[string][]string{"start": v["start"], "end": v["end"]})
+	if err != nil {
+		return QueryError(err)
+	}
+	if q.End.IsZero() {
+		q.End = time.Now().UTC()
+	}
+	if q.Start.IsZero() {
+		q.Start = q.End.Add(-24 * time.Hour)
+	}
+	by := v.Get("by")
+	if by != "" && by != "model" && by != "backend" {
+		return apierr.BadRequest("by", "by must be model or backend")
+	}
+	stats, err := rs.RequestStats(r.Context(), q.Start, q.End, by == "backend")
+	if err != nil {
+		return RequestLogError(err)
+	}
+	if stats == nil {
+		stats = []usage.RequestStats{}
+	}
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "start": q.Start, "end": q.End, "data": stats})
 }

@@ -99,3 +99,40 @@ func TestRequestLog(t *testing.T) {
 		})
 	}
 }
+
+// TestRequestStats: per model and per backend, the requests, the error
+// rate and the time to first token (streams) and duration percentiles
+// from the request log, on both stores.
+func TestRequestStats(t *testing.T) {
+	for _, store := range []string{"embedded", "postgres"} {
+		t.Run(store, func(t *testing.T) {
+			opts := []envOption{withEmbeddedAdmin(t)}
+			if store == "postgres" {
+				opts = []envOption{withAdmin(t), withLedger(postgresLedger(t))}
+			}
+			e := newEnv(t, sim.Config{ReplyTokens: 3}, opts...)
+			chat := `{"model":"hermes","messages":[{"role":"user","content":"hi"}],"max_tokens":5}`
+			for range 3 {
+				e.do(t, "POST", "/v1/chat", keyAll, chat)
+			}
+			e.do(t, "POST", "/v1/chat/stream", keyAll, chat)
+			e.sim.SetConfig(sim.Config{Fault: sim.Fault{Kind: sim.Status, Status: 500}})
+			e.do(t, "POST", "/v1/chat", keyAll, chat)
+			var stats struct {
+				Data []usage.RequestStats `json:"data"`
+			}
+			poll.Until(t, "five requests summed", func() bool {
+				_, body := e.do(t, "GET", "/v1/admin/requests/stats?by=backend", adminToken, "")
+				json.Unmarshal(body, &stats)
+				return len(stats.Data) == 1 && stats.Data[0].Requests == 5
+			})
+			s := stats.Data[0]
+			if s.Model != "hermes" || s.Backend != "sim" || s.Errors != 1 || s.ErrorRate != 0.2 || s.TTFTP50 <= 0 || s.DurP50 <= 0 || s.DurP95 < s.DurP50 {
+				t.Errorf("stats %+v", s)
+			}
+			if resp, _ := e.do(t, "GET", "/v1/admin/requests/stats?by=nope", adminToken, ""); resp.StatusCode != 400 {
+				t.Errorf("by=nope: %d", resp.StatusCode)
+			}
+		})
+	}
+}

@@ -548,11 +548,29 @@
     if (more) more.addEventListener('click', () => { state.reqCursor = page.next_cursor; render(); });
     const newest = state.reqCursor ? h('button', { type: 'button', id: 'req-newest' }, 'Newest') : null;
     if (newest) newest.addEventListener('click', () => { state.reqCursor = ''; render(); });
-    return [h('div', { class: 'title' }, h('h1', {}, 'Requests, ' + period), h('span', { class: 'meta' }, 'newest first')), form,
+    const latency = state.kind === 'admin' ? await latencyCard(start, end) : null;
+    return [h('div', { class: 'title' }, h('h1', {}, 'Requests, ' + period), h('span', { class: 'meta' }, 'newest first')), latency, form,
       h('div', { class: 'card' }, page.data.length ? h('table', { id: 'requests-table' },
         h('thead', {}, h('tr', {}, ['Time', 'Request', 'Model', 'Status', 'Cost', 'First token', 'Duration'].map((t, i) => h('th', { class: i === 0 || i === 2 ? 'l opt' : i === 1 ? 'l' : i >= 5 ? 'opt' : null }, t)))),
         h('tbody', {}, rows)) : h('p', { class: 'muted' }, 'No request matches.'),
       h('div', { class: 'pager' }, newest, more))];
+  }
+
+  // latencyCard is the month's latency and errors per model and backend,
+  // from the request log.
+  async function latencyCard(start, end) {
+    const st = await api('/v1/admin/requests/stats?by=backend&start=' + encodeURIComponent(start) + '&end=' + encodeURIComponent(end));
+    const ms = (v) => (v ? Math.round(v * 10) / 10 + ' ms' : '—');
+    const rows = st.data.map((s) => h('tr', {},
+      h('td', { class: 'name' }, s.model, h('span', { class: 'id' }, s.backend || '—')),
+      h('td', {}, num(s.requests)),
+      h('td', {}, Math.round(s.error_rate * 1000) / 10 + '%'),
+      h('td', { class: 'opt' }, ms(s.ttft_p50_ms) + ' · ' + ms(s.ttft_p95_ms)),
+      h('td', {}, ms(s.duration_p50_ms) + ' · ' + ms(s.duration_p95_ms))));
+    return h('div', { class: 'card', id: 'latency' }, h('h2', {}, 'Latency and errors'),
+      rows.length ? h('table', { id: 'latency-table' },
+        h('thead', {}, h('tr', {}, ['Model · backend', 'Requests', 'Errors (5xx)', 'First token p50 · p95', 'Duration p50 · p95'].map((t, i) => h('th', { class: i === 3 ? 'opt' : null }, t)))),
+        h('tbody', {}, rows)) : h('p', { class: 'muted' }, 'No requests this month.'));
   }
 
   function showTab(tab) {

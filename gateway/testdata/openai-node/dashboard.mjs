@@ -142,6 +142,7 @@ try {
       return rows.length === 1 && rows[0].textContent.includes(id);
     }, process.env.OBOL_REQUEST_ID);
     assert.equal(await page.$eval('#requests-table tbody tr.req .usd', (e) => e.dataset.usd), process.env.OBOL_REQUEST_COST);
+    assert.match(await page.$eval('#latency-table', (e) => e.textContent), /hermes/);
     await page.click('#requests-table tbody tr.req');
     assert.ok(await page.$eval('#requests-table tr.detail', (e) => !e.hidden && e.textContent.includes('completion_tokens')));
   });
