@@ -41,7 +41,9 @@ func (t *usageTotals) add(model string, r usage.Row) {
 
 // adminUsageReport is GET /v1/admin/usage's answer.
 type adminUsageReport struct {
-	Period      string                  `json:"period"`
+	Period      string                  `json:"period,omitempty"` // or a range:
+	Start       *time.Time              `json:"start,omitempty"`
+	End         *time.Time              `json:"end,omitempty"`
 	TotalTokens int64                   `json:"total_tokens"`
 	TotalCost   money.Money             `json:"total_cost"`
 	Currency    string                  `json:"currency"`
@@ -55,16 +57,15 @@ type adminUsageReport struct {
 // [&by=day][&format=csv]: every key's and project's month, for a billing
 // run, in one read of the ledger.
 func (a *API) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
-	period, err := httpapi.Period(r)
-	if err != nil {
-		return err
-	}
 	if a.usage == nil {
 		return &apierr.Error{Code: apierr.CodeNotImplemented, Message: "this ledger cannot list every key"}
 	}
 	q := r.URL.Query()
-	start, _ := time.Parse("2006-01", period)
-	bq := usage.BucketQuery{Start: start, End: start.AddDate(0, 1, 0), ByKey: true, ByModel: true, ByProject: true}
+	bq, period, err := usageRange(r)
+	if err != nil {
+		return err
+	}
+	bq.ByKey, bq.ByModel, bq.ByProject = true, true, true
 	if k := q.Get("key"); k != "" {
 		bq.Keys = []string{k}
 	}
@@ -72,13 +73,18 @@ func (a *API) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		bq.Projects = []string{p}
 	}
 	rows, err := a.usage.Buckets(r.Context(), bq)
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return err
-		}
+	switch {
+	case errors.Is(err, usage.ErrGrain):
+		return errGrain("1h")
+	case errors.Is(err, context.Canceled):
+		return err
+	case err != nil:
 		return apierr.Unavailable("usage cannot be read", err)
 	}
-	out := sumUsage(period, rows, q.Get("by") == "day")
+	out := sumUsage(period, rows, q.Get("by") == "day" || bq.Hourly, bq.Hourly)
+	if period == "" {
+		out.Start, out.End = &bq.Start, &bq.End
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	if q.Get("format") == "csv" {
 		keyNames, _ := a.keyNames(r)
@@ -88,7 +94,7 @@ func (a *API) adminUsage(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 }
 
 // sumUsage sums a month's daily rows by key, project, model and day.
-func sumUsage(period string, rows []usage.BucketRow, byDay bool) *adminUsageReport {
+func sumUsage(period string, rows []usage.BucketRow, byDay, hourly bool) *adminUsageReport {
 	out := &adminUsageReport{Period: period, Currency: "usd", ByModel: map[string]usage.Row{},
 		Keys: map[string]*usageTotals{}, Projects: map[string]*usageTotals{}}
 	all := usageTotals{ByModel: out.ByModel}
@@ -111,7 +117,11 @@ func sumUsage(period string, rows []usage.BucketRow, byDay bool) *adminUsageRepo
 			p.add(b.Model, b.Row)
 		}
 		if byDay {
-			days.Add(b.Model, b.Start.Format("2006-01-02"), b.Row)
+			bucket := b.Start.Format("2006-01-02")
+			if hourly {
+				bucket = b.Start.Format("2006-01-02T15")
+			}
+			days.Add(b.Model, bucket, b.Row)
 		}
 	}
 	out.TotalTokens, out.TotalCost, out.Days = all.TotalTokens, all.TotalCost, days.Days
@@ -155,4 +165,41 @@ func (a *API) projectNames() map[string]string {
 		names[p.ID] = p.Name
 	}
 	return names
+}
+
+// usageRange is the admin usage's time: a month (period=YYYY-MM, the
+// current one by default), or start and end (RFC 3339 or Unix seconds)
+// in whole UTC days (by=day, the default) or hours (by=hour: the
+// PostgreSQL ledger).
+func usageRange(r *http.Request) (usage.BucketQuery, string, error) {
+	q := r.URL.Query()
+	if q.Get("start") == "" && q.Get("end") == "" {
+		period, err := httpapi.Period(r)
+		if err != nil {
+			return usage.BucketQuery{}, "", err
+		}
+		start, _ := time.Parse("2006-01", period)
+		return usage.BucketQuery{Start: start, End: start.AddDate(0, 1, 0)}, period, nil
+	}
+	rq, _, err := usage.ParseRequestQuery(map[string][]string{"start": q["start"], "end": q["end"]})
+	if err != nil {
+		return usage.BucketQuery{}, "", QueryError(err)
+	}
+	if rq.Start.IsZero() || rq.End.IsZero() || !rq.End.After(rq.Start) {
+		return usage.BucketQuery{}, "", apierr.BadRequest("end", "a range needs start and end, end after start")
+	}
+	if b := q.Get("by"); b != "" && b != "day" && b != "hour" {
+		return usage.BucketQuery{}, "", apierr.BadRequest("by", "by must be day or hour")
+	}
+	// The ledger keeps buckets, not requests: a range is whole buckets,
+	// its start rounded down and its end up (UTC days, or hours).
+	grain := 24 * time.Hour
+	if q.Get("by") == "hour" {
+		grain = time.Hour
+	}
+	start, end := rq.Start.Truncate(grain), rq.End.Truncate(grain)
+	if end.Before(rq.End) {
+		end = end.Add(grain)
+	}
+	return usage.BucketQuery{Start: start, End: end, Hourly: q.Get("by") == "hour"}, "", nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/obol/obol/internal/poll"
 	"github.com/obol/obol/loadtest/sim"
@@ -132,6 +133,55 @@ func TestRequestStats(t *testing.T) {
 			}
 			if resp, _ := e.do(t, "GET", "/v1/admin/requests/stats?by=nope", adminToken, ""); resp.StatusCode != 400 {
 				t.Errorf("by=nope: %d", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// TestAdminUsageRange: /v1/admin/usage over a start and end equals the
+// month's figures when the range holds the month's usage, by day on both
+// stores and by hour on PostgreSQL (the embedded store refuses hours by
+// name).
+func TestAdminUsageRange(t *testing.T) {
+	for _, store := range []string{"embedded", "postgres"} {
+		t.Run(store, func(t *testing.T) {
+			opts := []envOption{withEmbeddedAdmin(t), withPrices(money.Prices{hermesPrice})}
+			if store == "postgres" {
+				opts = []envOption{withAdmin(t), withLedger(postgresLedger(t)), withPrices(money.Prices{hermesPrice})}
+			}
+			e := newEnv(t, sim.Config{ReplyTokens: 3}, opts...)
+			for range 3 {
+				e.do(t, "POST", "/v1/chat", keyAll, `{"model":"hermes","messages":[{"role":"user","content":"hi"}],"max_tokens":5}`)
+			}
+			e.waitRecorded(t, keyAll, 3)
+			type report struct {
+				TotalCost money.Money `json:"total_cost"`
+				Days      []struct {
+					Date string `json:"date"`
+				} `json:"days"`
+			}
+			var month, rng report
+			_, body := e.do(t, "GET", "/v1/admin/usage", adminToken, "")
+			json.Unmarshal(body, &month)
+			now := time.Now().UTC()
+			q := "/v1/admin/usage?start=" + now.Add(-time.Hour).Format(time.RFC3339) + "&end=" + now.Add(time.Hour).Format(time.RFC3339)
+			resp, body := e.do(t, "GET", q+"&by=day", adminToken, "")
+			json.Unmarshal(body, &rng)
+			if resp.StatusCode != 200 || rng.TotalCost != month.TotalCost || month.TotalCost == 0 || len(rng.Days) == 0 {
+				t.Errorf("by day: %d %s, the month's %s", resp.StatusCode, body, month.TotalCost.USD())
+			}
+			resp, body = e.do(t, "GET", q+"&by=hour", adminToken, "")
+			switch store {
+			case "postgres":
+				rng = report{}
+				json.Unmarshal(body, &rng)
+				if resp.StatusCode != 200 || rng.TotalCost != month.TotalCost || len(rng.Days) == 0 || !strings.Contains(rng.Days[0].Date, "T") {
+					t.Errorf("by hour: %d %s", resp.StatusCode, body)
+				}
+			default:
+				if resp.StatusCode != 400 || !strings.Contains(string(body), "finer than this ledger keeps") {
+					t.Errorf("by hour, embedded: %d %s", resp.StatusCode, body)
+				}
 			}
 		})
 	}
