@@ -126,6 +126,9 @@
       $('who').hidden = false;
       $('who-label').textContent = state.kind === 'admin' ? 'Signed in with the admin token' : 'Signed in as ' + state.keyId;
       $('project-filter').hidden = $('key-filter').hidden = $('csv').hidden = state.kind !== 'admin';
+      const options = months().map((m) => h('option', { value: m }, m));
+      if (state.kind === 'admin') options.push(...RANGES.map(([v, l]) => h('option', { value: v }, l)));
+      $('month').replaceChildren(...options);
       await render();
     } catch (e) {
       forget();
@@ -201,15 +204,32 @@
 
   // chart draws a month's days as stacked bars by model: value(row) is
   // the height, label(row) the exact figure its tooltip shows.
-  function chart(title, period, days, models, value, label, axis) {
+  // monthBuckets are a month's days as chart buckets, labelled 1…31.
+  function monthBuckets(period) {
     const [y, m] = period.split('-').map(Number);
     const n = new Date(Date.UTC(y, m, 0)).getUTCDate();
+    return Array.from({ length: n }, (_, i) => ({ key: period + '-' + String(i + 1).padStart(2, '0'), tick: String(i + 1) }));
+  }
+
+  // rangeBuckets are [start, end)'s UTC days or hours as chart buckets.
+  function rangeBuckets(start, end, hourly) {
+    const out = [];
+    const step = hourly ? 3600e3 : 86400e3;
+    for (let t = Date.parse(start); t < Date.parse(end); t += step) {
+      const iso = new Date(t).toISOString();
+      out.push({ key: hourly ? iso.slice(0, 13) : iso.slice(0, 10), tick: hourly ? iso.slice(11, 13) + 'h' : iso.slice(8, 10) });
+    }
+    return out;
+  }
+
+  function chart(title, buckets, days, models, value, label, axis) {
+    const n = buckets.length;
     const byDate = {};
     for (const d of days || []) byDate[d.date] = d;
     let max = 0;
     const cols = [];
-    for (let i = 1; i <= n; i++) {
-      const date = period + '-' + String(i).padStart(2, '0');
+    for (let i = 0; i < n; i++) {
+      const date = buckets[i].key;
       const d = byDate[date];
       let total = 0;
       for (const md of models) total += d && d.by_model[md] ? value(d.by_model[md]) : 0;
@@ -238,20 +258,23 @@
         svg.append(s('rect', { class: 'm' + (j % 8), x: L + i * bw + 1, y: top, width: Math.max(bw - 2, 1), height: hgt },
           s('title', {}, `${c.date} · ${md}: ${label(r)}`)));
       });
-      if (i === 0 || (i + 1) % (W < 720 ? 10 : 5) === 0) {
-        svg.append(s('text', { x: L + i * bw + bw / 2, y: H - 7, 'text-anchor': 'middle' }, String(i + 1)));
+      const every = Math.max(1, Math.round(n / (W < 720 ? 3 : 6)));
+      if (i === 0 || (i + 1) % every === 0) {
+        svg.append(s('text', { x: L + i * bw + bw / 2, y: H - 7, 'text-anchor': 'middle' }, buckets[i].tick));
       }
     });
     const legend = h('div', { class: 'legend' }, models.map((md, j) => h('span', {}, h('span', { class: 'sw m' + (j % 8) }), md)));
     return h('div', { class: 'card chart' }, h('h2', {}, title), svg, legend);
   }
 
-  function charts(period, days, byModel) {
+  function charts(buckets, days, byModel, per) {
+    if (typeof buckets === 'string') buckets = monthBuckets(buckets);
+    per = per || 'day';
     const models = Object.keys(byModel || {}).sort();
     const tokens = (r) => r.prompt + r.completion;
     return h('div', { class: 'grid2' },
-      chart('Cost per day (UTC)', period, days, models, (r) => Number(r.cost), (r) => usd(r.cost), (v) => '$' + (v < 0.01 && v > 0 ? v.toPrecision(2) : v.toFixed(2))),
-      chart('Tokens per day (UTC)', period, days, models, tokens, (r) => num(tokens(r)) + ' tokens', (v) => Math.round(v).toLocaleString('en-US')));
+      chart('Cost per ' + per + ' (UTC)', buckets, days, models, (r) => Number(r.cost), (r) => usd(r.cost), (v) => '$' + (v < 0.01 && v > 0 ? v.toPrecision(2) : v.toFixed(2))),
+      chart('Tokens per ' + per + ' (UTC)', buckets, days, models, tokens, (r) => num(tokens(r)) + ' tokens', (v) => Math.round(v).toLocaleString('en-US')));
   }
 
   function requestsOf(byModel) {
@@ -315,7 +338,8 @@
   }
 
   function usageQuery(period, format) {
-    const q = new URLSearchParams({ period });
+    const r = period.startsWith('range:') ? rangeOf(period) : null;
+    const q = new URLSearchParams(r ? { start: r.start, end: r.end } : { period });
     if ($('project').value) q.set('project', $('project').value);
     if ($('key').value) q.set('key', $('key').value);
     if (format) q.set('format', format); else q.set('by', 'day');
@@ -326,6 +350,7 @@
     const [keys, projects] = await Promise.all([api('/v1/admin/keys'), api('/v1/admin/projects')]);
     fillSelect($('project'), projects.data.map((p) => [p.id, p.name ? p.name + ' (' + p.id + ')' : p.id]), 'All projects');
     fillSelect($('key'), keys.data.map((k) => [k.id, k.name ? k.name + ' (' + k.id + ')' : k.id]), 'All keys');
+    if (period.startsWith('range:')) return renderRange(period, keys.data, projects.data);
     const u = await api(usageQuery(period));
     const scope = [$('project').value && 'project ' + $('project').value, $('key').value && 'key ' + $('key').value].filter(Boolean).join(', ');
     const parts = [h('div', { class: 'title' }, h('h1', {}, 'Every key and project'), h('span', { class: 'meta' }, scope ? 'showing ' + scope : 'the whole gateway'))];
@@ -487,7 +512,7 @@
       const r = await fetch(usageQuery(period, 'csv'), { headers: { Authorization: 'Bearer ' + state.cred }, cache: 'no-store' });
       if (!r.ok) throw new APIError(r.status, (await r.text()) || r.statusText);
       const blob = await r.blob();
-      const a = h('a', { href: URL.createObjectURL(blob), download: 'obol-usage-' + period + '.csv' });
+      const a = h('a', { href: URL.createObjectURL(blob), download: 'obol-usage-' + (period.startsWith('range:') ? 'range' : period) + '.csv' });
       document.body.append(a);
       a.click();
       a.remove();
@@ -495,6 +520,69 @@
     } catch (e) {
       showError('error', e.message);
     }
+  }
+
+  // ---- ranges (admin) ----------------------------------------------
+
+  const RANGES = [['range:24h', 'Last 24 hours'], ['range:7d', 'Last 7 days'], ['range:30d', 'Last 30 days'], ['range:custom', 'Custom range…']];
+
+  // rangeOf is a range's [start, end) in UTC, whether it is drawn by
+  // hour, its label, and the period of the same length before it.
+  function rangeOf(value) {
+    const now = Date.now();
+    let start, end, hourly = false, label;
+    if (value === 'range:custom') {
+      const from = $('from').value, to = $('to').value;
+      if (!from || !to || to < from) return null;
+      start = Date.parse(from + 'T00:00:00Z');
+      end = Date.parse(to + 'T00:00:00Z') + 86400e3;
+      label = from + ' to ' + to;
+    } else {
+      const days = { 'range:24h': 1, 'range:7d': 7, 'range:30d': 30 }[value];
+      hourly = days === 1;
+      const grain = hourly ? 3600e3 : 86400e3;
+      end = Math.ceil(now / grain) * grain;
+      start = end - days * 86400e3;
+      label = RANGES.find(([v]) => v === value)[1];
+    }
+    const iso = (t) => new Date(t).toISOString().replace('.000Z', 'Z');
+    return { start: iso(start), end: iso(end), prevStart: iso(2 * start - end), hourly, label };
+  }
+
+  // rangeUsage reads the admin usage of [start, end), by hour where the
+  // ledger keeps hours (else by day).
+  async function rangeUsage(start, end, hourly) {
+    const q = (by) => '/v1/admin/usage?' + new URLSearchParams({ start, end, by }) +
+      ($('project').value ? '&project=' + encodeURIComponent($('project').value) : '') +
+      ($('key').value ? '&key=' + encodeURIComponent($('key').value) : '');
+    if (hourly) {
+      try { return { u: await api(q('hour')), hourly: true }; } catch (e) { if (e.status !== 400) throw e; }
+    }
+    return { u: await api(q('day')), hourly: false };
+  }
+
+  // change is the difference from the previous period, in words.
+  function change(now, before) {
+    const a = Number(now), b = Number(before);
+    if (b === 0) return a === 0 ? 'the same as the period before' : 'none the period before';
+    const pct = Math.round(((a - b) / b) * 100);
+    return (pct >= 0 ? '+' : '') + pct + '% on the period before (' + usd(before) + ')';
+  }
+
+  async function renderRange(value, keys, projects) {
+    const r = rangeOf(value);
+    if (!r) return [h('div', { class: 'title' }, h('h1', {}, 'Custom range')), h('p', { class: 'muted' }, 'Choose a first and a last day (UTC).')];
+    const [{ u, hourly }, prev] = await Promise.all([rangeUsage(r.start, r.end, r.hourly), api('/v1/admin/usage?' + new URLSearchParams({ start: r.prevStart, end: r.start, by: 'day' }))]);
+    const buckets = rangeBuckets(r.start, r.end, hourly);
+    return [h('div', { class: 'title', id: 'range-title' }, h('h1', {}, r.label), h('span', { class: 'meta' }, utc(r.start), ' – ', utc(r.end))),
+      h('div', { class: 'stats' },
+        stat('Spend', cents(u.total_cost), change(u.total_cost, prev.total_cost)),
+        stat('Tokens', num(u.total_tokens), change(u.total_tokens, prev.total_tokens).replace(/\(\$/, '(')),
+        stat('Requests', num(requestsOf(u.by_model))),
+        stat('Keys with usage', num(Object.keys(u.keys).length), 'of ' + keys.length + ' keys')),
+      charts(buckets, u.days, u.by_model, hourly ? 'hour' : 'day'),
+      h('div', { class: 'card' }, h('h2', {}, 'By model'), modelTable(u.by_model)),
+      keysTable(r.label, u, keys), projectsTable(r.label, u, projects)];
   }
 
   // ---- requests ----------------------------------------------------
@@ -505,9 +593,16 @@
   // cursor; a row opens its detail.
   async function renderRequests(period) {
     const f = state.reqFilter;
-    const start = period + '-01T00:00:00Z';
-    const [y, m] = period.split('-').map(Number);
-    const end = new Date(Date.UTC(y, m, 1)).toISOString().replace('.000Z', 'Z');
+    let start, end, title = period;
+    if (period.startsWith('range:')) {
+      const r = rangeOf(period);
+      if (!r) return [h('p', { class: 'muted' }, 'Choose a first and a last day (UTC).')];
+      [start, end, title] = [r.start, r.end, r.label];
+    } else {
+      const [y, m] = period.split('-').map(Number);
+      start = period + '-01T00:00:00Z';
+      end = new Date(Date.UTC(y, m, 1)).toISOString().replace('.000Z', 'Z');
+    }
     const q = new URLSearchParams({ start, end, limit: '50' });
     for (const [name, v] of Object.entries(f)) if (v) q.set(name, v);
     if (state.kind === 'admin') {
@@ -549,7 +644,7 @@
     const newest = state.reqCursor ? h('button', { type: 'button', id: 'req-newest' }, 'Newest') : null;
     if (newest) newest.addEventListener('click', () => { state.reqCursor = ''; render(); });
     const latency = state.kind === 'admin' ? await latencyCard(start, end) : null;
-    return [h('div', { class: 'title' }, h('h1', {}, 'Requests, ' + period), h('span', { class: 'meta' }, 'newest first')), latency, form,
+    return [h('div', { class: 'title' }, h('h1', {}, 'Requests, ' + title), h('span', { class: 'meta' }, 'newest first')), latency, form,
       h('div', { class: 'card' }, page.data.length ? h('table', { id: 'requests-table' },
         h('thead', {}, h('tr', {}, ['Time', 'Request', 'Model', 'Status', 'Cost', 'First token', 'Duration'].map((t, i) => h('th', { class: i === 0 || i === 2 ? 'l opt' : i === 1 ? 'l' : i >= 5 ? 'opt' : null }, t)))),
         h('tbody', {}, rows)) : h('p', { class: 'muted' }, 'No request matches.'),
@@ -610,7 +705,12 @@
       if (c) signIn(c, false);
     });
     $('signout').addEventListener('click', forget);
-    $('month').addEventListener('change', render);
+    $('month').addEventListener('change', () => {
+      $('from-field').hidden = $('to-field').hidden = $('month').value !== 'range:custom';
+      render();
+    });
+    $('from').addEventListener('change', render);
+    $('to').addEventListener('change', render);
     $('project').addEventListener('change', render);
     $('key').addEventListener('change', render);
     $('csv').addEventListener('click', downloadCSV);

@@ -151,6 +151,21 @@ try {
   await page.click('#tab-overview');
   await page.waitForSelector('#keys-table');
 
+  await check('a custom range holding today shows the month\'s spend, with the period before beside it', async () => {
+    const today = new Date().toISOString().slice(0, 10);
+    await page.selectOption('#month', 'range:custom');
+    await page.fill('#from', today);
+    await page.fill('#to', today);
+    await page.dispatchEvent('#to', 'change');
+    await page.waitForSelector('#range-title');
+    await page.waitForFunction((c) => document.querySelector('.stat .usd')?.dataset.usd === c, process.env.OBOL_WANT_TOTAL);
+    assert.match(await page.$eval('.stat .note', (e) => e.textContent), /period before/);
+  });
+  await shot('range', 1280, 800);
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.selectOption('#month', await page.$eval('#month', (s) => s.options[0].value));
+  await page.waitForSelector('#at-risk');
+
   await check('the CSV download is the API\'s CSV', async () => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#csv')]);
     const got = await readFile(await download.path(), 'utf8');
