@@ -255,8 +255,16 @@
         const hgt = value(r) * scale;
         if (hgt <= 0) return;
         top -= hgt;
-        svg.append(s('rect', { class: 'm' + (j % 8), x: L + i * bw + 1, y: top, width: Math.max(bw - 2, 1), height: hgt },
-          s('title', {}, `${c.date} · ${md}: ${label(r)}`)));
+        const bar = s('rect', { class: 'm' + (j % 8), x: L + i * bw + 1, y: top, width: Math.max(bw - 2, 1), height: hgt },
+          s('title', {}, `${c.date} · ${md}: ${label(r)} (click: its requests)`));
+        if (state.kind === 'admin' && c.date.length === 10) {
+          bar.addEventListener('click', () => toRequests(() => {
+            $('month').value = 'range:custom';
+            $('from').value = $('to').value = c.date;
+            $('from-field').hidden = $('to-field').hidden = false;
+          }));
+        }
+        svg.append(bar);
       });
       const every = Math.max(1, Math.round(n / (W < 720 ? 3 : 6)));
       if (i === 0 || (i + 1) % every === 0) {
@@ -403,6 +411,19 @@
     return gone > 0 ? Number(spent) / gone : 0;
   }
 
+  // requestsOf* open the Requests tab on a key's, a project's or a day's
+  // requests.
+  function toRequests(set) {
+    set();
+    state.reqCursor = '';
+    showTab('requests');
+  }
+  function linkTo(text, title, set) {
+    const a = h('a', { href: '#requests', class: 'to-requests', title }, text);
+    a.addEventListener('click', (ev) => { ev.preventDefault(); toRequests(set); });
+    return a;
+  }
+
   const bySpend = (a, b) => Number(b.cost) - Number(a.cost) || a.id.localeCompare(b.id);
 
   // risk is a budget's standing: its ratio, the highest alert threshold
@@ -472,7 +493,7 @@
     const body = rows.map(({ id, k, t }) => {
       const b = current && k && k.budget ? { monthly: k.budget.monthly, alert_at: k.budget.alert_at, spent: t ? t.total_cost : '0' } : null;
       return h('tr', {},
-        h('td', { class: 'name' }, (k && k.name) || id, h('span', { class: 'id' }, id + (k ? ' · ' + k.tier + (k.source === 'config' ? ' · config' : '') + (k.status !== 'active' ? ' · ' + k.status : '') : ''))),
+        h('td', { class: 'name' }, linkTo((k && k.name) || id, 'this key\'s requests', () => { $('key').value = id; }), h('span', { class: 'id' }, id + (k ? ' · ' + k.tier + (k.source === 'config' ? ' · config' : '') + (k.status !== 'active' ? ' · ' + k.status : '') : ''))),
         h('td', { class: 'l opt' }, (t && t.project) || (k && k.project) || '—'),
         h('td', { class: 'opt' }, num(t ? t.total_tokens : 0)),
         h('td', { class: 'opt' }, num(t ? requestsOf(t.by_model) : 0)),
@@ -494,15 +515,16 @@
     const body = rows.map(({ id, p, t }) => {
       const b = current && p && p.budget && p.spend ? { monthly: p.budget.monthly, alert_at: p.budget.alert_at, spent: p.spend.cost } : null;
       return h('tr', {},
-        h('td', { class: 'name' }, (p && p.name) || id, h('span', { class: 'id' }, id + (p && p.source === 'config' ? ' · config' : ''))),
+        h('td', { class: 'name' }, linkTo((p && p.name) || id, 'this project\'s requests', () => { $('project').value = id; }), h('span', { class: 'id' }, id + (p && p.source === 'config' ? ' · config' : ''))),
         h('td', { class: 'opt' }, num(t ? t.total_tokens : 0)),
         h('td', { class: 'opt' }, num(t ? requestsOf(t.by_model) : 0)),
         h('td', {}, cents(t ? t.total_cost : '0')),
+        h('td', { class: 'opt' }, current ? cents(String(forecast(t ? t.total_cost : '0'))) : '—'),
         h('td', { class: 'l' }, current ? budgetBar('budget', b, true) : h('span', { class: 'muted' }, '—')));
     });
     return h('div', { class: 'card' }, h('h2', {}, 'Projects by spend, ' + period),
       h('div', { class: 'scroll' }, h('table', { id: 'projects-table' },
-        h('thead', {}, h('tr', {}, ['Project', 'Tokens', 'Requests', 'Cost', 'Budget this month'].map((t, i) => h('th', { class: i === 4 ? 'l' : i === 1 || i === 2 ? 'opt' : null }, t)))),
+        h('thead', {}, h('tr', {}, ['Project', 'Tokens', 'Requests', 'Cost', 'By month end', 'Budget this month'].map((t, i) => h('th', { class: i === 5 ? 'l' : i === 1 || i === 2 || i === 4 ? 'opt' : null }, t)))),
         h('tbody', {}, body))));
   }
 

@@ -180,6 +180,16 @@ try {
     assert.deepEqual(rows, ['key_all']);
   });
 
+  await check('a key in the table links to its requests', async () => {
+    await page.selectOption('#project', '');
+    await page.click('#tab-overview');
+    await page.waitForSelector('#keys-table');
+    await page.click('#keys-table tbody tr:has-text("key_hermes") a.to-requests');
+    await page.waitForSelector('#requests-table');
+    const keys = await page.$$eval('#requests-table tbody tr.req .id', (es) => es.map((e) => e.textContent.split(' ')[0]));
+    assert.ok(keys.length > 0 && keys.every((k) => k === 'key_hermes'), keys.join(','));
+  });
+
   await check('no console error, no script run from data, no request to another origin', async () => {
     assert.deepEqual(errors, []);
     assert.deepEqual(dialogs, []);
