@@ -367,7 +367,7 @@
       stat('Spend, ' + period, cents(u.total_cost), period === thisMonth() ? ['month-end forecast at this rate: ', cents(String(forecast(u.total_cost)))] : 'USD, to the cent (hover: exact)'),
       stat('Tokens, ' + period, num(u.total_tokens)),
       stat('Requests, ' + period, num(requestsOf(u.by_model))),
-      stat('Keys with usage', num(Object.keys(u.keys).length), 'of ' + keys.data.length + ' keys')));
+      topSpender(u, keys.data)));
     parts.push(charts(period, u.days, u.by_model));
     parts.push(h('div', { class: 'card' }, h('h2', {}, 'By model, ' + period), modelTable(u.by_model)));
     parts.push(keysTable(period, u, keys.data));
@@ -422,6 +422,17 @@
     const a = h('a', { href: '#requests', class: 'to-requests', title }, text);
     a.addEventListener('click', (ev) => { ev.preventDefault(); toRequests(set); });
     return a;
+  }
+
+  // topSpender is the stat of the key that spent most, with how many keys
+  // had usage.
+  function topSpender(u, keys) {
+    const ids = Object.keys(u.keys).sort((a, b) => Number(u.keys[b].total_cost) - Number(u.keys[a].total_cost) || a.localeCompare(b));
+    const note = Object.keys(u.keys).length + ' of ' + keys.length + ' keys had usage';
+    if (!ids.length) return stat('Top spender', '—', note);
+    const k = keys.find((x) => x.id === ids[0]);
+    return h('div', { class: 'stat', id: 'top-spender' }, h('div', { class: 'label' }, 'Top spender'),
+      h('div', { class: 'value small' }, (k && k.name) || ids[0], ' · ', cents(u.keys[ids[0]].total_cost)), h('div', { class: 'note' }, note));
   }
 
   const bySpend = (a, b) => Number(b.cost) - Number(a.cost) || a.id.localeCompare(b.id);

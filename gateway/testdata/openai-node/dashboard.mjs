@@ -116,6 +116,8 @@ try {
     const spend = await page.$eval('.stat .usd', (e) => [e.textContent, e.title]);
     assert.match(spend[0], /^(\$\d[\d,]*\.\d\d|under \$0\.01)$/);
     assert.ok(spend[1].includes(process.env.OBOL_WANT_TOTAL), spend[1]);
+    const top = await page.$eval('#top-spender', (e) => { const r = e.getBoundingClientRect(); return [e.textContent, r.bottom]; });
+    assert.ok(top[0].includes('key_all') && top[1] <= 800, `top spender: ${top}`);
   });
   await shot('admin', 1280, 800);
   await check('on a 390-pixel phone, every table keeps its cost and budget columns in view', async () => {
