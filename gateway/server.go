@@ -104,16 +104,17 @@ const DefaultMaxBodyBytes = 8 << 20
 
 // Server is the gateway's http.Handler.
 type Server struct {
-	live    atomic.Pointer[Live] // live.go
-	up      Upstream
-	keys    Authenticator
-	quota   Quota
-	ledger  Ledger
-	log     *slog.Logger
-	maxBody int64
-	router  *httprouter.Router
-	ready   readiness
-	guard   FailureGuard
+	live     atomic.Pointer[Live] // live.go
+	refusals perSecond            // request log entries of requests no backend answered
+	up       Upstream
+	keys     Authenticator
+	quota    Quota
+	ledger   Ledger
+	log      *slog.Logger
+	maxBody  int64
+	router   *httprouter.Router
+	ready    readiness
+	guard    FailureGuard
 
 	leases      *leases
 	accessLog   io.Writer
@@ -297,8 +298,13 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, c *call, err err
 }
 
 // logOnly puts a request no backend answered in the request log alone:
-// it used nothing and costs nothing.
+// it used nothing and costs nothing. At most refusalsPerSecond a second
+// are logged so: a key hammering past its limits cannot turn each
+// refusal into a database write.
 func (s *Server) logOnly(c *call) {
+	if !s.refusals.take(time.Now()) {
+		return // a flood of refusals: the access log still has each one
+	}
 	s.ledger.Record(usage.Record{RequestID: c.ID, Key: c.key.ID, Project: c.key.Project, Model: c.model, Time: c.Start,
 		Status: c.status, ErrorCode: string(c.code), API: c.api, Backend: c.backend, Duration: time.Since(c.Start), LogOnly: true,
 		Kind: kindOf(c.upstream)})
@@ -363,4 +369,21 @@ func kindOf(api models.API) string {
 // arrived: the one figure the answer shows and the ledger records.
 func (s *Server) cost(c *call, u *openai.Usage) money.Money {
 	return c.live.Prices[c.model].At(c.Start).Cost(u.Tokens())
+}
+
+// refusalsPerSecond bounds the request log entries of requests no
+// backend answered, per replica.
+const refusalsPerSecond = 1000
+
+// perSecond admits up to refusalsPerSecond events in each second.
+type perSecond struct {
+	second, n atomic.Int64
+}
+
+func (p *perSecond) take(now time.Time) bool {
+	sec := now.Unix()
+	if p.second.Swap(sec) != sec {
+		p.n.Store(0)
+	}
+	return p.n.Add(1) <= refusalsPerSecond
 }
