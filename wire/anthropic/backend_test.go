@@ -63,3 +63,27 @@ func FuzzFromChat(f *testing.F) {
 		}
 	})
 }
+
+// TestPassBodyThinking: a cap lowered below thinking's budget lowers the
+// budget under it, or leaves thinking out when there is no room for the
+// least budget; adaptive thinking passes as it is.
+func TestPassBodyThinking(t *testing.T) {
+	body := []byte(`{"model":"m","max_tokens":32000,"thinking":{"type":"enabled","budget_tokens":16000},"messages":[]}`)
+	for _, tt := range []struct {
+		max  int
+		want string
+	}{
+		{32000, `{"max_tokens":32000,"thinking":{"type":"enabled","budget_tokens":16000},"messages":[]}`},
+		{8000, `{"max_tokens":8000,"thinking":{"type":"enabled","budget_tokens":7999},"messages":[]}`},
+		{900, `{"max_tokens":900,"messages":[]}`},
+	} {
+		got, err := PassBody(body, tt.max)
+		if err != nil || string(got) != tt.want {
+			t.Errorf("max %d: %s %v, want %s", tt.max, got, err, tt.want)
+		}
+	}
+	adaptive := []byte(`{"model":"m","max_tokens":32000,"thinking":{"type":"adaptive"}}`)
+	if got, _ := PassBody(adaptive, 100); string(got) != `{"max_tokens":100,"thinking":{"type":"adaptive"}}` {
+		t.Errorf("adaptive: %s", got)
+	}
+}

@@ -64,11 +64,44 @@ func members(obj []byte, set map[string][]byte) ([]byte, error) {
 // max_tokens the output cap admission held (lowered to fit the window,
 // see openai.Request.FitWindow).
 func PassBody(body []byte, maxTokens int) ([]byte, error) {
-	out, err := members(body, map[string][]byte{"model": nil, "max_tokens": strconv.AppendInt(nil, int64(maxTokens), 10)})
+	set := map[string][]byte{"model": nil, "max_tokens": strconv.AppendInt(nil, int64(maxTokens), 10)}
+	if t, ok := thinkingBudget(body); ok && t.BudgetTokens >= maxTokens {
+		// Anthropic wants budget_tokens below max_tokens, and at least
+		// 1,024: a cap lowered to fit the window lowers it too, or, with
+		// no room for that, leaves thinking out.
+		if maxTokens > minThinkingBudget {
+			t.BudgetTokens = maxTokens - 1
+			set["thinking"], _ = json.Marshal(t)
+		} else {
+			set["thinking"] = nil
+		}
+	}
+	out, err := members(body, set)
 	if err != nil {
 		return nil, apierr.BadRequest("", "the request body is not a JSON object")
 	}
 	return out, nil
+}
+
+// minThinkingBudget is the least budget_tokens Anthropic takes.
+const minThinkingBudget = 1024
+
+// thinking is an enabled thinking setting with its budget.
+type thinking struct {
+	Type         string `json:"type"`
+	BudgetTokens int    `json:"budget_tokens"`
+}
+
+// thinkingBudget reads the body's thinking when it is enabled with a
+// budget.
+func thinkingBudget(body []byte) (thinking, bool) {
+	var b struct {
+		Thinking *thinking `json:"thinking"`
+	}
+	if json.Unmarshal(body, &b) != nil || b.Thinking == nil || b.Thinking.Type != "enabled" || b.Thinking.BudgetTokens <= 0 {
+		return thinking{}, false
+	}
+	return *b.Thinking, true
 }
 
 // PassAnswer is a backend's Messages answer with the gateway's id and
