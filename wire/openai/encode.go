@@ -14,7 +14,7 @@ import (
 // appendCompat encodes a chunk as json.Marshal would, without reflection
 // or re-validating the backend's choices, which pass through as they came
 // (already checked when the event was decoded).
-func (rl *relay) appendCompat(ev compatChunk) []byte {
+func (rl *relay) appendCompat(ev *compatChunk) []byte {
 	b := appendExtra(rl.head(ev.ID, ev.Object, ev.Created, ev.Model), ev.SystemFingerprint, ev.ServiceTier)
 	b = append(append(b, `,"choices":`...), ev.Choices...)
 	if len(ev.Usage) > 0 {

@@ -23,7 +23,7 @@ func TestChunkEncoding(t *testing.T) {
 		got  []byte
 		want any
 	}{
-		{append([]byte(nil), rl.appendCompat(compat)...), compat},
+		{append([]byte(nil), rl.appendCompat(&compat)...), compat},
 		{append([]byte(nil), rl.appendNative(native)...), native},
 		{append([]byte(nil), rl.appendNative(final)...), final},
 	} {

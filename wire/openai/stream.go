@@ -121,26 +121,32 @@ type relay struct {
 	// cost prices a usage for the native final event.
 	cost  func(*Usage) money.Money
 	final *nativeChunk // native: the finish_reason event, held to carry usage
+	ev    nativeChunk  // the native event being sent, reused chunk to chunk
+	cev   compatChunk  // the OpenAI-shaped one, likewise
 	ch    chunk.Chunk  // the event being relayed
 	out   []byte
 }
 
-func (rl *relay) send(v any) error {
+// sendNative sends a native chunk: hand-encoded, or by json.Marshal for a
+// delta that is not UTF-8 (which it repairs as the encoder would not).
+func (rl *relay) sendNative(ev *nativeChunk) error {
 	var b []byte
-	switch ev := v.(type) {
-	case compatChunk:
-		b = rl.appendCompat(ev)
-	case *nativeChunk:
-		if utf8.ValidString(ev.Delta) {
-			b = rl.appendNative(ev)
-		}
-	}
-	if b == nil {
+	if utf8.ValidString(ev.Delta) {
+		b = rl.appendNative(ev)
+	} else {
 		var err error
-		if b, err = json.Marshal(v); err != nil {
+		if b, err = json.Marshal(ev); err != nil {
 			return err
 		}
 	}
+	return rl.write(b)
+}
+
+// sendCompat sends an OpenAI-shaped chunk; typed, as sendNative, so that
+// no event is boxed into an interface on its way.
+func (rl *relay) sendCompat(ev *compatChunk) error { return rl.write(rl.appendCompat(ev)) }
+
+func (rl *relay) write(b []byte) error {
 	if err := rl.sink.Write(b); err != nil {
 		return ErrClientGone
 	}
@@ -213,27 +219,30 @@ func (rl *relay) Run(events Events) error {
 		rl.turn.Finish = append(rl.turn.Finish, ch.Finish...)
 		finished = finished || fin
 		if rl.native {
-			ev := &nativeChunk{ID: rl.turn.ID, Object: rl.object, Created: rl.created, Model: rl.model,
+			// One event reused for the stream's chunks; the held final one
+			// is its own.
+			rl.ev = nativeChunk{ID: rl.turn.ID, Object: rl.object, Created: rl.created, Model: rl.model,
 				SystemFingerprint: rl.fingerprint, ServiceTier: rl.tier, Choices: ch.Choices, Delta: delta}
 			if fin {
 				if err := rl.flushFinal(); err != nil {
 					return err
 				}
-				ev.Choices = bytes.Clone(ev.Choices) // held past the event's buffer
-				rl.final = ev
+				final := rl.ev
+				final.Choices = bytes.Clone(final.Choices) // held past the event's buffer
+				rl.final = &final
 				continue
 			}
-			if err := rl.send(ev); err != nil {
+			if err := rl.sendNative(&rl.ev); err != nil {
 				return err
 			}
 			continue
 		}
-		ev := compatChunk{ID: rl.turn.ID, Object: rl.object, Created: rl.created, Model: rl.model,
+		rl.cev = compatChunk{ID: rl.turn.ID, Object: rl.object, Created: rl.created, Model: rl.model,
 			SystemFingerprint: ch.SystemFingerprint, ServiceTier: ch.ServiceTier, Choices: ch.Choices}
 		if rl.req.IncludeUsage {
-			ev.Usage = json.RawMessage("null")
+			rl.cev.Usage = json.RawMessage("null")
 		}
-		if err := rl.send(ev); err != nil {
+		if err := rl.sendCompat(&rl.cev); err != nil {
 			return err
 		}
 	}
@@ -255,7 +264,7 @@ func (rl *relay) flushFinal() error {
 	}
 	ev := rl.final
 	rl.final = nil
-	return rl.send(ev)
+	return rl.sendNative(ev)
 }
 
 // finish sends what ends a stream that completed: the native final event
@@ -274,7 +283,7 @@ func (rl *relay) finish() error {
 		}
 		rl.final = nil
 		ev.Usage = u.WithCost(rl.cost(u))
-		if err := rl.send(ev); err != nil {
+		if err := rl.sendNative(ev); err != nil {
 			return err
 		}
 	} else if rl.req.IncludeUsage {
@@ -282,7 +291,7 @@ func (rl *relay) finish() error {
 		if raw == nil {
 			raw = AppendUsage(nil, u)
 		}
-		if err := rl.send(compatChunk{ID: rl.turn.ID, Object: rl.object, Created: rl.created,
+		if err := rl.sendCompat(&compatChunk{ID: rl.turn.ID, Object: rl.object, Created: rl.created,
 			Model: rl.model, SystemFingerprint: rl.fingerprint, ServiceTier: rl.tier, Choices: json.RawMessage("[]"), Usage: raw}); err != nil {
 			return err
 		}
