@@ -116,6 +116,7 @@ type target struct {
 	proc  *exec.Cmd // whose CPU is counted
 	admin string    // obol's admin listener, with -profile
 	redis string    // the Redis whose CPU is counted too
+	pg    bool      // PostgreSQL's CPU is counted too
 }
 
 // startTargets starts the simulator, the floor in front of it and each
@@ -131,7 +132,7 @@ func startTargets(ctx context.Context, ps *procs, o compareOptions, secret strin
 	if err != nil {
 		return nil, drop, err
 	}
-	targets = []target{{"simulator (direct)", simURL, simCmd, "", ""}, {"ReverseProxy (floor)", proxyURL, proxyProc, "", ""}}
+	targets = []target{{"simulator (direct)", simURL, simCmd, "", "", false}, {"ReverseProxy (floor)", proxyURL, proxyProc, "", "", false}}
 	variants := []struct{ name, label, redis, pg string }{{"embedded", "obol, embedded store", "", ""}}
 	if o.pgURL != "" {
 		schema, err := benchSchema(ctx, o.pgURL)
@@ -162,7 +163,7 @@ func startTargets(ctx context.Context, ps *procs, o compareOptions, secret strin
 		if err != nil {
 			return nil, drop, err
 		}
-		targets = append(targets, target{v.label, url, proc, admin, v.redis})
+		targets = append(targets, target{v.label, url, proc, admin, v.redis, v.pg != ""})
 	}
 	return targets, drop, nil
 }
@@ -174,6 +175,7 @@ type row struct {
 	cpu   time.Duration // of the target's own process, during the measured load
 	gen   time.Duration // of this load generator, meanwhile
 	redis time.Duration // of Redis, meanwhile (-1: not used)
+	pg    time.Duration // of PostgreSQL's processes, meanwhile (-1: not used)
 }
 
 // measure runs the load against each target in turn, counting CPU over
@@ -183,12 +185,15 @@ func measure(ctx context.Context, c loadConfig, targets []target, profileDir str
 	for _, t := range targets {
 		lc := c
 		lc.Target = t.url
-		var before, genBefore, redisBefore time.Duration
+		var before, genBefore, redisBefore, pgBefore time.Duration
 		profiled := make(chan error, 1)
 		lc.onStart = func() {
 			before, genBefore = cpuTime(t.proc.Process.Pid), cpuTime(os.Getpid())
 			if t.redis != "" {
 				redisBefore = redisCPU(ctx, t.redis)
+			}
+			if t.pg {
+				pgBefore = postgresCPU()
 			}
 			if t.admin != "" {
 				go func() {
@@ -205,9 +210,12 @@ func measure(ctx context.Context, c loadConfig, targets []target, profileDir str
 				return nil, fmt.Errorf("%s: profile: %w", t.name, err)
 			}
 		}
-		r := row{t.name, rep, cpuTime(t.proc.Process.Pid) - before, cpuTime(os.Getpid()) - genBefore, -1}
+		r := row{t.name, rep, cpuTime(t.proc.Process.Pid) - before, cpuTime(os.Getpid()) - genBefore, -1, -1}
 		if t.redis != "" {
 			r.redis = redisCPU(ctx, t.redis) - redisBefore
+		}
+		if t.pg {
+			r.pg = postgresCPU() - pgBefore
 		}
 		rows = append(rows, r)
 		rep.print(stderr, t.name)
@@ -228,21 +236,28 @@ func printRows(stdout io.Writer, c loadConfig, tokens int, rows []row) error {
 	}
 	fmt.Fprintf(stdout, "\n%s, %s, %s per target, %s\n\n", kind, mode, c.Duration, time.Now().UTC().Format("2006-01-02"))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "target\treq/s\t× floor\tp50\tp99\tp50 added\tp99 TTFT\tadded\tCPU µs/req\t× floor\tRedis µs/req\tgen µs/req\terrors\t\n")
+	fmt.Fprintf(tw, "target\treq/s\t× floor\tp50\tp99\tp50 added\tp99 TTFT\tadded\tCPU µs/req\t× floor\tRedis µs/req\tPostgreSQL µs/req\twith stores × floor\tgen µs/req\terrors\t\n")
 	floor := rows[1]
 	floorCPU := perRequest(floor.cpu, floor.rep)
 	for _, r := range rows {
 		cpu := perRequest(r.cpu, r.rep)
 		errs := r.rep.Requests - len(r.rep.Latencies)
-		redis := "-"
-		if r.redis >= 0 {
-			redis = fmt.Sprintf("%.1f", perRequest(r.redis, r.rep))
+		stores, all := func(d time.Duration) string {
+			if d < 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f", perRequest(d, r.rep))
+		}, cpu
+		for _, d := range []time.Duration{r.redis, r.pg} {
+			if d > 0 {
+				all += perRequest(d, r.rep)
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%s\t%.1f\t%d\t\n", r.name, r.rep.Throughput, r.rep.Throughput/floor.rep.Throughput,
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%s\t%s\t%.2f\t%.1f\t%d\t\n", r.name, r.rep.Throughput, r.rep.Throughput/floor.rep.Throughput,
 			round(pct(r.rep.Latencies, 50)), round(pct(r.rep.Latencies, 99)),
 			round(pct(r.rep.Latencies, 50)-pct(rows[0].rep.Latencies, 50)), round(pct(r.rep.TTFT, 99)),
 			round(pct(r.rep.TTFT, 99)-pct(rows[0].rep.TTFT, 99)),
-			cpu, cpu/floorCPU, redis, perRequest(r.gen, r.rep), errs)
+			cpu, cpu/floorCPU, stores(r.redis), stores(r.pg), all/floorCPU, perRequest(r.gen, r.rep), errs)
 	}
 	return tw.Flush()
 }
@@ -401,6 +416,25 @@ func redisCPU(ctx context.Context, url string) time.Duration {
 	defer rdb.Close()
 	d, _ := redisinfo.CPU(ctx, rdb)
 	return d
+}
+
+// postgresCPU is the CPU time so far of every process named postgres
+// (the server and its backends), from /proc: a backend that ends during
+// a measurement takes its CPU with it, so obol's pooled connections,
+// which stay, are what is counted.
+func postgresCPU() time.Duration {
+	entries, _ := os.ReadDir("/proc")
+	var total time.Duration
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if comm, err := os.ReadFile("/proc/" + e.Name() + "/comm"); err == nil && strings.TrimSpace(string(comm)) == "postgres" {
+			total += cpuTime(pid)
+		}
+	}
+	return total
 }
 
 // cpuTime is a process's user + system CPU time so far, from /proc.
