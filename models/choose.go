@@ -33,15 +33,17 @@ func (c *Client) available(st *backendState, b *Backend, now time.Time) (bool, t
 // the best priority (0 first) that has one available, then by weight and
 // load: two weighted-random draws, and the one with fewer requests in
 // flight per unit of weight. With none available it returns how long
-// until one might be.
-func (c *Client) pick(m *Model, tried []*Backend) (*Backend, *backendState, time.Duration) {
+// until one might be. A backend the request cannot be written for (fits
+// false) is passed over before its breaker is consulted, so it never takes
+// a half-open probe it would not use.
+func (c *Client) pick(m *Model, tried []*Backend, fits func(*Backend) bool) (*Backend, *backendState, time.Duration) {
 	now := time.Now()
 	for {
 		best, soonest := -1, time.Duration(-1)
 		var cands []int
 		for i := range m.Backends {
 			b := &m.Backends[i]
-			if containsBackend(tried, b) {
+			if containsBackend(tried, b) || !fits(b) {
 				continue
 			}
 			ok, wait := c.available(c.state(m, b), b, now)

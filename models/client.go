@@ -179,8 +179,8 @@ func Bytes(b []byte) Body {
 	return Body{OpenAI: func() ([]byte, error) { return b, nil }}
 }
 
-// ErrNoDialect is a request none of a model's backends can take.
-var ErrNoDialect = errors.New("no backend of the model takes this request")
+// errNoDialect is a request none of a model's backends can take.
+var errNoDialect = errors.New("no backend of the model takes this request")
 
 // bodies makes each dialect's body once.
 type bodies struct {
@@ -198,7 +198,7 @@ func (bs *bodies) get(d Dialect) ([]byte, error) {
 		mk = bs.Anthropic
 	}
 	var b []byte
-	err := ErrNoDialect
+	err := errNoDialect
 	if mk != nil {
 		b, err = mk()
 	}
@@ -224,23 +224,28 @@ func (c *Client) Send(ctx context.Context, m *Model, api API, body Body, stream 
 	var tried []*Backend
 	var prev *Backend // the last backend attempted
 	var last, unfit error
+	// A backend whose dialect the request cannot be written in is not an
+	// attempt: pick passes it over.
+	fits := func(b *Backend) bool {
+		_, err := bs.get(b.dialect())
+		if err != nil {
+			unfit = err
+		}
+		return err == nil
+	}
 	wait := time.Duration(0)
-	for n := 0; n < m.attempts(); {
-		b, st, w := c.pick(m, tried)
+	for n := 0; n < m.attempts(); n++ {
+		b, st, w := c.pick(m, tried, fits)
 		if b == nil {
 			wait = w
 			break
 		}
-		raw, err := bs.get(b.dialect())
-		if err != nil {
-			tried, unfit = append(tried, b), err // not an attempt: the request cannot go there
-			continue
-		}
+		raw, _ := bs.get(b.dialect())
 		if prev != nil {
 			c.failovers.Add(context.WithoutCancel(ctx), 1, metric.WithAttributes(
 				attribute.String("gen_ai.request.model", m.Name), attribute.String("backend", prev.Name)))
 		}
-		tried, prev, n = append(tried, b), b, n+1
+		tried, prev = append(tried, b), b
 		resp, err := c.attempt(ctx, m, b, st, api, &sendBody{raw: raw, beta: body.Beta}, stream)
 		if err == nil {
 			prev := resp.closer.close

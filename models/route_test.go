@@ -282,3 +282,37 @@ func TestEveryBackendFails(t *testing.T) {
 		t.Errorf("%v after %d attempts", err, f.requests(0)+f.requests(1))
 	}
 }
+
+// TestUnfitBackendKeepsItsProbe: a request that cannot be written for a
+// half-open backend's dialect passes it over without taking its probe, so
+// the next request that can still probes it.
+func TestUnfitBackendKeepsItsProbe(t *testing.T) {
+	f := newFleet(t, models.BreakerOptions{Failures: 1, Cooldown: 50 * time.Millisecond, Probes: 1},
+		models.Backend{Name: "a", Dialect: models.Anthropic}, models.Backend{Name: "b", Priority: 1})
+	both := func() ([]byte, error) { return []byte(body), nil }
+	send := func(b models.Body) string {
+		t.Helper()
+		resp, err := f.c.Send(context.Background(), f.model, models.ChatAPI, b, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Close()
+		io.Copy(io.Discard, resp.Body)
+		return resp.Backend.Name
+	}
+	f.sims[0].SetConfig(sim.Config{Fault: sim.Fault{Kind: sim.Status, Status: 500}})
+	if got := send(models.Body{OpenAI: both, Anthropic: both}); got != "b" {
+		t.Fatalf("with a failing: answered by %s", got)
+	}
+	f.sims[0].SetConfig(sim.Config{ReplyTokens: 3})
+	poll.Until(t, "the cooldown", func() bool { return status(f, "a").RetryAt == nil })
+	if got := send(models.Bytes([]byte(body))); got != "b" {
+		t.Fatalf("an OpenAI-only request: answered by %s", got)
+	}
+	if got := send(models.Body{OpenAI: both, Anthropic: both}); got != "a" {
+		t.Errorf("the probe after an unfit request: answered by %s, want a", got)
+	}
+	if n := f.requests(0); n != 2 {
+		t.Errorf("backend a: %d requests, want 2", n)
+	}
+}
