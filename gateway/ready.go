@@ -25,7 +25,7 @@ type Pinger interface{ Ping(context.Context) error }
 
 // Dependency is a store readiness checks.
 type Dependency struct {
-	Name string // "quota store", "key store and ledger", …
+	Name string // "redis", "postgres": the key in /readyz checks
 	Ping Pinger
 	// Required: unreachable, the replica cannot serve (fail-closed);
 	// otherwise it serves degraded, and Degraded says how.

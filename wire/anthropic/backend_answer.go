@@ -108,7 +108,7 @@ func finishOf(stop string) string {
 }
 
 // ToChat is a Messages answer as the chat completion an OpenAI backend
-// would have written, with its usage (UsageOf) in the chat usage's
+// would have written, with its usage (Meter) in the chat usage's
 // terms: thinking as reasoning_content, tool_use blocks as tool calls,
 // the stop sequence as vLLM's stop_reason.
 func ToChat(raw []byte) ([]byte, *openai.Usage, error) {
