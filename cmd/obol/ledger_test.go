@@ -69,6 +69,12 @@ func stop(t *testing.T, cmd *exec.Cmd, logs *syncbuf.Buffer) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	waitExit(t, cmd, logs)
+}
+
+// waitExit waits for a clean exit of a gateway that was told to stop.
+func waitExit(t *testing.T, cmd *exec.Cmd, logs *syncbuf.Buffer) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {

@@ -127,16 +127,7 @@ func TestSIGTERMLetsStreamsFinish(t *testing.T) {
 	if !strings.HasSuffix(string(rest), "data: [DONE]\n\n") || !strings.Contains(string(rest), `"usage"`) {
 		t.Errorf("stream did not finish: …%s", tail(string(rest)))
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("exit: %v\n%s", err, logs)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("gateway did not exit after its stream finished")
-	}
+	waitExit(t, cmd, logs)
 	if !strings.Contains(logs.String(), `"stream_outcome":"completed"`) {
 		t.Error("the finished stream has no access log line")
 	}
@@ -424,16 +415,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	if strings.Contains(logs.String(), "shutting down") {
 		t.Error("the grace began before the drain ended")
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("exit: %v\n%s", err, logs)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("gateway did not exit after its drain")
-	}
+	waitExit(t, cmd, logs)
 	waitLog(t, logs, "shutting down")
 }
 
