@@ -3,13 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
+	"github.com/obol/obol/internal/freeport"
 	"github.com/obol/obol/internal/poll"
 )
 
@@ -28,7 +28,7 @@ func TestImage(t *testing.T) {
 			t.Skip("neither podman nor docker")
 		}
 	}
-	port, simPort := freePort(t), freePort(t)
+	port, simPort := freeport.Get(t), freeport.Get(t)
 	name := fmt.Sprintf("obol-test-%d", port)
 	args := []string{"run", "-d", "--name", name, "--network", "host", "-e", fmt.Sprintf("OBOL_DEMO_SIMULATOR=127.0.0.1:%d", simPort)}
 	if strings.HasSuffix(engine, "podman") {
@@ -69,14 +69,4 @@ func TestImage(t *testing.T) {
 	if strings.TrimSpace(string(out)) != "0" || !strings.Contains(string(logs), `"msg":"stopped"`) || !strings.Contains(string(logs), `"prompt_tokens":`) {
 		t.Errorf("exit %q after SIGTERM; logs:\n%s", out, logs)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

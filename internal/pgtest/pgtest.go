@@ -25,6 +25,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/obol/obol/internal/freeport"
 	"github.com/obol/obol/internal/pgdb"
 )
 
@@ -116,7 +117,7 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("this test runs its own PostgreSQL and needs initdb and pg_ctl on PATH: %v", err)
 	}
-	s := &Server{t: t, Port: freePort(t), dir: t.TempDir()}
+	s := &Server{t: t, Port: freeport.Get(t), dir: t.TempDir()}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -172,16 +173,6 @@ func (s *Server) run(bin string, args ...string) {
 		log, _ := os.ReadFile(filepath.Join(s.dir, "log"))
 		s.t.Fatalf("%s %s: %v\n%s\n%s", filepath.Base(bin), strings.Join(args, " "), err, out, log)
 	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Migrated connects to the server and migrates its database.

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/obol/obol/internal/freeport"
 	"github.com/obol/obol/internal/redisinfo"
 )
 
@@ -86,22 +86,12 @@ func Start(t testing.TB, extra ...string) *Server {
 	if err != nil {
 		t.Fatalf("this test runs its own Redis and needs redis-server on PATH (apt-get install redis-server): %v", err)
 	}
-	s := &Server{t: t, Port: freePort(t), dir: t.TempDir()}
+	s := &Server{t: t, Port: freeport.Get(t), dir: t.TempDir()}
 	s.args = append([]string{bin, "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir}, extra...)
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // Addr is host:port.
@@ -214,7 +204,7 @@ func StartSentinel(t testing.TB, master *Server, name string) *Server {
 	if err != nil {
 		t.Fatalf("this test runs its own Redis Sentinel and needs redis-server on PATH: %v", err)
 	}
-	s := &Server{t: t, Port: freePort(t), dir: t.TempDir()}
+	s := &Server{t: t, Port: freeport.Get(t), dir: t.TempDir()}
 	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %d 1\n",
 		s.Port, s.dir, name, master.Port)
 	path := s.dir + "/sentinel.conf"
