@@ -53,7 +53,44 @@ end
 // counter is missing and must be seeded from the ledger first, nothing
 // written), the refusing level
 // (0-based), retry (µs), hopeless, then nine figures per level.
-var admitScript = redis.NewScript(luaNow + `
+var admitScript = redis.NewScript(luaNow + luaDecide + `
+-- take writes one level's reservation. An admitted tat is at most 60 s
+-- ahead (burst = rate), so its key lives 61 s; a tat within float
+-- precision of now (a huge limit) is not stored.
+local expiry
+local function take(k, s)
+  if s.rpm > 0 and s.r_tat > now then
+    redis.call("SET", KEYS[k + 1], s.r_tat, "EX", "61")
+  end
+  if s.tpm > 0 and s.t_tat > now then
+    redis.call("SET", KEYS[k + 2], s.t_tat, "EX", "61")
+  end
+  if cost > 0 and redis.call("INCRBY", KEYS[k + 3], tokens) == cost then
+    redis.call("EXPIRE", KEYS[k + 3], ARGV[9]) -- a new day's counter
+  end
+  local held = "0"
+  if s.budget > 0 then held = money end
+  if s.conc > 0 or s.budget > 0 then
+    expiry = expiry or string.format("%d", math.ceil(now + lease_ttl))
+    redis.call("ZADD", KEYS[k + 4], expiry, lease .. "/" .. held)
+    redis.call("EXPIRE", KEYS[k + 4], ARGV[10])
+  end
+  if held ~= "0" then redis.call("HINCRBY", KEYS[k + 5], "h", held) end
+end
+
+local states, denied, level, retry, hopeless = decide_all()
+if denied == -1 then return {-1, level, 0, 0} end
+if denied == 0 and not dry then
+  for i = 0, levels - 1 do take(5 * i, states[i + 1]) end
+end
+return answer(states, denied, level, retry, hopeless)
+`)
+
+// luaDecide is what admitScript and sliceScript share: reading ARGV's
+// request and levels, GCRA, leases, and deciding every level
+// (decide_all) and answering with each level's figures (answer). ARGV
+// as admitScript's.
+const luaDecide = `
 local cost, tokens = tonumber(ARGV[2]), ARGV[2]
 local dry = ARGV[4] == "1"
 local lease, lease_ttl = ARGV[5], tonumber(ARGV[6])
@@ -169,30 +206,6 @@ local function decide(k, a)
   return s, denied, retry, hopeless
 end
 
--- take writes one level's reservation. An admitted tat is at most 60 s
--- ahead (burst = rate), so its key lives 61 s; a tat within float
--- precision of now (a huge limit) is not stored.
-local expiry
-local function take(k, s)
-  if s.rpm > 0 and s.r_tat > now then
-    redis.call("SET", KEYS[k + 1], s.r_tat, "EX", "61")
-  end
-  if s.tpm > 0 and s.t_tat > now then
-    redis.call("SET", KEYS[k + 2], s.t_tat, "EX", "61")
-  end
-  if cost > 0 and redis.call("INCRBY", KEYS[k + 3], tokens) == cost then
-    redis.call("EXPIRE", KEYS[k + 3], ARGV[9]) -- a new day's counter
-  end
-  local held = "0"
-  if s.budget > 0 then held = money end
-  if s.conc > 0 or s.budget > 0 then
-    expiry = expiry or string.format("%d", math.ceil(now + lease_ttl))
-    redis.call("ZADD", KEYS[k + 4], expiry, lease .. "/" .. held)
-    redis.call("EXPIRE", KEYS[k + 4], ARGV[10])
-  end
-  if held ~= "0" then redis.call("HINCRBY", KEYS[k + 5], "h", held) end
-end
-
 -- whole is an allowance as a whole number: an unlimited -1 or a debt
 -- truncated towards zero, else rounded down.
 local function whole(v)
@@ -205,32 +218,38 @@ end
 local function us(v) return math.ceil(v * 1000000) end
 
 local levels = #KEYS / 5
-local states = {}
-local denied, level, retry, hopeless = 0, 0, 0, 0
-for i = 0, levels - 1 do
-  local s, d, r, h = decide(5 * i, 11 + 6 * i)
-  if d == -1 then return {-1, i, 0, 0} end
-  states[i + 1] = s
-  -- The refusal a wait cannot cure, else the longest wait, speaks for
-  -- the request.
-  if d ~= 0 and (denied == 0 or h > hopeless or (h == hopeless and r > retry)) then
-    denied, level, retry, hopeless = d, i, r, h
+
+-- decide_all decides every level; the refusal a wait cannot cure, else
+-- the longest wait, speaks for the request (denied -1: a counter must be
+-- seeded first, at the level returned).
+local function decide_all()
+  local states = {}
+  local denied, level, retry, hopeless = 0, 0, 0, 0
+  for i = 0, levels - 1 do
+    local s, d, r, h = decide(5 * i, 11 + 6 * i)
+    if d == -1 then return states, -1, i, 0, 0 end
+    states[i + 1] = s
+    if d ~= 0 and (denied == 0 or h > hopeless or (h == hopeless and r > retry)) then
+      denied, level, retry, hopeless = d, i, r, h
+    end
   end
+  return states, denied, level, retry, hopeless
 end
-if denied == 0 and not dry then
-  for i = 0, levels - 1 do take(5 * i, states[i + 1]) end
+
+-- answer is the decision, then nine figures per level.
+local function answer(states, denied, level, retry, hopeless)
+  local out = {denied, level, us(retry), hopeless}
+  local n = 4
+  for i = 1, levels do
+    local s = states[i]
+    out[n + 1], out[n + 2], out[n + 3] = whole(s.r_rem), us(math.max(s.r_tat - now, 0)), math.floor(s.t_used + 0.5)
+    out[n + 4], out[n + 5], out[n + 6] = whole(s.t_rem), us(math.max(s.t_tat - now, 0)), s.d_used
+    out[n + 7], out[n + 8], out[n + 9] = s.inflight, s.spent, s.held
+    n = n + 9
+  end
+  return out
 end
-local out = {denied, level, us(retry), hopeless}
-local n = 4
-for i = 1, levels do
-  local s = states[i]
-  out[n + 1], out[n + 2], out[n + 3] = whole(s.r_rem), us(math.max(s.r_tat - now, 0)), math.floor(s.t_used + 0.5)
-  out[n + 4], out[n + 5], out[n + 6] = whole(s.t_rem), us(math.max(s.t_tat - now, 0)), s.d_used
-  out[n + 7], out[n + 8], out[n + 9] = s.inflight, s.spent, s.held
-  n = n + 9
-end
-return out
-`)
+`
 
 // seedScript starts the counters Redis does not hold from the ledger's
 // figures, unless a replica got there first: spend hashes and days' token
