@@ -370,14 +370,23 @@ func (l *Limiter) probe() {
 	}
 }
 
-// Close writes the settlements still queued and stops probing the store.
+// Close writes the settlements still queued, stops probing the store and
+// closes it when it holds anything of its own (Slices).
 func (l *Limiter) Close() {
 	l.mu.Lock()
-	if !l.closed {
+	first := !l.closed
+	if first {
 		l.closed = true
 		close(l.stop)
 	}
 	l.mu.Unlock()
 	l.settling.Wait()
 	l.probes.Wait()
+	if c, ok := l.store.(interface{ Close(context.Context) error }); ok && first {
+		ctx, cancel := context.WithTimeout(context.Background(), max(l.opt.Timeout, time.Second))
+		defer cancel()
+		if err := c.Close(ctx); err != nil {
+			l.opt.Log.Warn("quota slices not given back; Redis frees them when their leases expire", "err", err)
+		}
+	}
 }

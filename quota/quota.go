@@ -183,7 +183,8 @@ type Reservation struct {
 	// concurrency cap or a budget ("" without one), released when it is
 	// settled.
 	Lease string
-	local bool // made by a Limiter's local fallback, settled there
+	local bool   // made by a Limiter's local fallback, settled there
+	slice *slice // admitted from this replica's slice (Slices), settled into it
 }
 
 // day returns the UTC calendar day of t as YYYYMMDD and the time until it ends.

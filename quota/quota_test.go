@@ -17,11 +17,15 @@ type store interface {
 	SetMoney(Money)
 }
 
-// forEachStore runs f against real Redis and against Memory, each with a
-// clock the test moves.
+// forEachStore runs f against real Redis, Redis with slices and Memory,
+// each with a clock the test moves.
 func forEachStore(t *testing.T, f func(t *testing.T, r store, clock *time.Time)) {
 	t.Run("redis", func(t *testing.T) {
 		r, clock := testRedis(t)
+		f(t, r, clock)
+	})
+	t.Run("slices", func(t *testing.T) {
+		r, clock := testSlices(t, 1)
 		f(t, r, clock)
 	})
 	t.Run("memory", func(t *testing.T) {

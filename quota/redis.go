@@ -150,7 +150,7 @@ func (r *Redis) admitOnce(ctx context.Context, keys []string, args []any) ([]any
 		return admitScript.Run(ctx, r.rdb, keys, args...).Slice()
 	}
 	var res []any
-	err := r.evalEach(ctx, r.admits, admitScript, []scriptCall{{keys, args}}, func(_ int, val any) {
+	err := r.evalEach(ctx, r.admits, admitScript, []scriptCall{{keys: keys, args: args}}, func(_ int, val any) {
 		res, _ = val.([]any)
 	})
 	if err == nil && res == nil {
@@ -242,7 +242,7 @@ func (r *Redis) Renew(ctx context.Context, res ...*Reservation) error {
 	for _, rs := range res {
 		if rs != nil && rs.Lease != "" {
 			keys, args := r.renewArgs(rs, nowArg, again)
-			calls = append(calls, scriptCall{keys, args})
+			calls = append(calls, scriptCall{keys: keys, args: args})
 		}
 	}
 	if err := r.evalEach(ctx, r.rdb, renewScript, calls, nil); err != nil {
@@ -251,10 +251,20 @@ func (r *Redis) Renew(ctx context.Context, res ...*Reservation) error {
 	return nil
 }
 
-// scriptCall is one call of a script: its KEYS and ARGV.
+// scriptCall is one call of a script: its KEYS and ARGV, and the script
+// when it is not the one the pipeline runs for the others.
 type scriptCall struct {
-	keys []string
-	args []any
+	keys   []string
+	args   []any
+	script *redis.Script
+}
+
+// of is the script c calls, where the pipeline runs script.
+func (c scriptCall) of(script *redis.Script) *redis.Script {
+	if c.script != nil {
+		return c.script
+	}
+	return script
 }
 
 // evalEach runs script once per call in one pipeline through p (one round
@@ -267,7 +277,7 @@ func (r *Redis) evalEach(ctx context.Context, p Pipelines, script *redis.Script,
 		cmds := make([]*redis.Cmd, len(idx))
 		_, err := p.Pipelined(ctx, func(pl redis.Pipeliner) error {
 			for j, i := range idx {
-				cmds[j] = script.EvalSha(ctx, pl, calls[i].keys, calls[i].args...)
+				cmds[j] = calls[i].of(script).EvalSha(ctx, pl, calls[i].keys, calls[i].args...)
 			}
 			return nil
 		})
@@ -292,9 +302,12 @@ func (r *Redis) evalEach(ctx context.Context, p Pipelines, script *redis.Script,
 	}
 	again, err := send(all)
 	if len(again) > 0 {
-		if err = script.Load(ctx, r.rdb).Err(); err == nil {
-			_, err = send(again)
+		for _, i := range again {
+			if err = calls[i].of(script).Load(ctx, r.rdb).Err(); err != nil {
+				return err
+			}
 		}
+		_, err = send(again)
 	}
 	return err
 }
@@ -333,9 +346,10 @@ type Settlement struct {
 }
 
 // moot reports whether settling changes nothing: the estimate was exact,
-// nothing was held and nothing was spent.
+// nothing was held and nothing was spent (a slice's request is counted
+// in flight until settled).
 func (st Settlement) moot() bool {
-	return st.Actual == st.Res.Tokens && st.Res.Lease == "" && st.Cost == 0
+	return st.Actual == st.Res.Tokens && st.Res.Lease == "" && st.Cost == 0 && st.Res.slice == nil
 }
 
 // SettleBatch settles many reservations in one pipelined round trip (one
@@ -347,7 +361,7 @@ func (r *Redis) SettleBatch(ctx context.Context, batch []Settlement) error {
 	for _, st := range batch {
 		if st.Res != nil && !st.moot() {
 			keys, args := r.settleArgs(st, nowArg)
-			todo, calls = append(todo, st), append(calls, scriptCall{keys, args})
+			todo, calls = append(todo, st), append(calls, scriptCall{keys: keys, args: args})
 		}
 	}
 	err := r.evalEach(ctx, r.pipe, settleScript, calls, func(i int, val any) { r.spent(todo[i], val) })
@@ -369,7 +383,7 @@ func (r *Redis) Replay(ctx context.Context, used []Settlement) error {
 		for i := range n {
 			keys = append(keys, k[perLevel*i+2], k[perLevel*i+4])
 		}
-		calls = append(calls, scriptCall{keys, []any{u.Actual, u.Cost}})
+		calls = append(calls, scriptCall{keys: keys, args: []any{u.Actual, u.Cost}})
 	}
 	if err := r.evalEach(ctx, r.rdb, replayScript, calls, nil); err != nil {
 		return fmt.Errorf("replay %d subjects' use: %w", len(calls), err)
@@ -419,7 +433,7 @@ func (r *Redis) spent(st Settlement, val any) {
 // or flushes its cache later is served by go-redis's Script.Run, which
 // falls back from EVALSHA to EVAL on NOSCRIPT.
 func (r *Redis) Load(ctx context.Context) error {
-	for _, s := range []*redis.Script{admitScript, seedScript, settleScript, renewScript, replayScript} {
+	for _, s := range []*redis.Script{admitScript, seedScript, settleScript, renewScript, replayScript, sliceScript, syncScript} {
 		if err := s.Load(ctx, r.rdb).Err(); err != nil {
 			return fmt.Errorf("load quota scripts: %w", err)
 		}

@@ -22,6 +22,30 @@ func testRedis(t *testing.T) (*redisStore, *time.Time) {
 	return &redisStore{r}, &clock
 }
 
+// testSlices returns Slices over testRedis's store, for replicas
+// replicas.
+func testSlices(t *testing.T, replicas int) (*slicesStore, *time.Time) {
+	t.Helper()
+	r, clock := testRedis(t)
+	s := NewSlices(r.Redis, SliceOptions{Replicas: replicas})
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return &slicesStore{s}, clock
+}
+
+// slicesStore settles one reservation at a time, and brings Redis up to
+// date at once rather than at the next tick, so that the semantic tests
+// read what they settled.
+type slicesStore struct{ *Slices }
+
+func (s *slicesStore) Settle(ctx context.Context, res *Reservation, actual, cost int64) error {
+	if err := s.SettleBatch(ctx, []Settlement{{Res: res, Actual: actual, Cost: cost}}); err != nil {
+		return err
+	}
+	return s.flush(ctx, false)
+}
+
+func (s *slicesStore) SetMoney(m Money) { s.r.SetMoney(m) }
+
 // redisStore settles one reservation at a time, as the semantic tests
 // do; the gateway settles through a Limiter, in batches.
 type redisStore struct{ *Redis }

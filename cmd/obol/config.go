@@ -122,6 +122,11 @@ type RedisConfig struct {
 	FailMode string `yaml:"fail_mode"`
 	// Replicas share the Redis; failing open, each admits 1/Replicas.
 	Replicas int `yaml:"replicas"`
+	// Slices is how long an allowance slice a replica takes admits
+	// (default 1s), or "off": every request is decided in Redis.
+	Slices string `yaml:"slices"`
+	// sliceActive is Slices read; 0 is off.
+	sliceActive time.Duration
 }
 
 // PostgresConfig locates the system of record of several replicas: keys

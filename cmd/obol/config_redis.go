@@ -33,6 +33,9 @@ func (r *RedisConfig) check() error {
 	if r.Replicas < 0 {
 		return invalid("redis.replicas", "must not be negative")
 	}
+	if err := r.checkSlices(); err != nil {
+		return err
+	}
 	if r.URL == "" {
 		return nil
 	}
@@ -43,6 +46,24 @@ func (r *RedisConfig) check() error {
 	if _, err := r.client(); err != nil {
 		return invalid("redis.url", "%v", err)
 	}
+	return nil
+}
+
+// checkSlices reads redis.slices: a duration from 10ms to 10s, or off.
+func (r *RedisConfig) checkSlices() error {
+	switch r.Slices {
+	case "":
+		r.sliceActive = time.Second
+		return nil
+	case "off":
+		r.sliceActive = 0
+		return nil
+	}
+	d, err := time.ParseDuration(r.Slices)
+	if err != nil || d < 10*time.Millisecond || d > 10*time.Second {
+		return invalid("redis.slices", "want a duration from 10ms to 10s (how long an allowance slice admits) or off, got %q", r.Slices)
+	}
+	r.sliceActive = d
 	return nil
 }
 

@@ -52,6 +52,7 @@ func TestBadConfigs(t *testing.T) {
 		"wrong-type":             "max_body_bytes",
 		"bad-redis-mode":         "redis.mode: want single, cluster or sentinel",
 		"bad-fail-mode":          "redis.fail_mode: want open or closed",
+		"bad-slices":             "redis.slices: want a duration from 10ms to 10s",
 		"sentinel-no-master":     "redis.url: sentinel URL: ?master_name= is required",
 		"negative-key-limit":     "keys[0] (k1).limits.tpm",
 		"redis-without-postgres": "postgres.url: redis.url (several replicas) needs postgres.url too",

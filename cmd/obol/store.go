@@ -215,7 +215,13 @@ func openRedis(ctx context.Context, c *Config, log *slog.Logger, tracing bool, m
 	if c.Redis.FailMode == "closed" {
 		mode = quota.FailClosed
 	}
-	l := quota.NewLimiter(r, quota.Options{Timeout: c.Redis.Timeout, Mode: mode, Replicas: c.Redis.Replicas, Log: log, Money: money})
+	// Most requests are admitted from allowance slices this replica
+	// takes, without a round trip (docs/limits.md).
+	var qs quota.Store = r
+	if c.Redis.sliceActive > 0 {
+		qs = quota.NewSlices(r, quota.SliceOptions{Active: c.Redis.sliceActive, Replicas: c.Redis.Replicas, Log: log})
+	}
+	l := quota.NewLimiter(qs, quota.Options{Timeout: c.Redis.Timeout, Mode: mode, Replicas: c.Redis.Replicas, Log: log, Money: money})
 	*closers = append(*closers, func() error { l.Close(); return nil })
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

@@ -1,0 +1,594 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Slices is a Store that admits most requests without a round trip to
+// Redis: with a request it decides there, a replica takes a slice of the
+// subject's allowances (requests, tokens, money; sliceScript sizes it
+// from the rate the replica sees and what is left) and admits the next
+// requests from it in process. What a slice does not use goes back when
+// it ends (Active after it was taken, or at a request it cannot fit);
+// what its requests used reaches Redis batched with settlements
+// (syncScript). A slice is counted in Redis as used from the moment it is
+// taken, so replicas together never admit more than one would; what one
+// replica holds unused can refuse another's request until it goes back.
+//
+// Subjects with a concurrency cap are decided in Redis one request at a
+// time, as Redis does.
+type Slices struct {
+	r *Redis
+	o SliceOptions
+
+	mu   sync.Mutex
+	subs map[subjectID]*subjectSlices
+	all  map[*slice]struct{} // every slice not yet done: admitting, or with requests in flight
+	// flushing serializes syncs, so that a slice's held money moves in
+	// the order it was sent.
+	flushing sync.Mutex
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// SliceOptions tune Slices.
+type SliceOptions struct {
+	// Active is how long a slice admits; 0 means one second.
+	Active time.Duration
+	// Replicas is at least how many replicas share the subjects: a slice
+	// takes at most 1/(2·Replicas) of what is left. 0 means 1; the
+	// slices and leases other replicas hold count too.
+	Replicas int
+	// Tick is how often what slices' requests used reaches Redis and
+	// ended slices are given back; 0 means Active/20.
+	Tick time.Duration
+	Log  *slog.Logger
+}
+
+type subjectID struct{ key, project string }
+
+// subjectSlices is one subject's state on this replica: the slice it
+// admits from, a take in flight and the requests waiting for it, and the
+// rate its requests arrive at.
+type subjectSlices struct {
+	active *slice
+	taking chan struct{} // closed when the take in flight ends
+	// waiting is the demand of the requests waiting for the take.
+	waiting demand
+	// win is the demand since winStart; rate is the demand per Active
+	// measured over the last whole window (Active/4 or more).
+	win      demand
+	winStart time.Time
+	rate     demand
+	last     time.Time // the last request
+}
+
+// demand is requests, their tokens and their cost bounds.
+type demand struct{ reqs, tokens, money int64 }
+
+func (d demand) plus(tokens, cost int64) demand {
+	return demand{d.reqs + 1, d.tokens + tokens, d.money + cost}
+}
+
+// slice is an allowance taken from Redis and its account there. Fields
+// but the immutable ones are guarded by Slices.mu.
+type slice struct {
+	id     string
+	sub    Subject
+	day    string
+	month  string
+	until  time.Time // it admits until then, and before its day ends
+	limR   bool      // some level limits requests
+	limT   bool      // some level limits tokens (TPM or TPD)
+	limM   bool      // some level has a budget
+	base   Decision  // the figures when it was taken
+	active bool
+
+	reqs, tokens, money int64 // left to admit from (tokens < 0: a debt)
+	inflight            int64 // requests admitted from it, not yet settled
+	inflightMoney       int64 // their cost bounds
+	used, usedTokens    int64 // admitted locally, for the headers' figures
+
+	// What Redis has not seen yet, and the money Redis holds for it.
+	heldRedis          int64
+	pendCost, pendBack int64
+	pendTokens         int64 // > 0 charges (a debt), < 0 gives back
+	lastSync           time.Time
+	dirty, removed     bool
+	syncing            bool // a sync is in flight: the next waits, so they reach Redis in order
+}
+
+// NewSlices returns a Store over r that admits from slices; Close gives
+// back what they hold.
+func NewSlices(r *Redis, o SliceOptions) *Slices {
+	if o.Active <= 0 {
+		o.Active = time.Second
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.Tick <= 0 {
+		o.Tick = o.Active / 20
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Slices{r: r, o: o, subs: map[subjectID]*subjectSlices{}, all: map[*slice]struct{}{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go s.keep()
+	return s
+}
+
+// now is the Redis store's clock: tests move it.
+func (s *Slices) now() time.Time {
+	if s.r.now != nil {
+		return s.r.now()
+	}
+	return time.Now()
+}
+
+// sliceable reports whether a subject's requests may be admitted from a
+// slice: none of its levels caps concurrency.
+func sliceable(sub Subject) bool {
+	return sub.Limits.Concurrency <= 0 && (sub.Project == "" || sub.ProjectLimits.Concurrency <= 0)
+}
+
+// Admit admits from the subject's slice when the request fits in it, and
+// otherwise decides in Redis, taking a new slice with the request.
+func (s *Slices) Admit(ctx context.Context, sub Subject, tokens, cost int64) (Decision, error) {
+	if !sliceable(sub) {
+		return s.r.Admit(ctx, sub, tokens, cost)
+	}
+	id := subjectID{sub.Key, sub.Project}
+	s.mu.Lock()
+	ss := s.subs[id]
+	if ss == nil {
+		ss = &subjectSlices{}
+		s.subs[id] = ss
+	}
+	ss.observe(s.now(), tokens, cost, s.o.Active)
+	for {
+		now := s.now()
+		if sl := ss.active; sl != nil && sl.fits(now, sub, tokens, cost) {
+			d := sl.admit(tokens, cost)
+			s.mu.Unlock()
+			return d, nil
+		}
+		if ss.taking == nil {
+			break
+		}
+		wait := ss.taking
+		ss.waiting = ss.waiting.plus(tokens, cost)
+		s.mu.Unlock()
+		var err error
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		s.mu.Lock()
+		ss.waiting = demand{ss.waiting.reqs - 1, ss.waiting.tokens - tokens, ss.waiting.money - cost}
+		if err != nil {
+			s.mu.Unlock()
+			return Decision{}, fmt.Errorf("admit %s: %w", sub.Key, err)
+		}
+	}
+	old := ss.active
+	ss.active = nil
+	var sync *syncCall
+	if old != nil {
+		sync = s.retire(old)
+	}
+	want := ss.want(s.o.Active)
+	ss.taking = make(chan struct{})
+	s.mu.Unlock()
+
+	d, sl, err := s.take(ctx, sub, tokens, cost, want, sync)
+
+	s.mu.Lock()
+	close(ss.taking)
+	ss.taking = nil
+	if sl != nil {
+		ss.active = sl
+		s.all[sl] = struct{}{}
+	}
+	s.mu.Unlock()
+	return d, err
+}
+
+// observe counts a request into the subject's rate.
+func (ss *subjectSlices) observe(now time.Time, tokens, cost int64, active time.Duration) {
+	ss.last = now
+	if ss.winStart.IsZero() {
+		ss.winStart = now
+	}
+	ss.win = ss.win.plus(tokens, cost)
+	if el := now.Sub(ss.winStart); el >= active/4 {
+		f := float64(active) / float64(el)
+		ss.rate = demand{int64(float64(ss.win.reqs) * f), int64(float64(ss.win.tokens) * f), int64(min(float64(ss.win.money)*f, 1e15))}
+		ss.win, ss.winStart = demand{}, now
+	}
+}
+
+// want is what the next slice should hold: what the requests waiting
+// for it need, and what the subject's rate needs for Active. The rate is
+// measured over a window of Active/4 at least, so a burst shorter than
+// that takes no more than its requests wait for, and a replica does not
+// end a burst holding what another replica's requests were refused.
+func (ss *subjectSlices) want(active time.Duration) [3]int64 {
+	return [3]int64{ss.waiting.reqs + ss.rate.reqs, ss.waiting.tokens + ss.rate.tokens, ss.waiting.money + ss.rate.money}
+}
+
+// fits reports whether sl may admit the request now.
+func (sl *slice) fits(now time.Time, sub Subject, tokens, cost int64) bool {
+	return sl.active && now.Before(sl.until) &&
+		(!sl.limR || sl.reqs >= 1) && (!sl.limT || sl.tokens >= tokens) && (!sl.limM || sl.money >= cost) &&
+		sub.Limits == sl.sub.Limits && sub.ProjectLimits == sl.sub.ProjectLimits
+}
+
+// admit takes the request from sl and returns its decision, with the
+// figures of the take less what sl admitted since.
+func (sl *slice) admit(tokens, cost int64) Decision {
+	sl.reqs, sl.tokens, sl.money = sl.reqs-1, sl.tokens-tokens, sl.money-cost
+	sl.inflight, sl.inflightMoney = sl.inflight+1, sl.inflightMoney+cost
+	sl.used, sl.usedTokens = sl.used+1, sl.usedTokens+tokens
+	d := sl.base
+	d.RequestsRemaining = max(d.RequestsRemaining-sl.used, 0)
+	if d.TokensRemaining >= 0 {
+		d.TokensRemaining = max(d.TokensRemaining-sl.usedTokens, 0)
+	}
+	d.TokensUsed += sl.usedTokens
+	d.DailyUsed += sl.usedTokens
+	d.Reservation = &Reservation{Subject: sl.sub, Day: sl.day, Month: sl.month, Tokens: tokens, Cost: cost, slice: sl}
+	return d
+}
+
+// retire ends sl's admitting: what it did not use goes back with the
+// returned sync (nil when Redis needs nothing).
+func (s *Slices) retire(sl *slice) *syncCall {
+	if sl.active {
+		sl.active = false
+		sl.pendBack += max(sl.reqs, 0)
+		sl.pendTokens -= sl.tokens
+		sl.reqs, sl.tokens, sl.money = 0, 0, 0
+		sl.dirty = true
+	}
+	return s.syncOf(sl)
+}
+
+// settle folds a settlement of a request sl admitted into its account:
+// while sl admits, tokens the estimate held beyond the actual count may
+// admit others (a debt, admits fewer). A cost bound's rest goes back to
+// Redis instead: a budget that is not strict admits a bound larger than
+// what it has left, which a slice must not pass on; a cost past its bound
+// takes from the slice.
+func (sl *slice) settle(actual, cost int64, res *Reservation) {
+	delta := actual - res.Tokens
+	if sl.active {
+		sl.tokens -= delta
+		sl.money -= max(cost-res.Cost, 0) // a cost past its bound: a debt
+	} else {
+		sl.pendTokens += delta
+	}
+	sl.inflight--
+	sl.inflightMoney -= res.Cost
+	sl.pendCost += cost
+	sl.dirty = true
+}
+
+// Peek reports the subject's allowances in Redis, where slices count as
+// used.
+func (s *Slices) Peek(ctx context.Context, sub Subject) (Decision, error) { return s.r.Peek(ctx, sub) }
+
+// SettleBatch folds the settlements of requests admitted from slices into
+// their accounts, which reach Redis every Tick, and writes the rest.
+func (s *Slices) SettleBatch(ctx context.Context, batch []Settlement) error {
+	var rest []Settlement
+	s.mu.Lock()
+	for _, st := range batch {
+		if st.Res != nil && st.Res.slice != nil {
+			st.Res.slice.settle(st.Actual, st.Cost, st.Res)
+			continue
+		}
+		rest = append(rest, st)
+	}
+	s.mu.Unlock()
+	// The folded reach Redis with the next flush: until then Redis holds
+	// the requests' bounds and estimates, more than they used.
+	return s.r.SettleBatch(ctx, rest)
+}
+
+// Renew, LeasesLost, Replay and Ping are Redis's: slices keep their own
+// lease members alive.
+func (s *Slices) Renew(ctx context.Context, res ...*Reservation) error { return s.r.Renew(ctx, res...) }
+
+// LeasesLost is Redis's.
+func (s *Slices) LeasesLost(ctx context.Context) (bool, error) { return s.r.LeasesLost(ctx) }
+
+// Replay is Redis's.
+func (s *Slices) Replay(ctx context.Context, used []Settlement) error { return s.r.Replay(ctx, used) }
+
+// Ping is Redis's.
+func (s *Slices) Ping(ctx context.Context) error { return s.r.Ping(ctx) }
+
+// keep gives back ended slices and keeps the others' lease members alive
+// until Close.
+func (s *Slices) keep() {
+	defer close(s.done)
+	t := time.NewTicker(s.o.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(DefaultTimeout, s.o.Tick))
+		if err := s.flush(ctx, false); err != nil {
+			s.o.Log.Debug("quota slices not synced; trying again", "err", err)
+		}
+		cancel()
+	}
+}
+
+// Close gives back every slice and what its requests used; the requests
+// must all be settled first (the Limiter closes before).
+func (s *Slices) Close(ctx context.Context) error {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+	return s.flush(ctx, true)
+}
+
+// syncCall is a sync of one slice, and what to undo if it fails.
+type syncCall struct {
+	sl   *slice
+	call scriptCall
+	// sent are the pending figures it carries.
+	cost, back, tokens, held, prevHeld int64
+	final                              bool
+}
+
+// syncOf takes sl's pending figures into a sync, or returns nil when
+// Redis has nothing to learn (nor a member to renew). s.mu is held.
+func (s *Slices) syncOf(sl *slice) *syncCall {
+	now := s.now()
+	done := !sl.active && sl.inflight == 0
+	stale := now.Sub(sl.lastSync) >= LeaseTTL/3
+	if sl.removed || sl.syncing || !(sl.dirty || stale || done) {
+		return nil
+	}
+	sl.syncing = true
+	c := &syncCall{sl: sl, cost: sl.pendCost, back: sl.pendBack, tokens: sl.pendTokens,
+		prevHeld: sl.heldRedis, held: max(sl.money, 0) + sl.inflightMoney, final: done}
+	if !sl.active {
+		c.held = sl.inflightMoney
+	}
+	sl.pendCost, sl.pendBack, sl.pendTokens = 0, 0, 0
+	sl.heldRedis, sl.dirty, sl.lastSync = c.held, false, now
+	if done {
+		sl.removed = true
+		delete(s.all, sl)
+	}
+	c.call = s.r.syncArgs(sl, c)
+	return c
+}
+
+// failed puts back what a sync that may not have run carried: costs and
+// debts, which counted twice only refuse early, never what it gave back,
+// which counted twice would admit more than allowed.
+func (s *Slices) failed(c *syncCall) {
+	sl := c.sl
+	sl.syncing = false
+	sl.pendCost += c.cost
+	sl.pendTokens += max(c.tokens, 0)
+	sl.heldRedis = c.prevHeld
+	sl.dirty = true
+	if c.final {
+		sl.removed = false
+		s.all[sl] = struct{}{}
+	}
+}
+
+// flush retires the slices past their time (all of them when closing) and
+// sends every sync due, in one pipeline.
+func (s *Slices) flush(ctx context.Context, closing bool) error {
+	s.flushing.Lock()
+	defer s.flushing.Unlock()
+	now := s.now()
+	var calls []*syncCall
+	s.mu.Lock()
+	for sl := range s.all {
+		var c *syncCall
+		if sl.active && (closing || !now.Before(sl.until)) {
+			if ss := s.subs[subjectID{sl.sub.Key, sl.sub.Project}]; ss != nil && ss.active == sl {
+				ss.active = nil
+			}
+			c = s.retire(sl)
+		} else {
+			c = s.syncOf(sl)
+		}
+		if c != nil {
+			calls = append(calls, c)
+		}
+	}
+	for id, ss := range s.subs {
+		if ss.active == nil && ss.taking == nil && now.Sub(ss.last) > 10*s.o.Active {
+			delete(s.subs, id)
+		}
+	}
+	s.mu.Unlock()
+	return s.send(ctx, calls)
+}
+
+// send runs syncs in one pipeline; those that did not answer are put back.
+func (s *Slices) send(ctx context.Context, calls []*syncCall) error {
+	if len(calls) == 0 {
+		return nil
+	}
+	sc := make([]scriptCall, len(calls))
+	for i, c := range calls {
+		sc[i] = c.call
+	}
+	ok := make([]bool, len(calls))
+	err := s.r.evalEach(ctx, s.r.pipe, syncScript, sc, func(i int, val any) {
+		ok[i] = true
+		s.r.sliceSpent(calls[i].sl, calls[i].cost, val)
+	})
+	s.mu.Lock()
+	for i, c := range calls {
+		c.sl.syncing = false
+		if !ok[i] {
+			s.failed(c)
+		}
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("sync %d quota slices: %w", len(calls), err)
+	}
+	return nil
+}
+
+// take decides the request in Redis with a new slice, after the sync of
+// the slice it replaces (one round trip).
+func (s *Slices) take(ctx context.Context, sub Subject, tokens, cost int64, want [3]int64, prev *syncCall) (Decision, *slice, error) {
+	r := s.r
+	now, nowArg := r.clock()
+	sl := &slice{id: "s" + newLease(), sub: sub, active: true, until: s.now().Add(s.o.Active), lastSync: s.now()}
+	var left, moLeft time.Duration
+	sl.day, left = day(now)
+	sl.month, moLeft = month(now)
+	if end := s.now().Add(min(left, moLeft)); end.Before(sl.until) {
+		sl.until = end
+	}
+	ls, nl := sub.levels()
+	args := []any{nowArg, tokens, left.Seconds(), "0", sl.id, LeaseTTL.Seconds(), cost, moLeft.Seconds(),
+		int64(math.Ceil(left.Seconds())) + 3600, int64(math.Ceil(LeaseTTL.Seconds())) + 60}
+	for _, l := range ls[:nl] {
+		strict := "0"
+		if l.lim.StrictBudget {
+			strict = "1"
+		}
+		args = append(args, l.lim.RPM, l.lim.TPM, l.lim.TPD, l.lim.Concurrency, l.lim.Budget, strict)
+		sl.limR, sl.limT, sl.limM = sl.limR || l.lim.RPM > 0, sl.limT || l.lim.TPM > 0 || l.lim.TPD > 0, sl.limM || l.lim.Budget > 0
+	}
+	args = append(args, want[0], want[1], want[2], s.o.Replicas)
+	keys := r.keys(sub, sl.day, sl.month)
+	calls := []scriptCall{{keys: keys, args: args}}
+	if prev != nil {
+		calls = []scriptCall{prev.call, {keys: keys, args: args}}
+	}
+	res, err := s.takeOnce(ctx, calls, prev)
+	if err == nil && len(res) > 0 && res[0] == int64(-1) {
+		if err = r.seed(ctx, sub, keys, sl.day, sl.month, left, moLeft); err == nil {
+			res, err = s.takeOnce(ctx, calls[len(calls)-1:], nil)
+		}
+	}
+	if err != nil {
+		return Decision{}, nil, fmt.Errorf("admit %s: %w", sub.Key, err)
+	}
+	if len(res) != 7+9*nl {
+		return Decision{}, nil, fmt.Errorf("admit %s: slice script returned %d values", sub.Key, len(res))
+	}
+	dec := decision(res, nl)
+	if !dec.Allowed {
+		return dec, nil, nil
+	}
+	n := func(i int) int64 { v, _ := res[i].(int64); return v }
+	sl.reqs, sl.tokens, sl.money = n(4+9*nl), n(5+9*nl), n(6+9*nl)
+	sl.heldRedis = sl.money + cost
+	sl.base = dec
+	sl.base.Reservation = nil
+	sl.inflight, sl.inflightMoney, sl.used, sl.usedTokens = 1, cost, 1, tokens
+	dec.Reservation = &Reservation{Subject: sub, Day: sl.day, Month: sl.month, Tokens: tokens, Cost: cost, slice: sl}
+	return dec, sl, nil
+}
+
+// takeOnce sends the calls (a sync, then a take) in one pipeline through
+// the admissions' batcher and returns the take's answer; the sync, when
+// it did not answer, is put back.
+func (s *Slices) takeOnce(ctx context.Context, calls []scriptCall, prev *syncCall) ([]any, error) {
+	// Once sent, an admission is waited for whatever the caller does: if
+	// it took a slice, the slice must be known to be given back.
+	ctx, cancel := uncancelled(ctx)
+	defer cancel()
+	p := s.r.admits
+	if p == nil {
+		if len(calls) == 1 {
+			// A command of its own: traced, a span under its request.
+			return sliceScript.Run(ctx, s.r.rdb, calls[0].keys, calls[0].args...).Slice()
+		}
+		p = s.r.rdb
+	}
+	var res []any
+	var synced bool
+	err := s.r.evalEach(ctx, p, sliceScript, calls, func(i int, val any) {
+		if i == len(calls)-1 {
+			res, _ = val.([]any)
+			return
+		}
+		synced = true
+		s.r.sliceSpent(prev.sl, prev.cost, val)
+	})
+	if prev != nil {
+		s.mu.Lock()
+		prev.sl.syncing = false
+		if !synced {
+			s.failed(prev)
+		}
+		s.mu.Unlock()
+	}
+	if err == nil && res == nil {
+		err = errors.New("slice script: no answer")
+	}
+	return res, err
+}
+
+// syncArgs are a sync's KEYS and ARGV for syncScript.
+func (r *Redis) syncArgs(sl *slice, c *syncCall) scriptCall {
+	_, nowArg := r.clock()
+	final := "0"
+	if c.final {
+		final = "1"
+	}
+	args := []any{nowArg, sl.id, c.prevHeld, c.held, c.cost, c.back, c.tokens, final,
+		LeaseTTL.Seconds(), int64(math.Ceil(LeaseTTL.Seconds())) + 60}
+	ls, n := sl.sub.levels()
+	for _, l := range ls[:n] {
+		budget := "0"
+		if l.lim.Budget > 0 {
+			budget = "1"
+		}
+		args = append(args, l.lim.RPM, l.lim.TPM, budget)
+	}
+	return scriptCall{r.keys(sl.sub, sl.day, sl.month), args, syncScript}
+}
+
+// sliceSpent reports the spending a sync moved, from syncScript's answer.
+func (r *Redis) sliceSpent(sl *slice, cost int64, val any) {
+	before, _ := val.([]any)
+	if cost == 0 {
+		return
+	}
+	res := &Reservation{Subject: sl.sub, Day: sl.day, Month: sl.month}
+	ls, n := sl.sub.levels()
+	for i, l := range ls[:min(n, len(before))] {
+		s, _ := before[i].(string)
+		b, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			continue
+		}
+		r.money.report(spendOf(l, res, b, b+cost))
+	}
+}
