@@ -57,7 +57,11 @@ const perLevel = 5
 // the day, leases, spend of the month), hash-tagged alike so that a Redis
 // Cluster keeps them in one slot: on the key, or on its project when it
 // has one (a key that changes project starts with fresh counters there).
-func (r *Redis) keys(s Subject, day, month string) []string {
+func (r *Redis) keys(s Subject, day, month string) []string { return r.keysOf(s, day, month, false) }
+
+// keysOf is keys, with each level's slices (the registry of the slices
+// replicas hold) after its five when slices is set.
+func (r *Redis) keysOf(s Subject, day, month string, slices bool) []string {
 	tag := s.Key
 	if s.Project != "" {
 		tag = "project:" + s.Project
@@ -70,6 +74,9 @@ func (r *Redis) keys(s Subject, day, month string) []string {
 			base += l.id + ":"
 		}
 		out = append(out, base+"rpm", base+"tpm", base+"tpd:"+day, base+"leases", base+"spend:"+month)
+		if slices {
+			out = append(out, base+"slices")
+		}
 	}
 	return out
 }

@@ -53,7 +53,7 @@ end
 // counter is missing and must be seeded from the ledger first, nothing
 // written), the refusing level
 // (0-based), retry (µs), hopeless, then nine figures per level.
-var admitScript = redis.NewScript(luaNow + luaDecide + `
+var admitScript = redis.NewScript(luaNow + "local per = 5\n" + luaDecide + `
 -- take writes one level's reservation. An admitted tat is at most 60 s
 -- ahead (burst = rate), so its key lives 61 s; a tat within float
 -- precision of now (a huge limit) is not stored.
@@ -81,7 +81,7 @@ end
 local states, denied, level, retry, hopeless = decide_all()
 if denied == -1 then return {-1, level, 0, 0} end
 if denied == 0 and not dry then
-  for i = 0, levels - 1 do take(5 * i, states[i + 1]) end
+  for i = 0, levels - 1 do take(per * i, states[i + 1]) end
 end
 return answer(states, denied, level, retry, hopeless)
 `)
@@ -89,7 +89,8 @@ return answer(states, denied, level, retry, hopeless)
 // luaDecide is what admitScript and sliceScript share: reading ARGV's
 // request and levels, GCRA, leases, and deciding every level
 // (decide_all) and answering with each level's figures (answer). ARGV
-// as admitScript's.
+// as admitScript's; KEYS as admitScript's, per (a Lua local the script
+// sets first) keys per level, the first five admitScript's.
 const luaDecide = `
 local cost, tokens = tonumber(ARGV[2]), ARGV[2]
 local dry = ARGV[4] == "1"
@@ -217,7 +218,7 @@ end
 -- told shorter than it is.
 local function us(v) return math.ceil(v * 1000000) end
 
-local levels = #KEYS / 5
+local levels = #KEYS / per
 
 -- decide_all decides every level; the refusal a wait cannot cure, else
 -- the longest wait, speaks for the request (denied -1: a counter must be
@@ -226,7 +227,7 @@ local function decide_all()
   local states = {}
   local denied, level, retry, hopeless = 0, 0, 0, 0
   for i = 0, levels - 1 do
-    local s, d, r, h = decide(5 * i, 11 + 6 * i)
+    local s, d, r, h = decide(per * i, 11 + 6 * i)
     if d == -1 then return states, -1, i, 0, 0 end
     states[i + 1] = s
     if d ~= 0 and (denied == 0 or h > hopeless or (h == hopeless and r > retry)) then

@@ -22,8 +22,9 @@ import (
 // taken, so replicas together never admit more than one would; what one
 // replica holds unused can refuse another's request until it goes back.
 //
-// Subjects with a concurrency cap are decided in Redis one request at a
-// time, as Redis does.
+// Where a level caps concurrency, a slice holds slots: its requests'
+// and some to admit more, given back as its requests end once it no
+// longer admits.
 type Slices struct {
 	r *Redis
 	o SliceOptions
@@ -89,16 +90,19 @@ type slice struct {
 	limR   bool      // some level limits requests
 	limT   bool      // some level limits tokens (TPM or TPD)
 	limM   bool      // some level has a budget
+	limC   bool      // some level caps concurrency
 	base   Decision  // the figures when it was taken
 	active bool
 
 	reqs, tokens, money int64 // left to admit from (tokens < 0: a debt)
 	inflight            int64 // requests admitted from it, not yet settled
+	slots               int64 // concurrency slots it holds (with a cap), its requests' among them
 	inflightMoney       int64 // their cost bounds
 	used, usedTokens    int64 // admitted locally, for the headers' figures
 
 	// What Redis has not seen yet, and the money Redis holds for it.
 	heldRedis          int64
+	slotsRedis         int64
 	pendCost, pendBack int64
 	pendTokens         int64 // > 0 charges (a debt), < 0 gives back
 	lastSync           time.Time
@@ -135,18 +139,9 @@ func (s *Slices) now() time.Time {
 	return time.Now()
 }
 
-// sliceable reports whether a subject's requests may be admitted from a
-// slice: none of its levels caps concurrency.
-func sliceable(sub Subject) bool {
-	return sub.Limits.Concurrency <= 0 && (sub.Project == "" || sub.ProjectLimits.Concurrency <= 0)
-}
-
 // Admit admits from the subject's slice when the request fits in it, and
 // otherwise decides in Redis, taking a new slice with the request.
 func (s *Slices) Admit(ctx context.Context, sub Subject, tokens, cost int64) (Decision, error) {
-	if !sliceable(sub) {
-		return s.r.Admit(ctx, sub, tokens, cost)
-	}
 	id := subjectID{sub.Key, sub.Project}
 	s.mu.Lock()
 	ss := s.subs[id]
@@ -184,10 +179,12 @@ func (s *Slices) Admit(ctx context.Context, sub Subject, tokens, cost int64) (De
 	old := ss.active
 	ss.active = nil
 	var sync *syncCall
+	busy := int64(0)
 	if old != nil {
+		busy = old.inflight
 		sync = s.retire(old)
 	}
-	want := ss.want(s.o.Active)
+	want := ss.want(busy)
 	ss.taking = make(chan struct{})
 	s.mu.Unlock()
 
@@ -223,14 +220,18 @@ func (ss *subjectSlices) observe(now time.Time, tokens, cost int64, active time.
 // measured over a window of Active/4 at least, so a burst shorter than
 // that takes no more than its requests wait for, and a replica does not
 // end a burst holding what another replica's requests were refused.
-func (ss *subjectSlices) want(active time.Duration) [3]int64 {
-	return [3]int64{ss.waiting.reqs + ss.rate.reqs, ss.waiting.tokens + ss.rate.tokens, ss.waiting.money + ss.rate.money}
+// Slots: as many as wait, and as many as are busy (the slice replaced
+// had busy requests in flight: as many will run in this one).
+func (ss *subjectSlices) want(busy int64) [4]int64 {
+	w := ss.waiting
+	return [4]int64{w.reqs + ss.rate.reqs, w.tokens + ss.rate.tokens, w.money + ss.rate.money, w.reqs + busy}
 }
 
 // fits reports whether sl may admit the request now.
 func (sl *slice) fits(now time.Time, sub Subject, tokens, cost int64) bool {
 	return sl.active && now.Before(sl.until) &&
 		(!sl.limR || sl.reqs >= 1) && (!sl.limT || sl.tokens >= tokens) && (!sl.limM || sl.money >= cost) &&
+		(!sl.limC || sl.inflight < sl.slots) &&
 		sub.Limits == sl.sub.Limits && sub.ProjectLimits == sl.sub.ProjectLimits
 }
 
@@ -264,20 +265,25 @@ func (s *Slices) retire(sl *slice) *syncCall {
 	return s.syncOf(sl)
 }
 
-// settle folds a settlement of a request sl admitted into its account:
-// while sl admits, tokens the estimate held beyond the actual count may
-// admit others (a debt, admits fewer). A cost bound's rest goes back to
-// Redis instead: a budget that is not strict admits a bound larger than
-// what it has left, which a slice must not pass on; a cost past its bound
-// takes from the slice.
+// settle folds a settlement of a request sl admitted into its account.
+// What the estimate held beyond the actual count goes back to Redis at
+// the next sync, for every subject that shares the level; a debt is
+// taken from what sl has not used (Redis counted it already) and the
+// rest charged at the next sync. A cost bound's rest goes back to Redis
+// too (a budget that is not strict admits a bound larger than what it
+// has left, which a slice must not pass on); a cost past its bound takes
+// from the slice.
 func (sl *slice) settle(actual, cost int64, res *Reservation) {
 	delta := actual - res.Tokens
-	if sl.active {
-		sl.tokens -= delta
-		sl.money -= max(cost-res.Cost, 0) // a cost past its bound: a debt
-	} else {
-		sl.pendTokens += delta
+	if sl.active && delta > 0 {
+		covered := min(delta, max(sl.tokens, 0))
+		sl.tokens -= covered
+		delta -= covered
 	}
+	if sl.active {
+		sl.money -= max(cost-res.Cost, 0)
+	}
+	sl.pendTokens += delta
 	sl.inflight--
 	sl.inflightMoney -= res.Cost
 	sl.pendCost += cost
@@ -357,7 +363,8 @@ type syncCall struct {
 	call scriptCall
 	// sent are the pending figures it carries.
 	cost, back, tokens, held, prevHeld int64
-	final                              bool
+	slots, prevSlots                   int64
+	final, renew                       bool
 }
 
 // syncOf takes sl's pending figures into a sync, or returns nil when
@@ -371,10 +378,16 @@ func (s *Slices) syncOf(sl *slice) *syncCall {
 	}
 	sl.syncing = true
 	c := &syncCall{sl: sl, cost: sl.pendCost, back: sl.pendBack, tokens: sl.pendTokens,
-		prevHeld: sl.heldRedis, held: max(sl.money, 0) + sl.inflightMoney, final: done}
+		prevHeld: sl.heldRedis, held: max(sl.money, 0) + sl.inflightMoney, final: done,
+		prevSlots: sl.slotsRedis, slots: sl.slots, renew: stale}
 	if !sl.active {
 		c.held = sl.inflightMoney
+		if sl.limC {
+			sl.slots = max(sl.inflight, 1)
+			c.slots = sl.slots
+		}
 	}
+	sl.slotsRedis = c.slots
 	sl.pendCost, sl.pendBack, sl.pendTokens = 0, 0, 0
 	sl.heldRedis, sl.dirty, sl.lastSync = c.held, false, now
 	if done {
@@ -394,6 +407,7 @@ func (s *Slices) failed(c *syncCall) {
 	sl.pendCost += c.cost
 	sl.pendTokens += max(c.tokens, 0)
 	sl.heldRedis = c.prevHeld
+	sl.slotsRedis = c.prevSlots
 	sl.dirty = true
 	if c.final {
 		sl.removed = false
@@ -462,7 +476,7 @@ func (s *Slices) send(ctx context.Context, calls []*syncCall) error {
 
 // take decides the request in Redis with a new slice, after the sync of
 // the slice it replaces (one round trip).
-func (s *Slices) take(ctx context.Context, sub Subject, tokens, cost int64, want [3]int64, prev *syncCall) (Decision, *slice, error) {
+func (s *Slices) take(ctx context.Context, sub Subject, tokens, cost int64, want [4]int64, prev *syncCall) (Decision, *slice, error) {
 	r := s.r
 	now, nowArg := r.clock()
 	sl := &slice{id: "s" + newLease(), sub: sub, active: true, until: s.now().Add(s.o.Active), lastSync: s.now()}
@@ -482,23 +496,24 @@ func (s *Slices) take(ctx context.Context, sub Subject, tokens, cost int64, want
 		}
 		args = append(args, l.lim.RPM, l.lim.TPM, l.lim.TPD, l.lim.Concurrency, l.lim.Budget, strict)
 		sl.limR, sl.limT, sl.limM = sl.limR || l.lim.RPM > 0, sl.limT || l.lim.TPM > 0 || l.lim.TPD > 0, sl.limM || l.lim.Budget > 0
+		sl.limC = sl.limC || l.lim.Concurrency > 0
 	}
-	args = append(args, want[0], want[1], want[2], s.o.Replicas)
-	keys := r.keys(sub, sl.day, sl.month)
+	args = append(args, want[0], want[1], want[2], want[3], s.o.Replicas)
+	keys := r.keysOf(sub, sl.day, sl.month, true)
 	calls := []scriptCall{{keys: keys, args: args}}
 	if prev != nil {
 		calls = []scriptCall{prev.call, {keys: keys, args: args}}
 	}
 	res, err := s.takeOnce(ctx, calls, prev)
 	if err == nil && len(res) > 0 && res[0] == int64(-1) {
-		if err = r.seed(ctx, sub, keys, sl.day, sl.month, left, moLeft); err == nil {
+		if err = r.seed(ctx, sub, r.keys(sub, sl.day, sl.month), sl.day, sl.month, left, moLeft); err == nil {
 			res, err = s.takeOnce(ctx, calls[len(calls)-1:], nil)
 		}
 	}
 	if err != nil {
 		return Decision{}, nil, fmt.Errorf("admit %s: %w", sub.Key, err)
 	}
-	if len(res) != 7+9*nl {
+	if len(res) != 8+9*nl {
 		return Decision{}, nil, fmt.Errorf("admit %s: slice script returned %d values", sub.Key, len(res))
 	}
 	dec := decision(res, nl)
@@ -508,6 +523,10 @@ func (s *Slices) take(ctx context.Context, sub Subject, tokens, cost int64, want
 	n := func(i int) int64 { v, _ := res[i].(int64); return v }
 	sl.reqs, sl.tokens, sl.money = n(4+9*nl), n(5+9*nl), n(6+9*nl)
 	sl.heldRedis = sl.money + cost
+	if sl.limC {
+		sl.slots = 1 + n(7+9*nl)
+		sl.slotsRedis = sl.slots
+	}
 	sl.base = dec
 	sl.base.Reservation = nil
 	sl.inflight, sl.inflightMoney, sl.used, sl.usedTokens = 1, cost, 1, tokens
@@ -558,21 +577,21 @@ func (s *Slices) takeOnce(ctx context.Context, calls []scriptCall, prev *syncCal
 // syncArgs are a sync's KEYS and ARGV for syncScript.
 func (r *Redis) syncArgs(sl *slice, c *syncCall) scriptCall {
 	_, nowArg := r.clock()
-	final := "0"
-	if c.final {
-		final = "1"
-	}
-	args := []any{nowArg, sl.id, c.prevHeld, c.held, c.cost, c.back, c.tokens, final,
-		LeaseTTL.Seconds(), int64(math.Ceil(LeaseTTL.Seconds())) + 60}
+	args := []any{nowArg, sl.id, c.prevHeld, c.held, c.cost, c.back, c.tokens, flag(c.final),
+		LeaseTTL.Seconds(), int64(math.Ceil(LeaseTTL.Seconds())) + 60, c.prevSlots, c.slots, flag(c.renew)}
 	ls, n := sl.sub.levels()
 	for _, l := range ls[:n] {
-		budget := "0"
-		if l.lim.Budget > 0 {
-			budget = "1"
-		}
-		args = append(args, l.lim.RPM, l.lim.TPM, budget)
+		args = append(args, l.lim.RPM, l.lim.TPM, flag(l.lim.Budget > 0), flag(l.lim.Concurrency > 0))
 	}
-	return scriptCall{r.keys(sl.sub, sl.day, sl.month), args, syncScript}
+	return scriptCall{r.keysOf(sl.sub, sl.day, sl.month, true), args, syncScript}
+}
+
+// flag is a script's boolean argument.
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 // sliceSpent reports the spending a sync moved, from syncScript's answer.

@@ -112,6 +112,8 @@ func TestSlicesAdmitWhatOneReplicaWould(t *testing.T) {
 		{name: "tpd settled", lim: Limits{TPD: 2000}, tokens: 30, settled: true, used: 2000},
 		{name: "budget", lim: Limits{Budget: 1_000_000}, tokens: 10, cost: 7_000, settled: true},
 		{name: "strict budget", lim: Limits{Budget: 1_000_000, StrictBudget: true}, tokens: 10, cost: 7_000},
+		{name: "concurrency", lim: Limits{Concurrency: 40}, tokens: 10},
+		{name: "project concurrency", lim: Limits{Concurrency: 30}, project: Limits{Concurrency: 45, Budget: 5_000_000}, tokens: 10, cost: 1000},
 		{name: "project", lim: Limits{RPM: 1000}, project: Limits{RPM: 150, TPM: 20_000, Budget: 2_000_000}, tokens: 40, cost: 9_000, settled: true},
 	}
 	for _, tt := range tests {
@@ -235,5 +237,36 @@ func TestSlicesGivenBack(t *testing.T) {
 	// more than estimated) was charged, less a second's refill (1,667).
 	if got, want := after.TokensUsed, max(before.TokensUsed-1667, 0)+4990-tokens; got < want-1 || got > want+1 {
 		t.Errorf("tokens in use %d (before: %d), want %d", got, before.TokensUsed, want)
+	}
+}
+
+// TestSlicesOfADeadReplica: a replica that dies holding slices (money
+// and slots among them) frees them when their leases expire, as a
+// request's lease does.
+func TestSlicesOfADeadReplica(t *testing.T) {
+	reps, clock := replicasOn(t, 2, nil)
+	a, b := reps[0], reps[1]
+	ctx := context.Background()
+	sub := One("key_a", Limits{Concurrency: 50, Budget: 1_000_000})
+	a.r.SetMoney(Money{Ledger: ledgerStub{}})
+	for range 20 {
+		*clock = clock.Add(20 * time.Millisecond)
+		if d, _ := a.Admit(ctx, sub, 10, 100); !d.Allowed {
+			t.Fatal("refused")
+		}
+	}
+	held, _ := b.Peek(ctx, sub)
+	if held.InFlight < 20 || held.Held < 2000 {
+		t.Fatalf("while a lives: %d in flight, %d held", held.InFlight, held.Held)
+	}
+	close(a.stop) // a dies: nothing more reaches Redis from it
+	<-a.done
+	*clock = clock.Add(LeaseTTL + time.Second)
+	p, _ := b.Peek(ctx, sub)
+	if p.InFlight != 0 || p.Held != 0 {
+		t.Errorf("after its leases expired: %d in flight, %d held", p.InFlight, p.Held)
+	}
+	if d, _ := b.Admit(ctx, sub, 10, 100); !d.Allowed {
+		t.Errorf("another replica refused: %+v", d)
 	}
 }
