@@ -216,7 +216,7 @@ func openRedis(ctx context.Context, c *Config, log *slog.Logger, tracing bool, m
 		mode = quota.FailClosed
 	}
 	// Most requests are admitted from allowance slices this replica
-	// takes, without a round trip (docs/limits.md).
+	// takes, without a round trip (docs/operations.md, Allowance slices).
 	var qs quota.Store = r
 	if c.Redis.sliceActive > 0 {
 		qs = quota.NewSlices(r, quota.SliceOptions{Active: c.Redis.sliceActive, Replicas: c.Redis.Replicas, Log: log})
