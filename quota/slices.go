@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Slices is a Store that admits most requests without a round trip to
@@ -38,6 +41,8 @@ type Slices struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	taken, local metric.Int64Counter
 }
 
 // SliceOptions tune Slices.
@@ -52,6 +57,9 @@ type SliceOptions struct {
 	// ended slices are given back; 0 means Active/20.
 	Tick time.Duration
 	Log  *slog.Logger
+	// Meter counts slices taken and requests admitted from them; nil
+	// means the global OpenTelemetry meter provider.
+	Meter metric.Meter
 }
 
 type subjectID struct{ key, project string }
@@ -125,8 +133,15 @@ func NewSlices(r *Redis, o SliceOptions) *Slices {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Meter == nil {
+		o.Meter = otel.Meter("github.com/obol/obol/quota")
+	}
 	s := &Slices{r: r, o: o, subs: map[subjectID]*subjectSlices{}, all: map[*slice]struct{}{},
 		stop: make(chan struct{}), done: make(chan struct{})}
+	s.taken, _ = o.Meter.Int64Counter("obol.quota.slices.taken",
+		metric.WithDescription("Allowance slices taken from Redis, each with a request Redis admitted"))
+	s.local, _ = o.Meter.Int64Counter("obol.quota.slices.admissions",
+		metric.WithDescription("Requests admitted from an allowance slice, without a Redis round trip"))
 	go s.keep()
 	return s
 }
@@ -155,6 +170,7 @@ func (s *Slices) Admit(ctx context.Context, sub Subject, tokens, cost int64) (De
 		if sl := ss.active; sl != nil && sl.fits(now, sub, tokens, cost) {
 			d := sl.admit(tokens, cost)
 			s.mu.Unlock()
+			s.local.Add(ctx, 1)
 			return d, nil
 		}
 		if ss.taking == nil {
@@ -198,6 +214,9 @@ func (s *Slices) Admit(ctx context.Context, sub Subject, tokens, cost int64) (De
 		s.all[sl] = struct{}{}
 	}
 	s.mu.Unlock()
+	if sl != nil {
+		s.taken.Add(ctx, 1)
+	}
 	return d, err
 }
 

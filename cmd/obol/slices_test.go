@@ -1,0 +1,153 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/obol/obol/internal/pgtest"
+	"github.com/obol/obol/internal/redistest"
+	"github.com/obol/obol/loadtest/sim"
+)
+
+// TestReplicasBurstsWithSlices: bursts of 300 concurrent requests over
+// three gateway processes, which admit from allowance slices (the
+// default), are answered 200 exactly as often as the same burst sent to
+// one of them, against TPD, concurrency, budgets strict or not, and a
+// project's RPM and budget over two keys; against a key's RPM, exactly
+// its allowance plus what refilled while the burst ran. The backend
+// waits a second before answering, so that no request settles during a
+// burst and one replica's count is exact.
+func TestReplicasBurstsWithSlices(t *testing.T) {
+	_, prefix := redistest.Shared(t)
+	_, pgURL := pgtest.Shared(t)
+	s := sim.New(sim.Config{ReplyTokens: 2, FirstTokenDelay: time.Second})
+	up := httptest.NewServer(s)
+	defer up.Close()
+	cases := []struct{ name, limits string }{
+		{"tpd", "limits: {tpd: 20000}"},
+		{"concurrency", "limits: {concurrency: 40}"},
+		{"budget", "budget: {monthly: 0.01}"},
+		{"strict budget", "budget: {monthly: 0.01, strict: true}"},
+		{"project", "project: %s"},
+	}
+	var keys strings.Builder
+	secret := func(name, who string) string { return "sk-slices-" + strings.ReplaceAll(name, " ", "-") + "-" + who }
+	for _, c := range append(cases, struct{ name, limits string }{"rpm", "limits: {rpm: 60}"}) {
+		for _, who := range []string{"one", "three"} {
+			sum := sha256.Sum256([]byte(secret(c.name, who)))
+			lim := c.limits
+			if strings.Contains(lim, "%s") {
+				lim = fmt.Sprintf(lim, "p_"+who)
+			}
+			fmt.Fprintf(&keys, "  - {id: %q, tier: open, sha256: %q, %s}\n", strings.ReplaceAll(c.name, " ", "_")+"_"+who,
+				hex.EncodeToString(sum[:]), lim)
+		}
+	}
+	cfg := filepath.Join(t.TempDir(), "slices.yaml")
+	err := os.WriteFile(cfg, []byte(`listen: "127.0.0.1:0"
+data_dir: "${TEST_DATA_DIR}"
+redis: {url: "${TEST_REDIS_URL}", prefix: "${TEST_REDIS_PREFIX}", fail_mode: closed, replicas: 3}
+postgres: {url: "${TEST_POSTGRES_URL}"}
+tiers:
+  open: {rpm: 0, tpm: 0, tpd: 0}
+models:
+  hermes:
+    context_window: 32768
+    price: {input: 1, output: 1}
+    backends: [{url: "${TEST_UPSTREAM}", model: "backend-hermes"}]
+projects:
+  p_one: {limits: {rpm: 100}, budget: {monthly: 0.012}}
+  p_three: {limits: {rpm: 100}, budget: {monthly: 0.012}}
+keys:
+`+keys.String()), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bases []string
+	for range 3 {
+		_, base, _ := startObolWith(t, cfg, "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir(),
+			"TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pgURL)
+		bases = append(bases, base)
+	}
+	for _, c := range cases {
+		one := burstOf(t, 300, bases[:1], secret(c.name, "one"))
+		three := burstOf(t, 300, bases, secret(c.name, "three"))
+		t.Logf("%s: one %v three %v", c.name, one, three)
+		if one[200] != three[200] || one[200] == 0 || one[200] == 300 || one[200]+one[429] != 300 || three[200]+three[429] != 300 {
+			t.Errorf("%s: one replica answered %v, three %v", c.name, one, three)
+		}
+	}
+	if n := metricSum(t, bases, "obol_quota_slices_admissions_total"); n == 0 {
+		t.Error("no request was admitted from a slice")
+	} else {
+		t.Logf("%v requests admitted from slices", n)
+	}
+	start := time.Now()
+	codes := burstOf(t, 300, bases, secret("rpm", "three"))
+	refilled := int(time.Since(start)/time.Second) + 1 // RPM 60 refills one a second
+	if codes[200] < 60 || codes[200] > 60+refilled {
+		t.Errorf("rpm 60: answered %v in %v, want 60 to %d × 200", codes, time.Since(start), 60+refilled)
+	}
+}
+
+// burstOf sends n concurrent requests of 100 output tokens, spread over
+// the replicas, and counts the answers by status.
+func burstOf(t *testing.T, n int, bases []string, secret string) map[int]int {
+	t.Helper()
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := `{"model":"hermes","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`
+			req, _ := http.NewRequest("POST", bases[i%len(bases)]+"/v1/chat", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+secret)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			mu.Lock()
+			codes[resp.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return codes
+}
+
+// metricSum sums a Prometheus counter over the replicas' /metrics.
+func metricSum(t *testing.T, bases []string, name string) float64 {
+	t.Helper()
+	var sum float64
+	for _, b := range bases {
+		resp, err := http.Get(b + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, name) {
+				var v float64
+				fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+				sum += v
+			}
+		}
+	}
+	return sum
+}
