@@ -20,6 +20,10 @@ type store interface {
 // forEachStore runs f against real Redis, Redis with slices and Memory,
 // each with a clock the test moves.
 func forEachStore(t *testing.T, f func(t *testing.T, r store, clock *time.Time)) {
+	if cluster != nil {
+		onCluster(t, f)
+		return
+	}
 	t.Run("redis", func(t *testing.T) {
 		r, clock := testRedis(t)
 		f(t, r, clock)

@@ -27,7 +27,8 @@ func testRedis(t *testing.T) (*redisStore, *time.Time) {
 func testSlices(t *testing.T, replicas int) (*slicesStore, *time.Time) {
 	t.Helper()
 	r, clock := testRedis(t)
-	s := NewSlices(r.Redis, SliceOptions{Replicas: replicas})
+	// The keeper stays still (Tick): the test moves the clock, and flushes.
+	s := NewSlices(r.Redis, SliceOptions{Replicas: replicas, Tick: time.Hour})
 	t.Cleanup(func() { s.Close(context.Background()) })
 	return &slicesStore{s}, clock
 }
