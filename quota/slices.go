@@ -261,7 +261,9 @@ func (sl *slice) admit(tokens, cost int64) Decision {
 	sl.inflight, sl.inflightMoney = sl.inflight+1, sl.inflightMoney+cost
 	sl.used, sl.usedTokens = sl.used+1, sl.usedTokens+tokens
 	d := sl.base
-	d.RequestsRemaining = max(d.RequestsRemaining-sl.used, 0)
+	if d.RequestsRemaining >= 0 { // -1: unlimited
+		d.RequestsRemaining = max(d.RequestsRemaining-sl.used, 0)
+	}
 	if d.TokensRemaining >= 0 {
 		d.TokensRemaining = max(d.TokensRemaining-sl.usedTokens, 0)
 	}

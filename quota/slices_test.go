@@ -270,3 +270,44 @@ func TestSlicesOfADeadReplica(t *testing.T) {
 		t.Errorf("another replica refused: %+v", d)
 	}
 }
+
+// TestSlicesFigures: a request admitted from a slice carries the figures
+// of the slice's take less what it admitted since, and an unlimited
+// allowance stays unlimited (-1, no headers).
+func TestSlicesFigures(t *testing.T) {
+	reps, clock := replicasOn(t, 1, nil)
+	s := reps[0]
+	ctx := context.Background()
+	for _, tt := range []struct {
+		lim      Limits
+		reqsLeft func(i int) int64
+	}{
+		{Limits{TPM: 1_000_000}, func(int) int64 { return -1 }},
+		{Limits{RPM: 10_000}, nil},
+	} {
+		sub := One("key_figures", tt.lim)
+		var last, local int64 = -2, 0
+		for i := range 400 {
+			if i%40 == 0 {
+				*clock = clock.Add(40 * time.Millisecond)
+			}
+			d, err := s.Admit(ctx, sub, 10, 0)
+			if err != nil || !d.Allowed {
+				t.Fatalf("%+v: request %d: %+v %v", tt.lim, i, d, err)
+			}
+			if d.Reservation.slice != nil && d.Reservation.slice.used > 1 {
+				local++
+			}
+			switch {
+			case tt.reqsLeft != nil && d.RequestsRemaining != tt.reqsLeft(i):
+				t.Fatalf("%+v: request %d: %d requests left", tt.lim, i, d.RequestsRemaining)
+			case tt.reqsLeft == nil && last >= 0 && d.RequestsRemaining > last+7: // 40 ms refills 6.7
+				t.Fatalf("%+v: request %d: %d requests left after %d", tt.lim, i, d.RequestsRemaining, last)
+			}
+			last = d.RequestsRemaining
+		}
+		if local == 0 {
+			t.Errorf("%+v: no request was admitted from a slice", tt.lim)
+		}
+	}
+}
