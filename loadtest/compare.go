@@ -155,7 +155,7 @@ func startTargets(ctx context.Context, ps *procs, o compareOptions, secret strin
 			admin = fmt.Sprintf("127.0.0.1:%d", port)
 			extra += fmt.Sprintf("admin_listen: %q\npprof: true\n", admin)
 		}
-		cfg, err := obolConfig(ps.dir, v.name, v.redis, v.pg, simURL, secret, extra)
+		cfg, err := obolConfig(ps.dir, v.name, v.redis, v.pg, simURL, secret, extra, false)
 		if err != nil {
 			return nil, drop, err
 		}
@@ -303,8 +303,9 @@ func profileName(target string) string {
 // and monthly budget never refuse either (so both levels are decided and
 // every request is priced and charged), counters in the Redis at
 // redisURL and records in the PostgreSQL at pgURL (each empty: the
-// embedded store), and extra top-level YAML.
-func obolConfig(dir, name, redisURL, pgURL, simURL, secret, extra string) (string, error) {
+// embedded store), and extra top-level YAML; backendH2C: obol speaks
+// h2c to the simulator.
+func obolConfig(dir, name, redisURL, pgURL, simURL, secret, extra string, backendH2C bool) (string, error) {
 	d := sha256.Sum256([]byte(secret))
 	prefix := "obol-bench:" + randHex(4) + ":"
 	cfg := fmt.Sprintf(`listen: "127.0.0.1:0"
@@ -317,12 +318,12 @@ models:
   hermes:
     context_window: 32768
     price: {input: 0.5, output: 1.5}
-    backends: [{url: %q, model: "sim"}]
+    backends: [{url: %q, model: "sim", h2c: %t}]
 keys:
   - {id: key_bench, tier: bench, sha256: %q, project: bench, budget: {monthly: 1000000}}
 projects:
   bench: {limits: {rpm: 1000000000, concurrency: 100000}, budget: {monthly: 1000000}}
-`, extra, filepath.Join(dir, name), redisURL, prefix, pgURL, simURL+"/v1", hex.EncodeToString(d[:]))
+`, extra, filepath.Join(dir, name), redisURL, prefix, pgURL, simURL+"/v1", backendH2C, hex.EncodeToString(d[:]))
 	p := filepath.Join(dir, name+".yaml")
 	return p, os.WriteFile(p, []byte(cfg), 0o600)
 }

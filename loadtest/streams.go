@@ -47,6 +47,7 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	})
 	heapProfile := fs.String("heap", "", "write obol's heap profile, with every stream open, to this file")
 	http1 := fs.Bool("http1", false, "clients speak HTTP/1.1, a connection per stream (default h2c)")
+	backendH2C := fs.Bool("backend-h2c", true, "obol speaks h2c to the simulator, its streams on a few connections (false: HTTP/1.1, a connection per stream)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,7 +69,7 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	admin := "127.0.0.1:" + strconv.Itoa(port)
 	secret := "sk-bench-" + randHex(12)
-	cfg, err := obolConfig(ps.dir, "obol", *redisURL, *pgURL, simURL, secret, fmt.Sprintf("admin_listen: %q\npprof: true\nh2c: true\n", admin))
+	cfg, err := obolConfig(ps.dir, "obol", *redisURL, *pgURL, simURL, secret, fmt.Sprintf("admin_listen: %q\npprof: true\nh2c: true\n", admin), *backendH2C)
 	if err != nil {
 		return err
 	}
@@ -96,6 +97,11 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *http1 {
 		tr = &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: *n}
 		clients = "HTTP/1.1 clients, a connection each"
+	}
+	if *backendH2C {
+		clients += ", h2c to the backend"
+	} else {
+		clients += ", HTTP/1.1 to the backend"
 	}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}

@@ -147,7 +147,7 @@ func (c *Client) post(ctx context.Context, m *Model, b *Backend, st *backendStat
 	case b.APIKey != "":
 		req.Header.Set("Authorization", "Bearer "+b.APIKey)
 	}
-	hresp, err := c.hc.Do(req)
+	hresp, err := c.client(b).Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			// A timeout of ours, or the caller gone.

@@ -45,6 +45,10 @@ type Backend struct {
 	// is charged by the backend's own count, prompt included, instead of
 	// the gateway's estimate. Other servers may refuse the option.
 	ContinuousUsage bool
+	// H2C: the backend speaks HTTP/2 without TLS (prior knowledge, an
+	// http:// URL), so that its streams share a few connections instead
+	// of holding one each.
+	H2C bool
 }
 
 // Timeouts bound each phase of an upstream call.

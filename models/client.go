@@ -56,6 +56,7 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 // among a model's backends and failing over between them.
 type Client struct {
 	hc      *http.Client
+	h2c     *http.Client // for backends that speak HTTP/2 without TLS
 	breaker BreakerOptions
 	states  sync.Map // model, backend name and URL → *backendState
 
@@ -91,9 +92,22 @@ func NewClient(o BreakerOptions) *Client {
 		// headers (a larger body is written past the buffer).
 		WriteBufferSize: 1 << 10,
 	}
-	c := &Client{hc: &http.Client{Transport: t}, breaker: o.withDefaults()}
+	// Backends that speak h2c: streams multiplexed on a few connections,
+	// no connection (and its reading and writing goroutines) per stream.
+	h2 := t.Clone()
+	h2.Protocols = new(http.Protocols)
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	c := &Client{hc: &http.Client{Transport: t}, h2c: &http.Client{Transport: h2}, breaker: o.withDefaults()}
 	c.instrument(otel.Meter("github.com/obol/obol/models"))
 	return c
+}
+
+// client is the HTTP client for b: h2c or not.
+func (c *Client) client(b *Backend) *http.Client {
+	if b.H2C {
+		return c.h2c
+	}
+	return c.hc
 }
 
 // instrument creates the client's metrics in m.
@@ -378,7 +392,7 @@ func (c *Client) Probe(ctx context.Context, m *Model) error {
 		case b.APIKey != "":
 			req.Header.Set("Authorization", "Bearer "+b.APIKey)
 		}
-		resp, err := c.hc.Do(req)
+		resp, err := c.client(b).Do(req)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("backend %s: %w", b.Name, err))
 			continue

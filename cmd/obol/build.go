@@ -36,7 +36,7 @@ func catalogOf(c *Config, getenv func(string) string) (*models.Catalog, error) {
 				}
 			}
 			m.Backends = append(m.Backends, models.Backend{Name: b.backendName(), URL: b.URL, Model: b.Model, APIKey: key, Dialect: models.Dialect(b.API),
-				Weight: b.Weight, Priority: b.Priority, MaxConcurrency: b.MaxConcurrency, ContinuousUsage: b.ContinuousUsage})
+				Weight: b.Weight, Priority: b.Priority, MaxConcurrency: b.MaxConcurrency, ContinuousUsage: b.ContinuousUsage, H2C: b.H2C})
 		}
 		ms = append(ms, m)
 	}

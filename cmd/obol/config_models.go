@@ -84,6 +84,8 @@ type BackendConfig struct {
 	MaxConcurrency int `yaml:"max_concurrency"`
 	// ContinuousUsage: vLLM's usage in every stream chunk, when asked.
 	ContinuousUsage bool `yaml:"continuous_usage_stats"`
+	// H2C: the backend speaks HTTP/2 without TLS (prior knowledge).
+	H2C bool `yaml:"h2c"`
 	// API is what it speaks: openai (the default) or anthropic (the
 	// Messages API; its key goes as x-api-key).
 	API string `yaml:"api"`
@@ -146,6 +148,9 @@ func (m ModelConfig) check(f, name string) error {
 		}
 		if b.API == string(models.Anthropic) && slices.ContainsFunc(m.Serves, func(s string) bool { return s != "chat" }) {
 			return invalid(bf+".api", "an Anthropic backend serves chat alone; this model serves %s", strings.Join(m.Serves, ", "))
+		}
+		if b.H2C && !strings.HasPrefix(b.URL, "http://") {
+			return invalid(bf+".h2c", "is HTTP/2 without TLS, for an http:// URL (an https:// backend negotiates HTTP/2 by itself)")
 		}
 		if b.API == string(models.Anthropic) && b.ContinuousUsage {
 			return invalid(bf+".continuous_usage_stats", "is vLLM's Chat Completions option; an Anthropic backend reports usage in its events")

@@ -53,6 +53,7 @@ func TestBadConfigs(t *testing.T) {
 		"bad-redis-mode":         "redis.mode: want single, cluster or sentinel",
 		"bad-fail-mode":          "redis.fail_mode: want open or closed",
 		"bad-slices":             "redis.slices: want a duration from 10ms to 10s",
+		"bad-h2c":                "models.hermes.backends[0].h2c: is HTTP/2 without TLS, for an http:// URL",
 		"sentinel-no-master":     "redis.url: sentinel URL: ?master_name= is required",
 		"negative-key-limit":     "keys[0] (k1).limits.tpm",
 		"redis-without-postgres": "postgres.url: redis.url (several replicas) needs postgres.url too",
