@@ -46,6 +46,7 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return nil
 	})
 	heapProfile := fs.String("heap", "", "write obol's heap profile, with every stream open, to this file")
+	heapAfter := fs.String("heap-after", "", "write obol's heap profile, at the last reading, to this file")
 	http1 := fs.Bool("http1", false, "clients speak HTTP/1.1, a connection per stream (default h2c)")
 	backendH2C := fs.Bool("backend-h2c", true, "obol speaks h2c to the simulator, its streams on a few connections (false: HTTP/1.1, a connection per stream)")
 	if err := fs.Parse(args); err != nil {
@@ -147,6 +148,11 @@ func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	after, err := reading(fmt.Sprintf("%s after", *idleWait))
 	if err != nil {
 		return err
+	}
+	if *heapAfter != "" {
+		if herr := fetch(admin, "/debug/pprof/heap", *heapAfter); herr != nil {
+			fmt.Fprintf(stderr, "heap profile: %v\n", herr)
+		}
 	}
 	store := "embedded store"
 	if *redisURL != "" {
