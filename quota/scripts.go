@@ -283,7 +283,7 @@ return 1
 // ("" = Redis TIME), delta, lease id ("" for none), cost, then per level
 // its tpm and what its lease holds (picodollars). It returns each level's
 // spending before the cost was added ("" where no counter is kept).
-var settleScript = redis.NewScript(luaNow + `
+var settleScript = redis.NewScript(luaNow + luaMoveTokens + `
 local delta = tonumber(ARGV[2])
 local lease, cost = ARGV[3], ARGV[4]
 local out = {}
@@ -296,28 +296,37 @@ for i = 0, #KEYS / 4 - 1 do
   local before = redis.call("HGET", KEYS[k + 4], "s")
   if before and cost ~= "0" then redis.call("HINCRBY", KEYS[k + 4], "s", cost) end
   out[i + 1] = before or ""
-  if tpm > 0 and delta ~= 0 then
-    local tat = math.max(tonumber(redis.call("GET", KEYS[k + 1]) or now), now)
-    local new_tat = math.max(tat + (60 / tpm) * delta, now)
-    if new_tat > now then
-      redis.call("SET", KEYS[k + 1], new_tat, "EX", math.max(1, math.ceil(new_tat - now)))
-    else
-      redis.call("DEL", KEYS[k + 1])
-    end
-  end
-  if delta ~= 0 then
-    local left = redis.call("INCRBY", KEYS[k + 2], delta)
-    if left == delta then
-      -- It was not there (Redis lost it): the ledger, which has this
-      -- request, starts it at the next admission.
-      redis.call("DEL", KEYS[k + 2])
-    elseif left < 0 then
-      redis.call("SET", KEYS[k + 2], 0, "KEEPTTL")
-    end
-  end
+  move_tokens(KEYS[k + 1], KEYS[k + 2], tpm, delta)
 end
 return out
 `)
+
+// luaMoveTokens is move_tokens(tpm key, day key, tpm, delta): tokens
+// charged (delta > 0, a debt) or given back (< 0) on a level's TPM tat
+// and its day's counter. A refund never lifts TPM above full nor the day
+// below 0; a day's counter that was not there (Redis lost it) stays
+// away: the ledger, which has the request, starts it at the next
+// admission. Scripts that use it set now first.
+const luaMoveTokens = `
+local function move_tokens(tpm_key, day_key, tpm, delta)
+  if delta == 0 then return end
+  if tpm > 0 then
+    local tat = math.max(tonumber(redis.call("GET", tpm_key) or now), now)
+    local new_tat = math.max(tat + (60 / tpm) * delta, now)
+    if new_tat > now then
+      redis.call("SET", tpm_key, new_tat, "EX", math.max(1, math.ceil(new_tat - now)))
+    else
+      redis.call("DEL", tpm_key)
+    end
+  end
+  local left = redis.call("INCRBY", day_key, delta)
+  if left == delta then
+    redis.call("DEL", day_key)
+  elseif left < 0 then
+    redis.call("SET", day_key, 0, "KEEPTTL")
+  end
+end
+`
 
 // renewScript extends a lease that is still held, at every level; one
 // that is gone stays gone, unless Redis lost its leases (flushed,

@@ -108,7 +108,7 @@ return out
 // before, slots now, renew, then per level rpm, tpm, whether it has a
 // budget and whether it caps concurrency ("1"). It answers each level's
 // spending before the cost was added ("" where none is kept).
-var syncScript = redis.NewScript(luaNow + `
+var syncScript = redis.NewScript(luaNow + luaMoveTokens + `
 local id, old, new, cost = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local back, delta, final = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == "1"
 local expiry = string.format("%d", math.ceil(now + tonumber(ARGV[9])))
@@ -158,23 +158,7 @@ for i = 0, #KEYS / 6 - 1 do
       redis.call("DEL", KEYS[k + 1])
     end
   end
-  if tpm > 0 and delta ~= 0 then
-    local tat = math.max(tonumber(redis.call("GET", KEYS[k + 2]) or now), now)
-    local new_tat = math.max(tat + (60 / tpm) * delta, now)
-    if new_tat > now then
-      redis.call("SET", KEYS[k + 2], new_tat, "EX", math.max(1, math.ceil(new_tat - now)))
-    else
-      redis.call("DEL", KEYS[k + 2])
-    end
-  end
-  if delta ~= 0 then
-    local left = redis.call("INCRBY", KEYS[k + 3], delta)
-    if left == delta then
-      redis.call("DEL", KEYS[k + 3]) -- lost: the ledger starts it again
-    elseif left < 0 then
-      redis.call("SET", KEYS[k + 3], 0, "KEEPTTL")
-    end
-  end
+  move_tokens(KEYS[k + 2], KEYS[k + 3], tpm, delta)
 end
 return out
 `)
