@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 
@@ -44,29 +43,7 @@ func TestReplicasShareLimits(t *testing.T) {
 // burst sends 60 concurrent requests, spread over the replicas and the
 // secrets, and counts the answers by status.
 func burst(t *testing.T, bases []string, secrets ...string) map[int]int {
-	var mu sync.Mutex
-	codes := map[int]int{}
-	var wg sync.WaitGroup
-	for i := 0; i < 60; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequest("POST", bases[i%len(bases)]+"/v1/chat", strings.NewReader(`{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
-			req.Header.Set("Authorization", "Bearer "+secrets[i%len(secrets)])
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			mu.Lock()
-			codes[resp.StatusCode]++
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return codes
+	return burstOf(t, 60, bases, `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`, secrets...)
 }
 
 // TestReplicasShareLedger: three gateway processes on one Redis and one

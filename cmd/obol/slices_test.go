@@ -79,9 +79,10 @@ keys:
 			"TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pgURL)
 		bases = append(bases, base)
 	}
+	const body = `{"model":"hermes","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`
 	for _, c := range cases {
-		one := burstOf(t, 300, bases[:1], secret(c.name, "one"))
-		three := burstOf(t, 300, bases, secret(c.name, "three"))
+		one := burstOf(t, 300, bases[:1], body, secret(c.name, "one"))
+		three := burstOf(t, 300, bases, body, secret(c.name, "three"))
 		t.Logf("%s: one %v three %v", c.name, one, three)
 		if one[200] != three[200] || one[200] == 0 || one[200] == 300 || one[200]+one[429] != 300 || three[200]+three[429] != 300 {
 			t.Errorf("%s: one replica answered %v, three %v", c.name, one, three)
@@ -93,16 +94,16 @@ keys:
 		t.Logf("%v requests admitted from slices", n)
 	}
 	start := time.Now()
-	codes := burstOf(t, 300, bases, secret("rpm", "three"))
+	codes := burstOf(t, 300, bases, body, secret("rpm", "three"))
 	refilled := int(time.Since(start)/time.Second) + 1 // RPM 60 refills one a second
 	if codes[200] < 60 || codes[200] > 60+refilled {
 		t.Errorf("rpm 60: answered %v in %v, want 60 to %d × 200", codes, time.Since(start), 60+refilled)
 	}
 }
 
-// burstOf sends n concurrent requests of 100 output tokens, spread over
-// the replicas, and counts the answers by status.
-func burstOf(t *testing.T, n int, bases []string, secret string) map[int]int {
+// burstOf sends n concurrent requests of body to /v1/chat, spread over
+// the replicas and the secrets, and counts the answers by status.
+func burstOf(t *testing.T, n int, bases []string, body string, secrets ...string) map[int]int {
 	t.Helper()
 	var mu sync.Mutex
 	codes := map[int]int{}
@@ -111,9 +112,8 @@ func burstOf(t *testing.T, n int, bases []string, secret string) map[int]int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body := `{"model":"hermes","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`
 			req, _ := http.NewRequest("POST", bases[i%len(bases)]+"/v1/chat", strings.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+secret)
+			req.Header.Set("Authorization", "Bearer "+secrets[i%len(secrets)])
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Error(err)
