@@ -3,19 +3,23 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/obol/obol/internal/pgtest"
 	"github.com/obol/obol/internal/redistest"
+	"github.com/obol/obol/internal/syncbuf"
 	"github.com/obol/obol/loadtest/sim"
 )
 
@@ -150,4 +154,78 @@ func metricSum(t *testing.T, bases []string, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// TestSlicesGivenBackAtShutdown: a replica that admitted from slices and
+// is told to stop gives back what they held: another replica then sees
+// nothing held of the key's budget and, of its day, only the tokens the
+// ledger recorded.
+func TestSlicesGivenBackAtShutdown(t *testing.T) {
+	_, prefix := redistest.Shared(t)
+	_, pgURL := pgtest.Shared(t)
+	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 2}))
+	defer up.Close()
+	sum := sha256.Sum256([]byte(testSecret))
+	cfg := filepath.Join(t.TempDir(), "shutdown.yaml")
+	// Slices that admit for 4 s, their rate measured over 1 s: the
+	// requests run 2 s, and a slice taken then ends after the stop.
+	err := os.WriteFile(cfg, []byte(`listen: "127.0.0.1:0"
+shutdown_drain: 0s
+data_dir: "${TEST_DATA_DIR}"
+redis: {url: "${TEST_REDIS_URL}", prefix: "${TEST_REDIS_PREFIX}", fail_mode: closed, slices: 4s}
+postgres: {url: "${TEST_POSTGRES_URL}"}
+tiers:
+  open: {rpm: 0, tpm: 0, tpd: 10000000}
+models:
+  hermes:
+    context_window: 32768
+    price: {input: 1, output: 1}
+    backends: [{url: "${TEST_UPSTREAM}", model: "backend-hermes"}]
+keys:
+  - {id: key_test, tier: open, sha256: "`+hex.EncodeToString(sum[:])+`", budget: {monthly: 1000}}
+`), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() (*exec.Cmd, string, *syncbuf.Buffer) {
+		return startObolWith(t, cfg, "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir(),
+			"TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pgURL)
+	}
+	a, baseA, logsA := start()
+	_, baseB, _ := start()
+	// Steady requests for two seconds: a's rate is known, its slices hold
+	// more than the request at hand.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		resp, err := http.DefaultClient.Do(authed("POST", baseA+"/v1/chat", `{"model":"hermes","messages":[{"role":"user","content":"hi"}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if n := metricSum(t, []string{baseA}, "obol_quota_slices_admissions_total"); n == 0 {
+		t.Fatal("no request was admitted from a slice")
+	}
+	a.Process.Signal(syscall.SIGTERM)
+	waitExit(t, a, logsA)
+
+	var key struct {
+		Remaining struct {
+			TokensToday int64 `json:"tokens_today"`
+		} `json:"remaining"`
+		Budget struct {
+			Held float64 `json:"held"`
+		} `json:"budget"`
+	}
+	resp, err := http.DefaultClient.Do(authed("GET", baseB+"/v1/key", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&key)
+	resp.Body.Close()
+	u, _ := usageNow(t, baseB)
+	if key.Budget.Held != 0 || key.Remaining.TokensToday != 10_000_000-u.TotalTokens || u.TotalTokens == 0 {
+		t.Errorf("after a's shutdown: %+v held, %d tokens left today; the ledger has %d tokens", key.Budget.Held,
+			key.Remaining.TokensToday, u.TotalTokens)
+	}
 }
