@@ -33,8 +33,9 @@ type Slices struct {
 	mu   sync.Mutex
 	subs map[subjectID]*subjectSlices
 	all  map[*slice]struct{} // every slice not yet done: admitting, or with requests in flight
-	// flushing serializes syncs, so that a slice's held money moves in
-	// the order it was sent.
+	// flushing serializes flushes: a slice with a sync in flight is
+	// skipped, so a flush waits for another's to land and then sends what
+	// came after it, and Redis is up to date when flush returns.
 	flushing sync.Mutex
 
 	stop chan struct{}
@@ -113,7 +114,9 @@ type slice struct {
 	pendTokens         int64 // > 0 charges (a debt), < 0 gives back
 	lastSync           time.Time
 	dirty, removed     bool
-	syncing            bool // a sync is in flight: the next waits, so they reach Redis in order
+	// landed is closed when the sync in flight lands (nil: none is):
+	// the next waits, so that syncs reach Redis in order.
+	landed chan struct{}
 }
 
 // NewSlices returns a Store over r that admits from slices; Close gives

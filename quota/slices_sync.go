@@ -28,10 +28,10 @@ func (s *Slices) syncOf(sl *slice) *syncCall {
 	now := s.now()
 	done := !sl.active && sl.inflight == 0
 	stale := now.Sub(sl.lastSync) >= LeaseTTL/3
-	if sl.removed || sl.syncing || !(sl.dirty || stale || done) {
+	if sl.removed || sl.landed != nil || !(sl.dirty || stale || done) {
 		return nil
 	}
-	sl.syncing = true
+	sl.landed = make(chan struct{})
 	c := &syncCall{sl: sl, cost: sl.pendCost, back: sl.pendBack, tokens: sl.pendTokens,
 		prevHeld: sl.heldRedis, held: max(sl.money, 0) + sl.inflightMoney, final: done,
 		prevSlots: sl.slotsRedis, slots: sl.slots, renew: stale}
@@ -58,7 +58,6 @@ func (s *Slices) syncOf(sl *slice) *syncCall {
 // which counted twice would admit more than allowed.
 func (s *Slices) failed(c *syncCall) {
 	sl := c.sl
-	sl.syncing = false
 	sl.pendCost += c.cost
 	sl.pendTokens += max(c.tokens, 0)
 	sl.heldRedis = c.prevHeld
@@ -70,14 +69,41 @@ func (s *Slices) failed(c *syncCall) {
 	}
 }
 
+// landedSync ends sl's sync in flight; s.mu is held.
+func (sl *slice) landedSync() {
+	close(sl.landed)
+	sl.landed = nil
+}
+
 // flush retires the slices past their time (all of them when closing) and
-// sends every sync due, in one pipeline.
+// sends every sync due, in one pipeline. A slice whose sync is in flight
+// (a take's) is waited for and synced after it, so that Redis has what
+// was settled before flush was called when it returns.
 func (s *Slices) flush(ctx context.Context, closing bool) error {
 	s.flushing.Lock()
 	defer s.flushing.Unlock()
+	for range 3 {
+		calls, waits := s.due(closing)
+		if err := s.send(ctx, calls); err != nil || len(waits) == 0 {
+			return err
+		}
+		for _, w := range waits {
+			select {
+			case <-w:
+			case <-ctx.Done():
+				return fmt.Errorf("sync quota slices: %w", ctx.Err())
+			}
+		}
+	}
+	return nil
+}
+
+// due takes the syncs due now and the slices whose sync is in flight, and
+// forgets subjects long idle.
+func (s *Slices) due(closing bool) (calls []*syncCall, waits []chan struct{}) {
 	now := s.now()
-	var calls []*syncCall
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	for sl := range s.all {
 		var c *syncCall
 		if sl.active && (closing || !now.Before(sl.until)) {
@@ -88,8 +114,11 @@ func (s *Slices) flush(ctx context.Context, closing bool) error {
 		} else {
 			c = s.syncOf(sl)
 		}
-		if c != nil {
+		switch {
+		case c != nil:
 			calls = append(calls, c)
+		case sl.landed != nil:
+			waits = append(waits, sl.landed)
 		}
 	}
 	for id, ss := range s.subs {
@@ -97,8 +126,7 @@ func (s *Slices) flush(ctx context.Context, closing bool) error {
 			delete(s.subs, id)
 		}
 	}
-	s.mu.Unlock()
-	return s.send(ctx, calls)
+	return calls, waits
 }
 
 // send runs syncs in one pipeline; those that did not answer are put back.
@@ -117,7 +145,7 @@ func (s *Slices) send(ctx context.Context, calls []*syncCall) error {
 	})
 	s.mu.Lock()
 	for i, c := range calls {
-		c.sl.syncing = false
+		c.sl.landedSync()
 		if !ok[i] {
 			s.failed(c)
 		}
@@ -217,7 +245,7 @@ func (s *Slices) takeOnce(ctx context.Context, calls []scriptCall, prev *syncCal
 	})
 	if prev != nil {
 		s.mu.Lock()
-		prev.sl.syncing = false
+		prev.sl.landedSync()
 		if !synced {
 			s.failed(prev)
 		}
