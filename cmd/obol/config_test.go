@@ -181,8 +181,15 @@ func TestConfigDefaultsAndBackendKeys(t *testing.T) {
 	if m := cat.Get("hermes"); m.MaxOutputTokens != 4096 || m.Backends[0].Name != "127.0.0.1:9/v1" {
 		t.Errorf("model %+v", m)
 	}
-	if cfg.Redis.Mode != "single" || cfg.Redis.FailMode != "open" || cfg.Redis.Prefix != "obol:" || cfg.Redis.Timeout != 250*time.Millisecond {
+	if cfg.Redis.Mode != "single" || cfg.Redis.FailMode != "open" || cfg.Redis.Prefix != "obol:" || cfg.Redis.Timeout != 250*time.Millisecond ||
+		cfg.Redis.sliceActive != time.Second {
 		t.Errorf("redis defaults: %+v", cfg.Redis)
+	}
+	for in, want := range map[string]time.Duration{"off": 0, "250ms": 250 * time.Millisecond, "": time.Second} {
+		r := RedisConfig{Slices: in}
+		if err := r.checkSlices(); err != nil || r.sliceActive != want {
+			t.Errorf("redis.slices %q: %v, %v; want %v", in, r.sliceActive, err, want)
+		}
 	}
 	cfg.Models["hermes"].Backends[0].APIKeyEnv = "NOT_SET_ANYWHERE"
 	if _, err := catalogOf(cfg, envMap(nil)); err == nil || !strings.Contains(err.Error(), "models.hermes.backends[0].api_key_env") {

@@ -57,30 +57,14 @@ func TestReplicasBurstsWithSlices(t *testing.T) {
 				hex.EncodeToString(sum[:]), lim)
 		}
 	}
-	cfg := filepath.Join(t.TempDir(), "slices.yaml")
-	err := os.WriteFile(cfg, []byte(`listen: "127.0.0.1:0"
-data_dir: "${TEST_DATA_DIR}"
-redis: {url: "${TEST_REDIS_URL}", prefix: "${TEST_REDIS_PREFIX}", fail_mode: closed, replicas: 3}
-postgres: {url: "${TEST_POSTGRES_URL}"}
-tiers:
-  open: {rpm: 0, tpm: 0, tpd: 0}
-models:
-  hermes:
-    context_window: 32768
-    price: {input: 1, output: 1}
-    backends: [{url: "${TEST_UPSTREAM}", model: "backend-hermes"}]
-projects:
+	cfg := sliceReplicasConfig(t, "replicas: 3", "{rpm: 0, tpm: 0, tpd: 0}", `projects:
   p_one: {limits: {rpm: 100}, budget: {monthly: 0.012}}
   p_three: {limits: {rpm: 100}, budget: {monthly: 0.012}}
 keys:
-`+keys.String()), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+`+keys.String())
 	var bases []string
 	for range 3 {
-		_, base, _ := startObolWith(t, cfg, "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir(),
-			"TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pgURL)
+		_, base, _ := startSliceReplica(t, cfg, up.URL, prefix, pgURL)
 		bases = append(bases, base)
 	}
 	const body = `{"model":"hermes","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`
@@ -103,6 +87,39 @@ keys:
 	if codes[200] < 60 || codes[200] > 60+refilled {
 		t.Errorf("rpm 60: answered %v in %v, want 60 to %d × 200", codes, time.Since(start), 60+refilled)
 	}
+}
+
+// sliceReplicasConfig writes the configuration of replicas on the test
+// Redis and PostgreSQL, with redis settings beyond the test's, the open
+// tier's limits, and the projects and keys (YAML, top level), and
+// returns its path. It stops at once when told to: no drain.
+func sliceReplicasConfig(t *testing.T, redis, open, rest string) string {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "replicas.yaml")
+	err := os.WriteFile(cfg, []byte(`listen: "127.0.0.1:0"
+shutdown_drain: 0s
+data_dir: "${TEST_DATA_DIR}"
+redis: {url: "${TEST_REDIS_URL}", prefix: "${TEST_REDIS_PREFIX}", fail_mode: closed, `+redis+`}
+postgres: {url: "${TEST_POSTGRES_URL}"}
+tiers:
+  open: `+open+`
+models:
+  hermes:
+    context_window: 32768
+    price: {input: 1, output: 1}
+    backends: [{url: "${TEST_UPSTREAM}", model: "backend-hermes"}]
+`+rest), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// startSliceReplica starts a replica of cfg in front of the backend at
+// upstream, on the test Redis under prefix and the PostgreSQL at pgURL.
+func startSliceReplica(t *testing.T, cfg, upstream, prefix, pgURL string) (*exec.Cmd, string, *syncbuf.Buffer) {
+	return startObolWith(t, cfg, "TEST_UPSTREAM="+upstream+"/v1", "TEST_DATA_DIR="+t.TempDir(),
+		"TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pgURL)
 }
 
 // burstOf sends n concurrent requests of body to /v1/chat, spread over
@@ -166,31 +183,12 @@ func TestSlicesGivenBackAtShutdown(t *testing.T) {
 	up := httptest.NewServer(sim.New(sim.Config{ReplyTokens: 2}))
 	defer up.Close()
 	sum := sha256.Sum256([]byte(testSecret))
-	cfg := filepath.Join(t.TempDir(), "shutdown.yaml")
 	// Slices that admit for 4 s, their rate measured over 1 s: the
 	// requests run 2 s, and a slice taken then ends after the stop.
-	err := os.WriteFile(cfg, []byte(`listen: "127.0.0.1:0"
-shutdown_drain: 0s
-data_dir: "${TEST_DATA_DIR}"
-redis: {url: "${TEST_REDIS_URL}", prefix: "${TEST_REDIS_PREFIX}", fail_mode: closed, slices: 4s}
-postgres: {url: "${TEST_POSTGRES_URL}"}
-tiers:
-  open: {rpm: 0, tpm: 0, tpd: 10000000}
-models:
-  hermes:
-    context_window: 32768
-    price: {input: 1, output: 1}
-    backends: [{url: "${TEST_UPSTREAM}", model: "backend-hermes"}]
-keys:
+	cfg := sliceReplicasConfig(t, "slices: 4s", "{rpm: 0, tpm: 0, tpd: 10000000}", `keys:
   - {id: key_test, tier: open, sha256: "`+hex.EncodeToString(sum[:])+`", budget: {monthly: 1000}}
-`), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := func() (*exec.Cmd, string, *syncbuf.Buffer) {
-		return startObolWith(t, cfg, "TEST_UPSTREAM="+up.URL+"/v1", "TEST_DATA_DIR="+t.TempDir(),
-			"TEST_REDIS_URL="+redistest.URL(), "TEST_REDIS_PREFIX="+prefix, "TEST_POSTGRES_URL="+pgURL)
-	}
+`)
+	start := func() (*exec.Cmd, string, *syncbuf.Buffer) { return startSliceReplica(t, cfg, up.URL, prefix, pgURL) }
 	a, baseA, logsA := start()
 	_, baseB, _ := start()
 	// Steady requests for two seconds: a's rate is known, its slices hold
